@@ -1,0 +1,24 @@
+# Two entry points do all set-up on a fresh machine:
+#   make demo   - the main job on embedded defaults
+#   make test   - the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+$(VENV)/.ready: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: this is the CPU wheel on our machines; anything unpinned pulls a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.ready
+
+demo: $(VENV)/.ready
+	$(VENV)/bin/prn-edge demo
+
+test: $(VENV)/.ready
+	$(PY) -m pytest -q
+
+.PHONY: venv demo test

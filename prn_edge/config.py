@@ -1,0 +1,220 @@
+"""Typed configuration, validated once at the edge (CLI, YAML file, checkpoint) and passed down.
+
+Named PRN variants are presets of one `ModelConfig`, not separate classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Tuple, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True  # False means random weights; only when asked for explicitly
+    image_size: int = 256
+    # Prototypes: "image" = whole feature maps as in the paper (aligned objects),
+    # "patch" = per-position nearest of K feature vectors (textures, unaligned parts).
+    prototype_mode: str = "patch"
+    num_prototypes: int = 0  # 0 = automatic (see prototypes.default_k)
+    dim: int = 48  # width of the head after the input projection
+    msa_scales: Tuple[int, ...] = (1, 2)  # indices into the backbone scales that get multi-size attention
+    patch_sizes: Tuple[int, ...] = (2, 4, 8)  # MSA patch sizes, in cells of the feature map
+    heads: int = 2
+    decoder_dims: Tuple[int, ...] = (48, 32, 24, 16)
+    topk: int = 100  # image score = mean of the top-k map probabilities
+
+    def validate(self) -> "ModelConfig":
+        from .model.backbones import BACKBONES
+
+        _choice("model.backbone", self.backbone, sorted(BACKBONES))
+        _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
+        if self.image_size < 64 or self.image_size % 32:
+            raise ConfigError(f"model.image_size={self.image_size}: must be a multiple of 32 and at least 64")
+        if self.num_prototypes < 0:
+            raise ConfigError("model.num_prototypes must be >= 0 (0 chooses automatically)")
+        if self.dim % self.heads or self.dim <= 0:
+            raise ConfigError(f"model.dim={self.dim} must be a positive multiple of model.heads={self.heads}")
+        if any(s not in (0, 1, 2) for s in self.msa_scales):
+            raise ConfigError(f"model.msa_scales={self.msa_scales}: scale indices are 0 (stride 4), 1 (8), 2 (16)")
+        for p in self.patch_sizes:
+            if p < 1 or (p & (p - 1)):
+                raise ConfigError(f"model.patch_sizes: {p} is not a power of two")
+        if len(self.decoder_dims) != 4:
+            raise ConfigError("model.decoder_dims needs 4 widths (stride 8, 4, 2 and the final stride-2 refinement)")
+        if self.topk < 1:
+            raise ConfigError("model.topk must be >= 1")
+        return self
+
+
+@dataclass
+class SynthConfig:
+    """Mix of training samples; ratios are relative weights, normalized at use."""
+
+    p_normal: float = 0.35
+    p_real: float = 0.05  # a real defect shot as it is
+    p_extended: float = 0.2  # real defect augmented and pasted onto a normal image
+    p_simulated: float = 0.3  # Perlin mask filled with foreign texture
+    p_cutpaste: float = 0.1  # scar/patch cut from the same image
+    perlin_scales: Tuple[int, ...] = (1, 2, 3, 4, 5)  # log2 of the lowest noise frequency grid
+    perlin_threshold: float = 0.5
+    opacity: Tuple[float, float] = (0.15, 1.0)
+    texture_dir: str = ""  # empty = built-in real photos from installed packages
+
+    def validate(self) -> "SynthConfig":
+        ratios = [self.p_normal, self.p_real, self.p_extended, self.p_simulated, self.p_cutpaste]
+        if any(r < 0 for r in ratios) or sum(ratios) <= 0:
+            raise ConfigError(f"synth ratios must be >= 0 and not all zero, got {ratios}")
+        lo, hi = self.opacity
+        if not 0 <= lo <= hi <= 1:
+            raise ConfigError(f"synth.opacity={self.opacity}: need 0 <= low <= high <= 1")
+        if not 0 < self.perlin_threshold < 1:
+            raise ConfigError("synth.perlin_threshold must be in (0, 1)")
+        if self.texture_dir and not Path(self.texture_dir).is_dir():
+            raise ConfigError(f"synth.texture_dir={self.texture_dir!r} is not a folder; give a folder of images or leave it empty")
+        return self
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "focal+smoothl1"
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.75
+    val_fraction: float = 0.2  # of train/good, held out for threshold and best step
+    val_every: int = 250
+    num_shots: int = 10  # real defects used for training
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+
+    def validate(self) -> "TrainConfig":
+        _choice("train.loss", self.loss, ["focal+smoothl1", "focal+dice"])
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("train.steps and train.batch_size must be >= 1")
+        if not 0 < self.val_fraction < 0.9:
+            raise ConfigError("train.val_fraction must be in (0, 0.9)")
+        if self.val_every < 1:
+            raise ConfigError("train.val_every must be >= 1")
+        return self
+
+
+@dataclass
+class Config:
+    variant: str = "prn-edge"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        self.model.validate()
+        self.synth.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+VARIANTS: dict[str, dict] = {
+    # Close to the paper: ResNet-18 (or WRN-50 by override), aligned-image prototypes, three MSA blocks.
+    "prn-paper": {"model": {"backbone": "resnet18", "prototype_mode": "image", "dim": 64,
+                            "msa_scales": (0, 1, 2), "decoder_dims": (64, 48, 32, 16)}},
+    # The default: EfficientNet-Lite0, sized for a Jetson and a CPU.
+    "prn-edge": {},
+    # For tests: small input, random tiny backbone, few steps.
+    "prn-tiny": {"model": {"backbone": "tiny", "pretrained": False, "image_size": 64, "dim": 16,
+                           "patch_sizes": (2, 4), "decoder_dims": (16, 16, 8, 8), "topk": 10},
+                 "train": {"steps": 20, "batch_size": 4, "val_every": 10}},
+}
+
+
+def _choice(key: str, value: Any, allowed: list) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {allowed}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; allowed: {sorted(fields)}")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{where}.{key}" if where else key)
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where}.{key}: expected a list, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict, override: Mapping) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def make_config(variant: str = "prn-edge", overrides: Mapping | None = None) -> Config:
+    """A validated config: the variant's preset, then `overrides` (nested dict, e.g. from YAML or the CLI)."""
+    _choice("variant", variant, sorted(VARIANTS))
+    data = _merge(VARIANTS[variant], overrides or {})
+    data.pop("variant", None)
+    cfg = _build(Config, data, "")
+    cfg.variant = variant
+    return cfg.validate()
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML config file into a nested dict (validated when passed to `make_config`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: the top level must be a mapping")
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """`train.steps=500` -> {"train": {"steps": 500}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.steps=500")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    out: dict = {}
+    cur = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out

@@ -1,0 +1,116 @@
+"""Reading and writing images and masks: one place that turns any file into HxWx3 uint8 RGB."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTS
+
+
+def _load(path: Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist; check the path or the dataset layout")
+    # IMREAD_UNCHANGED keeps 16-bit depth and alpha so we convert them on purpose, not by accident.
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.size == 0:
+        raise DataError(f"{path}: cannot be decoded as an image (corrupt or unsupported format); re-save it as PNG")
+    return data
+
+
+def _to_uint8(data: np.ndarray, path: Path) -> np.ndarray:
+    if data.dtype == np.uint8:
+        return data
+    if data.dtype == np.uint16:
+        return np.round(data / 257.0).astype(np.uint8)
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8) * 255
+    if np.issubdtype(data.dtype, np.floating):
+        # Float TIFFs are usually in [0, 1]; anything larger is taken as already 0..255.
+        scale = 255.0 if np.nanmax(data) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(data) * scale, 0, 255).round().astype(np.uint8)
+    raise DataError(f"{path}: pixel type {data.dtype} is not supported; save it as 8- or 16-bit PNG")
+
+
+def _resize(img: np.ndarray, width: int, height: int, interpolation: int | None = None) -> np.ndarray:
+    if img.shape[1] == width and img.shape[0] == height:
+        return img
+    if interpolation is None:
+        shrinking = width * height < img.shape[0] * img.shape[1]
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(img, (width, height), interpolation=interpolation)
+
+
+def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB; grey, grey+alpha and RGBA become RGB, 16-bit is scaled to 8-bit.
+
+    With `size`, the image is resized to size x size (area averaging down, bilinear up).
+    """
+    path = Path(path)
+    data = _to_uint8(_load(path), path)
+    if data.ndim == 2:
+        rgb = cv2.cvtColor(data, cv2.COLOR_GRAY2RGB)
+    elif data.ndim == 3 and data.shape[2] in (1, 2):  # grey (+ alpha): alpha is dropped
+        rgb = cv2.cvtColor(np.ascontiguousarray(data[:, :, 0]), cv2.COLOR_GRAY2RGB)
+    elif data.ndim == 3 and data.shape[2] == 3:
+        rgb = cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
+    elif data.ndim == 3 and data.shape[2] == 4:
+        rgb = cv2.cvtColor(data, cv2.COLOR_BGRA2RGB)
+    else:
+        raise DataError(f"{path}: image has shape {data.shape}; expected a 2-D grey or colour image")
+    if size is not None:
+        rgb = _resize(rgb, size, size)
+    return np.ascontiguousarray(rgb)
+
+
+def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """HxW float32 in {0, 1}: any nonzero pixel is defect; resized (nearest) to shape = (h, w)."""
+    path = Path(path)
+    data = _load(path)
+    if data.ndim == 3:
+        # Colour masks: a defect in any colour channel counts; alpha (4th) would mark everything.
+        data = data[:, :, : min(3, data.shape[2])].max(axis=2) if data.shape[2] != 2 else data[:, :, 0]
+    mask = (data != 0).astype(np.uint8)
+    mask = _resize(mask, shape[1], shape[0], cv2.INTER_NEAREST)
+    return mask.astype(np.float32)
+
+
+def _write(path: Path, data: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), data):
+        raise DataError(f"{path}: could not write the image; check the extension and that the folder is writable")
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an HxWx3 uint8 RGB (or HxW grey) image; the format follows the extension (PNG advised)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        raise DataError(f"{path}: write_image expects uint8 pixels, got {rgb.dtype}; convert with np.clip(...).astype(np.uint8)")
+    _write(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb)
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write a mask as a 0/255 single-channel PNG (any value > 0 is defect)."""
+    _write(Path(path), (np.asarray(mask) > 0).astype(np.uint8) * 255)
+
+
+def image_header(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, PIL mode) read from the file header without decoding the pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist; check the path or the dataset layout")
+    try:
+        with Image.open(path) as im:
+            return im.width, im.height, im.mode
+    except Exception as e:  # PIL raises many types for broken files
+        raise DataError(f"{path}: cannot read the image header ({e}); the file is corrupt or not an image") from None

@@ -1,0 +1,59 @@
+"""`prn-edge eval`: a trained checkpoint on a category's test set -> metrics JSON, markdown, pictures, TIFF maps."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.dataset import load_category
+from ..data.images import read_image, read_mask
+from ..model.inference import predict
+from ..train.checkpoint import load_model
+from .metrics import evaluate_predictions
+from .report import markdown_table, save_maps_tiff, save_overlays, write_json
+
+
+def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None, overlays: Optional[Path] = None,
+                        save_maps: Optional[Path] = None, max_overlays: int = 40, progress: bool = True,
+                        log: Callable[[str], None] = print) -> dict:
+    model, cfg, meta = load_model(ckpt)
+    size = cfg.model.image_size
+    cat = load_category(Path(data))
+    excluded = {str(p) for p in meta.get("excluded_from_test", [])}
+    samples = [s for s in cat.test if str(s.image) not in excluded]
+    seen_types = set(meta.get("seen_types") or cat.seen_types)
+    t0 = time.time()
+    images = [read_image(s.image, size) for s in tqdm(samples, desc="load test", disable=not progress, leave=False)]
+    masks = np.stack([read_mask(s.mask, (size, size)) if s.mask else np.zeros((size, size), np.float32)
+                      for s in samples])
+    maps, scores = predict(model, images)
+    seconds = time.time() - t0
+    labels = np.array([s.label for s in samples])
+    types = [s.defect for s in samples]
+    seen = {t: (t in seen_types) for t in set(types) if t != "good"}
+    results = evaluate_predictions(scores, maps, labels, masks, types, seen)
+    results.update({
+        "checkpoint": str(ckpt), "category": cat.name, "variant": cfg.variant, "n_test": len(samples),
+        "excluded_from_test": sorted(excluded), "image_threshold": meta.get("image_threshold"),
+        "pixel_threshold": meta.get("pixel_threshold"), "inference_seconds": round(seconds, 2),
+        "decisions": {
+            "true_rejects": int(((scores >= meta["image_threshold"]) & (labels == 1)).sum()),
+            "false_rejects": int(((scores >= meta["image_threshold"]) & (labels == 0)).sum()),
+            "missed": int(((scores < meta["image_threshold"]) & (labels == 1)).sum()),
+        } if "image_threshold" in meta else None,
+    })
+    table = markdown_table(results)
+    results["markdown"] = table
+    if json_out:
+        write_json(Path(json_out), results)
+        Path(json_out).with_suffix(".md").write_text(f"# {cat.name}: {cfg.variant}\n\n{table}\n")
+    if overlays:
+        items = [(s, img, m, gt) for s, img, m, gt in zip(samples, images, maps, masks)]
+        save_overlays(Path(overlays), items, threshold=meta.get("pixel_threshold"), max_images=max_overlays)
+    if save_maps:
+        save_maps_tiff(Path(save_maps), cat.name, samples, maps)
+    log(table)
+    return results

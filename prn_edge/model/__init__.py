@@ -1,0 +1,1 @@
+"""PRN model: frozen multi-scale encoder, prototypes, residuals, multi-size attention, fusion, decoder."""

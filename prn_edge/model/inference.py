@@ -1,0 +1,31 @@
+"""numpy in, numpy out: the glue every consumer of a PyTorch PRN uses (training validation, eval, demo)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .prn import PRN
+
+
+def to_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
+    arr = np.ascontiguousarray(np.stack(images) if not isinstance(images, np.ndarray) else images)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def predict(model: PRN, images: Sequence[np.ndarray], batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly probability maps (N, H, W) float32 and image scores (N,)."""
+    was_training = model.training
+    model.eval()
+    maps, scores = [], []
+    for i in range(0, len(images), batch):
+        prob, score = model.predict(to_tensor(images[i:i + batch]))
+        maps.append(prob[:, 0].numpy())
+        scores.append(score.numpy())
+    model.train(was_training)
+    if not maps:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0,), np.float32)
+    return np.concatenate(maps).astype(np.float32), np.concatenate(scores).astype(np.float32)

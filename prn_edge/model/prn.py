@@ -1,0 +1,202 @@
+"""The PRN head over a frozen encoder: residuals, multi-size self-attention, multi-scale fusion, decoder.
+
+All shapes except the batch are fixed at construction (from the input size), and the graph uses only
+Conv, MatMul, Softmax, Reshape/Transpose, Resize, pooling and TopK, so it exports cleanly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .backbones import STRIDES, Backbone, create_backbone
+from .prototypes import ScalePrototypes, default_k
+
+# The head works on the encoder scales at strides 4, 8 and 16; stride 2 only feeds a decoder skip.
+HEAD_SCALES = (1, 2, 3)
+
+
+def conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class MultiSizeAttention(nn.Module):
+    """Self-attention among non-overlapping patches, in parallel for several patch sizes.
+
+    A token is one p x p patch of one head's channels (flattened), so attention relates regions of
+    several sizes to each other; the branches are concatenated, projected and added to the input.
+    """
+
+    def __init__(self, dim: int, hw: tuple[int, int], patch_sizes: tuple[int, ...], heads: int):
+        super().__init__()
+        self.dim, self.hw, self.heads = dim, hw, heads
+        # Patches larger than the map would be one token attending to itself: drop them.
+        self.sizes = tuple(p for p in patch_sizes if p <= min(hw)) or (1,)
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
+        self.proj = nn.Sequential(nn.Conv2d(dim * len(self.sizes), dim, 1, bias=False), nn.BatchNorm2d(dim))
+
+    def _tokens(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        (h, w), d = self.hw, self.dim // self.heads
+        x = x.reshape(-1, self.heads, d, h // p, p, w // p, p)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6)  # batch, head, patch row, patch col, channel, y, x
+        return x.reshape(-1, self.heads, (h // p) * (w // p), d * p * p)
+
+    def _untokens(self, t: torch.Tensor, p: int) -> torch.Tensor:
+        (h, w), d = self.hw, self.dim // self.heads
+        t = t.reshape(-1, self.heads, h // p, w // p, d, p, p)
+        t = t.permute(0, 1, 4, 2, 5, 3, 6)
+        return t.reshape(-1, self.dim, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).split(self.dim, dim=1)
+        outs = []
+        for p in self.sizes:
+            tq, tk, tv = self._tokens(q, p), self._tokens(k, p), self._tokens(v, p)
+            attn = torch.softmax(tq @ tk.transpose(-1, -2) * tq.shape[-1] ** -0.5, dim=-1)
+            outs.append(self._untokens(attn @ tv, p))
+        return F.relu(x + self.proj(torch.cat(outs, 1)))
+
+
+class MultiScaleFusion(nn.Module):
+    """Each scale receives every other scale resized to it (average pooling down, bilinear up)."""
+
+    def __init__(self, dim: int, n: int):
+        super().__init__()
+        self.mix = nn.ModuleList(conv_bn(dim * n, dim) for _ in range(n))
+
+    @staticmethod
+    def _resize(x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
+        if src == dst:
+            return x
+        if src < dst:  # finer to coarser
+            return F.avg_pool2d(x, STRIDES[dst] // STRIDES[src])
+        return F.interpolate(x, scale_factor=STRIDES[src] // STRIDES[dst], mode="bilinear", align_corners=False)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [
+            x + mix(torch.cat([self._resize(y, HEAD_SCALES[j], HEAD_SCALES[i]) for j, y in enumerate(xs)], 1))
+            for i, (x, mix) in enumerate(zip(xs, self.mix))
+        ]
+
+
+class Decoder(nn.Module):
+    """From stride 16 to full resolution, with skips from the fused scales and the stride-2 encoder map.
+
+    The last convolutions run at stride 2 and only the one-channel logits are upsampled to full size:
+    full-resolution feature convolutions would double the training cost for no visible gain in the maps.
+    """
+
+    def __init__(self, dim: int, skip2: int, widths: tuple[int, ...]):
+        super().__init__()
+        w8, w4, w2, w1 = widths
+        self.up8 = conv_bn(dim + dim, w8)
+        self.up4 = conv_bn(w8 + dim, w4)
+        self.up2 = conv_bn(w4 + skip2, w2)
+        self.refine = conv_bn(w2, w1)
+        self.out = nn.Conv2d(w1, 1, 3, padding=1)
+
+    @staticmethod
+    def _up(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    def forward(self, s2: torch.Tensor, s4: torch.Tensor, s8: torch.Tensor, s16: torch.Tensor) -> torch.Tensor:
+        x = self.up8(torch.cat([self._up(s16), s8], 1))
+        x = self.up4(torch.cat([self._up(x), s4], 1))
+        x = self.up2(torch.cat([self._up(x), s2], 1))
+        return self._up(self.out(self.refine(x)))
+
+
+class PRN(nn.Module):
+    """`forward(x)` -> anomaly logits (N, 1, H, W); `predict(x)` -> (probability map, image score).
+
+    x is RGB in [0, 1], (N, 3, H, W), at the configured size.
+    """
+
+    def __init__(self, cfg: ModelConfig, backbone: Backbone, num_prototypes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = backbone
+        size = cfg.image_size
+        hws = [(size // STRIDES[s], size // STRIDES[s]) for s in HEAD_SCALES]
+        chans = [backbone.channels[s] for s in HEAD_SCALES]
+        self.prototypes = nn.ModuleList(
+            ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw) for c, hw in zip(chans, hws)
+        )
+        self.inputs = nn.ModuleList(conv_bn(2 * c, cfg.dim, 1) for c in chans)
+        self.msa = nn.ModuleList(
+            MultiSizeAttention(cfg.dim, hw, cfg.patch_sizes, cfg.heads) if i in cfg.msa_scales else nn.Identity()
+            for i, hw in enumerate(hws)
+        )
+        self.fusion = MultiScaleFusion(cfg.dim, len(HEAD_SCALES))
+        self.decoder = Decoder(cfg.dim, backbone.channels[0], cfg.decoder_dims)
+
+    def train(self, mode: bool = True) -> "PRN":
+        super().train(mode)
+        self.encoder.eval()  # frozen: BatchNorm statistics of the encoder never move
+        return self
+
+    def head_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encode(x)
+        xs = []
+        for i, s in enumerate(HEAD_SCALES):
+            f = feats[s]
+            xs.append(self.msa[i](self.inputs[i](torch.cat([f, self.prototypes[i](f)], 1))))
+        s4, s8, s16 = self.fusion(xs)
+        return self.decoder(feats[0], s4, s8, s16)
+
+    def score(self, prob: torch.Tensor) -> torch.Tensor:
+        """Image score: mean of the top-k probabilities of the map."""
+        return prob.flatten(1).topk(self.cfg.topk, dim=1).values.mean(1)
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prob = torch.sigmoid(self.forward(x))
+        return prob, self.score(prob)
+
+    @torch.no_grad()
+    def fit_prototypes(self, images: torch.Tensor | list[torch.Tensor], seed: int = 0, batch: int = 16) -> None:
+        """Fit every scale's prototypes on normal images (RGB in [0, 1])."""
+        chunks = images if isinstance(images, list) else list(images.split(batch))
+        per_scale: list[list[torch.Tensor]] = [[] for _ in HEAD_SCALES]
+        for x in chunks:
+            feats = self.encode(x)
+            for i, s in enumerate(HEAD_SCALES):
+                per_scale[i].append(feats[s])
+        for i, protos in enumerate(self.prototypes):
+            protos.fit(torch.cat(per_scale[i]), seed=seed + i)
+
+
+def build_prn(cfg: ModelConfig, num_images: int = 0, weights: str | None = None,
+              num_prototypes: int | None = None) -> tuple[PRN, dict]:
+    """A PRN with an unfitted head; K comes from cfg, else from the number of normal images."""
+    backbone, info = create_backbone(cfg.backbone, cfg.pretrained, weights)
+    k = num_prototypes or cfg.num_prototypes or default_k(num_images, cfg.prototype_mode)
+    return PRN(cfg, backbone, k), info
+
+
+def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
+    """Parameters and GFLOPs (2 x multiply-adds) at the configured input size, without weights."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = ModelConfig(**{**cfg.__dict__, "pretrained": False})
+    model, _ = build_prn(cfg, num_images=100)
+    model.eval()
+    x = torch.rand(batch, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.predict(x)
+    enc = sum(p.numel() for p in model.encoder.parameters())
+    head = sum(p.numel() for p in model.head_parameters())
+    buffers = sum(b.numel() for n, b in model.named_buffers() if "protos" in n)
+    return {
+        "backbone": cfg.backbone, "image_size": cfg.image_size, "batch": batch,
+        "params_encoder": enc, "params_head": head, "prototype_values": buffers,
+        "gflops": counter.get_total_flops() / 1e9 / batch,
+        "num_prototypes": model.prototypes[0].protos.shape[0], "prototype_mode": cfg.prototype_mode,
+    }

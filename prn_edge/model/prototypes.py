@@ -1,0 +1,101 @@
+"""Multi-scale prototypes of normal features and the residual to the nearest one.
+
+Two modes share one distance computation:
+- "image": a prototype is a whole (C, H, W) feature map, as in the PRN paper; suits aligned objects.
+- "patch": a prototype is a C-vector and every position picks its own nearest; suits textures and parts
+  that are not aligned.
+The nearest prototype is found with matrix products only, |P|^2 - 2 f.P^T (|f|^2 is the same for every
+candidate, so it cannot change the argmin), then ArgMin and Gather: no cdist, no sequence ops and no
+(batch x K x C x H x W) expansion, so the graph exports to ONNX and TensorRT unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MAX_KMEANS_VECTORS = 40_000
+
+
+def default_k(num_images: int, mode: str) -> int:
+    """About 10% of the normal images for image prototypes; a fixed-size vocabulary for patch prototypes."""
+    if mode == "image":
+        return int(min(max(round(0.1 * num_images), 2), 64))
+    return int(min(max(num_images, 64), 256))
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Tensor:
+    """Plain k-means with k-means++ seeding; x is (N, D) float32, returns (k, D). Deterministic by seed."""
+    n = x.shape[0]
+    k = min(k, n)
+    g = torch.Generator().manual_seed(seed)
+    centers = [x[torch.randint(n, (1,), generator=g)].squeeze(0)]
+    d2 = ((x - centers[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
+        c = x[torch.multinomial(probs, 1, generator=g)].squeeze(0)
+        centers.append(c)
+        d2 = torch.minimum(d2, ((x - c) ** 2).sum(1))
+    c = torch.stack(centers)
+    x2 = (x * x).sum(1, keepdim=True)
+    for _ in range(iters):
+        assign = (x2 - 2 * x @ c.T + (c * c).sum(1)).argmin(1)
+        new = torch.zeros_like(c).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype).unsqueeze(1)
+        empty = counts.squeeze(1) == 0
+        new = new / counts.clamp_min(1)
+        new[empty] = c[empty]  # keep a center that lost all its points rather than inventing one
+        if torch.allclose(new, c, atol=1e-6):
+            c = new
+            break
+        c = new
+    return c
+
+
+class ScalePrototypes(nn.Module):
+    """Prototypes of one scale; `forward(f)` returns the squared residual (f - nearest)^2."""
+
+    def __init__(self, mode: str, k: int, channels: int, hw: tuple[int, int]):
+        super().__init__()
+        self.mode, self.channels, self.hw = mode, channels, hw
+        shape = (k, channels * hw[0] * hw[1]) if mode == "image" else (k, channels)
+        self.register_buffer("protos", torch.zeros(shape))
+        self.register_buffer("sq_norm", torch.zeros(k))
+        # Scales residuals of normal images to a mean of one, so the head sees the same range at every scale.
+        self.register_buffer("res_scale", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def fit(self, feats: torch.Tensor, seed: int = 0) -> None:
+        """feats: (N, C, H, W) features of normal images."""
+        if self.mode == "image":
+            x = feats.flatten(1)
+        else:
+            x = feats.permute(0, 2, 3, 1).reshape(-1, self.channels)
+            if x.shape[0] > MAX_KMEANS_VECTORS:
+                idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:MAX_KMEANS_VECTORS]
+                x = x[idx]
+        c = kmeans(x.float(), self.protos.shape[0], seed=seed)
+        if c.shape[0] < self.protos.shape[0]:  # fewer vectors than K: repeat; duplicates never change the argmin
+            c = c[torch.arange(self.protos.shape[0]) % c.shape[0]]
+        self.protos.copy_(c)
+        self.sq_norm.copy_((c * c).sum(1))
+        mean_res = float(torch.cat([self.forward_raw(f) for f in feats.split(16)]).mean())
+        self.res_scale.fill_(1.0 / mean_res if mean_res > 0 and math.isfinite(mean_res) else 1.0)
+        self.fitted.fill_(True)
+
+    def nearest(self, f: torch.Tensor) -> torch.Tensor:
+        c, (h, w) = self.channels, self.hw
+        if self.mode == "image":
+            flat = f.reshape(-1, c * h * w)
+            idx = (self.sq_norm - 2 * flat @ self.protos.T).argmin(1)
+            return self.protos[idx].reshape(-1, c, h, w)
+        flat = f.permute(0, 2, 3, 1).reshape(-1, h * w, c)
+        idx = (self.sq_norm - 2 * flat @ self.protos.T).argmin(2)
+        return self.protos[idx].reshape(-1, h, w, c).permute(0, 3, 1, 2)
+
+    def forward_raw(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.nearest(f)) ** 2
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.forward_raw(f) * self.res_scale

@@ -1,0 +1,79 @@
+"""Checkpoints: plain tensors and primitive types only, so loading works with torch.load(weights_only=True)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import FORMAT_VERSION, __version__
+from ..config import make_config, Config
+from ..errors import CheckpointError, PrnEdgeError
+from ..model.prn import PRN, build_prn
+
+KIND = "prn_edge.checkpoint"
+
+
+def save_checkpoint(path: Path, model: PRN, cfg: Config, meta: dict[str, Any], extra: dict | None = None) -> None:
+    """Write atomically (temp file, then rename) so an interrupted save never leaves a half checkpoint."""
+    state = {
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "toolkit_version": __version__,
+        "torch_version": torch.__version__,
+        "variant": cfg.variant,
+        "config": cfg.to_dict(),
+        "num_prototypes": int(model.prototypes[0].protos.shape[0]),
+        "model": model.state_dict(),
+        "meta": meta,
+    }
+    if extra:
+        state.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with `prn-edge train --data DIR --out {path}`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} is not a readable prn_edge checkpoint ({e.__class__.__name__}: {str(e)[:200]}). "
+            "It may be truncated, corrupt, or a pickle with code in it (refused). Retrain or copy it again."
+        ) from None
+    if not isinstance(state, dict) or state.get("kind") != KIND:
+        raise CheckpointError(f"{path} is a torch file but not a prn_edge checkpoint (no '{KIND}' marker); "
+                              "pass a file written by `prn-edge train`")
+    fv = state.get("format_version")
+    if fv != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {fv}, this prn_edge ({__version__}) reads format {FORMAT_VERSION}; "
+            f"retrain with this version or use prn_edge {state.get('toolkit_version', '?')}"
+        )
+    return state
+
+
+def load_model(path: Path) -> tuple[PRN, Config, dict]:
+    """Model (eval mode), its config and the checkpoint's meta (thresholds, normalization, data hashes...)."""
+    state = read_checkpoint(path)
+    try:
+        cfg_dict = dict(state["config"])
+        variant = cfg_dict.pop("variant")
+        cfg = make_config(variant, cfg_dict)
+        # Weights come from the checkpoint itself: no backbone file is needed to load it.
+        model_cfg = make_config(variant, {**cfg_dict, "model": {**cfg_dict["model"], "pretrained": False}}).model
+        model, _ = build_prn(model_cfg, num_prototypes=state["num_prototypes"])
+        model.load_state_dict(state["model"], strict=True)
+    except PrnEdgeError as e:
+        raise CheckpointError(f"{path}: its configuration is not valid for this prn_edge: {e}") from None
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path}: checkpoint content does not match the model it describes ({e}); "
+                              "it may come from an incompatible version. Retrain.") from None
+    return model.eval(), cfg, state.get("meta", {})

@@ -1,0 +1,189 @@
+"""The training loop: prototypes from normal images, then the head on normals, real shots and generated anomalies.
+
+The best step and the thresholds are chosen on a validation split of the *training* normals (plus anomalies
+generated on them), never on the test set.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import Config, SynthConfig
+from ..data.dataset import Category, load_category
+from ..data.images import read_image, read_mask
+from ..data.synth.anomalies import AnomalyGenerator
+from ..data.synth.textures import load_texture_dir
+from ..errors import CheckpointError, DataError
+from ..evaluate.metrics import auroc, average_precision, f1_max
+from ..model.inference import predict, to_tensor
+from ..model.prn import PRN, build_prn
+from .checkpoint import read_checkpoint, save_checkpoint
+from .losses import segmentation_loss
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_step: int
+    val: dict
+    seconds: float
+    steps: int
+    category: str
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": str(self.checkpoint), "best_step": self.best_step, "val": self.val,
+                "seconds": round(self.seconds, 1), "steps": self.steps, "category": self.category}
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One hash over names and bytes of a file set: identifies the training data in the checkpoint."""
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        h.update(p.name.encode())
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def _val_set(normals: list[np.ndarray], synth: SynthConfig, size: int, shots, textures, foreground: str, seed: int):
+    """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds)."""
+    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
+    gen = AnomalyGenerator(only_anomalies, size, shots, textures, foreground)
+    rng = np.random.default_rng(seed + 7919)
+    images, masks = list(normals), [np.zeros(normals[0].shape[:2], np.float32) for _ in normals]
+    for img in normals:
+        a, m, _ = gen.sample(img, rng)
+        images.append(a)
+        masks.append(m.astype(np.float32))
+    labels = np.array([0] * len(normals) + [1] * len(normals))
+    return images, np.stack(masks), labels
+
+
+def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
+    maps, scores = predict(model, images)
+    pix_labels = (masks > 0.5).ravel()
+    img_f1, img_thr = f1_max(scores, labels)
+    pix_f1, pix_thr = f1_max(maps.ravel(), pix_labels)
+    normal_scores = scores[labels == 0]
+    return {
+        "image_auroc": auroc(scores, labels),
+        "pixel_ap": average_precision(maps.ravel(), pix_labels),
+        "image_f1": img_f1, "image_threshold": float(img_thr),
+        "pixel_f1": pix_f1, "pixel_threshold": float(pix_thr),
+        # Score normalization travels with the model: (score - threshold) / spread + 0.5 maps thr -> 0.5.
+        "score_spread": float(max(np.percentile(scores, 99) - np.percentile(normal_scores, 1), 1e-6)),
+    }
+
+
+def _selection_metric(v: dict) -> float:
+    return 0.5 * (v["image_auroc"] + v["pixel_ap"])
+
+
+def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None, shots_from_test: int = 0,
+          backbone_weights: Optional[str] = None, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    t0 = time.time()
+    tc, size = cfg.train, cfg.model.image_size
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
+                                  num_shots=tc.num_shots, seed=tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    order = rng.permutation(len(cat.train_good))
+    n_val = max(2, int(round(tc.val_fraction * len(order))))
+    if len(order) - n_val < 2:
+        raise DataError(f"{cat.root}: only {len(order)} normal training images; need at least {n_val + 2} "
+                        f"(add images to train/good or lower train.val_fraction)")
+    fit_paths = [cat.train_good[i] for i in order[n_val:]]
+    val_paths = [cat.train_good[i] for i in order[:n_val]]
+    load = tqdm if progress else (lambda x, **_: x)
+    fit_imgs = [read_image(p, size) for p in load(fit_paths, desc="load normals", leave=False)]
+    val_imgs = [read_image(p, size) for p in val_paths]
+    shots = [(read_image(s.image, size), read_mask(s.mask, (size, size))) for s in cat.shots]
+    textures = load_texture_dir(cfg.synth.texture_dir, size) if cfg.synth.texture_dir else None
+
+    model, backbone_info = build_prn(cfg.model, len(fit_imgs), backbone_weights)
+    opt = torch.optim.AdamW(model.head_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    last_path = Path(out).with_suffix(".last.pt")
+    start, best, history = 0, (-math.inf, 0, None), []
+    if resume and last_path.is_file():
+        state = read_checkpoint(last_path)
+        if state["config"] != cfg.to_dict():
+            raise CheckpointError(f"{last_path} was trained with another configuration; drop --resume or "
+                                  "use the same config")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+        best = (state["best_metric"], state["best_step"], None)
+        torch.set_rng_state(state["torch_rng"])
+        rng = np.random.default_rng(tc.seed + start)
+        log(f"resumed from {last_path} at step {start}")
+    else:
+        t = time.time()
+        model.fit_prototypes(to_tensor(fit_imgs), seed=tc.seed)
+        log(f"prototypes: {model.prototypes[0].protos.shape[0]} per scale ({cfg.model.prototype_mode}) "
+            f"from {len(fit_imgs)} normal images in {time.time() - t:.1f}s")
+
+    gen = AnomalyGenerator(cfg.synth, size, shots, textures, cat.foreground)
+    val_images, val_masks, val_labels = _val_set(val_imgs, cfg.synth, size, shots, textures, cat.foreground, tc.seed)
+    meta = {
+        "category": cat.name, "data_root": str(cat.root), "image_size": size,
+        "train_images_sha256": files_sha256(fit_paths + val_paths),
+        "shots": [str(s.image) for s in cat.shots], "excluded_from_test": [str(s.image) for s in cat.excluded],
+        "seen_types": list(cat.seen_types), "backbone": backbone_info, "toolkit_version": __version__,
+        "prototypes_sha256": hashlib.sha256(b"".join(
+            p.protos.numpy().tobytes() for p in model.prototypes)).hexdigest(),
+    }
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tc.steps) / tc.steps)))
+    for _ in range(start):
+        sched.step()
+    model.train()
+    bar = tqdm(range(start, tc.steps), desc=f"train {cat.name}", initial=start, total=tc.steps,
+               disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        batch = [gen.sample(fit_imgs[rng.integers(len(fit_imgs))], rng) for _ in range(tc.batch_size)]
+        x = to_tensor([b[0] for b in batch])
+        y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.float32)).unsqueeze(1)
+        loss = segmentation_loss(tc.loss, model(x), y, tc.focal_gamma, tc.focal_alpha)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done % tc.val_every == 0 or done == tc.steps:
+            v = validate(model, val_images, val_masks, val_labels)
+            model.train()
+            history.append({"step": done, "loss": float(loss.item()), **v})
+            metric = _selection_metric(v)
+            bar.write(f"step {done}: val image AUROC {v['image_auroc']:.4f}, pixel AP {v['pixel_ap']:.4f}")
+            if metric > best[0]:
+                best = (metric, done, v)
+                save_checkpoint(Path(out), model, cfg, {**meta, **_decision(v), "best_step": done, "history": history})
+            save_checkpoint(last_path, model, cfg, meta, extra={
+                "optimizer": opt.state_dict(), "step": done, "history": history, "best_metric": best[0],
+                "best_step": best[1], "torch_rng": torch.get_rng_state()})
+    bar.close()
+    seconds = time.time() - t0
+    best_v = best[2] if best[2] is not None else next(h for h in history if h["step"] == best[1])
+    return TrainResult(Path(out), best[1], best_v, seconds, tc.steps, cat.name)
+
+
+def _decision(v: dict) -> dict:
+    """What travels with the model so every backend decides the same way."""
+    return {"image_threshold": v["image_threshold"], "pixel_threshold": v["pixel_threshold"],
+            "score_spread": v["score_spread"]}
+
+
+def normalize_score(score: np.ndarray | float, meta: dict) -> np.ndarray:
+    """Map raw image scores so that the decision threshold sits at 0.5."""
+    return np.clip((np.asarray(score) - meta["image_threshold"]) / meta["score_spread"] + 0.5, 0.0, 1.0)

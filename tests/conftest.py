@@ -1,0 +1,14 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# tests/<area>/ helpers import each other by module name
+sys.path.insert(0, str(Path(__file__).parent / "model"))
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from prn_edge.config import ModelConfig, make_config
+from prn_edge.model.prn import PRN, MultiSizeAttention, build_prn, model_info
+from prn_edge.model.prototypes import ScalePrototypes, default_k, kmeans
+
+
+def test_kmeans_recovers_separated_clusters():
+    g = torch.Generator().manual_seed(1)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centers])
+    found = kmeans(x, 3, seed=0)
+    d = torch.cdist(centers, found).min(1).values
+    assert (d < 0.1).all()
+
+
+@pytest.mark.parametrize("mode", ["image", "patch"])
+def test_nearest_prototype_matches_brute_force(mode):
+    proto = ScalePrototypes(mode, 6, channels=5, hw=(4, 4))
+    normals = torch.randn(20, 5, 4, 4)
+    proto.fit(normals, seed=0)
+    f = torch.randn(3, 5, 4, 4)
+    got = proto.nearest(f)
+    if mode == "image":
+        flat = proto.protos
+        idx = torch.cdist(f.flatten(1), flat).argmin(1)
+        want = flat[idx].reshape(3, 5, 4, 4)
+    else:
+        vec = f.permute(0, 2, 3, 1).reshape(-1, 5)
+        idx = torch.cdist(vec, proto.protos).argmin(1)
+        want = proto.protos[idx].reshape(3, 4, 4, 5).permute(0, 3, 1, 2)
+    assert torch.allclose(got, want)
+    # residual of a prototype itself is zero; of normals it is normalized to mean one
+    p0 = proto.protos[0].reshape(1, 5, 4, 4) if mode == "image" else proto.protos[0].view(1, 5, 1, 1).expand(1, 5, 4, 4)
+    assert proto(p0.contiguous()).abs().max() < 1e-5
+    assert abs(float(proto(normals).mean()) - 1.0) < 1e-3
+
+
+def test_default_k_is_about_ten_percent_and_bounded():
+    assert default_k(200, "image") == 20
+    assert default_k(5, "image") == 2 and default_k(10_000, "image") == 64
+    assert 64 <= default_k(100, "patch") <= 256
+
+
+def test_msa_token_roundtrip_is_exact():
+    msa = MultiSizeAttention(dim=8, hw=(8, 8), patch_sizes=(1, 2, 4, 16), heads=2)
+    assert msa.sizes == (1, 2, 4)  # a patch larger than the map is dropped
+    x = torch.randn(3, 8, 8, 8)
+    for p in msa.sizes:
+        t = msa._tokens(x, p)
+        assert t.shape == (3, 2, (8 // p) ** 2, 4 * p * p)
+        assert torch.equal(msa._untokens(t, p), x)
+    # a token really is one p x p patch of one head's channels
+    t = msa._tokens(x, 2)
+    assert torch.equal(t[1, 0, 0].reshape(4, 2, 2), x[1, :4, :2, :2])
+
+
+def _tiny_prn(mode="patch") -> PRN:
+    cfg = make_config("prn-tiny", {"model": {"prototype_mode": mode}}).model
+    model, _ = build_prn(cfg, num_images=20)
+    model.fit_prototypes(torch.rand(20, 3, 64, 64))
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["image", "patch"])
+def test_prn_map_is_full_resolution_and_batch_independent(mode):
+    model = _tiny_prn(mode)
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        prob, score = model.predict(x)
+        singles = [model.predict(x[i:i + 1]) for i in range(3)]
+    assert prob.shape == (3, 1, 64, 64) and score.shape == (3,)
+    assert ((prob >= 0) & (prob <= 1)).all()
+    for i, (p, s) in enumerate(singles):
+        assert torch.allclose(p[0], prob[i], atol=1e-5) and torch.allclose(s, score[i:i + 1], atol=1e-6)
+    k = model.cfg.topk
+    assert torch.allclose(score, prob.flatten(1).sort(1, descending=True).values[:, :k].mean(1))
+
+
+def test_head_trains_while_encoder_stays_put():
+    model = _tiny_prn()
+    enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model.train()
+    assert model.training and not model.encoder.training
+    opt = torch.optim.AdamW(model.head_parameters(), 1e-2)
+    x, y = torch.rand(4, 3, 64, 64), torch.zeros(4, 1, 64, 64)
+    y[:, :, 20:30, 20:30] = 1
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.7
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, enc_before[k]), k
+
+
+def test_variants_build_and_edge_fits_the_flops_budget():
+    info = model_info(make_config("prn-edge").model)
+    assert 0.5 < info["gflops"] <= 5.0
+    assert info["params_encoder"] > 500_000  # the real EfficientNet-Lite0 stem to stride 16
+    paper = model_info(make_config("prn-paper").model)
+    assert paper["backbone"] == "resnet18" and paper["prototype_mode"] == "image"
+    assert paper["gflops"] > info["gflops"]
