@@ -1,10 +1,10 @@
-"""Anomaly-detection metrics in numpy: AUROC, AP, F1-max, PRO curve / AUPRO.
+"""Anomaly-detection metrics in numpy: AUROC, AP, F1-max, PRO curve / AUPRO, and a full report.
 
-All sweeps are exact (every distinct score is a threshold; ties form one point), so AUROC and AP
-equal scikit-learn's roc_auc_score / average_precision_score and AUPRO follows the official
-MVTec AD script (8-connected gt regions, FPR over all normal pixels, trapezoid to the FPR limit
-with the PRO interpolated there, divided by the limit). Pixel metrics are never subsampled: about
-25 bytes per pixel are held while sorting (20M pixels ~ 0.5 GB, ~2-3 s on one core).
+All sweeps are exact (see sweep.py): AUROC and AP equal scikit-learn's roc_auc_score and
+average_precision_score, and AUPRO follows the official MVTec AD script (8-connected gt regions,
+PRO averaged over all regions of all images, FPR over all normal pixels, trapezoid up to the FPR
+limit with the PRO interpolated there, divided by the limit). Pixels are never subsampled; about
+10 bytes per pixel are held (300 maps of 256x256 evaluate in a few seconds on one core).
 """
 from __future__ import annotations
 
@@ -13,51 +13,52 @@ from typing import Tuple
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .ranking import (Counts, PixelSet, UndefinedMetricError, as_labels, pixel_set, ranked_items,
-                      roc_points, trapezoid_to)
+from .sweep import Sweep, UndefinedMetricError, as_labels, item_parts, pixel_parts, sweep, trapezoid_to
 
 __all__ = ["UndefinedMetricError", "auroc", "roc_curve", "average_precision", "f1_max",
            "pixel_auroc", "pro_curve", "aupro", "evaluate_predictions"]
 
 
-def _auroc(c: Counts) -> float:
-    fpr, tpr = roc_points(c)
-    return float(np.sum(0.5 * (tpr[1:] + tpr[:-1]) * np.diff(fpr)))
+def _roc(sw: Sweep) -> Tuple[np.ndarray, np.ndarray]:
+    if sw.n_pos == 0 or sw.n_neg == 0:
+        which = "anomalous" if sw.n_pos == 0 else "normal"
+        raise UndefinedMetricError(f"AUROC needs both classes, but there are no {which} samples")
+    return sw.vertices(sw.tps.astype(np.float64), sw.n_pos)
 
 
-def _ap(c: Counts) -> float:
-    if c.n_pos == 0:
+def _auroc(sw: Sweep) -> float:
+    fpr, tpr = _roc(sw)
+    return trapezoid_to(fpr, tpr, 1.0)
+
+
+def _ap(sw: Sweep) -> float:
+    if sw.n_pos == 0:
         raise UndefinedMetricError("average precision needs at least one anomalous sample")
-    # Step-wise (uninterpolated) AP: sum over thresholds of recall gain x precision, as sklearn.
-    precision = c.tps / (c.tps + c.fps)
-    recall_gain = np.diff(c.tps, prepend=0) / c.n_pos
-    return float(np.sum(recall_gain * precision))
+    # Uninterpolated AP as sklearn: recall gain x precision at each threshold where recall grows.
+    precision = sw.tps / (sw.tps + sw.neg_ge)
+    return float(np.sum(np.diff(sw.tps, prepend=0) / sw.n_pos * precision))
 
 
-def _f1(c: Counts) -> Tuple[float, float]:
-    if c.n_pos == 0:
+def _f1(sw: Sweep) -> Tuple[float, float]:
+    if sw.n_pos == 0:
         raise UndefinedMetricError("F1 needs at least one anomalous sample")
-    # F1 = 2TP / (2TP + FP + FN) = 2TP / (TP + FP + P).
-    f1 = 2.0 * c.tps / (c.tps + c.fps + c.n_pos)
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (TP + FP + P). Only thresholds at positive scores can be
+    # best: going lower without gaining a positive only adds false positives.
+    f1 = 2.0 * sw.tps / (sw.tps + sw.neg_ge + sw.n_pos)
     k = int(np.argmax(f1))  # first maximum = the highest threshold reaching it
-    return float(f1[k]), float(c.thresholds[k])
+    return float(f1[k]), float(sw.thresholds[k])
 
 
-def _pro_points(px: PixelSet) -> Tuple[np.ndarray, np.ndarray]:
-    c = px.ranked.counts()
-    n_regions = int(px.regions_per_image.sum())
-    if n_regions == 0:
+def _pro(sw: Sweep) -> Tuple[np.ndarray, np.ndarray]:
+    if sw.n_regions == 0:
         raise UndefinedMetricError("PRO needs at least one ground-truth defect region")
-    if c.n_neg == 0:
+    if sw.n_neg == 0:
         raise UndefinedMetricError("PRO needs normal pixels to measure the false positive rate")
-    # Normal pixels are exactly the unlabeled ones, so fps counts them; clip cumsum round-off at 1.
-    fpr = np.minimum(c.fps / c.n_neg, 1.0)
-    pro = np.minimum(c.pro / n_regions, 1.0)
-    return np.concatenate([[0.0], fpr, [1.0]]), np.concatenate([[0.0], pro, [1.0]])
+    return sw.vertices(sw.pro, sw.n_regions)
 
 
-def _aupro(px: PixelSet, fpr_limit: float) -> float:
-    fpr, pro = _pro_points(px)
+def _aupro(sw: Sweep, fpr_limit: float) -> float:
+    fpr, pro = _pro(sw)
     return trapezoid_to(fpr, pro, fpr_limit) / fpr_limit
 
 
@@ -67,43 +68,47 @@ def _check_limit(fpr_limit: float) -> float:
     return float(fpr_limit)
 
 
+def _items(scores, labels) -> Sweep:
+    return sweep(item_parts(scores, labels).values())
+
+
 def auroc(scores, labels) -> float:
     """Area under the ROC curve; labels 1 = anomalous. Ties count half, as in roc_auc_score."""
-    return _auroc(ranked_items(scores, labels).counts())
+    return _auroc(_items(scores, labels))
 
 
 def roc_curve(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1)."""
-    return roc_points(ranked_items(scores, labels).counts())
+    """(fpr, tpr) from (0, 0) to (1, 1), with collinear points dropped."""
+    return _roc(_items(scores, labels))
 
 
 def average_precision(scores, labels) -> float:
     """Average precision, equal to sklearn's average_precision_score."""
-    return _ap(ranked_items(scores, labels).counts())
+    return _ap(_items(scores, labels))
 
 
 def f1_max(scores, labels) -> Tuple[float, float]:
     """(best F1 over all thresholds, the threshold reaching it); score >= threshold is anomalous."""
-    return _f1(ranked_items(scores, labels).counts())
+    return _f1(_items(scores, labels))
 
 
 def pixel_auroc(maps, masks) -> float:
-    """AUROC over all pixels of all images (masks > 0 anomalous; None = all normal)."""
-    return _auroc(pixel_set(maps, masks, weighted=False).ranked.counts())
+    """AUROC over all pixels of all images (mask > 0 anomalous; a None mask is all normal)."""
+    return _auroc(sweep(pixel_parts(maps, masks, weighted=False).values()))
 
 
 def pro_curve(maps, masks) -> Tuple[np.ndarray, np.ndarray]:
-    """(fpr, pro) of the MVTec AD per-region-overlap curve, starting at (0, 0), ending at (1, 1)."""
-    return _pro_points(pixel_set(maps, masks))
+    """(fpr, pro) of the MVTec AD per-region-overlap curve, from (0, 0) to (1, 1)."""
+    return _pro(sweep(pixel_parts(maps, masks).values()))
 
 
 def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
     """Normalized area under the PRO curve for FPR in [0, fpr_limit] (MVTec AD protocol).
 
-    A map that ranks every defect pixel above every normal pixel scores 1.0; a constant map gives
+    A map that ranks every defect pixel above every normal pixel scores 1.0. A constant map gives
     the diagonal PRO = FPR, i.e. fpr_limit / 2 (0.15 at the default), as random scores would.
     """
-    return _aupro(pixel_set(maps, masks), _check_limit(fpr_limit))
+    return _aupro(sweep(pixel_parts(maps, masks).values()), _check_limit(fpr_limit))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,8 +116,9 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
 
 METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "image_f1_threshold",
                "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_f1_threshold", "aupro")
-# Thresholds are per-subset operating points, not qualities: averaging them means nothing.
+# Thresholds are operating points of one subset, not qualities: averaging them means nothing.
 MEAN_KEYS = tuple(k for k in METRIC_KEYS if not k.endswith("_threshold"))
+_NORMAL = ("__normal__",)  # part key of all normal images; a tuple cannot clash with a type name
 
 
 def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
@@ -121,56 +127,59 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
     """All metrics for one category's test set.
 
     image_scores, labels (1 = anomalous), defect_types: one entry per test image. maps, masks: one
-    2-D array per image (a None mask means all normal); maps=None or masks=None skips pixel metrics.
-    Each defect type is evaluated as its defect images against ALL normal test images. `seen` maps
-    a defect type to whether real defects of that type were used in training; types missing from
-    it count as unseen; seen=None marks every type as unknown (None). A metric that is undefined
-    for a subset (e.g. no defects, no gt regions) is None.
+    2-D array per image (a None mask is all normal); maps=None or masks=None skips pixel metrics.
+    Each defect type is evaluated as its defect images against ALL normal test images. `seen`
+    maps a defect type to whether real defects of it were used in training; types missing from it
+    count as unseen; seen=None marks every type unknown (None). A metric that is undefined for a
+    subset (no defects, no gt regions, ...) is None.
+
+    Returns {"fpr_limit", "overall": {n_images, n_normal, n_anomalous, metrics...},
+    "per_type": {type: {seen, n, metrics...}}, "means": {"seen"|"unseen"|"all": {n_types, metrics...}}}
+    with the metric names in METRIC_KEYS (means: MEAN_KEYS).
     """
     fpr_limit = _check_limit(fpr_limit)
     y = as_labels(labels, "labels")
     n = y.size
     types = [str(t) for t in _one_per_image(defect_types, n, "defect_types")]
-    images = ranked_items(_one_per_image(image_scores, n, "image_scores"), y)
-    pixels = None
-    if maps is not None and masks is not None:
-        pixels = pixel_set(_one_per_image(maps, n, "maps"), _one_per_image(masks, n, "masks"))
-        normal_with_defect = np.flatnonzero(~y & (pixels.regions_per_image > 0))
-        if normal_with_defect.size:
-            raise DataError(f"images {normal_with_defect[:5].tolist()} are labeled normal but their masks "
-                            "mark defects; labels and masks must agree")
     bad = [i for i in np.flatnonzero(y) if types[i] == normal_type]
     if bad:
         raise DataError(f"images {bad[:5]} are labeled anomalous but typed {normal_type!r}")
+    # Each image belongs to one part: all normals together, or the defect images of one type.
+    keys = [types[i] if y[i] else _NORMAL for i in range(n)]
+    images = item_parts(_one_per_image(image_scores, n, "image_scores"), y, keys)
+    pixels = None
+    if maps is not None and masks is not None:
+        pixels = pixel_parts(_one_per_image(maps, n, "maps"), _one_per_image(masks, n, "masks"), keys)
+        if _NORMAL in pixels and pixels[_NORMAL].pos.size:
+            raise DataError("some images labeled normal have defect pixels in their masks; "
+                            "labels and masks must agree")
 
-    def subset_metrics(keep: np.ndarray) -> dict:
+    def metrics_of(part_keys: list) -> dict:
         out = {}
-        c = images.subset(keep).counts()
-        out["image_auroc"] = _maybe(_auroc, c)
-        out["image_ap"] = _maybe(_ap, c)
-        out["image_f1_max"], out["image_f1_threshold"] = _maybe(_f1, c) or (None, None)
+        sw = sweep(images[k] for k in part_keys)
+        out["image_auroc"] = _maybe(_auroc, sw)
+        out["image_ap"] = _maybe(_ap, sw)
+        out["image_f1_max"], out["image_f1_threshold"] = _maybe(_f1, sw) or (None, None)
         if pixels is None:
-            out.update(pixel_auroc=None, pixel_ap=None, pixel_f1_max=None,
-                       pixel_f1_threshold=None, aupro=None)
+            out.update(dict.fromkeys(("pixel_auroc", "pixel_ap", "pixel_f1_max",
+                                      "pixel_f1_threshold", "aupro")))
             return out
-        px = pixels.subset(keep)
-        pc = px.ranked.counts()
-        out["pixel_auroc"] = _maybe(_auroc, pc)
-        out["pixel_ap"] = _maybe(_ap, pc)
-        out["pixel_f1_max"], out["pixel_f1_threshold"] = _maybe(_f1, pc) or (None, None)
-        out["aupro"] = _maybe(_aupro, px, fpr_limit)
+        sw = sweep(pixels[k] for k in part_keys)
+        out["pixel_auroc"] = _maybe(_auroc, sw)
+        out["pixel_ap"] = _maybe(_ap, sw)
+        out["pixel_f1_max"], out["pixel_f1_threshold"] = _maybe(_f1, sw) or (None, None)
+        out["aupro"] = _maybe(_aupro, sw, fpr_limit)
         return out
 
+    normal = [_NORMAL] if _NORMAL in images else []
+    defect_types_found = sorted(k for k in images if k != _NORMAL)
     overall = {"n_images": n, "n_normal": int((~y).sum()), "n_anomalous": int(y.sum())}
-    overall.update(subset_metrics(np.ones(n, dtype=bool)))
+    overall.update(metrics_of(normal + defect_types_found))
     per_type = {}
-    type_arr = np.asarray(types, dtype=object)
-    for t in sorted({types[i] for i in np.flatnonzero(y)}):
-        keep = ~y | (type_arr == t)
-        entry = {"seen": None if seen is None else bool(seen.get(t, False)),
-                 "n": int((y & (type_arr == t)).sum())}
-        entry.update(subset_metrics(keep))
-        per_type[t] = entry
+    for t in defect_types_found:
+        per_type[t] = {"seen": None if seen is None else bool(seen.get(t, False)),
+                       "n": int(images[t].pos.size)}
+        per_type[t].update(metrics_of(normal + [t]))
     means = {
         "seen": _mean_over([e for e in per_type.values() if e["seen"] is True]),
         "unseen": _mean_over([e for e in per_type.values() if e["seen"] is False]),
@@ -196,7 +205,7 @@ def _mean_over(entries: list) -> dict:
 
 
 def _one_per_image(values, n: int, name: str):
-    # Sized sequences (lists, arrays) are checked against the image count before any work is done.
+    # Checked before any work, so a misaligned list fails fast with a clear message.
     if len(values) != n:
         raise DataError(f"{name}: expected {n} entries (one per test image), got {len(values)}")
     return values
