@@ -95,7 +95,8 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """Write an HxWx3 uint8 RGB (or HxW grey) image; the format follows the extension (PNG advised)."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8:
-        raise DataError(f"{path}: write_image expects uint8 pixels, got {rgb.dtype}; convert with np.clip(...).astype(np.uint8)")
+        raise DataError(f"{path}: write_image expects uint8 pixels, got {rgb.dtype}; "
+                        f"convert with np.clip(...).astype(np.uint8)")
     _write(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb)
 
 

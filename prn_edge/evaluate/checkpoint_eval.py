@@ -9,7 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.dataset import load_category
-from ..data.images import read_image, read_mask
+from ..data.images import image_header, read_image, read_mask
 from ..model.inference import predict
 from ..train.checkpoint import load_model
 from .metrics import evaluate_predictions
@@ -21,9 +21,9 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
                         log: Callable[[str], None] = print) -> dict:
     model, cfg, meta = load_model(ckpt)
     size = cfg.model.image_size
-    cat = load_category(Path(data))
-    excluded = {str(p) for p in meta.get("excluded_from_test", [])}
-    samples = [s for s in cat.test if str(s.image) not in excluded]
+    cat = load_category(Path(data), seed=meta.get("data_seed", 0))
+    excluded = {str(Path(p).resolve()) for p in meta.get("excluded_from_test", [])}
+    samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]
     seen_types = set(meta.get("seen_types") or cat.seen_types)
     t0 = time.time()
     images = [read_image(s.image, size) for s in tqdm(samples, desc="load test", disable=not progress, leave=False)]
@@ -54,6 +54,12 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
         items = [(s, img, m, gt) for s, img, m, gt in zip(samples, images, maps, masks)]
         save_overlays(Path(overlays), items, threshold=meta.get("pixel_threshold"), max_images=max_overlays)
     if save_maps:
-        save_maps_tiff(Path(save_maps), cat.name, samples, maps)
+        # The official MVTec AD script compares maps with ground truth at the original image size.
+        sizes = [image_header(s.image)[1::-1] for s in samples]
+        save_maps_tiff(Path(save_maps), cat.name, samples, maps, size=sizes)
+        if excluded:
+            note = Path(save_maps) / cat.name / "excluded_from_metrics.txt"
+            note.write_text("# used as training shots: remove from the dataset copy given to the official script\n"
+                            + "\n".join(sorted(excluded)) + "\n")
     log(table)
     return results

@@ -21,7 +21,7 @@ def save_checkpoint(path: Path, model: PRN, cfg: Config, meta: dict[str, Any], e
         "kind": KIND,
         "format_version": FORMAT_VERSION,
         "toolkit_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "variant": cfg.variant,
         "config": cfg.to_dict(),
         "num_prototypes": int(model.prototypes[0].protos.shape[0]),

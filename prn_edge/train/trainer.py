@@ -138,7 +138,9 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     meta = {
         "category": cat.name, "data_root": str(cat.root), "image_size": size,
         "train_images_sha256": files_sha256(fit_paths + val_paths),
-        "shots": [str(s.image) for s in cat.shots], "excluded_from_test": [str(s.image) for s in cat.excluded],
+        "data_seed": tc.seed,  # the generic layout splits good/ by seed: eval must split the same way
+        "shots": [str(Path(s.image).resolve()) for s in cat.shots],
+        "excluded_from_test": [str(Path(s.image).resolve()) for s in cat.excluded],
         "seen_types": list(cat.seen_types), "backbone": backbone_info, "toolkit_version": __version__,
         "prototypes_sha256": hashlib.sha256(b"".join(
             p.protos.numpy().tobytes() for p in model.prototypes)).hexdigest(),

@@ -1,0 +1,119 @@
+"""Training-time anomaly synthesis: honest masks for every kind, foreground respected, ratios, preview."""
+import numpy as np
+import pytest
+
+from prn_edge.config import SynthConfig
+from prn_edge.data.blend import changed_pixels
+from prn_edge.data.dataset import load_category
+from prn_edge.data.demo import make_dataset, render_image
+from prn_edge.data.images import image_header, write_image
+from prn_edge.data.synth import (AnomalyGenerator, builtin_textures, estimate_foreground, load_texture_dir,
+                                 perlin_mask, synth_preview)
+from prn_edge.errors import ConfigError, DataError
+
+SIZE = 64
+
+
+def _only(kind, **extra):
+    """A config that draws only `kind`."""
+    ratios = {f"p_{k}": 0.0 for k in ("normal", "real", "extended", "simulated", "cutpaste")}
+    ratios[f"p_{kind}"] = 1.0
+    return SynthConfig(**ratios, **extra)
+
+
+@pytest.fixture(scope="module")
+def shots():
+    return [render_image("gravel", "shot", i, defect=d, size=SIZE)[1:] for i, d in enumerate(["scratch", "stain"])]
+
+
+@pytest.fixture(scope="module")
+def textures():
+    return builtin_textures(SIZE)
+
+
+def test_perlin_masks_never_empty_with_sane_coverage():
+    rng = np.random.default_rng(0)
+    cover = []
+    for _ in range(40):
+        m = perlin_mask((SIZE, 80), rng)
+        assert m.shape == (SIZE, 80) and m.dtype == np.float32 and set(np.unique(m)) <= {0.0, 1.0}
+        cover.append(m.mean())
+    assert min(cover) > 0 and max(cover) < 0.5 and 0.01 < np.median(cover) < 0.2
+    # a threshold no noise reaches still gives a (small) mask
+    assert 0 < perlin_mask((SIZE, SIZE), rng, threshold=5.0).mean() < 0.1
+
+
+def test_builtin_textures_are_real_photos(textures):
+    assert len(textures) >= 10
+    assert all(t.shape == (SIZE, SIZE, 3) and t.dtype == np.uint8 and t.std() > 5 for t in textures)
+
+
+def test_texture_dir(tmp_path):
+    write_image(tmp_path / "t" / "a.png", np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    assert [t.shape for t in load_texture_dir(tmp_path / "t", SIZE)] == [(SIZE, SIZE, 3)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        load_texture_dir(tmp_path / "empty", SIZE)
+
+
+@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste"])
+@pytest.mark.parametrize("category", ["grass", "coin"])
+def test_each_kind_changes_only_its_mask_inside_foreground(kind, category, shots, textures):
+    foreground = "estimate" if category == "coin" else "full"
+    gen = AnomalyGenerator(_only(kind), SIZE, shots, textures, foreground)
+    rng = np.random.default_rng(1)
+    kinds = []
+    for i in range(8):
+        normal = render_image(category, "train", i, size=SIZE)[1]
+        image, mask, got = gen.sample(normal, rng)
+        kinds.append(got)
+        assert image.dtype == np.uint8 and mask.dtype == np.float32 and image.shape == normal.shape
+        changed = changed_pixels(normal, image)
+        assert np.array_equal(mask > 0, changed)  # honest: labelled iff visibly changed
+        assert np.array_equal(image[mask == 0], normal[mask == 0])
+        assert not (mask.astype(bool) & ~gen.foreground_mask(normal)).any()
+    assert kinds.count(kind) >= 6  # "normal" only as the rare fallback when nothing visible was drawn
+
+
+def test_normal_and_real_kinds(shots, textures):
+    normal = render_image("grass", "train", 0, size=SIZE)[1]
+    image, mask, kind = AnomalyGenerator(_only("normal"), SIZE, shots, textures).sample(normal, np.random.default_rng(0))
+    assert kind == "normal" and mask.sum() == 0 and np.array_equal(image, normal)
+    image, mask, kind = AnomalyGenerator(_only("real"), SIZE, shots, textures).sample(normal, np.random.default_rng(0))
+    assert kind == "real" and any(np.array_equal(image, s[0]) and np.array_equal(mask, s[1]) for s in shots)
+
+
+def test_ratios_without_shots_drop_real_and_extended(textures):
+    gen = AnomalyGenerator(SynthConfig(), SIZE, [], textures)
+    rng = np.random.default_rng(0)
+    normal = render_image("gravel", "train", 0, size=SIZE)[1]
+    kinds = {gen.sample(normal, rng)[2] for _ in range(60)}
+    assert kinds <= {"normal", "simulated", "cutpaste"} and "simulated" in kinds
+    with pytest.raises(ConfigError, match="no real defect shots"):
+        AnomalyGenerator(_only("real"), SIZE, [], textures)
+
+
+def test_bad_inputs(shots, textures):
+    with pytest.raises(DataError, match="shot 0"):
+        AnomalyGenerator(SynthConfig(), SIZE + 1, shots, textures)
+    with pytest.raises(DataError, match="empty"):
+        AnomalyGenerator(SynthConfig(), SIZE, [(shots[0][0], np.zeros((SIZE, SIZE), np.float32))], textures)
+    gen = AnomalyGenerator(SynthConfig(), SIZE, shots, textures)
+    with pytest.raises(DataError, match="expected 64x64x3"):
+        gen.sample(np.zeros((32, 32, 3), np.uint8), np.random.default_rng(0))
+
+
+def test_estimate_foreground_finds_the_coin_and_leaves_textures_whole():
+    coin = render_image("coin", "train", 0, size=128)[1]
+    fg = estimate_foreground(coin)
+    assert 0.15 < fg.mean() < 0.35 and fg[64, 64] and not fg[2, 2]
+    assert estimate_foreground(render_image("gravel", "train", 0, size=128)[1]).all()
+
+
+def test_preview_writes_a_png(tmp_path):
+    make_dataset(tmp_path / "d", categories=["coin"], n_train=3, n_test_good=1, n_test_defect=1, n_shots=2,
+                 size=SIZE, progress=False)
+    out = synth_preview(load_category(tmp_path / "d" / "coin"), SynthConfig(), tmp_path / "p" / "grid.png", n=5,
+                        image_size=SIZE)
+    w, h, _ = image_header(out)
+    assert w == 3 * SIZE and h > 2 * SIZE
