@@ -10,7 +10,7 @@ $(VENV)/.ready: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: this is the CPU wheel on our machines; anything unpinned pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,line]'
 	touch $@
 
 venv: $(VENV)/.ready

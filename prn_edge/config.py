@@ -85,7 +85,7 @@ class SynthConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -93,7 +93,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     focal_alpha: float = 0.75
     val_fraction: float = 0.2  # of train/good, held out for threshold and best step
-    val_every: int = 250
+    val_every: int = 100
     num_shots: int = 10  # real defects used for training
     seed: int = 0
     threads: int = 0  # 0 = torch default

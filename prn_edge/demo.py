@@ -31,7 +31,7 @@ def run_demo(workdir: Path, category: str = "brick", steps: int | None = None, s
     cfg = make_config(variant, overrides)
     ckpt = workdir / f"{category}-{variant}.pt"
     stamp = ckpt.with_suffix(".config.json")
-    if ckpt.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == cfg.to_dict():
+    if ckpt.is_file() and stamp.is_file() and stamp.read_text() == json.dumps(cfg.to_dict()):
         log(f"[2/3] reusing {ckpt} (same configuration)")
     else:
         log(f"[2/3] training {variant} on {category} ({cfg.train.steps} steps)")

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 # Never fold these even with constant inputs (random generators are not constants).
 _NO_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -172,7 +172,3 @@ def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
     for k, v in keep + sorted(props.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
-
-
-def make_value_info(name: str, elem_type: int, shape: list) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem_type, shape)

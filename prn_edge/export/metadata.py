@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import FORMAT_VERSION
 from ..errors import PrnEdgeError
 
 PREFIX = "prn_edge."
 KIND = "prn_edge.onnx"
-# Bumped when the artefact layout (inputs, outputs, metadata keys) changes incompatibly.
-ONNX_FORMAT_VERSION = 1
+# The package-wide format version (checkpoints and exported artefacts carry it; see prn_edge/__init__.py).
+ONNX_FORMAT_VERSION = FORMAT_VERSION
 
 INPUT_NAME_UINT8 = "frames"
 INPUT_NAME_FLOAT = "image"

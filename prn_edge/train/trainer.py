@@ -146,8 +146,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             p.protos.numpy().tobytes() for p in model.prototypes)).hexdigest(),
     }
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tc.steps) / tc.steps)))
-    for _ in range(start):
-        sched.step()
+    if start:
+        sched.load_state_dict(state["scheduler"])
     model.train()
     bar = tqdm(range(start, tc.steps), desc=f"train {cat.name}", initial=start, total=tc.steps,
                disable=not progress, dynamic_ncols=True)
@@ -172,7 +172,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                 best = (metric, done, v)
                 save_checkpoint(Path(out), model, cfg, {**meta, **_decision(v), "best_step": done, "history": history})
             save_checkpoint(last_path, model, cfg, meta, extra={
-                "optimizer": opt.state_dict(), "step": done, "history": history, "best_metric": best[0],
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history, "best_metric": best[0],
                 "best_step": best[1], "torch_rng": torch.get_rng_state()})
     bar.close()
     seconds = time.time() - t0

@@ -1,0 +1,309 @@
+"""Line configuration: typed dataclasses read from YAML, validated once, with errors naming the key.
+
+    name: line1
+    engine: {path: model.onnx, backend: auto}
+    source: {kind: genicam, genicam: {cti: /opt/vendor/lib/producer.cti, serial: "12345", trigger: hardware}}
+    region: {roi: [0, 0, 512, 512], tiles: false}
+    decision: {fail_safe: reject, uncertain_band: [0.4, 0.6]}
+    timing: {speed_m_s: 0.5, distance_m: 0.3, actuator_lead_s: 0.03}      # or {deadline_s: 0.2}
+    outputs:
+      - {kind: csv, path: decisions.csv}
+      - {kind: modbus, host: 192.168.0.10, command_register: 0, heartbeat_register: 10}
+    monitor: {port: 9108, evidence_dir: evidence, evidence_quota_mb: 200}
+
+Relative paths are taken from the config file's folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Tuple
+
+from ..config import _build, _choice, load_config_file
+from ..errors import ConfigError
+from .errors import LineConfigError
+
+SOURCE_KINDS = ("genicam", "folder", "video", "conveyor")
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+
+
+@dataclass
+class EngineConfig:
+    path: str = ""  # exported .onnx, checkpoint .pt or built .engine
+    backend: str = "auto"
+    threads: int = 0  # 0 = the backend's default
+    warmup: int = 3
+
+
+@dataclass
+class GenicamConfig:
+    cti: str = ""  # empty: every .cti in GENICAM_GENTL64_PATH
+    serial: str = ""
+    model: str = ""
+    index: int = 0
+    width: int = 0  # 0 = leave the camera's setting
+    height: int = 0
+    pixel_format: str = ""
+    exposure_us: float = 0.0
+    trigger: str = "off"  # off | software | hardware
+    trigger_source: str = "Line0"
+    trigger_rate_hz: float = 0.0  # software trigger: parts per second (0 = trigger on each grab)
+    buffer_mode: str = "all"  # all | newest
+    queue_size: int = 8
+    max_age_s: float = 0.0  # frames older than this are discarded (0 = no limit)
+    num_buffers: int = 8
+    reconnect_max_s: float = 5.0
+
+
+@dataclass
+class FolderConfig:
+    path: str = ""
+    rate_hz: float = 10.0
+    loop: bool = False
+    size: int = 0
+
+
+@dataclass
+class VideoConfig:
+    path: str = ""
+    rate_hz: float = 0.0  # 0 = the file's frame rate
+    loop: bool = False
+
+
+@dataclass
+class ConveyorConfig:
+    dataset: str = ""  # a category folder (MVTec AD layout), e.g. a demo dataset category
+    rate_hz: float = 20.0
+    parts: int = 100  # 0 = endless
+    seed: int = 0
+    size: int = 0
+    max_images: int = 64
+    drop: Tuple[int, ...] = ()  # part ids whose frame is lost
+    timeout: Tuple[int, ...] = ()  # part ids whose grab times out
+    corrupt: Tuple[int, ...] = ()  # part ids whose frame arrives truncated
+    p_drop: float = 0.0
+    p_timeout: float = 0.0
+    p_corrupt: float = 0.0
+
+
+@dataclass
+class LineScanConfig:
+    enabled: bool = False
+    frame_height: int = 0  # lines per part frame
+    mode: str = "length"  # length | trigger
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "conveyor"
+    grab_timeout_s: float = 0.5
+    genicam: GenicamConfig = field(default_factory=GenicamConfig)
+    folder: FolderConfig = field(default_factory=FolderConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    conveyor: ConveyorConfig = field(default_factory=ConveyorConfig)
+    linescan: LineScanConfig = field(default_factory=LineScanConfig)
+
+
+@dataclass
+class RegionConfig:
+    roi: Tuple[int, ...] = ()  # [x, y, width, height]; [] = whole frame
+    tiles: bool = False
+    overlap: int = 32
+    resize: bool = False
+
+
+@dataclass
+class DecisionConfig:
+    fail_safe: str = "reject"  # reject | recheck
+    uncertain_band: Tuple[float, ...] = ()  # [low, high] normalized score -> recheck
+
+
+@dataclass
+class TimingConfig:
+    speed_m_s: float = 0.0
+    distance_m: float = 0.0  # camera to ejector
+    actuator_lead_s: float = 0.0  # valve opening time, PLC scan
+    deadline_s: float = 0.0  # capture -> command out, instead of speed/distance
+    margin_s: float = 0.005  # a verdict must be in this long before the command goes out
+    max_batch: int = 1
+    batch_wait_s: float = 0.0
+    queue_size: int = 64
+    heartbeat_s: float = 0.1
+    watchdog_s: float = 1.0
+    fire_tolerance_s: float = 0.01
+    stale_after_s: float = 1.0
+    p99_window: int = 200
+    switch_interval_s: float = 0.0005  # Python thread switch interval while the line runs
+
+
+@dataclass
+class MonitorConfig:
+    port: int = -1  # -1 = no metrics endpoint, 0 = any free port
+    bind: str = "127.0.0.1"
+    evidence_dir: str = ""  # "" = no evidence on disk
+    evidence_quota_mb: float = 100.0
+    evidence_fail_safe: bool = False
+    status_line: bool = True
+
+
+@dataclass
+class CsvOutputConfig:
+    kind: str = "csv"
+    name: str = "csv"
+    path: str = "decisions.csv"
+
+
+@dataclass
+class LogOutputConfig:
+    kind: str = "log"
+    name: str = "log"
+
+
+@dataclass
+class ModbusOutputConfig:
+    kind: str = "modbus"
+    name: str = "modbus"
+    host: str = "127.0.0.1"
+    port: int = 502
+    device_id: int = 1
+    command_register: int = 0
+    heartbeat_register: int = 10  # -1 = none
+    coil: int = -1  # -1 = no coil pulse
+    pulse_s: float = 0.05
+    timeout_s: float = 0.2
+    backoff_s: float = 0.1
+    backoff_max_s: float = 5.0
+    at: str = "eject"  # eject | decision
+    write_good: bool = False
+    require_at_start: bool = True
+
+
+@dataclass
+class CameraIoOutputConfig:
+    kind: str = "camera_io"
+    name: str = "camera_io"
+    line: str = "Line1"
+    user_output: str = "UserOutput1"
+    pulse_s: float = 0.02
+    heartbeat_output: str = ""
+    at: str = "eject"
+
+
+@dataclass
+class GpioOutputConfig:
+    kind: str = "gpio"
+    name: str = "gpio"
+    chip: str = "/dev/gpiochip0"
+    line: int = 0
+    pulse_s: float = 0.03
+    heartbeat_line: int = -1
+    active_low: bool = False
+    at: str = "eject"
+
+
+OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutputConfig, "log": LogOutputConfig, "modbus": ModbusOutputConfig,
+                                 "camera_io": CameraIoOutputConfig, "gpio": GpioOutputConfig}
+
+
+@dataclass
+class LineConfig:
+    name: str = "line1"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    region: RegionConfig = field(default_factory=RegionConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    outputs: Tuple[Any, ...] = ()  # output configs; empty = one CSV output
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def validate(self) -> "LineConfig":
+        try:
+            _choice("source.kind", self.source.kind, list(SOURCE_KINDS))
+            _choice("engine.backend", self.engine.backend, list(BACKENDS))
+            _choice("decision.fail_safe", self.decision.fail_safe, ["reject", "recheck"])
+            _choice("source.linescan.mode", self.source.linescan.mode, ["length", "trigger"])
+            for i, o in enumerate(self.outputs):
+                if hasattr(o, "at"):
+                    _choice(f"outputs[{i}].at", o.at, ["eject", "decision"])
+        except ConfigError as e:
+            raise LineConfigError(str(e)) from None
+        kind = self.source.kind
+        needs = {"folder": ("source.folder.path", self.source.folder.path),
+                 "video": ("source.video.path", self.source.video.path),
+                 "conveyor": ("source.conveyor.dataset", self.source.conveyor.dataset)}
+        if kind in needs and not needs[kind][1]:
+            raise LineConfigError(f"source.kind={kind!r} needs {needs[kind][0]}")
+        if self.source.linescan.enabled and self.source.linescan.frame_height < 1:
+            raise LineConfigError("source.linescan.frame_height must be >= 1 when source.linescan.enabled is true")
+        if self.source.grab_timeout_s <= 0:
+            raise LineConfigError("source.grab_timeout_s must be > 0")
+        names = [o.name for o in self.outputs]
+        if len(set(names)) != len(names):
+            raise LineConfigError(f"outputs: names {names} repeat; give each output its own name:")
+        if self.monitor.port < -1 or self.monitor.port > 65535:
+            raise LineConfigError(f"monitor.port={self.monitor.port}: -1 (off), 0 (any free port) or 1..65535")
+        if self.engine.warmup < 0 or self.engine.threads < 0:
+            raise LineConfigError("engine.warmup and engine.threads must be >= 0")
+        return self
+
+
+def _outputs(items: Any) -> tuple:
+    if not isinstance(items, (list, tuple)):
+        raise LineConfigError(f"outputs: expected a list of outputs, got {items!r}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or "kind" not in item:
+            raise LineConfigError(f"outputs[{i}]: expected a mapping with a kind, one of {sorted(OUTPUT_KINDS)}")
+        if item["kind"] not in OUTPUT_KINDS:
+            raise LineConfigError(f"outputs[{i}].kind={item['kind']!r} is not allowed; choose one of "
+                                  f"{sorted(OUTPUT_KINDS)}")
+        cls = OUTPUT_KINDS[item["kind"]]
+        data = dict(item)
+        data.setdefault("name", item["kind"])
+        out.append(_build(cls, data, f"outputs[{i}]"))
+    return tuple(out)
+
+
+def _resolve(path: str, base: Path) -> str:
+    return str(base / path) if path and not Path(path).is_absolute() else path
+
+
+def line_config(data: Mapping[str, Any], base_dir: str | Path = ".") -> LineConfig:
+    """A validated LineConfig from a nested dict (YAML); relative paths are taken from base_dir."""
+    data = dict(data or {})
+    outputs = data.pop("outputs", None)
+    try:
+        cfg = _build(LineConfig, data, "")
+        cfg.outputs = _outputs(outputs) if outputs is not None else (CsvOutputConfig(),)
+    except LineConfigError:
+        raise
+    except ConfigError as e:
+        raise LineConfigError(str(e)) from None
+    base = Path(base_dir)
+    cfg.engine.path = _resolve(cfg.engine.path, base)
+    s = cfg.source
+    s.genicam.cti = _resolve(s.genicam.cti, base)
+    s.folder.path = _resolve(s.folder.path, base)
+    s.video.path = _resolve(s.video.path, base)
+    s.conveyor.dataset = _resolve(s.conveyor.dataset, base)
+    cfg.monitor.evidence_dir = _resolve(cfg.monitor.evidence_dir, base)
+    for o in cfg.outputs:
+        if isinstance(o, CsvOutputConfig):
+            o.path = _resolve(o.path, base)
+    return cfg.validate()
+
+
+def load_line_config(path: str | Path) -> LineConfig:
+    """Read and validate a line YAML file."""
+    try:
+        data = load_config_file(path)
+    except LineConfigError:
+        raise
+    except ConfigError as e:
+        raise LineConfigError(str(e)) from None
+    return line_config(data, Path(path).resolve().parent)
+
+
+def to_dict(cfg: LineConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,79 @@
+"""Parts, verdicts and decisions: what travels from capture to actuation.
+
+Every part gets a sequence number at capture and exactly one final Decision. A decision is either the model's
+verdict (cause "model") or the configured fail-safe verdict with the cause that forced it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .sources.base import Frame
+
+GOOD, REJECT, RECHECK = "good", "reject", "recheck"
+VERDICTS = (GOOD, REJECT, RECHECK)
+MODEL = "model"
+# Why a part was decided fail-safe; each is counted separately.
+FAIL_SAFE_CAUSES = ("missing_frame", "camera_timeout", "corrupt_frame", "queue_full", "over_budget",
+                    "engine_error", "bad_result", "late_verdict", "shutdown")
+STAGES = ("capture_to_queue", "queue_wait", "preprocess", "inference", "postprocess", "actuation")
+
+
+@dataclass(frozen=True)
+class Decision:
+    seq: int
+    verdict: str  # good | reject | recheck
+    cause: str  # "model", or the fail-safe cause
+    t_decided: float  # time.monotonic()
+    score: float = math.nan
+    normalized: float = math.nan
+
+    @property
+    def fail_safe(self) -> bool:
+        return self.cause != MODEL
+
+    @property
+    def rejects(self) -> bool:
+        """Whether the part leaves the good stream (reject and recheck both divert it)."""
+        return self.verdict != GOOD
+
+
+@dataclass(eq=False)
+class Part:
+    """One part on its way from the camera to the ejector."""
+
+    seq: int
+    t_capture: float
+    t_ready: float  # a model verdict must be in by then to be used
+    t_fire: float  # when the actuation command goes out (eject time minus actuator lead)
+    frame: Optional[Frame] = None
+    frame_id: Optional[int] = None
+    times: dict = field(default_factory=dict)  # stage -> seconds
+    decision: Optional[Decision] = None
+    amap: Optional[np.ndarray] = None  # stitched anomaly map, kept until the part is final (evidence)
+    t_fired: Optional[float] = None
+
+    @property
+    def label(self) -> Optional[int]:
+        return None if self.frame is None else self.frame.label
+
+    @property
+    def defect(self) -> Optional[str]:
+        return None if self.frame is None else self.frame.defect
+
+    @property
+    def part_id(self) -> Optional[int]:
+        return None if self.frame is None else self.frame.part_id
+
+
+def model_verdict(defective: bool, normalized: float, band: Sequence[float]) -> str:
+    """The artefact's decision, turned into 'recheck' when the normalized score lies in the uncertain band.
+
+    normalized = 0.5 at the artefact's threshold; band = (low, high) means low <= normalized < high -> recheck.
+    """
+    if band and band[0] <= normalized < band[1]:
+        return RECHECK
+    return REJECT if defective else GOOD

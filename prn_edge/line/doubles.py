@@ -1,0 +1,126 @@
+"""Test doubles for the line: engines with scripted verdicts and outputs that only record.
+
+They exist for tests and the loop benchmark (a null engine measures the loop, not a model); never configure
+them on a production line.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from .decision import Part
+from .errors import OutputError
+from .outputs.base import RejectOutput
+
+
+@dataclass
+class DoubleResult:
+    maps: np.ndarray
+    scores: np.ndarray
+    normalized: np.ndarray
+    decisions: np.ndarray
+
+
+class ScriptedEngine:
+    """TEST DOUBLE of prn_edge.runtime's Engine. Scores come from score_fn(frame) (default 0: all good), each
+    call sleeps delay_s (a number or a function of the call index), calls whose index is in fail_on raise."""
+
+    def __init__(self, height: int, width: int, channels: int = 3, score_fn: Optional[Callable[[np.ndarray], float]] = None,
+                 delay_s: float | Callable[[int], float] = 0.0, fail_on: Iterable[int] | Callable[[int], bool] = (),
+                 threshold: float = 0.5, spread: float = 1.0, maps: bool = True):
+        self.metadata = {"image_threshold": threshold, "score_spread": spread}
+        self.input_spec = {"height": height, "width": width, "channels": channels,
+                           "channel_order": "mono" if channels == 1 else "rgb"}
+        self.last_timings: dict[str, float] = {}
+        self.score_fn = score_fn
+        self.delay_s = delay_s
+        self._fail = fail_on if callable(fail_on) else set(fail_on).__contains__
+        self._maps = maps
+        self.calls = 0
+        self.frames_seen = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "ScriptedEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def infer(self, frames: np.ndarray) -> DoubleResult:
+        t0 = time.perf_counter()
+        with self._lock:
+            i = self.calls
+            self.calls += 1
+            self.frames_seen += len(frames)
+        s = self.input_spec
+        if frames.shape[1:] != (s["height"], s["width"], s["channels"]) or frames.dtype != np.uint8:
+            raise ValueError(f"ScriptedEngine takes uint8 (N, {s['height']}, {s['width']}, {s['channels']}), "
+                             f"got {frames.dtype} {frames.shape}")
+        delay = self.delay_s(i) if callable(self.delay_s) else self.delay_s
+        if delay > 0:
+            time.sleep(delay)
+        if self._fail(i):
+            raise RuntimeError(f"ScriptedEngine: scripted failure of call {i}")
+        n = len(frames)
+        scores = np.array([self.score_fn(f) if self.score_fn else 0.0 for f in frames], np.float32)
+        thr, spread = self.metadata["image_threshold"], self.metadata["score_spread"]
+        maps = (np.broadcast_to(scores[:, None, None], (n, s["height"], s["width"])) if self._maps
+                else np.zeros((n, 1, 1), np.float32))
+        result = DoubleResult(maps, scores, np.clip((scores - thr) / spread + 0.5, 0, 1).astype(np.float32),
+                              scores >= thr)
+        self.last_timings = {"compute": time.perf_counter() - t0}
+        return result
+
+
+class NullEngine(ScriptedEngine):
+    """TEST DOUBLE: every frame good at once, no maps; measures the loop without a model."""
+
+    def __init__(self, height: int, width: int, channels: int = 3):
+        super().__init__(height, width, channels, maps=False)
+
+
+class RecordingOutput(RejectOutput):
+    """TEST DOUBLE output: keeps every actuated part and heartbeat; `fail` makes it raise like a dead device."""
+
+    def __init__(self, name: str = "recorder", at: str = "eject"):
+        self.name, self.at = name, at
+        self.parts: list[Part] = []
+        self.times: list[float] = []
+        self.heartbeats: list[int] = []
+        self.fail = False
+
+    def actuate(self, part: Part) -> None:
+        if self.fail:
+            raise OutputError(f"{self.name}: scripted failure")
+        self.parts.append(part)
+        self.times.append(time.monotonic())
+
+    def heartbeat(self, counter: int) -> None:
+        if not self.fail:
+            self.heartbeats.append(counter)
+
+
+class FakeGpioChip:
+    """FAKE of a libgpiod line request (no GPIO hardware here): records (time, offset, level) writes.
+    Pass `FakeGpioChip().factory` as GpioOutput(chip_factory=...)."""
+
+    def __init__(self):
+        self.writes: list[tuple[float, int, bool]] = []
+        self.requested: list[int] = []
+        self.released = False
+
+    def factory(self, chip: str, offsets: list[int], consumer: str) -> "FakeGpioChip":
+        self.chip, self.requested = chip, list(offsets)
+        return self
+
+    def set_value(self, offset: int, level: bool) -> None:
+        if offset not in self.requested:
+            raise ValueError(f"line {offset} was not requested")
+        self.writes.append((time.monotonic(), offset, level))
+
+    def release(self) -> None:
+        self.released = True

@@ -1,0 +1,121 @@
+"""From a validated LineConfig to the running objects: source, engine, outputs, loop and monitoring."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .config import (CameraIoOutputConfig, CsvOutputConfig, GpioOutputConfig, LineConfig, LogOutputConfig,
+                     ModbusOutputConfig)
+from .errors import LineConfigError
+from .loop import Line, LoopOptions
+from .monitor import EvidenceStore, LineMetrics, StatusLine
+from .outputs.base import RejectOutput
+from .sources.base import FrameSource
+from .timing import Budget
+
+
+def build_source(cfg: LineConfig) -> FrameSource:
+    s = cfg.source
+    if s.kind == "conveyor":
+        from .sources.conveyor import SyntheticConveyor
+
+        c = s.conveyor
+        source: FrameSource = SyntheticConveyor(
+            c.dataset, c.rate_hz, c.parts, c.seed, c.size, c.max_images,
+            faults={"drop": c.drop, "timeout": c.timeout, "corrupt": c.corrupt},
+            fault_rates={"drop": c.p_drop, "timeout": c.p_timeout, "corrupt": c.p_corrupt})
+    elif s.kind == "folder":
+        from .sources.files import ImageFolderSource
+
+        source = ImageFolderSource(s.folder.path, s.folder.rate_hz, s.folder.loop, s.folder.size)
+    elif s.kind == "video":
+        from .sources.files import VideoFileSource
+
+        source = VideoFileSource(s.video.path, s.video.rate_hz, s.video.loop)
+    else:
+        from .sources.genicam import GenicamSource
+
+        g = s.genicam
+        source = GenicamSource(g.cti, g.serial, g.model, g.index, g.width, g.height, g.pixel_format, g.exposure_us,
+                               g.trigger, g.trigger_source, g.trigger_rate_hz, g.buffer_mode, g.queue_size,
+                               g.max_age_s, g.num_buffers, g.reconnect_max_s)
+    if s.linescan.enabled:
+        from .tiles import LineScanAssembler
+
+        source = LineScanAssembler(source, s.linescan.frame_height, s.linescan.mode)
+    return source
+
+
+def build_outputs(cfg: LineConfig, source: Optional[FrameSource] = None) -> list[RejectOutput]:
+    outputs: list[RejectOutput] = []
+    for o in cfg.outputs:
+        if isinstance(o, CsvOutputConfig):
+            from .outputs.csvlog import CsvOutput
+
+            outputs.append(CsvOutput(o.path, o.name))
+        elif isinstance(o, LogOutputConfig):
+            from .outputs.csvlog import LogOutput
+
+            outputs.append(LogOutput(o.name))
+        elif isinstance(o, ModbusOutputConfig):
+            from .outputs.modbus import ModbusOutput
+
+            outputs.append(ModbusOutput(o.host, o.port, o.device_id, o.command_register, o.heartbeat_register,
+                                        o.coil, o.pulse_s, o.timeout_s, o.backoff_s, o.backoff_max_s, o.at,
+                                        o.write_good, o.require_at_start, o.name))
+        elif isinstance(o, CameraIoOutputConfig):
+            from .outputs.camera_io import CameraOutput
+
+            camera = getattr(source, "source", source)  # under a line-scan assembler
+            if not hasattr(camera, "node_map"):
+                raise LineConfigError(f"outputs.{o.name}: kind camera_io needs source.kind genicam (the output "
+                                      "is a line of that camera)")
+            outputs.append(CameraOutput(lambda: camera.node_map, o.line, o.user_output, o.pulse_s,
+                                        o.heartbeat_output, o.at, o.name))
+        elif isinstance(o, GpioOutputConfig):
+            from .outputs.gpio import GpioOutput
+
+            outputs.append(GpioOutput(o.chip, o.line, o.pulse_s, o.heartbeat_line, o.active_low, o.at, o.name))
+    return outputs
+
+
+def build_engine(cfg: LineConfig) -> Any:
+    if not cfg.engine.path:
+        raise LineConfigError("engine.path is empty; give the exported model (.onnx), checkpoint (.pt) or engine")
+    try:
+        from ..runtime import open_engine
+    except ImportError as e:
+        raise LineConfigError(f"the inference runtime (prn_edge.runtime) cannot be imported: {e}") from None
+    opts = {"threads": cfg.engine.threads} if cfg.engine.threads else {}
+    return open_engine(cfg.engine.path, backend=cfg.engine.backend, **opts)
+
+
+def loop_options(cfg: LineConfig) -> LoopOptions:
+    t, r = cfg.timing, cfg.region
+    return LoopOptions(
+        fail_safe=cfg.decision.fail_safe, uncertain_band=tuple(cfg.decision.uncertain_band), roi=tuple(r.roi),
+        tiles=r.tiles, overlap=r.overlap, resize=r.resize, max_batch=t.max_batch, batch_wait_s=t.batch_wait_s,
+        queue_size=t.queue_size, grab_timeout_s=cfg.source.grab_timeout_s, heartbeat_s=t.heartbeat_s,
+        watchdog_s=t.watchdog_s, fire_tolerance_s=t.fire_tolerance_s, stale_after_s=t.stale_after_s,
+        p99_window=t.p99_window, warmup=cfg.engine.warmup, keep_maps=bool(cfg.monitor.evidence_dir),
+        switch_interval_s=t.switch_interval_s)
+
+
+def budget_of(cfg: LineConfig) -> Budget:
+    t = cfg.timing
+    return Budget.from_line(t.speed_m_s, t.distance_m, t.actuator_lead_s, t.deadline_s, t.margin_s)
+
+
+def build_line(cfg: LineConfig, engine: Any = None, source: Optional[FrameSource] = None,
+               outputs: Optional[list[RejectOutput]] = None, status: Optional[StatusLine] = None) -> Line:
+    """The Line of a config; engine/source/outputs may be given (tests, benchmarks) instead of built."""
+    budget = budget_of(cfg)  # config errors before anything opens
+    options = loop_options(cfg)
+    source = source if source is not None else build_source(cfg)
+    outputs = outputs if outputs is not None else build_outputs(cfg, source)
+    engine = engine if engine is not None else build_engine(cfg)
+    metrics = LineMetrics(cfg.name)
+    m = cfg.monitor
+    evidence = (EvidenceStore(m.evidence_dir, int(m.evidence_quota_mb * (1 << 20)), m.evidence_fail_safe, metrics)
+                if m.evidence_dir else None)
+    return Line(source, engine, outputs, budget, options, name=cfg.name, metrics=metrics, evidence=evidence,
+                status=status)

@@ -1,0 +1,385 @@
+"""The line loop: acquisition thread -> inference thread (micro-batches) -> decision -> reject scheduler.
+
+Every part gets a sequence number at capture and exactly one decision. A missing frame, a camera timeout, a
+corrupt frame, a full queue, a verdict that can no longer be in time, an engine error or a late verdict each
+decide the part fail-safe (default reject) and are counted by cause. The scheduler fires every decision at
+the part's fire time; outputs run on their own threads so a dead PLC delays nobody.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from contextlib import ExitStack
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .decision import GOOD, MODEL, RECHECK, REJECT, Part, model_verdict
+from .engine import engine_input, run_engine
+from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
+from .monitor import EvidenceStore, LineMetrics, StatusLine
+from .outputs.base import OutputSet, RejectOutput
+from .sources.base import Frame, FrameSource
+from .tiles import Preprocessor
+from .timing import Budget, EngineTimer, RejectScheduler, Watchdog
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoopOptions:
+    fail_safe: str = REJECT  # reject | recheck
+    uncertain_band: Sequence[float] = ()  # (low, high) in normalized score: low <= s < high -> recheck
+    roi: Sequence[int] = ()
+    tiles: bool = False
+    overlap: int = 0
+    resize: bool = False
+    max_batch: int = 1  # parts per engine call
+    batch_wait_s: float = 0.0  # wait this long for a batch to fill (0: take what is queued)
+    queue_size: int = 64
+    grab_timeout_s: float = 0.5
+    heartbeat_s: float = 0.1
+    watchdog_s: float = 1.0
+    fire_tolerance_s: float = 0.005
+    stale_after_s: float = 1.0
+    p99_window: int = 200
+    warmup: int = 3
+    keep_maps: bool = False  # stitch anomaly maps (evidence needs them)
+    keep_records: int = 100_000
+    switch_interval_s: float = 0.0005  # sys.setswitchinterval while running: the scheduler waits less for the GIL
+
+    def validate(self) -> "LoopOptions":
+        if self.fail_safe not in (REJECT, RECHECK):
+            raise LineConfigError(f"decision.fail_safe={self.fail_safe!r} is not allowed; choose one of "
+                                  f"{[REJECT, RECHECK]}")
+        band = tuple(self.uncertain_band)
+        if band and (len(band) != 2 or not 0 <= band[0] < band[1] <= 1):
+            raise LineConfigError(f"decision.uncertain_band={list(band)}: give [low, high] with 0 <= low < high <= 1 "
+                                  "(normalized score, 0.5 = the artefact's threshold), or [] for none")
+        for key in ("max_batch", "queue_size", "p99_window"):
+            if getattr(self, key) < 1:
+                raise LineConfigError(f"{key}={getattr(self, key)} must be >= 1")
+        for key in ("grab_timeout_s", "heartbeat_s", "watchdog_s"):
+            if getattr(self, key) <= 0:
+                raise LineConfigError(f"{key}={getattr(self, key)} must be > 0")
+        return self
+
+
+class Line:
+    """One inspection line: a frame source, an engine, reject outputs and a latency budget.
+
+        line = Line(source, engine, [CsvOutput("decisions.csv")], Budget.from_line(deadline_s=0.2))
+        summary = line.run()             # until the source ends, or stop() / duration_s / max_parts
+    """
+
+    def __init__(self, source: FrameSource, engine: Any, outputs: list[RejectOutput], budget: Budget,
+                 options: Optional[LoopOptions] = None, *, name: str = "line", metrics: Optional[LineMetrics] = None,
+                 evidence: Optional[EvidenceStore] = None, status: Optional[StatusLine] = None):
+        self.source, self.engine, self.budget = source, engine, budget
+        self.opt = (options or LoopOptions()).validate()
+        self.name = name
+        self.metrics = metrics or LineMetrics(name)
+        self.evidence = evidence
+        self.status = status
+        self.outputs = OutputSet(outputs, self._on_output_error, self._on_actuated, self.opt.stale_after_s)
+        self.timer = EngineTimer(self.opt.p99_window)
+        self.watchdog = Watchdog(self.opt.watchdog_s)
+        self.watchdog.extra.append(lambda: self.source.healthy)
+        self.scheduler = RejectScheduler(self.opt.fail_safe, self.outputs.dispatch, self._on_final,
+                                         self._heartbeat, self.opt.heartbeat_s)
+        self.records: deque[Part] = deque(maxlen=self.opt.keep_records)
+        self._queue: queue.Queue[Part] = queue.Queue(maxsize=self.opt.queue_size)
+        self._stop = threading.Event()
+        self._acq_done = threading.Event()
+        self._seq = 0
+        self._finals = 0
+        self._beat = 0
+        self._was_healthy = True
+        self._errors: list[BaseException] = []
+        self._engine_errors_in_row = 0
+        self.prep: Optional[Preprocessor] = None
+
+    # ================================================================= running
+    def stop(self) -> None:
+        """Stop taking frames; parts already seen are still decided and fired."""
+        self._stop.set()
+
+    def run(self, duration_s: Optional[float] = None, max_parts: Optional[int] = None) -> dict:
+        self._max_parts = max_parts
+        t_start = time.monotonic()
+        with ExitStack() as stack:
+            if self.opt.switch_interval_s > 0:
+                stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+                sys.setswitchinterval(self.opt.switch_interval_s)
+            stack.enter_context(self.source)
+            self.engine = stack.enter_context(self.engine) or self.engine
+            spec = engine_input(self.engine)
+            self.prep = Preprocessor(self.source.geometry(), spec, self.opt.roi, self.opt.tiles, self.opt.overlap,
+                                     self.opt.resize)
+            self._warm_up()
+            stack.enter_context(self.outputs)
+            if self.evidence is not None:
+                stack.enter_context(self.evidence)
+            self.scheduler.start()
+            stack.callback(self.scheduler.stop)
+            threads = [threading.Thread(target=self._guard, args=(self._acquire,), name="line-acquire", daemon=True),
+                       threading.Thread(target=self._guard, args=(self._infer,), name="line-infer", daemon=True)]
+            self.watchdog.beat("acquire")
+            self.watchdog.beat("infer")
+            for t in threads:
+                t.start()
+            try:
+                while not self._acq_done.wait(0.25):
+                    if duration_s is not None and time.monotonic() - t_start >= duration_s:
+                        self._stop.set()
+                    self._show_status(t_start)
+            except KeyboardInterrupt:
+                log.warning("interrupted: deciding the parts already seen, then stopping")
+                self._stop.set()
+            for t in threads:
+                t.join()
+            # Every part registered fires at its own time; the furthest is one fire delay away.
+            if not self.scheduler.drain(self.budget.fire_delay_s + 5.0):
+                log.error("scheduler did not fire every part in time")
+            self._show_status(t_start, final=True)
+        if self._errors:
+            raise LineError(f"line {self.name} stopped on an internal error: {self._errors[0]!r}") from self._errors[0]
+        return self.summary(time.monotonic() - t_start)
+
+    def summary(self, elapsed_s: float = 0.0) -> dict:
+        s = self.metrics.summary()
+        s.update({"line": self.name, "elapsed_s": round(elapsed_s, 3), "finalized": self._finals,
+                  "undecided": self._seq - self._finals, "late_results_discarded": self.scheduler.late_results,
+                  "dropped_frames": int(sum(self.metrics.value("prn_line_dropped_frames_total", reason=r)
+                                            for r in ("stale", "source"))),
+                  "output_failing": self.outputs.failing})
+        return s
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except BaseException as e:  # a crashed thread: the parts in flight fire fail-safe on their own
+            log.exception("line thread %s crashed", threading.current_thread().name)
+            self._errors.append(e)
+            self._stop.set()
+            self._acq_done.set()
+
+    def _warm_up(self) -> None:
+        """First calls are slow (allocation, JIT, autotuning); they also seed the engine-time estimate."""
+        shape = (self.prep.frames_per_part * self.opt.max_batch, self.prep.engine.height, self.prep.engine.width,
+                 self.prep.engine.channels)
+        for n in {self.prep.frames_per_part, shape[0]}:
+            x = np.zeros((n,) + shape[1:], np.uint8)
+            for _ in range(self.opt.warmup):
+                t0 = time.perf_counter()
+                run_engine(self.engine, x)
+                self.timer.add(n, time.perf_counter() - t0)
+
+    def _show_status(self, t_start: float, final: bool = False) -> None:
+        if self.status is not None:
+            p99 = self.metrics_p99_ms()
+            self.status.update(StatusLine.render(self.metrics.summary(), time.monotonic() - t_start, p99,
+                                                 self.watchdog.healthy(), self._queue.qsize()), final)
+
+    def metrics_p99_ms(self) -> float:
+        lat = [p.decision.t_decided - p.t_capture for p in list(self.records)[-500:] if p.decision is not None]
+        return float(np.quantile(lat, 0.99) * 1000) if lat else 0.0
+
+    # ================================================================= acquisition
+    def _new_part(self, t_capture: float, frame: Optional[Frame] = None, frame_id: Optional[int] = None) -> Part:
+        part = self.budget.part(self._seq, t_capture)
+        part.frame = frame
+        part.frame_id = frame.frame_id if frame is not None else frame_id
+        self._seq += 1
+        self.metrics.parts.inc()
+        self.scheduler.register(part)
+        return part
+
+    def _missing(self, first_id: int, last_id: int, t_prev: Optional[float], t_next: float) -> None:
+        """Parts first_id..last_id passed without a frame; their capture times are interpolated."""
+        n = last_id - first_id + 1
+        t0 = t_next if t_prev is None else t_prev
+        for i in range(n):
+            t = t0 + (t_next - t0) * (i + 1) / (n + 1)
+            self.scheduler.fail_safe(self._new_part(t, frame_id=first_id + i).seq, "missing_frame")
+
+    def _acquire(self) -> None:
+        expected: Optional[int] = None
+        t_prev: Optional[float] = None
+        counts = self.source.counts_parts
+        want_shape = self.prep.frame_shape
+        try:
+            while not self._stop.is_set():
+                if self._max_parts is not None and self._seq >= self._max_parts:
+                    break
+                self.watchdog.beat("acquire")
+                try:
+                    frame = self.source.grab(self.opt.grab_timeout_s)
+                except SourceExhausted as e:
+                    if counts and expected is not None and e.frame_id is not None and e.frame_id >= expected:
+                        self._missing(expected, e.frame_id, t_prev, time.monotonic())
+                    break
+                except CameraError as e:
+                    kind = "timeout" if isinstance(e, CameraTimeout) else "corrupt"
+                    self.metrics.camera_events.labels(kind).inc()
+                    if e.part_expected:
+                        t = e.t_expected if e.t_expected is not None else time.monotonic()
+                        if counts and e.frame_id is not None:
+                            if expected is not None and e.frame_id > expected:
+                                self._missing(expected, e.frame_id - 1, t_prev, t)
+                            expected = e.frame_id + 1
+                        part = self._new_part(t, frame_id=e.frame_id)
+                        self.scheduler.fail_safe(part.seq, "camera_timeout" if kind == "timeout" else "corrupt_frame")
+                        t_prev = t
+                    continue
+                if counts:
+                    if expected is not None and frame.frame_id < expected:
+                        self.metrics.dropped_frames.labels("stale").inc()
+                        continue
+                    if expected is not None and frame.frame_id > expected:
+                        self._missing(expected, frame.frame_id - 1, t_prev, frame.t_capture)
+                    expected = frame.frame_id + 1
+                t_prev = frame.t_capture
+                part = self._new_part(frame.t_capture, frame)
+                if frame.image is None or frame.image.shape != want_shape or frame.image.dtype != np.uint8:
+                    got = None if frame.image is None else (frame.image.shape, str(frame.image.dtype))
+                    log.debug("corrupt frame %s: %s, expected %s uint8", frame.frame_id, got, want_shape)
+                    self.scheduler.fail_safe(part.seq, "corrupt_frame")
+                    continue
+                now = time.monotonic()
+                part.times["capture_to_queue"] = now - frame.host_ts
+                if now + self.timer.estimate(self.prep.frames_per_part) > part.t_ready:
+                    self.scheduler.fail_safe(part.seq, "over_budget")
+                    continue
+                part.times["_enqueued"] = now
+                try:
+                    self._queue.put_nowait(part)
+                except queue.Full:
+                    self.scheduler.fail_safe(part.seq, "queue_full")
+                self.metrics.queue_depth.set(self._queue.qsize())
+        finally:
+            self.watchdog.forget("acquire")
+            self._acq_done.set()
+            source_dropped = getattr(self.source, "dropped", 0)
+            if source_dropped:
+                self.metrics.dropped_frames.labels("source").inc(source_dropped)
+
+    # ================================================================= inference
+    def _take_batch(self) -> list[Part]:
+        try:
+            batch = [self._queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        end = time.monotonic() + self.opt.batch_wait_s
+        while len(batch) < self.opt.max_batch:
+            try:
+                wait = end - time.monotonic()
+                batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _infer(self) -> None:
+        per_part = self.prep.frames_per_part
+        try:
+            while True:
+                self.watchdog.beat("infer")
+                batch = self._take_batch()
+                if not batch:
+                    if self._acq_done.is_set() and self._queue.empty():
+                        return
+                    continue
+                self.metrics.queue_depth.set(self._queue.qsize())
+                now = time.monotonic()
+                # Parts that cannot be decided in time are decided fail-safe now, and do not cost engine time.
+                keep = []
+                for part in batch:
+                    part.times["queue_wait"] = now - part.times.pop("_enqueued")
+                    if now + self.timer.estimate(per_part * (len(keep) + 1)) > part.t_ready:
+                        self.scheduler.fail_safe(part.seq, "over_budget")
+                    else:
+                        keep.append(part)
+                if keep:
+                    self._run_batch(keep, per_part)
+        finally:
+            self.watchdog.forget("infer")
+
+    def _run_batch(self, parts: list[Part], per_part: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            x = np.concatenate([self.prep.prepare(p.frame.image) for p in parts])
+        except Exception as e:
+            log.warning("preprocess failed: %s", e)
+            for p in parts:
+                self.scheduler.fail_safe(p.seq, "corrupt_frame")
+            return
+        t1 = time.perf_counter()
+        try:
+            v = run_engine(self.engine, x)
+        except Exception as e:
+            self._engine_errors_in_row += 1
+            if self._engine_errors_in_row in (1, 10, 100):
+                log.warning("ALARM engine failed %d time(s) in a row: %r", self._engine_errors_in_row, e)
+            for p in parts:
+                self.scheduler.fail_safe(p.seq, "engine_error")
+            return
+        t2 = time.perf_counter()
+        self._engine_errors_in_row = 0
+        self.timer.add(len(x), t2 - t1)
+        keep_maps = self.opt.keep_maps
+        decided = []
+        for i, p in enumerate(parts):
+            s = slice(i * per_part, (i + 1) * per_part)
+            score, norm, defective, amap = self.prep.combine(v.scores[s], v.normalized[s], v.decisions[s],
+                                                             v.maps[s] if keep_maps else None)
+            p.amap = amap
+            if not math.isfinite(score):
+                decided.append((p, None, score, norm))
+            else:
+                decided.append((p, model_verdict(defective, norm, self.opt.uncertain_band), score, norm))
+        t3 = time.perf_counter()
+        for p, verdict, score, norm in decided:
+            p.times.update(preprocess=t1 - t0, inference=t2 - t1, postprocess=t3 - t2)
+            if verdict is None:
+                self.scheduler.fail_safe(p.seq, "bad_result")
+            else:
+                self.scheduler.decide(p.seq, verdict, MODEL, score, norm)
+
+    # ================================================================= scheduler callbacks
+    def _on_final(self, part: Part) -> None:
+        self._finals += 1
+        self.metrics.on_final(part)
+        if self.evidence is not None and self.evidence.wants(part):
+            self.evidence.submit(part, self.name)
+        if part.frame is not None:  # the record stays small: no pixels, no map
+            part.frame = dataclasses.replace(part.frame, image=None)
+        part.amap = None
+        self.records.append(part)
+
+    def _on_actuated(self, output: str, part: Part, t_start: float, t_done: float) -> None:
+        part.times.setdefault("actuation", t_done - part.t_fire)
+        self.metrics.on_actuated(part, t_start, t_done, self.opt.fire_tolerance_s)
+
+    def _on_output_error(self, output: str, call: str, error: Exception) -> None:
+        self.metrics.output_errors.labels(output, call).inc()
+
+    def _heartbeat(self) -> None:
+        healthy = self.watchdog.healthy()
+        self.metrics.healthy.set(1 if healthy else 0)
+        if not healthy:
+            if self._was_healthy:
+                self.metrics.watchdog_trips.inc()
+                log.warning("ALARM watchdog: %s not alive; heartbeat stopped so the PLC diverts every part",
+                            self.watchdog.stale())
+            self._was_healthy = False
+            return
+        self._was_healthy = True
+        self._beat = self._beat % 65535 + 1
+        self.metrics.heartbeat.set(self._beat)
+        self.outputs.heartbeat(self._beat)

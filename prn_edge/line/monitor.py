@@ -1,0 +1,249 @@
+"""Monitoring: Prometheus metrics (a private registry per line, served on 127.0.0.1 by default), defect evidence
+on disk in a ring buffer with a size quota, and a one-line live status for the terminal."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, TextIO
+
+import cv2
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .decision import FAIL_SAFE_CAUSES, STAGES, VERDICTS, Part
+from .errors import LineConfigError
+
+log = logging.getLogger(__name__)
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class LineMetrics:
+    """Counters and histograms of one line. `value(name, **labels)` reads them back (tests, summaries)."""
+
+    def __init__(self, line: str = "line"):
+        self.line = line
+        r = self.registry = CollectorRegistry()
+        self.parts = Counter("prn_line_parts", "Parts seen (each gets one decision)", registry=r)
+        self.decisions = Counter("prn_line_decisions", "Final decisions by verdict", ["verdict"], registry=r)
+        self.rejects = Counter("prn_line_rejects", "Parts diverted (reject or recheck), fail-safe included",
+                               registry=r)
+        self.fail_safe = Counter("prn_line_fail_safe_rejects", "Fail-safe decisions by cause", ["cause"], registry=r)
+        self.deadline_misses = Counter("prn_line_deadline_misses", "Parts whose verdict was not in by its deadline",
+                                       registry=r)
+        self.late_actuations = Counter("prn_line_late_actuations",
+                                       "Actuations later than the tolerance after their fire time", ["kind"],
+                                       registry=r)
+        self.dropped_frames = Counter("prn_line_dropped_frames", "Frames discarded", ["reason"], registry=r)
+        self.camera_events = Counter("prn_line_camera_events", "Camera timeouts, corrupt frames, errors",
+                                     ["kind"], registry=r)
+        self.output_errors = Counter("prn_line_output_errors", "Failed output calls", ["output", "call"],
+                                     registry=r)
+        self.evidence_dropped = Counter("prn_line_evidence_dropped", "Evidence not written (writer busy)",
+                                        registry=r)
+        self.watchdog_trips = Counter("prn_line_watchdog_trips", "Times the heartbeat stopped", registry=r)
+        self.stage = Histogram("prn_line_stage_seconds", "Per-part time in each stage", ["stage"],
+                               buckets=STAGE_BUCKETS, registry=r)
+        self.queue_depth = Gauge("prn_line_queue_depth", "Parts waiting for inference", registry=r)
+        self.heartbeat = Gauge("prn_line_heartbeat", "Last heartbeat counter sent", registry=r)
+        self.healthy = Gauge("prn_line_healthy", "1 while every loop thread and the camera are alive", registry=r)
+        for v in VERDICTS:
+            self.decisions.labels(v)
+        for c in FAIL_SAFE_CAUSES:
+            self.fail_safe.labels(c)
+        self._server = None
+
+    def value(self, name: str, **labels) -> float:
+        v = self.registry.get_sample_value(name, labels or None)
+        return 0.0 if v is None else v
+
+    def on_final(self, part: Part) -> None:
+        d = part.decision
+        self.decisions.labels(d.verdict).inc()
+        if d.rejects:
+            self.rejects.inc()
+        if d.fail_safe:
+            self.fail_safe.labels(d.cause).inc()
+        if d.cause == "late_verdict":
+            self.deadline_misses.inc()
+        for stage, seconds in part.times.items():
+            if stage != "actuation":
+                self.stage.labels(stage).observe(seconds)
+
+    def on_actuated(self, part: Part, t_start: float, t_done: float, fire_tolerance_s: float) -> bool:
+        """Records the actuation stage; returns whether it was late (started after fire time + tolerance)."""
+        self.stage.labels("actuation").observe(t_done - part.t_fire)
+        late = t_start - part.t_fire > fire_tolerance_s
+        if late:
+            self.late_actuations.labels("fail_safe" if part.decision.fail_safe else "model").inc()
+        return late
+
+    def summary(self) -> dict:
+        causes = {c: int(self.value("prn_line_fail_safe_rejects_total", cause=c)) for c in FAIL_SAFE_CAUSES}
+        return {
+            "parts": int(self.value("prn_line_parts_total")),
+            "decisions": {v: int(self.value("prn_line_decisions_total", verdict=v)) for v in VERDICTS},
+            "rejects": int(self.value("prn_line_rejects_total")),
+            "fail_safe": {c: n for c, n in causes.items() if n},
+            "deadline_misses": int(self.value("prn_line_deadline_misses_total")),
+            "late_actuations": {k: int(self.value("prn_line_late_actuations_total", kind=k))
+                                for k in ("model", "fail_safe")},
+        }
+
+    def serve(self, port: int, bind: str = "127.0.0.1") -> int:
+        """Serve /metrics; port 0 picks a free one. Returns the port."""
+        if self._server is not None:
+            raise RuntimeError("metrics are already served")
+        try:
+            server, _ = start_http_server(port, addr=bind, registry=self.registry)
+        except OSError as e:
+            raise LineConfigError(f"monitor.port={port} on {bind}: cannot listen ({e}); choose a free port") from None
+        self._server = server
+        return server.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def heat_overlay(image: np.ndarray, amap: Optional[np.ndarray], alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8: the anomaly map (0..1, jet colours) over the image."""
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    if amap is None:
+        return rgb.copy()
+    m = cv2.resize(np.asarray(amap, np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.applyColorMap(np.clip(m * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    return cv2.addWeighted(rgb, 1 - alpha, heat, alpha, 0)
+
+
+class EvidenceStore:
+    """Image, heat-map overlay and JSON of rejected parts, oldest deleted first to stay within quota_bytes.
+
+    Writing happens on a background thread; when it falls behind, evidence is dropped (counted), never the line.
+    """
+
+    SUFFIXES = (".png", "_overlay.png", ".json")
+
+    def __init__(self, folder: str | Path, quota_bytes: int = 100 << 20, fail_safe: bool = False,
+                 metrics: Optional[LineMetrics] = None, backlog: int = 16):
+        if quota_bytes <= 0:
+            raise LineConfigError("monitor.evidence_quota_mb must be > 0")
+        self.folder = Path(folder)
+        self.quota = int(quota_bytes)
+        self.fail_safe = fail_safe  # also keep fail-safe rejects that have an image
+        self._metrics = metrics
+        self._q: queue.Queue = queue.Queue(maxsize=backlog)
+        self._thread: Optional[threading.Thread] = None
+        self._ring: list[tuple[str, int]] = []  # (stem, bytes) oldest first
+        self.used = 0
+        self.written = 0
+
+    def __enter__(self) -> "EvidenceStore":
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LineConfigError(f"monitor.evidence_dir={str(self.folder)!r}: {e}") from None
+        stems: dict[str, int] = {}
+        for p in self.folder.iterdir():
+            if p.suffix == ".json":
+                stem = p.stem
+                stems[stem] = sum(q.stat().st_size for q in self._files(stem) if q.exists())
+        self._ring = sorted(stems.items())  # stems start with a time stamp: sorted = oldest first
+        self.used = sum(b for _, b in self._ring)
+        self._thread = threading.Thread(target=self._run, name="line-evidence", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._q.put(None)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _files(self, stem: str) -> list[Path]:
+        return [self.folder / (stem + s) for s in self.SUFFIXES]
+
+    def wants(self, part: Part) -> bool:
+        d = part.decision
+        return d.rejects and (not d.fail_safe or self.fail_safe) and part.frame is not None \
+            and part.frame.image is not None
+
+    def submit(self, part: Part, line: str = "") -> None:
+        d = part.decision
+        info = {"line": line, "seq": part.seq, "part_id": part.part_id, "frame_id": part.frame_id,
+                "verdict": d.verdict, "cause": d.cause, "score": None if d.score != d.score else d.score,
+                "normalized": None if d.normalized != d.normalized else d.normalized,
+                "label": part.label, "defect": part.defect, "wall_time": time.time(),
+                "stage_seconds": {k: round(v, 6) for k, v in part.times.items()}}
+        try:
+            self._q.put_nowait((info, part.frame.image, part.amap))
+        except queue.Full:
+            if self._metrics is not None:
+                self._metrics.evidence_dropped.inc()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            try:
+                self._write(*item)
+            except Exception as e:  # a full disk must not stop the line
+                log.warning("evidence not written: %s", e)
+
+    def _write(self, info: dict, image: np.ndarray, amap: Optional[np.ndarray]) -> None:
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{info['seq']:09d}_{info['verdict']}"
+        img_path, ov_path, js_path = self._files(stem)
+        bgr = lambda a: a if a.shape[2] == 1 else a[..., ::-1]  # noqa: E731 - OpenCV writes BGR
+        cv2.imwrite(str(img_path), bgr(image))
+        cv2.imwrite(str(ov_path), heat_overlay(image, amap)[..., ::-1])
+        js_path.write_text(json.dumps(info, indent=1))
+        size = sum(p.stat().st_size for p in (img_path, ov_path, js_path))
+        self._ring.append((stem, size))
+        self.used += size
+        self.written += 1
+        while self.used > self.quota and len(self._ring) > 1:
+            old, b = self._ring.pop(0)
+            for p in self._files(old):
+                try:
+                    os.remove(p)
+                except FileNotFoundError:
+                    pass
+            self.used -= b
+
+
+class StatusLine:
+    """One live line on a terminal: parts, rate, rejects, fail-safe, deadline misses, p99 latency, health."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 0.5, force: bool = False):
+        self.stream = stream
+        self.every_s = every_s
+        self.enabled = force or (hasattr(stream, "isatty") and stream.isatty())
+        self._last = 0.0
+        self._t0 = time.monotonic()
+        self._width = 0
+
+    @staticmethod
+    def render(summary: dict, elapsed_s: float, p99_ms: float, healthy: bool, queue_depth: int) -> str:
+        parts = summary["parts"]
+        fs = sum(summary["fail_safe"].values())
+        return (f"parts {parts}  {parts / max(elapsed_s, 1e-9):.1f}/s  rejects {summary['rejects']}  "
+                f"fail-safe {fs}  missed {summary['deadline_misses']}  queue {queue_depth}  "
+                f"p99 {p99_ms:.1f} ms  {'OK' if healthy else 'ALARM'}")
+
+    def update(self, text: str, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self._last < self.every_s):
+            return
+        self._last = now
+        pad = max(0, self._width - len(text))
+        self._width = len(text)
+        self.stream.write("\r" + text + " " * pad + ("\n" if final else ""))
+        self.stream.flush()

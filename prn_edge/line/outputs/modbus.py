@@ -1,0 +1,139 @@
+"""Reject commands to a PLC over Modbus TCP (pymodbus client).
+
+Holding registers from `command_register`: [seq high word, seq low word, verdict code] in one write, so the
+PLC sees a new command atomically and owns the valve timing (a coil pulse of a few ms can fall between two PLC
+scans). `heartbeat_register` gets a counter 1..65535 while the appliance is healthy; wire the PLC so that a
+counter that stops changing (or 0) diverts every part. Optionally a coil is pulsed for at least min_pulse_s.
+A dead PLC raises PlcError (counted and alarmed by the worker); reconnects back off up to backoff_max_s.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Optional
+
+from ..decision import GOOD, RECHECK, REJECT, Part
+from ..errors import LineConfigError, PlcError
+from .base import WHEN, RejectOutput
+
+VERDICT_CODES = {GOOD: 0, REJECT: 1, RECHECK: 2}
+MIN_PULSE_S = 0.02  # a 2-10 ms PLC scan must see the coil high at least twice
+
+
+class ModbusOutput(RejectOutput):
+    def __init__(self, host: str = "127.0.0.1", port: int = 502, device_id: int = 1, command_register: int = 0,
+                 heartbeat_register: int = 10, coil: int = -1, pulse_s: float = 0.05, timeout_s: float = 0.2,
+                 backoff_s: float = 0.1, backoff_max_s: float = 5.0, at: str = "eject", write_good: bool = False,
+                 require_at_start: bool = True, name: str = "modbus",
+                 client_factory: Optional[Callable[..., object]] = None):
+        if at not in WHEN:
+            raise LineConfigError(f"outputs.{name}.at={at!r} is not allowed; choose one of {list(WHEN)}")
+        if coil >= 0 and pulse_s < MIN_PULSE_S:
+            raise LineConfigError(f"outputs.{name}.pulse_s={pulse_s}: at least {MIN_PULSE_S} s, or a PLC scan can "
+                                  "miss the pulse; better, let the PLC time the valve from the command registers")
+        if not 0 <= command_register <= 65533 or not -1 <= heartbeat_register <= 65535:
+            raise LineConfigError(f"outputs.{name}: register addresses must be within 0..65535")
+        if heartbeat_register >= 0 and command_register <= heartbeat_register < command_register + 3:
+            raise LineConfigError(f"outputs.{name}.heartbeat_register={heartbeat_register} overlaps the command "
+                                  f"registers {command_register}..{command_register + 2}")
+        self.host, self.port, self.device_id = host, int(port), int(device_id)
+        self.command_register, self.heartbeat_register = command_register, heartbeat_register
+        self.coil, self.pulse_s = coil, pulse_s
+        self.timeout_s = timeout_s
+        self.backoff_min, self.backoff_max = backoff_s, backoff_max_s
+        self.at, self.write_good, self.require_at_start, self.name = at, write_good, require_at_start, name
+        self._factory = client_factory
+        self._client = None
+        self._backoff = backoff_s
+        self._retry_at = 0.0
+        self._lock = threading.Lock()  # the worker is the only caller; the lock guards close() from another thread
+        self.commands = 0
+
+    # ------------------------------------------------------------ connection
+    def _new_client(self):
+        if self._factory is not None:
+            return self._factory(self.host, port=self.port, timeout=self.timeout_s)
+        from pymodbus.client import ModbusTcpClient
+
+        return ModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s, retries=0,
+                               reconnect_delay=0, reconnect_delay_max=0)
+
+    def open(self) -> None:
+        try:
+            self._connected()
+        except PlcError:
+            if self.require_at_start:
+                raise
+        self._retry_at = 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+
+    def _connected(self):
+        if self._client is not None and getattr(self._client, "connected", True):
+            return self._client
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise PlcError(f"PLC {self.host}:{self.port} is unreachable; next reconnect in {self._retry_at - now:.2f} s")
+        self._drop()
+        client = self._new_client()
+        try:
+            ok = client.connect()
+        except Exception as e:
+            ok, why = False, e
+        else:
+            why = "connection refused or timed out"
+        if not ok:
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            try:
+                client.close()
+            except Exception:
+                pass
+            raise PlcError(f"cannot connect to the PLC at {self.host}:{self.port} ({why}); check its address, "
+                           "port and network, and that Modbus TCP is enabled")
+        self._client = client
+        self._backoff = self.backoff_min
+        return client
+
+    def _call(self, what: str, fn: Callable[[object], object]) -> None:
+        with self._lock:
+            client = self._connected()
+            try:
+                rr = fn(client)
+            except Exception as e:
+                self._drop()
+                self._retry_at = time.monotonic() + self._backoff
+                raise PlcError(f"PLC {self.host}:{self.port}: {what} failed ({e.__class__.__name__}: {e})") from None
+            if rr is None or (hasattr(rr, "isError") and rr.isError()):
+                raise PlcError(f"PLC {self.host}:{self.port} refused {what}: {rr}; check the register map "
+                               f"(device id {self.device_id})")
+
+    # ------------------------------------------------------------ contract
+    def actuate(self, part: Part) -> None:
+        d = part.decision
+        if d.verdict == GOOD and not self.write_good:
+            return
+        seq = part.seq & 0xFFFFFFFF
+        words = [seq >> 16, seq & 0xFFFF, VERDICT_CODES[d.verdict]]
+        self._call(f"reject command for part {part.seq}",
+                   lambda c: c.write_registers(self.command_register, words, device_id=self.device_id))
+        self.commands += 1
+        if self.coil >= 0 and d.verdict != GOOD:
+            self._call("coil on", lambda c: c.write_coil(self.coil, True, device_id=self.device_id))
+            time.sleep(self.pulse_s)
+            self._call("coil off", lambda c: c.write_coil(self.coil, False, device_id=self.device_id))
+
+    def heartbeat(self, counter: int) -> None:
+        if self.heartbeat_register >= 0:
+            self._call("heartbeat",
+                       lambda c: c.write_register(self.heartbeat_register, counter, device_id=self.device_id))

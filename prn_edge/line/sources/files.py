@@ -1,0 +1,116 @@
+"""Sources that replay recorded frames: a folder of images and a video file (cv2.VideoCapture), at a set rate."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from ...data.dataset import GOOD
+from ...data.images import is_image_file, read_image
+from ..errors import CameraTimeout, CorruptFrame, LineConfigError, SourceExhausted
+from .base import Frame, FrameSource, Pacer
+
+
+def _label_of(path: Path) -> tuple[Optional[int], Optional[str]]:
+    """Ground truth from an MVTec-style folder name: .../good/x.png is good, .../test/<type>/x.png a defect."""
+    parent = path.parent.name
+    if parent == GOOD:
+        return 0, GOOD
+    if path.parent.parent.name == "test":
+        return 1, parent
+    return None, None
+
+
+class ImageFolderSource(FrameSource):
+    name = "folder"
+
+    def __init__(self, folder: str | Path, rate_hz: float = 10.0, loop: bool = False, size: int = 0):
+        self.folder = Path(folder)
+        self.rate_hz = rate_hz
+        self.loop = loop
+        self.size = size or None
+        self._files: list[Path] = []
+        self._i = 0
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise LineConfigError(f"source.folder.path={str(self.folder)!r} is not a folder of images")
+        self._files = sorted(p for p in self.folder.rglob("*") if is_image_file(p) and not p.stem.endswith("_mask"))
+        if not self._files:
+            raise LineConfigError(f"source.folder.path={str(self.folder)!r} holds no images (png, jpg, bmp, tif)")
+        self._pacer = Pacer(self.rate_hz)
+        self._i = 0
+        self._shape = read_image(self._files[0], self.size).shape
+
+    def close(self) -> None:
+        self._files = []
+
+    def geometry(self) -> tuple[int, int, int]:
+        return self._shape
+
+    def grab(self, timeout: float) -> Frame:
+        if self._i >= len(self._files) and not self.loop:
+            raise SourceExhausted(f"folder {self.folder}: all {len(self._files)} images were shown")
+        t = self._pacer.wait_next(timeout)
+        if t is None:
+            raise CameraTimeout(f"folder source: next image is more than {timeout:.3f} s away")
+        k = self._i
+        self._i += 1
+        path = self._files[k % len(self._files)]
+        try:
+            image = read_image(path, self.size)
+        except Exception as e:  # a damaged file is a corrupt frame for this part, not the end of the line
+            raise CorruptFrame(f"{path}: {e}", frame_id=k, part_expected=True, t_expected=t) from None
+        label, defect = _label_of(path)
+        return Frame(image, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k, label=label, defect=defect)
+
+
+class VideoFileSource(FrameSource):
+    name = "video"
+
+    def __init__(self, path: str | Path, rate_hz: float = 0.0, loop: bool = False):
+        """rate_hz 0: the file's own frame rate (or 25 when the file does not say)."""
+        self.path = Path(path)
+        self.rate_hz = rate_hz
+        self.loop = loop
+        self._cap = None
+        self._i = 0
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise LineConfigError(f"source.video.path={str(self.path)!r} does not exist")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise LineConfigError(f"source.video.path={str(self.path)!r}: OpenCV cannot open it; "
+                                  "convert it to an MJPEG .avi or H.264 .mp4")
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self._pacer = Pacer(self.rate_hz or (fps if 0 < fps < 1000 else 25.0))
+        self._shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), 3)
+        self._i = 0
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def geometry(self) -> tuple[int, int, int]:
+        return self._shape
+
+    def grab(self, timeout: float) -> Frame:
+        t = self._pacer.wait_next(timeout)
+        if t is None:
+            raise CameraTimeout(f"video source: next frame is more than {timeout:.3f} s away")
+        ok, bgr = self._cap.read()
+        if not ok and self.loop and self._i > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._cap.read()
+        if not ok:
+            raise SourceExhausted(f"video {self.path}: end after {self._i} frames")
+        k = self._i
+        self._i += 1
+        rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        return Frame(rgb, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k)

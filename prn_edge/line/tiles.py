@@ -1,0 +1,234 @@
+"""Regions, tiles and line-scan assembly: from camera frames to the model's input and back to one map per part.
+
+A region (ROI) is cut from each frame; it is given to the model whole (its size must be the model input, or
+resized when allowed) or split into model-size tiles that overlap. Tile maps are blended back into one map per
+part with a weight window (high in a tile's centre, low at its border), and the part is defective when any tile
+is (its score is the highest tile score).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .engine import EngineInput
+from .errors import LineConfigError, SourceExhausted
+from .sources.base import Frame, FrameSource
+
+
+@dataclass(frozen=True)
+class Region:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, roi: Sequence[int], frame_hw: tuple[int, int]) -> "Region":
+        """From config (x, y, width, height); empty = the whole frame. Checked against the frame size."""
+        fh, fw = frame_hw
+        if not roi:
+            return cls(0, 0, fw, fh)
+        if len(roi) != 4 or any(int(v) != v or v < 0 for v in roi):
+            raise LineConfigError(f"region.roi={list(roi)}: give [x, y, width, height] in pixels, or [] for the whole frame")
+        x, y, w, h = (int(v) for v in roi)
+        if w <= 0 or h <= 0 or x + w > fw or y + h > fh:
+            raise LineConfigError(f"region.roi={list(roi)} does not fit the {fw}x{fh} camera frame "
+                                  f"(need x + width <= {fw}, y + height <= {fh})")
+        return cls(x, y, w, h)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        return image[self.y:self.y + self.height, self.x:self.x + self.width]
+
+
+def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts covering [0, length): step tile - overlap, the last tile flush with the end."""
+    if length < tile:
+        raise LineConfigError(f"a region of {length} px cannot hold a {tile} px tile")
+    if not 0 <= overlap < tile:
+        raise LineConfigError(f"region.overlap={overlap} must be >= 0 and smaller than the tile ({tile} px)")
+    step = tile - overlap
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def blend_window(h: int, w: int, floor: float = 0.05) -> np.ndarray:
+    """Separable tent weights, `floor` at the border so a pixel covered by one tile only still counts."""
+    def tent(n: int) -> np.ndarray:
+        x = (np.arange(n, dtype=np.float32) + 0.5) / n
+        return np.maximum(1.0 - np.abs(2.0 * x - 1.0), 0.0) * (1 - floor) + floor
+    return np.outer(tent(h), tent(w)).astype(np.float32)
+
+
+class TileGrid:
+    """Fixed tiling of a height x width region into tile_h x tile_w tiles with at least `overlap` px shared."""
+
+    def __init__(self, height: int, width: int, tile_h: int, tile_w: int, overlap: int = 0):
+        self.height, self.width, self.tile_h, self.tile_w = height, width, tile_h, tile_w
+        self.boxes = [(y, x) for y in axis_starts(height, tile_h, overlap) for x in axis_starts(width, tile_w, overlap)]
+        self._window = blend_window(tile_h, tile_w)
+        norm = np.zeros((height, width), np.float32)
+        for y, x in self.boxes:
+            norm[y:y + tile_h, x:x + tile_w] += self._window
+        self._inv_norm = 1.0 / norm
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def split(self, image: np.ndarray) -> np.ndarray:
+        """(n, tile_h, tile_w, C) copies of the tiles of an (height, width, C) region."""
+        th, tw = self.tile_h, self.tile_w
+        return np.stack([image[y:y + th, x:x + tw] for y, x in self.boxes])
+
+    def stitch(self, maps: np.ndarray) -> np.ndarray:
+        """One (height, width) float32 map from n tile maps (any size; resized to the tile when different)."""
+        out = np.zeros((self.height, self.width), np.float32)
+        th, tw = self.tile_h, self.tile_w
+        for (y, x), m in zip(self.boxes, maps):
+            if m.shape != (th, tw):
+                m = cv2.resize(np.asarray(m, np.float32), (tw, th), interpolation=cv2.INTER_LINEAR)
+            out[y:y + th, x:x + tw] += m * self._window
+        return out * self._inv_norm
+
+
+def convert_channels(image: np.ndarray, order: str) -> np.ndarray:
+    """An (H, W, 1|3) RGB/mono frame in the channel order the engine takes (rgb, bgr or mono)."""
+    c = image.shape[2]
+    if order == "mono":
+        return image if c == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
+    rgb = np.repeat(image, 3, axis=2) if c == 1 else image
+    return rgb[..., ::-1] if order == "bgr" else rgb
+
+
+class Preprocessor:
+    """Frame -> engine input for one part (ROI, channels, resize or tiles), and engine output -> part verdict.
+
+    Built once before the line starts; raises LineConfigError when the camera cannot give what the model takes.
+    """
+
+    def __init__(self, frame_shape: tuple[int, int, int], engine: EngineInput, roi: Sequence[int] = (),
+                 tiles: bool = False, overlap: int = 0, resize: bool = False):
+        fh, fw, fc = frame_shape
+        self.frame_shape = tuple(frame_shape)
+        self.engine = engine
+        self.region = Region.of(roi, (fh, fw))
+        r = self.region
+        self.resize = False
+        self.grid: Optional[TileGrid] = None
+        if fc not in (1, 3):
+            raise LineConfigError(f"the camera gives {fc}-channel frames; the line takes mono (1) or RGB (3)")
+        if tiles:
+            if r.height < engine.height or r.width < engine.width:
+                raise LineConfigError(
+                    f"region {r.width}x{r.height} is smaller than the model input {engine.width}x{engine.height}: "
+                    "enlarge region.roi or the camera Width/Height, or export the model for a smaller input")
+            self.grid = TileGrid(r.height, r.width, engine.height, engine.width, overlap)
+        elif (r.height, r.width) != (engine.height, engine.width):
+            if not resize:
+                raise LineConfigError(
+                    f"the model takes {engine.width}x{engine.height} frames but the camera region is "
+                    f"{r.width}x{r.height}: set region.roi to a {engine.width}x{engine.height} window, set "
+                    "region.tiles: true to split it into model-size tiles, set region.resize: true, or set the "
+                    "camera's width/height")
+            self.resize = True
+
+    @property
+    def frames_per_part(self) -> int:
+        return len(self.grid) if self.grid is not None else 1
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """(frames_per_part, H, W, C) uint8 for the engine."""
+        roi = convert_channels(self.region.crop(image), self.engine.channel_order)
+        if self.grid is not None:
+            return self.grid.split(roi)
+        if self.resize:
+            roi = cv2.resize(roi, (self.engine.width, self.engine.height), interpolation=cv2.INTER_AREA)
+            roi = roi.reshape(self.engine.height, self.engine.width, -1)
+        return np.ascontiguousarray(roi)[None]
+
+    def combine(self, scores: np.ndarray, normalized: np.ndarray, decisions: np.ndarray,
+                maps: Optional[np.ndarray]) -> tuple[float, float, bool, Optional[np.ndarray]]:
+        """(score, normalized, defective, map over the region) of one part from its tiles' results."""
+        amap = None
+        if maps is not None:
+            amap = self.grid.stitch(maps) if self.grid is not None else np.asarray(maps[0], np.float32)
+        return float(scores.max()), float(normalized.max()), bool(decisions.any()), amap
+
+
+class LineScanAssembler(FrameSource):
+    """Assembles a line-scan camera's line blocks (h x W x C, h >= 1) into part frames of `frame_height` lines.
+
+    mode "length": every frame_height lines are one part. mode "trigger": a part runs from one trigger to the
+    next, where a trigger is a change of the block's part_id (latched from the trigger input); its lines are
+    resized to frame_height, so parts of varying length (speed jitter) reach the model alike.
+    """
+
+    counts_parts = False
+
+    def __init__(self, source: FrameSource, frame_height: int, mode: str = "length"):
+        if mode not in ("length", "trigger"):
+            raise LineConfigError(f"source.linescan.mode={mode!r} is not allowed; choose one of ['length', 'trigger']")
+        if frame_height < 1:
+            raise LineConfigError("source.linescan.frame_height must be >= 1")
+        self.source, self.frame_height, self.mode = source, frame_height, mode
+        self.name = f"linescan({source.name})"
+        self._rows: list[np.ndarray] = []
+        self._first: Optional[Frame] = None
+        self._count = 0
+        self._pending: Optional[Frame] = None
+
+    def open(self) -> None:
+        self.source.open()
+
+    def close(self) -> None:
+        self.source.close()
+
+    def geometry(self) -> tuple[int, int, int]:
+        _, w, c = self.source.geometry()
+        return self.frame_height, w, c
+
+    @property
+    def healthy(self) -> bool:
+        return self.source.healthy
+
+    def _emit(self) -> Frame:
+        rows = np.concatenate(self._rows, axis=0)
+        first = self._first
+        if self.mode == "length":
+            image, rest = rows[: self.frame_height], rows[self.frame_height:]
+            self._rows = [rest] if len(rest) else []
+        else:
+            image = rows
+            if len(rows) != self.frame_height:
+                image = cv2.resize(rows, (rows.shape[1], self.frame_height), interpolation=cv2.INTER_AREA)
+                image = image.reshape(self.frame_height, rows.shape[1], -1)
+            self._rows = []
+        frame = Frame(np.ascontiguousarray(image), self._count, host_ts=time.monotonic(), camera_ts=first.camera_ts,
+                      trigger_ts=first.t_capture, part_id=first.part_id, label=first.label, defect=first.defect)
+        self._count += 1
+        self._first = self._last if self._rows else None  # leftover lines belong to the block that brought them
+        return frame
+
+    def grab(self, timeout: float) -> Frame:
+        while True:
+            if self.mode == "length" and sum(len(r) for r in self._rows) >= self.frame_height:
+                return self._emit()
+            try:
+                block = self._pending or self.source.grab(timeout)
+            except SourceExhausted:
+                if self.mode == "trigger" and self._rows:
+                    return self._emit()  # the last part ends with the stream
+                raise
+            self._pending = None
+            if self.mode == "trigger" and self._rows and block.part_id != self._first.part_id:
+                self._pending = block  # first block of the next part
+                return self._emit()
+            if self._first is None:
+                self._first = block
+            self._last = block
+            self._rows.append(block.image)

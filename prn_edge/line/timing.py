@@ -1,0 +1,257 @@
+"""Latency budget and the reject scheduler.
+
+A part imaged at t_capture reaches the ejector after distance / speed; the command must go out an actuator lead
+earlier (t_fire), and a model verdict must be in an output margin before that (t_ready). Without a conveyor
+model a plain deadline gives t_fire = t_capture + deadline.
+
+The scheduler holds one slot per part from capture on and fires it at t_fire with whatever was decided; a slot
+without a verdict fires fail-safe ("late_verdict"). A verdict that comes after t_ready is never actuated.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .decision import MODEL, Decision, Part
+from .errors import LineConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Budget:
+    fire_delay_s: float  # capture -> command out
+    margin_s: float  # verdict in -> command out (dispatch, output round trip, scheduler jitter)
+
+    @classmethod
+    def from_line(cls, speed_m_s: float = 0.0, distance_m: float = 0.0, actuator_lead_s: float = 0.0,
+                  deadline_s: float = 0.0, margin_s: float = 0.005) -> "Budget":
+        conveyor = speed_m_s > 0 or distance_m > 0
+        if conveyor and deadline_s > 0:
+            raise LineConfigError("timing: give either speed_m_s + distance_m (+ actuator_lead_s) or deadline_s, not both")
+        if conveyor:
+            if speed_m_s <= 0 or distance_m <= 0:
+                raise LineConfigError(f"timing.speed_m_s={speed_m_s} and timing.distance_m={distance_m}: "
+                                      "both must be > 0 (conveyor speed, camera-to-ejector distance)")
+            delay = distance_m / speed_m_s - actuator_lead_s
+            what = (f"distance_m / speed_m_s - actuator_lead_s = {distance_m} / {speed_m_s} - {actuator_lead_s}")
+        else:
+            if deadline_s <= 0:
+                raise LineConfigError("timing: set deadline_s > 0, or speed_m_s and distance_m")
+            delay, what = deadline_s, f"deadline_s = {deadline_s}"
+        if margin_s < 0:
+            raise LineConfigError(f"timing.margin_s={margin_s} must be >= 0")
+        if delay <= margin_s:
+            raise LineConfigError(f"timing: {what} = {delay:.4f} s leaves no time to decide (margin_s = {margin_s}); "
+                                  "move the ejector further away, slow the conveyor or shorten the actuator lead")
+        return cls(delay, margin_s)
+
+    def part(self, seq: int, t_capture: float) -> Part:
+        t_fire = t_capture + self.fire_delay_s
+        return Part(seq, t_capture, t_fire - self.margin_s, t_fire)
+
+
+class RollingQuantile:
+    """Quantiles of the last `window` samples (recomputed lazily; windows are small)."""
+
+    def __init__(self, window: int = 200):
+        self._x: deque[float] = deque(maxlen=max(1, window))
+        self._cache: dict[float, float] = {}
+
+    def add(self, v: float) -> None:
+        self._x.append(v)
+        self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def quantile(self, q: float, default: float = 0.0) -> float:
+        if not self._x:
+            return default
+        if q not in self._cache:
+            self._cache[q] = float(np.quantile(np.fromiter(self._x, float), q))
+        return self._cache[q]
+
+
+class EngineTimer:
+    """Recent engine call durations by batch size, for 'can this verdict still arrive in time?'."""
+
+    def __init__(self, window: int = 200, q: float = 0.99):
+        self.q = q
+        self.window = window
+        self._by_n: dict[int, RollingQuantile] = {}
+        self._lock = threading.Lock()
+
+    def add(self, n: int, seconds: float) -> None:
+        with self._lock:
+            self._by_n.setdefault(n, RollingQuantile(self.window)).add(seconds)
+
+    def estimate(self, n: int) -> float:
+        """p-quantile of a call with n frames; from the nearest measured size, scaled linearly when larger."""
+        with self._lock:
+            if not self._by_n:
+                return 0.0
+            if n in self._by_n:
+                return self._by_n[n].quantile(self.q)
+            m = max((k for k in self._by_n if k <= n), default=min(self._by_n))
+            return self._by_n[m].quantile(self.q) * max(1.0, n / m)
+
+
+class Watchdog:
+    """Liveness of the loop's threads; the PLC heartbeat only advances while every one of them is alive."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self._beats: dict[str, float] = {}
+        self.extra: list[Callable[[], bool]] = []  # other health checks (camera connected...)
+
+    def beat(self, name: str) -> None:
+        self._beats[name] = time.monotonic()
+
+    def forget(self, name: str) -> None:
+        self._beats.pop(name, None)
+
+    def stale(self, now: Optional[float] = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        out = [n for n, t in list(self._beats.items()) if now - t > self.timeout_s]
+        return out + [f"check{i}" for i, ok in enumerate(self.extra) if not ok()]
+
+    def healthy(self, now: Optional[float] = None) -> bool:
+        return not self.stale(now)
+
+
+class RejectScheduler:
+    """Fires each part's decision at its t_fire, from its own thread; also sends the heartbeat.
+
+    dispatch(part, when) is called with when="decision" as soon as a part is decided and when="eject" at t_fire.
+    on_final(part) is called once per part after its eject dispatch.
+    """
+
+    def __init__(self, fail_safe_verdict: str, dispatch: Callable[[Part, str], None],
+                 on_final: Callable[[Part], None], heartbeat: Optional[Callable[[], None]] = None,
+                 heartbeat_s: float = 0.1):
+        self.fail_safe_verdict = fail_safe_verdict
+        self._dispatch = dispatch
+        self._on_final = on_final
+        self._heartbeat = heartbeat
+        self._heartbeat_s = heartbeat_s
+        self._heap: list[tuple[float, int]] = []
+        self._slots: dict[int, Part] = {}
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        self.late_results = 0  # model results that came for a part already decided (discarded)
+
+    # ---------------------------------------------------------------- parts
+    def register(self, part: Part) -> None:
+        with self._cond:
+            if part.seq in self._slots:
+                raise ValueError(f"part {part.seq} registered twice")
+            self._slots[part.seq] = part
+            heapq.heappush(self._heap, (part.t_fire, part.seq))
+            if self._heap[0][1] == part.seq:
+                self._cond.notify()
+
+    def decide(self, seq: int, verdict: str, cause: str = MODEL, score: float = math.nan,
+               normalized: float = math.nan) -> bool:
+        """Set the part's decision once. A model verdict after t_ready becomes fail-safe 'late_verdict' at once.
+        Returns whether the given verdict was taken."""
+        now = time.monotonic()
+        with self._cond:
+            part = self._slots.get(seq)
+            if part is None or part.decision is not None:
+                self.late_results += 1
+                return False
+            taken = cause != MODEL or now <= part.t_ready
+            if taken:
+                part.decision = Decision(seq, verdict, cause, now, score, normalized)
+            else:
+                part.decision = Decision(seq, self.fail_safe_verdict, "late_verdict", now, score, normalized)
+        self._dispatch(part, "decision")
+        return taken
+
+    def fail_safe(self, seq: int, cause: str) -> bool:
+        return self.decide(seq, self.fail_safe_verdict, cause)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._slots)
+
+    def deadline(self, seq: int) -> Optional[float]:
+        part = self._slots.get(seq)
+        return None if part is None else part.t_ready
+
+    # ---------------------------------------------------------------- thread
+    def start(self) -> None:
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="line-scheduler", daemon=True)
+        self._thread.start()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every registered part has fired (each at its own time); False on timeout."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._slots and time.monotonic() < end:
+                self._cond.wait(min(0.05, max(0.0, end - time.monotonic())))
+            return not self._slots
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        next_beat = time.monotonic()
+        while True:
+            due: list[Part] = []
+            with self._cond:
+                if self._stop:
+                    return
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, seq = heapq.heappop(self._heap)
+                    due.append(self._slots[seq])
+                if not due:
+                    wake = self._heap[0][0] if self._heap else now + 1.0
+                    if self._heartbeat is not None:
+                        wake = min(wake, next_beat)
+                    if wake > now:
+                        self._cond.wait(wake - now)
+            for part in due:
+                self._fire(part)
+            if self._heartbeat is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._heartbeat_s
+                try:
+                    self._heartbeat()
+                except Exception:  # the heartbeat must never stop the scheduler
+                    log.exception("heartbeat failed")
+
+    def _fire(self, part: Part) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if part.decision is None:
+                part.decision = Decision(part.seq, self.fail_safe_verdict, "late_verdict", now)
+                undecided = True
+            else:
+                undecided = False
+            part.t_fired = now
+        if undecided:
+            self._dispatch(part, "decision")
+        self._dispatch(part, "eject")
+        try:
+            self._on_final(part)
+        finally:
+            with self._cond:
+                del self._slots[part.seq]
+                self._cond.notify_all()

@@ -1,0 +1,49 @@
+"""Inference backends behind one Engine contract (see prn_edge.runtime.base).
+
+    from prn_edge.runtime import open_engine
+    with open_engine("model.onnx", threads=2) as engine:
+        result = engine.infer(frames)   # uint8 (N, H, W, C)
+
+Importing this package loads neither torch, onnxruntime nor tensorrt: each backend imports its library
+when an engine is constructed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import STAGES, Engine, EngineError, InferResult
+
+BACKENDS = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+def backend_for(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in BACKENDS:
+        raise EngineError(f"cannot tell the backend of {path} from its suffix {suffix!r}: expected .onnx "
+                          "(onnxruntime), .pt (torch checkpoint) or .engine/.plan (tensorrt); pass backend=...")
+    return BACKENDS[suffix]
+
+
+def open_engine(path_or_ckpt: str | Path, backend: str = "auto", **opts) -> Engine:
+    """An (inactive) Engine for an artefact; activate it with `with ... as engine:` or `.activate()`.
+
+    backend "auto" picks by suffix: .onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt.
+    opts go to the backend (e.g. threads, providers, channel_order, input_hw, use_cuda_graph).
+    """
+    path = Path(path_or_ckpt)
+    name = backend_for(path) if backend == "auto" else backend
+    if not path.is_file():
+        raise EngineError(f"{path} does not exist; give an exported .onnx, a checkpoint .pt or a built .engine")
+    if name == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeEngine
+        return OnnxRuntimeEngine(path, **opts)
+    if name == "torch":
+        from .torch_backend import TorchEngine
+        return TorchEngine(path, **opts)
+    if name == "tensorrt":
+        from .tensorrt_backend import TensorRTEngine
+        return TensorRTEngine(path, **opts)
+    raise EngineError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime', 'torch' or 'tensorrt'")
+
+
+__all__ = ["Engine", "EngineError", "InferResult", "STAGES", "open_engine", "backend_for", "BACKENDS"]

@@ -1,0 +1,176 @@
+"""One inference contract for every backend (PyTorch, ONNX Runtime, TensorRT), in the manner of Polygraphy.
+
+    with open_engine("model.onnx") as engine:       # __enter__ loads/activates, __exit__ frees
+        result = engine.infer(frames)                # uint8 (N, H, W, C) camera frames
+        result.maps, result.scores, result.normalized_scores, result.decisions
+        engine.last_timings                          # seconds per stage of that call
+
+Backends implement `_activate`, `_release` and `_run(frames, timings) -> (maps (n, S, S), scores (n,))`;
+validation, batching, score normalization and the decision live here, so every backend decides alike.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import PrnEdgeError
+from ..export.metadata import InputSpec, decide, normalize_scores
+
+STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
+
+
+class EngineError(PrnEdgeError):
+    """An artefact cannot be loaded or run here, or the frames do not fit it; the message says what to do."""
+
+
+@dataclass
+class InferResult:
+    maps: np.ndarray  # float32 (N, S, S) anomaly probabilities at model resolution
+    scores: np.ndarray  # float32 (N,) raw image scores
+    normalized_scores: np.ndarray  # float32 (N,) clip((score - image_threshold) / score_spread + 0.5, 0, 1)
+    decisions: np.ndarray  # bool (N,) True = anomalous (score >= image_threshold)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def zero_timings() -> dict[str, float]:
+    return dict.fromkeys(STAGES, 0.0)
+
+
+class Engine(abc.ABC):
+    """Base of all backends. `metadata` and `input_spec` are available before activation."""
+
+    backend: str = "?"
+
+    def __init__(self, path: str | Path, metadata: dict[str, Any], input_spec: InputSpec,
+                 max_batch: Optional[int] = None):
+        self.path = Path(path)
+        self._metadata = metadata
+        self._input_spec = input_spec
+        self._max_batch = max_batch  # chunk size for dynamic-batch artefacts (None: everything at once)
+        self._active = False
+        self.last_timings: dict[str, float] = zero_timings()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The artefact's prn_edge metadata (thresholds, score normalization, data hashes, input spec...)."""
+        return self._metadata
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The camera frames `infer` takes: uint8, NHWC, height x width x channels in channel_order."""
+        return self._input_spec
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def activate(self) -> "Engine":
+        if not self._active:
+            try:
+                self._activate()
+            except BaseException:
+                try:
+                    self._release()  # free whatever was set up before the failure
+                except Exception:
+                    pass
+                raise
+            self._active = True
+        return self
+
+    def close(self) -> None:
+        if self._active:
+            try:
+                self._release()
+            finally:
+                self._active = False
+
+    def __enter__(self) -> "Engine":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self._input_spec
+        return (f"<{type(self).__name__} {self.path.name} {s.height}x{s.width}x{s.channels} {s.channel_order} "
+                f"batch={s.batch or 'dynamic'} {'active' if self._active else 'inactive'}>")
+
+    @abc.abstractmethod
+    def _activate(self) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """frames: valid uint8 (n, H, W, C), n fitting the artefact's batch; returns maps (n, S, S), scores (n,)."""
+
+    # ------------------------------------------------------------------ inference
+    def check_frames(self, frames: Any) -> np.ndarray:
+        """Validate camera frames against input_spec; returns a C-contiguous uint8 (N, H, W, C) array."""
+        s = self._input_spec
+        want = f"uint8 (N, {s.height}, {s.width}, {s.channels}) {s.channel_order} frames"
+        if not isinstance(frames, np.ndarray):
+            raise EngineError(f"{self.path.name} takes a numpy array of {want}, got {type(frames).__name__}")
+        if frames.dtype != np.uint8:
+            raise EngineError(
+                f"{self.path.name} takes {want}, got dtype {frames.dtype}: pass the camera's 8-bit frames as they "
+                "are (scaling to [0, 1] happens inside the engine)")
+        if frames.ndim == 3 and s.channels == 1 and frames.shape[1:] == (s.height, s.width):
+            frames = frames[..., None]  # a stack of mono frames without the channel axis
+        if frames.ndim != 4:
+            hint = "; for a single frame pass frame[None]" if frames.ndim == 3 else ""
+            raise EngineError(f"{self.path.name} takes {want}, got shape {frames.shape}{hint}")
+        n, h, w, c = frames.shape
+        if n == 0:
+            raise EngineError(f"{self.path.name}: no frames given (N = 0)")
+        if (h, w) != (s.height, s.width):
+            raise EngineError(
+                f"frames are {h}x{w} but {self.path.name} takes {s.height}x{s.width} frames: resize on the host, "
+                f"or export the model for this camera (export_onnx(..., input_format='uint8', input_hw=({h}, {w})))")
+        if c != s.channels:
+            raise EngineError(
+                f"frames have {c} channel(s) but {self.path.name} takes {s.channels} ({s.channel_order}); "
+                + ("convert the camera to mono8 or export with channel_order='bgr'/'rgb'" if s.channels == 1 else
+                   "give colour frames, or export with channel_order='mono' for a mono camera"))
+        return np.ascontiguousarray(frames)
+
+    def infer(self, frames: np.ndarray) -> InferResult:
+        """Anomaly maps, scores, normalized scores and decisions for uint8 camera frames (N, H, W, C)."""
+        if not self._active:
+            raise EngineError(f"{self.path.name}: engine is not active; use `with open_engine(...) as engine:` "
+                              "or call engine.activate() first")
+        frames = self.check_frames(frames)
+        timings = zero_timings()
+        n = len(frames)
+        step = self._input_spec.batch or self._max_batch or n
+        maps, scores = [], []
+        for i in range(0, n, step):
+            chunk = frames[i:i + step]
+            real = len(chunk)
+            if self._input_spec.batch is not None and real < step:  # static batch: pad with the last frame
+                pad = np.repeat(chunk[-1:], step - real, axis=0)
+                chunk = np.concatenate([chunk, pad])
+            m, s = self._run(chunk, timings)
+            maps.append(np.asarray(m)[:real])
+            scores.append(np.asarray(s)[:real])
+        t = time.perf_counter()
+        out_maps = np.ascontiguousarray(np.concatenate(maps), dtype=np.float32)
+        if out_maps.ndim == 4:
+            out_maps = out_maps[:, 0]
+        out_scores = np.concatenate(scores).astype(np.float32).reshape(n)
+        result = InferResult(out_maps, out_scores, normalize_scores(out_scores, self._metadata),
+                             decide(out_scores, self._metadata))
+        timings["postprocess"] += time.perf_counter() - t
+        self.last_timings = timings
+        return result

@@ -1,0 +1,135 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA / TensorRT execution providers where onnxruntime-gpu has them."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..export.metadata import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, choose_resize, read_metadata)
+from .base import Engine, EngineError
+from .preprocess import frames_to_model_input
+
+_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+# "auto" order; the TensorRT EP is only used when asked for (it builds an engine when the session starts).
+_AUTO = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def camera_spec_for(model_spec: InputSpec, channel_order: Optional[str], input_hw: Optional[Sequence[int]],
+                    resize: str, source: str) -> InputSpec:
+    """The frames an engine takes: a uint8 artefact's own spec, or host-converted frames for a float model."""
+    if model_spec.format == "uint8":
+        given_hw = None if input_hw is None else tuple(int(v) for v in input_hw)
+        if (channel_order not in (None, model_spec.channel_order)
+                or given_hw not in (None, (model_spec.height, model_spec.width))):
+            raise EngineError(
+                f"{source} takes {model_spec.channel_order} frames of {model_spec.height}x{model_spec.width} "
+                "(fixed at export); drop channel_order/input_hw, or export again for this camera")
+        return model_spec
+    size = model_spec.model_size
+    order = channel_order or "rgb"
+    if order not in ("rgb", "bgr", "mono"):
+        raise EngineError(f"channel_order={order!r}: choose 'rgb', 'bgr' or 'mono'")
+    h, w = (size, size) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
+    try:
+        method = choose_resize((h, w), size, resize)
+    except Exception as e:
+        raise EngineError(str(e)) from None
+    return InputSpec(name="frames(host)", format="uint8", layout="NHWC", batch=model_spec.batch, height=h, width=w,
+                     channels=1 if order == "mono" else 3, channel_order=order, model_size=size, resize=method,
+                     scale=1.0 / 255.0, mean=model_spec.mean, std=model_spec.std, value_range=(0.0, 255.0))
+
+
+def resolve_providers(providers, available: Sequence[str]) -> list:
+    """'auto' | name | list of names/aliases/(name, options) -> the list ONNX Runtime takes."""
+    if providers in (None, "auto"):
+        return [p for p in _AUTO if p in available]
+    if isinstance(providers, str):
+        providers = [providers]
+    out = []
+    for p in providers:
+        name, opts = (p if isinstance(p, tuple) else (p, None))
+        name = _ALIASES.get(str(name).lower(), name)
+        if name not in available:
+            raise EngineError(f"ONNX Runtime provider {name} is not available here (available: {list(available)}); "
+                              "install onnxruntime-gpu for CUDA/TensorRT, or use providers='auto'")
+        out.append((name, opts) if opts else name)
+    if "CPUExecutionProvider" not in [o if isinstance(o, str) else o[0] for o in out]:
+        out.append("CPUExecutionProvider")  # fallback for nodes a GPU provider does not take
+    return out
+
+
+class OnnxRuntimeEngine(Engine):
+    """An exported ONNX artefact run by ONNX Runtime.
+
+    uint8 artefacts get the frames as they are (preprocessing is in the graph). Float artefacts get them
+    converted on the host by prn_edge.runtime.preprocess (the same steps the uint8 graphs run); for those,
+    `channel_order` and `input_hw` describe the camera (default: RGB at the model size).
+    providers: "auto" (CUDA if available, then CPU), "cpu", "cuda", "tensorrt", or a list (names, aliases,
+    or (name, options) tuples). threads: intra-op threads (None: ONNX Runtime's default).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers="auto", threads: Optional[int] = None,
+                 channel_order: Optional[str] = None, input_hw: Optional[Sequence[int]] = None,
+                 resize: str = "auto", max_batch: Optional[int] = 32, trt_cache_dir: Optional[str | Path] = None):
+        path = Path(path)
+        try:
+            meta = read_metadata(path)
+        except MetadataError as e:
+            raise EngineError(str(e)) from None
+        self.model_spec: InputSpec = meta["input_spec"]
+        spec = camera_spec_for(self.model_spec, channel_order, input_hw, resize, path.name)
+        super().__init__(path, meta, spec, max_batch=max_batch)
+        import onnxruntime as ort
+
+        self._ort = ort
+        resolved = resolve_providers(providers, ort.get_available_providers())
+        cache = Path(trt_cache_dir) if trt_cache_dir else path.with_suffix(".ort_trt_cache")
+        self.providers = [
+            ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                                           "trt_timing_cache_enable": True})
+            if p == "TensorrtExecutionProvider" else p for p in resolved]
+        self.threads = threads
+        self._session = None
+
+    def _activate(self) -> None:
+        ort = self._ort
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
+        except Exception as e:
+            raise EngineError(f"ONNX Runtime cannot load {self.path} ({e.__class__.__name__}: {str(e)[:200]}); "
+                              "the file may be corrupt: export it again with `prn-edge export`") from None
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if self.model_spec.name not in inputs or not {OUTPUT_MAP, OUTPUT_SCORE} <= outputs:
+            self._session = None
+            raise EngineError(f"{self.path}: inputs {list(inputs)} / outputs {sorted(outputs)} do not match its "
+                              f"metadata (input {self.model_spec.name!r}, outputs {OUTPUT_MAP}, {OUTPUT_SCORE}); "
+                              "export it again")
+
+    def _release(self) -> None:
+        self._session = None
+
+    @property
+    def active_providers(self) -> list[str]:
+        return self._session.get_providers() if self._session is not None else []
+
+    def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        x = frames if self.model_spec.format == "uint8" else frames_to_model_input(frames, self._input_spec)
+        t1 = time.perf_counter()
+        maps, scores = self._session.run([OUTPUT_MAP, OUTPUT_SCORE], {self.model_spec.name: x})
+        t2 = time.perf_counter()
+        timings["preprocess"] += t1 - t0
+        timings["compute"] += t2 - t1
+        return maps[:, 0], scores

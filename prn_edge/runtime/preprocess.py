@@ -1,0 +1,76 @@
+"""Host-side reference of the camera preprocessing that uint8 artefacts do inside their graph.
+
+frames uint8 (N, H, W, C) in `channel_order` -> float32 (N, 3, S, S) RGB in [0, 1]:
+
+1. convert to float32 (0..255);
+2. resize to S x S:  "area" (integer shrink factors only) = the mean of each kh x kw block, which is what
+   cv2.INTER_AREA computes for integer factors and what ONNX AveragePool(kernel = stride = factor) computes;
+   "bilinear" = cv2.INTER_LINEAR on float32 (half-pixel centres, edge clamp, no antialiasing), which is ONNX
+   Resize(linear, half_pixel) and torch's bilinear with align_corners=False; "none" when sizes match;
+3. reorder channels to RGB (bgr: reverse; mono: replicate);
+4. divide by 255, layout NCHW.
+
+Backends that feed float artefacts (ONNX with `image` input, PyTorch checkpoints) run exactly this; the uint8
+graphs are tested against it. Only numpy and OpenCV: no torch here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..export.metadata import InputSpec
+
+
+def resize_frames(x: np.ndarray, size: int, method: str) -> np.ndarray:
+    """float32 (N, H, W, C) -> (N, size, size, C) by `method` ("none", "area", "bilinear")."""
+    n, h, w, c = x.shape
+    if method == "none" or (h, w) == (size, size):
+        return x
+    if method == "area":
+        if h % size or w % size:
+            raise ValueError(f"area resize needs integer factors, got {h}x{w} -> {size}")
+        kh, kw = h // size, w // size
+        return x.reshape(n, size, kh, size, kw, c).mean(axis=(2, 4), dtype=np.float32)
+    if method == "bilinear":
+        import cv2
+
+        out = np.empty((n, size, size, c), np.float32)
+        for i in range(n):
+            r = cv2.resize(x[i], (size, size), interpolation=cv2.INTER_LINEAR)
+            out[i] = r.reshape(size, size, c)  # cv2 drops a single channel axis
+        return out
+    raise ValueError(f"unknown resize method {method!r}")
+
+
+def frames_to_model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 camera frames described by `spec` -> the model tensor float32 (N, 3, S, S), RGB in [0, 1]."""
+    x = resize_frames(np.asarray(frames).astype(np.float32), spec.model_size, spec.resize)
+    if spec.channel_order == "bgr":
+        x = x[..., ::-1]
+    elif spec.channel_order == "mono":
+        x = np.repeat(x, 3, axis=-1)
+    x = x / np.float32(255.0)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
+    """RGB uint8 images (any size) -> camera frames for `spec` (size, channel order): for tests and parity.
+
+    Images are resized with cv2.INTER_AREA when shrinking and INTER_LINEAR otherwise, like training reads
+    them; mono uses OpenCV's RGB->gray weights.
+    """
+    import cv2
+
+    out = []
+    for img in images:
+        img = np.asarray(img)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        if img.shape[:2] != (spec.height, spec.width):
+            shrink = img.shape[0] > spec.height or img.shape[1] > spec.width
+            img = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if spec.channel_order == "bgr":
+            img = img[..., ::-1]
+        elif spec.channel_order == "mono":
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
+        out.append(np.ascontiguousarray(img, dtype=np.uint8))
+    return np.stack(out)

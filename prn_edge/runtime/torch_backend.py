@@ -1,0 +1,82 @@
+"""PyTorch backend: the reference every exported artefact is compared with, straight from a checkpoint."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..errors import PrnEdgeError
+from ..export.metadata import InputSpec, build_metadata, sha256_file
+from .base import Engine, EngineError
+from .onnxruntime_backend import camera_spec_for
+from .preprocess import frames_to_model_input
+
+
+class TorchEngine(Engine):
+    """A checkpoint run by PyTorch on the CPU; frames are converted on the host (prn_edge.runtime.preprocess).
+
+    channel_order / input_hw / resize describe the camera frames (default: RGB at the model size).
+    threads: torch intra-op threads (process-wide; None leaves torch's setting alone).
+    """
+
+    backend = "torch"
+
+    def __init__(self, path: str | Path, channel_order: Optional[str] = None,
+                 input_hw: Optional[Sequence[int]] = None, resize: str = "auto", threads: Optional[int] = None,
+                 max_batch: Optional[int] = 16):
+        path = Path(path)
+        self.threads = threads
+        model, cfg, meta = self._load(path)
+        if meta.get("image_threshold") is None or meta.get("score_spread") is None:
+            raise EngineError(f"{path} carries no image_threshold/score_spread: use the best checkpoint written by "
+                              "`prn-edge train` (the resume file last.pt has no decision thresholds)")
+        self._model = model
+        size = cfg.model.image_size
+        model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=size, width=size,
+                               channels=3, channel_order="rgb", model_size=size,
+                               mean=tuple(model.encoder.mean), std=tuple(model.encoder.std))
+        spec = camera_spec_for(model_spec, channel_order, input_hw, resize, path.name)
+        info = {"image_size": size, "backbone": cfg.model.backbone, "prototype_mode": cfg.model.prototype_mode,
+                "num_prototypes": int(model.prototypes[0].protos.shape[0]), "topk": cfg.model.topk,
+                "dim": cfg.model.dim}
+        md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=model_spec,
+                            model=info, checkpoint_sha256=sha256_file(path), opset=None, exporter="none (checkpoint)")
+        md["input_spec"] = model_spec
+        super().__init__(path, md, spec, max_batch=max_batch)
+
+    @staticmethod
+    def _load(path: Path):
+        from ..train.checkpoint import load_model
+
+        try:
+            return load_model(path)
+        except PrnEdgeError as e:
+            raise EngineError(str(e)) from None
+
+    def _activate(self) -> None:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        if self._model is None:
+            self._model = self._load(self.path)[0]
+        self._model.eval()
+
+    def _release(self) -> None:
+        self._model = None
+
+    def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        t0 = time.perf_counter()
+        x = torch.from_numpy(frames_to_model_input(frames, self._input_spec))
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            prob, score = self._model.predict(x)
+        t2 = time.perf_counter()
+        timings["preprocess"] += t1 - t0
+        timings["compute"] += t2 - t1
+        return prob[:, 0].numpy(), score.numpy()

@@ -1,0 +1,252 @@
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from prn_artefacts import make_checkpoint, ort_run, torch_predict
+from prn_edge import FORMAT_VERSION, __version__
+from prn_edge.export.metadata import (ExportError, InputSpec, MetadataError, ONNX_FORMAT_VERSION, read_metadata,
+                                      sha256_file)
+from prn_edge.export.onnx_export import CameraPRN, export_onnx, resize_scale
+from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
+
+TOL = 1e-4  # maps and scores, ONNX Runtime CPU vs PyTorch
+
+
+def _model_input(images) -> np.ndarray:
+    return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+def _crops(photos, n, size=64):
+    return [p[:size, :size] for p in photos[:n]]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_static_batch_export_matches_torch(tiny_ckpt, photos, tmp_path, batch):
+    out = tmp_path / f"b{batch}.onnx"
+    summary = export_onnx(tiny_ckpt, out, batch=batch)
+    assert summary["batch"] == batch and out.is_file()
+    graph_in = onnx.load(str(out)).graph.input[0]
+    assert [d.dim_value for d in graph_in.type.tensor_type.shape.dim] == [batch, 3, 64, 64]
+    x = _model_input(_crops(photos, batch))
+    maps, scores = ort_run(out, x)
+    ref_maps, ref_scores = torch_predict(tiny_ckpt, x)
+    assert maps.shape == (batch, 1, 64, 64) and scores.shape == (batch,)
+    assert np.abs(maps - ref_maps).max() <= TOL
+    assert np.abs(scores - ref_scores).max() <= TOL
+
+
+def test_dynamic_batch_export_matches_torch_for_1_2_3(tiny_ckpt, photos, tmp_path):
+    out = tmp_path / "dyn.onnx"
+    export_onnx(tiny_ckpt, out, batch=None)
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 64, 64]
+    for n in (1, 2, 3):
+        x = _model_input(_crops(photos, n))
+        maps, scores = ort_run(out, x)
+        ref_maps, ref_scores = torch_predict(tiny_ckpt, x)
+        assert maps.shape == (n, 1, 64, 64)
+        assert np.abs(maps - ref_maps).max() <= TOL, n
+        assert np.abs(scores - ref_scores).max() <= TOL, n
+
+
+@pytest.mark.parametrize("order", ["bgr", "rgb", "mono"])
+def test_uint8_camera_input_matches_torch_on_the_same_frames(tiny_ckpt, photos, tmp_path, order):
+    out = tmp_path / f"u8_{order}.onnx"
+    summary = export_onnx(tiny_ckpt, out, batch=None, input_format="uint8", channel_order=order)
+    spec = read_metadata(out)["input_spec"]
+    assert (spec.format, spec.layout, spec.channel_order, spec.resize) == ("uint8", "NHWC", order, "none")
+    assert summary["ops"].get("Cast") == 1  # the uint8 input is cast once, at the start
+    frames = rgb_to_frames(photos[:3], spec)
+    assert frames.shape == (3, 64, 64, 1 if order == "mono" else 3) and frames.dtype == np.uint8
+    maps, scores = ort_run(out, frames)
+    # reference: the same frames, converted on the host, through PyTorch
+    ref_maps, ref_scores = torch_predict(tiny_ckpt, frames_to_model_input(frames, spec))
+    assert np.abs(maps - ref_maps).max() <= TOL
+    assert np.abs(scores - ref_scores).max() <= TOL
+    if order == "bgr":  # and BGR frames of RGB images equal the RGB model input exactly
+        rgb = _model_input([f[..., ::-1] for f in frames])
+        assert np.array_equal(frames_to_model_input(frames, spec), rgb)
+
+
+@pytest.mark.parametrize("hw,order,method", [((128, 192), "bgr", "area"), ((100, 90), "rgb", "bilinear"),
+                                             ((48, 80), "mono", "bilinear"), ((128, 128), "rgb", "bilinear")])
+def test_camera_frame_size_differs_from_model_size(tiny_ckpt, photos, tmp_path, hw, order, method):
+    out = tmp_path / "cam.onnx"
+    resize = "bilinear" if hw == (128, 128) else "auto"  # force bilinear for an integer factor too
+    export_onnx(tiny_ckpt, out, batch=2, input_format="uint8", channel_order=order, input_hw=hw, resize=resize)
+    spec = read_metadata(out)["input_spec"]
+    assert (spec.height, spec.width, spec.resize) == (hw[0], hw[1], method)
+    big = [np.ascontiguousarray(np.tile(p, (2, 3, 1))) for p in photos[:2]]  # real texture at camera scale
+    frames = rgb_to_frames(big, spec)
+    assert frames.shape[1:3] == hw
+    maps, scores = ort_run(out, frames)
+    ref_maps, ref_scores = torch_predict(tiny_ckpt, frames_to_model_input(frames, spec))
+    assert np.abs(maps - ref_maps).max() <= TOL
+    assert np.abs(scores - ref_scores).max() <= TOL
+
+
+class _PreprocessOnly(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        self.cam = CameraPRN(nn.Identity(), spec)
+
+    def forward(self, frames):
+        return self.cam.preprocess(frames)
+
+
+@pytest.mark.parametrize("hw,order,method", [((64, 64), "bgr", "none"), ((128, 192), "rgb", "area"),
+                                             ((100, 90), "bgr", "bilinear"), ((40, 50), "mono", "bilinear"),
+                                             ((256, 128), "mono", "area")])
+def test_in_graph_preprocessing_equals_the_host_reference(tmp_path, photos, hw, order, method):
+    """The graph's Cast/Transpose/AveragePool|Resize/Gather|Concat/Div against numpy+cv2, value by value."""
+    spec = InputSpec(name="frames", format="uint8", layout="NHWC", batch=None, height=hw[0], width=hw[1],
+                     channels=1 if order == "mono" else 3, channel_order=order, model_size=64, resize=method)
+    big = [np.ascontiguousarray(np.tile(p, (3, 3, 1))) for p in photos[:2]]
+    frames = rgb_to_frames(big, spec)
+    path = tmp_path / "pre.onnx"
+    torch.onnx.export(_PreprocessOnly(spec), (torch.from_numpy(frames),), str(path), dynamo=False, opset_version=17,
+                      input_names=["frames"], output_names=["x"], dynamic_axes={"frames": {0: "n"}})
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": frames})[0]
+    want = frames_to_model_input(frames, spec)
+    assert got.shape == want.shape == (2, 3, 64, 64)
+    # float32 rounding only (1e-5 of full scale = 0.003 grey levels): sums in another order (area), the
+    # float32 scale's reciprocal vs cv2's in/out ratio for the sampling positions (bilinear)
+    assert np.abs(got - want).max() <= 1e-5
+    eager = _PreprocessOnly(spec)(torch.from_numpy(frames)).numpy()
+    assert np.abs(eager - want).max() <= 1e-5
+
+
+def test_resize_scale_gives_exact_output_sizes():
+    for src in range(64, 2049, 7):
+        s = resize_scale(src, 256)
+        assert np.floor(np.float32(src) * np.float32(s)) == 256 and np.floor(src * s) == 256
+
+
+def test_metadata_round_trip(tiny_ckpt, tmp_path):
+    out = tmp_path / "meta.onnx"
+    export_onnx(tiny_ckpt, out, batch=1, input_format="uint8", channel_order="bgr", input_hw=(128, 128))
+    meta = read_metadata(out)
+    ck = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)["meta"]
+    assert meta["kind"] == "prn_edge.onnx" and meta["format_version"] == ONNX_FORMAT_VERSION == FORMAT_VERSION
+    assert meta["toolkit_version"] == __version__ and meta["variant"] == "prn-tiny"
+    assert meta["category"] == "photos"
+    assert meta["image_threshold"] == pytest.approx(ck["image_threshold"], abs=0)
+    assert meta["pixel_threshold"] == pytest.approx(ck["pixel_threshold"], abs=0)
+    assert meta["score_spread"] == pytest.approx(ck["score_spread"], abs=0)
+    assert meta["train_images_sha256"] == ck["train_images_sha256"]
+    assert meta["prototypes_sha256"] == ck["prototypes_sha256"]
+    assert meta["checkpoint_sha256"] == sha256_file(tiny_ckpt)
+    assert meta["backbone"]["backbone"] == "tiny"
+    assert "score_spread + 0.5" in meta["score_normalization"]
+    spec = meta["input_spec"]
+    assert (spec.name, spec.format, spec.layout, spec.batch, spec.height, spec.width, spec.channels) == \
+        ("frames", "uint8", "NHWC", 1, 128, 128, 3)
+    assert spec.channel_order == "bgr" and spec.resize == "area" and spec.scale == pytest.approx(1 / 255)
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    # every value is a string in the file; structured ones are JSON; ONNX Runtime sees the same
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert all(isinstance(v, str) for v in props.values())
+    assert json.loads(props["prn_edge.input"])["channel_order"] == "bgr"
+    import onnxruntime as ort
+
+    custom = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert custom["prn_edge.image_threshold"] == props["prn_edge.image_threshold"]
+
+
+def test_read_metadata_errors_name_the_file_and_the_fix(tmp_path, tiny_ckpt):
+    plain = tmp_path / "plain.onnx"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(onnx.helper.make_model(g), str(plain))
+    with pytest.raises(MetadataError, match=r"plain\.onnx carries no prn_edge metadata.*prn-edge export"):
+        read_metadata(plain)
+    with pytest.raises(MetadataError, match="does not exist"):
+        read_metadata(tmp_path / "missing.onnx")
+    good = tmp_path / "good.onnx"
+    export_onnx(tiny_ckpt, good)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(MetadataError, match=r"cut\.onnx"):
+        read_metadata(cut)
+    future = tmp_path / "future.onnx"
+    m = onnx.load(str(good))
+    next(p for p in m.metadata_props if p.key == "prn_edge.format_version").value = "99"
+    onnx.save(m, str(future))
+    with pytest.raises(MetadataError, match=r"future\.onnx has prn_edge artefact format 99.*re-export"):
+        read_metadata(future)
+
+
+def test_prn_graphs_have_no_banned_ops(tiny_ckpt, tmp_path):
+    banned = {"Einsum", "Col2Im", "Im2Col", "Loop", "If", "Scan", "SequenceAt", "SequenceConstruct",
+              "SplitToSequence", "ConcatFromSequence", "NonZero", "Unique",
+              # torch.cdist exports as Sqrt(ReduceSum(Pow(Sub))) or ReduceL2/ReduceSumSquare over broadcasts
+              "Sqrt", "ReduceL2", "ReduceSumSquare", "ReduceSum"}
+    for kw in (dict(batch=1), dict(batch=None, input_format="uint8", channel_order="bgr", input_hw=(100, 90))):
+        out = tmp_path / "g.onnx"
+        export_onnx(tiny_ckpt, out, **kw)
+        model = onnx.load(str(out))
+        ops = Counter(n.op_type for n in model.graph.node)
+        assert not banned & set(ops), ops
+        # static dimensions leave no shape arithmetic behind, not even with a dynamic batch
+        assert not {"Shape", "ConstantOfShape", "Constant", "Identity"} & set(ops), ops
+        assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+        assert model.opset_import[0].version == 17
+
+
+def test_export_writes_atomically(tiny_ckpt, tmp_path, monkeypatch):
+    import prn_edge.export.onnx_export as ox
+
+    out = tmp_path / "atomic.onnx"
+    out.write_bytes(b"previous artefact")
+
+    monkeypatch.setattr(ox.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        export_onnx(tiny_ckpt, out)
+    assert out.read_bytes() == b"previous artefact"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic.onnx"]  # no temp file left
+
+
+def test_lint_failure_writes_nothing(tiny_ckpt, tmp_path, monkeypatch):
+    import prn_edge.export.onnx_export as ox
+    from prn_edge.export.lint import LintIssue
+
+    monkeypatch.setattr(ox, "lint_for_tensorrt",
+                        lambda model, targets: [LintIssue("8.5", "error", "n1", "Einsum", "banned")])
+    with pytest.raises(ExportError, match="n1"):
+        export_onnx(tiny_ckpt, tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_bad_requests(tiny_ckpt, tmp_path):
+    with pytest.raises(ExportError, match="input_format='uint8'"):
+        export_onnx(tiny_ckpt, tmp_path / "a.onnx", channel_order="bgr")  # float artefacts are RGB at model size
+    with pytest.raises(ExportError, match="input_format='uint8'"):
+        export_onnx(tiny_ckpt, tmp_path / "a.onnx", input_hw=(100, 100))
+    with pytest.raises(ExportError, match="input_format"):
+        export_onnx(tiny_ckpt, tmp_path / "a.onnx", input_format="fp16")
+    with pytest.raises(ExportError, match="channel_order"):
+        export_onnx(tiny_ckpt, tmp_path / "a.onnx", input_format="uint8", channel_order="yuv")
+    with pytest.raises(ExportError, match="integer multiples"):
+        export_onnx(tiny_ckpt, tmp_path / "a.onnx", input_format="uint8", input_hw=(100, 90), resize="area")
+    with pytest.raises(ExportError, match="batch"):
+        export_onnx(tiny_ckpt, tmp_path / "a.onnx", batch=0)
+    with pytest.raises(ExportError, match=r"\.onnx"):
+        export_onnx(tiny_ckpt, tmp_path / "a.bin")
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(tmp_path / "none.pt", tmp_path / "a.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_checkpoint_without_thresholds(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "last.pt", with_thresholds=False)
+    with pytest.raises(ExportError, match="image_threshold.*best checkpoint"):
+        export_onnx(ckpt, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,14 @@
+import json
+
+from prn_edge.demo import run_demo
+
+
+def test_demo_runs_the_chain_and_reuses_its_model(tmp_path):
+    logs = []
+    res = run_demo(tmp_path, category="coin", steps=4, variant="prn-tiny", log=logs.append)
+    assert res["category"] == "coin" and res["n_test"] == 30 + 5 * 12
+    assert (tmp_path / "eval" / "coin.json").is_file() and any((tmp_path / "eval" / "overlays").iterdir())
+    assert json.loads((tmp_path / "eval" / "coin.json").read_text())["per_type"]["hole"]["seen"] is False
+    logs.clear()
+    run_demo(tmp_path, category="coin", steps=4, variant="prn-tiny", log=logs.append)
+    assert any("reusing the demo dataset" in m for m in logs) and any("reusing" in m and ".pt" in m for m in logs)
