@@ -52,6 +52,7 @@ class Part:
     frame: Optional[Frame] = None
     frame_id: Optional[int] = None
     times: dict = field(default_factory=dict)  # stage -> seconds
+    t_enqueued: float = 0.0
     decision: Optional[Decision] = None
     amap: Optional[np.ndarray] = None  # stitched anomaly map, kept until the part is final (evidence)
     t_fired: Optional[float] = None

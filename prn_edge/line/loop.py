@@ -31,6 +31,8 @@ from .timing import Budget, EngineTimer, RejectScheduler, Watchdog
 
 log = logging.getLogger(__name__)
 
+PROBE_AFTER_S = 0.25  # engine idle this long because every part was over budget: run one anyway to re-measure
+
 
 @dataclasses.dataclass
 class LoopOptions:
@@ -103,6 +105,7 @@ class Line:
         self._was_healthy = True
         self._errors: list[BaseException] = []
         self._engine_errors_in_row = 0
+        self._last_engine_call = 0.0
         self.prep: Optional[Preprocessor] = None
 
     # ================================================================= running
@@ -257,7 +260,7 @@ class Line:
                 if now + self.timer.estimate(self.prep.frames_per_part) > part.t_ready:
                     self.scheduler.fail_safe(part.seq, "over_budget")
                     continue
-                part.times["_enqueued"] = now
+                part.t_enqueued = now
                 try:
                     self._queue.put_nowait(part)
                 except queue.Full:
@@ -300,12 +303,17 @@ class Line:
                 # Parts that cannot be decided in time are decided fail-safe now, and do not cost engine time.
                 keep = []
                 for part in batch:
-                    part.times["queue_wait"] = now - part.times.pop("_enqueued")
+                    part.times["queue_wait"] = now - part.t_enqueued
                     if now + self.timer.estimate(per_part * (len(keep) + 1)) > part.t_ready:
                         self.scheduler.fail_safe(part.seq, "over_budget")
                     else:
                         keep.append(part)
+                if not keep and now - self._last_engine_call > PROBE_AFTER_S:
+                    # Without calls the estimate would never recover from a slow spell: probe with a part that
+                    # is decided fail-safe already (its verdict is discarded), to measure the engine again.
+                    keep = batch[-1:]
                 if keep:
+                    self._last_engine_call = now
                     self._run_batch(keep, per_part)
         finally:
             self.watchdog.forget("infer")

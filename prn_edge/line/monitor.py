@@ -72,7 +72,7 @@ class LineMetrics:
             self.fail_safe.labels(d.cause).inc()
         if d.cause == "late_verdict":
             self.deadline_misses.inc()
-        for stage, seconds in part.times.items():
+        for stage, seconds in list(part.times.items()):  # other threads may still add to it
             if stage != "actuation":
                 self.stage.labels(stage).observe(seconds)
 

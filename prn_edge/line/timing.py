@@ -246,11 +246,13 @@ class RejectScheduler:
             else:
                 undecided = False
             part.t_fired = now
-        if undecided:
-            self._dispatch(part, "decision")
-        self._dispatch(part, "eject")
         try:
+            if undecided:
+                self._dispatch(part, "decision")
+            self._dispatch(part, "eject")
             self._on_final(part)
+        except Exception:  # bookkeeping must never stop the firing of later parts
+            log.exception("part %d: dispatch or bookkeeping failed", part.seq)
         finally:
             with self._cond:
                 del self._slots[part.seq]

@@ -53,7 +53,18 @@ def files_sha256(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _val_set(normals: list[np.ndarray], synth: SynthConfig, size: int, shots, textures, foreground: str, seed: int):
+def split_normals(cat: Category, tc) -> tuple[list[Path], list[Path]]:
+    """Training normals split into (prototype/fit, validation); deterministic by the training seed."""
+    order = np.random.default_rng(tc.seed).permutation(len(cat.train_good))
+    n_val = max(2, int(round(tc.val_fraction * len(order))))
+    if len(order) - n_val < 2:
+        raise DataError(f"{cat.root}: only {len(order)} normal training images; need at least {n_val + 2} "
+                        f"(add images to train/good or lower train.val_fraction)")
+    return [cat.train_good[i] for i in order[n_val:]], [cat.train_good[i] for i in order[:n_val]]
+
+
+def validation_set(normals: list[np.ndarray], synth: SynthConfig, size: int, shots, textures, foreground: str,
+                   seed: int):
     """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds)."""
     only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
     gen = AnomalyGenerator(only_anomalies, size, shots, textures, foreground)
@@ -98,13 +109,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
                                   num_shots=tc.num_shots, seed=tc.seed)
     rng = np.random.default_rng(tc.seed)
-    order = rng.permutation(len(cat.train_good))
-    n_val = max(2, int(round(tc.val_fraction * len(order))))
-    if len(order) - n_val < 2:
-        raise DataError(f"{cat.root}: only {len(order)} normal training images; need at least {n_val + 2} "
-                        f"(add images to train/good or lower train.val_fraction)")
-    fit_paths = [cat.train_good[i] for i in order[n_val:]]
-    val_paths = [cat.train_good[i] for i in order[:n_val]]
+    fit_paths, val_paths = split_normals(cat, tc)
     load = tqdm if progress else (lambda x, **_: x)
     fit_imgs = [read_image(p, size) for p in load(fit_paths, desc="load normals", leave=False)]
     val_imgs = [read_image(p, size) for p in val_paths]
@@ -134,7 +139,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             f"from {len(fit_imgs)} normal images in {time.time() - t:.1f}s")
 
     gen = AnomalyGenerator(cfg.synth, size, shots, textures, cat.foreground)
-    val_images, val_masks, val_labels = _val_set(val_imgs, cfg.synth, size, shots, textures, cat.foreground, tc.seed)
+    val_images, val_masks, val_labels = validation_set(val_imgs, cfg.synth, size, shots, textures, cat.foreground, tc.seed)
     meta = {
         "category": cat.name, "data_root": str(cat.root), "image_size": size,
         "train_images_sha256": files_sha256(fit_paths + val_paths),

@@ -99,6 +99,7 @@ class _PreprocessOnly(nn.Module):
         return self.cam.preprocess(frames)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter announces itself
 @pytest.mark.parametrize("hw,order,method", [((64, 64), "bgr", "none"), ((128, 192), "rgb", "area"),
                                              ((100, 90), "bgr", "bilinear"), ((40, 50), "mono", "bilinear"),
                                              ((256, 128), "mono", "area")])

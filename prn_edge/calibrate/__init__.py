@@ -1,0 +1,1 @@
+"""INT8 calibration runs: calibration-set selection, Q/DQ quantization, accuracy gate, sensitivity fallback."""

@@ -1,0 +1,224 @@
+"""`prn-edge calibrate`: one audited INT8 calibration run in calibration/<run>/.
+
+checkpoint -> FP32 ONNX -> calibration set (training normals, stratified) -> Q/DQ INT8 -> accuracy gate
+against FP32 on the validation split -> if the drop exceeds the tolerance, keep the most sensitive layers
+in float and try again. Every attempt is reported. The run folder is assembled in a temporary folder and
+renamed at the end, so a failed run leaves nothing half-written in calibration/.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConfigError, PrnEdgeError
+from .dataset import describe_files, select_calibration_set
+from .quantize import FLAVOURS, METHODS, prepare, quantizable_nodes, quantize_qdq
+from .sensitivity import rank_sensitive_nodes
+
+
+@dataclass
+class CalibrationOptions:
+    flavour: str = "cpu"
+    method: str = "minmax"
+    size: int = 32  # calibration images from the training normals
+    defects: int = 0  # real defect shots added to the calibration set
+    seed: int = 0
+    max_image_auroc_drop: float = 0.005  # 0.5 point
+    max_pixel_auroc_drop: float = 0.01  # 1 point
+    min_decision_agreement: float = 0.95
+    max_attempts: int = 4  # first try + fallbacks that keep 2, 4, 8 ... sensitive layers in float
+    batch: Optional[int] = 1  # of the exported model; None = dynamic
+    input_format: str = "float"
+    channel_order: str = "rgb"
+    input_hw: Optional[tuple] = None
+
+    def validate(self) -> "CalibrationOptions":
+        if self.flavour not in FLAVOURS:
+            raise ConfigError(f"--flavour {self.flavour!r}: choose one of {FLAVOURS}")
+        if self.method not in METHODS:
+            raise ConfigError(f"--method {self.method!r}: choose one of {METHODS}")
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be >= 1")
+        return self
+
+
+@dataclass
+class Attempt:
+    excluded: list
+    quantization: dict
+    metrics: dict
+    passed: bool
+    seconds: float
+    reasons: list = field(default_factory=list)
+
+
+def gate_metrics(fp32, int8) -> dict:
+    """Compare the two engines' results on the same validation set (dicts from _evaluate)."""
+    d = {k: int8[k] - fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
+    return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
+            "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
+            "delta": d,
+            "decision_agreement": float(np.mean(fp32["decisions"] == int8["decisions"])),
+            "map_correlation": float(np.corrcoef(fp32["maps"].ravel(), int8["maps"].ravel())[0, 1]),
+            "max_abs_map_diff": float(np.abs(fp32["maps"] - int8["maps"]).max()),
+            "score_mae": float(np.abs(fp32["scores"] - int8["scores"]).mean())}
+
+
+def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0) -> dict:
+    from ..evaluate.metrics import aupro, auroc, pixel_auroc
+    from ..runtime import open_engine
+
+    with open_engine(engine_path, threads=threads or None) as eng:
+        maps, scores, decisions = [], [], []
+        for i in range(0, len(frames), eng.input_spec.batch or 8):
+            r = eng.infer(frames[i:i + (eng.input_spec.batch or 8)])
+            maps.append(r.maps), scores.append(r.scores), decisions.append(r.decisions)
+    maps, scores = np.concatenate(maps), np.concatenate(scores)
+    return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions),
+            "image_auroc": auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks)}
+
+
+def _check(m: dict, o: CalibrationOptions) -> list[str]:
+    reasons = []
+    if -m["delta"]["image_auroc"] > o.max_image_auroc_drop:
+        reasons.append(f"image AUROC drop {-100 * m['delta']['image_auroc']:.2f} pt > {100 * o.max_image_auroc_drop:.2f}")
+    if -m["delta"]["pixel_auroc"] > o.max_pixel_auroc_drop:
+        reasons.append(f"pixel AUROC drop {-100 * m['delta']['pixel_auroc']:.2f} pt > {100 * o.max_pixel_auroc_drop:.2f}")
+    if m["decision_agreement"] < o.min_decision_agreement:
+        reasons.append(f"decision agreement {m['decision_agreement']:.3f} < {o.min_decision_agreement}")
+    return reasons
+
+
+def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration"), options: CalibrationOptions | None = None,
+              log: Callable[[str], None] = print, threads: int = 0) -> dict:
+    from ..data.dataset import load_category
+    from ..data.images import read_image, read_mask
+    from ..export.onnx_export import export_onnx
+    from ..export.metadata import read_metadata
+    from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
+    from ..train.checkpoint import load_model
+    from ..train.trainer import split_normals, validation_set
+
+    o = (options or CalibrationOptions()).validate()
+    t0 = time.time()
+    final = Path(root) / run
+    if final.exists():
+        raise ConfigError(f"calibration run {final} exists already; choose another --run name or delete it")
+    tmp = Path(root) / f".{run}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _, cfg, meta = load_model(ckpt)
+        size = cfg.model.image_size
+        cat = load_category(Path(data), seed=meta.get("data_seed", 0))
+        fit_paths, val_paths = split_normals(cat, cfg.train)
+        calib_paths = select_calibration_set(fit_paths, o.size, o.seed, cat.shots, o.defects)
+
+        log(f"exporting {ckpt} to FP32 ONNX")
+        export_onnx(ckpt, tmp / "model.fp32.onnx", batch=o.batch, input_format=o.input_format,
+                    channel_order=o.channel_order, input_hw=o.input_hw)
+        fp32 = prepare(tmp / "model.fp32.onnx", tmp / "model.fp32.onnx")
+        spec = read_metadata(fp32)["input_spec"]
+
+        def model_inputs(images: list) -> list[np.ndarray]:
+            frames = rgb_to_frames(images, spec)
+            x = frames if spec.format == "uint8" else frames_to_model_input(frames, spec)
+            b = spec.batch or 1
+            return [x[i:i + b] for i in range(0, len(x) - len(x) % b, b)]
+
+        calib_batches = model_inputs([read_image(p) for p in calib_paths])
+        shots = [(read_image(s.image, size), read_mask(s.mask, (size, size))) for s in cat.shots]
+        val_imgs, val_masks, val_labels = validation_set([read_image(p, size) for p in val_paths], cfg.synth, size,
+                                                         shots, None, cat.foreground, cfg.train.seed)
+        val_frames = rgb_to_frames(val_imgs, spec)
+        log(f"validation: {len(val_imgs)} images ({int(val_labels.sum())} with generated anomalies); "
+            f"calibration: {len(calib_paths)} images")
+        ref = _evaluate(fp32, val_frames, val_labels, val_masks, threads)
+
+        attempts: list[Attempt] = []
+        candidates = quantizable_nodes(fp32, o.flavour)
+        excluded: list[str] = []
+        ranking: list[dict] = []
+        best = None
+        for a in range(o.max_attempts):
+            ta = time.time()
+            q_path = tmp / f"model.int8.try{a}.onnx"
+            qinfo = quantize_qdq(fp32, q_path, spec.name, calib_batches, o.flavour, o.method, excluded)
+            m = gate_metrics(ref, _evaluate(q_path, val_frames, val_labels, val_masks, threads))
+            reasons = _check(m, o)
+            attempts.append(Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons))
+            log(f"attempt {a + 1}: {len(excluded)} layers in float, image AUROC {100 * m['int8']['image_auroc']:.2f} "
+                f"(fp32 {100 * m['fp32']['image_auroc']:.2f}), pixel AUROC {100 * m['int8']['pixel_auroc']:.2f} "
+                f"(fp32 {100 * m['fp32']['pixel_auroc']:.2f}), agreement {m['decision_agreement']:.3f}: "
+                + ("PASS" if not reasons else "; ".join(reasons)))
+            if best is None or _rank(m) > _rank(best[1].metrics):
+                best = (q_path, attempts[-1])
+            if not reasons:
+                break
+            if not ranking:
+                ranking = [r for r in rank_sensitive_nodes(fp32, q_path, spec.name, calib_batches[:8])
+                           if r["node"] in candidates]
+            excluded = [r["node"] for r in ranking[:2 ** (a + 1)]]
+        q_best, a_best = best
+        q_best.rename(tmp / "model.int8.onnx")
+        for f in tmp.glob("model.int8.try*.onnx"):
+            f.unlink()
+        report = {
+            "run": run, "toolkit_version": __version__, "checkpoint": str(Path(ckpt).resolve()),
+            "data": str(Path(data).resolve()), "options": asdict(o), "passed": a_best.passed,
+            "chosen_attempt": attempts.index(a_best) + 1, "attempts": [asdict(x) for x in attempts],
+            "sensitivity": ranking[:16], "calibration_files": describe_files(calib_paths),
+            "validation": {"normals": [str(p.resolve()) for p in val_paths], "generated_anomalies": int(val_labels.sum()),
+                           "seed": cfg.train.seed},
+            "artefacts": {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"},
+            "tensorrt_calibration_cache": _trt_cache_note(),
+            "seconds": round(time.time() - t0, 1),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+        (tmp / "report.md").write_text(attempts_table(report))
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(attempts_table(report))
+    log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / 'model.int8.onnx'} (manifest {final / 'manifest.json'})")
+    return report
+
+
+def _rank(m: dict) -> tuple:
+    return (-max(0.0, -m["delta"]["image_auroc"]) - max(0.0, -m["delta"]["pixel_auroc"]), m["decision_agreement"])
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def _trt_cache_note() -> str:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "not written: TensorRT is not installed here (write it on the target with `prn-edge build --precision int8 --calibration RUN`)"
+    return "see `prn-edge build --precision int8 --implicit`"
+
+
+def attempts_table(report: dict) -> str:
+    rows = ["| attempt | float layers | image AUROC fp32 -> int8 | pixel AUROC fp32 -> int8 | AUPRO int8 | agreement | "
+            "map corr | result |", "|---|---:|---|---|---:|---:|---:|---|"]
+    for i, a in enumerate(report["attempts"], 1):
+        m = a["metrics"]
+        rows.append(f"| {i} | {len(a['excluded'])} | {100 * m['fp32']['image_auroc']:.2f} -> {100 * m['int8']['image_auroc']:.2f} "
+                    f"| {100 * m['fp32']['pixel_auroc']:.2f} -> {100 * m['int8']['pixel_auroc']:.2f} "
+                    f"| {100 * m['int8']['aupro']:.2f} | {m['decision_agreement']:.3f} | {m['map_correlation']:.4f} "
+                    f"| {'pass' if a['passed'] else 'fail: ' + '; '.join(a['reasons'])} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,239 @@
+"""Fixtures with real peers for the line tests: a demo dataset category, the TLSimu GenTL producer, a Modbus TCP
+server on 127.0.0.1 that records writes, and a GenICam node map with digital-output nodes over a recording port."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+# A GenICam device description with only the SFNC digital-output nodes; selector-indexed registers, no cache,
+# so every node write is one register write on the port.
+IO_XML = """<?xml version="1.0" encoding="utf-8"?>
+<RegisterDescription ModelName="PrnEdgeIoStandIn" VendorName="prn_edge" ToolTip="prn_edge test stand-in: SFNC digital I/O nodes only"
+  StandardNameSpace="None" SchemaMajorVersion="1" SchemaMinorVersion="1" SchemaSubMinorVersion="0"
+  MajorVersion="1" MinorVersion="0" SubMinorVersion="0"
+  ProductGuid="7a1c0d2e-3b4f-4c5d-8e9f-0a1b2c3d4e5f" VersionGuid="8b2d1e3f-4c5a-4d6e-9f0a-1b2c3d4e5f60"
+  xmlns="http://www.genicam.org/GenApi/Version_1_1"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.genicam.org/GenApi/Version_1_1 http://www.genicam.org/GenApi/GenApiSchema_Version_1_1.xsd">
+  <Category Name="Root" NameSpace="Standard">
+    <pFeature>DigitalIOControl</pFeature>
+  </Category>
+  <Category Name="DigitalIOControl" NameSpace="Standard">
+    <pFeature>LineSelector</pFeature>
+    <pFeature>LineMode</pFeature>
+    <pFeature>LineSource</pFeature>
+    <pFeature>UserOutputSelector</pFeature>
+    <pFeature>UserOutputValue</pFeature>
+  </Category>
+  <Enumeration Name="LineSelector" NameSpace="Standard">
+    <EnumEntry Name="Line0"><Value>0</Value></EnumEntry>
+    <EnumEntry Name="Line1"><Value>1</Value></EnumEntry>
+    <EnumEntry Name="Line2"><Value>2</Value></EnumEntry>
+    <pValue>LineSelectorReg</pValue>
+    <pSelected>LineMode</pSelected>
+    <pSelected>LineSource</pSelected>
+  </Enumeration>
+  <IntReg Name="LineSelectorReg">
+    <Address>0x0</Address><Length>4</Length><AccessMode>RW</AccessMode><pPort>Device</pPort>
+    <Cachable>NoCache</Cachable><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess>
+  </IntReg>
+  <Enumeration Name="LineMode" NameSpace="Standard">
+    <EnumEntry Name="Input"><Value>0</Value></EnumEntry>
+    <EnumEntry Name="Output"><Value>1</Value></EnumEntry>
+    <pValue>LineModeReg</pValue>
+  </Enumeration>
+  <IntReg Name="LineModeReg">
+    <Address>0x100</Address><pIndex Offset="4">LineSelectorReg</pIndex><Length>4</Length><AccessMode>RW</AccessMode>
+    <pPort>Device</pPort><Cachable>NoCache</Cachable><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess>
+  </IntReg>
+  <Enumeration Name="LineSource" NameSpace="Standard">
+    <EnumEntry Name="Off"><Value>0</Value></EnumEntry>
+    <EnumEntry Name="UserOutput1"><Value>1</Value></EnumEntry>
+    <EnumEntry Name="UserOutput2"><Value>2</Value></EnumEntry>
+    <pValue>LineSourceReg</pValue>
+  </Enumeration>
+  <IntReg Name="LineSourceReg">
+    <Address>0x200</Address><pIndex Offset="4">LineSelectorReg</pIndex><Length>4</Length><AccessMode>RW</AccessMode>
+    <pPort>Device</pPort><Cachable>NoCache</Cachable><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess>
+  </IntReg>
+  <Enumeration Name="UserOutputSelector" NameSpace="Standard">
+    <EnumEntry Name="UserOutput1"><Value>1</Value></EnumEntry>
+    <EnumEntry Name="UserOutput2"><Value>2</Value></EnumEntry>
+    <pValue>UserOutputSelectorReg</pValue>
+    <pSelected>UserOutputValue</pSelected>
+  </Enumeration>
+  <IntReg Name="UserOutputSelectorReg">
+    <Address>0x300</Address><Length>4</Length><AccessMode>RW</AccessMode><pPort>Device</pPort>
+    <Cachable>NoCache</Cachable><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess>
+  </IntReg>
+  <Boolean Name="UserOutputValue" NameSpace="Standard">
+    <pValue>UserOutputValueReg</pValue><OnValue>1</OnValue><OffValue>0</OffValue>
+  </Boolean>
+  <IntReg Name="UserOutputValueReg">
+    <Address>0x400</Address><pIndex Offset="4">UserOutputSelectorReg</pIndex><Length>4</Length><AccessMode>RW</AccessMode>
+    <pPort>Device</pPort><Cachable>NoCache</Cachable><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess>
+  </IntReg>
+  <Port Name="Device" NameSpace="Standard"/>
+</RegisterDescription>
+"""
+
+
+def tlsimu_path() -> Path:
+    try:
+        import genicam
+    except ImportError:
+        pytest.skip("genicam is not installed (pip install 'prn-edge[line]')")
+    cti = Path(genicam.__file__).parent / "TLSimu.cti"
+    if not cti.is_file():
+        pytest.skip(f"this genicam wheel has no TLSimu.cti ({genicam.__file__}); genicam 1.5.0 on x86_64 ships it")
+    return cti
+
+
+@pytest.fixture(scope="session")
+def tlsimu() -> str:
+    return str(tlsimu_path())
+
+
+@pytest.fixture(scope="session")
+def demo_category(tmp_path_factory) -> Path:
+    """A small demo category (64 px): 6 good test images and one of each defect type."""
+    from prn_edge.data.demo import make_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_dataset(root, categories=["grass"], n_train=4, n_test_good=6, n_test_defect=1, n_shots=0, size=64,
+                 progress=False)
+    return root / "grass"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ModbusRecorder:
+    """A pymodbus 3.16 TCP server (SimDevice with separate coil and register tables) on 127.0.0.1 that records
+    every write as (monotonic time, function code, address, values). stop() and start() keep the port."""
+
+    def __init__(self, port: int | None = None, registers: int = 64):
+        self.port = port or free_port()
+        self.registers = registers
+        self.writes: list[tuple[float, int, int, list]] = []
+        self._loop = None
+        self._thread = None
+        self._server = None
+
+    async def _action(self, function_code, start_address, address, count, current, values):
+        if values is not None:
+            self.writes.append((time.monotonic(), function_code, address, list(values)))
+        return None
+
+    def start(self) -> "ModbusRecorder":
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        ready = threading.Event()
+        errors: list = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+
+            async def main():
+                bits = lambda: [SimData(0, count=self.registers, datatype=DataType.BITS)]  # noqa: E731
+                regs = lambda: [SimData(0, count=self.registers, datatype=DataType.REGISTERS)]  # noqa: E731
+                device = SimDevice(id=1, simdata=(bits(), bits(), regs(), regs()), action=self._action)
+                self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
+                await self._server.serve_forever(background=True)
+                ready.set()
+                await self._server.serving
+
+            try:
+                loop.run_until_complete(main())
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                errors.append(e)
+                ready.set()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(5), "modbus server did not start"
+        if errors:
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
+        self._thread.join(5)
+        self._thread = None
+
+    def register_writes(self, address: int) -> list[list[int]]:
+        return [v for _, fc, a, v in self.writes if fc in (6, 16) and a == address]
+
+    def coil_writes(self, address: int) -> list[tuple[float, bool]]:
+        return [(t, v[0]) for t, fc, a, v in self.writes if fc in (5, 15) and a == address]
+
+
+@pytest.fixture()
+def modbus_server():
+    server = ModbusRecorder().start()
+    yield server
+    server.stop()
+
+
+class RecordingPort:
+    """A genicam.genapi AbstractPort over a dict of registers that records every write."""
+
+    def __new__(cls):
+        from genicam import genapi
+
+        class _Port(genapi.AbstractPort):
+            def __init__(self):
+                super().__init__()
+                self.memory: dict[int, bytes] = {}
+                self.writes: list[tuple[float, int, int]] = []  # (time, address, little-endian value)
+
+            def is_open(self):
+                return True
+
+            def get_access_mode(self):
+                return genapi.EAccessMode.RW
+
+            def read(self, address, length):
+                return bytes(self.memory.get(address, bytes(length)))[:length]
+
+            def write(self, address, value):
+                value = bytes(value)
+                self.memory[address] = value
+                self.writes.append((time.monotonic(), address, int.from_bytes(value, "little")))
+
+            def open(self, port):
+                pass
+
+            def close(self):
+                pass
+
+        return _Port()
+
+
+@pytest.fixture()
+def io_camera():
+    """(node map, recording port) of a stand-in camera that has only the SFNC digital I/O nodes."""
+    try:
+        from genicam import genapi
+    except ImportError:
+        pytest.skip("genicam is not installed (pip install 'prn-edge[line]')")
+    node_map = genapi.NodeMap()
+    node_map.load_xml_from_string(IO_XML)
+    port = RecordingPort()
+    node_map.connect(port, "Device")
+    yield node_map, port
