@@ -29,7 +29,7 @@ class ModelConfig:
     msa_scales: Tuple[int, ...] = (1, 2)  # indices into the backbone scales that get multi-size attention
     patch_sizes: Tuple[int, ...] = (2, 4, 8)  # MSA patch sizes, in cells of the feature map
     heads: int = 2
-    decoder_dims: Tuple[int, ...] = (48, 32, 24, 16)
+    decoder_dims: Tuple[int, ...] = (48, 32, 16, 16)
     topk: int = 100  # image score = mean of the top-k map probabilities
 
     def validate(self) -> "ModelConfig":

@@ -49,6 +49,9 @@ class _Reader:
     def rewind(self):
         self.i = 0
 
+    def __iter__(self):
+        return iter({self.name: b} for b in self.batches)
+
 
 def prepare(fp32: Path, out: Path) -> Path:
     """Shape inference and graph clean-up that the quantizer needs; node names of the result are the ones
@@ -82,7 +85,8 @@ def quantize_qdq(fp32: Path, out: Path, input_name: str, batches: Sequence[np.nd
                   op_types_to_quantize=TRT_OPS)
         extra.update(ActivationSymmetric=True, WeightSymmetric=True)
     else:
-        kw = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False,
+        # Per-channel weights: depthwise convolutions of EfficientNet lose everything with one scale per tensor.
+        kw = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                   reduce_range=not cpu_has_vnni())
     with _quiet():
         quantize_static(str(fp32), str(out), _Reader(input_name, batches), quant_format=QuantFormat.QDQ,
@@ -113,6 +117,18 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
+
+
+def float_by_design(model_path: Path) -> list[str]:
+    """Nodes that stay float in every attempt, because 8 bits cannot carry what they compute:
+    - the prototype search and residual (an argmin over distances that differ in the last bits picks another
+      prototype, and the squared residual spans orders of magnitude);
+    - the last convolution and everything after it: logits, upsampling, sigmoid and the top-k score, where
+      normal parts live in the lowest 1% of the [0, 1] probability range that 8 bits would flatten.
+    """
+    nodes = onnx.load(str(model_path)).graph.node
+    last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=len(nodes))
+    return [n.name for i, n in enumerate(nodes) if "/prototypes." in n.name or i >= last_conv]
 
 
 def quantizable_nodes(model_path: Path, flavour: str) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ConfigError, PrnEdgeError
 from .dataset import describe_files, select_calibration_set
-from .quantize import FLAVOURS, METHODS, prepare, quantizable_nodes, quantize_qdq
+from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
 from .sensitivity import rank_sensitive_nodes
 
 
@@ -143,14 +143,16 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
         ref = _evaluate(fp32, val_frames, val_labels, val_masks, threads)
 
         attempts: list[Attempt] = []
-        candidates = quantizable_nodes(fp32, o.flavour)
+        fixed = float_by_design(fp32)
+        candidates = [n for n in quantizable_nodes(fp32, o.flavour) if n not in fixed]
         excluded: list[str] = []
         ranking: list[dict] = []
         best = None
         for a in range(o.max_attempts):
             ta = time.time()
             q_path = tmp / f"model.int8.try{a}.onnx"
-            qinfo = quantize_qdq(fp32, q_path, spec.name, calib_batches, o.flavour, o.method, excluded)
+            qinfo = quantize_qdq(fp32, q_path, spec.name, calib_batches, o.flavour, o.method, fixed + excluded)
+            qinfo["float_by_design"] = len(fixed)
             m = gate_metrics(ref, _evaluate(q_path, val_frames, val_labels, val_masks, threads))
             reasons = _check(m, o)
             attempts.append(Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons))

@@ -133,7 +133,8 @@ class TimingConfig:
     watchdog_s: float = 1.0
     fire_tolerance_s: float = 0.01
     stale_after_s: float = 1.0
-    p99_window: int = 200
+    p99_window: int = 200  # recent engine calls in the p99 that decides 'too late already'
+    p99_age_s: float = 1.0  # ... no older than this
     switch_interval_s: float = 0.0005  # Python thread switch interval while the line runs
 
 

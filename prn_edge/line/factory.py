@@ -96,7 +96,7 @@ def loop_options(cfg: LineConfig) -> LoopOptions:
         tiles=r.tiles, overlap=r.overlap, resize=r.resize, max_batch=t.max_batch, batch_wait_s=t.batch_wait_s,
         queue_size=t.queue_size, grab_timeout_s=cfg.source.grab_timeout_s, heartbeat_s=t.heartbeat_s,
         watchdog_s=t.watchdog_s, fire_tolerance_s=t.fire_tolerance_s, stale_after_s=t.stale_after_s,
-        p99_window=t.p99_window, warmup=cfg.engine.warmup, keep_maps=bool(cfg.monitor.evidence_dir),
+        p99_window=t.p99_window, p99_age_s=t.p99_age_s, warmup=cfg.engine.warmup, keep_maps=bool(cfg.monitor.evidence_dir),
         switch_interval_s=t.switch_interval_s)
 
 

@@ -50,7 +50,8 @@ class LoopOptions:
     watchdog_s: float = 1.0
     fire_tolerance_s: float = 0.005
     stale_after_s: float = 1.0
-    p99_window: int = 200
+    p99_window: int = 200  # engine calls in the p99 estimate
+    p99_age_s: float = 1.0  # ... at most this old
     warmup: int = 3
     keep_maps: bool = False  # stitch anomaly maps (evidence needs them)
     keep_records: int = 100_000
@@ -90,7 +91,7 @@ class Line:
         self.evidence = evidence
         self.status = status
         self.outputs = OutputSet(outputs, self._on_output_error, self._on_actuated, self.opt.stale_after_s)
-        self.timer = EngineTimer(self.opt.p99_window)
+        self.timer = EngineTimer(self.opt.p99_window, max_age_s=self.opt.p99_age_s)
         self.watchdog = Watchdog(self.opt.watchdog_s)
         self.watchdog.extra.append(lambda: self.source.healthy)
         self.scheduler = RejectScheduler(self.opt.fail_safe, self.outputs.dispatch, self._on_final,
@@ -257,9 +258,6 @@ class Line:
                     continue
                 now = time.monotonic()
                 part.times["capture_to_queue"] = now - frame.host_ts
-                if now + self.timer.estimate(self.prep.frames_per_part) > part.t_ready:
-                    self.scheduler.fail_safe(part.seq, "over_budget")
-                    continue
                 part.t_enqueued = now
                 try:
                     self._queue.put_nowait(part)
@@ -304,14 +302,16 @@ class Line:
                 keep = []
                 for part in batch:
                     part.times["queue_wait"] = now - part.t_enqueued
+                    if part.decision is not None:  # fired fail-safe while it waited
+                        continue
                     if now + self.timer.estimate(per_part * (len(keep) + 1)) > part.t_ready:
                         self.scheduler.fail_safe(part.seq, "over_budget")
                     else:
                         keep.append(part)
                 if not keep and now - self._last_engine_call > PROBE_AFTER_S:
-                    # Without calls the estimate would never recover from a slow spell: probe with a part that
-                    # is decided fail-safe already (its verdict is discarded), to measure the engine again.
-                    keep = batch[-1:]
+                    # Without calls the estimate would not follow an engine that got fast again: probe with a
+                    # part that is decided fail-safe already (its verdict is discarded) to measure it.
+                    keep = [p for p in batch if p.frame is not None and p.frame.image is not None][-1:]
                 if keep:
                     self._last_engine_call = now
                     self._run_batch(keep, per_part)

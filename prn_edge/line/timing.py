@@ -60,39 +60,56 @@ class Budget:
 
 
 class RollingQuantile:
-    """Quantiles of the last `window` samples (recomputed lazily; windows are small)."""
+    """Quantiles of the last `window` samples that are at most max_age_s old (0 = no age limit)."""
 
-    def __init__(self, window: int = 200):
-        self._x: deque[float] = deque(maxlen=max(1, window))
+    def __init__(self, window: int = 200, max_age_s: float = 0.0):
+        self._x: deque[tuple[float, float]] = deque(maxlen=max(1, window))
+        self.max_age_s = max_age_s
         self._cache: dict[float, float] = {}
 
-    def add(self, v: float) -> None:
-        self._x.append(v)
+    def add(self, v: float, now: Optional[float] = None) -> None:
+        self._x.append((time.monotonic() if now is None else now, v))
         self._cache.clear()
+
+    def _expire(self, now: float) -> None:
+        if self.max_age_s > 0:
+            while self._x and now - self._x[0][0] > self.max_age_s:
+                self._x.popleft()
+                self._cache.clear()
 
     def __len__(self) -> int:
         return len(self._x)
 
-    def quantile(self, q: float, default: float = 0.0) -> float:
+    def quantile(self, q: float, default: float = 0.0, now: Optional[float] = None) -> float:
+        self._expire(time.monotonic() if now is None else now)
         if not self._x:
             return default
         if q not in self._cache:
-            self._cache[q] = float(np.quantile(np.fromiter(self._x, float), q))
+            self._cache[q] = float(np.quantile(np.fromiter((v for _, v in self._x), float), q))
         return self._cache[q]
 
 
 class EngineTimer:
-    """Recent engine call durations by batch size, for 'can this verdict still arrive in time?'."""
+    """Recent engine call durations by batch size, for 'can this verdict still arrive in time?'.
 
-    def __init__(self, window: int = 200, q: float = 0.99):
+    Samples expire after max_age_s, so one slow spell does not keep the line fail-safe for long; when all have
+    expired, the last known value stands (never 0 after the warm-up)."""
+
+    def __init__(self, window: int = 200, q: float = 0.99, max_age_s: float = 1.0):
         self.q = q
         self.window = window
+        self.max_age_s = max_age_s
         self._by_n: dict[int, RollingQuantile] = {}
+        self._last: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def add(self, n: int, seconds: float) -> None:
         with self._lock:
-            self._by_n.setdefault(n, RollingQuantile(self.window)).add(seconds)
+            self._by_n.setdefault(n, RollingQuantile(self.window, self.max_age_s)).add(seconds)
+            self._last[n] = seconds
+
+    def _of(self, n: int) -> float:
+        return self._by_n[n].quantile(self.q, default=self._last[n])
 
     def estimate(self, n: int) -> float:
         """p-quantile of a call with n frames; from the nearest measured size, scaled linearly when larger."""
@@ -100,9 +117,9 @@ class EngineTimer:
             if not self._by_n:
                 return 0.0
             if n in self._by_n:
-                return self._by_n[n].quantile(self.q)
+                return self._of(n)
             m = max((k for k in self._by_n if k <= n), default=min(self._by_n))
-            return self._by_n[m].quantile(self.q) * max(1.0, n / m)
+            return self._of(m) * max(1.0, n / m)
 
 
 class Watchdog:

@@ -48,22 +48,29 @@ class MultiSizeAttention(nn.Module):
         t = t.permute(0, 1, 4, 2, 5, 3, 6)
         return t.reshape(-1, self.dim, h, w)
 
+    def _scale(self, p: int) -> float:
+        return float((self.dim // self.heads * p * p) ** -0.5)  # 1/sqrt(token length), a constant
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).split(self.dim, dim=1)
         outs = []
         for p in self.sizes:
             tq, tk, tv = self._tokens(q, p), self._tokens(k, p), self._tokens(v, p)
-            attn = torch.softmax(tq @ tk.transpose(-1, -2) * tq.shape[-1] ** -0.5, dim=-1)
+            attn = torch.softmax(tq @ tk.transpose(-1, -2) * self._scale(p), dim=-1)
             outs.append(self._untokens(attn @ tv, p))
         return F.relu(x + self.proj(torch.cat(outs, 1)))
 
 
 class MultiScaleFusion(nn.Module):
-    """Each scale receives every other scale resized to it (average pooling down, bilinear up)."""
+    """Each scale receives every other scale resized to it (average pooling down, bilinear up).
+
+    The mixing is 1x1: spatial context already comes from attention and the decoder, and a 3x3 mix at
+    stride 4 was the single most expensive layer of the whole model on a CPU.
+    """
 
     def __init__(self, dim: int, n: int):
         super().__init__()
-        self.mix = nn.ModuleList(conv_bn(dim * n, dim) for _ in range(n))
+        self.mix = nn.ModuleList(conv_bn(dim * n, dim, 1) for _ in range(n))
 
     @staticmethod
     def _resize(x: torch.Tensor, src: int, dst: int) -> torch.Tensor:

@@ -124,15 +124,19 @@ class FrameQueue:
 
 class Pacer:
     """A fixed-rate schedule t_k = start + k / rate that never drifts: a late consumer gets past ticks at once
-    (as parts on a belt keep coming whether the inspection keeps up or not). rate 0 = no pacing."""
+    (as parts on a belt keep coming whether the inspection keeps up or not). The schedule starts at the first
+    wait_next (or at `start`), so a line that is still warming up does not find parts already overdue.
+    rate 0 = no pacing."""
 
     def __init__(self, rate_hz: float, start: Optional[float] = None):
         self.period = 1.0 / rate_hz if rate_hz > 0 else 0.0
-        self.start = time.monotonic() if start is None else start
+        self.start = start
         self.index = 0
 
     def wait_next(self, timeout: float) -> Optional[float]:
         """Sleep until the next tick and return its time, or None (after sleeping `timeout`) if it is further."""
+        if self.start is None:
+            self.start = time.monotonic()
         t = self.start + self.index * self.period if self.period else time.monotonic()
         wait = t - time.monotonic()
         if wait > timeout:
