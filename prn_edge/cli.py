@@ -70,6 +70,78 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export.onnx_export import export_onnx
+    from .export.parity import check_parity
+
+    hw = tuple(int(v) for v in args.input_size.lower().split("x")) if args.input_size else None
+    summary = export_onnx(Path(args.checkpoint), Path(args.output), batch=None if args.batch == "dynamic" else int(args.batch),
+                          input_format=args.input_format, channel_order=args.channel_order, input_hw=hw,
+                          opset=args.opset)
+    if args.parity:
+        from .data.images import read_image
+
+        images = [read_image(p) for p in sorted(Path(args.parity).iterdir()) if p.suffix.lower() in (".png", ".jpg", ".bmp")][:8]
+        summary["parity"] = check_parity(Path(args.checkpoint), Path(args.output), images)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate.run import CalibrationOptions, calibrate
+
+    opts = CalibrationOptions(flavour=args.flavour, method=args.method, size=args.size, defects=args.defects,
+                              seed=args.seed, max_attempts=args.max_attempts,
+                              max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
+                              input_format=args.input_format, channel_order=args.channel_order)
+    report = calibrate(Path(args.checkpoint), Path(args.data), args.run, root=Path(args.root), options=opts,
+                       threads=args.threads)
+    return 0 if report["passed"] else 1
+
+
+def cmd_build(args) -> int:
+    from .build.trt_build import build_engine
+
+    summary = build_engine(Path(args.onnx), Path(args.output), precision=args.precision, workspace_mb=args.workspace,
+                           timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+                           dla_core=args.dla_core, version_compatible=args.version_compatible,
+                           calibration=Path(args.calibration) if args.calibration else None,
+                           implicit_int8=args.implicit_int8)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.machine import machine_info, matmul_peak_gflops
+    from .bench.throughput import Artefact, latency_plot, markdown, run_bench
+    from .data.images import read_image
+    from .evaluate.report import write_json
+
+    if args.images:
+        files = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+        images = [read_image(p) for p in files[:64]]
+        if not images:
+            raise PrnEdgeError(f"--images {args.images}: no images found (png, jpg, bmp)")
+    else:
+        from .data.synth.textures import builtin_textures
+
+        images = builtin_textures(256)[:32]  # real photos shipped offline, not zeros
+    arts = [Artefact(Path(a.split("=", 1)[-1]), a.split("=", 1)[0] if "=" in a else Path(a).name) for a in args.artefacts]
+    report = run_bench(arts, images, batches=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
+                       progress=not args.quiet)
+    report["machine"] = machine_info()
+    report["machine"]["matmul_peak_gflops"] = matmul_peak_gflops()
+    table = markdown(report)
+    print(table)
+    if args.json:
+        out = Path(args.json)
+        write_json(out, report)
+        out.with_suffix(".md").write_text(table)
+        latency_plot(report, out.with_suffix(".png"))
+        print(f"written {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -126,6 +198,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", help="folder for float32 TIFF maps in the MVTec AD evaluation layout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX (opset 17) with prn_edge metadata")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="model.onnx")
+    p.add_argument("--batch", default="1", help="static batch size, or 'dynamic'")
+    p.add_argument("--input-format", default="float", choices=["float", "uint8"],
+                   help="uint8: camera frames NHWC, converted inside the graph")
+    p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
+    p.add_argument("--input-size", help="camera frame size HxW for uint8 input (resized inside the graph)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--parity", metavar="DIR", help="check ONNX Runtime against PyTorch on the images in DIR")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="INT8 calibration run with an accuracy gate")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True, help="the category folder the checkpoint was trained on")
+    p.add_argument("--run", required=True, help="name of the run folder under --root")
+    p.add_argument("--root", default="calibration")
+    p.add_argument("--flavour", default="cpu", choices=["cpu", "tensorrt"])
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--size", type=int, default=32, help="calibration images (training normals, stratified)")
+    p.add_argument("--defects", type=int, default=0, help="real defect shots added to the calibration set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-attempts", type=int, default=4)
+    p.add_argument("--max-image-drop", type=float, default=0.5, help="allowed image AUROC drop, points")
+    p.add_argument("--max-pixel-drop", type=float, default=1.0, help="allowed pixel AUROC drop, points")
+    p.add_argument("--input-format", default="float", choices=["float", "uint8"])
+    p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("build", help="ONNX -> TensorRT engine with a manifest (needs TensorRT and a GPU)")
+    p.add_argument("onnx")
+    p.add_argument("-o", "--output", required=True, help="engines/NAME.engine")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8", "best"])
+    p.add_argument("--workspace", type=int, default=1024, help="MiB (Jetson: keep it small, e.g. 256)")
+    p.add_argument("--timing-cache")
+    p.add_argument("--dla-core", type=int)
+    p.add_argument("--version-compatible", action="store_true")
+    p.add_argument("--calibration", help="calibration run folder (implicit INT8 on TensorRT <= 10)")
+    p.add_argument("--implicit-int8", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("bench", help="throughput of artefacts side by side (first = agreement reference)")
+    p.add_argument("artefacts", nargs="+", help="LABEL=PATH or PATH (.pt, .onnx, .engine)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1])
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--images", help="folder of real images (default: photos bundled with scikit-image)")
+    p.add_argument("--json", help="write JSON, plus .md table and .png latency plot beside it")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole chain on embedded defaults")
     p.add_argument("--workdir", default="runs/demo")

@@ -83,7 +83,8 @@ def quantize_qdq(fp32: Path, out: Path, input_name: str, batches: Sequence[np.nd
     if flavour == "tensorrt":
         kw = dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
                   op_types_to_quantize=TRT_OPS)
-        extra.update(ActivationSymmetric=True, WeightSymmetric=True)
+        # TensorRT dequantizes int8 only: biases stay float (it fuses them into the int8 convolution itself).
+        extra.update(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False)
     else:
         # Per-channel weights: depthwise convolutions of EfficientNet lose everything with one scale per tensor.
         kw = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,

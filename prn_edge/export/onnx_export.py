@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import PrnEdgeError
-from ..model.prn import PRN
+from ..model.prn import PRN, describe
 from .graph import fold_static, op_histogram, set_metadata
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt
 from .metadata import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, ExportError,
@@ -176,11 +176,8 @@ def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAUL
     proto.producer_name, proto.producer_version = "prn_edge", __version__
     proto.doc_string = (f"PRN anomaly detector ({cfg.variant}, category {meta.get('category', '?')}): "
                         f"{spec.name} -> {OUTPUT_MAP} (N,1,{spec.model_size},{spec.model_size}), {OUTPUT_SCORE} (N,)")
-    info = {"image_size": cfg.model.image_size, "backbone": cfg.model.backbone,
-            "prototype_mode": cfg.model.prototype_mode, "num_prototypes": int(model.prototypes[0].protos.shape[0]),
-            "topk": cfg.model.topk, "dim": cfg.model.dim}
     md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=spec,
-                        model=info, checkpoint_sha256=checkpoint_sha256, opset=opset,
+                        model=describe(model), checkpoint_sha256=checkpoint_sha256, opset=opset,
                         exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}")
     set_metadata(proto, encode_metadata(md))
     _validate(proto, spec)

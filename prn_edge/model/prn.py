@@ -188,22 +188,36 @@ def build_prn(cfg: ModelConfig, num_images: int = 0, weights: str | None = None,
     return PRN(cfg, backbone, k), info
 
 
-def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
-    """Parameters and GFLOPs (2 x multiply-adds) at the configured input size, without weights."""
+def count_gflops(model: PRN, batch: int = 1) -> float:
+    """GFLOPs (2 x multiply-adds of convolutions and matrix products) per image of `model.predict`."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    size = model.cfg.image_size
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.predict(torch.rand(batch, 3, size, size))
+    return counter.get_total_flops() / 1e9 / batch
+
+
+def describe(model: PRN) -> dict:
+    """What an exported artefact records about the model it came from."""
+    c = model.cfg
+    return {"image_size": c.image_size, "backbone": c.backbone, "prototype_mode": c.prototype_mode,
+            "num_prototypes": int(model.prototypes[0].protos.shape[0]), "topk": c.topk, "dim": c.dim,
+            "gflops_per_image": round(count_gflops(model), 4)}
+
+
+def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
+    """Parameters and GFLOPs (2 x multiply-adds) at the configured input size, without weights."""
     cfg = ModelConfig(**{**cfg.__dict__, "pretrained": False})
     model, _ = build_prn(cfg, num_images=100)
     model.eval()
-    x = torch.rand(batch, 3, cfg.image_size, cfg.image_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.predict(x)
+    gflops = count_gflops(model, batch)
     enc = sum(p.numel() for p in model.encoder.parameters())
     head = sum(p.numel() for p in model.head_parameters())
     buffers = sum(b.numel() for n, b in model.named_buffers() if "protos" in n)
     return {
         "backbone": cfg.backbone, "image_size": cfg.image_size, "batch": batch,
         "params_encoder": enc, "params_head": head, "prototype_values": buffers,
-        "gflops": counter.get_total_flops() / 1e9 / batch,
+        "gflops": gflops,
         "num_prototypes": model.prototypes[0].protos.shape[0], "prototype_mode": cfg.prototype_mode,
     }

@@ -39,11 +39,10 @@ class TorchEngine(Engine):
                                channels=3, channel_order="rgb", model_size=size,
                                mean=tuple(model.encoder.mean), std=tuple(model.encoder.std))
         spec = camera_spec_for(model_spec, channel_order, input_hw, resize, path.name)
-        info = {"image_size": size, "backbone": cfg.model.backbone, "prototype_mode": cfg.model.prototype_mode,
-                "num_prototypes": int(model.prototypes[0].protos.shape[0]), "topk": cfg.model.topk,
-                "dim": cfg.model.dim}
+        from ..model.prn import describe  # torch only once a torch engine is made
+
         md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=model_spec,
-                            model=info, checkpoint_sha256=sha256_file(path), opset=None, exporter="none (checkpoint)")
+                            model=describe(model), checkpoint_sha256=sha256_file(path), opset=None, exporter="none (checkpoint)")
         md["input_spec"] = model_spec
         super().__init__(path, md, spec, max_batch=max_batch)
 

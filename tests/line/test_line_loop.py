@@ -50,7 +50,8 @@ def check_one_decision_each(line, summary, rec, parts):
         assert p.decision.t_decided <= p.t_fired + 1e-6
         if not p.decision.fail_safe:
             assert p.decision.t_decided <= p.t_ready + 1e-6, f"model verdict of part {p.seq} came after t_ready"
-            assert t - p.t_fire < TOLERANCE, f"model verdict of part {p.seq} actuated {t - p.t_fire:.3f} s late"
+            assert t - p.t_fire < TOLERANCE, (f"model verdict of part {p.seq} actuated {t - p.t_fire:.3f} s late "
+                                              f"(fired {p.t_fired - p.t_fire:.3f} s late)")
 
 
 def test_every_part_one_decision_matching_ground_truth(demo_category, tmp_path):

@@ -59,12 +59,12 @@ class ModbusOutput(RejectOutput):
                                reconnect_delay=0, reconnect_delay_max=0)
 
     def open(self) -> None:
+        self._retry_at = 0.0
         try:
             self._connected()
         except PlcError:
             if self.require_at_start:
                 raise
-        self._retry_at = 0.0
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...data.dataset import GOOD
 from ...data.images import is_image_file, read_image
+from ...errors import DataError
 from ..errors import CameraTimeout, CorruptFrame, LineConfigError, SourceExhausted
 from .base import Frame, FrameSource, Pacer
 
@@ -43,7 +44,14 @@ class ImageFolderSource(FrameSource):
             raise LineConfigError(f"source.folder.path={str(self.folder)!r} holds no images (png, jpg, bmp, tif)")
         self._pacer = Pacer(self.rate_hz)
         self._i = 0
-        self._shape = read_image(self._files[0], self.size).shape
+        for path in self._files:  # the frame size is the first readable image's
+            try:
+                self._shape = read_image(path, self.size).shape
+                break
+            except DataError:
+                continue
+        else:
+            raise LineConfigError(f"source.folder.path={str(self.folder)!r}: none of its images can be read")
 
     def close(self) -> None:
         self._files = []

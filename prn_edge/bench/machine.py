@@ -1,0 +1,74 @@
+"""What a benchmark ran on: recorded with every result, since numbers without the machine mean nothing."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return None
+
+
+def _jetson() -> dict | None:
+    release = Path("/etc/nv_tegra_release")
+    if not release.is_file():
+        return None
+    info = {"l4t": release.read_text().splitlines()[0].strip()}
+    for cmd, key in ((["nvpmodel", "-q"], "power_mode"), (["jetson_clocks", "--show"], "clocks")):
+        try:
+            info[key] = subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout.strip()[:2000]
+        except (OSError, subprocess.SubprocessError):
+            info[key] = None
+    return info
+
+
+def _gpu() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
+        "python": platform.python_version(), "load_average": load, "gpu": _gpu(), "jetson": _jetson(),
+        "versions": {m: _version(m) for m in ("prn-edge", "torch", "onnxruntime", "onnx", "tensorrt", "numpy")},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def matmul_peak_gflops(threads: int | None = None, n: int = 1024, repeat: int = 10) -> float:
+    """Measured float32 GEMM rate of this machine (numpy/BLAS), the yardstick for achieved GFLOP/s."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = a.T.copy()
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9

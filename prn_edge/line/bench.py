@@ -1,0 +1,140 @@
+"""Loop benchmark (wrapped by tools/bench_line.py): the overhead the line adds around the engine, and a soak with
+injected faults that must leave no part undecided and actuate no model verdict late."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .decision import Part
+from .doubles import NullEngine, RecordingOutput, ScriptedEngine
+from .loop import Line, LoopOptions
+from .sources.base import FrameSource
+from .timing import Budget
+
+
+def _ms(values: list[float]) -> dict:
+    a = np.asarray(values, float) * 1000
+    if not len(a):
+        return {"n": 0}
+    return {"n": int(len(a)), "p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+            "max": round(float(a.max()), 3)}
+
+
+def _camera(source: str, rate_hz: float, cti: str, dataset: Optional[str], parts: int) -> FrameSource:
+    if source == "tlsimu":
+        from .sources.genicam import GenicamSource
+
+        if not cti:
+            import genicam
+
+            cti = str(Path(genicam.__file__).parent / "TLSimu.cti")
+        return GenicamSource(cti, index=0, trigger="software", trigger_rate_hz=rate_hz)
+    from .sources.conveyor import SyntheticConveyor
+
+    return SyntheticConveyor(dataset, rate_hz=rate_hz, parts=parts)
+
+
+def _late(parts: list[Part], times: list[float], tolerance: float) -> list[int]:
+    """Model verdicts that were decided after their t_ready or actuated after t_fire + tolerance."""
+    return [p.seq for p, t in zip(parts, times) if not p.decision.fail_safe
+            and (p.decision.t_decided > p.t_ready or t - p.t_fire > tolerance)]
+
+
+def overhead(source: str = "tlsimu", rate_hz: float = 100.0, parts: int = 500, deadline_s: float = 0.05,
+             cti: str = "", dataset: Optional[str] = None, tolerance_s: float = 0.01) -> dict:
+    """Null engine at rate_hz from a simulated camera: per-part time the loop adds.
+
+    decide = verdict ready - frame on host - engine call; actuate = output called - fire time;
+    total = decide + actuate."""
+    cam = _camera(source, rate_hz, cti, dataset, parts)
+    with cam:
+        h, w, c = cam.geometry()
+    rec = RecordingOutput()
+    line = Line(_camera(source, rate_hz, cti, dataset, parts), NullEngine(h, w, c), [rec],
+                Budget.from_line(deadline_s=deadline_s), LoopOptions(fire_tolerance_s=tolerance_s))
+    t0 = time.perf_counter()
+    summary = line.run(max_parts=parts)
+    wall = time.perf_counter() - t0
+    by_seq = {p.seq: t for p, t in zip(rec.parts, rec.times)}
+    decide, act, total, engine = [], [], [], []
+    for p in line.records:
+        if p.decision.fail_safe or p.seq not in by_seq or p.frame is None:
+            continue
+        d = p.decision.t_decided - p.frame.host_ts - p.times.get("inference", 0.0)
+        a = by_seq[p.seq] - p.t_fire
+        decide.append(d)
+        act.append(a)
+        total.append(d + a)
+        engine.append(p.times.get("inference", 0.0))
+    return {"source": source, "frame": [h, w, c], "rate_hz": rate_hz, "parts": summary["parts"],
+            "achieved_hz": round(summary["parts"] / wall, 1), "fail_safe": summary["fail_safe"],
+            "undecided": summary["undecided"], "overhead_ms": _ms(total), "decide_overhead_ms": _ms(decide),
+            "actuate_overhead_ms": _ms(act), "null_engine_ms": _ms(engine),
+            "late_model_actuations": len(_late(rec.parts, rec.times, tolerance_s))}
+
+
+def soak(parts: int = 2000, rate_hz: float = 200.0, dataset: Optional[str] = None, deadline_s: float = 0.05,
+         fault_rate: float = 0.01, seed: int = 0, tolerance_s: float = 0.01) -> dict:
+    """Synthetic conveyor with camera faults (drop, timeout, corrupt at fault_rate each), an engine that fails on
+    about fault_rate of its calls and stalls (2x the deadline) on a fifth of that, and an output that is dead for
+    a fifth of the run.
+    Returns undecided parts, parts not actuated exactly once and late model actuations: all must be 0."""
+    from .sources.conveyor import SyntheticConveyor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if dataset is None:
+            from ..data.demo import make_dataset
+
+            make_dataset(tmp, categories=["grass"], n_train=2, n_test_good=8, n_test_defect=2, n_shots=0, size=64,
+                         progress=False)
+            dataset = str(Path(tmp) / "grass")
+        rng = np.random.default_rng(seed)
+        warm = 10  # calls of the warm-up (which must succeed for the line to start)
+        fails = set((warm + np.flatnonzero(rng.random(parts * 2) < fault_rate)).tolist())
+        # A stall keeps the recent p99 above the budget for p99_age_s: rarer than the other faults.
+        stalls = set((warm + np.flatnonzero(rng.random(parts * 2) < fault_rate / 5)).tolist())
+        engine = ScriptedEngine(64, 64, 3, score_fn=lambda f: float(f[0, 0, 0]) / 255.0,
+                                delay_s=lambda i: 2 * deadline_s if i in stalls else 0.0, fail_on=fails)
+        source = SyntheticConveyor(dataset, rate_hz=rate_hz, parts=parts, seed=seed,
+                                   fault_rates={"drop": fault_rate, "timeout": fault_rate, "corrupt": fault_rate})
+        rec = RecordingOutput()
+        flaky = RecordingOutput("flaky")
+        line = Line(source, engine, [rec, flaky], Budget.from_line(deadline_s=deadline_s),
+                    LoopOptions(fire_tolerance_s=tolerance_s, max_batch=2, grab_timeout_s=0.05))
+        period = parts / rate_hz
+        import threading
+
+        def outage():
+            time.sleep(period * 0.3)
+            flaky.fail = True
+            time.sleep(period * 0.2)
+            flaky.fail = False
+
+        threading.Thread(target=outage, daemon=True).start()
+        t0 = time.perf_counter()
+        summary = line.run()
+        wall = time.perf_counter() - t0
+    counts: dict[int, int] = {}
+    for p in rec.parts:
+        counts[p.seq] = counts.get(p.seq, 0) + 1
+    not_once = [s for s in range(summary["parts"]) if counts.get(s) != 1]
+    fire_late = [t - p.t_fire for p, t in zip(rec.parts, rec.times)]
+    return {"parts": summary["parts"], "seconds": round(wall, 2), "undecided": summary["undecided"],
+            "not_actuated_exactly_once": len(not_once), "late_model_actuations": len(_late(rec.parts, rec.times,
+                                                                                          tolerance_s)),
+            "fail_safe": summary["fail_safe"], "decisions": summary["decisions"],
+            "deadline_misses": summary["deadline_misses"],
+            "output_errors": int(line.metrics.value("prn_line_output_errors_total", output="flaky", call="actuate")),
+            "actuation_lateness_ms": _ms(fire_late)}
+
+
+def bench_line(source: str = "tlsimu", rate_hz: float = 100.0, parts: int = 500, soak_parts: int = 2000,
+               soak_rate_hz: float = 200.0, deadline_s: float = 0.05, cti: str = "", dataset: Optional[str] = None,
+               fault_rate: float = 0.01, seed: int = 0) -> dict:
+    """Both measurements; source "tlsimu" (GenICam simulator through harvesters) or "conveyor" (needs dataset)."""
+    return {"overhead": overhead(source, rate_hz, parts, deadline_s, cti, dataset),
+            "soak": soak(soak_parts, soak_rate_hz, dataset, deadline_s, fault_rate, seed) if soak_parts else None}

@@ -1,0 +1,48 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
+from prn_artefacts import make_checkpoint  # noqa: E402
+
+from prn_edge.cli import main  # noqa: E402
+from prn_edge.export.onnx_export import export_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    ckpt = make_checkpoint(d / "tiny.pt")
+    export_onnx(ckpt, d / "b1.onnx", batch=1)
+    export_onnx(ckpt, d / "dyn.onnx", batch=None, input_format="uint8", channel_order="bgr")
+    return ckpt, d
+
+
+def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, capsys):
+    ckpt, d = artefacts
+    out = tmp_path / "bench.json"
+    rc = main(["bench", f"torch={ckpt}", f"ort-b1={d / 'b1.onnx'}", f"ort-dyn={d / 'dyn.onnx'}", "--batch", "1", "2",
+               "--iters", "5", "--warmup", "1", "--threads", "1", "--json", str(out), "--quiet"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    rows = {(r["artefact"], r["batch"]): r for r in rep["results"]}
+    assert "static batch of 1" in rows[("ort-b1", 2)]["skipped"]
+    for key in (("torch", 1), ("torch", 2), ("ort-b1", 1), ("ort-dyn", 1), ("ort-dyn", 2)):
+        r = rows[key]
+        L = r["latency_ms"]
+        assert 0 < L["min"] <= L["p50"] <= L["p90"] <= L["p99"] <= L["max"]
+        assert r["throughput_ips"] == pytest.approx(key[1] * 1e3 / L["mean"])
+        assert r["decision_agreement"] == 1.0 and r["max_abs_map_diff"] < 1e-4
+        assert r["stages_ms"]["compute"] > 0 and r["gflops_per_image"] > 0
+    assert rows[("ort-dyn", 1)]["input"]["format"] == "uint8"
+    assert rep["machine"]["cores"] and rep["machine"]["matmul_peak_gflops"] > 0
+    assert rep["machine"]["versions"]["onnxruntime"]
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "| ort-dyn | onnxruntime | fp32 | 2 |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_refuses_a_missing_artefact(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "none.onnx"), "--iters", "1"]) == 2
+    assert "none.onnx" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""A real INT8 calibration run (ONNX Runtime quantizer and engines) on a tiny trained PRN."""
+import json
+
+import onnx
+import pytest
+
+from prn_edge.calibrate.dataset import select_calibration_set
+from prn_edge.calibrate.run import CalibrationOptions, calibrate
+from prn_edge.cli import main
+from prn_edge.data.demo import make_dataset
+from prn_edge.errors import ConfigError, DataError
+from prn_edge.export.metadata import read_metadata
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cal")
+    make_dataset(root / "data", seed=5, categories=["grass"], n_train=40, n_test_good=2, n_test_defect=1, n_shots=4,
+                 size=64, progress=False)
+    ckpt = root / "tiny.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(root / "data" / "grass"), "--out", str(ckpt),
+                 "--quiet", "--set", "train.steps=30", "--set", "train.val_every=15"]) == 0
+    return ckpt, root / "data" / "grass"
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
+    ckpt, data = trained
+    report = calibrate(ckpt, data, f"r-{flavour}", root=tmp_path,
+                       options=CalibrationOptions(flavour=flavour, size=8, max_attempts=2), log=lambda m: None)
+    run = tmp_path / f"r-{flavour}"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["passed"] == report["passed"]
+    assert len(manifest["calibration_files"]) == 8
+    assert all(len(f["sha256"]) == 64 and "train/good" in f["path"] for f in manifest["calibration_files"])
+    assert 1 <= len(manifest["attempts"]) <= 2
+    a = manifest["attempts"][0]
+    for k in ("image_auroc", "pixel_auroc", "aupro"):
+        assert k in a["metrics"]["fp32"] and k in a["metrics"]["int8"]
+    assert 0 <= a["metrics"]["decision_agreement"] <= 1
+    if not manifest["attempts"][0]["passed"]:  # a fallback keeps sensitive layers in float
+        assert manifest["sensitivity"] and len(manifest["attempts"][1]["excluded"]) == 2
+    q = onnx.load(str(run / "model.int8.onnx"))
+    ops = [n.op_type for n in q.graph.node]
+    assert ops.count("QuantizeLinear") > 5
+    if flavour == "tensorrt":  # symmetric int8 everywhere (zero points 0), no int32 bias tensors
+        zps = {i.name: i for i in q.graph.initializer if i.name.endswith("_zero_point")}
+        assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps.values())
+        assert all(not any(onnx.numpy_helper.to_array(z).ravel()) for z in zps.values())
+    # the prototype search and the output tail stay float
+    quantized_inputs = {n.input[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    for n in q.graph.node:
+        if "/prototypes." in n.name and n.op_type in ("MatMul", "ArgMin"):
+            assert not any(i.endswith("DequantizeLinear_Output") for i in n.input), n.name
+    meta = read_metadata(run / "model.int8.onnx")
+    assert meta["image_threshold"] == read_metadata(run / "model.fp32.onnx")["image_threshold"]
+    assert "| 1 |" in (run / "report.md").read_text()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_same_run_twice_is_refused_and_failures_leave_nothing(trained, tmp_path):
+    ckpt, data = trained
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ConfigError, match="exists already"):
+        calibrate(ckpt, data, "taken", root=tmp_path, log=lambda m: None)
+    with pytest.raises(DataError, match="too small"):
+        calibrate(ckpt, data, "small", root=tmp_path, options=CalibrationOptions(size=2), log=lambda m: None)
+    with pytest.raises(DataError, match="training split has"):
+        calibrate(ckpt, data, "big", root=tmp_path, options=CalibrationOptions(size=500), log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_calibration_set_is_stratified_and_deterministic(trained):
+    _, data = trained
+    normals = sorted((data / "train" / "good").glob("*.png"))
+    a = select_calibration_set(normals, 8, seed=1)
+    assert a == select_calibration_set(list(reversed(normals)), 8, seed=1)
+    assert len(set(a)) == 8
+    assert a != select_calibration_set(normals, 8, seed=2)

@@ -1,0 +1,149 @@
+"""Line YAML: validation that names the bad key and the allowed values, relative paths, building a line from it,
+and run_line end to end through the real ONNX Runtime engine with an exported tiny model."""
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import yaml
+
+from prn_edge.errors import ConfigError
+from prn_edge.line import LineConfigError, build_line, line_config, load_line_config
+from prn_edge.line.config import CsvOutputConfig, ModbusOutputConfig
+from prn_edge.line.doubles import ScriptedEngine
+from prn_edge.line.outputs import read_decisions
+
+from test_line_loop import oracle
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def base(dataset, **more) -> dict:
+    cfg = {"source": {"kind": "conveyor", "conveyor": {"dataset": str(dataset), "rate_hz": 100, "parts": 30}},
+           "timing": {"deadline_s": 0.08}, "engine": {"path": "model.onnx", "warmup": 1}}
+    cfg.update(more)
+    return cfg
+
+
+def test_defaults_relative_paths_and_outputs(tmp_path, demo_category):
+    data = base(demo_category, outputs=[{"kind": "csv", "path": "out/d.csv"},
+                                        {"kind": "modbus", "host": "10.0.0.5", "port": 1502, "at": "decision"}])
+    cfg = load_line_config(write(tmp_path, data))
+    assert cfg.engine.path == str(tmp_path / "model.onnx")
+    assert isinstance(cfg.outputs[0], CsvOutputConfig) and cfg.outputs[0].path == str(tmp_path / "out/d.csv")
+    m = cfg.outputs[1]
+    assert isinstance(m, ModbusOutputConfig) and (m.host, m.port, m.at, m.name) == ("10.0.0.5", 1502, "decision",
+                                                                                    "modbus")
+    assert isinstance(line_config(base(demo_category)).outputs[0], CsvOutputConfig)  # default output
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"sorce": {}}, r"unknown key sorce; allowed: \['decision', 'engine', 'monitor', 'name', 'outputs'"),
+    ({"source": {"kind": "usb"}}, r"source.kind='usb' is not allowed; choose one of \['genicam', 'folder', 'video'"),
+    ({"timing": {"deadline_s": "soon"}}, r"timing.deadline_s: expected a number, got 'soon'"),
+    ({"source": {"kind": "conveyor", "conveyor": {"rate": 5}}}, r"unknown key source.conveyor.rate; allowed: .*rate_hz"),
+    ({"outputs": [{"kind": "relay"}]}, r"outputs\[0\].kind='relay' is not allowed; choose one of \['camera_io', 'csv'"),
+    ({"outputs": [{"kind": "modbus", "hots": "x"}]}, r"unknown key outputs\[0\].hots; allowed: .*host"),
+    ({"outputs": [{"kind": "csv"}, {"kind": "csv"}]}, "names .* repeat"),
+    ({"decision": {"fail_safe": "accept"}}, r"decision.fail_safe='accept' is not allowed"),
+    ({"source": {"kind": "folder"}}, "source.kind='folder' needs source.folder.path"),
+    ({"monitor": {"port": 70000}}, "monitor.port=70000"),
+    ({"region": {"tiles": "yes"}}, "region.tiles: expected true or false"),
+])
+def test_errors_name_the_key_and_the_allowed_values(tmp_path, demo_category, patch, message):
+    data = base(demo_category)
+    data.update(patch)
+    with pytest.raises(LineConfigError, match=message) as e:
+        load_line_config(write(tmp_path, data))
+    assert isinstance(e.value, ConfigError)  # the CLI prints ConfigErrors without a traceback
+
+
+def test_timing_and_geometry_errors_come_before_the_line_starts(demo_category):
+    cfg = line_config(base(demo_category, timing={}))
+    with pytest.raises(LineConfigError, match="set deadline_s > 0"):
+        build_line(cfg, engine=ScriptedEngine(64, 64))
+    cfg = line_config(base(demo_category))
+    line = build_line(cfg, engine=ScriptedEngine(256, 256), outputs=[])
+    with pytest.raises(LineConfigError, match="model takes 256x256 frames but the camera region is 64x64"):
+        line.run()
+    with pytest.raises(LineConfigError, match="does not exist"):
+        load_line_config("/nonexistent/line.yaml")
+
+
+def test_build_line_with_evidence_and_csv(tmp_path, demo_category):
+    data = base(demo_category, outputs=[{"kind": "csv", "path": "d.csv"}, {"kind": "log"}],
+                monitor={"evidence_dir": "ev", "evidence_quota_mb": 5, "status_line": False},
+                region={"tiles": True, "overlap": 16})
+    cfg = load_line_config(write(tmp_path, data))
+    # about a third of the tiles are "defects" (any tile makes its part a reject)
+    engine = ScriptedEngine(32, 32, 3, score_fn=lambda f: float(zlib.crc32(f.tobytes()) % 7 == 0))
+    summary = build_line(cfg, engine=engine).run()
+    assert summary["parts"] == 30 and summary["undecided"] == 0
+    rows = read_decisions(tmp_path / "d.csv")
+    assert len(rows) == 30
+    rejects = [r for r in rows if r["verdict"] == "reject"]
+    evidence = sorted((tmp_path / "ev").glob("*.json"))
+    assert len(evidence) == len(rejects) > 0
+    assert json.loads(evidence[0].read_text())["verdict"] == "reject"
+    assert len(list((tmp_path / "ev").glob("*_overlay.png"))) == len(evidence)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory, demo_category):
+    """A prn-tiny model fitted on the demo category's train images, exported with uint8 64x64 RGB input."""
+    try:
+        from prn_edge.runtime import open_engine  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"prn_edge.runtime is not importable yet ({e})")
+    import torch
+
+    from prn_edge.config import make_config
+    from prn_edge.data.dataset import load_category
+    from prn_edge.data.images import read_image
+    from prn_edge.export.onnx_export import export_onnx
+    from prn_edge.model.prn import build_prn
+    from prn_edge.train.checkpoint import save_checkpoint
+
+    out = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    cfg = make_config("prn-tiny")
+    train = load_category(demo_category, num_shots=0).train_good
+    model, info = build_prn(cfg.model, num_images=len(train))
+    x = torch.from_numpy(np.stack([read_image(p) for p in train])).permute(0, 3, 1, 2).float() / 255
+    model.fit_prototypes(x)
+    model.eval()
+    with torch.no_grad():
+        _, scores = model.predict(x)
+    meta = {"category": "grass", "train_images_sha256": "0" * 64, "backbone": info, "prototypes_sha256": "1" * 64,
+            "image_threshold": float(scores.max()) + 1e-3, "pixel_threshold": 0.5, "score_spread": 0.1}
+    save_checkpoint(out / "tiny.pt", model, cfg, meta)
+    try:
+        export_onnx(out / "tiny.pt", out / "tiny.onnx", batch=None, input_format="uint8", channel_order="rgb",
+                    input_hw=(64, 64), lint_targets=())
+    except TypeError as e:
+        pytest.skip(f"export_onnx has another signature now ({e})")
+    return out / "tiny.onnx"
+
+
+def test_run_line_with_the_onnx_runtime_engine(tmp_path, demo_category, tiny_onnx):
+    from prn_edge.line.cli import run_line
+
+    data = base(demo_category, engine={"path": str(tiny_onnx), "backend": "onnxruntime", "threads": 1, "warmup": 2},
+                outputs=[{"kind": "csv", "path": "d.csv"}], monitor={"status_line": False, "port": 0},
+                timing={"deadline_s": 0.25, "max_batch": 2})
+    data["source"]["conveyor"].update(rate_hz=40, parts=24)
+    summary = run_line(write(tmp_path, data), summary_json=tmp_path / "s.json")
+    assert summary["parts"] == 24 and summary["undecided"] == 0
+    assert json.loads((tmp_path / "s.json").read_text())["parts"] == 24
+    rows = read_decisions(tmp_path / "d.csv")
+    assert sorted(int(r["seq"]) for r in rows) == list(range(24))
+    model_rows = [r for r in rows if r["cause"] == "model"]
+    assert len(model_rows) >= 20  # a loaded machine may push a few parts over the budget
+    assert all(np.isfinite(float(r["score"])) for r in model_rows)
+    assert {r["verdict"] for r in model_rows} <= {"good", "reject"}

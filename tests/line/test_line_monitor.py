@@ -1,0 +1,87 @@
+"""Monitoring: a private Prometheus registry per line served on 127.0.0.1, evidence in a ring buffer with a
+quota, and the one-line status."""
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.request
+
+import numpy as np
+
+from prn_edge.line.decision import Decision, Part
+from prn_edge.line.monitor import EvidenceStore, LineMetrics, StatusLine, heat_overlay
+from prn_edge.line.sources import Frame
+
+
+def reject(seq: int, cause: str = "model", image=True) -> Part:
+    now = time.monotonic()
+    img = np.random.default_rng(seq).integers(0, 255, (48, 64, 3), dtype=np.uint8) if image else None
+    p = Part(seq, now, now, now, frame=Frame(img, seq, now, label=1, defect="crack"), frame_id=seq)
+    p.decision = Decision(seq, "reject", cause, now, 0.9, 0.8)
+    p.amap = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
+    p.times["inference"] = 0.004
+    return p
+
+
+def test_metrics_endpoint_on_loopback_with_a_private_registry():
+    a, b = LineMetrics("a"), LineMetrics("b")  # two lines in one process do not collide
+    p = reject(0, "camera_timeout")
+    a.parts.inc()
+    a.on_final(p)
+    a.dropped_frames.labels("stale").inc(2)
+    port = a.serve(0)
+    try:
+        assert a._server.server_address[0] == "127.0.0.1"
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        a.close()
+    assert "prn_line_parts_total 1.0" in text
+    assert 'prn_line_fail_safe_rejects_total{cause="camera_timeout"} 1.0' in text
+    assert 'prn_line_dropped_frames_total{reason="stale"} 2.0' in text
+    assert 'prn_line_stage_seconds_bucket{le="0.005",stage="inference"} 1.0' in text
+    assert b.value("prn_line_parts_total") == 0
+    assert a.summary()["fail_safe"] == {"camera_timeout": 1} and a.summary()["rejects"] == 1
+
+
+def test_evidence_ring_buffer_keeps_the_newest_within_quota(tmp_path):
+    one = 0
+    with EvidenceStore(tmp_path / "ev", quota_bytes=10 << 20) as store:
+        store.submit(reject(0))
+    one = sum(f.stat().st_size for f in (tmp_path / "ev").iterdir())
+    assert one > 0
+    quota = int(one * 3.5)
+    with EvidenceStore(tmp_path / "ev", quota_bytes=quota) as store:  # picks up what is on disk
+        for i in range(1, 10):
+            p = reject(i)
+            assert store.wants(p)
+            store.submit(p)
+            time.sleep(0.01)  # the writer thread keeps up; the backlog is bounded anyway
+    files = sorted((tmp_path / "ev").iterdir())
+    assert sum(f.stat().st_size for f in files) <= quota
+    kept = sorted(json.loads(f.read_text())["seq"] for f in files if f.suffix == ".json")
+    assert kept == list(range(10 - len(kept), 10)) and 2 <= len(kept) <= 3
+    assert len([f for f in files if f.name.endswith("_overlay.png")]) == len(kept)
+    info = json.loads(next(f for f in files if f.suffix == ".json").read_text())
+    assert info["cause"] == "model" and info["defect"] == "crack" and info["stage_seconds"]["inference"] == 0.004
+
+
+def test_evidence_skips_fail_safe_and_imageless_parts_unless_asked(tmp_path):
+    store = EvidenceStore(tmp_path, fail_safe=False)
+    assert not store.wants(reject(1, "engine_error"))
+    assert EvidenceStore(tmp_path, fail_safe=True).wants(reject(1, "engine_error"))
+    assert not EvidenceStore(tmp_path, fail_safe=True).wants(reject(1, "missing_frame", image=False))
+
+
+def test_overlay_and_status_line():
+    img = np.zeros((10, 20, 1), np.uint8)
+    ov = heat_overlay(img, np.ones((5, 5), np.float32))
+    assert ov.shape == (10, 20, 3) and ov[..., 0].max() > 0  # hot = red in RGB
+    out = io.StringIO()
+    status = StatusLine(out, every_s=0.0, force=True)
+    summary = {"parts": 10, "rejects": 3, "fail_safe": {"camera_timeout": 1}, "deadline_misses": 0}
+    status.update(StatusLine.render(summary, 2.0, 4.2, True, 1))
+    status.update(StatusLine.render(summary, 2.0, 4.2, False, 1), final=True)
+    text = out.getvalue()
+    assert text.startswith("\rparts 10  5.0/s  rejects 3  fail-safe 1") and "ALARM" in text and text.endswith("\n")
+    assert StatusLine(io.StringIO()).enabled is False  # not a terminal: silent

@@ -1,0 +1,101 @@
+"""Latency budget, engine-time estimates and the reject scheduler on their own."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from prn_edge.line import Budget, LineConfigError
+from prn_edge.line.decision import model_verdict
+from prn_edge.line.timing import EngineTimer, RejectScheduler, RollingQuantile, Watchdog
+
+
+def test_budget_from_conveyor_or_deadline():
+    b = Budget.from_line(speed_m_s=0.5, distance_m=0.3, actuator_lead_s=0.03, margin_s=0.005)
+    assert b.fire_delay_s == pytest.approx(0.57)
+    p = b.part(7, 100.0)
+    assert (p.seq, p.t_fire, p.t_ready) == (7, pytest.approx(100.57), pytest.approx(100.565))
+    assert Budget.from_line(deadline_s=0.2).fire_delay_s == 0.2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "set deadline_s > 0, or speed_m_s and distance_m"),
+    ({"speed_m_s": 1.0, "distance_m": 0.5, "deadline_s": 0.1}, "not both"),
+    ({"speed_m_s": 1.0}, r"timing.speed_m_s=1.0 and timing.distance_m=0.0: both must be > 0"),
+    ({"speed_m_s": 2.0, "distance_m": 0.1, "actuator_lead_s": 0.05}, "leaves no time to decide"),
+])
+def test_budget_errors(kwargs, message):
+    with pytest.raises(LineConfigError, match=message):
+        Budget.from_line(**kwargs)
+
+
+def test_rolling_quantile_window_and_age():
+    q = RollingQuantile(window=100, max_age_s=1.0)
+    for i in range(200):
+        q.add(float(i), now=10.0)
+    assert len(q) == 100 and q.quantile(0.5, now=10.0) == pytest.approx(149.5)
+    assert q.quantile(0.99, default=-1.0, now=11.5) == -1.0  # all expired
+
+
+def test_engine_timer_estimates_unseen_batch_sizes():
+    t = EngineTimer(window=10, q=0.99, max_age_s=0)
+    assert t.estimate(4) == 0.0
+    for _ in range(10):
+        t.add(2, 0.010)
+    assert t.estimate(2) == pytest.approx(0.010)
+    assert t.estimate(4) == pytest.approx(0.020)  # scaled from the nearest smaller size
+    assert t.estimate(1) == pytest.approx(0.010)  # never less than a measured larger call
+
+
+def test_model_verdict_and_band():
+    assert model_verdict(True, 0.9, ()) == "reject"
+    assert model_verdict(False, 0.1, (0.4, 0.6)) == "good"
+    assert model_verdict(True, 0.55, (0.4, 0.6)) == "recheck"
+    assert model_verdict(False, 0.45, (0.4, 0.6)) == "recheck"
+
+
+def test_watchdog():
+    w = Watchdog(timeout_s=0.05)
+    w.beat("a")
+    assert w.healthy()
+    camera_ok = [True]
+    w.extra.append(lambda: camera_ok[0])
+    camera_ok[0] = False
+    assert not w.healthy()
+    camera_ok[0] = True
+    assert w.stale(time.monotonic() + 0.1) == ["a"]
+    w.forget("a")
+    assert w.healthy(time.monotonic() + 0.1)
+
+
+def test_scheduler_fires_in_time_order_once_each_and_refuses_late_verdicts():
+    fired, finals, beats = [], [], []
+    s = RejectScheduler("reject", lambda p, when: fired.append((p.seq, when, time.monotonic())),
+                        finals.append, heartbeat=lambda: beats.append(1), heartbeat_s=0.01)
+    b = Budget.from_line(deadline_s=0.15, margin_s=0.04)
+    now = time.monotonic()
+    parts = [b.part(i, now - 0.01 * i) for i in range(4)]  # part 3 is due first
+    for p in parts:
+        s.register(p)
+    with pytest.raises(ValueError):
+        s.register(parts[0])
+    s.start()
+    try:
+        assert s.decide(0, "good") and s.decide(1, "reject")
+        assert not s.decide(0, "reject")  # a second verdict for a decided part is discarded
+        time.sleep(parts[2].t_ready + 0.01 - time.monotonic())  # past part 2's t_ready, 30 ms before its t_fire
+        assert not s.decide(2, "good")  # too late: decided fail-safe at once instead
+        assert s.drain(1.0)
+    finally:
+        s.stop()
+    ejects = [(seq, t) for seq, when, t in fired if when == "eject"]
+    assert [seq for seq, _ in ejects] == [3, 2, 1, 0]
+    for seq, t in ejects:
+        assert t >= parts[seq].t_fire
+    d = {p.seq: p.decision for p in finals}
+    assert (d[0].verdict, d[0].cause) == ("good", "model")
+    assert (d[2].verdict, d[2].cause) == ("reject", "late_verdict")
+    assert (d[3].verdict, d[3].cause) == ("reject", "late_verdict")  # never decided
+    assert s.late_results == 1 and len(beats) >= 3
+    # "decision" dispatches: once per part, when decided (or at fire for the never-decided one)
+    assert sorted(seq for seq, when, _ in fired if when == "decision") == [0, 1, 2, 3]
