@@ -85,7 +85,7 @@ class SynthConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4

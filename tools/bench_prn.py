@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,22 +20,8 @@ TARGETS = {"image_auroc": 0.98, "pixel_auroc": 0.97, "aupro": 0.90}
 TRAIN_BUDGET_S = 20 * 60
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": str(torch.__version__), "python": platform.python_version()}
-
-
 def main() -> int:
+    from prn_edge.bench.machine import machine_info
     from prn_edge.config import make_config, parse_override, _merge
     from prn_edge.data.demo import SCENES, make_dataset
     from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint
@@ -63,7 +48,7 @@ def main() -> int:
     if missing:
         make_dataset(data, seed=args.seed, categories=missing, progress=not args.quiet)
 
-    rows, report = [], {"machine": machine(), "variant": args.variant, "config": cfg.to_dict(), "targets": TARGETS,
+    rows, report = [], {"machine": machine_info(), "variant": args.variant, "config": cfg.to_dict(), "targets": TARGETS,
                         "train_budget_s": TRAIN_BUDGET_S, "categories": {}}
     for cat in args.categories:
         t = time.time()
@@ -78,6 +63,7 @@ def main() -> int:
                  "per_type": ev["per_type"], "decisions": ev["decisions"]}
         report["categories"][cat] = entry
         rows.append((cat, entry))
+        entry["load_average_after"] = os.getloadavg()  # training time is only comparable on a quiet machine
         write_json(out / "bench_prn.json", report)  # after each category, so a long run leaves partial results
 
     keys = ("image_auroc", "pixel_auroc", "aupro")

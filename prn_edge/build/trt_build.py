@@ -179,7 +179,7 @@ def plan_precision(version: str, precision: str, qdq: bool, implicit_int8: bool,
                                  "or int8 where the GPU has fast INT8")
         else:
             plan["flags"].append("FP16")
-            plan.update(fp32_constraints=not qdq, detail="fp16 (sensitive layers pinned to fp32)")
+            plan["detail"] = "fp16 (sensitive layers pinned to fp32)"
     if precision in ("int8", "best"):
         if not fast_int8:
             if precision == "int8":
@@ -198,6 +198,9 @@ def plan_precision(version: str, precision: str, qdq: bool, implicit_int8: bool,
             raise BuildError("precision int8 needs INT8 scales: build the Q/DQ model of a calibration run "
                              "(calibration/NAME/model.int8.onnx, from `prn-edge calibrate --flavour tensorrt`), or "
                              "calibrate this FP32 ONNX here with implicit_int8=True and calibration='calibration/NAME'")
+    # Reduced precision without Q/DQ: keep the sensitive layers (mixed_precision.fp32_nodes) in FP32, as the
+    # calibration run keeps them float by design (prn_edge.calibrate.quantize.float_by_design).
+    plan["fp32_constraints"] = bool(plan["flags"]) and not qdq
     if plan["int8"]:
         parts = ["int8 " + ("Q/DQ" if plan["int8"] == "explicit" else "entropy-calibrated")]
         parts.append("fp16" if "FP16" in plan["flags"] else "fp32")

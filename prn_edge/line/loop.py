@@ -17,12 +17,12 @@ import threading
 import time
 from collections import deque
 from contextlib import ExitStack
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .decision import GOOD, MODEL, RECHECK, REJECT, Part, model_verdict
-from .engine import engine_input, run_engine
+from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
+from .engine import EngineLike, engine_input, run_engine
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
 from .monitor import EvidenceStore, LineMetrics, StatusLine
 from .outputs.base import OutputSet, RejectOutput
@@ -83,7 +83,7 @@ class Line:
         summary = line.run()             # until the source ends, or stop() / duration_s / max_parts
     """
 
-    def __init__(self, source: FrameSource, engine: Any, outputs: list[RejectOutput], budget: Budget,
+    def __init__(self, source: FrameSource, engine: EngineLike, outputs: list[RejectOutput], budget: Budget,
                  options: Optional[LoopOptions] = None, *, name: str = "line", metrics: Optional[LineMetrics] = None,
                  evidence: Optional[EvidenceStore] = None, status: Optional[StatusLine] = None):
         self.source, self.engine, self.budget = source, engine, budget
@@ -199,11 +199,12 @@ class Line:
 
     def _show_status(self, t_start: float, final: bool = False) -> None:
         if self.status is not None:
-            p99 = self.metrics_p99_ms()
+            p99 = self._decide_p99_ms()
             self.status.update(StatusLine.render(self.metrics.summary(), time.monotonic() - t_start, p99,
                                                  self.watchdog.healthy(), self._queue.qsize()), final)
 
-    def metrics_p99_ms(self) -> float:
+    def _decide_p99_ms(self) -> float:
+        """p99 of capture -> decision over the last 500 parts (for the status line)."""
         lat = [p.decision.t_decided - p.t_capture for p in list(self.records)[-500:] if p.decision is not None]
         return float(np.quantile(lat, 0.99) * 1000) if lat else 0.0
 

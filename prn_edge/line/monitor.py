@@ -57,6 +57,8 @@ class LineMetrics:
             self.decisions.labels(v)
         for c in FAIL_SAFE_CAUSES:
             self.fail_safe.labels(c)
+        for s in STAGES:
+            self.stage.labels(s)
         self._server = None
 
     def value(self, name: str, **labels) -> float:

@@ -202,10 +202,6 @@ class RejectScheduler:
         with self._cond:
             return len(self._slots)
 
-    def deadline(self, seq: int) -> Optional[float]:
-        part = self._slots.get(seq)
-        return None if part is None else part.t_ready
-
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
         self._stop = False

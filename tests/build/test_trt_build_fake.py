@@ -89,7 +89,8 @@ def test_plan_weakly_typed(version):
     assert p["flags"] == ["FP16"] and p["fp32_constraints"] and not p["convert_fp16"]
     assert plan_precision(version, "int8", True, False)["flags"] == ["INT8"]
     p = plan_precision(version, "int8", False, True)
-    assert p["flags"] == ["INT8"] and p["int8"] == "implicit"
+    assert p["flags"] == ["INT8"] and p["int8"] == "implicit" and p["fp32_constraints"]
+    assert not plan_precision(version, "int8", True, False)["fp32_constraints"]  # Q/DQ placement decides
     assert plan_precision(version, "best", True, False)["flags"] == ["FP16", "INT8"]
     assert plan_precision(version, "best", False, False)["flags"] == ["FP16"]  # no scales: no INT8
     with pytest.raises(BuildError, match="needs INT8 scales"):
@@ -109,7 +110,7 @@ def test_plan_strongly_typed_never_uses_builder_precision_flags(version):
         assert p["flags"] == [] and p["strongly_typed"] and not p["fp32_constraints"]
     assert plan_precision(version, "fp16", False, False)["convert_fp16"]
     assert plan_precision(version, "int8", True, False)["int8"] == "explicit"
-    with pytest.raises(BuildError, match=r"run `prn-edge calibrate CKPT --data DATA --run NAME --flavour tensorrt` "
+    with pytest.raises(BuildError, match=r"(?i)run `prn-edge calibrate CKPT --data DATA --run NAME --flavour tensorrt` "
                                          r"first"):
         plan_precision(version, "int8", False, False)
     with pytest.raises(BuildError, match="no implicit INT8"):
@@ -201,7 +202,7 @@ def test_platform_without_fast_fp16_or_int8_is_refused(install, onnx_models, tmp
 
 def test_int8_plain_onnx_on_tensorrt_11_says_to_calibrate_first(install, onnx_models, tmp_path):
     install("11.1.0")
-    with pytest.raises(BuildError, match=r"needs an explicitly quantized \(Q/DQ\) ONNX.*`prn-edge calibrate CKPT "
+    with pytest.raises(BuildError, match=r"needs an explicitly quantized \(Q/DQ\) ONNX.*Run `prn-edge calibrate CKPT "
                                          r"--data DATA --run NAME --flavour tensorrt` first"):
         build_engine(onnx_models["dyn"], tmp_path / "engines" / "m.engine", precision="int8", log=quiet)
     assert not (tmp_path / "engines").exists()
@@ -241,7 +242,7 @@ def test_implicit_int8_calibrator_feeds_the_runs_images_as_model_input(install, 
     summary = build_engine(onnx_models["dyn"], out, precision="int8", implicit_int8=True, calibration=calib_run,
                            batch_profile=(1, 2, 4), log=quiet)
     rec = trt.builds[-1]
-    assert rec["flags"] == {"INT8"}
+    assert rec["flags"] == {"INT8", "PREFER_PRECISION_CONSTRAINTS"}  # prototype search etc. stay FP32
     assert rec["config"].calibration_profile.shapes["image"] == ((2, 3, 64, 64),) * 3
     got = rec["calibration_batches"]
     assert len(got) == 3  # 6 images in batches of the profile's opt batch (2)
@@ -275,7 +276,7 @@ def test_implicit_int8_uint8_frames_on_jetpack5(install, onnx_models, tmp_path, 
     build_engine(onnx_models["u8"], tmp_path / "engines" / "u8.engine", precision="best", implicit_int8=True,
                  calibration=calib_run, log=quiet)
     rec = trt.builds[-1]
-    assert rec["flags"] == {"FP16", "INT8"}  # best: FP16 + calibrated INT8, no precision pinning with INT8
+    assert rec["flags"] == {"FP16", "INT8", "PREFER_PRECISION_CONSTRAINTS"}  # best: FP16 + calibrated INT8
     got = rec["calibration_batches"]
     assert len(got) == 3 and all(b.dtype == np.uint8 and b.shape == (2, 96, 96, 3) for b in got)
     manifest = json.loads((calib_run / "manifest.json").read_text())

@@ -143,8 +143,6 @@ def test_full_queue_and_micro_batches(demo_category):
 
 
 def test_duration_stops_an_endless_source(demo_category):
-    line, summary, rec = run(demo_category, engine=NullEngine(64, 64, 3), parts=0, duration_s=None,
-                             max_batch=1) if False else (None, None, None)
     source = SyntheticConveyor(demo_category, rate_hz=200, parts=0)
     rec = RecordingOutput()
     line = Line(source, NullEngine(64, 64, 3), [rec], Budget.from_line(deadline_s=0.03), LoopOptions(warmup=1))
@@ -179,8 +177,8 @@ def test_maps_are_stitched_when_kept(demo_category):
     seen = []
     line = Line(source, engine, [], Budget.from_line(deadline_s=0.1),
                 LoopOptions(tiles=True, overlap=8, keep_maps=True, warmup=1))
-    line._on_final_orig = line._on_final
-    line.scheduler._on_final = lambda p: (seen.append(None if p.amap is None else p.amap.shape), line._on_final(p))
+    final = line._on_final  # look at each part's map before the record drops it
+    line.scheduler._on_final = lambda p: (seen.append(None if p.amap is None else p.amap.shape), final(p))
     summary = line.run()
     assert summary["undecided"] == 0 and seen == [(64, 64)] * 5
     assert line.prep.frames_per_part == 9  # 32 px tiles with >= 8 px overlap over 64 px: starts 0, 24, 32

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from typing import Callable
 
 from ..decision import Part
 from ..errors import OutputError
