@@ -19,3 +19,7 @@ class CheckpointError(PrnEdgeError):
 
 class WeightsError(PrnEdgeError):
     """Backbone weights are missing or do not match the architecture."""
+
+
+class BuildError(PrnEdgeError):
+    """A TensorRT engine cannot be built here or from this input."""

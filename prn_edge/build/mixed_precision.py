@@ -124,14 +124,16 @@ def to_mixed_fp16(onnx_model: onnx.ModelProto, keep_fp32_ops: Sequence[str] = DE
     if any(i.data_type == _HALF for i in src.graph.initializer):
         raise MixedPrecisionError("the model already holds FP16 weights; give the FP32 export")
 
+    names = [n.name for n in src.graph.node]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise MixedPrecisionError("every node needs a unique name to be placed in FP16 or FP32; re-export the model "
+                                  "with prn_edge.export")
     model = onnx.ModelProto()
     model.CopyFrom(src)
     g = model.graph
     types = _tensor_types(model)
     keep = fp32_nodes(model, keep_fp32_ops, keep_fp32_names, keep_tail, keep_fp32_nodes)
     low = {n.name for n in g.node if n.name not in keep}
-    if any(not n.name for n in g.node):
-        raise MixedPrecisionError("every node needs a name to be placed in FP16 or FP32; re-export the model")
 
     inits = {i.name: i for i in g.initializer}
     graph_inputs = {i.name for i in g.input}

@@ -45,7 +45,7 @@ from ..runtime import tensorrt_backend as tb
 from ..runtime.base import EngineError
 from .calibrator import (cache_name, calibration_batches, is_calibration_run, make_entropy_calibrator,
                          read_calibration_run)
-from .errors import BuildError
+from ..errors import BuildError
 from .host import jetson_info
 from .mixed_precision import MixedPrecisionError, fp32_nodes, has_qdq, qdq_types, to_mixed_fp16
 

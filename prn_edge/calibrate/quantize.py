@@ -58,8 +58,10 @@ def prepare(fp32: Path, out: Path) -> Path:
     `exclude` lists refer to."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # Symbolic shape inference fails on a dynamic batch and leaves temp files in the working directory;
+    # ONNX's own inference suffices, since every dimension but the batch is static.
     with _quiet():
-        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=False)
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
     src, q = onnx.load(str(fp32)), onnx.load(str(out))
     set_metadata(q, {p.key: p.value for p in src.metadata_props})
     onnx.save(q, str(out))

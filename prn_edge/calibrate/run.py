@@ -211,7 +211,7 @@ def _trt_cache_note() -> str:
         import tensorrt  # noqa: F401
     except ImportError:
         return "not written: TensorRT is not installed here (write it on the target with `prn-edge build --precision int8 --calibration RUN`)"
-    return "see `prn-edge build --precision int8 --implicit`"
+    return "written by `prn-edge build --precision int8 --implicit-int8 --calibration RUN` on the TensorRT host"
 
 
 def attempts_table(report: dict) -> str:

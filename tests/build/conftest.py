@@ -48,7 +48,9 @@ def make_calibration_run(root: Path, n_images: int = 6, name: str = "run1") -> P
     img_dir = root / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, img in enumerate(real_images(n_images, 96 + 16 * (i % 2))):
+    small, large = real_images(n_images, 96), real_images(n_images, 128)
+    for i in range(n_images):
+        img = small[i] if i % 2 == 0 else large[i]
         p = img_dir / f"good_{i:03d}.png"
         cv2.imwrite(str(p), img[..., ::-1])  # RGB -> BGR for OpenCV
         paths.append(p)

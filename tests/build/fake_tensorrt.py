@@ -16,6 +16,7 @@ and hands back a fake calibration cache. Inject with monkeypatch.setitem(sys.mod
 """
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import types
 
@@ -59,6 +60,36 @@ class FakeCuda:
     def htod(self, dptr, host, nbytes, stream):
         self.mem[dptr][:nbytes] = np.ascontiguousarray(host).reshape(-1).view(np.uint8)[:nbytes]
 
+    # the rest of the runtime backend's interface (pinned host buffers, events); no CUDA graphs
+    supports_graphs = False
+
+    def host_empty(self, shape, dtype):
+        arr = np.zeros(shape, dtype)
+        return id(arr), arr
+
+    def host_free(self, handle):
+        pass
+
+    def stream_handle(self, stream):
+        return 1234
+
+    def dtoh(self, host, dptr, nbytes, stream):
+        host.reshape(-1).view(np.uint8)[:nbytes] = self.mem[dptr][:nbytes]
+
+    def event(self):
+        return [0.0]
+
+    def record(self, event, stream):
+        import time
+
+        event[0] = time.perf_counter()
+
+    def elapsed(self, start, end):
+        return end[0] - start[0]
+
+    def event_free(self, event):
+        pass
+
 
 class _DType:
     def __init__(self, name):
@@ -75,6 +106,7 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: FakeCuda | None = None,
     patch = int(version.split(".")[2]) if len(version.split(".")) > 2 else 0
     weak = major <= 10
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # libraries probe find_spec("tensorrt")
     trt.__version__ = version
     trt.__fake__ = True
     trt.cuda = cuda
@@ -339,14 +371,91 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: FakeCuda | None = None,
                     calibrator.write_calibration_cache(b"FAKE-CALIBRATION-CACHE")
             if fail_build:
                 return None
+            inp = network.get_input(0)
+            profile = None
+            if config.profiles:
+                mn, op, mx = config.profiles[0].shapes[inp.name]
+                profile = [mn[0], op[0], mx[0]]
             header = {"fake_tensorrt": version, "flags": sorted(config.flags),
-                      "device": config.default_device_type}
+                      "device": config.default_device_type, "profile": profile}
             return json.dumps(header).encode() + b"\n" + network.model.SerializeToString()
 
     if weak:
         Builder.platform_has_fast_fp16 = property(lambda self: fast_fp16)
         Builder.platform_has_fast_int8 = property(lambda self: fast_int8)
     trt.Builder = Builder
+
+    # ------------------------------------------------------------------ runtime: the engine runs its ONNX in ORT
+    class Engine:
+        def __init__(self, data):
+            import onnxruntime as ort
+
+            head, body = bytes(data).split(b"\n", 1)
+            self.header = json.loads(head)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            self.sess = ort.InferenceSession(body, so, providers=["CPUExecutionProvider"])
+            np_of = {"tensor(uint8)": (np.uint8, uint8), "tensor(float)": (np.float32, float32)}
+            self.io = []
+            for t in self.sess.get_inputs() + self.sess.get_outputs():
+                shape = tuple(d if isinstance(d, int) else -1 for d in t.shape)
+                self.io.append((t.name, shape) + np_of[t.type])
+            self.input_name = self.sess.get_inputs()[0].name
+
+        num_io_tensors = property(lambda self: len(self.io))
+
+        def get_tensor_name(self, i):
+            return self.io[i][0]
+
+        def _t(self, name):
+            return next(t for t in self.io if t[0] == name)
+
+        def get_tensor_shape(self, name):
+            return self._t(name)[1]
+
+        def get_tensor_dtype(self, name):
+            return self._t(name)[3]
+
+        def get_tensor_profile_shape(self, name, profile_index):
+            rest = self._t(name)[1][1:]
+            return [(b,) + rest for b in self.header["profile"]]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.addr, self.batch = engine, {}, None
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def set_input_shape(self, name, shape):
+            lo, _, hi = self.engine.header["profile"]
+            if not lo <= shape[0] <= hi:
+                return False
+            self.batch = shape[0]
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            e = self.engine
+            name, shape, dtype, _ = e._t(e.input_name)
+            n = self.batch if shape[0] == -1 else shape[0]
+            size = n * int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+            x = cuda.mem[self.addr[name]][:size].view(dtype).reshape((n,) + shape[1:])
+            for (oname, *_), value in zip(e.io[1:], e.sess.run(None, {name: x})):
+                raw = np.ascontiguousarray(value, dtype=np.float32).reshape(-1).view(np.uint8)
+                cuda.mem[self.addr[oname]][:raw.size] = raw
+            return True
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return Engine(data)
+
+    trt.Runtime = Runtime
     return trt
 
 
