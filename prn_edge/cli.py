@@ -105,6 +105,8 @@ def cmd_build(args) -> int:
     summary = build_engine(Path(args.onnx), Path(args.output), precision=args.precision, workspace_mb=args.workspace,
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None,
                            dla_core=args.dla_core, version_compatible=args.version_compatible,
+                           hardware_compat=args.hardware_compat,
+                           batch_profile=tuple(int(v) for v in args.batch_profile.split(",")) if args.batch_profile else None,
                            calibration=Path(args.calibration) if args.calibration else None,
                            implicit_int8=args.implicit_int8)
     print(json.dumps(summary, indent=2, default=str))
@@ -236,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=int, default=1024, help="MiB (Jetson: keep it small, e.g. 256)")
     p.add_argument("--timing-cache")
     p.add_argument("--dla-core", type=int)
-    p.add_argument("--version-compatible", action="store_true")
+    p.add_argument("--version-compatible", action="store_true", help="engine loads on later TensorRT of the same major")
+    p.add_argument("--hardware-compat", choices=["ampere_plus", "same_compute_capability"],
+                   help="hardware compatibility level (TensorRT >= 8.6; slower engines)")
+    p.add_argument("--batch-profile", metavar="MIN,OPT,MAX", help="optimization profile for a dynamic-batch ONNX")
     p.add_argument("--calibration", help="calibration run folder (implicit INT8 on TensorRT <= 10)")
     p.add_argument("--implicit-int8", action="store_true")
     p.set_defaults(func=cmd_build)
