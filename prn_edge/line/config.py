@@ -54,6 +54,7 @@ class GenicamConfig:
     max_age_s: float = 0.0  # frames older than this are discarded (0 = no limit)
     num_buffers: int = 8
     reconnect_max_s: float = 5.0
+    poll_max_s: float = 0.002  # longest pause between buffer polls while idle (latency vs CPU)
 
 
 @dataclass

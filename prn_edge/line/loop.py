@@ -109,6 +109,9 @@ class Line:
         self._errors: list[BaseException] = []
         self._engine_errors_in_row = 0
         self._last_engine_call = 0.0
+        self._busy_until = 0.0
+        self._source_dropped = 0
+        self._ran = False
         self.prep: Optional[Preprocessor] = None
 
     # ================================================================= running
@@ -117,6 +120,10 @@ class Line:
         self._stop.set()
 
     def run(self, duration_s: Optional[float] = None, max_parts: Optional[int] = None) -> dict:
+        """Run until the source ends (or stop(), duration_s, max_parts); a Line runs once."""
+        if self._ran:
+            raise LineError(f"line {self.name} has run already; build a new Line to run again")
+        self._ran = True
         self._max_parts = max_parts
         t_start = time.monotonic()
         with ExitStack() as stack:
@@ -236,6 +243,7 @@ class Line:
                 if self._max_parts is not None and self._seq >= self._max_parts:
                     break
                 self.watchdog.beat("acquire")
+                self._count_source_drops()
                 try:
                     frame = self.source.grab(self.opt.grab_timeout_s)
                 except SourceExhausted as e:
@@ -272,19 +280,35 @@ class Line:
                 now = time.monotonic()
                 part.times["capture_to_queue"] = now - frame.host_ts
                 part.t_enqueued = now
+                if now + self._queue_wait(now) + self.timer.estimate(self.prep.frames_per_part) > part.t_ready:
+                    self.scheduler.fail_safe(part.seq, "over_budget")
+                    if not self._queue.empty():
+                        continue
+                    # else queue it anyway: an idle engine probes with it, so the estimate can recover
                 try:
                     self._queue.put_nowait(part)
                 except queue.Full:
                     self.scheduler.fail_safe(part.seq, "queue_full")
                 self.metrics.queue_depth.set(self._queue.qsize())
         finally:
+            self._count_source_drops()
             self.watchdog.forget("acquire")
             self._acq_done.set()
-            source_dropped = getattr(self.source, "dropped", 0)
-            if source_dropped:
-                self.metrics.dropped_frames.labels("source").inc(source_dropped)
+
+    def _count_source_drops(self) -> None:
+        dropped = self.source.dropped
+        if dropped > self._source_dropped:
+            self.metrics.dropped_frames.labels("source").inc(dropped - self._source_dropped)
+            self._source_dropped = dropped
 
     # ================================================================= inference
+    def _queue_wait(self, now: float) -> float:
+        """Expected wait before a part queued now reaches the engine: the running call's rest plus the batches
+        queued ahead of it."""
+        rest = max(0.0, self._busy_until - now)
+        batches = -(-self._queue.qsize() // self.opt.max_batch)
+        return rest + batches * self.timer.estimate(self.opt.max_batch * self.prep.frames_per_part)
+
     def _take_batch(self) -> list[Part]:
         try:
             batch = [self._queue.get(timeout=0.1)]
@@ -341,9 +365,11 @@ class Line:
                 self.scheduler.fail_safe(p.seq, "corrupt_frame")
             return
         t1 = time.perf_counter()
+        self._busy_until = time.monotonic() + self.timer.estimate(len(x))
         try:
             v = run_engine(self.engine, x)
         except Exception as e:
+            self._busy_until = 0.0
             self._engine_errors_in_row += 1
             if self._engine_errors_in_row in (1, 10, 100):
                 log.warning("ALARM engine failed %d time(s) in a row: %r", self._engine_errors_in_row, e)
@@ -351,6 +377,7 @@ class Line:
                 self.scheduler.fail_safe(p.seq, "engine_error")
             return
         t2 = time.perf_counter()
+        self._busy_until = 0.0
         self._engine_errors_in_row = 0
         self.timer.add(len(x), t2 - t1)
         keep_maps = self.opt.keep_maps

@@ -14,10 +14,8 @@ from typing import Optional, TextIO
 
 import cv2
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
 from .decision import FAIL_SAFE_CAUSES, STAGES, VERDICTS, Part
-from .errors import LineConfigError
+from .errors import LineConfigError, LineError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +26,10 @@ class LineMetrics:
     """Counters and histograms of one line. `value(name, **labels)` reads them back (tests, summaries)."""
 
     def __init__(self, line: str = "line"):
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError:
+            raise LineError("the line needs prometheus-client: pip install 'prn-edge[line]'") from None
         self.line = line
         r = self.registry = CollectorRegistry()
         self.parts = Counter("prn_line_parts", "Parts seen (each gets one decision)", registry=r)
@@ -100,6 +102,8 @@ class LineMetrics:
 
     def serve(self, port: int, bind: str = "127.0.0.1") -> int:
         """Serve /metrics; port 0 picks a free one. Returns the port."""
+        from prometheus_client import start_http_server
+
         if self._server is not None:
             raise RuntimeError("metrics are already served")
         try:

@@ -3,6 +3,7 @@ server on 127.0.0.1 that records writes, and a GenICam node map with digital-out
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import threading
 import time
@@ -99,6 +100,22 @@ def tlsimu() -> str:
     return str(tlsimu_path())
 
 
+def oracle(category: Path):
+    """score_fn of an engine that knows the ground truth: 1.0 for defect images, 0.0 for good ones (and for
+    the warm-up's blank frames)."""
+    from prn_edge.data.dataset import load_category
+    from prn_edge.data.images import read_image
+
+    truth = {hashlib.sha1(read_image(s.image).tobytes()).digest(): float(s.label)
+             for s in load_category(category, num_shots=0).test}
+    return lambda frame: truth.get(hashlib.sha1(frame.tobytes()).digest(), 0.0)
+
+
+@pytest.fixture(scope="session")
+def truth(demo_category):
+    return oracle(demo_category)
+
+
 @pytest.fixture(scope="session")
 def demo_category(tmp_path_factory) -> Path:
     """A small demo category (64 px): 6 good test images and one of each defect type."""
@@ -184,6 +201,12 @@ class ModbusRecorder:
 
 
 @pytest.fixture()
+def dead_port() -> int:
+    """A loopback port nobody listens on."""
+    return free_port()
+
+
+@pytest.fixture()
 def modbus_server():
     server = ModbusRecorder().start()
     yield server
@@ -225,8 +248,7 @@ class RecordingPort:
         return _Port()
 
 
-@pytest.fixture()
-def io_camera():
+def make_io_camera():
     """(node map, recording port) of a stand-in camera that has only the SFNC digital I/O nodes."""
     try:
         from genicam import genapi
@@ -236,4 +258,14 @@ def io_camera():
     node_map.load_xml_from_string(IO_XML)
     port = RecordingPort()
     node_map.connect(port, "Device")
-    yield node_map, port
+    return node_map, port
+
+
+@pytest.fixture()
+def io_camera():
+    return make_io_camera()
+
+
+@pytest.fixture()
+def io_camera_factory():
+    return make_io_camera

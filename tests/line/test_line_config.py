@@ -143,3 +143,15 @@ def test_run_line_with_the_onnx_runtime_engine(tmp_path, demo_category, tiny_onn
     assert len(model_rows) >= 20  # a loaded machine may push a few parts over the budget
     assert all(np.isfinite(float(r["score"])) for r in model_rows)
     assert {r["verdict"] for r in model_rows} <= {"good", "reject"}
+
+
+def test_folder_source_with_line_scan_from_config(tmp_path, demo_category):
+    """An image folder replayed as a line-scan camera: 64-line images cut into 32-line part frames."""
+    data = {"source": {"kind": "folder", "folder": {"path": str(demo_category / "test"), "rate_hz": 200},
+                       "linescan": {"enabled": True, "frame_height": 32}},
+            "timing": {"deadline_s": 0.1}, "outputs": [{"kind": "csv", "path": "d.csv"}],
+            "engine": {"warmup": 1}, "monitor": {"status_line": False}}
+    cfg = load_line_config(write(tmp_path, data))
+    summary = build_line(cfg, engine=ScriptedEngine(32, 64, 3)).run()
+    assert summary["parts"] == 22 and summary["undecided"] == 0  # 11 images x 2 halves
+    assert len(read_decisions(tmp_path / "d.csv")) == 22

@@ -2,14 +2,11 @@
 faults are decided fail-safe and counted by cause, no model verdict is actuated late."""
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
 import pytest
 
-from prn_edge.data.dataset import load_category
-from prn_edge.data.images import read_image
 from prn_edge.line import Budget, Line, LoopOptions
 from prn_edge.line.doubles import NullEngine, RecordingOutput, ScriptedEngine
 from prn_edge.line.outputs import CsvOutput, read_decisions
@@ -18,19 +15,8 @@ from prn_edge.line.sources import SyntheticConveyor
 TOLERANCE = 0.05  # actuation lateness allowed in tests (shared CI machine); the line's default is 10 ms
 
 
-def oracle(category):
-    """score_fn of an engine that knows the ground truth: 1.0 for defect images, 0.0 for good ones (and the
-    warm-up's blank frames)."""
-    truth = {hashlib.sha1(read_image(s.image).tobytes()).digest(): float(s.label)
-             for s in load_category(category, num_shots=0).test}
-    return lambda frame: truth.get(hashlib.sha1(frame.tobytes()).digest(), 0.0)
-
-
-def run(category, engine=None, parts=40, rate=100.0, deadline=0.06, faults=None, outputs=None, tmp_path=None,
-        **opts):
+def run(category, engine, parts=40, rate=100.0, deadline=0.06, faults=None, outputs=None, **opts):
     source = SyntheticConveyor(category, rate_hz=rate, parts=parts, faults=faults)
-    truth = oracle(category)
-    engine = engine or ScriptedEngine(64, 64, 3, score_fn=truth)
     rec = RecordingOutput()
     outs = [rec] + (outputs or [])
     opts.setdefault("fire_tolerance_s", TOLERANCE)
@@ -54,9 +40,10 @@ def check_one_decision_each(line, summary, rec, parts):
                                               f"(fired {p.t_fired - p.t_fire:.3f} s late)")
 
 
-def test_every_part_one_decision_matching_ground_truth(demo_category, tmp_path):
+def test_every_part_one_decision_matching_ground_truth(demo_category, truth, tmp_path):
     csv_path = tmp_path / "d.csv"
-    line, summary, rec = run(demo_category, parts=40, outputs=[CsvOutput(csv_path)])
+    line, summary, rec = run(demo_category, ScriptedEngine(64, 64, 3, score_fn=truth), parts=40,
+                             outputs=[CsvOutput(csv_path)])
     check_one_decision_each(line, summary, rec, 40)
     assert summary["fail_safe"] == {} and summary["late_actuations"]["model"] == 0
     for p in rec.parts:
@@ -70,9 +57,9 @@ def test_every_part_one_decision_matching_ground_truth(demo_category, tmp_path):
     assert {"capture_to_queue", "queue_wait", "preprocess", "inference", "postprocess", "actuation"} <= stages
 
 
-def test_camera_faults_are_fail_safe_by_cause(demo_category):
+def test_camera_faults_are_fail_safe_by_cause(demo_category, truth):
     faults = {"drop": [3, 39], "timeout": [7], "corrupt": [11]}
-    line, summary, rec = run(demo_category, parts=40, faults=faults)
+    line, summary, rec = run(demo_category, ScriptedEngine(64, 64, 3, score_fn=truth), parts=40, faults=faults)
     check_one_decision_each(line, summary, rec, 40)
     by_frame = {p.frame_id: p.decision for p in rec.parts}
     assert by_frame[3].cause == by_frame[39].cause == "missing_frame"
@@ -82,25 +69,22 @@ def test_camera_faults_are_fail_safe_by_cause(demo_category):
     assert summary["fail_safe"] == {"missing_frame": 2, "camera_timeout": 1, "corrupt_frame": 1}
 
 
-def test_engine_errors_are_fail_safe_and_the_line_goes_on(demo_category, caplog):
-    truth = oracle(demo_category)
+def test_engine_errors_are_fail_safe_and_the_line_goes_on(demo_category, truth, caplog):
     failing = lambda i: i in (5, 6) or i >= 30  # noqa: E731 - call 0 is the warm-up, call i is part i - 1
     engine = ScriptedEngine(64, 64, 3, score_fn=truth, fail_on=failing)
     with caplog.at_level(logging.WARNING, logger="prn_edge.line.loop"):
-        line, summary, rec = run(demo_category, engine=engine, parts=40, warmup=1)
+        line, summary, rec = run(demo_category, engine, parts=40)
     check_one_decision_each(line, summary, rec, 40)
     assert summary["fail_safe"]["engine_error"] == 2 + 11
     assert "ALARM engine failed" in caplog.text
     assert all(p.decision.verdict == "reject" for p in rec.parts if p.decision.fail_safe)
 
 
-def test_engine_slower_than_the_budget(demo_category):
+def test_engine_slower_than_the_budget(demo_category, truth):
     """Calls 12-14 take 3x the deadline: those parts and the ones queued behind them are decided fail-safe (late
     or over budget), no model verdict is actuated late, and the line recovers once the engine is fast again."""
-    truth = oracle(demo_category)
-    engine = ScriptedEngine(64, 64, 3, score_fn=truth,
-                            delay_s=lambda i: 0.15 if 12 <= i <= 14 else 0.0)
-    line, summary, rec = run(demo_category, engine=engine, parts=200, deadline=0.05, p99_age_s=0.5)
+    engine = ScriptedEngine(64, 64, 3, score_fn=truth, delay_s=lambda i: 0.15 if 12 <= i <= 14 else 0.0)
+    line, summary, rec = run(demo_category, engine, parts=200, deadline=0.05, p99_age_s=0.5)
     check_one_decision_each(line, summary, rec, 200)
     causes = summary["fail_safe"]
     assert causes.get("late_verdict", 0) >= 1 and causes.get("over_budget", 0) >= 1
@@ -112,18 +96,17 @@ def test_engine_slower_than_the_budget(demo_category):
 
 def test_hung_engine_stops_the_heartbeat(demo_category):
     engine = ScriptedEngine(64, 64, 3, delay_s=lambda i: 0.8 if i == 5 else 0.0)
-    line, summary, rec = run(demo_category, engine=engine, parts=60, watchdog_s=0.3, heartbeat_s=0.05)
+    line, summary, rec = run(demo_category, engine, parts=60, watchdog_s=0.3, heartbeat_s=0.05)
     check_one_decision_each(line, summary, rec, 60)
     assert line.metrics.value("prn_line_watchdog_trips_total") >= 1
     # The counter paused while the engine hung and went on afterwards, never sending 0.
     assert rec.heartbeats == list(range(1, len(rec.heartbeats) + 1))
 
 
-def test_uncertain_band_gives_recheck_and_fail_safe_can_be_recheck(demo_category):
-    truth = oracle(demo_category)
+def test_uncertain_band_gives_recheck_and_fail_safe_can_be_recheck(demo_category, truth):
     # defects score at the threshold (normalized 0.5): inside the band
     engine = ScriptedEngine(64, 64, 3, score_fn=lambda f: 0.5 * truth(f))
-    line, summary, rec = run(demo_category, engine=engine, parts=30, faults={"timeout": [4]},
+    line, summary, rec = run(demo_category, engine, parts=30, faults={"timeout": [4]},
                              uncertain_band=(0.4, 0.6), fail_safe="recheck")
     check_one_decision_each(line, summary, rec, 30)
     for p in rec.parts:
@@ -135,7 +118,7 @@ def test_uncertain_band_gives_recheck_and_fail_safe_can_be_recheck(demo_category
 
 def test_full_queue_and_micro_batches(demo_category):
     engine = ScriptedEngine(64, 64, 3, delay_s=0.03)
-    line, summary, rec = run(demo_category, engine=engine, parts=60, rate=150, deadline=0.2, queue_size=2,
+    line, summary, rec = run(demo_category, engine, parts=60, rate=150, deadline=0.2, queue_size=2,
                              max_batch=2)
     check_one_decision_each(line, summary, rec, 60)
     assert summary["fail_safe"].get("queue_full", 0) >= 1

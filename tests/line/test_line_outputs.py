@@ -16,7 +16,6 @@ from prn_edge.line.outputs.camera_io import CameraOutput
 from prn_edge.line.outputs.gpio import GpioOutput
 from prn_edge.line.sources import SyntheticConveyor
 
-from test_line_loop import oracle
 
 
 def part(seq: int, verdict: str = "reject", cause: str = "model") -> Part:
@@ -66,10 +65,8 @@ def test_modbus_config_errors(kwargs, message):
         ModbusOutput(**kwargs)
 
 
-def test_dead_plc_at_start_is_an_error_unless_allowed():
-    from conftest import free_port
-
-    port = free_port()
+def test_dead_plc_at_start_is_an_error_unless_allowed(dead_port):
+    port = dead_port
     with pytest.raises(PlcError, match=f"cannot connect to the PLC at 127.0.0.1:{port}"):
         ModbusOutput(port=port, timeout_s=0.1).open()
     out = ModbusOutput(port=port, timeout_s=0.1, require_at_start=False, backoff_s=10)
@@ -79,9 +76,8 @@ def test_dead_plc_at_start_is_an_error_unless_allowed():
     out.close()
 
 
-def test_plc_down_and_back_while_the_line_runs(demo_category, modbus_server):
+def test_plc_down_and_back_while_the_line_runs(demo_category, truth, modbus_server):
     """Parts keep being decided while the PLC is gone; failures are counted; commands and heartbeat resume."""
-    truth = oracle(demo_category)
     plc = ModbusOutput(port=modbus_server.port, timeout_s=0.1, backoff_s=0.05, backoff_max_s=0.1)
     rec = RecordingOutput()
     line = Line(SyntheticConveyor(demo_category, rate_hz=100, parts=150),
@@ -90,10 +86,12 @@ def test_plc_down_and_back_while_the_line_runs(demo_category, modbus_server):
     marks = {}
 
     def outage():
-        time.sleep(0.4)
+        while not modbus_server.register_writes(0):  # the line is up and commanding
+            time.sleep(0.01)
+        time.sleep(0.1)
         modbus_server.stop()
         marks["down"] = time.monotonic()
-        time.sleep(0.4)
+        time.sleep(0.3)
         modbus_server.start()
         marks["up"] = time.monotonic()
 
@@ -134,14 +132,25 @@ def test_camera_output_through_a_genicam_node_map(io_camera):
     assert node_map.LineMode.value == "Output" and node_map.LineSource.value == "UserOutput1"
 
 
+def test_camera_output_sets_up_a_reconnected_camera_again(io_camera, io_camera_factory):
+    first, second = io_camera, io_camera_factory()
+    current = [first]
+    out = CameraOutput(lambda: current[0][0], line="Line2")
+    with out:
+        current[0] = second  # the camera came back with a fresh node map (and maybe reset lines)
+        out.actuate(part(1))
+    setup = [(a, v) for _, a, v in second[1].writes]
+    assert (0x100 + 2 * 4, 1) in setup and (0x200 + 2 * 4, 1) in setup  # LineMode/LineSource again
+    assert [v for _, a, v in second[1].writes if a == 0x400 + 4][-3:] == [1, 0, 0]  # pulse, then low at close
+
+
 def test_camera_output_names_a_missing_node():
     with pytest.raises(OutputError, match="has no UserOutputSelector node"):
         CameraOutput(types.SimpleNamespace()).open()
 
 
-def test_camera_output_in_a_running_line(demo_category, io_camera):
+def test_camera_output_in_a_running_line(demo_category, truth, io_camera):
     node_map, port = io_camera
-    truth = oracle(demo_category)
     out = CameraOutput(node_map, line="Line1", pulse_s=0.02)
     rec = RecordingOutput()
     line = Line(SyntheticConveyor(demo_category, rate_hz=20, parts=12), ScriptedEngine(64, 64, 3, score_fn=truth),

@@ -46,15 +46,29 @@ class CameraOutput(RejectOutput):
             raise OutputError(f"{self.name}: {node}={value!r} refused ({e.__class__.__name__}: {e})"
                               + (f"; allowed: {list(allowed)}" if allowed else "")) from None
 
+    def _resolve(self) -> None:
+        """The current node map; after a camera reconnect it is a new one, and the line setup is done again."""
+        if not callable(self._node_map_ref):
+            nm = self._node_map_ref
+        else:
+            try:
+                nm = self._node_map_ref()
+            except Exception as e:
+                raise OutputError(f"{self.name}: the camera is not reachable ({e})") from None
+        if nm is self._nm:
+            return
+        self._nm = nm
+        for output in filter(None, (self.user_output, self.heartbeat_output)):
+            self._set("UserOutputSelector", output)
+            self._set("UserOutputValue", False)
+        self._set("LineSelector", self.line)
+        self._set("LineMode", "Output")
+        self._set("LineSource", self.user_output)
+
     def open(self) -> None:
-        self._nm = self._node_map_ref() if callable(self._node_map_ref) else self._node_map_ref
+        self._nm = None
         with self._lock:
-            for output in filter(None, (self.user_output, self.heartbeat_output)):
-                self._set("UserOutputSelector", output)
-                self._set("UserOutputValue", False)
-            self._set("LineSelector", self.line)
-            self._set("LineMode", "Output")
-            self._set("LineSource", self.user_output)
+            self._resolve()
 
     def close(self) -> None:
         if self._nm is not None:
@@ -65,6 +79,7 @@ class CameraOutput(RejectOutput):
 
     def _write(self, output: str, value: bool) -> None:
         with self._lock:
+            self._resolve()
             self._set("UserOutputSelector", output)
             self._set("UserOutputValue", value)
 

@@ -1,7 +1,8 @@
 """GenICam cameras through harvesters (any GenTL producer .cti).
 
-A fetch thread copies each buffer into a bounded FrameQueue (the buffer goes straight back to the producer),
-stamped with the host receive time. Trigger modes: "off" (free run), "software" (the source triggers, at
+A fetch thread polls for buffers (harvesters' own wait holds the GIL, so it polls without waiting and sleeps in
+between) and copies each into a bounded FrameQueue (the buffer goes straight back to the producer), stamped
+with the host receive time. Trigger modes: "off" (free run), "software" (the source triggers, at
 trigger_rate_hz or on each grab; a trigger without a frame is a part without a frame), "hardware" (a line input
 triggers; frame ids count parts). buffer_mode "newest" keeps only the latest frame (StreamBufferHandlingMode =
 NewestOnly where the producer has it, a one-frame queue otherwise). A camera that fails is reconnected with
@@ -24,6 +25,7 @@ from .pixels import SUPPORTED, channels_of, to_frame
 log = logging.getLogger(__name__)
 
 TRIGGERS = ("off", "software", "hardware")
+POLL_MIN_S = 0.0002  # buffer poll interval right after a frame or trigger; doubles while idle up to poll_max_s
 BUFFER_MODES = ("all", "newest")
 GENTL_ENV = "GENICAM_GENTL64_PATH"
 
@@ -102,7 +104,10 @@ class GenicamSource(FrameSource):
     def __init__(self, cti: str = "", serial: str = "", model: str = "", index: int = 0, width: int = 0,
                  height: int = 0, pixel_format: str = "", exposure_us: float = 0.0, trigger: str = "off",
                  trigger_source: str = "Line0", trigger_rate_hz: float = 0.0, buffer_mode: str = "all",
-                 queue_size: int = 8, max_age_s: float = 0.0, num_buffers: int = 8, reconnect_max_s: float = 5.0):
+                 queue_size: int = 8, max_age_s: float = 0.0, num_buffers: int = 8, reconnect_max_s: float = 5.0,
+                 poll_max_s: float = 0.002):
+        """poll_max_s: longest pause between buffer polls while no frame comes (the frame latency it may add
+        in free run or with hardware triggers; software triggers wake the poll at once)."""
         if trigger not in TRIGGERS:
             raise LineConfigError(f"source.genicam.trigger={trigger!r} is not allowed; choose one of {list(TRIGGERS)}")
         if buffer_mode not in BUFFER_MODES:
@@ -115,6 +120,8 @@ class GenicamSource(FrameSource):
         self.width, self.height, self.pixel_format, self.exposure_us = width, height, pixel_format, exposure_us
         self.trigger, self.trigger_source, self.trigger_rate_hz = trigger, trigger_source, trigger_rate_hz
         self.buffer_mode, self.num_buffers, self.reconnect_max_s = buffer_mode, num_buffers, reconnect_max_s
+        self.poll_max_s = max(POLL_MIN_S, poll_max_s)
+        self._wake = threading.Event()
         self.counts_parts = trigger == "hardware"
         self._queue = FrameQueue(1 if buffer_mode == "newest" else queue_size, max_age_s)
         self._h = None
@@ -182,6 +189,9 @@ class GenicamSource(FrameSource):
         try:
             self._configure(ia.remote_device.node_map)
             ia.num_buffers = max(5, self.num_buffers)
+            # The producer's event wait holds the GIL for its whole timeout, stalling every other thread of the
+            # line; so wait 0 ms and sleep between polls in Python (the GIL is free while sleeping).
+            ia.timeout_period_on_update_event_data_call = 0
             stream = ia.data_streams[0].node_map if ia.data_streams else None
             if stream is not None and hasattr(stream, "StreamBufferHandlingMode"):
                 mode = "NewestOnly" if self.buffer_mode == "newest" else "OldestFirst"
@@ -255,6 +265,7 @@ class GenicamSource(FrameSource):
         from genicam.gentl import TimeoutException
 
         backoff = 0.1
+        idle = POLL_MIN_S
         while self._running:
             if self._fail_requested:
                 self._fail_requested = False
@@ -275,7 +286,17 @@ class GenicamSource(FrameSource):
                 continue
             ia = self._ia  # only this thread connects and disconnects, so ia stays valid during the fetch
             try:
-                with ia.fetch(timeout=0.1) as buffer:
+                buffer = ia.try_fetch(timeout=1e-4)
+                if buffer is None:
+                    # Poll fast right after a frame or a trigger, slower (up to poll_max_s) while idle.
+                    if self._wake.wait(idle):
+                        self._wake.clear()
+                        idle = POLL_MIN_S
+                    else:
+                        idle = min(idle * 2, self.poll_max_s)
+                    continue
+                idle = POLL_MIN_S
+                with buffer:
                     host_ts = time.monotonic()
                     frame = self._to_frame(buffer, host_ts)
             except TimeoutException:
@@ -317,6 +338,7 @@ class GenicamSource(FrameSource):
                 if self._ia is None:
                     raise CameraError("camera disconnected")
                 self._ia.remote_device.node_map.TriggerSoftware.execute()
+            self._wake.set()
             frame = self._queue.get(timeout)
         except CameraError as e:
             raise CameraTimeout(f"software trigger at {t_trigger:.3f} got no frame: {e}", part_expected=True,
