@@ -144,10 +144,33 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .line.cli import run_line
+
+    summary = run_line(Path(args.config), duration_s=args.duration, max_parts=args.max_parts,
+                       summary_json=args.summary_json)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0 if summary.get("undecided", 0) == 0 else 1
+
+
+def cmd_cameras(args) -> int:
+    from .line.cli import list_cameras
+
+    devices = list_cameras(args.cti or "")
+    if args.json:
+        print(json.dumps(devices, indent=2, default=str))
+    else:
+        for i, d in enumerate(devices):
+            print(f"[{i}] " + ", ".join(f"{k}={v}" for k, v in d.items()))
+        if not devices:
+            print("no cameras found")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.workdir), category=args.category, steps=args.steps, seed=args.seed)
+    run_demo(Path(args.workdir), category=args.category, steps=args.steps, seed=args.seed, parts=args.parts)
     return 0
 
 
@@ -257,11 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("run", help="run a production line from a YAML config")
+    p.add_argument("--config", required=True, help="line.yaml (validated before the first frame)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--max-parts", type=int)
+    p.add_argument("--summary-json")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cameras", help="list GenICam cameras and their main features")
+    p.add_argument("--cti", help="GenTL producer (.cti); default: GENICAM_GENTL64_PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cameras)
+
     p = sub.add_parser("demo", help="the whole chain on embedded defaults")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--category", default="brick")
     p.add_argument("--steps", type=int, default=300, help="training steps (the demo trains briefly; prn-edge train uses the variant default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parts", type=int, default=60, help="parts on the simulated conveyor")
     p.set_defaults(func=cmd_demo)
     return ap
 

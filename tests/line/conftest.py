@@ -127,77 +127,7 @@ def demo_category(tmp_path_factory) -> Path:
     return root / "grass"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ModbusRecorder:
-    """A pymodbus 3.16 TCP server (SimDevice with separate coil and register tables) on 127.0.0.1 that records
-    every write as (monotonic time, function code, address, values). stop() and start() keep the port."""
-
-    def __init__(self, port: int | None = None, registers: int = 64):
-        self.port = port or free_port()
-        self.registers = registers
-        self.writes: list[tuple[float, int, int, list]] = []
-        self._loop = None
-        self._thread = None
-        self._server = None
-
-    async def _action(self, function_code, start_address, address, count, current, values):
-        if values is not None:
-            self.writes.append((time.monotonic(), function_code, address, list(values)))
-        return None
-
-    def start(self) -> "ModbusRecorder":
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
-        ready = threading.Event()
-        errors: list = []
-
-        def run():
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-
-            async def main():
-                bits = lambda: [SimData(0, count=self.registers, datatype=DataType.BITS)]  # noqa: E731
-                regs = lambda: [SimData(0, count=self.registers, datatype=DataType.REGISTERS)]  # noqa: E731
-                device = SimDevice(id=1, simdata=(bits(), bits(), regs(), regs()), action=self._action)
-                self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
-                await self._server.serve_forever(background=True)
-                ready.set()
-                await self._server.serving
-
-            try:
-                loop.run_until_complete(main())
-            except Exception as e:  # noqa: BLE001 - reported to the test
-                errors.append(e)
-                ready.set()
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        assert ready.wait(5), "modbus server did not start"
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
-        self._thread.join(5)
-        self._thread = None
-
-    def register_writes(self, address: int) -> list[list[int]]:
-        return [v for _, fc, a, v in self.writes if fc in (6, 16) and a == address]
-
-    def coil_writes(self, address: int) -> list[tuple[float, bool]]:
-        return [(t, v[0]) for t, fc, a, v in self.writes if fc in (5, 15) and a == address]
+from prn_edge.line.plcsim import SimulatedPlc as ModbusRecorder, free_port  # noqa: E402
 
 
 @pytest.fixture()

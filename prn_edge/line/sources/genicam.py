@@ -137,6 +137,7 @@ class GenicamSource(FrameSource):
         self._last_id = -1
         self._new_epoch = False
         self.reconnects = 0
+        self._down_s = 0.0
         self._fail_requested = False
         self.stream_newest_only = False  # the producer does NewestOnly itself
 
@@ -256,8 +257,10 @@ class GenicamSource(FrameSource):
     def dropped(self) -> int:
         return self._queue.dropped
 
-    def fail(self) -> None:
-        """Drop the connection as a cable pull would (tests, maintenance); the fetch thread reconnects."""
+    def fail(self, down_s: float = 0.2) -> None:
+        """Drop the connection as a cable pull would (tests, maintenance); the fetch thread reconnects after
+        the cable has been out for `down_s` seconds."""
+        self._down_s = down_s
         self._fail_requested = True
 
     # ------------------------------------------------------------------ frames
@@ -271,6 +274,7 @@ class GenicamSource(FrameSource):
                 self._fail_requested = False
                 with self._lock:
                     self._disconnect()
+                time.sleep(self._down_s)  # the cable is out: triggers in this gap get no frame
             if not self._connected.is_set():
                 try:
                     with self._lock:
