@@ -10,7 +10,7 @@ from .config import VARIANTS, load_config_file, make_config, parse_override, _me
 from .errors import PrnEdgeError
 
 
-def _config(args) -> "Config":  # noqa: F821
+def _config(args):
     data: dict = load_config_file(args.config) if getattr(args, "config", None) else {}
     variant = data.pop("variant", None) or args.variant
     for text in getattr(args, "set", None) or []:

@@ -10,7 +10,6 @@ actuations that were not fail-safe. Exits 1 when a part went undecided or a mode
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

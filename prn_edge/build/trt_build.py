@@ -40,7 +40,8 @@ from typing import Any, Callable, Optional, Sequence
 import onnx
 
 from .. import __version__
-from ..export.metadata import MetadataError, decode_metadata, sha256_file
+from ..export.metadata import MetadataError, decode_metadata
+from ..files import sha256_file, write_atomic
 from ..runtime import tensorrt_backend as tb
 from ..runtime.base import EngineError
 from .calibrator import (cache_name, calibration_batches, is_calibration_run, make_entropy_calibrator,
@@ -71,22 +72,6 @@ def _import_tensorrt() -> Any:
     except ImportError:
         raise BuildError(NOT_INSTALLED) from None
     return trt
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _check_args(onnx_path: Path, out: Path, precision: str, workspace_mb: int, batch_profile, dla_core,
@@ -456,12 +441,12 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     warnings = list(lint_warnings)
     if cache_obj is not None:
         try:
-            _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+            write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
         except Exception as e:  # the engine is fine; the cache only speeds up the next build
             warnings.append(f"timing cache not saved: {e}")
     if calibrator is not None and calibrator.new_cache and not calibrator.cache_used:
         try:
-            _write_atomic(run_dir / calib_info["cache"], calibrator.new_cache)
+            write_atomic(run_dir / calib_info["cache"], calibrator.new_cache)
         except Exception as e:
             warnings.append(f"calibration cache not saved: {e}")
     for w in warnings:

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
-from ..errors import ConfigError, PrnEdgeError
+from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
 from .sensitivity import rank_sensitive_nodes

@@ -6,7 +6,6 @@ Every value is stored in the ONNX `metadata_props` as a string under a `prn_edge
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Optional
 
 from .. import FORMAT_VERSION
 from ..errors import PrnEdgeError
+from ..files import sha256_file  # noqa: F401 - re-exported for the runtime
 
 PREFIX = "prn_edge."
 KIND = "prn_edge.onnx"
@@ -106,14 +106,6 @@ def choose_resize(src_hw: tuple[int, int], size: int, method: str = "auto") -> s
     if method not in ("area", "bilinear"):
         raise ExportError(f"resize={method!r}: choose 'auto', 'area' or 'bilinear'")
     return method
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input_spec: InputSpec,

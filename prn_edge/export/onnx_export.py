@@ -9,8 +9,6 @@ arithmetic is left for static dimensions.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import PrnEdgeError
+from ..files import write_atomic
 from ..model.prn import PRN, describe
 from .graph import fold_static, op_histogram, set_metadata
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt
@@ -128,23 +127,6 @@ def _check_exportable(model: PRN, meta: dict, ckpt: Path) -> None:
                           "`prn-edge train` (the resume file last.pt has no decision thresholds)")
 
 
-def _write_atomic(data: bytes, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAULT_OPSET,
                checkpoint_sha256: Optional[str] = None) -> onnx.ModelProto:
     """In-memory ONNX of `model` for `spec`: exported, folded, with metadata, checked. Writes nothing."""
@@ -231,7 +213,7 @@ def export_onnx(ckpt: str | Path, out: str | Path, batch: Optional[int] = 1, inp
     if errors:
         raise ExportError("the exported graph would not build with TensorRT:\n" + "\n".join(str(i) for i in errors))
     data = proto.SerializeToString()
-    _write_atomic(data, out)
+    write_atomic(out, data)
     read_metadata(out)  # what we wrote reads back
     return {
         "path": str(out), "bytes": len(data), "sha256": sha256_file(out), "checkpoint": str(ckpt),

@@ -6,7 +6,6 @@ and no dynamic shape arithmetic, so that export and INT8 quantization see plain 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..files import sha256_file
 
 STRIDES = (2, 4, 8, 16)
 
@@ -225,14 +225,6 @@ BACKBONES: dict[str, BackboneSpec] = {
                                     "torchvision's wide_resnet50_2-95faca4d.pth (or -9ba9bcbe) state dict"),
     "tiny": BackboneSpec(Tiny, None, "random weights only; for tests"),
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def create_backbone(name: str, pretrained: bool = True, weights: str | Path | None = None) -> tuple[Backbone, dict]:

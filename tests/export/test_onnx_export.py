@@ -203,12 +203,12 @@ def test_prn_graphs_have_no_banned_ops(tiny_ckpt, tmp_path):
 
 
 def test_export_writes_atomically(tiny_ckpt, tmp_path, monkeypatch):
-    import prn_edge.export.onnx_export as ox
+    import prn_edge.files as files
 
     out = tmp_path / "atomic.onnx"
     out.write_bytes(b"previous artefact")
 
-    monkeypatch.setattr(ox.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         export_onnx(tiny_ckpt, out)
     assert out.read_bytes() == b"previous artefact"  # untouched
