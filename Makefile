@@ -16,7 +16,7 @@ $(VENV)/.ready: setup.cfg pyproject.toml
 venv: $(VENV)/.ready
 
 demo: $(VENV)/.ready
-	$(VENV)/bin/prn-edge demo
+	$(VENV)/bin/prn-edge demo $(ARGS)
 
 test: $(VENV)/.ready
 	$(PY) -m pytest -q

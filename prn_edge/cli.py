@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole chain on embedded defaults")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--category", default="brick")
+    p.add_argument("--category", default="coin", help="demo category: coin (an object part), brick, grass, gravel")
     p.add_argument("--steps", type=int, default=300, help="training steps (the demo trains briefly; prn-edge train uses the variant default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parts", type=int, default=60, help="parts on the simulated conveyor")

@@ -19,7 +19,7 @@ import yaml
 from .config import make_config
 
 
-def run_demo(workdir: Path, category: str = "brick", steps: int | None = None, seed: int = 0,
+def run_demo(workdir: Path, category: str = "coin", steps: int | None = None, seed: int = 0,
              variant: str = "prn-edge", parts: int = 60, rate_hz: float = 10.0, log=print) -> dict:
     from .data.demo import make_dataset
     from .evaluate.checkpoint_eval import evaluate_checkpoint
