@@ -68,6 +68,7 @@ class SynthConfig:
     perlin_threshold: float = 0.5
     opacity: Tuple[float, float] = (0.15, 1.0)
     texture_dir: str = ""  # empty = built-in real photos from installed packages
+    foreground_mask: str = ""  # image marking the object (aligned parts); empty = from the category's meta
 
     def validate(self) -> "SynthConfig":
         ratios = [self.p_normal, self.p_real, self.p_extended, self.p_simulated, self.p_cutpaste]
@@ -80,6 +81,9 @@ class SynthConfig:
             raise ConfigError("synth.perlin_threshold must be in (0, 1)")
         if self.texture_dir and not Path(self.texture_dir).is_dir():
             raise ConfigError(f"synth.texture_dir={self.texture_dir!r} is not a folder; give a folder of images or leave it empty")
+        if self.foreground_mask and not Path(self.foreground_mask).is_file():
+            raise ConfigError(f"synth.foreground_mask={self.foreground_mask!r} does not exist; give a mask image "
+                              "(white = object) or leave it empty")
         return self
 
 

@@ -104,7 +104,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     from ..export.metadata import read_metadata
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
     from ..train.checkpoint import load_model
-    from ..train.trainer import split_normals, validation_set
+    from ..train.trainer import split_normals, synth_foreground, validation_set
 
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()
@@ -136,7 +136,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
         calib_batches = model_inputs([read_image(p) for p in calib_paths])
         shots = [(read_image(s.image, size), read_mask(s.mask, (size, size))) for s in cat.shots]
         val_imgs, val_masks, val_labels = validation_set([read_image(p, size) for p in val_paths], cfg.synth, size,
-                                                         shots, None, cat.foreground, cfg.train.seed)
+                                                         shots, None, synth_foreground(cfg, cat), cfg.train.seed)
         val_frames = rgb_to_frames(val_imgs, spec)
         log(f"validation: {len(val_imgs)} images ({int(val_labels.sum())} with generated anomalies); "
             f"calibration: {len(calib_paths)} images")

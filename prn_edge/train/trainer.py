@@ -53,6 +53,12 @@ def files_sha256(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def synth_foreground(cfg: Config, cat: Category):
+    """Where generated anomalies may go: the user's mask if configured, else the category's rule."""
+    size = cfg.model.image_size
+    return read_mask(cfg.synth.foreground_mask, (size, size)) if cfg.synth.foreground_mask else cat.foreground
+
+
 def split_normals(cat: Category, tc) -> tuple[list[Path], list[Path]]:
     """Training normals split into (prototype/fit, validation); deterministic by the training seed."""
     order = np.random.default_rng(tc.seed).permutation(len(cat.train_good))
@@ -63,7 +69,7 @@ def split_normals(cat: Category, tc) -> tuple[list[Path], list[Path]]:
     return [cat.train_good[i] for i in order[n_val:]], [cat.train_good[i] for i in order[:n_val]]
 
 
-def validation_set(normals: list[np.ndarray], synth: SynthConfig, size: int, shots, textures, foreground: str,
+def validation_set(normals: list[np.ndarray], synth: SynthConfig, size: int, shots, textures, foreground,
                    seed: int):
     """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds)."""
     only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
@@ -115,6 +121,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     val_imgs = [read_image(p, size) for p in val_paths]
     shots = [(read_image(s.image, size), read_mask(s.mask, (size, size))) for s in cat.shots]
     textures = load_texture_dir(cfg.synth.texture_dir, size) if cfg.synth.texture_dir else None
+    foreground = synth_foreground(cfg, cat)
 
     model, backbone_info = build_prn(cfg.model, len(fit_imgs), backbone_weights)
     opt = torch.optim.AdamW(model.head_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -138,8 +145,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         log(f"prototypes: {model.prototypes[0].protos.shape[0]} per scale ({cfg.model.prototype_mode}) "
             f"from {len(fit_imgs)} normal images in {time.time() - t:.1f}s")
 
-    gen = AnomalyGenerator(cfg.synth, size, shots, textures, cat.foreground)
-    val_images, val_masks, val_labels = validation_set(val_imgs, cfg.synth, size, shots, textures, cat.foreground, tc.seed)
+    gen = AnomalyGenerator(cfg.synth, size, shots, textures, foreground)
+    val_images, val_masks, val_labels = validation_set(val_imgs, cfg.synth, size, shots, textures, foreground, tc.seed)
     meta = {
         "category": cat.name, "data_root": str(cat.root), "image_size": size,
         "train_images_sha256": files_sha256(fit_paths + val_paths),

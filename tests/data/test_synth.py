@@ -117,3 +117,21 @@ def test_preview_writes_a_png(tmp_path):
                         image_size=SIZE)
     w, h, _ = image_header(out)
     assert w == 3 * SIZE and h > 2 * SIZE
+
+
+@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste"])
+def test_a_user_foreground_mask_keeps_anomalies_on_the_object(kind, shots, textures):
+    fg = np.zeros((SIZE, SIZE), np.float32)
+    fg[8:40, 20:56] = 1  # the object of an aligned part
+    gen = AnomalyGenerator(_only(kind), SIZE, shots, textures, fg)
+    rng = np.random.default_rng(3)
+    hits = 0
+    for i in range(8):
+        normal = render_image("grass", "train", i, size=SIZE)[1]
+        image, mask, _ = gen.sample(normal, rng)
+        assert not (mask.astype(bool) & (fg == 0)).any()
+        assert np.array_equal(image[fg == 0], normal[fg == 0])
+        hits += int(mask.any())
+    assert hits >= 6
+    with pytest.raises(ConfigError, match="must be 64x64"):
+        AnomalyGenerator(_only(kind), SIZE, shots, textures, np.ones((32, 32), np.float32))

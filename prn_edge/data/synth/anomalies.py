@@ -79,10 +79,15 @@ class AnomalyGenerator:
     """Turns normal images into training samples: (image, mask, kind) with kind in KINDS."""
 
     def __init__(self, cfg: SynthConfig, image_size: int, shots: list[tuple[np.ndarray, np.ndarray]],
-                 textures: list[np.ndarray] | None = None, foreground: str = "full") -> None:
+                 textures: list[np.ndarray] | None = None, foreground: "str | np.ndarray" = "full") -> None:
         cfg.validate()
-        if foreground not in ("full", "estimate"):
-            raise ConfigError(f'foreground={foreground!r}: use "full" (textures) or "estimate" (objects)')
+        if isinstance(foreground, np.ndarray):  # a user's mask of where the object is (aligned parts)
+            if foreground.shape != (image_size, image_size) or not foreground.any():
+                raise ConfigError(f"foreground mask is {foreground.shape} with {int(np.count_nonzero(foreground))} "
+                                  f"pixels set; it must be {image_size}x{image_size} and mark the object")
+            foreground = foreground > 0.5
+        elif foreground not in ("full", "estimate"):
+            raise ConfigError(f'foreground={foreground!r}: use "full" (textures), "estimate" (objects) or a mask')
         self.cfg, self.size, self.foreground = cfg, image_size, foreground
         for i, (img, mask) in enumerate(shots):
             if img.shape != (image_size, image_size, 3) or img.dtype != np.uint8 or mask.shape != (image_size,) * 2:
@@ -103,6 +108,8 @@ class AnomalyGenerator:
         self.textures = textures
 
     def foreground_mask(self, image: np.ndarray) -> np.ndarray:
+        if isinstance(self.foreground, np.ndarray):
+            return self.foreground
         if self.foreground == "estimate":
             return estimate_foreground(image)
         return np.ones(image.shape[:2], bool)
