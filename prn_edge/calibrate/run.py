@@ -65,7 +65,11 @@ def gate_metrics(fp32, int8) -> dict:
     return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "delta": d,
-            "decision_agreement": float(np.mean(fp32["decisions"] == int8["decisions"])),
+            # Each artefact decides with its own threshold (same rule, same validation split); the agreement under
+            # the FP32 threshold shows how much of the difference is only a shift of the scores.
+            "decision_agreement": float(np.mean(fp32["decisions"] == int8["own_decisions"])),
+            "decision_agreement_fp32_threshold": float(np.mean(fp32["decisions"] == int8["decisions"])),
+            "int8_decision": int8["decision_params"],
             "map_correlation": float(np.corrcoef(fp32["maps"].ravel(), int8["maps"].ravel())[0, 1]),
             "max_abs_map_diff": float(np.abs(fp32["maps"] - int8["maps"]).max()),
             "score_mae": float(np.abs(fp32["scores"] - int8["scores"]).mean())}
@@ -74,6 +78,7 @@ def gate_metrics(fp32, int8) -> dict:
 def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0) -> dict:
     from ..evaluate.metrics import aupro, auroc, pixel_auroc
     from ..runtime import open_engine
+    from ..train.trainer import decision_params
 
     with open_engine(engine_path, threads=threads or None) as eng:
         maps, scores, decisions = [], [], []
@@ -81,7 +86,9 @@ def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: 
             r = eng.infer(frames[i:i + (eng.input_spec.batch or 8)])
             maps.append(r.maps), scores.append(r.scores), decisions.append(r.decisions)
     maps, scores = np.concatenate(maps), np.concatenate(scores)
+    own = decision_params(maps, scores, masks, labels)
     return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions),
+            "decision_params": own, "own_decisions": scores >= own["image_threshold"],
             "image_auroc": auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks)}
 
 
@@ -169,6 +176,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
                            if r["node"] in candidates]
             excluded = [r["node"] for r in ranking[:2 ** (a + 1)]]
         q_best, a_best = best
+        _set_decision(q_best, a_best.metrics["int8_decision"], run)
         q_best.rename(tmp / "model.int8.onnx")
         for f in tmp.glob("model.int8.try*.onnx"):
             f.unlink()
@@ -194,6 +202,20 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     return report
 
 
+def _set_decision(path: Path, params: dict, run: str) -> None:
+    """The INT8 artefact carries thresholds derived from its own validation scores, with the training rule."""
+    import onnx
+
+    from ..export.graph import set_metadata
+    from ..export.metadata import encode_metadata
+
+    m = onnx.load(str(path))
+    set_metadata(m, encode_metadata({"image_threshold": params["image_threshold"],
+                                     "pixel_threshold": params["pixel_threshold"],
+                                     "score_spread": params["score_spread"], "calibration_run": run}))
+    onnx.save(m, str(path))
+
+
 def _rank(m: dict) -> tuple:
     return (-max(0.0, -m["delta"]["image_auroc"]) - max(0.0, -m["delta"]["pixel_auroc"]), m["decision_agreement"])
 
@@ -216,11 +238,12 @@ def _trt_cache_note() -> str:
 
 def attempts_table(report: dict) -> str:
     rows = ["| attempt | float layers | image AUROC fp32 -> int8 | pixel AUROC fp32 -> int8 | AUPRO int8 | agreement | "
-            "map corr | result |", "|---|---:|---|---|---:|---:|---:|---|"]
+            "agreement at fp32 thr | map corr | result |", "|---|---:|---|---|---:|---:|---:|---:|---|"]
     for i, a in enumerate(report["attempts"], 1):
         m = a["metrics"]
         rows.append(f"| {i} | {len(a['excluded'])} | {100 * m['fp32']['image_auroc']:.2f} -> {100 * m['int8']['image_auroc']:.2f} "
                     f"| {100 * m['fp32']['pixel_auroc']:.2f} -> {100 * m['int8']['pixel_auroc']:.2f} "
-                    f"| {100 * m['int8']['aupro']:.2f} | {m['decision_agreement']:.3f} | {m['map_correlation']:.4f} "
+                    f"| {100 * m['int8']['aupro']:.2f} | {m['decision_agreement']:.3f} "
+                    f"| {m['decision_agreement_fp32_threshold']:.3f} | {m['map_correlation']:.4f} "
                     f"| {'pass' if a['passed'] else 'fail: ' + '; '.join(a['reasons'])} |")
     return "\n".join(rows) + "\n"

@@ -84,20 +84,26 @@ def validation_set(normals: list[np.ndarray], synth: SynthConfig, size: int, sho
     return images, np.stack(masks), labels
 
 
-def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
-    maps, scores = predict(model, images)
+def decision_params(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
+    """Thresholds (image and pixel F1-max) and score normalization from validation predictions: the rule every
+    artefact's decision comes from, for the trained model and for its INT8 derivatives alike."""
     pix_labels = (masks > 0.5).ravel()
     img_f1, img_thr = f1_max(scores, labels)
     pix_f1, pix_thr = f1_max(maps.ravel(), pix_labels)
     normal_scores = scores[labels == 0]
     return {
-        "image_auroc": auroc(scores, labels),
-        "pixel_ap": average_precision(maps.ravel(), pix_labels),
         "image_f1": img_f1, "image_threshold": float(img_thr),
         "pixel_f1": pix_f1, "pixel_threshold": float(pix_thr),
         # Score normalization travels with the model: (score - threshold) / spread + 0.5 maps thr -> 0.5.
         "score_spread": float(max(np.percentile(scores, 99) - np.percentile(normal_scores, 1), 1e-6)),
     }
+
+
+def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
+    maps, scores = predict(model, images)
+    return {"image_auroc": auroc(scores, labels),
+            "pixel_ap": average_precision(maps.ravel(), (masks > 0.5).ravel()),
+            **decision_params(maps, scores, masks, labels)}
 
 
 def _selection_metric(v: dict) -> float:

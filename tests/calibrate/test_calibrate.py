@@ -52,8 +52,12 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     for n in q.graph.node:
         if "/prototypes." in n.name and n.op_type in ("MatMul", "ArgMin"):
             assert not any(i.endswith("DequantizeLinear_Output") for i in n.input), n.name
+    # the INT8 artefact decides with its own threshold, derived on the validation split by the training rule
     meta = read_metadata(run / "model.int8.onnx")
-    assert meta["image_threshold"] == read_metadata(run / "model.fp32.onnx")["image_threshold"]
+    chosen = manifest["attempts"][manifest["chosen_attempt"] - 1]["metrics"]["int8_decision"]
+    assert meta["image_threshold"] == pytest.approx(chosen["image_threshold"])
+    assert meta["score_spread"] == pytest.approx(chosen["score_spread"]) and meta["calibration_run"] == f"r-{flavour}"
+    assert meta["input"] == read_metadata(run / "model.fp32.onnx")["input"]
     assert "| 1 |" in (run / "report.md").read_text()
     assert not list(tmp_path.glob(".*.tmp"))
 
