@@ -39,6 +39,22 @@ def engine_throughput(engine_path: str, frames: int, threads: int) -> dict:
             "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}}
 
 
+def _environment() -> dict:
+    """Load average and the CPU time the hypervisor took from this VM so far (steal): a stolen vCPU stalls
+    every thread on it for milliseconds, which no scheduling inside the process can avoid."""
+    env: dict = {}
+    try:
+        import os
+
+        env["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        with open("/proc/stat") as f:
+            cpu = f.readline().split()
+        env["steal_s"] = int(cpu[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, AttributeError):
+        pass
+    return env
+
+
 def main() -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.evaluate.report import write_json
@@ -67,8 +83,13 @@ def main() -> int:
                          size=64, progress=False)
         dataset = str(out / "data" / "gravel")
     report = {"machine": machine_info(), "targets": {"overhead_p99_ms": 2.0, "undecided": 0, "late_model_actuations": 0}}
+    env0 = _environment()
     report.update(bench_line(source=args.source, rate_hz=args.rate, parts=args.parts, soak_parts=args.soak_parts,
                              soak_rate_hz=args.soak_rate, dataset=dataset))
+    env1 = _environment()
+    report["environment"] = {"loadavg_before": env0.get("loadavg"), "loadavg_after": env1.get("loadavg"),
+                             "steal_s_during": (round(env1["steal_s"] - env0["steal_s"], 2)
+                                                if "steal_s" in env0 and "steal_s" in env1 else None)}
     if args.engine:
         report["engine"] = engine_throughput(args.engine, 200, args.threads)
     write_json(out / "bench_line.json", report)
@@ -82,6 +103,9 @@ def main() -> int:
                  f"| not actuated exactly once | {s['not_actuated_exactly_once']} |",
                  f"| late model actuations | {s['late_model_actuations']} |",
                  f"| fail-safe by cause | {s['fail_safe']} |"]
+    env = report["environment"]
+    rows.append(f"| load before / after; CPU stolen by the hypervisor | {env['loadavg_before']} / "
+                f"{env['loadavg_after']}; {env['steal_s_during']} s |")
     if "engine" in report:
         e = report["engine"]
         rows.append(f"| engine parts/s (batch 1, {e['threads']} threads) | {e['parts_per_s']:.1f} |")

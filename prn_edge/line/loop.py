@@ -32,6 +32,7 @@ from .timing import Budget, EngineTimer, RejectScheduler, Watchdog
 
 log = logging.getLogger(__name__)
 
+YOUNG_GC_MIN = 700  # allocations (CPython's default gen-0 threshold) before an idle-time collection
 PROBE_AFTER_S = 0.25  # engine idle this long because every part was over budget: run one anyway to re-measure
 
 
@@ -58,6 +59,10 @@ class LoopOptions:
     keep_records: int = 100_000
     switch_interval_s: float = 0.0005  # sys.setswitchinterval while running: the scheduler waits less for the GIL
     freeze_gc: bool = True  # gc.freeze() what exists at start: full collections then skip it (no 100 ms pauses)
+    idle_gc: bool = True  # young-generation collections in the scheduler's idle moments, not at a fire time
+    gc_backstop: int = 50_000  # ... and automatically only once this many allocations pile up (bounded memory)
+    fire_lead_s: float = 0.003  # the scheduler hands a final decision to the outputs this early (<= margin)
+    output_spin_s: float = 0.0003  # an output worker sleeps until this long before the fire time, then spins
 
     def validate(self) -> "LoopOptions":
         if self.fail_safe not in (REJECT, RECHECK):
@@ -92,12 +97,15 @@ class Line:
         self.metrics = metrics or LineMetrics(name)
         self.evidence = evidence
         self.status = status
-        self.outputs = OutputSet(outputs, self._on_output_error, self._on_actuated, self.opt.stale_after_s)
+        self.outputs = OutputSet(outputs, self._on_output_error, self._on_actuated, self.opt.stale_after_s,
+                                 self.opt.output_spin_s)
         self.timer = EngineTimer(self.opt.p99_window, max_age_s=self.opt.p99_age_s)
         self.watchdog = Watchdog(self.opt.watchdog_s)
         self.watchdog.extra.append(lambda: self.source.healthy)
         self.scheduler = RejectScheduler(self.opt.fail_safe, self.outputs.dispatch, self._on_final,
-                                         self._heartbeat, self.opt.heartbeat_s)
+                                         self._heartbeat, self.opt.heartbeat_s,
+                                         lead_s=min(self.opt.fire_lead_s, budget.margin_s),
+                                         idle=self._collect_young if self.opt.idle_gc else None)
         self.records: deque[Part] = deque(maxlen=self.opt.keep_records)
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=self.opt.queue_size)
         self._stop = threading.Event()
@@ -136,6 +144,13 @@ class Line:
                 gc.collect()
                 gc.freeze()
                 stack.callback(gc.unfreeze)
+            if self.opt.idle_gc:
+                # Collections of the young generations run in whichever thread allocates, for 0.1-1 ms with the
+                # GIL held: at an actuation that is jitter. The scheduler collects when nothing is due instead;
+                # the automatic collection stays as a backstop, so memory stays bounded if it never idles.
+                stack.callback(gc.set_threshold, *gc.get_threshold())
+                t0, t1, t2 = gc.get_threshold()
+                gc.set_threshold(max(t0, self.opt.gc_backstop), t1, t2)
             stack.enter_context(self.source)
             self.engine = stack.enter_context(self.engine) or self.engine
             spec = engine_input(self.engine)
@@ -400,6 +415,13 @@ class Line:
                 self.scheduler.decide(p.seq, verdict, MODEL, score, norm)
 
     # ================================================================= scheduler callbacks
+    def _collect_young(self) -> None:
+        """Idle moment of the scheduler: collect the young generations (never the old one, which is frozen
+        and would walk every object) once enough allocations piled up."""
+        c0, c1, _ = gc.get_count()
+        if c0 >= YOUNG_GC_MIN:
+            gc.collect(1 if c1 >= gc.get_threshold()[1] else 0)
+
     def _on_final(self, part: Part) -> None:
         self._finals += 1
         self.metrics.on_final(part)

@@ -55,12 +55,12 @@ class LineMetrics:
         self.queue_depth = Gauge("prn_line_queue_depth", "Parts waiting for inference", registry=r)
         self.heartbeat = Gauge("prn_line_heartbeat", "Last heartbeat counter sent", registry=r)
         self.healthy = Gauge("prn_line_healthy", "1 while every loop thread and the camera are alive", registry=r)
-        for v in VERDICTS:
-            self.decisions.labels(v)
-        for c in FAIL_SAFE_CAUSES:
-            self.fail_safe.labels(c)
-        for s in STAGES:
-            self.stage.labels(s)
+        # Children bound once: labels() builds a key and takes the metric's lock on every call, on the
+        # scheduler's and the outputs' threads.
+        self._by_verdict = {v: self.decisions.labels(v) for v in VERDICTS}
+        self._by_cause = {c: self.fail_safe.labels(c) for c in FAIL_SAFE_CAUSES}
+        self._by_stage = {s: self.stage.labels(s) for s in STAGES}
+        self._late_by_kind = {k: self.late_actuations.labels(k) for k in ("model", "fail_safe")}
         self._server = None
 
     def value(self, name: str, **labels) -> float:
@@ -69,23 +69,24 @@ class LineMetrics:
 
     def on_final(self, part: Part) -> None:
         d = part.decision
-        self.decisions.labels(d.verdict).inc()
+        (self._by_verdict.get(d.verdict) or self.decisions.labels(d.verdict)).inc()
         if d.rejects:
             self.rejects.inc()
         if d.fail_safe:
-            self.fail_safe.labels(d.cause).inc()
+            (self._by_cause.get(d.cause) or self.fail_safe.labels(d.cause)).inc()
         if d.cause == "late_verdict":
             self.deadline_misses.inc()
+        by_stage = self._by_stage
         for stage, seconds in list(part.times.items()):  # other threads may still add to it
             if stage != "actuation":
-                self.stage.labels(stage).observe(seconds)
+                (by_stage.get(stage) or self.stage.labels(stage)).observe(seconds)
 
     def on_actuated(self, part: Part, t_start: float, t_done: float, fire_tolerance_s: float) -> bool:
         """Records the actuation stage; returns whether it was late (started after fire time + tolerance)."""
-        self.stage.labels("actuation").observe(t_done - part.t_fire)
+        self._by_stage["actuation"].observe(t_done - part.t_fire)
         late = t_start - part.t_fire > fire_tolerance_s
         if late:
-            self.late_actuations.labels("fail_safe" if part.decision.fail_safe else "model").inc()
+            self._late_by_kind["fail_safe" if part.decision.fail_safe else "model"].inc()
         return late
 
     def summary(self) -> dict:

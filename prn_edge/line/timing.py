@@ -148,18 +148,28 @@ class Watchdog:
 class RejectScheduler:
     """Fires each part's decision at its t_fire, from its own thread; also sends the heartbeat.
 
-    dispatch(part, when) is called with when="decision" as soon as a part is decided and when="eject" at t_fire.
+    dispatch(part, when) is called with when="decision" as soon as a part is decided and when="eject" at t_fire,
+    or lead_s before it: then the decision is final already (a model verdict after t_ready is never used, and
+    lead_s is at most the budget's margin), and the receiver waits for part.t_fire itself (OutputSet does), so
+    the scheduler's own wake-up jitter is spent before the fire time instead of after it.
     on_final(part) is called once per part after its eject dispatch.
+    idle() (optional) is called when nothing is due for at least idle_min_s, at most every idle_every_s: the
+    moment for housekeeping that holds the GIL (garbage collection).
     """
 
     def __init__(self, fail_safe_verdict: str, dispatch: Callable[[Part, str], None],
                  on_final: Callable[[Part], None], heartbeat: Optional[Callable[[], None]] = None,
-                 heartbeat_s: float = 0.1):
+                 heartbeat_s: float = 0.1, lead_s: float = 0.0, idle: Optional[Callable[[], None]] = None,
+                 idle_min_s: float = 0.002, idle_every_s: float = 0.02):
         self.fail_safe_verdict = fail_safe_verdict
         self._dispatch = dispatch
         self._on_final = on_final
         self._heartbeat = heartbeat
         self._heartbeat_s = heartbeat_s
+        self.lead_s = max(0.0, lead_s)
+        self._idle = idle
+        self._idle_min_s = idle_min_s
+        self._idle_every_s = idle_every_s
         self._heap: list[tuple[float, int]] = []
         self._slots: dict[int, Part] = {}
         self._cond = threading.Condition()
@@ -168,12 +178,16 @@ class RejectScheduler:
         self.late_results = 0  # model results that came for a part already decided (discarded)
 
     # ---------------------------------------------------------------- parts
+    def _release_time(self, part: Part) -> float:
+        """When the part is handed to the outputs: lead_s before t_fire, never before t_ready."""
+        return max(part.t_ready, part.t_fire - self.lead_s)
+
     def register(self, part: Part) -> None:
         with self._cond:
             if part.seq in self._slots:
                 raise ValueError(f"part {part.seq} registered twice")
             self._slots[part.seq] = part
-            heapq.heappush(self._heap, (part.t_fire, part.seq))
+            heapq.heappush(self._heap, (self._release_time(part), part.seq))
             if self._heap[0][1] == part.seq:
                 self._cond.notify()
 
@@ -225,13 +239,17 @@ class RejectScheduler:
             self._thread = None
 
     def _run(self) -> None:
-        next_beat = time.monotonic()
+        monotonic = time.monotonic
+        next_beat = monotonic()
+        last_idle = 0.0
+        last_release = 0.0  # t_fire of the last part handed over: the outputs are busy around it
         while True:
             due: list[Part] = []
+            idle = False
             with self._cond:
                 if self._stop:
                     return
-                now = time.monotonic()
+                now = monotonic()
                 while self._heap and self._heap[0][0] <= now:
                     _, seq = heapq.heappop(self._heap)
                     due.append(self._slots[seq])
@@ -239,12 +257,26 @@ class RejectScheduler:
                     wake = self._heap[0][0] if self._heap else now + 1.0
                     if self._heartbeat is not None:
                         wake = min(wake, next_beat)
-                    if wake > now:
+                    if self._idle is not None:
+                        t_idle = max(last_idle + self._idle_every_s, last_release + 0.0005)
+                        if t_idle <= now and wake - now >= self._idle_min_s:
+                            idle = True  # run it outside the lock, then look again
+                        elif t_idle < wake - self._idle_min_s:
+                            wake = t_idle
+                    if not idle and wake > now:
                         self._cond.wait(wake - now)
             for part in due:
                 self._fire(part)
-            if self._heartbeat is not None and time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self._heartbeat_s
+                last_release = max(last_release, part.t_fire)
+            if idle:
+                last_idle = monotonic()
+                try:
+                    self._idle()
+                except Exception:
+                    log.exception("idle housekeeping failed")
+                continue
+            if self._heartbeat is not None and monotonic() >= next_beat:
+                next_beat = monotonic() + self._heartbeat_s
                 try:
                     self._heartbeat()
                 except Exception:  # the heartbeat must never stop the scheduler

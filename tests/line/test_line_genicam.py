@@ -119,3 +119,21 @@ def test_a_line_on_the_simulated_camera_through_a_cable_pull(tlsimu):
     good = [p for p in rec.parts if not p.decision.fail_safe]
     assert len(good) >= 60 and all(p.decision.verdict == "good" for p in good)
     assert max(p.seq for p in good) > max(p.seq for p in rec.parts if p.decision.cause == "camera_timeout")
+
+
+def test_software_trigger_polls_the_producer_only_while_a_frame_is_due(tlsimu):
+    """Each buffer poll holds the GIL inside the producer (about 0.1-0.2 ms): between a frame and the next
+    trigger nothing is due, so the fetch thread polls slowly there instead of every 2 ms."""
+    with GenicamSource(tlsimu, serial=MONO, trigger="software", trigger_rate_hz=20) as cam:
+        polls = [0]
+        fetch = cam._ia.try_fetch
+
+        def counting(*a, **k):
+            polls[0] += 1
+            return fetch(*a, **k)
+
+        cam._ia.try_fetch = counting
+        frames = [cam.grab(1.0) for _ in range(10)]
+    assert [f.frame_id for f in frames] == list(range(frames[0].frame_id, frames[0].frame_id + 10))
+    # 50 ms between triggers: about 5 polls to get the frame, then one every 10 ms (polling every 2 ms: ~25)
+    assert polls[0] / len(frames) < 14, f"{polls[0] / len(frames):.1f} polls per frame"

@@ -166,3 +166,20 @@ def test_maps_are_stitched_when_kept(demo_category):
     assert summary["undecided"] == 0 and seen == [(64, 64)] * 5
     assert line.prep.frames_per_part == 9  # 32 px tiles with >= 8 px overlap over 64 px: starts 0, 24, 32
     assert np.isfinite([p.decision.score for p in line.records]).all()
+
+
+def test_young_collections_move_to_idle_moments_and_the_gc_settings_come_back(demo_category, truth, monkeypatch):
+    """While the line runs, automatic collections only start after gc_backstop allocations (memory stays
+    bounded); the scheduler collects the young generations when nothing is due. Afterwards gc is as before."""
+    import gc
+
+    before = gc.get_threshold()
+    collections = []
+    real_collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda generation=2: collections.append(generation) or real_collect(generation))
+    monkeypatch.setattr("prn_edge.line.loop.YOUNG_GC_MIN", 1)  # collect at every idle moment, however few objects
+    line, summary, rec = run(demo_category, ScriptedEngine(64, 64, 3, score_fn=truth), parts=60, rate=50.0)
+    check_one_decision_each(line, summary, rec, 60)
+    assert gc.get_threshold() == before
+    assert collections[0] == 2 and collections.count(2) == 1  # the one before freezing; never during the run
+    assert len(collections) >= 5  # young collections in idle moments (the run lasts over a second)

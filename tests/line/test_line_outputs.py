@@ -183,3 +183,31 @@ def test_gpio_pulse_and_heartbeat_on_a_fake_chip():
     assert [v for _, v in line17] == [True, False, True, True]
     assert line17[2][0] - line17[1][0] >= 0.02
     assert [v for _, o, v in chip.writes if o == 18] == [False, True]
+
+
+def test_an_output_whose_actuation_fails_but_heartbeat_works_alarms_once(caplog):
+    """The heartbeat of a dead actuator may still go through: that must not flap the output between failing and
+    working (a log line and a lost GIL slice per part), only a working actuation clears the alarm."""
+    from prn_edge.line.outputs.base import OutputSet
+
+    rec = RecordingOutput("flaky", at="decision")
+    errors = []
+    rec.fail = True
+    caplog.set_level("WARNING", logger="prn_edge.line.outputs.base")
+    with OutputSet([rec], lambda *a: errors.append(a[1]), lambda *a: None) as outs:
+        for i in range(5):
+            outs.dispatch(part(i), "decision")
+            time.sleep(0.01)
+            rec.fail = False
+            outs.heartbeat(i + 1)  # goes through
+            time.sleep(0.01)
+            assert outs.failing == ["flaky"]
+            rec.fail = True
+        rec.fail = False
+        outs.dispatch(part(9), "decision")
+        time.sleep(0.05)
+        assert outs.failing == []
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("ALARM output flaky failed" in m for m in msgs) == 1
+    assert sum("works again" in m for m in msgs) == 1
+    assert errors == ["actuate"] * 5 and [p.seq for p in rec.parts] == [9]

@@ -99,3 +99,64 @@ def test_scheduler_fires_in_time_order_once_each_and_refuses_late_verdicts():
     assert s.late_results == 1 and len(beats) >= 3
     # "decision" dispatches: once per part, when decided (or at fire for the never-decided one)
     assert sorted(seq for seq, when, _ in fired if when == "decision") == [0, 1, 2, 3]
+
+
+def test_scheduler_with_a_lead_hands_over_final_decisions_early_and_outputs_wait_for_the_fire_time():
+    """lead_s: eject dispatch comes lead_s before t_fire (never before t_ready) with the decision final, so the
+    scheduler's wake-up jitter is spent before the fire time; OutputSet holds the call until t_fire itself."""
+    from prn_edge.line.doubles import RecordingOutput
+    from prn_edge.line.outputs.base import OutputSet
+
+    rec, now_out = RecordingOutput(), RecordingOutput("now", at="decision")
+    dispatched, finals = [], []
+    with OutputSet([rec, now_out], lambda *a: None, lambda *a: None) as outs:
+        def dispatch(p, when):
+            dispatched.append((p.seq, when, time.monotonic(), p.decision))
+            outs.dispatch(p, when)
+
+        s = RejectScheduler("reject", dispatch, finals.append, lead_s=0.02)
+        b = Budget.from_line(deadline_s=0.1, margin_s=0.01)  # lead capped by the margin: release at t_ready
+        b2 = Budget.from_line(deadline_s=0.1, margin_s=0.05)
+        now = time.monotonic()
+        parts = [b.part(0, now), b2.part(1, now), b2.part(2, now + 0.001)]
+        for p in parts:
+            s.register(p)
+        s.start()
+        try:
+            assert s.decide(0, "good") and s.decide(1, "good")  # part 2 is never decided
+            assert s.drain(1.0)
+        finally:
+            s.stop()
+    ejects = {seq: (t, d) for seq, when, t, d in dispatched if when == "eject"}
+    assert parts[0].t_ready <= ejects[0][0] < parts[0].t_fire  # released at t_ready, not 20 ms before t_fire
+    for seq in (1, 2):
+        assert parts[seq].t_fire - 0.02 <= ejects[seq][0] < parts[seq].t_fire
+    assert (ejects[2][1].verdict, ejects[2][1].cause) == ("reject", "late_verdict")  # final when handed over
+    assert not s.decide(2, "good")
+    got = dict(zip([p.seq for p in rec.parts], rec.times))
+    assert sorted(got) == [0, 1, 2]
+    for p in parts:
+        assert p.t_fire <= got[p.seq] < p.t_fire + 0.01, f"part {p.seq} actuated {got[p.seq] - p.t_fire:+.4f} s"
+    assert sorted(p.seq for p in now_out.parts) == [0, 1, 2]  # decision-mode output: at once, not held
+    assert sorted(p.seq for p in finals) == [0, 1, 2]  # in release order: 1, 2 (lead 20 ms), then 0
+
+
+def test_scheduler_runs_idle_housekeeping_only_when_nothing_is_due():
+    calls = []
+    s = RejectScheduler("reject", lambda p, when: None, lambda p: None,
+                        idle=lambda: calls.append(time.monotonic()), idle_min_s=0.005, idle_every_s=0.01)
+    b = Budget.from_line(deadline_s=0.1, margin_s=0.01)
+    s.start()
+    try:
+        time.sleep(0.1)
+        n_idle = len(calls)
+        t0 = time.monotonic()
+        parts = [b.part(i, t0 - 0.1 + 0.002 * i) for i in range(40)]  # due every 2 ms from now on
+        for p in parts:
+            s.register(p)
+        assert s.drain(1.0)
+    finally:
+        s.stop()
+    assert 3 <= n_idle <= 12  # at most every idle_every_s
+    busy = [t for t in calls if t0 + 0.001 < t < parts[-1].t_fire - 0.005]
+    assert not busy, "housekeeping ran while parts were due within idle_min_s"

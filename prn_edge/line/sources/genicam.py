@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 TRIGGERS = ("off", "software", "hardware")
 POLL_MIN_S = 0.0002  # buffer poll interval right after a frame or trigger; doubles while idle up to poll_max_s
+# Software trigger: once the triggered frame is in, no frame is due until the next trigger (which wakes the poll
+# at once); poll this slowly meanwhile, only to clear frames nobody triggered. Each poll holds the GIL for about
+# 0.1-0.2 ms inside the producer, stalling every other thread of the line.
+TRIGGERED_IDLE_POLL_S = 0.01
 BUFFER_MODES = ("all", "newest")
 GENTL_ENV = "GENICAM_GENTL64_PATH"
 
@@ -269,6 +273,8 @@ class GenicamSource(FrameSource):
 
         backoff = 0.1
         idle = POLL_MIN_S
+        # software trigger: poll fast only while a triggered frame is outstanding
+        outstanding = self.trigger != "software"
         while self._running:
             if self._fail_requested:
                 self._fail_requested = False
@@ -293,13 +299,15 @@ class GenicamSource(FrameSource):
                 buffer = ia.try_fetch(timeout=1e-4)
                 if buffer is None:
                     # Poll fast right after a frame or a trigger, slower (up to poll_max_s) while idle.
-                    if self._wake.wait(idle):
+                    if self._wake.wait(idle if outstanding else TRIGGERED_IDLE_POLL_S):
                         self._wake.clear()
                         idle = POLL_MIN_S
-                    else:
+                        outstanding = True
+                    elif outstanding:
                         idle = min(idle * 2, self.poll_max_s)
                     continue
                 idle = POLL_MIN_S
+                outstanding = self.trigger != "software" or self._wake.is_set()
                 with buffer:
                     host_ts = time.monotonic()
                     frame = self._to_frame(buffer, host_ts)
