@@ -84,6 +84,11 @@ def cmd_export(args) -> int:
         images = [read_image(p) for p in sorted(Path(args.parity).iterdir()) if p.suffix.lower() in (".png", ".jpg", ".bmp")][:8]
         summary["parity"] = check_parity(Path(args.checkpoint), Path(args.output), images)
     print(json.dumps(summary, indent=2, default=str))
+    if args.parity and not summary["parity"].get("ok", False):
+        p = summary["parity"]
+        print(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
+              f"(decisions identical: {p['decisions_identical']})", file=sys.stderr)
+        return 1
     return 0
 
 
