@@ -229,9 +229,9 @@ def _jsonable(v):
 
 
 def _trt_cache_note() -> str:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
         return "not written: TensorRT is not installed here (write it on the target with `prn-edge build --precision int8 --calibration RUN`)"
     return "written by `prn-edge build --precision int8 --implicit-int8 --calibration RUN` on the TensorRT host"
 

@@ -48,7 +48,6 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
         assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps.values())
         assert all(not any(onnx.numpy_helper.to_array(z).ravel()) for z in zps.values())
     # the prototype search and the output tail stay float
-    quantized_inputs = {n.input[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
     for n in q.graph.node:
         if "/prototypes." in n.name and n.op_type in ("MatMul", "ArgMin"):
             assert not any(i.endswith("DequantizeLinear_Output") for i in n.input), n.name

@@ -2,10 +2,7 @@
 server on 127.0.0.1 that records writes, and a GenICam node map with digital-output nodes over a recording port."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import socket
-import threading
 import time
 from pathlib import Path
 

@@ -1,9 +1,6 @@
-import io
 import os
-import pickle
 
 import cv2
-import numpy as np
 import pytest
 import skimage.data
 import torch

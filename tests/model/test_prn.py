@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from prn_edge.config import ModelConfig, make_config
+from prn_edge.config import make_config
 from prn_edge.model.prn import PRN, MultiSizeAttention, build_prn, model_info
 from prn_edge.model.prototypes import ScalePrototypes, default_k, kmeans
 

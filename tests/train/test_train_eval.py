@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
