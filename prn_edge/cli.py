@@ -161,12 +161,20 @@ def cmd_run(args) -> int:
 def cmd_cameras(args) -> int:
     from .line.cli import list_cameras
 
-    devices = list_cameras(args.cti or "")
+    devices = list_cameras(args.cti or "", features=not args.no_features)
     if args.json:
         print(json.dumps(devices, indent=2, default=str))
     else:
         for i, d in enumerate(devices):
+            feats = d.pop("features", None) or {}
             print(f"[{i}] " + ", ".join(f"{k}={v}" for k, v in d.items()))
+            for name, f in feats.items():
+                if name == "error" or f is None:
+                    print(f"      {name}: {f if name == 'error' else '-'}")
+                    continue
+                extra = f" (allowed: {', '.join(map(str, f['allowed']))})" if "allowed" in f else (
+                    f" (range {f['range'][0]}..{f['range'][1]})" if "range" in f else "")
+                print(f"      {name}: {f['value']}{extra}")
         if not devices:
             print("no cameras found")
     return 0
@@ -295,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cameras", help="list GenICam cameras and their main features")
     p.add_argument("--cti", help="GenTL producer (.cti); default: GENICAM_GENTL64_PATH")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-features", action="store_true", help="list only, without opening each camera")
     p.set_defaults(func=cmd_cameras)
 
     p = sub.add_parser("demo", help="the whole chain on embedded defaults")

@@ -36,8 +36,9 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
     return summary
 
 
-def list_cameras(cti: str = "") -> list[dict]:
-    """The cameras a GenTL producer sees (cti, or every .cti in GENICAM_GENTL64_PATH when empty)."""
+def list_cameras(cti: str = "", features: bool = False) -> list[dict]:
+    """The cameras a GenTL producer sees (cti, or every .cti in GENICAM_GENTL64_PATH when empty), with their main
+    features when asked (each camera is opened for that, so a camera in use elsewhere reports an error)."""
     from .sources.genicam import list_devices
 
-    return list_devices(cti)
+    return list_devices(cti, features=features)

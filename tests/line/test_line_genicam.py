@@ -27,6 +27,16 @@ def test_list_cameras(tlsimu):
     cams = list_cameras(tlsimu)
     assert {c["serial_number"] for c in cams} >= {MONO, COLOR}
     assert {c["model"] for c in cams} == {"TLSimuMono", "TLSimuColor"}
+    assert "features" not in cams[0]
+
+
+def test_list_cameras_with_their_main_features(tlsimu):
+    cams = {c["serial_number"]: c for c in list_cameras(tlsimu, features=True)}
+    mono = cams[MONO]["features"]
+    assert mono["Width"]["value"] == 512 and mono["Height"]["value"] == 512
+    assert mono["PixelFormat"]["value"] == "Mono8" and "Mono8" in mono["PixelFormat"]["allowed"]
+    assert "Software" in mono["TriggerSource"]["allowed"]
+    assert mono["LineSelector"] is None  # TLSimu has no digital I/O: reported as absent, not as an error
 
 
 def test_free_run_frames_are_intact_at_the_configured_size(tlsimu):

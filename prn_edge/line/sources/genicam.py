@@ -72,13 +72,55 @@ def _describe(info: Any) -> dict:
     return {k.rstrip("_"): getattr(info, k, None) for k in keys}
 
 
-def list_devices(cti: str = "") -> list[dict]:
-    """Cameras the producers see: vendor, model, serial_number, id, user_defined_name, tl_type, access_status."""
+# The features an integrator checks first: what the config's source.genicam keys can set on this camera.
+FEATURES = ("Width", "Height", "PixelFormat", "ExposureTime", "TriggerMode", "TriggerSource", "AcquisitionFrameRate",
+            "LineSelector", "UserOutputSelector")
+
+
+def list_devices(cti: str = "", features: bool = False) -> list[dict]:
+    """Cameras the producers see: vendor, model, serial_number, id, user_defined_name, tl_type, access_status;
+    with `features`, each camera is opened and its main features read (value and allowed values; None where the
+    camera has no such node)."""
     h = _harvester(find_producers(cti))
     try:
-        return [_describe(d) for d in h.device_info_list]
+        devices = [_describe(d) for d in h.device_info_list]
+        if features:
+            for i, d in enumerate(devices):
+                d["features"] = _read_features(h, i)
+        return devices
     finally:
         h.reset()
+
+
+def _read_features(h: Any, index: int) -> dict:
+    try:
+        ia = h.create(index)
+    except Exception as e:  # busy (opened by another program) or gone
+        return {"error": f"cannot open: {e.__class__.__name__}: {e}"}
+    try:
+        nm = ia.remote_device.node_map
+        out: dict = {}
+        for name in FEATURES:
+            if not hasattr(nm, name):
+                out[name] = None
+                continue
+            node = getattr(nm, name)
+            entry: dict = {}
+            try:
+                entry["value"] = node.value
+            except Exception:
+                entry["value"] = "(not readable)"
+            if hasattr(node, "symbolics"):
+                entry["allowed"] = list(node.symbolics)
+            elif hasattr(node, "min") and hasattr(node, "max"):
+                try:
+                    entry["range"] = [node.min, node.max]
+                except Exception:
+                    pass
+            out[name] = entry
+        return out
+    finally:
+        ia.destroy()
 
 
 def set_node(node_map: Any, name: str, value: Any, key: str) -> None:
