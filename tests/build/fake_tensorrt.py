@@ -24,71 +24,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from fake_cuda import FakeCuda as SharedFakeCuda
 
-class FakeCuda:
-    """The host-CUDA helper interface of prn_edge.runtime.tensorrt_backend, over numpy 'device' memory."""
 
-    name = "fake-cuda"
+class FakeCuda(SharedFakeCuda):
+    """The shared fake CUDA, without CUDA graphs: the fake engines below run outside any stream capture."""
 
-    def __init__(self, gpu_name="Fake Orin", compute_capability="8.7"):
-        self.gpu_name, self.compute_capability = gpu_name, compute_capability
-        self.mem: dict[int, np.ndarray] = {}
-        self.next_ptr = 4096
-        self.streams = 0
-
-    def device_info(self, device):
-        return {"gpu_name": self.gpu_name, "compute_capability": self.compute_capability}
-
-    def malloc(self, nbytes):
-        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 256
-        self.mem[ptr] = np.zeros(nbytes, np.uint8)
-        return ptr
-
-    def free(self, ptr):
-        del self.mem[ptr]
-
-    def stream(self):
-        self.streams += 1
-        return f"stream{self.streams}"
-
-    def stream_free(self, stream):
-        pass
-
-    def sync(self, stream):
-        pass
-
-    def htod(self, dptr, host, nbytes, stream):
-        self.mem[dptr][:nbytes] = np.ascontiguousarray(host).reshape(-1).view(np.uint8)[:nbytes]
-
-    # the rest of the runtime backend's interface (pinned host buffers, events); no CUDA graphs
     supports_graphs = False
-
-    def host_empty(self, shape, dtype):
-        arr = np.zeros(shape, dtype)
-        return id(arr), arr
-
-    def host_free(self, handle):
-        pass
-
-    def stream_handle(self, stream):
-        return 1234
-
-    def dtoh(self, host, dptr, nbytes, stream):
-        host.reshape(-1).view(np.uint8)[:nbytes] = self.mem[dptr][:nbytes]
-
-    def event(self):
-        return [0.0]
-
-    def record(self, event, stream):
-        import time
-
-        event[0] = time.perf_counter()
-
-    def elapsed(self, start, end):
-        return end[0] - start[0]
-
-    def event_free(self, event):
-        pass
 
 
 class _DType:

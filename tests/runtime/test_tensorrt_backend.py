@@ -2,7 +2,6 @@
 fake TensorRT + fake CUDA (numpy memory, ONNX Runtime as the 'engine'), and a real engine where TensorRT is."""
 import importlib.util
 import json
-import time
 
 import numpy as np
 import onnx
@@ -13,6 +12,8 @@ from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import EngineError, open_engine
 from prn_edge.runtime import tensorrt_backend as tb
 from prn_edge.runtime.preprocess import rgb_to_frames
+
+from fake_cuda import FakeCuda  # noqa: E402 - tests/ is on sys.path (tests/conftest.py)
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -107,89 +108,6 @@ def test_without_tensorrt_the_engine_says_what_to_do(engine_dir):
 
 
 # ---------------------------------------------------------------------------------------------- fakes
-class FakeCuda:
-    """Host-side CUDA API stand-in: 'device' memory is numpy bytes; enqueued work runs at once, or is
-    recorded while a stream capture is open (a CUDA graph) and replayed on launch."""
-
-    name = "fake-cuda"
-    supports_graphs = True
-
-    def __init__(self, device_info):
-        self.info, self.mem, self.pinned, self.next_ptr = device_info, {}, [], 4096
-        self.capturing, self.launches, self.captures = None, 0, 0
-
-    def device_info(self, device):
-        return {"gpu_name": self.info["gpu_name"], "compute_capability": self.info["compute_capability"]}
-
-    def malloc(self, nbytes):
-        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 256
-        self.mem[ptr] = np.zeros(nbytes, np.uint8)
-        return ptr
-
-    def free(self, ptr):
-        del self.mem[ptr]
-
-    def host_empty(self, shape, dtype):
-        arr = np.zeros(shape, dtype)
-        self.pinned.append(id(arr))
-        return id(arr), arr
-
-    def host_free(self, handle):
-        self.pinned.remove(handle)
-
-    def stream(self):
-        return "stream0"
-
-    def stream_handle(self, stream):
-        return 1234
-
-    def stream_free(self, stream):
-        pass
-
-    def sync(self, stream):
-        pass
-
-    def submit(self, fn):
-        if self.capturing is not None:
-            self.capturing.append(fn)
-        else:
-            fn()
-
-    def htod(self, dptr, host, nbytes, stream):
-        self.mem[dptr][:nbytes] = host.reshape(-1).view(np.uint8)[:nbytes]
-
-    def dtoh(self, host, dptr, nbytes, stream):
-        host.reshape(-1).view(np.uint8)[:nbytes] = self.mem[dptr][:nbytes]
-
-    def event(self):
-        return [0.0]
-
-    def record(self, event, stream):
-        event[0] = time.perf_counter()
-
-    def elapsed(self, start, end):
-        return end[0] - start[0]
-
-    def event_free(self, event):
-        pass
-
-    def capture_begin(self, stream):
-        self.capturing = []
-
-    def capture_end(self, stream):
-        graph, self.capturing = self.capturing, None
-        self.captures += 1
-        return graph, graph
-
-    def launch(self, graph_exec, stream):
-        self.launches += 1
-        for fn in graph_exec:
-            fn()
-
-    def graph_free(self, graph, graph_exec):
-        pass
-
-
 class FakeTensorRT:
     """The slice of the tensorrt module the backend uses; the 'engine' runs its ONNX with ONNX Runtime."""
 
@@ -288,7 +206,7 @@ class FakeContext:
 
 @pytest.fixture
 def fake_trt(monkeypatch):
-    cuda = FakeCuda(FAKE_CURRENT_DEVICE)
+    cuda = FakeCuda(FAKE_CURRENT_DEVICE["gpu_name"], FAKE_CURRENT_DEVICE["compute_capability"])
     trt = FakeTensorRT(cuda)
     monkeypatch.setattr(tb, "_import_tensorrt", lambda path: trt)
     monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
@@ -329,7 +247,7 @@ def test_tensorrt_float_engine_with_static_batch_and_host_preprocessing(fake_trt
 
 def test_tensorrt_engine_for_another_gpu_is_refused_before_loading(fake_trt, engine_dir):
     _, cuda = fake_trt
-    cuda.info = dict(FAKE_CURRENT_DEVICE, compute_capability="7.2", gpu_name="Fake Xavier")
+    cuda.gpu_name, cuda.compute_capability = "Fake Xavier", "7.2"
     with pytest.raises(EngineError, match=r"dyn\.engine was built for a GPU of compute capability 8\.7.*rebuild"):
         open_engine(engine_dir["dyn"][1])
 
