@@ -55,7 +55,8 @@ class Part:
     t_enqueued: float = 0.0
     decision: Optional[Decision] = None
     amap: Optional[np.ndarray] = None  # stitched anomaly map, kept until the part is final (evidence)
-    t_fired: Optional[float] = None
+    t_released: Optional[float] = None  # the scheduler handed the final decision to the outputs (<= t_fire)
+    t_fired: Optional[float] = None  # the first output's eject call started (the actuation itself)
 
     @property
     def label(self) -> Optional[int]:

@@ -290,7 +290,7 @@ class RejectScheduler:
                 undecided = True
             else:
                 undecided = False
-            part.t_fired = now
+            part.t_released = now
         try:
             if undecided:
                 self._dispatch(part, "decision")

@@ -33,7 +33,8 @@ def check_one_decision_each(line, summary, rec, parts):
     assert sum(summary["decisions"].values()) == parts
     for p, t in zip(rec.parts, rec.times):
         assert t >= p.t_fire - 1e-6, f"part {p.seq} actuated before its fire time"
-        assert p.decision.t_decided <= p.t_fired + 1e-6
+        assert p.decision.t_decided <= p.t_released + 1e-6
+        assert p.t_released <= p.t_fired + 1e-6 and p.t_fired >= p.t_fire - 1e-6, "t_fired is the actuation itself"
         if not p.decision.fail_safe:
             assert p.decision.t_decided <= p.t_ready + 1e-6, f"model verdict of part {p.seq} came after t_ready"
             assert t - p.t_fire < TOLERANCE, (f"model verdict of part {p.seq} actuated {t - p.t_fire:.3f} s late "
@@ -52,6 +53,9 @@ def test_every_part_one_decision_matching_ground_truth(demo_category, truth, tmp
     assert [int(r["seq"]) for r in rows] == sorted(int(r["seq"]) for r in rows) == list(range(40))
     assert {r["cause"] for r in rows} == {"model"}
     assert all(r["defect"] for r in rows)  # ground truth travels to the audit trail
+    for r in rows:  # the audit trail's t_fired is when the command went out, not when it was handed over
+        assert float(r["t_released"]) <= float(r["t_fire"]) <= float(r["t_fired"]) + 1e-6
+        assert float(r["t_fired"]) - float(r["t_fire"]) < TOLERANCE
     assert rec.heartbeats[:3] == [1, 2, 3] and 0 not in rec.heartbeats
     stages = {k for p in line.records for k in p.times}
     assert {"capture_to_queue", "queue_wait", "preprocess", "inference", "postprocess", "actuation"} <= stages

@@ -121,6 +121,8 @@ class OutputWorker:
                 continue
             try:
                 if kind == "actuate":
+                    if not_before > 0 and payload.t_fired is None:
+                        payload.t_fired = t0  # the eject actuation itself (the CSV row records this)
                     self.output.actuate(payload)
                 else:
                     self.output.heartbeat(payload)
