@@ -9,6 +9,7 @@ without a verdict fires fail-safe ("late_verdict"). A verdict that comes after t
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import math
@@ -60,33 +61,47 @@ class Budget:
 
 
 class RollingQuantile:
-    """Quantiles of the last `window` samples that are at most max_age_s old (0 = no age limit)."""
+    """Quantiles of the last `window` samples that are at most max_age_s old (0 = no age limit).
+
+    The samples are also kept sorted, so a quantile is an index lookup (a few microseconds; np.quantile costs
+    ~0.1 ms, and the line asks on every part's critical path)."""
 
     def __init__(self, window: int = 200, max_age_s: float = 0.0):
-        self._x: deque[tuple[float, float]] = deque(maxlen=max(1, window))
+        self._x: deque[tuple[float, float]] = deque()
+        self._sorted: list[float] = []
+        self.window = max(1, window)
         self.max_age_s = max_age_s
-        self._cache: dict[float, float] = {}
+
+    def _drop_oldest(self) -> None:
+        _, v = self._x.popleft()
+        del self._sorted[bisect.bisect_left(self._sorted, v)]
 
     def add(self, v: float, now: Optional[float] = None) -> None:
+        v = float(v)
         self._x.append((time.monotonic() if now is None else now, v))
-        self._cache.clear()
+        bisect.insort(self._sorted, v)
+        if len(self._x) > self.window:
+            self._drop_oldest()
 
     def _expire(self, now: float) -> None:
         if self.max_age_s > 0:
             while self._x and now - self._x[0][0] > self.max_age_s:
-                self._x.popleft()
-                self._cache.clear()
+                self._drop_oldest()
 
     def __len__(self) -> int:
         return len(self._x)
 
     def quantile(self, q: float, default: float = 0.0, now: Optional[float] = None) -> float:
+        """Linear interpolation between order statistics (numpy's default method)."""
         self._expire(time.monotonic() if now is None else now)
-        if not self._x:
+        s = self._sorted
+        if not s:
             return default
-        if q not in self._cache:
-            self._cache[q] = float(np.quantile(np.fromiter((v for _, v in self._x), float), q))
-        return self._cache[q]
+        pos = q * (len(s) - 1)
+        i = int(pos)
+        if i + 1 >= len(s):
+            return s[-1]
+        return s[i] + (s[i + 1] - s[i]) * (pos - i)
 
 
 class EngineTimer:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from prn_edge.line import Budget, LineConfigError
@@ -35,6 +36,19 @@ def test_rolling_quantile_window_and_age():
         q.add(float(i), now=10.0)
     assert len(q) == 100 and q.quantile(0.5, now=10.0) == pytest.approx(149.5)
     assert q.quantile(0.99, default=-1.0, now=11.5) == -1.0  # all expired
+
+
+def test_rolling_quantile_matches_numpy_on_the_live_samples():
+    rng = np.random.default_rng(3)
+    q = RollingQuantile(window=50, max_age_s=2.0)
+    values, times = rng.exponential(0.01, 400), np.arange(400) * 0.01
+    for i, (v, t) in enumerate(zip(values, times)):
+        q.add(v, now=t)
+        if i % 37 == 0:
+            now = t + 1.995  # some samples of the window have aged out already
+            live = [x for x, tx in zip(values[max(0, i - 49):i + 1], times[max(0, i - 49):i + 1]) if now - tx <= 2.0]
+            for qq in (0.0, 0.5, 0.9, 0.99, 1.0):
+                assert q.quantile(qq, now=now) == pytest.approx(np.quantile(live, qq)), (i, qq)
 
 
 def test_engine_timer_estimates_unseen_batch_sizes():

@@ -353,6 +353,13 @@ class GenicamSource(FrameSource):
                 with buffer:
                     host_ts = time.monotonic()
                     frame = self._to_frame(buffer, host_ts)
+                self._queue.put(frame)
+                if not outstanding and self._wake.wait(TRIGGERED_IDLE_POLL_S):
+                    # Software trigger: the frame is delivered and none is due before the next trigger. Polling
+                    # at once would hold the GIL in the producer just when the line wants to process the frame.
+                    self._wake.clear()
+                    outstanding = True
+                continue
             except TimeoutException:
                 continue
             except CorruptFrame as e:
@@ -365,7 +372,6 @@ class GenicamSource(FrameSource):
                 with self._lock:
                     self._disconnect()
                 continue
-            self._queue.put(frame)
 
     def _to_frame(self, buffer: Any, host_ts: float) -> Frame:
         c = buffer.payload.components[0]
