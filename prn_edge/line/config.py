@@ -121,11 +121,26 @@ class DecisionConfig:
 
 
 @dataclass
+class EncoderConfig:
+    kind: str = "none"  # none (time-based) | modbus (the PLC's counter registers) | clock (simulated encoder)
+    distance_counts: int = 0  # camera to ejector, in encoder counts
+    host: str = "127.0.0.1"
+    port: int = 502
+    device_id: int = 1
+    register: int = 20  # high word; low word at register + 1
+    table: str = "input"  # input | holding registers
+    counts_per_s: float = 0.0  # kind clock: the simulated belt speed
+    poll_s: float = 0.005
+    speed_headroom: float = 1.25  # first fire-time guesses assume the belt may run this much faster
+
+
+@dataclass
 class TimingConfig:
     speed_m_s: float = 0.0
     distance_m: float = 0.0  # camera to ejector
     actuator_lead_s: float = 0.0  # valve opening time, PLC scan
     deadline_s: float = 0.0  # capture -> command out, instead of speed/distance
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # eject by belt position instead of time
     margin_s: float = 0.005  # a verdict must be in this long before the command goes out
     max_batch: int = 1
     batch_wait_s: float = 0.0
@@ -204,6 +219,7 @@ class GpioOutputConfig:
     at: str = "eject"
 
 
+ENCODER_KINDS = ("none", "modbus", "clock")
 OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutputConfig, "log": LogOutputConfig, "modbus": ModbusOutputConfig,
                                  "camera_io": CameraIoOutputConfig, "gpio": GpioOutputConfig}
 
@@ -225,6 +241,8 @@ class LineConfig:
             _choice("engine.backend", self.engine.backend, list(BACKENDS))
             _choice("decision.fail_safe", self.decision.fail_safe, ["reject", "recheck"])
             _choice("source.linescan.mode", self.source.linescan.mode, ["length", "trigger"])
+            _choice("timing.encoder.kind", self.timing.encoder.kind, list(ENCODER_KINDS))
+            _choice("timing.encoder.table", self.timing.encoder.table, ["input", "holding"])
             for i, o in enumerate(self.outputs):
                 if hasattr(o, "at"):
                     _choice(f"outputs[{i}].at", o.at, ["eject", "decision"])
@@ -238,6 +256,18 @@ class LineConfig:
             raise LineConfigError(f"source.kind={kind!r} needs {needs[kind][0]}")
         if self.source.linescan.enabled and self.source.linescan.frame_height < 1:
             raise LineConfigError("source.linescan.frame_height must be >= 1 when source.linescan.enabled is true")
+        t, e = self.timing, self.timing.encoder
+        if e.kind != "none":
+            if t.speed_m_s or t.distance_m or t.deadline_s:
+                raise LineConfigError("timing: with timing.encoder.kind set, give the distance as "
+                                      "timing.encoder.distance_counts and leave speed_m_s, distance_m and deadline_s 0")
+            if e.distance_counts <= 0:
+                raise LineConfigError("timing.encoder.distance_counts must be > 0 (camera-to-ejector distance in "
+                                      "encoder counts)")
+            if e.kind == "clock" and e.counts_per_s <= 0:
+                raise LineConfigError("timing.encoder.counts_per_s must be > 0 for kind clock (the simulated belt)")
+            if e.poll_s <= 0 or e.speed_headroom < 1:
+                raise LineConfigError("timing.encoder.poll_s must be > 0 and timing.encoder.speed_headroom >= 1")
         if self.source.grab_timeout_s <= 0:
             raise LineConfigError("source.grab_timeout_s must be > 0")
         names = [o.name for o in self.outputs]

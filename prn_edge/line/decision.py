@@ -57,6 +57,8 @@ class Part:
     amap: Optional[np.ndarray] = None  # stitched anomaly map, kept until the part is final (evidence)
     t_released: Optional[float] = None  # the scheduler handed the final decision to the outputs (<= t_fire)
     t_fired: Optional[float] = None  # the first output's eject call started (the actuation itself)
+    position: Optional[float] = None  # encoder count at capture (encoder-timed lines)
+    eject_position: Optional[float] = None  # ... and at the ejector
 
     @property
     def label(self) -> Optional[int]:

@@ -100,9 +100,18 @@ def loop_options(cfg: LineConfig) -> LoopOptions:
         switch_interval_s=t.switch_interval_s)
 
 
-def budget_of(cfg: LineConfig) -> Budget:
+def budget_of(cfg: LineConfig) -> Any:
+    """Budget (time-based) or EncoderBudget (belt position; its tracker starts with the line)."""
     t = cfg.timing
-    return Budget.from_line(t.speed_m_s, t.distance_m, t.actuator_lead_s, t.deadline_s, t.margin_s)
+    e = t.encoder
+    if e.kind == "none":
+        return Budget.from_line(t.speed_m_s, t.distance_m, t.actuator_lead_s, t.deadline_s, t.margin_s)
+    from .encoder import ClockEncoder, EncoderBudget, EncoderTracker, ModbusEncoder
+
+    reader = (ClockEncoder(e.counts_per_s) if e.kind == "clock"
+              else ModbusEncoder(e.host, e.port, e.device_id, e.register, e.table))
+    return EncoderBudget(EncoderTracker(reader, e.poll_s), e.distance_counts, t.actuator_lead_s, t.margin_s,
+                         e.speed_headroom)
 
 
 def build_line(cfg: LineConfig, engine: Any = None, source: Optional[FrameSource] = None,

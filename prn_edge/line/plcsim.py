@@ -18,17 +18,38 @@ class SimulatedPlc:
     127.0.0.1 that records every write as (monotonic time, function code, address, values). Used by the demo
     and the tests; stop() and start() keep the port, so a PLC can go down and come back."""
 
-    def __init__(self, port: int | None = None, registers: int = 64):
+    def __init__(self, port: int | None = None, registers: int = 64, encoder_register: int = 20,
+                 belt_counts_per_s: float = 0.0):
         self.port = port or free_port()
         self.registers = registers
         self.writes: list[tuple[float, int, int, list]] = []
+        # The PLC's high-speed counter of the belt encoder, in input registers encoder_register (high word) and
+        # encoder_register + 1 (low word); the belt runs at belt_counts_per_s (set_belt_speed changes it).
+        self.encoder_register = encoder_register
+        self._belt = (time.monotonic(), 0.0, float(belt_counts_per_s))  # (t0, count at t0, counts/s)
+        self.encoder_reads = 0
         self._loop = None
         self._thread = None
         self._server = None
 
+    def set_belt_speed(self, counts_per_s: float) -> None:
+        t0, c0, v = self._belt
+        now = time.monotonic()
+        self._belt = (now, c0 + (now - t0) * v, float(counts_per_s))
+
+    def encoder_count(self) -> int:
+        t0, c0, v = self._belt
+        return int(c0 + (time.monotonic() - t0) * v) % (1 << 32)
+
     async def _action(self, function_code, start_address, address, count, current, values):
         if values is not None:
             self.writes.append((time.monotonic(), function_code, address, list(values)))
+        elif function_code == 4:  # input registers: the encoder counter is live
+            c = self.encoder_count()
+            for i, word in ((self.encoder_register, c >> 16), (self.encoder_register + 1, c & 0xFFFF)):
+                if address <= i < address + count and 0 <= i - start_address < len(current):
+                    current[i - start_address] = word
+            self.encoder_reads += 1
         return None
 
     def start(self) -> "SimulatedPlc":

@@ -168,6 +168,8 @@ class RejectScheduler:
     lead_s is at most the budget's margin), and the receiver waits for part.t_fire itself (OutputSet does), so
     the scheduler's own wake-up jitter is spent before the fire time instead of after it.
     on_final(part) is called once per part after its eject dispatch.
+    retime(part, now, lead_s) (optional, encoder-timed lines) is asked when a part with an eject position comes
+    due: None fires it (at part.t_fire, which retime may refine), a time puts it back until then.
     idle() (optional) is called when nothing is due for at least idle_min_s, at most every idle_every_s: the
     moment for housekeeping that holds the GIL (garbage collection).
     """
@@ -175,7 +177,8 @@ class RejectScheduler:
     def __init__(self, fail_safe_verdict: str, dispatch: Callable[[Part, str], None],
                  on_final: Callable[[Part], None], heartbeat: Optional[Callable[[], None]] = None,
                  heartbeat_s: float = 0.1, lead_s: float = 0.0, idle: Optional[Callable[[], None]] = None,
-                 idle_min_s: float = 0.002, idle_every_s: float = 0.02):
+                 idle_min_s: float = 0.002, idle_every_s: float = 0.02,
+                 retime: Optional[Callable[[Part, float, float], Optional[float]]] = None, recheck_s: float = 0.02):
         self.fail_safe_verdict = fail_safe_verdict
         self._dispatch = dispatch
         self._on_final = on_final
@@ -185,6 +188,8 @@ class RejectScheduler:
         self._idle = idle
         self._idle_min_s = idle_min_s
         self._idle_every_s = idle_every_s
+        self._retime = retime  # encoder-timed parts: fire by belt position (EncoderBudget.retime) ...
+        self._recheck_s = recheck_s  # ... looked at at least this often (the belt may speed up)
         self._heap: list[tuple[float, int]] = []
         self._slots: dict[int, Part] = {}
         self._cond = threading.Condition()
@@ -197,12 +202,19 @@ class RejectScheduler:
         """When the part is handed to the outputs: lead_s before t_fire, never before t_ready."""
         return max(part.t_ready, part.t_fire - self.lead_s)
 
+    def _due_time(self, part: Part, now: float) -> float:
+        """When the scheduler looks at the part next: its release, or sooner for an encoder-timed part."""
+        t = self._release_time(part)
+        if self._retime is not None and part.eject_position is not None:
+            t = min(t, now + self._recheck_s)
+        return t
+
     def register(self, part: Part) -> None:
         with self._cond:
             if part.seq in self._slots:
                 raise ValueError(f"part {part.seq} registered twice")
             self._slots[part.seq] = part
-            heapq.heappush(self._heap, (self._release_time(part), part.seq))
+            heapq.heappush(self._heap, (self._due_time(part, time.monotonic()), part.seq))
             if self._heap[0][1] == part.seq:
                 self._cond.notify()
 
@@ -265,9 +277,19 @@ class RejectScheduler:
                 if self._stop:
                     return
                 now = monotonic()
+                later = []
                 while self._heap and self._heap[0][0] <= now:
                     _, seq = heapq.heappop(self._heap)
-                    due.append(self._slots[seq])
+                    part = self._slots[seq]
+                    if self._retime is not None and part.eject_position is not None:
+                        t_next = self._retime(part, now, self.lead_s)
+                        if t_next is not None:  # not at its eject position yet: look again then
+                            part.t_fire = t_next
+                            later.append(part)
+                            continue
+                    due.append(part)
+                for part in later:
+                    heapq.heappush(self._heap, (self._due_time(part, now), part.seq))
                 if not due:
                     wake = self._heap[0][0] if self._heap else now + 1.0
                     if self._heartbeat is not None:

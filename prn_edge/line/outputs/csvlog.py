@@ -12,7 +12,7 @@ from .base import RejectOutput
 log = logging.getLogger("prn_edge.line.rejects")
 
 COLUMNS = ("seq", "part_id", "frame_id", "verdict", "cause", "score", "normalized", "label", "defect",
-           "t_capture", "t_decided", "t_released", "t_fire", "t_fired")
+           "t_capture", "t_decided", "t_released", "t_fire", "t_fired", "position", "eject_position")
 
 
 def _row(part: Part) -> list:
@@ -21,7 +21,7 @@ def _row(part: Part) -> list:
     return [part.seq, "" if part.part_id is None else part.part_id, "" if part.frame_id is None else part.frame_id,
             d.verdict, d.cause, num(d.score), num(d.normalized), "" if part.label is None else part.label,
             part.defect or "", num(part.t_capture), num(d.t_decided), num(part.t_released),
-            num(part.t_fire), num(part.t_fired)]
+            num(part.t_fire), num(part.t_fired), num(part.position), num(part.eject_position)]
 
 
 class CsvOutput(RejectOutput):
