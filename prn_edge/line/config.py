@@ -49,6 +49,7 @@ class GenicamConfig:
     trigger: str = "off"  # off | software | hardware
     trigger_source: str = "Line0"
     trigger_rate_hz: float = 0.0  # software trigger: parts per second (0 = trigger on each grab)
+    frame_rate_hz: float = 0.0  # free run (trigger off): AcquisitionFrameRate (0 = the camera's setting)
     buffer_mode: str = "all"  # all | newest
     queue_size: int = 8
     max_age_s: float = 0.0  # frames older than this are discarded (0 = no limit)

@@ -37,7 +37,7 @@ def build_source(cfg: LineConfig) -> FrameSource:
         g = s.genicam
         source = GenicamSource(g.cti, g.serial, g.model, g.index, g.width, g.height, g.pixel_format, g.exposure_us,
                                g.trigger, g.trigger_source, g.trigger_rate_hz, g.buffer_mode, g.queue_size,
-                               g.max_age_s, g.num_buffers, g.reconnect_max_s, g.poll_max_s)
+                               g.max_age_s, g.num_buffers, g.reconnect_max_s, g.poll_max_s, g.frame_rate_hz)
     if s.linescan.enabled:
         from .tiles import LineScanAssembler
 

@@ -151,7 +151,7 @@ class GenicamSource(FrameSource):
                  height: int = 0, pixel_format: str = "", exposure_us: float = 0.0, trigger: str = "off",
                  trigger_source: str = "Line0", trigger_rate_hz: float = 0.0, buffer_mode: str = "all",
                  queue_size: int = 8, max_age_s: float = 0.0, num_buffers: int = 8, reconnect_max_s: float = 5.0,
-                 poll_max_s: float = 0.002):
+                 poll_max_s: float = 0.002, frame_rate_hz: float = 0.0):
         """poll_max_s: longest pause between buffer polls while no frame comes (the frame latency it may add
         in free run or with hardware triggers; software triggers wake the poll at once)."""
         if trigger not in TRIGGERS:
@@ -167,6 +167,10 @@ class GenicamSource(FrameSource):
         self.trigger, self.trigger_source, self.trigger_rate_hz = trigger, trigger_source, trigger_rate_hz
         self.buffer_mode, self.num_buffers, self.reconnect_max_s = buffer_mode, num_buffers, reconnect_max_s
         self.poll_max_s = max(POLL_MIN_S, poll_max_s)
+        if frame_rate_hz < 0 or (frame_rate_hz and trigger != "off"):
+            raise LineConfigError(f"source.genicam.frame_rate_hz={frame_rate_hz}: a free-run rate (trigger off) > 0, "
+                                  "or 0 for the camera's own setting")
+        self.frame_rate_hz = frame_rate_hz
         self._wake = threading.Event()
         self.counts_parts = trigger == "hardware"
         self._queue = FrameQueue(1 if buffer_mode == "newest" else queue_size, max_age_s)
@@ -221,6 +225,10 @@ class GenicamSource(FrameSource):
             set_node(nm, "Height", self.height, "height")
         if self.exposure_us:
             set_node(nm, "ExposureTime", float(self.exposure_us), "exposure_us")
+        if self.frame_rate_hz:
+            if hasattr(nm, "AcquisitionFrameRateEnable"):
+                set_node(nm, "AcquisitionFrameRateEnable", True, "frame_rate_hz")
+            set_node(nm, "AcquisitionFrameRate", float(self.frame_rate_hz), "frame_rate_hz")
         if self.trigger != "off":
             set_node(nm, "TriggerMode", "On", "trigger")
             set_node(nm, "TriggerSource", "Software" if self.trigger == "software" else self.trigger_source,
