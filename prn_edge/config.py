@@ -25,6 +25,9 @@ class ModelConfig:
     # "patch" = per-position nearest of K feature vectors (textures, unaligned parts).
     prototype_mode: str = "patch"
     num_prototypes: int = 0  # 0 = automatic (see prototypes.default_k)
+    # Near ties between prototypes: those within about this fraction of the nearest distance are blended
+    # (softmin), so the residual is continuous and PyTorch, ONNX Runtime and TensorRT agree; 0 = hard argmin.
+    prototype_softness: float = 0.001
     dim: int = 48  # width of the head after the input projection
     msa_scales: Tuple[int, ...] = (1, 2)  # indices into the backbone scales that get multi-size attention
     patch_sizes: Tuple[int, ...] = (2, 4, 8)  # MSA patch sizes, in cells of the feature map
@@ -39,6 +42,8 @@ class ModelConfig:
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
         if self.image_size < 64 or self.image_size % 32:
             raise ConfigError(f"model.image_size={self.image_size}: must be a multiple of 32 and at least 64")
+        if not 0 <= self.prototype_softness <= 0.5:
+            raise ConfigError(f"model.prototype_softness={self.prototype_softness}: 0 (hard nearest) .. 0.5")
         if self.num_prototypes < 0:
             raise ConfigError("model.num_prototypes must be >= 0 (0 chooses automatically)")
         if self.dim % self.heads or self.dim <= 0:

@@ -88,7 +88,7 @@ def tiled_throughput(engine_path: str, threads: int, frames: int = 5, height: in
 def main() -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.evaluate.report import write_json
-    from prn_edge.line.bench import bench_line
+    from prn_edge.line.bench import overhead, soak
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench_line")
@@ -100,6 +100,7 @@ def main() -> int:
     ap.add_argument("--dataset", help="category folder for the conveyor/soak (default: a small demo dataset)")
     ap.add_argument("--engine", help="exported .onnx (or .pt/.engine) for the sustained parts/s measurement")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="overhead runs (the VM's stolen time varies run to run)")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -114,8 +115,23 @@ def main() -> int:
         dataset = str(out / "data" / "gravel")
     report = {"machine": machine_info(), "targets": {"overhead_p99_ms": 2.0, "undecided": 0, "late_model_actuations": 0}}
     env0 = _environment()
-    report.update(bench_line(source=args.source, rate_hz=args.rate, parts=args.parts, soak_parts=args.soak_parts,
-                             soak_rate_hz=args.soak_rate, dataset=dataset))
+    # Overhead: several runs, each with the CPU time the hypervisor stole during it. The headline is the run with
+    # the least steal (what the loop itself costs); every run and the median p99 are reported beside it.
+    runs = []
+    for i in range(args.repeat):
+        e0 = _environment()
+        run = overhead(args.source, args.rate, args.parts, cti="", dataset=dataset)
+        e1 = _environment()
+        run["steal_s"] = round(e1.get("steal_s", 0) - e0.get("steal_s", 0), 2)
+        runs.append(run)
+        print(f"overhead run {i + 1}/{args.repeat}: p50 {run['overhead_ms']['p50']:.2f} ms, "
+              f"p99 {run['overhead_ms']['p99']:.2f} ms, stolen {run['steal_s']} s", flush=True)
+    report["overhead"] = min(runs, key=lambda r: r["steal_s"])
+    report["overhead_runs"] = [{"p50_ms": r["overhead_ms"]["p50"], "p99_ms": r["overhead_ms"]["p99"],
+                                "max_ms": r["overhead_ms"]["max"], "steal_s": r["steal_s"],
+                                "late_model_actuations": r["late_model_actuations"]} for r in runs]
+    report["overhead_p99_ms_median_of_runs"] = float(sorted(r["overhead_ms"]["p99"] for r in runs)[len(runs) // 2])
+    report["soak"] = soak(args.soak_parts, args.soak_rate, dataset) if args.soak_parts else None
     env1 = _environment()
     report["environment"] = {"loadavg_before": env0.get("loadavg"), "loadavg_after": env1.get("loadavg"),
                              "steal_s_during": (round(env1["steal_s"] - env0["steal_s"], 2)
@@ -128,7 +144,10 @@ def main() -> int:
     rows = ["| measure | value |", "|---|---:|"]
     for key in ("overhead_ms", "decide_overhead_ms", "actuate_overhead_ms"):
         if isinstance(o.get(key), dict) and o[key].get("n"):
-            rows.append(f"| {key} p50 / p99 (n={o[key]['n']}) | {o[key]['p50']:.2f} / {o[key]['p99']:.2f} |")
+            rows.append(f"| {key} p50 / p99 (n={o[key]['n']}, run with least steal) | "
+                        f"{o[key]['p50']:.2f} / {o[key]['p99']:.2f} |")
+    rows.append("| overhead p99 of every run (stolen s) | " + ", ".join(
+        f"{r['p99_ms']:.2f} ({r['steal_s']})" for r in report["overhead_runs"]) + " |")
     if s:
         rows += [f"| soak parts | {s['parts']} |", f"| undecided | {s['undecided']} |",
                  f"| not actuated exactly once | {s['not_actuated_exactly_once']} |",

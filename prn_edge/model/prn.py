@@ -128,7 +128,8 @@ class PRN(nn.Module):
         hws = [(size // STRIDES[s], size // STRIDES[s]) for s in HEAD_SCALES]
         chans = [backbone.channels[s] for s in HEAD_SCALES]
         self.prototypes = nn.ModuleList(
-            ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw) for c, hw in zip(chans, hws)
+            ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness)
+            for c, hw in zip(chans, hws)
         )
         self.inputs = nn.ModuleList(conv_bn(2 * c, cfg.dim, 1) for c in chans)
         self.msa = nn.ModuleList(

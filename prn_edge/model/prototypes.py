@@ -5,8 +5,15 @@ Two modes share one distance computation:
 - "patch": a prototype is a C-vector and every position picks its own nearest; suits textures and parts
   that are not aligned.
 The nearest prototype is found with matrix products only, |P|^2 - 2 f.P^T (|f|^2 is the same for every
-candidate, so it cannot change the argmin), then ArgMin and Gather: no cdist, no sequence ops and no
-(batch x K x C x H x W) expansion, so the graph exports to ONNX and TensorRT unchanged.
+candidate, so it cannot change the argmin): no cdist, no sequence ops and no (batch x K x C x H x W)
+expansion, so the graph exports to ONNX and TensorRT unchanged.
+
+A hard argmin is discontinuous: where two prototypes are nearly equidistant, the last-bit differences between
+PyTorch, ONNX Runtime and TensorRT pick different ones, and the map differs by up to ~1e-3. With softness s > 0
+the "nearest" prototype is a softmin blend, weights exp(-(d - d_min) / (s * d_min)): prototypes further than a
+few s * d_min from the nearest get weight ~0 (so it equals the argmin almost everywhere), and near ties blend
+smoothly, which makes the residual a continuous function of the features. Cost: a Softmax and a MatMul
+instead of ArgMin and Gather.
 """
 from __future__ import annotations
 
@@ -56,9 +63,10 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
 class ScalePrototypes(nn.Module):
     """Prototypes of one scale; `forward(f)` returns the squared residual (f - nearest)^2."""
 
-    def __init__(self, mode: str, k: int, channels: int, hw: tuple[int, int]):
+    def __init__(self, mode: str, k: int, channels: int, hw: tuple[int, int], softness: float = 0.0):
         super().__init__()
         self.mode, self.channels, self.hw = mode, channels, hw
+        self.softness = float(softness)
         shape = (k, channels * hw[0] * hw[1]) if mode == "image" else (k, channels)
         self.register_buffer("protos", torch.zeros(shape))
         self.register_buffer("sq_norm", torch.zeros(k))
@@ -84,15 +92,23 @@ class ScalePrototypes(nn.Module):
         self.res_scale.fill_(1.0 / mean_res if mean_res > 0 and math.isfinite(mean_res) else 1.0)
         self.fitted.fill_(True)
 
+    def _pick(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat (..., D) -> the nearest prototype (..., D): argmin, or the softmin blend of near ties."""
+        d = self.sq_norm - 2 * flat @ self.protos.T  # squared distance less |f|^2
+        if self.softness <= 0:
+            return self.protos[d.argmin(-1)]
+        d_min = d.min(-1, keepdim=True).values
+        full_min = (d_min + (flat * flat).sum(-1, keepdim=True)).clamp_min(0.0)  # the nearest squared distance
+        # Temperature relative to that distance (scale-free); the floor keeps exact matches from dividing by 0.
+        temp = self.softness * full_min + 1e-6 * flat.shape[-1]
+        return torch.softmax((d_min - d) / temp, dim=-1) @ self.protos
+
     def nearest(self, f: torch.Tensor) -> torch.Tensor:
         c, (h, w) = self.channels, self.hw
         if self.mode == "image":
-            flat = f.reshape(-1, c * h * w)
-            idx = (self.sq_norm - 2 * flat @ self.protos.T).argmin(1)
-            return self.protos[idx].reshape(-1, c, h, w)
+            return self._pick(f.reshape(-1, c * h * w)).reshape(-1, c, h, w)
         flat = f.permute(0, 2, 3, 1).reshape(-1, h * w, c)
-        idx = (self.sq_norm - 2 * flat @ self.protos.T).argmin(2)
-        return self.protos[idx].reshape(-1, h, w, c).permute(0, 3, 1, 2)
+        return self._pick(flat).reshape(-1, h, w, c).permute(0, 3, 1, 2)
 
     def forward_raw(self, f: torch.Tensor) -> torch.Tensor:
         return (f - self.nearest(f)) ** 2

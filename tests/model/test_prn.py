@@ -37,6 +37,37 @@ def test_nearest_prototype_matches_brute_force(mode):
     assert abs(float(proto(normals).mean()) - 1.0) < 1e-3
 
 
+@pytest.mark.parametrize("mode", ["image", "patch"])
+def test_soft_nearest_equals_argmin_away_from_ties(mode):
+    g = torch.Generator().manual_seed(0)
+    centers = 3 * torch.randn(6, 5, 4, 4, generator=g)  # well separated: no near ties
+    normals = centers.repeat(4, 1, 1, 1) + 0.05 * torch.randn(24, 5, 4, 4, generator=g)
+    hard = ScalePrototypes(mode, 6, channels=5, hw=(4, 4))
+    hard.fit(normals, seed=0)
+    soft = ScalePrototypes(mode, 6, channels=5, hw=(4, 4), softness=0.001)
+    soft.load_state_dict(hard.state_dict())
+    f = centers[:3] + 0.3 * torch.randn(3, 5, 4, 4, generator=g)
+    assert torch.allclose(soft.nearest(f), hard.nearest(f), atol=1e-5)
+
+
+def test_soft_nearest_is_continuous_across_a_tie():
+    """Halfway between two prototypes the hard argmin jumps from one to the other for a last-bit change of the
+    feature (what made PyTorch and ONNX Runtime maps differ by ~1e-3); the softmin blend moves smoothly."""
+    p = ScalePrototypes("patch", 2, channels=4, hw=(1, 1), softness=0.001)
+    a, b = torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0, 0.0])
+    p.protos.copy_(torch.stack([a, b]))
+    p.sq_norm.copy_((p.protos ** 2).sum(1))
+    hard = ScalePrototypes("patch", 2, channels=4, hw=(1, 1))
+    hard.load_state_dict(p.state_dict())
+    mid = (a + b) / 2
+    for eps in (1e-7, 1e-6):
+        f1 = (mid + eps * (a - b)).view(1, 4, 1, 1)
+        f2 = (mid - eps * (a - b)).view(1, 4, 1, 1)
+        assert (hard.nearest(f1) - hard.nearest(f2)).abs().max() == 1.0  # a jump
+        assert (p.nearest(f1) - p.nearest(f2)).abs().max() < 1e-2  # Lipschitz ~1/(softness * distance)
+    assert torch.allclose(p.nearest(mid.view(1, 4, 1, 1)).flatten(), mid, atol=1e-6)  # an exact tie blends 50/50
+
+
 def test_default_k_is_about_ten_percent_and_bounded():
     assert default_k(200, "image") == 20
     assert default_k(5, "image") == 2 and default_k(10_000, "image") == 64
