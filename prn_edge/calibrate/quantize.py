@@ -53,6 +53,15 @@ class _Reader:
         return iter({self.name: b} for b in self.batches)
 
 
+def _reduce_range() -> bool:
+    """7-bit weights on CPUs without VNNI (their u8 x s8 multiply-add saturates 16-bit sums); the environment
+    variable PRN_EDGE_REDUCE_RANGE=0/1 overrides it (experiments, or quantizing for another CPU)."""
+    import os
+
+    v = os.environ.get("PRN_EDGE_REDUCE_RANGE", "")
+    return v == "1" if v in ("0", "1") else not cpu_has_vnni()
+
+
 def prepare(fp32: Path, out: Path) -> Path:
     """Shape inference and graph clean-up that the quantizer needs; node names of the result are the ones
     `exclude` lists refer to."""
@@ -90,7 +99,7 @@ def quantize_qdq(fp32: Path, out: Path, input_name: str, batches: Sequence[np.nd
     else:
         # Per-channel weights: depthwise convolutions of EfficientNet lose everything with one scale per tensor.
         kw = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                  reduce_range=not cpu_has_vnni())
+                  reduce_range=_reduce_range())
     with _quiet():
         quantize_static(str(fp32), str(out), _Reader(input_name, batches), quant_format=QuantFormat.QDQ,
                         calibrate_method=calib, nodes_to_exclude=sorted(set(exclude)) or None,

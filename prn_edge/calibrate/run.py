@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
+from .refit import refit_prototypes
 from .sensitivity import rank_sensitive_nodes
 
 
@@ -34,6 +35,8 @@ class CalibrationOptions:
     max_pixel_auroc_drop: float = 0.01  # 1 point
     min_decision_agreement: float = 0.95
     max_attempts: int = 4  # first try + fallbacks that keep 2, 4, 8 ... sensitive layers in float
+    refit_prototypes: bool = True  # k-means the prototypes again on the INT8 encoder's features (refit.py)
+    keep_float: tuple = ()  # node-name prefixes kept in float in every attempt (e.g. "/decoder/")
     batch: Optional[int] = 1  # of the exported model; None = dynamic
     input_format: str = "float"
     channel_order: str = "rgb"
@@ -151,15 +154,30 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
 
         attempts: list[Attempt] = []
         fixed = float_by_design(fp32)
+        if o.keep_float:
+            import onnx
+
+            chosen = [n.name for n in onnx.load(str(fp32)).graph.node if n.name.startswith(tuple(o.keep_float))]
+            if not chosen:
+                raise ConfigError(f"--keep-float {list(o.keep_float)}: no node name starts with these prefixes; "
+                                  "node names look like /encoder/_blocks.3/..., /msa.1/..., /decoder/up2/...")
+            fixed = sorted(set(fixed) | set(chosen))
         candidates = [n for n in quantizable_nodes(fp32, o.flavour) if n not in fixed]
         excluded: list[str] = []
         ranking: list[dict] = []
+        fit_batches = None  # the normals the prototypes were fitted on (for the INT8 refit)
         best = None
         for a in range(o.max_attempts):
             ta = time.time()
             q_path = tmp / f"model.int8.try{a}.onnx"
             qinfo = quantize_qdq(fp32, q_path, spec.name, calib_batches, o.flavour, o.method, fixed + excluded)
             qinfo["float_by_design"] = len(fixed)
+            if o.refit_prototypes:
+                if fit_batches is None:
+                    fit_batches = model_inputs([read_image(p) for p in fit_paths])
+                qinfo["prototypes_refit"] = refit_prototypes(q_path, q_path, fit_batches, cfg.model.prototype_mode,
+                                                             cfg.model.prototype_softness, cfg.train.seed,
+                                                             threads=threads)
             m = gate_metrics(ref, _evaluate(q_path, val_frames, val_labels, val_masks, threads))
             reasons = _check(m, o)
             attempts.append(Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons))

@@ -7,20 +7,8 @@ import pytest
 from prn_edge.calibrate.dataset import select_calibration_set
 from prn_edge.calibrate.run import CalibrationOptions, calibrate
 from prn_edge.cli import main
-from prn_edge.data.demo import make_dataset
 from prn_edge.errors import ConfigError, DataError
 from prn_edge.export.metadata import read_metadata
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cal")
-    make_dataset(root / "data", seed=5, categories=["grass"], n_train=40, n_test_good=2, n_test_defect=1, n_shots=4,
-                 size=64, progress=False)
-    ckpt = root / "tiny.pt"
-    assert main(["train", "--variant", "prn-tiny", "--data", str(root / "data" / "grass"), "--out", str(ckpt),
-                 "--quiet", "--set", "train.steps=30", "--set", "train.val_every=15"]) == 0
-    return ckpt, root / "data" / "grass"
 
 
 @pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])

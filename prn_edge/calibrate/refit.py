@@ -1,0 +1,100 @@
+"""Prototypes re-fitted on the INT8 encoder's own features.
+
+The prototypes are k-means centres of the *FP32* encoder's features of the training normals. An INT8 encoder
+computes slightly different features, and every such difference lands in the residual |f - p|^2 that the
+head reads as "not normal": the residual maps of normal images brighten and the map loses contrast. So the
+INT8 artefact gets its own prototypes: the same k-means (same images, K, seed and softness) over the features
+its quantized encoder produces, and the residual normalization re-measured on them. The head is unchanged;
+nothing but training normals is used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import BuildError
+
+
+def _scale_nodes(graph: onnx.GraphProto, i: int) -> list[onnx.NodeProto]:
+    return [n for n in graph.node if n.name.startswith(f"/prototypes.{i}/")]
+
+
+def _feature_tensor(graph: onnx.GraphProto, i: int) -> str:
+    """The one tensor that enters scale i's prototype search from outside (the encoder feature map)."""
+    nodes = _scale_nodes(graph, i)
+    inside = {o for n in nodes for o in n.output}
+    consts = {t.name for t in graph.initializer}
+    consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    external = {x for n in nodes for x in n.input if x and x not in inside and x not in consts}
+    if len(external) != 1:
+        raise BuildError(f"prototype scale {i}: expected one feature input, found {sorted(external)}; is this a "
+                         "prn_edge export?")
+    return external.pop()
+
+
+def _initializers(graph: onnx.GraphProto, i: int) -> dict[str, str]:
+    """Initializer names of scale i: protos (K, D), its transpose for the distance MatMul, sq_norm, res_scale."""
+    names = {t.name for t in graph.initializer}
+    out = {k: f"prn.prototypes.{i}.{k}" for k in ("protos", "sq_norm", "res_scale")}
+    missing = [v for v in out.values() if v not in names]
+    if missing:
+        raise BuildError(f"prototype initializers {missing} not in the model; is this a prn_edge export?")
+    mm = next((n for n in _scale_nodes(graph, i) if n.op_type == "MatMul" and n.input[1] in names
+               and n.input[1] != out["protos"]), None)
+    if mm is not None:
+        out["protos_t"] = mm.input[1]
+    return out
+
+
+def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarray], mode: str, softness: float,
+                     seed: int, scales: int = 3, threads: int = 0) -> dict:
+    """Re-fit every scale's prototypes of `model_path` on the features it computes for `inputs` (model-ready
+    batches of the training normals) and write the result to `out_path`. Returns what changed per scale."""
+    import onnxruntime as ort
+    import torch
+
+    from ..model.prototypes import ScalePrototypes
+
+    model = onnx.load(str(model_path))
+    g = model.graph
+    feats = [_feature_tensor(g, i) for i in range(scales)]
+    probe = onnx.load(str(model_path))
+    known = {o.name for o in probe.graph.output}
+    for name in feats:
+        if name not in known:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0].name
+    per_scale: list[list[np.ndarray]] = [[] for _ in range(scales)]
+    for x in inputs:
+        for i, f in enumerate(sess.run(feats, {inp: x})):
+            per_scale[i].append(f)
+    inits = {t.name: t for t in g.initializer}
+    report = []
+    for i in range(scales):
+        names = _initializers(g, i)
+        old = numpy_helper.to_array(inits[names["protos"]])
+        f = torch.from_numpy(np.concatenate(per_scale[i]).astype(np.float32))
+        k, c = old.shape[0], f.shape[1]
+        sp = ScalePrototypes(mode, k, c, tuple(f.shape[2:]), softness)
+        sp.fit(f, seed=seed + i)
+        p = sp.protos.numpy().astype(np.float32)
+        old_scale = float(numpy_helper.to_array(inits[names["res_scale"]]).reshape(-1)[0])
+        new = {"protos": p, "sq_norm": (p * p).sum(1).astype(np.float32),
+               "res_scale": np.full(numpy_helper.to_array(inits[names["res_scale"]]).shape, float(sp.res_scale),
+                                    np.float32)}
+        if "protos_t" in names:
+            new["protos_t"] = np.ascontiguousarray(p.T)
+        for key, arr in new.items():
+            inits[names[key]].CopyFrom(numpy_helper.from_array(arr, names[key]))
+        report.append({"scale": i, "k": int(k), "images": int(f.shape[0]), "res_scale_before": old_scale,
+                       "res_scale_after": float(sp.res_scale)})
+    onnx.save(model, str(out_path))
+    return {"images": int(sum(len(x) for x in inputs)), "scales": report}

@@ -1,0 +1,16 @@
+import pytest
+
+from prn_edge.cli import main
+from prn_edge.data.demo import make_dataset
+
+
+@pytest.fixture(scope="package")
+def trained(tmp_path_factory):
+    """A tiny PRN trained on a small demo category: (checkpoint, category folder)."""
+    root = tmp_path_factory.mktemp("cal")
+    make_dataset(root / "data", seed=5, categories=["grass"], n_train=40, n_test_good=2, n_test_defect=1, n_shots=4,
+                 size=64, progress=False)
+    ckpt = root / "tiny.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(root / "data" / "grass"), "--out", str(ckpt),
+                 "--quiet", "--set", "train.steps=30", "--set", "train.val_every=15"]) == 0
+    return ckpt, root / "data" / "grass"

@@ -1,0 +1,78 @@
+"""Prototypes re-fitted on the INT8 encoder's features: the plumbing reproduces the trained prototypes when the
+encoder is the FP32 one, and gives the INT8 artefact its own when it is quantized."""
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from prn_edge.calibrate.quantize import float_by_design, prepare, quantize_qdq
+from prn_edge.calibrate.refit import refit_prototypes
+from prn_edge.data.dataset import load_category
+from prn_edge.data.images import read_image
+from prn_edge.errors import BuildError
+from prn_edge.export.metadata import read_metadata
+from prn_edge.export.onnx_export import export_onnx
+from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
+from prn_edge.train.checkpoint import load_model
+from prn_edge.train.trainer import split_normals
+
+
+def _protos(path):
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    return [(inits[f"prn.prototypes.{i}.protos"], float(inits[f"prn.prototypes.{i}.res_scale"].reshape(-1)[0]))
+            for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    ckpt, data = trained
+    tmp = tmp_path_factory.mktemp("refit")
+    export_onnx(ckpt, tmp / "raw.onnx", batch=1)
+    fp32 = prepare(tmp / "raw.onnx", tmp / "fp32.onnx")
+    _, cfg, meta = load_model(ckpt)
+    spec = read_metadata(fp32)["input_spec"]
+    fit_paths, _ = split_normals(load_category(data, seed=meta.get("data_seed", 0)), cfg.train)
+    inputs = [frames_to_model_input(rgb_to_frames([read_image(p)], spec), spec) for p in fit_paths]
+    return tmp, fp32, cfg, spec, inputs
+
+
+def test_refit_through_the_fp32_encoder_reproduces_the_trained_prototypes(exported):
+    tmp, fp32, cfg, spec, inputs = exported
+    out = tmp / "same.onnx"
+    report = refit_prototypes(fp32, out, inputs, cfg.model.prototype_mode, cfg.model.prototype_softness,
+                              cfg.train.seed)
+    assert report["images"] == len(inputs)
+    for (p0, s0), (p1, s1) in zip(_protos(fp32), _protos(out)):
+        # same images, K, seed: k-means lands on the same centres (features differ in the last bits only)
+        assert np.abs(p0 - p1).max() < 1e-3 * max(1.0, np.abs(p0).max())
+        assert s1 == pytest.approx(s0, rel=1e-3)
+
+
+def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
+    tmp, fp32, cfg, spec, inputs = exported
+    q = tmp / "q.onnx"
+    quantize_qdq(fp32, q, spec.name, inputs[:8], "cpu", "minmax", float_by_design(fp32))
+    out = tmp / "q.refit.onnx"
+    report = refit_prototypes(q, out, inputs, cfg.model.prototype_mode, cfg.model.prototype_softness, cfg.train.seed)
+    before, after = _protos(q), _protos(out)
+    assert any(np.abs(b[0] - a[0]).max() > 1e-4 for b, a in zip(before, after))  # the quantized features moved
+    assert [r["res_scale_after"] for r in report["scales"]] == pytest.approx([a[1] for a in after])
+    # the graph is untouched apart from those initializers
+    g0, g1 = onnx.load(str(q)).graph, onnx.load(str(out)).graph
+    assert [n.op_type for n in g0.node] == [n.op_type for n in g1.node]
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    amap, score = s.run(None, {spec.name: inputs[0]})[:2]
+    assert np.isfinite(amap).all() and np.isfinite(score).all()
+
+
+def test_refit_refuses_a_foreign_model(tmp_path):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="/other/Relu")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(g), str(tmp_path / "m.onnx"))
+    with pytest.raises(BuildError, match="prn_edge export"):
+        refit_prototypes(tmp_path / "m.onnx", tmp_path / "o.onnx", [np.zeros((1, 3), np.float32)], "patch", 0.0, 0)
