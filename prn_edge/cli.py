@@ -136,6 +136,7 @@ def cmd_bench(args) -> int:
         images = builtin_textures(256)[:32]  # real photos shipped offline, not zeros
     arts = [Artefact(Path(a.split("=", 1)[-1]), a.split("=", 1)[0] if "=" in a else Path(a).name) for a in args.artefacts]
     report = run_bench(arts, images, batches=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
+                       rounds=args.rounds,
                        progress=not args.quiet)
     report["machine"] = machine_info()
     report["machine"]["matmul_peak_gflops"] = matmul_peak_gflops()
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artefacts", nargs="+", help="LABEL=PATH or PATH (.pt, .onnx, .engine)")
     p.add_argument("--batch", type=int, nargs="+", default=[1])
     p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="artefacts take turns in this many rounds (fair on a machine whose speed drifts)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int)
     p.add_argument("--images", help="folder of real images (default: photos bundled with scikit-image)")

@@ -39,15 +39,24 @@ def precision_of(meta: dict, path: Path) -> str:
 
 def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batches: Sequence[int] = (1,),
               warmup: int = 10, iters: int = 50, threads: Optional[int] = None, agreement_images: int = 16,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Benchmark each artefact at each batch size; the first artefact is the agreement reference."""
+              progress: bool = True, log: Callable[[str], None] = print, rounds: int = 5) -> dict:
+    """Benchmark each artefact at each batch size; the first artefact is the agreement and speed reference.
+
+    The measured iterations are split into `rounds`, and the artefacts take turns round by round: on a shared
+    machine whose speed drifts by tens of percent from one minute to the next, back-to-back blocks would
+    compare artefacts under different conditions. Each turn starts with a short warm-up (a previous backend's
+    spinning worker threads, cold caches). speedup_vs_reference is the median over rounds of the per-round
+    ratio of mean latencies."""
+    from contextlib import ExitStack
+
+    rounds = max(1, min(rounds, iters))
     results, reference = [], None
-    for art in artefacts:
-        with open_engine(art.path, backend=art.backend, threads=threads) as eng:
+    with ExitStack() as stack:
+        engines = []
+        for art in artefacts:
+            eng = stack.enter_context(open_engine(art.path, backend=art.backend, threads=threads))
             spec = eng.input_spec
             frames = rgb_to_frames(images, spec)
-            meta = eng.metadata
-            gflops = (meta.get("model") or {}).get("gflops_per_image")
             # agreement on the same frames, batch by batch as the engine likes them
             out = eng.infer(frames[:agreement_images])
             if reference is None:
@@ -55,53 +64,77 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
             agree = {"decision_agreement": float(np.mean(out.decisions == reference.decisions)),
                      "max_abs_map_diff": float(np.abs(out.maps - reference.maps).max()),
                      "max_abs_score_diff": float(np.abs(out.scores - reference.scores).max())}
-            for b in batches:
-                if spec.batch is not None and spec.batch != b:
+            engines.append((art, eng, frames, agree))
+        for b in batches:
+            runs = []
+            for art, eng, frames, agree in engines:
+                if eng.input_spec.batch is not None and eng.input_spec.batch != b:
                     results.append({"artefact": art.label, "path": str(art.path), "batch": b,
-                                    "skipped": f"artefact has a static batch of {spec.batch}"})
+                                    "skipped": f"artefact has a static batch of {eng.input_spec.batch}"})
                     continue
-                idx = np.arange(b)
                 for i in range(warmup):
-                    eng.infer(frames[(idx + i * b) % len(frames)])
-                lat, stages = [], dict.fromkeys(STAGES, 0.0)
-                bar = tqdm(range(iters), desc=f"{art.label} b{b}", disable=not progress, leave=False)
-                for i in bar:
-                    batch = frames[(idx + i * b) % len(frames)]
-                    t = time.perf_counter()
-                    eng.infer(batch)
-                    lat.append(time.perf_counter() - t)
-                    for k, v in eng.last_timings.items():
-                        stages[k] = stages.get(k, 0.0) + v
-                ms = np.array(lat) * 1e3
+                    eng.infer(frames[(np.arange(b) + i * b) % len(frames)])
+                runs.append({"art": art, "eng": eng, "frames": frames, "agree": agree, "lat": [], "round_means": [],
+                             "stages": dict.fromkeys(STAGES, 0.0)})
+            per_round = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
+            bar = tqdm(total=iters * len(runs), desc=f"batch {b}, {rounds} rounds", disable=not progress, leave=False)
+            idx = np.arange(b)
+            for n in per_round:
+                for run in runs:
+                    eng, frames = run["eng"], run["frames"]
+                    for i in range(2):  # the turn's warm-up
+                        eng.infer(frames[(idx + i * b) % len(frames)])
+                    lat = []
+                    for i in range(n):
+                        batch = frames[(idx + (len(run["lat"]) + i) * b) % len(frames)]
+                        t = time.perf_counter()
+                        eng.infer(batch)
+                        lat.append(time.perf_counter() - t)
+                        for k, v in eng.last_timings.items():
+                            run["stages"][k] = run["stages"].get(k, 0.0) + v
+                    run["lat"] += lat
+                    run["round_means"].append(float(np.mean(lat)))
+                    bar.update(n)
+            bar.close()
+            ref_means = np.array(runs[0]["round_means"]) if runs else None
+            for run in runs:
+                art, eng = run["art"], run["eng"]
+                meta = eng.metadata
+                gflops = (meta.get("model") or {}).get("gflops_per_image")
+                ms = np.array(run["lat"]) * 1e3
                 stats = percentiles(ms)
                 row = {"artefact": art.label, "path": str(art.path), "backend": eng.backend,
-                       "precision": precision_of(meta, Path(art.path)), "batch": b, "iters": iters,
-                       "latency_ms": stats, "throughput_ips": b * 1e3 / stats["mean"],
-                       "stages_ms": {k: 1e3 * v / iters for k, v in stages.items()}, **agree,
-                       "input": {"format": spec.format, "shape": [b, *spec.frame_shape]}}
+                       "precision": precision_of(meta, Path(art.path)), "batch": b, "iters": len(ms),
+                       "rounds": rounds, "latency_ms": stats, "throughput_ips": b * 1e3 / stats["mean"],
+                       "round_mean_ms": [round(1e3 * m, 3) for m in run["round_means"]],
+                       "speedup_vs_reference": float(np.median(ref_means / np.array(run["round_means"]))),
+                       "stages_ms": {k: 1e3 * v / len(ms) for k, v in run["stages"].items()}, **run["agree"],
+                       "input": {"format": eng.input_spec.format, "shape": [b, *eng.input_spec.frame_shape]}}
                 if gflops:
                     row["gflops_per_image"] = gflops
                     row["achieved_gflops"] = gflops * row["throughput_ips"]
                 results.append(row)
                 log(f"{art.label:>24} b{b}: p50 {stats['p50']:.2f} ms, p99 {stats['p99']:.2f} ms, "
-                    f"{row['throughput_ips']:.1f} img/s, agreement {agree['decision_agreement']:.3f}")
+                    f"{row['throughput_ips']:.1f} img/s, x{row['speedup_vs_reference']:.2f} vs "
+                    f"{runs[0]['art'].label}, agreement {run['agree']['decision_agreement']:.3f}")
     return {"results": results, "reference": artefacts[0].label if artefacts else None,
-            "warmup": warmup, "iters": iters, "threads": threads, "batches": list(batches)}
+            "warmup": warmup, "iters": iters, "rounds": rounds, "threads": threads, "batches": list(batches)}
 
 
 def markdown(report: dict) -> str:
     rows = ["| artefact | backend | precision | batch | p50 ms | p90 ms | p99 ms | max ms | img/s | pre ms | "
-            "compute ms | post ms | GFLOP/s | agree | max map diff |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "compute ms | post ms | GFLOP/s | speed-up | agree | max map diff |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         if "skipped" in r:
-            rows.append(f"| {r['artefact']} | | | {r['batch']} | {r['skipped']} |" + " |" * 10)
+            rows.append(f"| {r['artefact']} | | | {r['batch']} | {r['skipped']} |" + " |" * 11)
             continue
         L, S = r["latency_ms"], r["stages_ms"]
         rows.append(f"| {r['artefact']} | {r['backend']} | {r['precision']} | {r['batch']} | {L['p50']:.2f} | "
                     f"{L['p90']:.2f} | {L['p99']:.2f} | {L['max']:.2f} | {r['throughput_ips']:.1f} | "
                     f"{S.get('preprocess', 0):.2f} | {S.get('compute', 0):.2f} | {S.get('postprocess', 0):.2f} | "
-                    f"{r.get('achieved_gflops', float('nan')):.1f} | {r['decision_agreement']:.3f} | "
+                    f"{r.get('achieved_gflops', float('nan')):.1f} | x{r.get('speedup_vs_reference', 1.0):.2f} | "
+                    f"{r['decision_agreement']:.3f} | "
                     f"{r['max_abs_map_diff']:.2e} |")
     return "\n".join(rows) + "\n"
 

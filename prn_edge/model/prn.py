@@ -21,6 +21,12 @@ def conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
+def sep_conv_bn(cin: int, cout: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1 (one BN + ReLU): the 3x3 context at a ninth of the multiply-adds."""
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU())
+
+
 class MultiSizeAttention(nn.Module):
     """Self-attention among non-overlapping patches, in parallel for several patch sizes.
 
@@ -94,13 +100,14 @@ class Decoder(nn.Module):
     full-resolution feature convolutions would double the training cost for no visible gain in the maps.
     """
 
-    def __init__(self, dim: int, skip2: int, widths: tuple[int, ...]):
+    def __init__(self, dim: int, skip2: int, widths: tuple[int, ...], conv: str = "full"):
         super().__init__()
         w8, w4, w2, w1 = widths
-        self.up8 = conv_bn(dim + dim, w8)
-        self.up4 = conv_bn(w8 + dim, w4)
-        self.up2 = conv_bn(w4 + skip2, w2)
-        self.refine = conv_bn(w2, w1)
+        block = sep_conv_bn if conv == "separable" else conv_bn
+        self.up8 = block(dim + dim, w8)
+        self.up4 = block(w8 + dim, w4)
+        self.up2 = block(w4 + skip2, w2)
+        self.refine = block(w2, w1)
         self.out = nn.Conv2d(w1, 1, 3, padding=1)
 
     @staticmethod
@@ -137,7 +144,7 @@ class PRN(nn.Module):
             for i, hw in enumerate(hws)
         )
         self.fusion = MultiScaleFusion(cfg.dim, len(HEAD_SCALES))
-        self.decoder = Decoder(cfg.dim, backbone.channels[0], cfg.decoder_dims)
+        self.decoder = Decoder(cfg.dim, backbone.channels[0], cfg.decoder_dims, cfg.decoder_conv)
 
     def train(self, mode: bool = True) -> "PRN":
         super().train(mode)
