@@ -151,7 +151,10 @@ def main() -> int:
     if s:
         rows += [f"| soak parts | {s['parts']} |", f"| undecided | {s['undecided']} |",
                  f"| not actuated exactly once | {s['not_actuated_exactly_once']} |",
-                 f"| late model actuations | {s['late_model_actuations']} |",
+                 f"| late model actuations (of them during machine pauses) | {s['late_model_actuations']} "
+                 f"({s['late_model_actuations_during_machine_pauses']}) |",
+                 f"| machine pauses > {s['machine_pauses']['threshold_ms']:.0f} ms seen by a probe process | "
+                 f"{s['machine_pauses']['count']}, max {s['machine_pauses']['max_ms']} ms |",
                  f"| fail-safe by cause | {s['fail_safe']} |"]
     env = report["environment"]
     rows.append(f"| load before / after; CPU stolen by the hypervisor | {env['loadavg_before']} / "

@@ -196,6 +196,10 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
         q_best, a_best = best
         _set_decision(q_best, a_best.metrics["int8_decision"], run)
         q_best.rename(tmp / "model.int8.onnx")
+        speed = _speed(tmp / "model.fp32.onnx", tmp / "model.int8.onnx", val_imgs[:8], threads)
+        log(f"speed on this machine (ONNX Runtime CPU, batch 1, interleaved rounds): FP32 {speed['fp32_ms']:.2f} ms, "
+            f"INT8 {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
+            + ("" if speed["vnni"] else " (this CPU has no VNNI: its int8 kernels gain little over float)"))
         for f in tmp.glob("model.int8.try*.onnx"):
             f.unlink()
         report = {
@@ -207,6 +211,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
                            "seed": cfg.train.seed},
             "artefacts": {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"},
             "tensorrt_calibration_cache": _trt_cache_note(),
+            "speed_here": speed,
             "seconds": round(time.time() - t0, 1),
         }
         (tmp / "manifest.json").write_text(json.dumps(report, indent=2, default=_jsonable))
@@ -218,6 +223,18 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     log(attempts_table(report))
     log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / 'model.int8.onnx'} (manifest {final / 'manifest.json'})")
     return report
+
+
+def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
+    """FP32 vs INT8 latency of the two artefacts here, taking turns (see bench.throughput.run_bench)."""
+    from ..bench.throughput import Artefact, run_bench
+    from .quantize import cpu_has_vnni
+
+    r = run_bench([Artefact(fp32, "fp32"), Artefact(int8, "int8")], images, iters=30, warmup=3, rounds=3,
+                  threads=threads or None, agreement_images=len(images), progress=False, log=lambda m: None)
+    f, q = r["results"]
+    return {"fp32_ms": f["latency_ms"]["p50"], "int8_ms": q["latency_ms"]["p50"],
+            "speedup": q["speedup_vs_reference"], "vnni": cpu_has_vnni(), "threads": threads or None}
 
 
 def _set_decision(path: Path, params: dict, run: str) -> None:

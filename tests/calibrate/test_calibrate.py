@@ -46,6 +46,9 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     assert meta["score_spread"] == pytest.approx(chosen["score_spread"]) and meta["calibration_run"] == f"r-{flavour}"
     assert meta["input"] == read_metadata(run / "model.fp32.onnx")["input"]
     assert "| 1 |" in (run / "report.md").read_text()
+    speed = manifest["speed_here"]  # what INT8 buys on this machine, measured on the two artefacts
+    assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0 and speed["speedup"] > 0 and isinstance(speed["vnni"], bool)
+    assert all("prototypes_refit" in a["quantization"] for a in manifest["attempts"])
     assert not list(tmp_path.glob(".*.tmp"))
 
 
