@@ -154,7 +154,14 @@ def cmd_bench(args) -> int:
 def cmd_run(args) -> int:
     from .line.cli import run_line
 
-    summary = run_line(Path(args.config), duration_s=args.duration, max_parts=args.max_parts,
+    if len(args.config) > 1:  # several cameras; lines with the same engine file batch their calls together
+        from .line.cli import run_lines
+
+        summaries = run_lines([Path(c) for c in args.config], duration_s=args.duration, max_parts=args.max_parts,
+                              summary_json=args.summary_json)
+        print(json.dumps(summaries, indent=2, default=str))
+        return 0 if all(s.get("undecided", 0) == 0 for s in summaries) else 1
+    summary = run_line(Path(args.config[0]), duration_s=args.duration, max_parts=args.max_parts,
                        summary_json=args.summary_json)
     print(json.dumps(summary, indent=2, default=str))
     return 0 if summary.get("undecided", 0) == 0 else 1
@@ -302,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run a production line from a YAML config")
-    p.add_argument("--config", required=True, help="line.yaml (validated before the first frame)")
+    p.add_argument("--config", required=True, action="append",
+                   help="line.yaml (validated before the first frame); repeat it for several cameras")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--max-parts", type=int)
     p.add_argument("--summary-json")

@@ -42,3 +42,36 @@ def list_cameras(cti: str = "", features: bool = False) -> list[dict]:
     from .sources.genicam import list_devices
 
     return list_devices(cti, features=features)
+
+
+def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None, max_parts: Optional[int] = None,
+              summary_json: Optional[str | Path] = None) -> list[dict]:
+    """Several lines (cameras) at once, each on its own threads; lines with the same engine file share it and
+    their inference calls are batched together. Returns one summary per line."""
+    import threading
+
+    from .factory import build_lines
+
+    cfgs = [load_line_config(p) for p in config_paths]
+    lines, _ = build_lines(cfgs)
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = lines[i].run(duration_s=duration_s, max_parts=max_parts)
+        except BaseException as e:  # reported after every line has finished
+            errors.append(e)
+            log.error("line %s failed: %s", lines[i].name, e)
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"line-{c.name}") for i, c in enumerate(cfgs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    summaries = [results[i] for i in range(len(cfgs))]
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(summaries, indent=2) + "\n")
+    return summaries

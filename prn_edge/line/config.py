@@ -34,6 +34,10 @@ class EngineConfig:
     backend: str = "auto"
     threads: int = 0  # 0 = the backend's default
     warmup: int = 3
+    # Several lines (cameras) run together with the same engine.path share one engine: calls within
+    # share_wait_s of each other run as one batch of at most share_max_batch frames (0 = one per line).
+    share_wait_s: float = 0.002
+    share_max_batch: int = 0
 
 
 @dataclass

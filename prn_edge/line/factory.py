@@ -1,6 +1,7 @@
 """From a validated LineConfig to the running objects: source, engine, outputs, loop and monitoring."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from .config import (CameraIoOutputConfig, CsvOutputConfig, GpioOutputConfig, LineConfig, LogOutputConfig,
@@ -128,3 +129,31 @@ def build_line(cfg: LineConfig, engine: Any = None, source: Optional[FrameSource
                 if m.evidence_dir else None)
     return Line(source, engine, outputs, budget, options, name=cfg.name, metrics=metrics, evidence=evidence,
                 status=status)
+
+
+def build_lines(cfgs: list[LineConfig], status: Optional[StatusLine] = None) -> tuple[list[Line], list]:
+    """Lines of several configs (one per camera). Lines whose configs name the same engine file share one engine
+    (micro-batching across cameras, SharedEngine); returns (lines, shared engines)."""
+    from .shared import SharedEngine
+
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise LineConfigError(f"line names {names} repeat; give each config its own name (metrics and evidence "
+                              "are kept per line)")
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault(str(Path(c.engine.path).resolve()) if c.engine.path else f"#{i}", []).append(i)
+    engines: dict[int, Any] = {}
+    shared = []
+    for members in groups.values():
+        if len(members) == 1:
+            continue
+        first = cfgs[members[0]]
+        frames = sum(max(1, cfgs[i].timing.max_batch) for i in members)
+        sh = SharedEngine(build_engine(first), first.engine.share_max_batch or frames, first.engine.share_wait_s)
+        shared.append(sh)
+        for i in members:
+            engines[i] = sh.client()
+    lines = [build_line(c, engine=engines.get(i), status=status if len(cfgs) == 1 else None)
+             for i, c in enumerate(cfgs)]
+    return lines, shared

@@ -1,0 +1,173 @@
+"""One engine for several cameras: micro-batching across lines.
+
+Each camera runs its own Line (source, budget, scheduler, outputs); their inference threads call one
+SharedEngine. Calls that arrive within `wait_s` of the first one are stacked into a single engine call of at
+most `max_batch` frames, and each caller gets its own slice of the result (an engine error reaches every
+caller, whose parts are then decided fail-safe by their own line). On a GPU one batch of N frames costs much
+less than N calls; the wait is bounded, and each line's budget counts it (the line times its whole call).
+
+    shared = SharedEngine(open_engine("model.onnx"), max_batch=8, wait_s=0.002)
+    lines = [Line(cam, shared.client(), ...) for cam in cameras]   # then run them on their own threads
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import LineConfigError
+
+
+@dataclass
+class _Request:
+    frames: np.ndarray
+    done: threading.Event
+    result: Any = None
+    error: Optional[BaseException] = None
+
+
+@dataclass
+class SliceResult:
+    maps: np.ndarray
+    scores: np.ndarray
+    normalized: np.ndarray
+    decisions: np.ndarray
+
+
+def _normalized(r: Any, n: int) -> np.ndarray:
+    v = getattr(r, "normalized", None)
+    if v is None:
+        v = getattr(r, "normalized_scores", None)
+    return np.asarray(v if v is not None else np.full(n, np.nan), np.float32).reshape(-1)
+
+
+class SharedEngine:
+    """Batches concurrent infer() calls of several lines into one call of the wrapped engine."""
+
+    def __init__(self, engine: Any, max_batch: int = 8, wait_s: float = 0.002):
+        if max_batch < 1 or wait_s < 0:
+            raise LineConfigError(f"shared engine: max_batch={max_batch} must be >= 1 and wait_s={wait_s} >= 0")
+        self.engine = engine
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self._pending: list[_Request] = []
+        self._cond = threading.Condition()
+        self._users = 0
+        self._thread: Optional[threading.Thread] = None
+        self._stop = False
+        self.calls: list[int] = []  # frames per engine call (for reports and tests)
+
+    # the engine itself is opened by the first line that enters and closed by the last that leaves
+    def _enter(self) -> None:
+        with self._cond:
+            self._users += 1
+            if self._users > 1:
+                return
+            opened = self.engine.__enter__()
+            self.engine = opened or self.engine
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="line-shared-engine", daemon=True)
+            self._thread.start()
+
+    def _exit(self) -> None:
+        with self._cond:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        self.engine.__exit__(None, None, None)
+
+    def client(self) -> "SharedEngineClient":
+        """The engine object one Line gets (a context manager like any engine)."""
+        return SharedEngineClient(self)
+
+    def infer(self, frames: np.ndarray) -> SliceResult:
+        req = _Request(np.asarray(frames), threading.Event())
+        with self._cond:
+            if self._stop or self._thread is None:
+                raise RuntimeError("shared engine is not open")
+            self._pending.append(req)
+            self._cond.notify_all()
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def _take(self) -> list[_Request]:
+        with self._cond:
+            while not self._pending and not self._stop:
+                self._cond.wait(0.1)
+            if not self._pending:
+                return []
+            end = time.monotonic() + self.wait_s
+            while (sum(len(r.frames) for r in self._pending) < self.max_batch and not self._stop
+                   and time.monotonic() < end):
+                self._cond.wait(max(0.0, end - time.monotonic()))
+            batch, n = [], 0
+            while self._pending and (not batch or n + len(self._pending[0].frames) <= self.max_batch):
+                r = self._pending.pop(0)
+                batch.append(r)
+                n += len(r.frames)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                if self._stop:
+                    return
+                continue
+            x = np.concatenate([r.frames for r in batch]) if len(batch) > 1 else batch[0].frames
+            self.calls.append(len(x))
+            try:
+                out = self.engine.infer(x)
+                maps = np.asarray(out.maps)
+                scores = np.asarray(out.scores).reshape(-1)
+                norm = _normalized(out, len(x))
+                dec = np.asarray(out.decisions, bool).reshape(-1)
+                i = 0
+                for r in batch:
+                    n = len(r.frames)
+                    r.result = SliceResult(maps[i:i + n], scores[i:i + n], norm[i:i + n], dec[i:i + n])
+                    i += n
+            except BaseException as e:  # every caller of this batch sees the error
+                for r in batch:
+                    r.error = e
+            for r in batch:
+                r.done.set()
+
+
+class SharedEngineClient:
+    """One line's handle on a SharedEngine: the engine contract the line expects."""
+
+    def __init__(self, shared: SharedEngine):
+        self._shared = shared
+
+    @property
+    def metadata(self) -> dict:
+        return self._shared.engine.metadata
+
+    @property
+    def input_spec(self) -> Any:
+        return self._shared.engine.input_spec
+
+    @property
+    def last_timings(self) -> dict:
+        return getattr(self._shared.engine, "last_timings", {})
+
+    def __enter__(self) -> "SharedEngineClient":
+        self._shared._enter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._shared._exit()
+
+    def infer(self, frames: np.ndarray) -> SliceResult:
+        return self._shared.infer(frames)
