@@ -213,7 +213,9 @@ class EncoderTracker:
                     if ta <= t:
                         return pa + (pb - pa) * (t - ta) / (tb - ta) if tb > ta else float(pb)
                 return float(s[0][1])
-        return last[1] + self.speed() * (t - last[0])
+        # Beyond the last sample: extrapolate at the current speed, for at most two poll intervals (a stalled
+        # poll must not move the belt on paper; the next sample will).
+        return last[1] + self.speed() * min(t - last[0], 2 * self.poll_s)
 
     def time_of(self, position: float, speed_factor: float = 1.0) -> float:
         """Predicted time the belt reaches position (inf while it stands still)."""

@@ -116,9 +116,11 @@ def test_a_stopped_belt_holds_the_parts_until_it_moves(demo_category, truth):
         plc.stop()
     stop_t, resume_t = belt.history[1][0], belt.history[2][0]
     assert summary["undecided"] == 0 and sorted(p.seq for p in rec.parts) == list(range(20))
-    assert summary["fail_safe"] == {}  # the model had all the time the belt stood
-    fired_while_stopped = [p.seq for p, t in zip(rec.parts, rec.times) if stop_t + 0.02 < t < resume_t - 0.001]
-    assert fired_while_stopped == []
+    assert summary["fail_safe"] == {}, summary  # the model had all the time the belt stood
+    # (a part at the ejector when the belt stopped may still fire within a few polls of the stop)
+    fired_while_stopped = [(p.seq, round(t - stop_t, 3)) for p, t in zip(rec.parts, rec.times)
+                           if stop_t + 0.04 < t < resume_t - 0.001]
+    assert fired_while_stopped == [], (fired_while_stopped, round(resume_t - stop_t, 3))
     held = [p.seq for p, t in zip(rec.parts, rec.times) if p.t_capture < stop_t and t > resume_t]
     assert held, "parts on the belt when it stopped reach the ejector only after it moves again"
 
@@ -139,6 +141,6 @@ def test_encoder_config_is_validated_and_built(tmp_path):
     with b:
         time.sleep(0.25)
         part = b.part(0, time.monotonic())
-        assert part.eject_position - part.position == 400
+        assert part.eject_position - part.position == pytest.approx(400)
         # 400 counts at 1000/s = 0.4 s, less the lead; the first guess allows a 25 % faster belt
         assert 0.38 / 1.25 - 0.05 < part.t_fire - part.t_capture < 0.38 + 0.05
