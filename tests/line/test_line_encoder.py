@@ -66,6 +66,8 @@ def _run_line(category, truth, plc, belt_speed_changes, distance_counts=300, par
     result = {}
 
     def drive():
+        while line._seq < 3:  # the speed script starts with the parts on the belt (the start-up may be slow)
+            time.sleep(0.002)
         for delay, speed in belt_speed_changes:
             time.sleep(delay)
             result["belt"].set(speed)

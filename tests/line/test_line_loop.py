@@ -54,7 +54,8 @@ def test_every_part_one_decision_matching_ground_truth(demo_category, truth, tmp
     assert {r["cause"] for r in rows} == {"model"}
     assert all(r["defect"] for r in rows)  # ground truth travels to the audit trail
     for r in rows:  # the audit trail's t_fired is when the command went out, not when it was handed over
-        assert float(r["t_released"]) <= float(r["t_fire"]) <= float(r["t_fired"]) + 1e-6
+        # (the hand-over is early unless the scheduler itself was late; the actuation never precedes either)
+        assert float(r["t_fire"]) <= float(r["t_fired"]) + 1e-6 and float(r["t_released"]) <= float(r["t_fired"]) + 1e-6
         assert float(r["t_fired"]) - float(r["t_fire"]) < TOLERANCE
     assert rec.heartbeats[:3] == [1, 2, 3] and 0 not in rec.heartbeats
     stages = {k for p in line.records for k in p.times}
