@@ -98,6 +98,7 @@ def cmd_calibrate(args) -> int:
     opts = CalibrationOptions(flavour=args.flavour, method=args.method, size=args.size, defects=args.defects,
                               seed=args.seed, max_attempts=args.max_attempts,
                               refit_prototypes=not args.no_refit_prototypes, keep_float=tuple(args.keep_float),
+                              sensitivity=args.sensitivity,
                               max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
                               input_format=args.input_format, channel_order=args.channel_order)
     report = calibrate(Path(args.checkpoint), Path(args.data), args.run, root=Path(args.root), options=opts,
@@ -271,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=4)
     p.add_argument("--keep-float", nargs="*", default=[], metavar="PREFIX",
                    help="node-name prefixes kept in float in every attempt, e.g. /decoder/ /msa")
+    p.add_argument("--sensitivity", default="groups", choices=["groups", "sqnr"],
+                   help="fallback ranking: each layer group's effect on the map (default), or per-node SQNR")
     p.add_argument("--no-refit-prototypes", action="store_true",
                    help="keep the FP32 prototypes (default: re-fit them on the INT8 encoder's features)")
     p.add_argument("--max-image-drop", type=float, default=0.5, help="allowed image AUROC drop, points")

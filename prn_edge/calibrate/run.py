@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
 from .refit import refit_prototypes
-from .sensitivity import rank_sensitive_nodes
+from .sensitivity import layer_groups, rank_sensitive_groups, rank_sensitive_nodes
 
 
 @dataclass
@@ -37,6 +37,9 @@ class CalibrationOptions:
     max_attempts: int = 4  # first try + fallbacks that keep 2, 4, 8 ... sensitive layers in float
     refit_prototypes: bool = True  # k-means the prototypes again on the INT8 encoder's features (refit.py)
     keep_float: tuple = ()  # node-name prefixes kept in float in every attempt (e.g. "/decoder/")
+    # How fallbacks choose what to keep in float: "groups" measures each layer group's effect on the anomaly
+    # map (one quantization per group); "sqnr" ranks single nodes by their local quantization noise (cheap).
+    sensitivity: str = "groups"
     batch: Optional[int] = 1  # of the exported model; None = dynamic
     input_format: str = "float"
     channel_order: str = "rgb"
@@ -47,6 +50,8 @@ class CalibrationOptions:
             raise ConfigError(f"--flavour {self.flavour!r}: choose one of {FLAVOURS}")
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method!r}: choose one of {METHODS}")
+        if self.sensitivity not in ("groups", "sqnr"):
+            raise ConfigError(f"--sensitivity {self.sensitivity!r}: choose one of ['groups', 'sqnr']")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be >= 1")
         return self
@@ -189,10 +194,24 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
                 best = (q_path, attempts[-1])
             if not reasons:
                 break
+            if a + 1 >= o.max_attempts:
+                break
             if not ranking:
-                ranking = [r for r in rank_sensitive_nodes(fp32, q_path, spec.name, calib_batches[:8])
-                           if r["node"] in candidates]
-            excluded = [r["node"] for r in ranking[:2 ** (a + 1)]]
+                if o.sensitivity == "groups":
+                    groups = dict(layer_groups(fp32, candidates))
+                    ranking = rank_sensitive_groups(
+                        fp32, spec.name, calib_batches, model_inputs(val_imgs[::max(1, len(val_imgs) // 8)][:8]),
+                        list(groups.items()),
+                        lambda out, exclude: quantize_qdq(fp32, out, spec.name, calib_batches, o.flavour, o.method,
+                                                          exclude), fixed, log=log)
+                else:
+                    ranking = [r for r in rank_sensitive_nodes(fp32, q_path, spec.name, calib_batches[:8])
+                               if r["node"] in candidates]
+            if o.sensitivity == "groups":  # attempt k keeps the 2**(k-1) most sensitive layer groups in float
+                excluded = [n for r in ranking[:2 ** a] for n in groups[r["group"]]]
+                log(f"next attempt keeps in float: {[r['group'] for r in ranking[:2 ** a]]}")
+            else:
+                excluded = [r["node"] for r in ranking[:2 ** (a + 1)]]
         q_best, a_best = best
         _set_decision(q_best, a_best.metrics["int8_decision"], run)
         q_best.rename(tmp / "model.int8.onnx")

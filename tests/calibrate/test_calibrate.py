@@ -26,8 +26,10 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     for k in ("image_auroc", "pixel_auroc", "aupro"):
         assert k in a["metrics"]["fp32"] and k in a["metrics"]["int8"]
     assert 0 <= a["metrics"]["decision_agreement"] <= 1
-    if not manifest["attempts"][0]["passed"]:  # a fallback keeps sensitive layers in float
-        assert manifest["sensitivity"] and len(manifest["attempts"][1]["excluded"]) == 2
+    if not manifest["attempts"][0]["passed"]:  # a fallback keeps the most sensitive layer group in float
+        top = manifest["sensitivity"][0]
+        assert top["group"] and -1 <= top["map_correlation_if_float"] <= 1
+        assert len(manifest["attempts"][1]["excluded"]) == top["nodes"]
     q = onnx.load(str(run / "model.int8.onnx"))
     ops = [n.op_type for n in q.graph.node]
     assert ops.count("QuantizeLinear") > 5
@@ -71,3 +73,18 @@ def test_calibration_set_is_stratified_and_deterministic(trained):
     assert a == select_calibration_set(list(reversed(normals)), 8, seed=1)
     assert len(set(a)) == 8
     assert a != select_calibration_set(normals, 8, seed=2)
+
+
+def test_a_failed_gate_ranks_layer_groups_by_their_effect_on_the_map(trained, tmp_path):
+    ckpt, data = trained
+    # a gate nothing can pass: every attempt fails, so the fallback ranking runs
+    opts = CalibrationOptions(size=8, max_attempts=3, min_decision_agreement=1.01)
+    report = calibrate(ckpt, data, "strict", root=tmp_path, options=opts, log=lambda m: None)
+    assert not report["passed"] and len(report["attempts"]) == 3
+    ranking = report["sensitivity"]
+    assert ranking and all("group" in r and "gain" in r for r in ranking)
+    assert [r["gain"] for r in ranking] == sorted((r["gain"] for r in ranking), reverse=True)
+    # attempt 2 keeps the top group in float, attempt 3 the top two
+    assert len(report["attempts"][1]["excluded"]) == ranking[0]["nodes"]
+    assert len(report["attempts"][2]["excluded"]) == ranking[0]["nodes"] + ranking[1]["nodes"]
+    assert (tmp_path / "strict" / "model.int8.onnx").is_file()  # the best attempt is kept, marked as failed

@@ -76,3 +76,14 @@ def test_refit_refuses_a_foreign_model(tmp_path):
     onnx.save(helper.make_model(g), str(tmp_path / "m.onnx"))
     with pytest.raises(BuildError, match="prn_edge export"):
         refit_prototypes(tmp_path / "m.onnx", tmp_path / "o.onnx", [np.zeros((1, 3), np.float32)], "patch", 0.0, 0)
+
+
+def test_layer_groups_follow_the_model_structure(exported):
+    from prn_edge.calibrate.quantize import quantizable_nodes
+    from prn_edge.calibrate.sensitivity import layer_groups
+
+    tmp, fp32, cfg, spec, inputs = exported
+    groups = dict(layer_groups(fp32, quantizable_nodes(fp32, "cpu")))
+    assert any(k.startswith("encoder/") for k in groups) and any(k.startswith("decoder/") for k in groups)
+    assert all(all(n.lstrip("/").startswith(k) for n in nodes) for k, nodes in groups.items())
+    assert sum(len(v) for v in groups.values()) == len(set(n for v in groups.values() for n in v))  # disjoint
