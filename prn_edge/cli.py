@@ -81,7 +81,12 @@ def cmd_export(args) -> int:
     if args.parity:
         from .data.images import read_image
 
-        images = [read_image(p) for p in sorted(Path(args.parity).iterdir()) if p.suffix.lower() in (".png", ".jpg", ".bmp")][:8]
+        # every image below the folder (a test/ folder with one sub-folder per defect type works), at most
+        # --parity-images of them, spread evenly over the sorted list
+        files = sorted(p for p in Path(args.parity).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
+                       and "ground_truth" not in p.parts and "masks" not in p.parts)
+        step = max(1, len(files) // max(1, args.parity_images))
+        images = [read_image(p) for p in files[::step][:args.parity_images]]
         summary["parity"] = check_parity(Path(args.checkpoint), Path(args.output), images)
     print(json.dumps(summary, indent=2, default=str))
     if args.parity and not summary["parity"].get("ok", False):
@@ -257,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", help="camera frame size HxW for uint8 input (resized inside the graph)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--parity", metavar="DIR", help="check ONNX Runtime against PyTorch on the images in DIR")
+    p.add_argument("--parity-images", type=int, default=8, help="images used by --parity (spread over DIR)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calibrate", help="INT8 calibration run with an accuracy gate")

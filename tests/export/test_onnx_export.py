@@ -253,3 +253,23 @@ def test_export_refuses_a_checkpoint_without_thresholds(tmp_path):
     with pytest.raises(ExportError, match="image_threshold.*best checkpoint"):
         export_onnx(ckpt, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_parity_walks_a_test_folder_with_defect_subfolders(tiny_ckpt, photos, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from prn_edge.cli import main
+
+    test = tmp_path / "test"
+    for i, img in enumerate(photos):
+        d = test / ("good" if i % 2 else "crack")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:03d}.png")
+    (tmp_path / "ground_truth").mkdir()  # masks are not inputs
+    assert main(["export", str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), "--parity", str(test),
+                 "--parity-images", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parity"]["images"] == 4 and out["parity"]["ok"] is True
+    assert out["parity"]["max_abs_map_diff"] <= 1e-4 and out["parity"]["decisions_identical"]
