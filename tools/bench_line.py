@@ -39,6 +39,33 @@ def engine_throughput(engine_path: str, frames: int, threads: int) -> dict:
             "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}}
 
 
+def line_sustained(engine_path: str, dataset: str, rates: list[float], seconds: float, threads: int,
+                   deadline_s: float = 0.15) -> list[dict]:
+    """The whole line with the real engine: a synthetic conveyor at each rate for `seconds`, outputs recording.
+    A rate is sustained when every part is decided by the model (no fail-safe because the engine fell behind)."""
+    from prn_edge.line import Budget, Line, LoopOptions
+    from prn_edge.line.doubles import RecordingOutput
+    from prn_edge.line.sources import SyntheticConveyor
+    from prn_edge.runtime import open_engine
+
+    out = []
+    for rate in rates:
+        parts = int(rate * seconds)
+        source = SyntheticConveyor(dataset, rate_hz=rate, parts=parts, size=0)
+        line = Line(source, open_engine(engine_path, threads=threads), [RecordingOutput()],
+                    Budget.from_line(deadline_s=deadline_s), LoopOptions(resize=True))
+        s = line.run()
+        lat = [p.decision.t_decided - p.t_capture for p in line.records if not p.decision.fail_safe]
+        model = sum(1 for p in line.records if not p.decision.fail_safe)
+        out.append({"rate_hz": rate, "parts": s["parts"], "decided_by_model": model, "fail_safe": s["fail_safe"],
+                    "undecided": s["undecided"], "sustained": model == s["parts"] and s["undecided"] == 0,
+                    "capture_to_decision_ms": {"p50": round(1e3 * float(np.percentile(lat, 50)), 2),
+                                               "p99": round(1e3 * float(np.percentile(lat, 99)), 2)} if lat else None})
+        print(f"line at {rate:.0f} parts/s with {Path(engine_path).name}: {model}/{s['parts']} decided by the model, "
+              f"fail-safe {s['fail_safe']}", flush=True)
+    return out
+
+
 def _environment() -> dict:
     """Load average and the CPU time the hypervisor took from this VM so far (steal): a stolen vCPU stalls
     every thread on it for milliseconds, which no scheduling inside the process can avoid."""
@@ -101,6 +128,10 @@ def main() -> int:
     ap.add_argument("--engine", help="exported .onnx (or .pt/.engine) for the sustained parts/s measurement")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="overhead runs (the VM's stolen time varies run to run)")
+    ap.add_argument("--line-rates", type=float, nargs="*", default=[30.0, 40.0, 50.0],
+                    help="conveyor rates (parts/s) for the whole line with the real engine")
+    ap.add_argument("--line-seconds", type=float, default=15.0)
+    ap.add_argument("--line-dataset", help="category folder at the engine's input size (default: --dataset)")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -138,6 +169,8 @@ def main() -> int:
                                                 if "steal_s" in env0 and "steal_s" in env1 else None)}
     if args.engine:
         report["engine"] = engine_throughput(args.engine, 200, args.threads)
+        report["line_sustained"] = line_sustained(args.engine, args.line_dataset or dataset, args.line_rates,
+                                                  args.line_seconds, args.threads)
         report["tiled_5mp"] = tiled_throughput(args.engine, args.threads)
     write_json(out / "bench_line.json", report)
     o, s = report["overhead"], report["soak"] or {}
@@ -162,6 +195,11 @@ def main() -> int:
     if "engine" in report:
         e = report["engine"]
         rows.append(f"| engine parts/s (batch 1, {e['threads']} threads) | {e['parts_per_s']:.1f} |")
+    for r in report.get("line_sustained", []):
+        lat = r["capture_to_decision_ms"] or {}
+        rows.append(f"| whole line at {r['rate_hz']:.0f} parts/s: decided by the model; capture->decision p50/p99 | "
+                    f"{r['decided_by_model']}/{r['parts']}{' (sustained)' if r['sustained'] else ''}; "
+                    f"{lat.get('p50', '-')} / {lat.get('p99', '-')} ms |")
     if "tiled_5mp" in report:
         t = report["tiled_5mp"]
         rows.append(f"| {t['frame'][0]}x{t['frame'][1]} frame, {t['tiles']} tiles of {t['tile'][0]}: parts/s "

@@ -219,6 +219,9 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
         log(f"speed on this machine (ONNX Runtime CPU, batch 1, interleaved rounds): FP32 {speed['fp32_ms']:.2f} ms, "
             f"INT8 {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
             + ("" if speed["vnni"] else " (this CPU has no VNNI: its int8 kernels gain little over float)"))
+        if o.flavour == "cpu" and speed["speedup"] < 1.2:
+            log("advice: INT8 buys less than 1.2x on this machine; deploy the FP32 model here, or this run's "
+                "model on a CPU with VNNI (re-measure there: `prn-edge bench`)")
         for f in tmp.glob("model.int8.try*.onnx"):
             f.unlink()
         report = {
