@@ -43,6 +43,8 @@ def line_sustained(engine_path: str, dataset: str, rates: list[float], seconds: 
                    deadline_s: float = 0.15) -> list[dict]:
     """The whole line with the real engine: a synthetic conveyor at each rate for `seconds`, outputs recording.
     A rate is sustained when every part is decided by the model (no fail-safe because the engine fell behind)."""
+    import numpy as np
+
     from prn_edge.line import Budget, Line, LoopOptions
     from prn_edge.line.doubles import RecordingOutput
     from prn_edge.line.sources import SyntheticConveyor
