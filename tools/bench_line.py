@@ -117,7 +117,7 @@ def tiled_throughput(engine_path: str, threads: int, frames: int = 5, height: in
 def main() -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.evaluate.report import write_json
-    from prn_edge.line.bench import overhead, soak
+    from prn_edge.line.bench import encoder_timing, overhead, soak
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench_line")
@@ -133,6 +133,7 @@ def main() -> int:
     ap.add_argument("--line-rates", type=float, nargs="*", default=[30.0, 40.0, 50.0],
                     help="conveyor rates (parts/s) for the whole line with the real engine")
     ap.add_argument("--line-seconds", type=float, default=15.0)
+    ap.add_argument("--encoder-parts", type=int, default=200, help="encoder-timed line (0 = skip)")
     ap.add_argument("--line-dataset", help="category folder at the engine's input size (default: --dataset)")
     args = ap.parse_args()
 
@@ -165,6 +166,7 @@ def main() -> int:
                                 "late_model_actuations": r["late_model_actuations"]} for r in runs]
     report["overhead_p99_ms_median_of_runs"] = float(sorted(r["overhead_ms"]["p99"] for r in runs)[len(runs) // 2])
     report["soak"] = soak(args.soak_parts, args.soak_rate, dataset) if args.soak_parts else None
+    report["encoder"] = encoder_timing(dataset, parts=args.encoder_parts) if args.encoder_parts else None
     env1 = _environment()
     report["environment"] = {"loadavg_before": env0.get("loadavg"), "loadavg_after": env1.get("loadavg"),
                              "steal_s_during": (round(env1["steal_s"] - env0["steal_s"], 2)
@@ -191,6 +193,11 @@ def main() -> int:
                  f"| machine pauses > {s['machine_pauses']['threshold_ms']:.0f} ms seen by a probe process | "
                  f"{s['machine_pauses']['count']}, max {s['machine_pauses']['max_ms']} ms |",
                  f"| fail-safe by cause | {s['fail_safe']} |"]
+    if report.get("encoder"):
+        e = report["encoder"]["eject_error_counts"]
+        rows.append(f"| encoder-timed line (belt 2000 -> 1000 -> stop -> 3000 counts/s): eject position error p50 / p90 "
+                    f"/ max, counts | {e['p50']} / {e['p90']} / {e['max']} ({report['encoder']['parts']} parts, "
+                    f"undecided {report['encoder']['undecided']}) |")
     env = report["environment"]
     rows.append(f"| load before / after; CPU stolen by the hypervisor | {env['loadavg_before']} / "
                 f"{env['loadavg_after']}; {env['steal_s_during']} s |")

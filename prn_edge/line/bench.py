@@ -194,3 +194,63 @@ def bench_line(source: str = "tlsimu", rate_hz: float = 100.0, parts: int = 500,
     """Both measurements; source "tlsimu" (GenICam simulator through harvesters) or "conveyor" (needs dataset)."""
     return {"overhead": overhead(source, rate_hz, parts, deadline_s, cti, dataset),
             "soak": soak(soak_parts, soak_rate_hz, dataset, deadline_s, fault_rate, seed) if soak_parts else None}
+
+
+def encoder_timing(dataset: str, parts: int = 200, rate_hz: float = 40.0, distance_counts: int = 300,
+                   actuator_lead_s: float = 0.01) -> dict:
+    """An encoder-timed line against a real Modbus TCP server (the PLC's counter, simulated belt) whose speed ramps
+    2000 -> 1000 -> 3000 counts/s and stops once: how far from the eject position each command went out.
+    Error = the belt's true count at the actuation + the lead's travel - the part's eject position (counts)."""
+    from .encoder import WRAP, EncoderBudget, EncoderTracker, ModbusEncoder
+    from .plcsim import SimulatedPlc
+    from .sources.conveyor import SyntheticConveyor
+
+    plc = SimulatedPlc(belt_counts_per_s=2000.0).start()
+    history: list[tuple[float, float, float]] = []  # (t0, count at t0 from raw0, counts/s)
+    try:
+        raw0 = plc.encoder_count()
+        history.append((time.monotonic(), 0.0, 2000.0))
+
+        def set_speed(v: float) -> None:
+            t0, c0, v0 = history[-1]
+            now = time.monotonic()
+            history.append((now, c0 + (now - t0) * v0, v))
+            plc.set_belt_speed(v)
+
+        def count_at(t: float) -> float:
+            t0, c0, v = [h for h in history if h[0] <= t][-1]
+            return c0 + (t - t0) * v
+
+        budget = EncoderBudget(EncoderTracker(ModbusEncoder("127.0.0.1", plc.port, register=20), poll_s=0.003),
+                               distance_counts, actuator_lead_s=actuator_lead_s)
+        rec = RecordingOutput()
+        engine = ScriptedEngine(64, 64, 3, score_fn=lambda f: float(f[0, 0, 0]) / 255.0)
+        line = Line(SyntheticConveyor(dataset, rate_hz=rate_hz, parts=parts, size=64), engine, [rec], budget,
+                    LoopOptions(warmup=1, fire_tolerance_s=0.01))
+        period = parts / rate_hz
+        script = ([(0.2, v) for v in np.linspace(1800, 1000, 5)] + [(0.15 * period, 0.0), (0.1 * period, 1000.0)]
+                  + [(0.1, v) for v in np.linspace(1200, 3000, 10)])
+
+        def drive():
+            while line._seq < 3:
+                time.sleep(0.002)
+            for delay, v in script:
+                time.sleep(delay)
+                set_speed(v)
+
+        import threading
+
+        threading.Thread(target=drive, daemon=True).start()
+        summary = line.run()
+    finally:
+        plc.stop()
+    offset = (budget.tracker.origin - raw0) % WRAP
+    err = np.array([count_at(t) - offset + (count_at(t + actuator_lead_s) - count_at(t)) - p.eject_position
+                    for p, t in zip(rec.parts, rec.times)])
+    a = np.abs(err)
+    return {"parts": summary["parts"], "undecided": summary["undecided"], "fail_safe": summary["fail_safe"],
+            "distance_counts": distance_counts, "speeds_counts_per_s": [1000.0, 3000.0, 0.0],
+            "eject_error_counts": {"p50": round(float(np.percentile(a, 50)), 2),
+                                   "p90": round(float(np.percentile(a, 90)), 2),
+                                   "p99": round(float(np.percentile(a, 99)), 2), "max": round(float(a.max()), 2)},
+            "early_commands": int((err < -3).sum()), "encoder_read_errors": budget.tracker.errors}

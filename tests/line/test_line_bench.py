@@ -19,3 +19,19 @@ def test_bench_line_small(demo_category):
 def test_overhead_on_the_simulated_camera(tlsimu):
     o = overhead("tlsimu", rate_hz=100, parts=30, cti=tlsimu)
     assert o["frame"] == [512, 512, 1] and o["parts"] == 30 and o["undecided"] == 0
+
+
+def test_soak_reports_machine_pauses_and_encoder_timing_runs(demo_category):
+    from prn_edge.line.bench import StallProbe, encoder_timing, soak
+
+    s = soak(parts=100, rate_hz=200, dataset=str(demo_category))
+    assert s["undecided"] == 0 and set(s["machine_pauses"]) >= {"count", "max_ms", "total_ms"}
+    assert 0 <= s["late_model_actuations_during_machine_pauses"] <= s["late_model_actuations"]
+    import time
+
+    with StallProbe(threshold_s=0.002) as probe:
+        time.sleep(0.2)
+    assert all(b > a for a, b in probe.stalls) and probe.overlapping(0, float("inf")) == bool(probe.stalls)
+    e = encoder_timing(str(demo_category), parts=40)
+    assert e["parts"] == 40 and e["undecided"] == 0
+    assert e["eject_error_counts"]["p50"] < 15  # counts; the belt runs up to 3000 counts/s
