@@ -145,6 +145,32 @@ def test_run_line_with_the_onnx_runtime_engine(tmp_path, demo_category, tiny_onn
     assert {r["verdict"] for r in model_rows} <= {"good", "reject"}
 
 
+def test_two_cameras_share_the_onnx_runtime_engine_from_the_cli(tmp_path, demo_category, tiny_onnx, capsys):
+    """`prn-edge run --config cam1.yaml --config cam2.yaml`: one line per camera, one shared ONNX Runtime session."""
+    from prn_edge.cli import main
+
+    paths = []
+    for i in range(2):
+        d = tmp_path / f"cam{i}"
+        d.mkdir()
+        data = base(demo_category, engine={"path": str(tiny_onnx), "backend": "onnxruntime", "threads": 1,
+                                           "warmup": 1, "share_wait_s": 0.01},
+                    outputs=[{"kind": "csv", "path": "d.csv"}], monitor={"status_line": False},
+                    timing={"deadline_s": 0.3})
+        data["name"] = f"cam{i}"
+        data["source"]["conveyor"].update(rate_hz=30, parts=16, seed=i)
+        paths.append(write(d, data))
+    assert main(["run", "--config", str(paths[0]), "--config", str(paths[1]),
+                 "--summary-json", str(tmp_path / "s.json")]) == 0
+    summaries = json.loads((tmp_path / "s.json").read_text())
+    assert [s["line"] for s in summaries] == ["cam0", "cam1"]
+    for i, s in enumerate(summaries):
+        assert s["parts"] == 16 and s["undecided"] == 0
+        rows = read_decisions(tmp_path / f"cam{i}" / "d.csv")
+        assert sorted(int(r["seq"]) for r in rows) == list(range(16))
+        assert sum(r["cause"] == "model" for r in rows) >= 12
+
+
 def test_folder_source_with_line_scan_from_config(tmp_path, demo_category):
     """An image folder replayed as a line-scan camera: 64-line images cut into 32-line part frames."""
     data = {"source": {"kind": "folder", "folder": {"path": str(demo_category / "test"), "rate_hz": 200},
