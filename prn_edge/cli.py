@@ -111,6 +111,27 @@ def cmd_calibrate(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_threshold(args) -> int:
+    from .calibrate.threshold import retune_threshold
+
+    r = retune_threshold(Path(args.artefact), Path(args.good), Path(args.output),
+                         Path(args.defects) if args.defects else None, args.quantile, args.margin, args.threads)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    g, d = r["good_scores"], r["defect_scores"]
+    rows = ["| | previous | new |", "|---|---:|---:|",
+            f"| image threshold | {r['previous_threshold']:.4f} | {r['threshold']:.4f} |",
+            f"| false rejects of {r['good_images']} good | {r['false_rejects']['previous']} | {r['false_rejects']['new']} |"]
+    if d:
+        rows.append(f"| missed of {r['defect_images']} defects | {r['missed_defects']['previous']} | "
+                    f"{r['missed_defects']['new']} |")
+    print("\n".join(rows))
+    print(f"good scores {g['min']:.4f} .. {g['max']:.4f}" + (f"; defect scores {d['min']:.4f} .. {d['max']:.4f}" if d else "")
+          + f"\nrule: {r['rule']}\nwritten {r['output']}")
+    return 0
+
+
 def cmd_build(args) -> int:
     from .build.trt_build import build_engine
 
@@ -288,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("threshold", help="re-tune an artefact's image threshold on the line's own good parts")
+    p.add_argument("artefact", help="exported model.onnx (FP32 or INT8)")
+    p.add_argument("--good", required=True, help="folder of good parts captured on the line")
+    p.add_argument("--defects", help="folder of defective parts from the line (optional)")
+    p.add_argument("-o", "--output", required=True, help="the re-tuned copy (the original stays as trained)")
+    p.add_argument("--quantile", type=float, default=1.0, help="of the good scores (1.0 = the highest)")
+    p.add_argument("--margin", type=float, default=0.1, help="x the artefact's score spread, above that quantile")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_threshold)
 
     p = sub.add_parser("build", help="ONNX -> TensorRT engine with a manifest (needs TensorRT and a GPU)")
     p.add_argument("onnx")
