@@ -44,6 +44,7 @@ def _load_tool():
 
 def test_full_run_against_fake_tensorrt(monkeypatch, tmp_path, capsys, build_ckpt):
     cuda = FakeCuda("Fake Orin", "8.7")
+    cuda.supports_graphs = False  # a host CUDA API without graphs: the graph benchmark says it is unavailable
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0", cuda=cuda))
     monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
     monkeypatch.setattr(trt_build, "host_cuda", lambda device=0: cuda)

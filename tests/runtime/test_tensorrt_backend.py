@@ -14,6 +14,7 @@ from prn_edge.runtime import tensorrt_backend as tb
 from prn_edge.runtime.preprocess import rgb_to_frames
 
 from fake_cuda import FakeCuda  # noqa: E402 - tests/ is on sys.path (tests/conftest.py)
+from fake_tensorrt import make_fake_tensorrt, serialize_engine  # noqa: E402
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -84,7 +85,7 @@ def test_read_manifest_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def engine_dir(tiny_ckpt_rt, tmp_path_factory):
-    """ONNX artefacts, and 'engines' for the fake TensorRT (whose serialized engine is the ONNX itself)."""
+    """ONNX artefacts, and engines for the fake TensorRT (a header with the batch profile, then the ONNX)."""
     d = tmp_path_factory.mktemp("trt")
     out = {}
     for name, kw in {"dyn": dict(batch=None, input_format="uint8", channel_order="bgr"),
@@ -92,7 +93,7 @@ def engine_dir(tiny_ckpt_rt, tmp_path_factory):
         onnx_path = d / f"{name}.onnx"
         export_onnx(tiny_ckpt_rt, onnx_path, **kw)
         engine = d / f"{name}.engine"
-        engine.write_bytes(onnx_path.read_bytes())
+        engine.write_bytes(serialize_engine(onnx_path.read_bytes(), [1, 2, 4] if kw["batch"] is None else None))
         props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
         manifest = _manifest(onnx_metadata=props, onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_file(engine))
         tb.manifest_path(engine).write_text(json.dumps(manifest))
@@ -108,106 +109,10 @@ def test_without_tensorrt_the_engine_says_what_to_do(engine_dir):
 
 
 # ---------------------------------------------------------------------------------------------- fakes
-class FakeTensorRT:
-    """The slice of the tensorrt module the backend uses; the 'engine' runs its ONNX with ONNX Runtime."""
-
-    __version__ = FAKE_CURRENT_DEVICE["tensorrt_version"]
-    MAX_BATCH = 4
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    def __init__(self, cuda):
-        fake = self
-
-        class Runtime:
-            def __init__(self, logger):
-                pass
-
-            def deserialize_cuda_engine(self, data):
-                return FakeEngine(data, cuda, fake.MAX_BATCH)
-
-        self.Runtime = Runtime
-
-    @staticmethod
-    def nptype(dtype):
-        return dtype
-
-
-class FakeEngine:
-    def __init__(self, data, cuda, max_batch):
-        import onnxruntime as ort
-
-        self.sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        self.cuda, self.max_batch = cuda, max_batch
-        self.io = []
-        for t in self.sess.get_inputs() + self.sess.get_outputs():
-            shape = tuple(-1 if not isinstance(d, int) else d for d in t.shape)
-            dtype = np.dtype(np.uint8 if t.type == "tensor(uint8)" else np.float32)
-            self.io.append((t.name, shape, dtype))
-        self.input_name = self.sess.get_inputs()[0].name
-
-    @property
-    def num_io_tensors(self):
-        return len(self.io)
-
-    def get_tensor_name(self, i):
-        return self.io[i][0]
-
-    def _t(self, name):
-        return next(t for t in self.io if t[0] == name)
-
-    def get_tensor_shape(self, name):
-        return self._t(name)[1]
-
-    def get_tensor_dtype(self, name):
-        return self._t(name)[2]
-
-    def get_tensor_profile_shape(self, name, profile):
-        rest = self._t(name)[1][1:]
-        return [(1,) + rest, (2,) + rest, (self.max_batch,) + rest]
-
-    def create_execution_context(self):
-        return FakeContext(self)
-
-
-class FakeContext:
-    def __init__(self, engine):
-        self.engine, self.addr, self.batch = engine, {}, None
-        self.static = engine.get_tensor_shape(engine.input_name)[0]
-
-    def set_tensor_address(self, name, ptr):
-        self.addr[name] = ptr
-
-    def set_input_shape(self, name, shape):
-        if not 1 <= shape[0] <= self.engine.max_batch:
-            return False
-        self.batch = shape[0]
-        return True
-
-    def execute_async_v3(self, stream_handle):
-        self.engine.cuda.submit(self._execute)
-        return True
-
-    def _execute(self):
-        e, mem = self.engine, self.engine.cuda.mem
-        n = self.batch if self.static == -1 else self.static
-        name, shape, dtype = e._t(e.input_name)
-        size = n * int(np.prod(shape[1:])) * dtype.itemsize
-        x = mem[self.addr[name]][:size].view(dtype).reshape((n,) + shape[1:])
-        outs = e.sess.run(None, {name: x})
-        for (oname, _, _), value in zip(e.io[1:], outs):
-            raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
-            mem[self.addr[oname]][:raw.size] = raw
-
-
 @pytest.fixture
 def fake_trt(monkeypatch):
     cuda = FakeCuda(FAKE_CURRENT_DEVICE["gpu_name"], FAKE_CURRENT_DEVICE["compute_capability"])
-    trt = FakeTensorRT(cuda)
+    trt = make_fake_tensorrt(FAKE_CURRENT_DEVICE["tensorrt_version"], cuda=cuda)
     monkeypatch.setattr(tb, "_import_tensorrt", lambda path: trt)
     monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
     return trt, cuda

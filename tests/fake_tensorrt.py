@@ -10,9 +10,12 @@ exposes only what that family has, so touching a removed API fails loudly:
 - 11.x: no FP16/INT8/precision-constraint flags, no int8_calibrator, no IInt8*Calibrator, no
   platform_has_fast_*, no EXPLICIT_BATCH; layer precision cannot be set (strongly typed); DLA from 11.4.1.
 
-The "engine" a build returns is a short header followed by the ONNX the parser was given. A build with an
-INT8 calibrator reads the calibrator's batches out of the fake CUDA memory (so tests can check their format)
-and hands back a fake calibration cache. Inject with monkeypatch.setitem(sys.modules, "tensorrt", module).
+The "engine" a build returns is a short header followed by the ONNX the parser was given (serialize_engine);
+the fake Runtime deserializes it and runs the ONNX with ONNX Runtime on the fake CUDA memory, enqueued on the
+stream like real work (so CUDA-graph capture records it). A build with an INT8 calibrator reads the
+calibrator's batches out of the fake CUDA memory (so tests can check their format) and hands back a fake
+calibration cache. Shared by the build and runtime tests; inject with monkeypatch.setitem(sys.modules,
+"tensorrt", module) or the backend's import hook.
 """
 from __future__ import annotations
 
@@ -24,13 +27,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from fake_cuda import FakeCuda as SharedFakeCuda
+from fake_cuda import FakeCuda  # noqa: F401 - re-exported: the CUDA these fake engines run on
 
 
-class FakeCuda(SharedFakeCuda):
-    """The shared fake CUDA, without CUDA graphs: the fake engines below run outside any stream capture."""
-
-    supports_graphs = False
+def serialize_engine(onnx_bytes: bytes, profile=None, **header) -> bytes:
+    """A fake engine file: a JSON header line (profile = [min, opt, max] batch, None for a static batch), then
+    the ONNX."""
+    return json.dumps({**header, "profile": profile}).encode() + b"\n" + onnx_bytes
 
 
 class _DType:
@@ -318,9 +321,8 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: FakeCuda | None = None,
             if config.profiles:
                 mn, op, mx = config.profiles[0].shapes[inp.name]
                 profile = [mn[0], op[0], mx[0]]
-            header = {"fake_tensorrt": version, "flags": sorted(config.flags),
-                      "device": config.default_device_type, "profile": profile}
-            return json.dumps(header).encode() + b"\n" + network.model.SerializeToString()
+            return serialize_engine(network.model.SerializeToString(), profile, fake_tensorrt=version,
+                                    flags=sorted(config.flags), device=config.default_device_type)
 
     if weak:
         Builder.platform_has_fast_fp16 = property(lambda self: fast_fp16)
@@ -380,6 +382,10 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: FakeCuda | None = None,
             return True
 
         def execute_async_v3(self, stream_handle):
+            cuda.submit(self._execute)  # on the stream: runs now, or is recorded while a graph is captured
+            return True
+
+        def _execute(self):
             e = self.engine
             name, shape, dtype, _ = e._t(e.input_name)
             n = self.batch if shape[0] == -1 else shape[0]
@@ -388,7 +394,6 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: FakeCuda | None = None,
             for (oname, *_), value in zip(e.io[1:], e.sess.run(None, {name: x})):
                 raw = np.ascontiguousarray(value, dtype=np.float32).reshape(-1).view(np.uint8)
                 cuda.mem[self.addr[oname]][:raw.size] = raw
-            return True
 
     class Runtime:
         def __init__(self, logger):
