@@ -79,11 +79,11 @@ def cmd_export(args) -> int:
                           input_format=args.input_format, channel_order=args.channel_order, input_hw=hw,
                           opset=args.opset)
     if args.parity:
-        from .data.images import read_image
+        from .data.images import is_image_file, read_image
 
         # every image below the folder (a test/ folder with one sub-folder per defect type works), at most
         # --parity-images of them, spread evenly over the sorted list
-        files = sorted(p for p in Path(args.parity).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
+        files = sorted(p for p in Path(args.parity).rglob("*") if is_image_file(p)
                        and "ground_truth" not in p.parts and "masks" not in p.parts)
         step = max(1, len(files) // max(1, args.parity_images))
         images = [read_image(p) for p in files[::step][:args.parity_images]]
