@@ -27,20 +27,24 @@ def sep_conv_bn(cin: int, cout: int) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU())
 
 
-def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, p*p*C, H/p, W/p), channel = (dy * p + dx) * C + c: ONNX SpaceToDepth (exported as it)."""
-    if torch.onnx.is_in_onnx_export():
-        return _SpaceToDepth.apply(x, p)
+def _s2d(x: torch.Tensor, p: int) -> torch.Tensor:
     n, c, h, w = x.shape
     return x.reshape(n, c, h // p, p, w // p, p).permute(0, 3, 5, 1, 2, 4).reshape(n, p * p * c, h // p, w // p)
 
 
-def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
-    """The inverse of space_to_depth: ONNX DepthToSpace in DCR mode (exported as it)."""
-    if torch.onnx.is_in_onnx_export():
-        return _DepthToSpace.apply(x, p)
+def _d2s(x: torch.Tensor, p: int) -> torch.Tensor:
     n, c, h, w = x.shape
     return x.reshape(n, p, p, c // (p * p), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (p * p), h * p, w * p)
+
+
+def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, p*p*C, H/p, W/p), channel = (dy * p + dx) * C + c: ONNX SpaceToDepth (exported as it)."""
+    return _SpaceToDepth.apply(x, p) if torch.onnx.is_in_onnx_export() else _s2d(x, p)
+
+
+def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
+    """The inverse of space_to_depth: ONNX DepthToSpace in DCR mode (exported as it)."""
+    return _DepthToSpace.apply(x, p) if torch.onnx.is_in_onnx_export() else _d2s(x, p)
 
 
 class _SpaceToDepth(torch.autograd.Function):
@@ -49,8 +53,7 @@ class _SpaceToDepth(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, p):
-        n, c, h, w = x.shape
-        return x.reshape(n, c, h // p, p, w // p, p).permute(0, 3, 5, 1, 2, 4).reshape(n, p * p * c, h // p, w // p)
+        return _s2d(x, p)
 
     @staticmethod
     def symbolic(g, x, p):
@@ -60,8 +63,7 @@ class _SpaceToDepth(torch.autograd.Function):
 class _DepthToSpace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p):
-        n, c, h, w = x.shape
-        return x.reshape(n, p, p, c // (p * p), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (p * p), h * p, w * p)
+        return _d2s(x, p)
 
     @staticmethod
     def symbolic(g, x, p):
