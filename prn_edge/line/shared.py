@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .engine import Verdicts, run_engine
 from .errors import LineConfigError
 
 
@@ -27,21 +28,6 @@ class _Request:
     done: threading.Event
     result: Any = None
     error: Optional[BaseException] = None
-
-
-@dataclass
-class SliceResult:
-    maps: np.ndarray
-    scores: np.ndarray
-    normalized: np.ndarray
-    decisions: np.ndarray
-
-
-def _normalized(r: Any, n: int) -> np.ndarray:
-    v = getattr(r, "normalized", None)
-    if v is None:
-        v = getattr(r, "normalized_scores", None)
-    return np.asarray(v if v is not None else np.full(n, np.nan), np.float32).reshape(-1)
 
 
 class SharedEngine:
@@ -88,7 +74,7 @@ class SharedEngine:
         """The engine object one Line gets (a context manager like any engine)."""
         return SharedEngineClient(self)
 
-    def infer(self, frames: np.ndarray) -> SliceResult:
+    def infer(self, frames: np.ndarray) -> Verdicts:
         req = _Request(np.asarray(frames), threading.Event())
         with self._cond:
             if self._stop or self._thread is None:
@@ -127,16 +113,12 @@ class SharedEngine:
             x = np.concatenate([r.frames for r in batch]) if len(batch) > 1 else batch[0].frames
             self.calls.append(len(x))
             try:
-                out = self.engine.infer(x)
-                maps = np.asarray(out.maps)
-                scores = np.asarray(out.scores).reshape(-1)
-                norm = _normalized(out, len(x))
-                dec = np.asarray(out.decisions, bool).reshape(-1)
+                v = run_engine(self.engine, x)  # checked: one finite result per frame
                 i = 0
                 for r in batch:
-                    n = len(r.frames)
-                    r.result = SliceResult(maps[i:i + n], scores[i:i + n], norm[i:i + n], dec[i:i + n])
-                    i += n
+                    s = slice(i, i + len(r.frames))
+                    r.result = Verdicts(v.maps[s], v.scores[s], v.normalized[s], v.decisions[s])
+                    i += len(r.frames)
             except BaseException as e:  # every caller of this batch sees the error
                 for r in batch:
                     r.error = e
@@ -169,5 +151,5 @@ class SharedEngineClient:
     def __exit__(self, *exc) -> None:
         self._shared._exit()
 
-    def infer(self, frames: np.ndarray) -> SliceResult:
+    def infer(self, frames: np.ndarray) -> Verdicts:
         return self._shared.infer(frames)
