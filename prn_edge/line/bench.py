@@ -201,26 +201,13 @@ def encoder_timing(dataset: str, parts: int = 200, rate_hz: float = 40.0, distan
     """An encoder-timed line against a real Modbus TCP server (the PLC's counter, simulated belt) whose speed ramps
     2000 -> 1000 -> 3000 counts/s and stops once: how far from the eject position each command went out.
     Error = the belt's true count at the actuation + the lead's travel - the part's eject position (counts)."""
-    from .encoder import WRAP, EncoderBudget, EncoderTracker, ModbusEncoder
+    from .encoder import EncoderBudget, EncoderTracker, ModbusEncoder
     from .plcsim import SimulatedPlc
     from .sources.conveyor import SyntheticConveyor
 
     plc = SimulatedPlc(belt_counts_per_s=2000.0).start()
-    history: list[tuple[float, float, float]] = []  # (t0, count at t0 from raw0, counts/s)
+    belt = plc.belt  # knows the true count at any moment
     try:
-        raw0 = plc.encoder_count()
-        history.append((time.monotonic(), 0.0, 2000.0))
-
-        def set_speed(v: float) -> None:
-            t0, c0, v0 = history[-1]
-            now = time.monotonic()
-            history.append((now, c0 + (now - t0) * v0, v))
-            plc.set_belt_speed(v)
-
-        def count_at(t: float) -> float:
-            t0, c0, v = [h for h in history if h[0] <= t][-1]
-            return c0 + (t - t0) * v
-
         budget = EncoderBudget(EncoderTracker(ModbusEncoder("127.0.0.1", plc.port, register=20), poll_s=0.003),
                                distance_counts, actuator_lead_s=actuator_lead_s)
         rec = RecordingOutput()
@@ -236,7 +223,7 @@ def encoder_timing(dataset: str, parts: int = 200, rate_hz: float = 40.0, distan
                 time.sleep(0.002)
             for delay, v in script:
                 time.sleep(delay)
-                set_speed(v)
+                belt.set_speed(v)
 
         import threading
 
@@ -244,9 +231,9 @@ def encoder_timing(dataset: str, parts: int = 200, rate_hz: float = 40.0, distan
         summary = line.run()
     finally:
         plc.stop()
-    offset = (budget.tracker.origin - raw0) % WRAP
-    err = np.array([count_at(t) - offset + (count_at(t + actuator_lead_s) - count_at(t)) - p.eject_position
-                    for p, t in zip(rec.parts, rec.times)])
+    # tracker position p is belt count origin + p (the belt starts at 0 and does not wrap here)
+    origin = budget.tracker.origin
+    err = np.array([belt.count_at(t + actuator_lead_s) - origin - p.eject_position for p, t in zip(rec.parts, rec.times)])
     a = np.abs(err)
     return {"parts": summary["parts"], "undecided": summary["undecided"], "fail_safe": summary["fail_safe"],
             "distance_counts": distance_counts, "speeds_counts_per_s": [1000.0, 3000.0, 0.0],

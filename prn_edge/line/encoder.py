@@ -45,22 +45,21 @@ class EncoderReader(Protocol):
 
 
 class ClockEncoder:
-    """A simulated encoder: counts_per_s counts per second from open() on (speed may be changed while running).
-    Stands in for a real encoder where the line has none (demo, tests)."""
+    """A simulated encoder: counts_per_s counts per second (set_speed changes it while running). Stands in for
+    a real encoder where the line has none (demo, tests) and is the belt of the simulated PLC. It keeps its
+    speed history (`segments`), so count_at(t) gives the true count at any past moment (benchmarks, tests)."""
 
     name = "clock"
 
     def __init__(self, counts_per_s: float, start: int = 0):
         if counts_per_s < 0:
             raise LineConfigError(f"timing.encoder.counts_per_s={counts_per_s} must be >= 0")
-        self._speed = float(counts_per_s)
-        self._t0 = time.monotonic()
-        self._c0 = float(start)
+        self.segments: list[tuple[float, float, float]] = [(time.monotonic(), float(start), float(counts_per_s))]
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        with self._lock:
-            self._t0 = time.monotonic()
+        with self._lock:  # counting starts now
+            self.segments = [(time.monotonic(),) + self.segments[-1][1:]]
 
     def close(self) -> None:
         pass
@@ -68,12 +67,19 @@ class ClockEncoder:
     def set_speed(self, counts_per_s: float) -> None:
         with self._lock:
             now = time.monotonic()
-            self._c0 += (now - self._t0) * self._speed
-            self._t0, self._speed = now, float(counts_per_s)
+            self.segments.append((now, self._count_at(now), float(counts_per_s)))
+
+    def _count_at(self, t: float) -> float:
+        t0, c0, v = next((seg for seg in reversed(self.segments) if seg[0] <= t), self.segments[0])
+        return c0 + max(0.0, t - t0) * v
+
+    def count_at(self, t: float) -> float:
+        """The count at monotonic time t, not wrapped."""
+        with self._lock:
+            return self._count_at(t)
 
     def read(self) -> int:
-        with self._lock:
-            return int(self._c0 + (time.monotonic() - self._t0) * self._speed) % WRAP
+        return int(self.count_at(time.monotonic())) % WRAP
 
 
 class ModbusEncoder:

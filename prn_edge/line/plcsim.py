@@ -25,21 +25,20 @@ class SimulatedPlc:
         self.writes: list[tuple[float, int, int, list]] = []
         # The PLC's high-speed counter of the belt encoder, in input registers encoder_register (high word) and
         # encoder_register + 1 (low word); the belt runs at belt_counts_per_s (set_belt_speed changes it).
+        from .encoder import ClockEncoder
+
         self.encoder_register = encoder_register
-        self._belt = (time.monotonic(), 0.0, float(belt_counts_per_s))  # (t0, count at t0, counts/s)
+        self.belt = ClockEncoder(belt_counts_per_s)
         self.encoder_reads = 0
         self._loop = None
         self._thread = None
         self._server = None
 
     def set_belt_speed(self, counts_per_s: float) -> None:
-        t0, c0, v = self._belt
-        now = time.monotonic()
-        self._belt = (now, c0 + (now - t0) * v, float(counts_per_s))
+        self.belt.set_speed(counts_per_s)
 
     def encoder_count(self) -> int:
-        t0, c0, v = self._belt
-        return int(c0 + (time.monotonic() - t0) * v) % (1 << 32)
+        return self.belt.read()
 
     async def _action(self, function_code, start_address, address, count, current, values):
         if values is not None:

@@ -18,26 +18,6 @@ from prn_edge.line.plcsim import SimulatedPlc
 from prn_edge.line.sources import SyntheticConveyor
 
 
-class Belt:
-    """The PLC's belt with a speed history, to know the true encoder count at any past moment."""
-
-    def __init__(self, plc: SimulatedPlc, speed: float):
-        self.plc = plc
-        plc.set_belt_speed(speed)
-        self.raw0 = plc.encoder_count()
-        self.history = [(time.monotonic(), 0.0, speed)]  # (t0, count at t0 relative to raw0, speed)
-
-    def set(self, speed: float) -> None:
-        t0, c0, v = self.history[-1]
-        now = time.monotonic()
-        self.history.append((now, c0 + (now - t0) * v, speed))
-        self.plc.set_belt_speed(speed)
-
-    def count_at(self, t: float) -> float:
-        seg = [h for h in self.history if h[0] <= t][-1]
-        return seg[1] + (t - seg[0]) * seg[2]
-
-
 def test_tracker_unwraps_the_32_bit_counter():
     enc = ClockEncoder(200_000.0, start=WRAP - 5_000)  # wraps 25 ms after the start
     with EncoderTracker(enc, poll_s=0.002) as tr:
@@ -63,19 +43,17 @@ def _run_line(category, truth, plc, belt_speed_changes, distance_counts=300, par
     rec = RecordingOutput()
     line = Line(SyntheticConveyor(category, rate_hz=rate, parts=parts), ScriptedEngine(64, 64, 3, score_fn=truth),
                 [rec], budget, LoopOptions(warmup=1, fire_tolerance_s=0.05))
-    result = {}
 
     def drive():
         while line._seq < 3:  # the speed script starts with the parts on the belt (the start-up may be slow)
             time.sleep(0.002)
         for delay, speed in belt_speed_changes:
             time.sleep(delay)
-            result["belt"].set(speed)
+            plc.belt.set_speed(speed)
 
-    result["belt"] = Belt(plc, 2000.0)
     threading.Thread(target=drive, daemon=True).start()
     summary = line.run()
-    return line, summary, rec, result["belt"], budget
+    return line, summary, rec, plc.belt, budget  # the PLC's belt knows its true count at any moment
 
 
 def test_parts_are_ejected_at_their_belt_position_while_the_speed_changes(demo_category, truth):
@@ -90,8 +68,7 @@ def test_parts_are_ejected_at_their_belt_position_while_the_speed_changes(demo_c
         plc.stop()
     assert summary["parts"] == 30 and summary["undecided"] == 0 and sorted(p.seq for p in rec.parts) == list(range(30))
     assert summary["fail_safe"] == {}, summary["fail_safe"]
-    origin = budget.tracker.origin
-    offset = (origin - belt.raw0) % WRAP  # tracker position 0 = this many counts after the belt's start
+    offset = budget.tracker.origin  # tracker position 0 = this belt count (the belt starts at 0, no wrap here)
     errors, capture_errors = [], []
     for p, t in zip(rec.parts, rec.times):
         assert p.decision.verdict == ("reject" if p.label else "good")
@@ -116,7 +93,7 @@ def test_a_stopped_belt_holds_the_parts_until_it_moves(demo_category, truth):
                                                      parts=20)
     finally:
         plc.stop()
-    stop_t, resume_t = belt.history[1][0], belt.history[2][0]
+    stop_t, resume_t = belt.segments[1][0], belt.segments[2][0]
     assert summary["undecided"] == 0 and sorted(p.seq for p in rec.parts) == list(range(20))
     assert summary["fail_safe"] == {}, summary  # the model had all the time the belt stood
     # (a part at the ejector when the belt stopped may still fire within a few polls of the stop)
