@@ -262,6 +262,10 @@ class EncoderBudget:
         self.tracker.close()
 
     @property
+    def healthy(self) -> bool:  # without its belt position the line must divert everything (watchdog)
+        return self.tracker.healthy
+
+    @property
     def fire_delay_s(self) -> float:
         """Capture -> command at the current speed (bounded by max_wait_s while the belt stands)."""
         v = self.tracker.speed()

@@ -102,15 +102,12 @@ class Line:
         self.timer = EngineTimer(self.opt.p99_window, max_age_s=self.opt.p99_age_s)
         self.watchdog = Watchdog(self.opt.watchdog_s)
         self.watchdog.extra.append(lambda: self.source.healthy)
-        tracker = getattr(budget, "tracker", None)
-        if tracker is not None:  # an encoder-timed line without its belt position diverts everything
-            self.watchdog.extra.append(lambda: tracker.healthy)
+        self.watchdog.extra.append(lambda: self.budget.healthy)  # e.g. an encoder-timed line's belt position
         self.scheduler = RejectScheduler(self.opt.fail_safe, self.outputs.dispatch, self._on_final,
                                          self._heartbeat, self.opt.heartbeat_s,
                                          lead_s=min(self.opt.fire_lead_s, budget.margin_s),
                                          idle=self._collect_young if self.opt.idle_gc else None,
-                                         retime=getattr(budget, "retime", None),
-                                         recheck_s=getattr(budget, "recheck_s", 0.02))
+                                         retime=budget.retime, recheck_s=budget.recheck_s)
         self.records: deque[Part] = deque(maxlen=self.opt.keep_records)
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=self.opt.queue_size)
         self._stop = threading.Event()
@@ -156,8 +153,7 @@ class Line:
                 stack.callback(gc.set_threshold, *gc.get_threshold())
                 t0, t1, t2 = gc.get_threshold()
                 gc.set_threshold(max(t0, self.opt.gc_backstop), t1, t2)
-            if hasattr(self.budget, "__enter__"):  # the encoder tracker: belt positions from the start
-                stack.enter_context(self.budget)
+            stack.enter_context(self.budget)  # an encoder budget tracks the belt from the start
             stack.enter_context(self.source)
             self.engine = stack.enter_context(self.engine) or self.engine
             spec = engine_input(self.engine)

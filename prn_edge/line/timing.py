@@ -19,7 +19,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import numpy as np
 
 from .decision import MODEL, Decision, Part
 from .errors import LineConfigError
@@ -58,6 +57,22 @@ class Budget:
     def part(self, seq: int, t_capture: float) -> Part:
         t_fire = t_capture + self.fire_delay_s
         return Part(seq, t_capture, t_fire - self.margin_s, t_fire)
+
+    # The budget contract the line uses, shared with encoder.EncoderBudget (which has a tracker to run): a
+    # context manager for the line's run, a health check for the watchdog, and the scheduler's re-timing hook
+    # (None: a time-based fire time is final).
+    retime = None
+    recheck_s = 0.02
+
+    def __enter__(self) -> "Budget":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    @property
+    def healthy(self) -> bool:
+        return True
 
 
 class RollingQuantile:
