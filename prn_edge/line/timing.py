@@ -19,7 +19,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-
 from .decision import MODEL, Decision, Part
 from .errors import LineConfigError
 
