@@ -62,7 +62,8 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
     model = onnx.load(str(model_path))
     g = model.graph
     feats = [_feature_tensor(g, i) for i in range(scales)]
-    probe = onnx.load(str(model_path))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)  # the same graph with the feature maps as extra outputs
     known = {o.name for o in probe.graph.output}
     for name in feats:
         if name not in known:
