@@ -11,6 +11,7 @@ from typing import Any, Mapping, Tuple, TypeVar
 
 import yaml
 
+from .data.fit import INPUT_POLICIES
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -21,6 +22,9 @@ class ModelConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True  # False means random weights; only when asked for explicitly
     image_size: int = 256
+    # How images of any size and aspect become the square model input (prn_edge.data.fit): "stretch" or
+    # "letterbox" (keep the aspect ratio, pad with black). Recorded in checkpoints and exported artefacts.
+    input_policy: str = "stretch"
     # Prototypes: "image" = whole feature maps as in the paper (aligned objects),
     # "patch" = per-position nearest of K feature vectors (textures, unaligned parts).
     prototype_mode: str = "patch"
@@ -43,6 +47,7 @@ class ModelConfig:
 
         _choice("model.backbone", self.backbone, sorted(BACKBONES))
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
+        _choice("model.input_policy", self.input_policy, list(INPUT_POLICIES))
         if self.image_size < 64 or self.image_size % 32:
             raise ConfigError(f"model.image_size={self.image_size}: must be a multiple of 32 and at least 64")
         if not 0 <= self.prototype_softness <= 0.5:
@@ -108,6 +113,9 @@ class TrainConfig:
     val_fraction: float = 0.2  # of train/good, held out for threshold and best step
     val_every: int = 100
     num_shots: int = 10  # real defects used for training
+    # Fraction of each defect type's real shots held out for validation (types with >= 3 shots keep at least
+    # one back); with held-out real defects, they choose the best step and the thresholds. 0 = train on all.
+    val_shots: float = 0.3
     seed: int = 0
     threads: int = 0  # 0 = torch default
 
@@ -117,6 +125,8 @@ class TrainConfig:
             raise ConfigError("train.steps and train.batch_size must be >= 1")
         if not 0 < self.val_fraction < 0.9:
             raise ConfigError("train.val_fraction must be in (0, 0.9)")
+        if not 0 <= self.val_shots < 1:
+            raise ConfigError(f"train.val_shots={self.val_shots}: a fraction in [0, 1) of each type's real shots")
         if self.val_every < 1:
             raise ConfigError("train.val_every must be >= 1")
         return self

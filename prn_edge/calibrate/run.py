@@ -114,12 +114,12 @@ def _check(m: dict, o: CalibrationOptions) -> list[str]:
 def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration"), options: CalibrationOptions | None = None,
               log: Callable[[str], None] = print, threads: int = 0) -> dict:
     from ..data.dataset import load_category
-    from ..data.images import read_image, read_mask
     from ..export.onnx_export import export_onnx
     from ..export.metadata import read_metadata
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
     from ..train.checkpoint import load_model
-    from ..train.trainer import split_normals, synth_foreground, validation_set
+    from ..data.dataset import load_pair
+    from ..train.trainer import load_normals, split_normals, split_shots, synth_foreground, validation_set
 
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()
@@ -148,10 +148,10 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
             b = spec.batch or 1
             return [x[i:i + b] for i in range(0, len(x) - len(x) % b, b)]
 
-        calib_batches = model_inputs([read_image(p) for p in calib_paths])
-        shots = [(read_image(s.image, size), read_mask(s.mask, (size, size))) for s in cat.shots]
-        val_imgs, val_masks, val_labels = validation_set([read_image(p, size) for p in val_paths], cfg.synth, size,
-                                                         shots, None, synth_foreground(cfg, cat), cfg.train.seed)
+        calib_batches = model_inputs(load_normals(calib_paths, cfg)[0])
+        shots = [load_pair(s, size, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
+        val_imgs, val_masks, val_labels = validation_set(*load_normals(val_paths, cfg), cfg.synth, size, shots, None,
+                                                         synth_foreground(cfg, cat), cfg.train.seed)
         val_frames = rgb_to_frames(val_imgs, spec)
         log(f"validation: {len(val_imgs)} images ({int(val_labels.sum())} with generated anomalies); "
             f"calibration: {len(calib_paths)} images")
@@ -179,7 +179,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
             qinfo["float_by_design"] = len(fixed)
             if o.refit_prototypes:
                 if fit_batches is None:
-                    fit_batches = model_inputs([read_image(p) for p in fit_paths])
+                    fit_batches = model_inputs(load_normals(fit_paths, cfg)[0])
                 qinfo["prototypes_refit"] = refit_prototypes(q_path, q_path, fit_batches, cfg.model.prototype_mode,
                                                              cfg.model.prototype_softness, cfg.train.seed,
                                                              threads=threads)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .fit import Placement, fit_image, fit_mask
 from .images import IMAGE_EXTS, image_header, is_image_file, read_image, read_mask
 
 GOOD = "good"
@@ -52,7 +53,7 @@ class Category:
     seen_types: list[str]
     foreground: str  # "full" (textures) or "estimate" (objects)
     layout: str = "mvtec"  # or "generic"
-    train_size: tuple[int, int] = (0, 0)  # (width, height) shared by all train_good images
+    train_size: tuple[int, int] = (0, 0)  # the most common (width, height) of the train_good images
     notes: list[str] = field(default_factory=list)  # decisions made while loading, for logs and reports
 
     @property
@@ -60,12 +61,20 @@ class Category:
         return sorted({s.defect for s in self.test + self.excluded if s.label})
 
 
-def load_pair(sample: Sample, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(HxWx3 uint8 image, HxW float32 mask) of a sample; an all-zero mask for normals."""
-    img = read_image(sample.image, size)
-    shape = img.shape[:2]
-    mask = read_mask(sample.mask, shape) if sample.mask is not None else np.zeros(shape, np.float32)
-    return img, mask
+def load_pair(sample: Sample, size: int | None = None, policy: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
+    """(HxWx3 uint8 image, HxW float32 mask) of a sample, fitted to size x size by the input policy when a size
+    is given (see data.fit); an all-zero mask for normals."""
+    img = read_image(sample.image)
+    mask = read_mask(sample.mask, img.shape[:2]) if sample.mask is not None else np.zeros(img.shape[:2], np.float32)
+    if size is None:
+        return img, mask
+    fitted, where = fit_image(img, (size, size), policy)
+    return fitted, fit_mask(mask, where)
+
+
+def load_fitted(path: Path, size: int, policy: str) -> tuple[np.ndarray, Placement]:
+    """An image fitted to size x size by the input policy, and where it sits there."""
+    return fit_image(read_image(path), (size, size), policy)
 
 
 def _images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -106,17 +115,19 @@ def _defect_sample(image: Path, defect: str, mask_stem: Path) -> Sample:
     return Sample(image, 1, defect, mask)
 
 
-def _check_train(files: list[Path], folder: Path) -> tuple[int, int]:
-    """All training images must share one size and colour mode; returns (width, height)."""
+def _size_note(files: list[Path], notes: list[str]) -> tuple[int, int]:
+    """Training images may differ in size and colour mode (real data does): every image is brought to the model
+    input by the input policy. Reads headers only (a broken file fails here, by name); returns the most common
+    (width, height) and notes the spread."""
     headers = [image_header(p) for p in files]
-    common = Counter(headers).most_common(1)[0][0]
-    for p, h in zip(files, headers):
-        if h != common:
-            w, ht, mode = common
-            raise DataError(f"training image {p} is {h[0]}x{h[1]} {h[2]}, unlike most images in {folder} "
-                            f"({w}x{ht} {mode}); resize/convert them all to one size and mode, "
-                            f"or pass a folder of one size")
-    return common[0], common[1]
+    sizes = Counter((w, h) for w, h, _ in headers)
+    modes = Counter(m for _, _, m in headers)
+    if len(sizes) > 1 or len(modes) > 1:
+        ws, hs = [w for w, _, _ in headers], [h for _, h, _ in headers]
+        notes.append(f"training images come in {len(sizes)} sizes (width {min(ws)}..{max(ws)}, height "
+                     f"{min(hs)}..{max(hs)}) and modes {dict(modes)}: each is fitted to the model input by "
+                     f"model.input_policy (stretch or letterbox)")
+    return sizes.most_common(1)[0][0]
 
 
 def _load_mvtec(root: Path) -> tuple[list[Path], list[Sample]]:
@@ -231,7 +242,7 @@ def load_category(root: str | Path, defects_dir: str | Path | None = None, shots
         train, test = _load_generic(root, seed, notes)
     else:
         raise DataError(f"{root} has neither train/ nor good/; expected the {MVTEC_LAYOUT}, or the {GENERIC_LAYOUT}")
-    train_size = _check_train(train, train[0].parent)
+    train_size = _size_note(train, notes)
 
     rng = np.random.default_rng(seed)
     excluded: list[Sample] = []

@@ -41,7 +41,8 @@ def _to_uint8(data: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: pixel type {data.dtype} is not supported; save it as 8- or 16-bit PNG")
 
 
-def _resize(img: np.ndarray, width: int, height: int, interpolation: int | None = None) -> np.ndarray:
+def resize(img: np.ndarray, width: int, height: int, interpolation: int | None = None) -> np.ndarray:
+    """To width x height: area averaging when shrinking, bilinear when enlarging, unless told otherwise."""
     if img.shape[1] == width and img.shape[0] == height:
         return img
     if interpolation is None:
@@ -68,20 +69,31 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
     else:
         raise DataError(f"{path}: image has shape {data.shape}; expected a 2-D grey or colour image")
     if size is not None:
-        rgb = _resize(rgb, size, size)
+        rgb = resize(rgb, size, size)
     return np.ascontiguousarray(rgb)
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """HxW float32 in {0, 1}: any nonzero pixel is defect; resized (nearest) to shape = (h, w)."""
+    """HxW float32 in {0, 1} (see binarize_mask); resized (nearest) to shape = (h, w)."""
     path = Path(path)
     data = _load(path)
     if data.ndim == 3:
         # Colour masks: a defect in any colour channel counts; alpha (4th) would mark everything.
         data = data[:, :, : min(3, data.shape[2])].max(axis=2) if data.shape[2] != 2 else data[:, :, 0]
-    mask = (data != 0).astype(np.uint8)
-    mask = _resize(mask, shape[1], shape[0], cv2.INTER_NEAREST)
+    mask = binarize_mask(data).astype(np.uint8)
+    mask = resize(mask, shape[1], shape[0], cv2.INTER_NEAREST)
     return mask.astype(np.float32)
+
+
+def binarize_mask(data: np.ndarray) -> np.ndarray:
+    """Defect where a mask reaches half its type's range: masks of real datasets are often saved with JPEG-like
+    faint noise around 0 and 255. Label images (largest value 1..15, e.g. 0/1 masks) count any non-zero."""
+    top = float(data.max()) if data.size else 0.0
+    if np.issubdtype(data.dtype, np.floating):
+        return data >= (0.5 if top <= 1.0 else top / 2)
+    if top <= 15:
+        return data != 0
+    return data >= (int(np.iinfo(data.dtype).max) + 1) // 2
 
 
 def _write(path: Path, data: np.ndarray) -> None:

@@ -8,12 +8,26 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm import tqdm
 
-from ..data.dataset import load_category
-from ..data.images import image_header, read_image, read_mask
+from ..data.dataset import Sample, load_category
+from ..data.fit import fit_image
+from ..data.images import read_image, read_mask
 from ..model.inference import predict
 from ..train.checkpoint import load_model
 from .metrics import evaluate_predictions
 from .report import markdown_table, save_maps_tiff, save_overlays, write_json
+
+
+def load_test(samples: list[Sample], size: int, policy: str, progress: bool = False):
+    """Test images fitted to the model input, their placements (to bring maps back), and the ground-truth masks
+    at each image's own resolution (as the MVTec AD evaluation script compares them)."""
+    images, placements, masks = [], [], []
+    for s in tqdm(samples, desc="load test", disable=not progress, leave=False):
+        img = read_image(s.image)
+        masks.append(read_mask(s.mask, img.shape[:2]) if s.mask else np.zeros(img.shape[:2], np.float32))
+        fitted, where = fit_image(img, (size, size), policy)
+        images.append(fitted)
+        placements.append(where)
+    return images, placements, masks
 
 
 def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None, overlays: Optional[Path] = None,
@@ -26,10 +40,9 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
     samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]
     seen_types = set(meta.get("seen_types") or cat.seen_types)
     t0 = time.time()
-    images = [read_image(s.image, size) for s in tqdm(samples, desc="load test", disable=not progress, leave=False)]
-    masks = np.stack([read_mask(s.mask, (size, size)) if s.mask else np.zeros((size, size), np.float32)
-                      for s in samples])
+    images, placements, masks = load_test(samples, size, cfg.model.input_policy, progress)
     maps, scores = predict(model, images)
+    maps = [p.unfit(m) for p, m in zip(placements, maps)]  # metrics at the images' own resolution
     seconds = time.time() - t0
     labels = np.array([s.label for s in samples])
     types = [s.defect for s in samples]
@@ -51,12 +64,11 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
         write_json(Path(json_out), results)
         Path(json_out).with_suffix(".md").write_text(f"# {cat.name}: {cfg.variant}\n\n{table}\n")
     if overlays:
-        items = [(s, img, m, gt) for s, img, m, gt in zip(samples, images, maps, masks)]
+        items = [(s, read_image(s.image), m, gt) for s, m, gt in zip(samples, maps, masks)]
         save_overlays(Path(overlays), items, threshold=meta.get("pixel_threshold"), max_images=max_overlays)
     if save_maps:
         # The official MVTec AD script compares maps with ground truth at the original image size.
-        sizes = [image_header(s.image)[1::-1] for s in samples]
-        save_maps_tiff(Path(save_maps), cat.name, samples, maps, size=sizes)
+        save_maps_tiff(Path(save_maps), cat.name, samples, maps, size=[m.shape for m in maps])
         if excluded:
             note = Path(save_maps) / cat.name / "excluded_from_metrics.txt"
             note.write_text("# used as training shots: remove from the dataset copy given to the official script\n"

@@ -69,6 +69,13 @@ class InputSpec:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     value_range: tuple = (0.0, 1.0)
+    fit: str = "stretch"  # input policy (prn_edge.data.fit): "stretch" or "letterbox" (resize inside, pad black)
+
+    def placement(self):
+        """Where a frame lands in the model input: resize to (placement.h, placement.w), then pad."""
+        from ..data.fit import placement
+
+        return placement((self.height, self.width), (self.model_size, self.model_size), self.fit)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -88,20 +95,21 @@ class InputSpec:
         return self.height, self.width, self.channels
 
 
-def choose_resize(src_hw: tuple[int, int], size: int, method: str = "auto") -> str:
-    """Resize method from frame size to the model's square input.
+def choose_resize(src_hw: tuple[int, int], size, method: str = "auto") -> str:
+    """Resize method from frame size to the model's square input (size) or to (h, w) inside it (letterbox).
 
     "auto": none when equal; area averaging when both sides shrink by an integer factor (what training's
     cv2.INTER_AREA does there, and an exact AveragePool in the graph); bilinear otherwise.
     """
     h, w = src_hw
-    if (h, w) == (size, size):
+    th, tw = (size, size) if isinstance(size, int) else size
+    if (h, w) == (th, tw):
         return "none"
+    integer_down = h % th == 0 and w % tw == 0 and h >= th and w >= tw
     if method == "auto":
-        integer_down = h % size == 0 and w % size == 0 and h >= size and w >= size
         return "area" if integer_down else "bilinear"
-    if method == "area" and not (h % size == 0 and w % size == 0 and h >= size and w >= size):
-        raise ExportError(f"resize='area' needs frame sides that are integer multiples of the model size {size}, "
+    if method == "area" and not integer_down:
+        raise ExportError(f"resize='area' needs frame sides that are integer multiples of {th}x{tw}, "
                           f"got {h}x{w}; use resize='bilinear' or 'auto'")
     if method not in ("area", "bilinear"):
         raise ExportError(f"resize={method!r}: choose 'auto', 'area' or 'bilinear'")

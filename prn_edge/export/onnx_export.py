@@ -23,6 +23,7 @@ from torch import nn
 from .. import __version__
 from ..errors import PrnEdgeError
 from ..files import write_atomic
+from ..data.fit import PAD_VALUE, placement
 from ..model.prn import PRN, describe
 from .graph import fold_static, op_histogram, set_metadata
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt
@@ -50,7 +51,7 @@ class CameraPRN(nn.Module):
     """uint8 camera frames (N, H, W, C) -> PRN outputs; every preprocessing step is a plain ONNX node.
 
     Cast -> Transpose(NHWC->NCHW) -> AveragePool (integer area shrink) or Resize (bilinear, half_pixel)
-    -> channel reorder (Gather) or replication (Concat) -> Div 255 -> PRN. The host-side reference of the
+    -> Pad (letterbox only) -> channel reorder (Gather) or replication (Concat) -> Div 255 -> PRN. The host-side reference of the
     same steps is prn_edge.runtime.preprocess.frames_to_model_input.
     """
 
@@ -60,14 +61,17 @@ class CameraPRN(nn.Module):
         self.register_buffer("bgr_to_rgb", torch.tensor([2, 1, 0], dtype=torch.long), persistent=False)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        spec, s = self.spec, self.spec.model_size
+        spec, where = self.spec, self.spec.placement()
         x = frames.float().permute(0, 3, 1, 2)
         if spec.resize == "area":
-            kh, kw = spec.height // s, spec.width // s
+            kh, kw = spec.height // where.h, spec.width // where.w
             x = F.avg_pool2d(x, (kh, kw), (kh, kw))
         elif spec.resize == "bilinear":
-            x = F.interpolate(x, scale_factor=(resize_scale(spec.height, s), resize_scale(spec.width, s)),
+            x = F.interpolate(x, scale_factor=(resize_scale(spec.height, where.h), resize_scale(spec.width, where.w)),
                               mode="bilinear", align_corners=False, recompute_scale_factor=False)
+        top, bottom, left, right = where.pads
+        if top or bottom or left or right:  # letterbox: a constant Pad, static for the frame size
+            x = F.pad(x, (left, right, top, bottom), value=float(PAD_VALUE))
         if spec.channel_order == "bgr":
             x = x.index_select(1, self.bgr_to_rgb)
         elif spec.channel_order == "mono":
@@ -108,14 +112,15 @@ def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, inpu
                 "which converts and resizes inside the graph")
         return InputSpec(name=INPUT_NAME_FLOAT, format="float", layout="NCHW", batch=batch, height=size,
                          width=size, channels=3, channel_order="rgb", model_size=size, resize="none", scale=1.0,
-                         mean=mean, std=std, value_range=(0.0, 1.0))
+                         mean=mean, std=std, value_range=(0.0, 1.0), fit=cfg.model.input_policy)
     h, w = (size, size) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
     if h < 1 or w < 1:
         raise ExportError(f"input_hw={input_hw!r}: need positive (height, width)")
+    where = placement((h, w), (size, size), cfg.model.input_policy)
     return InputSpec(name=INPUT_NAME_UINT8, format="uint8", layout="NHWC", batch=batch, height=h, width=w,
                      channels=1 if channel_order == "mono" else 3, channel_order=channel_order, model_size=size,
-                     resize=choose_resize((h, w), size, resize), scale=1.0 / 255.0, mean=mean, std=std,
-                     value_range=(0.0, 255.0))
+                     resize=choose_resize((h, w), (where.h, where.w), resize), scale=1.0 / 255.0, mean=mean,
+                     std=std, value_range=(0.0, 255.0), fit=cfg.model.input_policy)
 
 
 def _check_exportable(model: PRN, meta: dict, ckpt: Path) -> None:

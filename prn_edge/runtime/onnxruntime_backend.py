@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..data.fit import placement
 from ..export.metadata import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, choose_resize, read_metadata)
 from .base import Engine, EngineError
 from .preprocess import frames_to_model_input
@@ -33,12 +34,14 @@ def camera_spec_for(model_spec: InputSpec, channel_order: Optional[str], input_h
         raise EngineError(f"channel_order={order!r}: choose 'rgb', 'bgr' or 'mono'")
     h, w = (size, size) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
     try:
-        method = choose_resize((h, w), size, resize)
+        where = placement((h, w), (size, size), model_spec.fit)
+        method = choose_resize((h, w), (where.h, where.w), resize)
     except Exception as e:
         raise EngineError(str(e)) from None
     return InputSpec(name="frames(host)", format="uint8", layout="NHWC", batch=model_spec.batch, height=h, width=w,
                      channels=1 if order == "mono" else 3, channel_order=order, model_size=size, resize=method,
-                     scale=1.0 / 255.0, mean=model_spec.mean, std=model_spec.std, value_range=(0.0, 255.0))
+                     scale=1.0 / 255.0, mean=model_spec.mean, std=model_spec.std, value_range=(0.0, 255.0),
+                     fit=model_spec.fit)
 
 
 def resolve_providers(providers, available: Sequence[str]) -> list:

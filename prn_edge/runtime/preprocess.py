@@ -3,7 +3,7 @@
 frames uint8 (N, H, W, C) in `channel_order` -> float32 (N, 3, S, S) RGB in [0, 1]:
 
 1. convert to float32 (0..255);
-2. resize to S x S:  "area" (integer shrink factors only) = the mean of each kh x kw block, which is what
+2. resize to S x S (letterbox: to the aspect-keeping size inside it, then pad black to S x S):  "area" (integer shrink factors only) = the mean of each kh x kw block, which is what
    cv2.INTER_AREA computes for integer factors and what ONNX AveragePool(kernel = stride = factor) computes;
    "bilinear" = cv2.INTER_LINEAR on float32 (half-pixel centres, edge clamp, no antialiasing), which is ONNX
    Resize(linear, half_pixel) and torch's bilinear with align_corners=False; "none" when sizes match;
@@ -17,33 +17,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.fit import PAD_VALUE
 from ..export.metadata import InputSpec
 
 
-def resize_frames(x: np.ndarray, size: int, method: str) -> np.ndarray:
-    """float32 (N, H, W, C) -> (N, size, size, C) by `method` ("none", "area", "bilinear")."""
+def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:
+    """float32 (N, H, W, C) -> (N, th, tw, C) by `method` ("none", "area", "bilinear"); size = S or (th, tw)."""
     n, h, w, c = x.shape
-    if method == "none" or (h, w) == (size, size):
+    th, tw = (size, size) if isinstance(size, int) else size
+    if method == "none" or (h, w) == (th, tw):
         return x
     if method == "area":
-        if h % size or w % size:
-            raise ValueError(f"area resize needs integer factors, got {h}x{w} -> {size}")
-        kh, kw = h // size, w // size
-        return x.reshape(n, size, kh, size, kw, c).mean(axis=(2, 4), dtype=np.float32)
+        if h % th or w % tw:
+            raise ValueError(f"area resize needs integer factors, got {h}x{w} -> {th}x{tw}")
+        kh, kw = h // th, w // tw
+        return x.reshape(n, th, kh, tw, kw, c).mean(axis=(2, 4), dtype=np.float32)
     if method == "bilinear":
         import cv2
 
-        out = np.empty((n, size, size, c), np.float32)
+        out = np.empty((n, th, tw, c), np.float32)
         for i in range(n):
-            r = cv2.resize(x[i], (size, size), interpolation=cv2.INTER_LINEAR)
-            out[i] = r.reshape(size, size, c)  # cv2 drops a single channel axis
+            r = cv2.resize(x[i], (tw, th), interpolation=cv2.INTER_LINEAR)
+            out[i] = r.reshape(th, tw, c)  # cv2 drops a single channel axis
         return out
     raise ValueError(f"unknown resize method {method!r}")
 
 
 def frames_to_model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 camera frames described by `spec` -> the model tensor float32 (N, 3, S, S), RGB in [0, 1]."""
-    x = resize_frames(np.asarray(frames).astype(np.float32), spec.model_size, spec.resize)
+    where = spec.placement()
+    x = resize_frames(np.asarray(frames).astype(np.float32), (where.h, where.w), spec.resize)
+    top, bottom, left, right = where.pads
+    if top or bottom or left or right:  # letterbox: black padding, as training (data.fit.PAD_VALUE)
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=PAD_VALUE)
     if spec.channel_order == "bgr":
         x = x[..., ::-1]
     elif spec.channel_order == "mono":

@@ -37,7 +37,8 @@ class TorchEngine(Engine):
         size = cfg.model.image_size
         model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=size, width=size,
                                channels=3, channel_order="rgb", model_size=size,
-                               mean=tuple(model.encoder.mean), std=tuple(model.encoder.std))
+                               mean=tuple(model.encoder.mean), std=tuple(model.encoder.std),
+                               fit=cfg.model.input_policy)
         spec = camera_spec_for(model_spec, channel_order, input_hw, resize, path.name)
         from ..model.prn import describe  # torch only once a torch engine is made
 

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import Config, SynthConfig
-from ..data.dataset import Category, load_category
-from ..data.images import read_image, read_mask
+from ..data.dataset import Category, Sample, load_category, load_fitted, load_pair
+from ..data.images import read_mask
 from ..data.synth.anomalies import AnomalyGenerator
 from ..data.synth.textures import load_texture_dir
 from ..errors import CheckpointError, DataError
@@ -69,19 +69,54 @@ def split_normals(cat: Category, tc) -> tuple[list[Path], list[Path]]:
     return [cat.train_good[i] for i in order[n_val:]], [cat.train_good[i] for i in order[:n_val]]
 
 
-def validation_set(normals: list[np.ndarray], synth: SynthConfig, size: int, shots, textures, foreground,
-                   seed: int):
+def split_shots(shots: list[Sample], tc) -> tuple[list[Sample], list[Sample]]:
+    """Real defect shots split into (training, validation): `train.val_shots` of each type's shots are held out
+    (at least one per type that has three or more), so validation tells how real defects are found, not only
+    generated ones. Deterministic by the training seed."""
+    rng = np.random.default_rng(tc.seed + 104729)
+    train_shots, val_shots = [], []
+    for defect in sorted({s.defect for s in shots}):
+        group = [s for s in shots if s.defect == defect]
+        n_val = 0 if tc.val_shots <= 0 or len(group) < 3 else max(1, int(round(tc.val_shots * len(group))))
+        held = set(rng.permutation(len(group))[:n_val].tolist())
+        train_shots += [s for i, s in enumerate(group) if i not in held]
+        val_shots += [s for i, s in enumerate(group) if i in held]
+    return train_shots, val_shots
+
+
+def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list]:
+    """Normal images fitted to the model input, and where each may hold a generated anomaly (None = anywhere;
+    with letterboxing, the image and not its padding)."""
+    size, policy = cfg.model.image_size, cfg.model.input_policy
+    load = tqdm if progress else (lambda x, **_: x)
+    imgs, regions = [], []
+    for p in load(paths, desc="load normals", leave=False):
+        img, where = load_fitted(p, size, policy)
+        imgs.append(img)
+        regions.append(None if (where.h, where.w) == (size, size) else where.valid())
+    return imgs, regions
+
+
+def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig, size: int, shots, textures,
+                   foreground, seed: int):
     """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds)."""
     only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
     gen = AnomalyGenerator(only_anomalies, size, shots, textures, foreground)
     rng = np.random.default_rng(seed + 7919)
     images, masks = list(normals), [np.zeros(normals[0].shape[:2], np.float32) for _ in normals]
-    for img in normals:
-        a, m, _ = gen.sample(img, rng)
+    for img, region in zip(normals, regions):
+        a, m, _ = gen.sample(img, rng, region)
         images.append(a)
         masks.append(m.astype(np.float32))
     labels = np.array([0] * len(normals) + [1] * len(normals))
     return images, np.stack(masks), labels
+
+
+def real_validation_set(normals: list[np.ndarray], defects: list[tuple[np.ndarray, np.ndarray]]):
+    """Held-out normals and held-out real defect shots: the validation that says how real defects are found."""
+    images = list(normals) + [img for img, _ in defects]
+    masks = [np.zeros(normals[0].shape[:2], np.float32) for _ in normals] + [m for _, m in defects]
+    return images, np.stack(masks), np.array([0] * len(normals) + [1] * len(defects))
 
 
 def decision_params(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
@@ -106,8 +141,16 @@ def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
             **decision_params(maps, scores, masks, labels)}
 
 
+def validate_all(model: PRN, sets: dict) -> dict:
+    """{"synthetic": metrics[, "real": metrics], "source": the set that selects the step and sets thresholds}."""
+    out = {name: validate(model, *data) for name, data in sets.items()}
+    out["source"] = "real" if "real" in sets else "synthetic"
+    return out
+
+
 def _selection_metric(v: dict) -> float:
-    return 0.5 * (v["image_auroc"] + v["pixel_ap"])
+    chosen = v[v["source"]]
+    return 0.5 * (chosen["image_auroc"] + chosen["pixel_ap"])
 
 
 def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None, shots_from_test: int = 0,
@@ -122,12 +165,19 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     rng = np.random.default_rng(tc.seed)
     fit_paths, val_paths = split_normals(cat, tc)
-    load = tqdm if progress else (lambda x, **_: x)
-    fit_imgs = [read_image(p, size) for p in load(fit_paths, desc="load normals", leave=False)]
-    val_imgs = [read_image(p, size) for p in val_paths]
-    shots = [(read_image(s.image, size), read_mask(s.mask, (size, size))) for s in cat.shots]
+    fit_imgs, fit_regions = load_normals(fit_paths, cfg, progress)
+    val_imgs, val_regions = load_normals(val_paths, cfg)
+    train_shots, val_shots = split_shots(cat.shots, tc)
+    shots = [load_pair(s, size, cfg.model.input_policy) for s in train_shots]
     textures = load_texture_dir(cfg.synth.texture_dir, size) if cfg.synth.texture_dir else None
     foreground = synth_foreground(cfg, cat)
+    if val_shots:
+        log(f"validation: {len(val_shots)} real defect shots held out "
+            f"({', '.join(sorted({s.defect for s in val_shots}))}) + generated anomalies; the real ones choose the "
+            f"step and the thresholds")
+    else:
+        log("validation: generated anomalies only (no real defect shots to hold out); thresholds may not "
+            "transfer to real defects")
 
     model, backbone_info = build_prn(cfg.model, len(fit_imgs), backbone_weights)
     opt = torch.optim.AdamW(model.head_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -152,12 +202,18 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             f"from {len(fit_imgs)} normal images in {time.time() - t:.1f}s")
 
     gen = AnomalyGenerator(cfg.synth, size, shots, textures, foreground)
-    val_images, val_masks, val_labels = validation_set(val_imgs, cfg.synth, size, shots, textures, foreground, tc.seed)
+    val_sets = {"synthetic": validation_set(val_imgs, val_regions, cfg.synth, size, shots, textures, foreground,
+                                            tc.seed)}
+    if val_shots:
+        val_sets["real"] = real_validation_set(val_imgs, [load_pair(s, size, cfg.model.input_policy)
+                                                          for s in val_shots])
     meta = {
         "category": cat.name, "data_root": str(cat.root), "image_size": size,
         "train_images_sha256": files_sha256(fit_paths + val_paths),
         "data_seed": tc.seed,  # the generic layout splits good/ by seed: eval must split the same way
-        "shots": [str(Path(s.image).resolve()) for s in cat.shots],
+        "shots": [str(Path(s.image).resolve()) for s in train_shots],
+        "validation_shots": [str(Path(s.image).resolve()) for s in val_shots],
+        "validation": "real+synthetic" if val_shots else "synthetic-only",
         "excluded_from_test": [str(Path(s.image).resolve()) for s in cat.excluded],
         "seen_types": list(cat.seen_types), "backbone": backbone_info, "toolkit_version": __version__,
         "prototypes_sha256": hashlib.sha256(b"".join(
@@ -170,7 +226,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     bar = tqdm(range(start, tc.steps), desc=f"train {cat.name}", initial=start, total=tc.steps,
                disable=not progress, dynamic_ncols=True)
     for step in bar:
-        batch = [gen.sample(fit_imgs[rng.integers(len(fit_imgs))], rng) for _ in range(tc.batch_size)]
+        picks = (rng.integers(len(fit_imgs)) for _ in range(tc.batch_size))  # drawn in turn with the anomalies
+        batch = [gen.sample(fit_imgs[i], rng, fit_regions[i]) for i in picks]
         x = to_tensor([b[0] for b in batch])
         y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.float32)).unsqueeze(1)
         loss = segmentation_loss(tc.loss, model(x), y, tc.focal_gamma, tc.focal_alpha)
@@ -181,11 +238,12 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
         if done % tc.val_every == 0 or done == tc.steps:
-            v = validate(model, val_images, val_masks, val_labels)
+            v = validate_all(model, val_sets)
             model.train()
             history.append({"step": done, "loss": float(loss.item()), **v})
             metric = _selection_metric(v)
-            bar.write(f"step {done}: val image AUROC {v['image_auroc']:.4f}, pixel AP {v['pixel_ap']:.4f}")
+            bar.write(f"step {done}: " + ", ".join(f"{name} val image AUROC {v[name]['image_auroc']:.4f}, pixel AP "
+                                                   f"{v[name]['pixel_ap']:.4f}" for name in val_sets))
             if metric > best[0]:
                 best = (metric, done, v)
                 save_checkpoint(Path(out), model, cfg, {**meta, **_decision(v), "best_step": done, "history": history})
@@ -199,7 +257,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
 
 
 def _decision(v: dict) -> dict:
-    """What travels with the model so every backend decides the same way."""
+    """What travels with the model so every backend decides the same way (from the selecting validation set)."""
+    v = v[v["source"]]
     return {"image_threshold": v["image_threshold"], "pixel_threshold": v["pixel_threshold"],
             "score_spread": v["score_spread"]}
 

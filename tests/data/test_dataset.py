@@ -167,15 +167,19 @@ def test_shot_without_mask(demo_copy):
         load_category(demo_copy)
 
 
-def test_mixed_training_sizes_name_odd_file_and_majority(demo_copy):
-    _img(demo_copy / "train" / "good" / "002.png", 48, 64)
-    with pytest.raises(DataError, match=r"002.png is 64x48 RGB.*64x64 RGB.*resize"):
-        load_category(demo_copy)
-
-
-def test_mixed_training_modes(demo_copy):
+def test_mixed_training_sizes_and_modes_are_loaded_and_noted(demo_copy):
+    # Real data does not come in one size: odd sizes and a grey image are taken, and the spread is noted.
     from PIL import Image
 
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(demo_copy / "train" / "good" / "003.png")
-    with pytest.raises(DataError, match=r"003.png is 64x64 L"):
+    _img(demo_copy / "train" / "good" / "002.png", 48, 64)
+    Image.fromarray(np.zeros((30, 90), np.uint8)).save(demo_copy / "train" / "good" / "003.png")
+    cat = load_category(demo_copy)
+    assert len(cat.train_good) == N_TRAIN and cat.train_size == (64, 64)
+    note = next(n for n in cat.notes if "sizes" in n)
+    assert "3 sizes" in note and "width 64..90" in note and "height 30..64" in note and "'L'" in note
+
+
+def test_broken_training_image_is_named(demo_copy):
+    (demo_copy / "train" / "good" / "002.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"002.png: cannot read the image header"):
         load_category(demo_copy)

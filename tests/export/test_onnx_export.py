@@ -273,3 +273,21 @@ def test_cli_parity_walks_a_test_folder_with_defect_subfolders(tiny_ckpt, photos
     out = json.loads(capsys.readouterr().out)
     assert out["parity"]["images"] == 4 and out["parity"]["ok"] is True
     assert out["parity"]["max_abs_map_diff"] <= 1e-4 and out["parity"]["decisions_identical"]
+
+
+def test_letterbox_frames_pad_inside_the_graph_like_the_host(photos, tmp_path):
+    # A 48x80 camera frame into a 64x64 letterbox model: resize to 38x64 inside the graph, pad black above and
+    # below; the same steps on the host (and in training, data.fit) give the same maps.
+    from prn_artefacts import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "lb.pt", overrides={"model": {"input_policy": "letterbox"}})
+    out = tmp_path / "lb.onnx"
+    summary = export_onnx(ckpt, out, batch=None, input_format="uint8", channel_order="bgr", input_hw=(48, 80))
+    spec = read_metadata(out)["input_spec"]
+    assert spec.fit == "letterbox" and spec.resize == "bilinear" and summary["ops"].get("Pad") == 1
+    frames = rgb_to_frames([p[:48, :80] for p in photos[:2]], spec)
+    x = frames_to_model_input(frames, spec)
+    assert (x[:, :, :13] == 0).all() and (x[:, :, -13:] == 0).all() and x[:, :, 13:51].mean() > 0.1
+    maps, scores = ort_run(out, frames)
+    ref_maps, ref_scores = torch_predict(ckpt, x)
+    assert np.abs(maps - ref_maps).max() <= TOL and np.abs(scores - ref_scores).max() <= TOL

@@ -114,9 +114,11 @@ class AnomalyGenerator:
             return estimate_foreground(image)
         return np.ones(image.shape[:2], bool)
 
-    def sample(self, normal: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    def sample(self, normal: np.ndarray, rng: np.random.Generator,
+               region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
         """(uint8 HxWx3 image, float32 HxW {0,1} mask, kind). A synthetic kind that changes nothing
-        visible after a few redraws comes back as the unchanged normal with kind "normal"."""
+        visible after a few redraws comes back as the unchanged normal with kind "normal". `region` (HxW bool)
+        limits generated anomalies further, e.g. to the image inside letterbox padding."""
         if normal.shape != (self.size, self.size, 3) or normal.dtype != np.uint8:
             raise DataError(f"normal image is {normal.shape} {normal.dtype}; expected {self.size}x{self.size}x3 uint8")
         kind = KINDS[rng.choice(len(KINDS), p=self.probs)]
@@ -125,6 +127,8 @@ class AnomalyGenerator:
             return img.copy(), (mask > 0.5).astype(np.float32), kind
         if kind != "normal":
             fg = self.foreground_mask(normal)
+            if region is not None:
+                fg = fg & region
             draw = {"extended": self._extended, "simulated": self._simulated, "cutpaste": self._cutpaste}[kind]
             for _ in range(TRIES):
                 image, mask = draw(normal, fg, rng)

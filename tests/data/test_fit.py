@@ -1,0 +1,50 @@
+"""Input policy: images of any size and aspect become the model input, maps go back to the image's resolution."""
+import numpy as np
+import pytest
+
+from prn_edge.data.fit import PAD_VALUE, fit_image, fit_mask, placement
+from prn_edge.errors import ConfigError
+
+
+def test_stretch_fills_the_model_input_whatever_the_aspect():
+    p = placement((105, 222), (64, 64), "stretch")
+    assert (p.y0, p.x0, p.h, p.w) == (0, 0, 64, 64) and p.pads == (0, 0, 0, 0)
+    assert p.valid().all()
+
+
+@pytest.mark.parametrize("src,box", [((105, 222), (17, 0, 30, 64)), ((632, 222), (0, 21, 64, 22)),
+                                     ((50, 50), (0, 0, 64, 64))])
+def test_letterbox_keeps_the_aspect_and_centres(src, box):
+    p = placement(src, (64, 64), "letterbox")
+    assert (p.y0, p.x0, p.h, p.w) == box
+    assert abs(p.h * src[1] - p.w * src[0]) <= max(src) / 2  # aspect kept to within half a model pixel
+    top, bottom, left, right = p.pads
+    assert top + p.h + bottom == 64 and left + p.w + right == 64 and abs(top - bottom) <= 1
+
+
+def test_fit_image_pads_black_and_unfit_returns_to_the_original_resolution():
+    rng = np.random.default_rng(0)
+    img = rng.integers(30, 255, (105, 222, 3), dtype=np.uint8)
+    out, p = fit_image(img, (64, 64), "letterbox")
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert (out[~p.valid()] == PAD_VALUE).all() and (out[p.valid()] > PAD_VALUE).all()
+    amap = np.zeros((64, 64), np.float32)
+    amap[p.y0:p.y0 + p.h, p.x0 + p.w // 2:p.x0 + p.w] = 1.0  # right half of the image is anomalous
+    back = p.unfit(amap)
+    assert back.shape == (105, 222)
+    assert back[:, :100].max() < 0.05 and back[:, 120:].min() > 0.95
+
+
+def test_fit_mask_follows_the_image_and_padding_is_normal():
+    mask = np.zeros((100, 300), np.float32)
+    mask[40:60, 140:160] = 1
+    p = placement(mask.shape, (96, 96), "letterbox")
+    m = fit_mask(mask, p)
+    assert set(np.unique(m)) == {0.0, 1.0} and not m[~p.valid()].any()
+    ys, xs = np.nonzero(m)
+    assert abs(ys.mean() - 48) < 2 and abs(xs.mean() - 48) < 2  # the defect stays in the centre
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ConfigError, match="choose one of"):
+        placement((10, 10), (64, 64), "crop")

@@ -1,0 +1,315 @@
+#!/usr/bin/env python
+"""Real-data benchmark: PRN against a training-free kNN reference over the same frozen encoder, on real photos.
+
+    python tools/bench_real.py --mtd DIR --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
+        [--seeds 0] [--steps N] [--set k=v ...] [--skip-prn]
+
+--mtd: the Magnetic Tile Defect dataset as published (folders MT_Blowhole, MT_Break, MT_Crack, MT_Fray, MT_Free,
+MT_Uneven with <name>.jpg + <name>.png masks; fetch the public repository abin24/Magnetic-tile-defect-datasets.).
+It is turned into a category in the MVTec AD layout (symbolic links) with a seeded, group-aware split: the six
+lighting views of one tile (exp1..exp6 with nearby numbers) stay on one side. 10 real shots each of blowhole and
+crack are training defects; break, fray and uneven are never seen. --data adds categories already in the MVTec
+AD or generic layout (their defects/ folder gives the shots). --zero-shot trains without any real defect.
+
+The kNN reference (PatchCore-style, part of this benchmark only): locally averaged (3x3) encoder features at
+strides 8 and 16, a memory bank of a random 25% of the training normals' patch vectors, the distance to the
+nearest one as the map (bilinear up, Gaussian sigma 4), its maximum as the image score. It trains nothing.
+
+Writes <out>/bench_real.json, <out>/bench_real.md (tables per defect type, seen/unseen) and
+<out>/<category>/overlays.png (image | ground truth | PRN | kNN for a few defects of each type).
+Targets (issue 8): PRN >= kNN + 5 pt image AUROC on unseen types, never below it zero-shot; pixel AUROC >= 0.95
+on Magnetic Tile unseen; training <= 20 min per category on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEEN_MTD = ("blowhole", "crack")
+SHOTS = 10
+TRAIN_NORMALS = 200  # training normals drawn (by tile group) from MT_Free; a budget for 2 cores
+TEST_NORMALS = 200
+TRAIN_BUDGET_S = 20 * 60
+KNN_BANK_FRACTION = 0.25
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")
+
+
+# --- Magnetic Tile Defect -> MVTec AD layout ------------------------------------------------------------------
+
+def _tile_groups(names: list[str]) -> list[list[str]]:
+    """Views of one tile: exp<k>_num_<n> with k rising and n close; a new tile starts when k stops rising."""
+    parsed = []
+    for name in names:
+        m = re.fullmatch(r"exp(\d+)_num_(\d+)", name)
+        if not m:
+            raise SystemExit(f"unexpected Magnetic Tile file name {name!r} (expected exp<k>_num_<n>)")
+        parsed.append((int(m.group(2)), int(m.group(1)), name))
+    groups: list[list[str]] = []
+    prev = None
+    for num, exp, name in sorted(parsed):
+        if prev is None or exp <= prev[1] or num - prev[0] > 1000:
+            groups.append([])
+        groups[-1].append(name)
+        prev = (num, exp)
+    return groups
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    dst.symlink_to(src.resolve())
+
+
+def prepare_mtd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
+    """MVTec AD layout under out/mtd: train/good, test/<type>, ground_truth/<type>/<name>_mask.png, defects/."""
+    root = out / ("mtd-zeroshot" if zero_shot else "mtd")
+    if (root / "meta.json").is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    folders = {p.name[3:].lower(): p / "Imgs" for p in sorted(src.glob("MT_*")) if (p / "Imgs").is_dir()}
+    if "free" not in folders or len(folders) < 3:
+        raise SystemExit(f"{src}: expected MT_Free/Imgs and defect folders MT_<Type>/Imgs (the published layout)")
+    free = _tile_groups(sorted(p.stem for p in folders.pop("free").glob("*.jpg")))
+    order = rng.permutation(len(free))
+    train, test = [], []
+    for i in order:  # whole tiles to one side until each side has its budget
+        (train if len(train) < TRAIN_NORMALS else test).extend(free[i])
+        if len(test) >= TEST_NORMALS:
+            break
+    free_dir = src / "MT_Free" / "Imgs"
+    for name in train:
+        _link(free_dir / f"{name}.jpg", root / "train" / "good" / f"{name}.jpg")
+    for name in test:
+        _link(free_dir / f"{name}.jpg", root / "test" / "good" / f"{name}.jpg")
+    seen = [] if zero_shot else [t for t in SEEN_MTD if t in folders]
+    for defect, folder in sorted(folders.items()):
+        groups = _tile_groups(sorted(p.stem for p in folder.glob("*.jpg")))
+        shots: list[str] = []
+        used = set()
+        if defect in seen:  # whole tiles become shots (extra views of a shot tile are dropped, never tested)
+            for i in rng.permutation(len(groups)):
+                if len(shots) >= SHOTS:
+                    break
+                used.add(int(i))
+                shots += groups[i][: SHOTS - len(shots)]
+        for name in shots:
+            _link(folder / f"{name}.jpg", root / "defects" / defect / f"{name}.jpg")
+            _link(folder / f"{name}.png", root / "defects" / defect / f"{name}_mask.png")
+        for i, group in enumerate(groups):
+            if i in used:
+                continue
+            for name in group:
+                _link(folder / f"{name}.jpg", root / "test" / defect / f"{name}.jpg")
+                _link(folder / f"{name}.png", root / "ground_truth" / defect / f"{name}_mask.png")
+    (root / "meta.json").write_text(json.dumps({"seen": seen, "foreground": "full", "source": str(src),
+                                                "split_seed": seed, "group_aware": True}))
+    return root
+
+
+# --- kNN reference -----------------------------------------------------------------------------------------------
+
+class KnnReference:
+    """PatchCore-style nearest-neighbour distance over the frozen encoder: trains nothing."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0", seed: int = 0):
+        import torch
+
+        from prn_edge.model.backbones import create_backbone
+
+        self.torch = torch
+        self.encoder, _ = create_backbone(backbone, True, None)
+        self.encoder.eval()
+        self.seed = seed
+        self.bank = None
+
+    def _features(self, images: list[np.ndarray]):
+        import torch.nn.functional as F
+
+        from prn_edge.model.inference import to_tensor
+
+        out = []
+        with self.torch.no_grad():
+            for i in range(0, len(images), 16):
+                feats = self.encoder(to_tensor(images[i:i + 16]))
+                f8, f16 = feats[2], feats[3]
+                f16 = F.interpolate(f16, size=f8.shape[-2:], mode="bilinear", align_corners=False)
+                f = F.avg_pool2d(self.torch.cat([f8, f16], 1), 3, 1, 1, count_include_pad=False)
+                out.append(f)
+        return self.torch.cat(out)
+
+    def fit(self, images: list[np.ndarray]) -> "KnnReference":
+        f = self._features(images)
+        vecs = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+        g = self.torch.Generator().manual_seed(self.seed)
+        keep = self.torch.randperm(len(vecs), generator=g)[: int(KNN_BANK_FRACTION * len(vecs))]
+        self.bank = vecs[keep].contiguous()
+        self.bank_sq = (self.bank * self.bank).sum(1)
+        return self
+
+    def predict(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        import cv2
+        import torch.nn.functional as F
+
+        f = self._features(images)
+        n, c, h, w = f.shape
+        size = images[0].shape[:2]
+        maps, scores = [], []
+        with self.torch.no_grad():
+            for i in range(n):
+                q = f[i].permute(1, 2, 0).reshape(-1, c)
+                d2 = (q * q).sum(1, keepdim=True) - 2 * q @ self.bank.T + self.bank_sq
+                d = d2.min(1).values.clamp_min(0).sqrt().reshape(1, 1, h, w)
+                m = F.interpolate(d, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+                m = cv2.GaussianBlur(m, (0, 0), 4)
+                maps.append(m.astype(np.float32))
+                scores.append(float(d.max()))
+        return np.stack(maps), np.array(scores, np.float32)
+
+
+# --- one category ------------------------------------------------------------------------------------------------
+
+def _panel(out: Path, samples, images, maps_by_method: dict, masks, per_type: int = 2) -> None:
+    """overlays.png: for a few defects of every type, image | ground truth | each method's map (own scale)."""
+    import cv2
+
+    from prn_edge.evaluate.overlay import overlay
+
+    rows, chosen = [], {}
+    for i, s in enumerate(samples):
+        if s.label and len(chosen.setdefault(s.defect, [])) < per_type:
+            chosen[s.defect].append(i)
+    for i in [i for idx in chosen.values() for i in idx] + [i for i, s in enumerate(samples) if not s.label][:1]:
+        tiles = []
+        for name, maps in maps_by_method.items():
+            panel = overlay(images[i], maps[i], masks[i], None,
+                            value_range=(float(np.percentile(maps[i], 1)), float(maps[i].max()) + 1e-6))
+            w = panel.shape[1] // 4
+            part = panel[:, 2 * w:3 * w] if tiles else panel[:, :3 * w]  # image, gt, map; then map only
+            part = part.copy()
+            cv2.putText(part, f"{name} ({samples[i].defect})", (4, part.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(part)
+        row = np.concatenate(tiles, 1)
+        rows.append(cv2.resize(row, (1024, max(1, int(row.shape[0] * 1024 / row.shape[1])))))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.concatenate(rows, 0)[..., ::-1])
+
+
+def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet: bool) -> dict:
+    from prn_edge.data.dataset import load_category
+    from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint, load_test
+    from prn_edge.evaluate.metrics import evaluate_predictions
+    from prn_edge.train.trainer import load_normals, train
+
+    size, policy = cfg.model.image_size, cfg.model.input_policy
+    cat = load_category(root, seed=seed, num_shots=cfg.train.num_shots)
+    entry: dict = {"category": cat.name, "n_train_normals": len(cat.train_good), "n_shots": len(cat.shots),
+                   "seen_types": cat.seen_types, "defect_types": cat.defect_types, "notes": cat.notes}
+    samples = cat.test
+    images, placements, masks = load_test(samples, size, policy)
+    labels = np.array([s.label for s in samples])
+    types = [s.defect for s in samples]
+    seen = {t: t in cat.seen_types for t in set(types) if t != "good"}
+
+    t = time.time()
+    knn = KnnReference(cfg.model.backbone, seed).fit(load_normals(cat.train_good, cfg)[0])
+    fit_s = time.time() - t
+    kmaps, kscores = knn.predict(images)
+    kmaps = [p.unfit(m) for p, m in zip(placements, kmaps)]
+    entry["knn"] = {**evaluate_predictions(kscores, kmaps, labels, masks, types, seen), "train_seconds": round(fit_s, 1)}
+    maps_by_method = {"kNN": kmaps}
+
+    if not skip_prn:
+        ckpt = out / f"{cat.name}.pt"
+        t = time.time()
+        res = train(cfg, root, ckpt, progress=not quiet, log=lambda m: print(m, file=sys.stderr))
+        train_s = time.time() - t
+        ev = evaluate_checkpoint(ckpt, root, progress=False, log=lambda m: None)
+        entry["prn"] = {k: ev[k] for k in ("overall", "per_type", "means", "decisions", "validation_gap") if k in ev}
+        entry["prn"].update({"train_seconds": round(train_s, 1), "best_step": res.best_step, "validation": res.val})
+        from prn_edge.model.inference import predict
+        from prn_edge.train.checkpoint import load_model
+
+        model, _, _ = load_model(ckpt)
+        pmaps, _ = predict(model, images)
+        maps_by_method = {"PRN": [p.unfit(m) for p, m in zip(placements, pmaps)], **maps_by_method}
+    from prn_edge.data.images import read_image
+
+    originals = [read_image(s.image) for s in samples]
+    _panel(out / cat.name / "overlays.png", samples, originals, maps_by_method, masks)
+    return entry
+
+
+def _table(entry: dict) -> str:
+    methods = [m for m in ("prn", "knn") if m in entry]
+    head = ["defect type", "seen", "n"] + [f"{m} {k}" for k in METRICS for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    ref = entry[methods[0]]
+    rows = [(t, "seen" if e["seen"] else "unseen", e["n"], {m: entry[m]["per_type"][t] for m in methods})
+            for t, e in ref["per_type"].items()]
+    rows += [(f"mean {g}", g, "", {m: entry[m]["means"][g] for m in methods}) for g in ("seen", "unseen")
+             if ref["means"][g]["n_types"]]
+    for name, s, n, vals in rows:
+        lines.append(f"| {name} | {s} | {n} | " + " | ".join(pct(vals[m].get(k)) for k in METRICS for m in methods)
+                     + " |")
+    secs = ", ".join(f"{m} {entry[m]['train_seconds']:.0f} s" for m in methods)
+    return "\n".join(lines) + f"\n\ntraining: {secs}\n"
+
+
+def main() -> int:
+    from prn_edge.bench.machine import machine_info
+    from prn_edge.config import _merge, make_config, parse_override
+    from prn_edge.evaluate.report import write_json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mtd", type=Path, help="the Magnetic Tile Defect dataset folder (MT_* subfolders)")
+    ap.add_argument("--data", type=Path, nargs="*", default=[], help="more categories (MVTec AD or generic layout)")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_real"))
+    ap.add_argument("--zero-shot", action="store_true", help="no real defects in training: every type unseen")
+    ap.add_argument("--variant", default="prn-edge")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--skip-prn", action="store_true", help="the kNN reference only (quick look at a dataset)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    if not args.mtd and not args.data:
+        ap.error("give --mtd DIR and/or --data DIR")
+
+    overrides: dict = {"train": {"seed": args.seed, "num_shots": 0 if args.zero_shot else 2 * SHOTS,
+                                 **({"steps": args.steps} if args.steps else {})}}
+    for s in args.set:
+        overrides = _merge(overrides, parse_override(s))
+    cfg = make_config(args.variant, overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    roots = ([prepare_mtd(args.mtd, args.out / "data", args.seed, args.zero_shot)] if args.mtd else []) + args.data
+    report = {"machine": machine_info(), "variant": args.variant, "config": cfg.to_dict(), "zero_shot": args.zero_shot,
+              "seed": args.seed, "train_budget_s": TRAIN_BUDGET_S, "categories": {}}
+    tables = []
+    for root in roots:
+        entry = bench_category(Path(root), args.out, cfg, args.seed, args.skip_prn, args.quiet)
+        entry["load_average_after"] = os.getloadavg()
+        if "prn" in entry:
+            u = entry["prn"]["means"]["unseen"], entry["knn"]["means"]["unseen"]
+            entry["prn_minus_knn_unseen"] = {k: (None if u[0][k] is None or u[1][k] is None else u[0][k] - u[1][k])
+                                             for k in METRICS}
+        report["categories"][entry["category"]] = entry
+        tables.append(f"## {entry['category']}{' (zero-shot)' if args.zero_shot else ''}\n\n{_table(entry)}")
+        write_json(args.out / "bench_real.json", report)  # after each category: a long run leaves partial results
+    md = "\n".join(tables)
+    (args.out / "bench_real.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
