@@ -11,7 +11,7 @@ from typing import Any, Mapping, Tuple, TypeVar
 
 import yaml
 
-from .data.fit import INPUT_POLICIES
+from .input_policy import INPUT_POLICIES
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -41,6 +41,11 @@ class ModelConfig:
     # full 3x3 convolutions were the most expensive layers of the model on a CPU); "full": plain 3x3.
     decoder_conv: str = "full"
     topk: int = 100  # image score = mean of the top-k map probabilities
+    # The training-free part of the map (model.prn.DistanceMap): distance to the nearest prototype at these
+    # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map
+    # by a maximum ("max"), or left out ("none": the decoder alone, as in the paper).
+    distance_fusion: str = "max"
+    distance_scales: Tuple[int, ...] = (1, 2)
 
     def validate(self) -> "ModelConfig":
         from .model.backbones import BACKBONES
@@ -64,6 +69,10 @@ class ModelConfig:
         _choice("model.decoder_conv", self.decoder_conv, ["full", "separable"])
         if len(self.decoder_dims) != 4:
             raise ConfigError("model.decoder_dims needs 4 widths (stride 8, 4, 2 and the final stride-2 refinement)")
+        _choice("model.distance_fusion", self.distance_fusion, ["max", "none"])
+        if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
+            raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
+                              "2 (16)")
         if self.topk < 1:
             raise ConfigError("model.topk must be >= 1")
         return self

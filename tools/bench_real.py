@@ -165,8 +165,12 @@ class KnnReference:
         with self.torch.no_grad():
             for i in range(n):
                 q = f[i].permute(1, 2, 0).reshape(-1, c)
-                d2 = (q * q).sum(1, keepdim=True) - 2 * q @ self.bank.T + self.bank_sq
-                d = d2.min(1).values.clamp_min(0).sqrt().reshape(1, 1, h, w)
+                q_sq = (q * q).sum(1, keepdim=True)
+                d2 = None
+                for j in range(0, len(self.bank), 8192):  # bank chunks: a running minimum, no N x bank matrix
+                    part = (q_sq - 2 * q @ self.bank[j:j + 8192].T + self.bank_sq[j:j + 8192]).min(1).values
+                    d2 = part if d2 is None else self.torch.minimum(d2, part)
+                d = d2.clamp_min(0).sqrt().reshape(1, 1, h, w)
                 m = F.interpolate(d, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
                 m = cv2.GaussianBlur(m, (0, 0), 4)
                 maps.append(m.astype(np.float32))
@@ -241,6 +245,13 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
         model, _, _ = load_model(ckpt)
         pmaps, _ = predict(model, images)
         maps_by_method = {"PRN": [p.unfit(m) for p, m in zip(placements, pmaps)], **maps_by_method}
+        if model.fuses_distance:  # ablation: the decoder alone (the paper's PRN), same checkpoint
+            model.cfg.distance_fusion = "none"
+            dmaps, dscores = predict(model, images)
+            dmaps = [p.unfit(m) for p, m in zip(placements, dmaps)]
+            entry["prn_decoder_only"] = evaluate_predictions(dscores, dmaps, labels, masks, types, seen)
+            entry["prn_decoder_only"]["train_seconds"] = entry["prn"]["train_seconds"]
+            maps_by_method["PRN decoder"] = dmaps
     from prn_edge.data.images import read_image
 
     originals = [read_image(s.image) for s in samples]
@@ -249,7 +260,7 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
 
 
 def _table(entry: dict) -> str:
-    methods = [m for m in ("prn", "knn") if m in entry]
+    methods = [m for m in ("prn", "prn_decoder_only", "knn") if m in entry]
     head = ["defect type", "seen", "n"] + [f"{m} {k}" for k in METRICS for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731

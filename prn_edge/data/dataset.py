@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .fit import Placement, fit_image, fit_mask
+from ..input_policy import Placement
+from .fit import fit_image, fit_mask
 from .images import IMAGE_EXTS, image_header, is_image_file, read_image, read_mask
 
 GOOD = "good"

@@ -1,76 +1,11 @@
-"""How an image of any size becomes the model's input, and how a map goes back to the image: the input policy.
-
-Real data never comes in one size. The policy is chosen once (`model.input_policy`), stored in every
-checkpoint and artefact, and applied the same way in training, evaluation, the exported graph and the line:
-
-- "stretch": resize to the model size, whatever the aspect ratio (square parts, fixed cameras);
-- "letterbox": keep the aspect ratio, scale the longer side to the model size and pad the rest with black,
-  centred, so a 3-pixel crack on a long strip is not squeezed to a sub-pixel line along one axis.
-
-Metrics are taken at the original image resolution: `Placement.unfit` crops the valid region of a model-size
-map and resizes it back.
-"""
+"""Fitting images and masks to the model input by the input policy (prn_edge.input_policy)."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
+from ..input_policy import PAD_VALUE, Placement, placement
 from .images import resize
-
-INPUT_POLICIES = ("stretch", "letterbox")
-PAD_VALUE = 0  # letterbox padding, in uint8 grey levels; the exported graph pads with the same constant
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where an image of `src_hw` lands inside the model input `dst_hw`: rows y0:y0+h, columns x0:x0+w."""
-
-    src_hw: tuple[int, int]
-    dst_hw: tuple[int, int]
-    y0: int
-    x0: int
-    h: int
-    w: int
-
-    @property
-    def pads(self) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) padding in model pixels."""
-        return self.y0, self.dst_hw[0] - self.y0 - self.h, self.x0, self.dst_hw[1] - self.x0 - self.w
-
-    def valid(self) -> np.ndarray:
-        """HxW bool at model size: True where the image is (False on padding)."""
-        out = np.zeros(self.dst_hw, bool)
-        out[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w] = True
-        return out
-
-    def unfit(self, amap: np.ndarray) -> np.ndarray:
-        """A model-size map back at the image's own resolution (bilinear), padding dropped."""
-        crop = np.ascontiguousarray(amap[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], dtype=np.float32)
-        if crop.shape == tuple(self.src_hw):
-            return crop
-        return cv2.resize(crop, (self.src_hw[1], self.src_hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def check_policy(policy: str) -> str:
-    if policy not in INPUT_POLICIES:
-        raise ConfigError(f"input policy {policy!r} is not allowed; choose one of {list(INPUT_POLICIES)}")
-    return policy
-
-
-def placement(src_hw: tuple[int, int], dst_hw: tuple[int, int], policy: str) -> Placement:
-    """Where an image of src_hw goes in dst_hw under `policy`."""
-    check_policy(policy)
-    (sh, sw), (dh, dw) = src_hw, dst_hw
-    if sh < 1 or sw < 1:
-        raise ConfigError(f"image of {sw}x{sh} pixels has no area")
-    if policy == "stretch":
-        return Placement((sh, sw), (dh, dw), 0, 0, dh, dw)
-    scale = min(dh / sh, dw / sw)
-    h, w = min(dh, max(1, round(sh * scale))), min(dw, max(1, round(sw * scale)))
-    return Placement((sh, sw), (dh, dw), (dh - h) // 2, (dw - w) // 2, h, w)
 
 
 def fit_image(img: np.ndarray, dst_hw: tuple[int, int], policy: str) -> tuple[np.ndarray, Placement]:

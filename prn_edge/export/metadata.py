@@ -73,7 +73,7 @@ class InputSpec:
 
     def placement(self):
         """Where a frame lands in the model input: resize to (placement.h, placement.w), then pad."""
-        from ..data.fit import placement
+        from ..input_policy import placement
 
         return placement((self.height, self.width), (self.model_size, self.model_size), self.fit)
 

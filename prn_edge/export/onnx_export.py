@@ -23,7 +23,7 @@ from torch import nn
 from .. import __version__
 from ..errors import PrnEdgeError
 from ..files import write_atomic
-from ..data.fit import PAD_VALUE, placement
+from ..input_policy import PAD_VALUE, placement
 from ..model.prn import PRN, describe
 from .graph import fold_static, op_histogram, set_metadata
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt

@@ -165,8 +165,57 @@ class Decoder(nn.Module):
         return self._up(self.out(self.refine(x)))
 
 
+class DistanceMap(nn.Module):
+    """The training-free part of the map: the distance of each feature to its nearest normal prototype (a
+    nearest-neighbour distance, which the residual already is), averaged over `scales`, upsampled to the input,
+    and mapped to a probability by a calibration on held-out normals: p = sigmoid((d - loc) / temp).
+
+    The decoder learns what the anomalies it was shown look like; on appearances it never saw (real defects
+    unlike the generated ones) it can stay silent while the distance does not. Fused by a maximum, the model
+    is never blind where a kNN over the same features would see.
+    """
+
+    def __init__(self, scales: tuple[int, ...]):
+        super().__init__()
+        self.scales = tuple(scales)
+        self.register_buffer("loc", torch.zeros(()))
+        self.register_buffer("temp", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def distance(self, distances: list[torch.Tensor]) -> torch.Tensor:
+        """(N, 1, S, S) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.residual_and_distance,
+        ~1 on normals at every scale), averaged over `scales`."""
+        # A fixed scale factor (the scale's stride), not a target size: the exported Resize then needs no Shape
+        # arithmetic and every dimension stays static.
+        # Each position's distance is averaged with its 3x3 neighbours first (PatchCore's locally aware patches):
+        # one odd feature vector is noise, a neighbourhood of them is a defect.
+        maps = [F.interpolate(F.avg_pool2d(distances[i], 3, 1, 1, count_include_pad=False),
+                              scale_factor=STRIDES[HEAD_SCALES[i]], mode="bilinear", align_corners=False)
+                for i in self.scales]
+        return sum(maps) / len(maps)
+
+    def forward(self, distances: list[torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid((self.distance(distances) - self.loc) / self.temp)
+
+    @torch.no_grad()
+    def calibrate(self, distances: torch.Tensor, quantile: float = 0.999) -> dict:
+        """loc = the `quantile` of the distance over held-out normal pixels (p = 0.5 there); temp spreads the
+        range from their median to loc over 4 logits, so ordinary normal texture sits near p = 0.02."""
+        flat = distances.flatten()
+        if flat.numel() > 4_000_000:
+            flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
+        hi, mid = torch.quantile(flat, quantile), torch.quantile(flat, 0.5)
+        self.loc.fill_(float(hi))
+        self.temp.fill_(max(float(hi - mid) / 4.0, 1e-6))
+        self.fitted.fill_(True)
+        return {"loc": float(self.loc), "temp": float(self.temp), "quantile": quantile,
+                "normal_pixels": int(distances.numel())}
+
+
 class PRN(nn.Module):
-    """`forward(x)` -> anomaly logits (N, 1, H, W); `predict(x)` -> (probability map, image score).
+    """`forward(x)` -> the decoder's anomaly logits (N, 1, H, W), what training fits;
+    `predict(x)` -> (probability map, image score), with the calibrated prototype distance fused in
+    (model.distance_fusion).
 
     x is RGB in [0, 1], (N, 3, H, W), at the configured size.
     """
@@ -189,6 +238,7 @@ class PRN(nn.Module):
         )
         self.fusion = MultiScaleFusion(cfg.dim, len(HEAD_SCALES))
         self.decoder = Decoder(cfg.dim, backbone.channels[0], cfg.decoder_dims, cfg.decoder_conv)
+        self.distance = DistanceMap(cfg.distance_scales)
 
     def train(self, mode: bool = True) -> "PRN":
         super().train(mode)
@@ -202,22 +252,45 @@ class PRN(nn.Module):
         with torch.no_grad():
             return self.encoder(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(decoder logits, per-scale distance maps to the nearest prototype)."""
         feats = self.encode(x)
-        xs = []
+        xs, distances = [], []
         for i, s in enumerate(HEAD_SCALES):
             f = feats[s]
-            xs.append(self.msa[i](self.inputs[i](torch.cat([f, self.prototypes[i](f)], 1))))
+            residual, dist = self.prototypes[i].residual_and_distance(f)
+            distances.append(dist)
+            xs.append(self.msa[i](self.inputs[i](torch.cat([f, residual], 1))))
         s4, s8, s16 = self.fusion(xs)
-        return self.decoder(feats[0], s4, s8, s16)
+        return self.decoder(feats[0], s4, s8, s16), distances
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)[0]
 
     def score(self, prob: torch.Tensor) -> torch.Tensor:
         """Image score: mean of the top-k probabilities of the map."""
         return prob.flatten(1).topk(self.cfg.topk, dim=1).values.mean(1)
 
+    @property
+    def fuses_distance(self) -> bool:
+        return self.cfg.distance_fusion == "max" and bool(self.distance.fitted)
+
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prob = torch.sigmoid(self.forward(x))
+        logits, distances = self._run(x)
+        prob = torch.sigmoid(logits)
+        if self.fuses_distance:
+            prob = torch.maximum(prob, self.distance(distances))
         return prob, self.score(prob)
+
+    @torch.no_grad()
+    def calibrate_distance(self, images: list[torch.Tensor]) -> dict:
+        """Calibrate the distance map on held-out normal images (RGB in [0, 1], batches)."""
+        d = []
+        for x in images:
+            feats = self.encode(x)
+            d.append(self.distance.distance([p.residual_and_distance(feats[s])[1]
+                                             for p, s in zip(self.prototypes, HEAD_SCALES)]))
+        return self.distance.calibrate(torch.cat(d))
 
     @torch.no_grad()
     def fit_prototypes(self, images: torch.Tensor | list[torch.Tensor], seed: int = 0, batch: int = 16) -> None:

@@ -92,26 +92,42 @@ class ScalePrototypes(nn.Module):
         self.res_scale.fill_(1.0 / mean_res if mean_res > 0 and math.isfinite(mean_res) else 1.0)
         self.fitted.fill_(True)
 
-    def _pick(self, flat: torch.Tensor) -> torch.Tensor:
-        """flat (..., D) -> the nearest prototype (..., D): argmin, or the softmin blend of near ties."""
+    def _pick(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """flat (..., D) -> (the nearest prototype (..., D): argmin, or the softmin blend of near ties;
+        the squared distance to the nearest prototype (..., 1))."""
         d = self.sq_norm - 2 * flat @ self.protos.T  # squared distance less |f|^2
-        if self.softness <= 0:
-            return self.protos[d.argmin(-1)]
         d_min = d.min(-1, keepdim=True).values
         full_min = (d_min + (flat * flat).sum(-1, keepdim=True)).clamp_min(0.0)  # the nearest squared distance
+        if self.softness <= 0:
+            return self.protos[d.argmin(-1)], full_min
         # Temperature relative to that distance (scale-free); the floor keeps exact matches from dividing by 0.
         temp = self.softness * full_min + 1e-6 * flat.shape[-1]
-        return torch.softmax((d_min - d) / temp, dim=-1) @ self.protos
+        return torch.softmax((d_min - d) / temp, dim=-1) @ self.protos, full_min
 
-    def nearest(self, f: torch.Tensor) -> torch.Tensor:
+    def _nearest(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nearest prototype like f, squared distance to it per image (N, 1, 1, 1) or per position (N, 1, H, W))."""
         c, (h, w) = self.channels, self.hw
         if self.mode == "image":
-            return self._pick(f.reshape(-1, c * h * w)).reshape(-1, c, h, w)
-        flat = f.permute(0, 2, 3, 1).reshape(-1, h * w, c)
-        return self._pick(flat).reshape(-1, h, w, c).permute(0, 3, 1, 2)
+            near, dist = self._pick(f.reshape(-1, c * h * w))
+            return near.reshape(-1, c, h, w), dist.reshape(-1, 1, 1, 1)
+        near, dist = self._pick(f.permute(0, 2, 3, 1).reshape(-1, h * w, c))
+        return near.reshape(-1, h, w, c).permute(0, 3, 1, 2), dist.reshape(-1, 1, h, w)
+
+    def nearest(self, f: torch.Tensor) -> torch.Tensor:
+        return self._nearest(f)[0]
 
     def forward_raw(self, f: torch.Tensor) -> torch.Tensor:
         return (f - self.nearest(f)) ** 2
+
+    def residual_and_distance(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scaled residual (what `forward` returns) and a distance map (N, 1, H, W) in the same units (mean
+        ~1 on normals): the nearest-neighbour distance per position in patch mode, a min of smooth functions
+        and so stable between backends; the residual's channel mean in image mode, whose distance is per image."""
+        near, dist = self._nearest(f)
+        residual = (f - near) ** 2 * self.res_scale
+        if self.mode == "image":
+            return residual, residual.mean(1, keepdim=True)
+        return residual, dist * (self.res_scale / self.channels)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.forward_raw(f) * self.res_scale

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.fit import PAD_VALUE
+from ..input_policy import PAD_VALUE
 from ..export.metadata import InputSpec
 
 

@@ -70,7 +70,10 @@ def load_model(path: Path) -> tuple[PRN, Config, dict]:
         # Weights come from the checkpoint itself: no backbone file is needed to load it.
         model_cfg = make_config(variant, {**cfg_dict, "model": {**cfg_dict["model"], "pretrained": False}}).model
         model, _ = build_prn(model_cfg, num_prototypes=state["num_prototypes"])
-        model.load_state_dict(state["model"], strict=True)
+        # Checkpoints from before the distance map lack its buffers: it then stays off (not calibrated).
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not k.startswith("distance.") for k in missing):
+            raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except PrnEdgeError as e:
         raise CheckpointError(f"{path}: its configuration is not valid for this prn_edge: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:

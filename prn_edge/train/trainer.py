@@ -200,6 +200,9 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         model.fit_prototypes(to_tensor(fit_imgs), seed=tc.seed)
         log(f"prototypes: {model.prototypes[0].protos.shape[0]} per scale ({cfg.model.prototype_mode}) "
             f"from {len(fit_imgs)} normal images in {time.time() - t:.1f}s")
+        if cfg.model.distance_fusion != "none":
+            cal = model.calibrate_distance(list(to_tensor(val_imgs).split(16)))
+            log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}")
 
     gen = AnomalyGenerator(cfg.synth, size, shots, textures, foreground)
     val_sets = {"synthetic": validation_set(val_imgs, val_regions, cfg.synth, size, shots, textures, foreground,

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from prn_edge.data.fit import PAD_VALUE, fit_image, fit_mask, placement
+from prn_edge.data.fit import fit_image, fit_mask
+from prn_edge.input_policy import PAD_VALUE, placement
 from prn_edge.errors import ConfigError
 
 

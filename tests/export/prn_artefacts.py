@@ -43,6 +43,8 @@ def make_checkpoint(path: Path, variant: str = "prn-tiny", overrides: dict | Non
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
     model.fit_prototypes(x)
     model.eval()
+    if model.cfg.distance_fusion != "none":  # artefacts carry the fused map, as trained ones do
+        model.calibrate_distance([x[6:]])
     meta = {"category": "photos", "train_images_sha256": "0" * 64, "backbone": info,
             "prototypes_sha256": "1" * 64}
     if with_thresholds:

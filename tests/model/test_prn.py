@@ -160,3 +160,57 @@ def test_variants_build_and_edge_fits_the_flops_budget():
     paper = model_info(make_config("prn-paper").model)
     assert paper["backbone"] == "resnet18" and paper["prototype_mode"] == "image"
     assert paper["gflops"] > info["gflops"]
+
+
+def _photo_batches(n=12, size=64):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+    from prn_artefacts import real_images  # noqa: E402
+
+    imgs = real_images(n, size)
+    return torch.from_numpy(__import__("numpy").stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def test_distance_map_lights_up_a_foreign_patch_the_decoder_never_saw():
+    torch.manual_seed(0)
+    cfg = make_config("prn-tiny")
+    model, _ = build_prn(cfg.model, num_images=20)
+    model.eval()
+    x = _photo_batches()
+    model.fit_prototypes(x[:8])
+    assert not model.fuses_distance  # not calibrated yet: predict is the decoder alone
+    dec_prob, _ = model.predict(x[8:])
+    assert torch.allclose(dec_prob, torch.sigmoid(model(x[8:])))
+    cal = model.calibrate_distance([x[8:]])
+    assert model.fuses_distance and cal["temp"] > 0
+    normal_p = model.distance(model._run(x[8:])[1])
+    assert float((normal_p > 0.5).float().mean()) <= 0.01  # the 99.9% quantile of held-out normals sits at 0.5
+    odd = x[8:9].clone()
+    checker = ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None, :] // 2) % 2).float()
+    odd[:, :, 16:48, 16:48] = torch.stack([checker, 1 - checker, checker])  # a 2-px colour checker: not a photo
+    p = model.distance(model._run(odd)[1])[0, 0]
+    assert float(p[20:44, 20:44].mean()) > 0.5 > float(p[:, :8].mean())
+    prob, score = model.predict(odd)
+    assert torch.equal(prob, torch.maximum(torch.sigmoid(model(odd)), p[None, None]))  # fused by a maximum
+    model.cfg.distance_fusion = "none"
+    assert torch.equal(model.predict(odd)[0], torch.sigmoid(model(odd)))
+
+
+def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
+    from prn_edge.train.checkpoint import load_model, save_checkpoint
+
+    cfg = make_config("prn-tiny")
+    model, _ = build_prn(cfg.model, num_images=20)
+    model.fit_prototypes(_photo_batches(4))
+    save_checkpoint(tmp_path / "m.pt", model, cfg, {})
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("distance.")}  # an older file
+    torch.save(state, tmp_path / "old.pt")
+    loaded, _, _ = load_model(tmp_path / "old.pt")
+    assert not loaded.fuses_distance
+    state["model"]["decoder.bogus"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(Exception, match="unexpected keys"):
+        load_model(tmp_path / "bad.pt")
