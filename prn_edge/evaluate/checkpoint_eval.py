@@ -30,6 +30,26 @@ def load_test(samples: list[Sample], size: int, policy: str, progress: bool = Fa
     return images, placements, masks
 
 
+def validation_gap(meta: dict, results: dict) -> dict | None:
+    """What the training validation promised against what the test set shows: the gap that flatters when
+    validation had generated anomalies only."""
+    best = next((h for h in meta.get("history", []) if h.get("step") == meta.get("best_step")), None)
+    if best is None or "source" not in best or results["overall"].get("image_auroc") is None:
+        return None
+    source = meta.get("validation", "synthetic-only")
+    val = {name: best[name]["image_auroc"] for name in ("synthetic", "real") if name in best}
+    test = results["overall"]["image_auroc"]
+    chosen = val[best["source"]]
+    summary = (f"validation ({source}) image AUROC at the chosen step: "
+               + ", ".join(f"{k} {100 * v:.1f}" for k, v in val.items())
+               + f"; test {100 * test:.1f} (gap {100 * (test - chosen):+.1f} pt)")
+    if source == "synthetic-only":
+        summary += ("; validation saw generated anomalies only: thresholds and this number may not hold for real "
+                    "defects - give a few real defect shots (--defects) so some are held out")
+    return {"validation": source, "val_image_auroc": val, "test_image_auroc": test,
+            "gap": test - chosen, "summary": summary}
+
+
 def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None, overlays: Optional[Path] = None,
                         save_maps: Optional[Path] = None, max_overlays: int = 40, progress: bool = True,
                         log: Callable[[str], None] = print) -> dict:
@@ -58,7 +78,10 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
             "missed": int(((scores < meta["image_threshold"]) & (labels == 1)).sum()),
         } if "image_threshold" in meta else None,
     })
+    results["validation_gap"] = validation_gap(meta, results)
     table = markdown_table(results)
+    if results["validation_gap"]:
+        table += "\n" + results["validation_gap"]["summary"] + "\n"
     results["markdown"] = table
     if json_out:
         write_json(Path(json_out), results)

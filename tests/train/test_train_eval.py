@@ -101,3 +101,84 @@ def test_info_json(capsys):
     assert main(["info", "--variant", "prn-tiny", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["variant"] == "prn-tiny" and info["gflops"] > 0 and info["params_head"] > 0
+
+
+@pytest.fixture(scope="module")
+def more_shots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shots")
+    make_dataset(root, seed=4, categories=["gravel"], n_train=24, n_test_good=6, n_test_defect=3, n_shots=8,
+                 size=64, progress=False)
+    return root / "gravel"
+
+
+def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, tmp_path):
+    out = tmp_path / "v.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(more_shots), "--out", str(out), "--quiet",
+                 "--set", "train.steps=20", "--set", "train.val_every=10"]) == 0
+    meta = read_checkpoint(out)["meta"]
+    assert meta["validation"] == "real+synthetic"
+    held = [p.split("/")[-2] for p in meta["validation_shots"]]
+    assert sorted(held) == ["scratch", "stain"]  # 4 shots per type: one of each held out (0.3 x 4, rounded)
+    assert len(meta["shots"]) == 6 and not set(meta["shots"]) & set(meta["validation_shots"])
+    best = next(h for h in meta["history"] if h["step"] == meta["best_step"])
+    assert best["source"] == "real" and set(best) >= {"real", "synthetic"}
+    assert meta["image_threshold"] == best["real"]["image_threshold"]  # thresholds from the real defects
+    js = tmp_path / "v.json"
+    assert main(["eval", str(out), "--data", str(more_shots), "--json", str(js), "--quiet"]) == 0
+    gap = json.loads(js.read_text())["validation_gap"]
+    assert gap["validation"] == "real+synthetic" and set(gap["val_image_auroc"]) == {"real", "synthetic"}
+    assert gap["gap"] == pytest.approx(gap["test_image_auroc"] - gap["val_image_auroc"]["real"])
+
+
+def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_gap(tiny_data, tmp_path):
+    out = tmp_path / "z.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(out), "--quiet",
+                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "train.num_shots=0"]) == 0
+    meta = read_checkpoint(out)["meta"]
+    assert meta["validation"] == "synthetic-only" and meta["shots"] == [] and meta["validation_shots"] == []
+    js = tmp_path / "z.json"
+    assert main(["eval", str(out), "--data", str(tiny_data), "--json", str(js), "--quiet"]) == 0
+    res = json.loads(js.read_text())
+    assert res["validation_gap"]["validation"] == "synthetic-only"
+    assert "generated anomalies only" in res["validation_gap"]["summary"]
+    assert "generated anomalies only" in js.with_suffix(".md").read_text()
+
+
+def test_odd_sizes_train_letterboxed_and_maps_come_back_at_each_image_size(tmp_path):
+    # Real data: grey and colour images of different sizes and aspect ratios, JPEG and PNG, masks at image size.
+    import cv2
+    import skimage.data
+
+    from prn_edge.data.images import write_image
+
+    root = tmp_path / "odd"
+    coffee = skimage.data.coffee()
+    photos = [np.ascontiguousarray(coffee[20 * i:20 * i + 96, 25 * i:25 * i + 96]) for i in range(18)]
+    sizes = [(60, 90), (96, 40), (70, 70), (50, 96)]
+    for i, img in enumerate(photos[:14]):
+        h, w = sizes[i % 4]
+        sub = "train/good" if i < 10 else "test/good"
+        ext = ".jpg" if i % 2 else ".png"
+        write_image(root / sub / f"{i:02d}{ext}", cv2.resize(img, (w, h)) if i % 3 else cv2.cvtColor(
+            cv2.resize(img, (w, h)), cv2.COLOR_RGB2GRAY))
+    for i, img in enumerate(photos[14:18]):
+        h, w = sizes[i]
+        img = cv2.resize(img, (w, h)).copy()
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 3:h // 2, w // 3:w // 2] = 255
+        img[mask > 0] = 255
+        write_image(root / "test" / "spot" / f"{i:02d}.png", img)
+        write_image(root / "ground_truth" / "spot" / f"{i:02d}_mask.png", mask)
+    out = tmp_path / "odd.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(root), "--out", str(out), "--quiet",
+                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set",
+                 "model.input_policy=letterbox"]) == 0
+    assert read_checkpoint(out)["config"]["model"]["input_policy"] == "letterbox"
+    import tifffile
+
+    assert main(["eval", str(out), "--data", str(root), "--json", str(tmp_path / "o.json"), "--quiet",
+                 "--save-maps", str(tmp_path / "maps")]) == 0
+    for i in range(4):
+        m = tifffile.imread(tmp_path / "maps" / "odd" / "test" / "spot" / f"{i:02d}.tiff")
+        assert m.shape == sizes[i]  # metrics and maps at the image's own resolution
+    assert json.loads((tmp_path / "o.json").read_text())["overall"]["pixel_auroc"] is not None
