@@ -5,6 +5,7 @@ Named PRN variants are presets of one `ModelConfig`, not separate classes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Tuple, TypeVar
@@ -190,20 +191,36 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{where}.{key}: expected a list, got {value!r}")
-            value = tuple(value)
+            elem = _element_type(fields[key], default)
+            value = tuple(_number(f"{where}.{key}[{i}]", v, elem) if elem else v for i, v in enumerate(value))
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
-            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
-                raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
-            value = type(default)(value)
+            value = _number(f"{where}.{key}", value, type(default))
         elif isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _number(key: str, value: Any, kind: type) -> Any:
+    """A finite int or float for `key`: NaN and infinity are refused everywhere (a NaN deadline decides no part)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    return kind(value)
+
+
+def _element_type(f: dataclasses.Field, default: tuple) -> type | None:
+    """int or float for a tuple of numbers (from the default, else the annotation), None for anything else."""
+    if default:
+        return type(default[0]) if type(default[0]) in (int, float) else None
+    ann = str(f.type)
+    return int if "Tuple[int" in ann else float if "Tuple[float" in ann else None
 
 
 def _merge(base: dict, override: Mapping) -> dict:

@@ -39,3 +39,13 @@ def test_config_file_errors(tmp_path):
         load_config_file(bad)
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("steps")
+
+
+def test_model_and_train_numbers_must_be_finite_and_list_elements_typed():
+    from prn_edge.config import make_config
+    from prn_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.lr: expected a finite number, got nan"):
+        make_config("prn-edge", {"train": {"lr": float("nan")}})
+    with pytest.raises(ConfigError, match=r"model.patch_sizes\[0\]: expected a number, got 'a'"):
+        make_config("prn-edge", {"model": {"patch_sizes": ["a"]}})

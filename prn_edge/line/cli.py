@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +15,35 @@ from .factory import build_line
 from .monitor import StatusLine
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def stop_on_signals(lines: list):
+    """SIGTERM (systemd, Docker) and SIGINT (Ctrl-C) stop every line gracefully: no new frames, the parts already
+    imaged are decided (fail-safe where they cannot make it), outputs flushed, summary written. A second signal
+    only says so: the drain is bounded (each line's longest fire delay + 5 s), so the CSV and summary stay whole.
+    Records which signal stopped the run in `stopped_by`."""
+    stopped_by: list[str] = []
+
+    def handler(signum, _frame):
+        name = signal.Signals(signum).name
+        if stopped_by:
+            log.warning("%s again: already stopping; deciding the parts already seen (bounded drain)", name)
+        else:
+            log.warning("%s: stopping; deciding the parts already seen, then writing the summary", name)
+        stopped_by.append(name)
+        for line in lines:
+            line.stop()
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stopped_by
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopped_by
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_parts: Optional[int] = None,
@@ -28,7 +60,9 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
         port = line.metrics.serve(cfg.monitor.port, cfg.monitor.bind)
         log.info("metrics on http://%s:%d/metrics", cfg.monitor.bind, port)
     try:
-        summary = line.run(duration_s=duration_s, max_parts=max_parts)
+        with stop_on_signals([line]) as stopped_by:
+            summary = line.run(duration_s=duration_s, max_parts=max_parts)
+        summary["stopped_by"] = stopped_by[0] if stopped_by else None
     finally:
         line.metrics.close()
     if summary_json:
@@ -48,8 +82,6 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
               summary_json: Optional[str | Path] = None) -> list[dict]:
     """Several lines (cameras) at once, each on its own threads; lines with the same engine file share it and
     their inference calls are batched together. Returns one summary per line."""
-    import threading
-
     from .factory import build_lines
 
     cfgs = [load_line_config(p) for p in config_paths]
@@ -65,10 +97,14 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
             log.error("line %s failed: %s", lines[i].name, e)
 
     threads = [threading.Thread(target=run, args=(i,), name=f"line-{c.name}") for i, c in enumerate(cfgs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with stop_on_signals(lines) as stopped_by:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():  # a timed join: the main thread stays free to take the signal handlers' calls
+                t.join(0.2)
+    for summary in results.values():
+        summary["stopped_by"] = stopped_by[0] if stopped_by else None
     if errors:
         raise errors[0]
     summaries = [results[i] for i in range(len(cfgs))]

@@ -103,6 +103,7 @@ class Line:
         self.watchdog = Watchdog(self.opt.watchdog_s)
         self.watchdog.extra.append(lambda: self.source.healthy)
         self.watchdog.extra.append(lambda: self.budget.healthy)  # e.g. an encoder-timed line's belt position
+        self.watchdog.extra.append(lambda: not self.scheduler.overdue(self.opt.watchdog_s))
         self.scheduler = RejectScheduler(self.opt.fail_safe, self.outputs.dispatch, self._on_final,
                                          self._heartbeat, self.opt.heartbeat_s,
                                          lead_s=min(self.opt.fire_lead_s, budget.margin_s),

@@ -257,6 +257,13 @@ class RejectScheduler:
         with self._cond:
             return len(self._slots)
 
+    def overdue(self, tolerance_s: float) -> bool:
+        """Whether the oldest part waiting is more than tolerance_s past its fire time (or has none that can be
+        compared, e.g. NaN): a line that stops deciding must stop its heartbeat, whatever the cause."""
+        with self._cond:
+            oldest = next(iter(self._slots.values()), None)
+        return oldest is not None and not time.monotonic() <= oldest.t_fire + tolerance_s
+
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
         self._stop = False

@@ -93,40 +93,6 @@ def test_build_line_with_evidence_and_csv(tmp_path, demo_category):
     assert len(list((tmp_path / "ev").glob("*_overlay.png"))) == len(evidence)
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, demo_category):
-    """A prn-tiny model fitted on the demo category's train images, exported with uint8 64x64 RGB input."""
-    pytest.importorskip("prn_edge.runtime", reason="prn_edge.runtime (the real engines) is not importable yet")
-    import torch
-
-    from prn_edge.config import make_config
-    from prn_edge.data.dataset import load_category
-    from prn_edge.data.images import read_image
-    from prn_edge.export.onnx_export import export_onnx
-    from prn_edge.model.prn import build_prn
-    from prn_edge.train.checkpoint import save_checkpoint
-
-    out = tmp_path_factory.mktemp("onnx")
-    torch.manual_seed(0)
-    cfg = make_config("prn-tiny")
-    train = load_category(demo_category, num_shots=0).train_good
-    model, info = build_prn(cfg.model, num_images=len(train))
-    x = torch.from_numpy(np.stack([read_image(p) for p in train])).permute(0, 3, 1, 2).float() / 255
-    model.fit_prototypes(x)
-    model.eval()
-    with torch.no_grad():
-        _, scores = model.predict(x)
-    meta = {"category": "grass", "train_images_sha256": "0" * 64, "backbone": info, "prototypes_sha256": "1" * 64,
-            "image_threshold": float(scores.max()) + 1e-3, "pixel_threshold": 0.5, "score_spread": 0.1}
-    save_checkpoint(out / "tiny.pt", model, cfg, meta)
-    try:
-        export_onnx(out / "tiny.pt", out / "tiny.onnx", batch=None, input_format="uint8", channel_order="rgb",
-                    input_hw=(64, 64), lint_targets=())
-    except TypeError as e:
-        pytest.skip(f"export_onnx has another signature now ({e})")
-    return out / "tiny.onnx"
-
-
 def test_run_line_with_the_onnx_runtime_engine(tmp_path, demo_category, tiny_onnx):
     from prn_edge.line.cli import run_line
 
@@ -181,3 +147,20 @@ def test_folder_source_with_line_scan_from_config(tmp_path, demo_category):
     summary = build_line(cfg, engine=ScriptedEngine(32, 64, 3)).run()
     assert summary["parts"] == 22 and summary["undecided"] == 0  # 11 images x 2 halves
     assert len(read_decisions(tmp_path / "d.csv")) == 22
+
+
+@pytest.mark.parametrize("section,key,value", [("timing", "deadline_s", float("nan")),
+                                               ("timing", "deadline_s", float("inf")),
+                                               ("timing", "heartbeat_s", float("-inf")),
+                                               ("decision", "uncertain_band", [0.4, float("nan")])])
+def test_non_finite_numbers_are_refused_in_every_section(tmp_path, demo_category, section, key, value):
+    data = base(demo_category)
+    data.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=rf"{key}.*finite number"):
+        load_line_config(write(tmp_path, data))
+
+
+def test_list_elements_are_typed(tmp_path, demo_category):
+    data = base(demo_category, decision={"uncertain_band": ["x", "y"]})
+    with pytest.raises(ConfigError, match=r"uncertain_band\[0\]: expected a number, got 'x'"):
+        load_line_config(write(tmp_path, data))

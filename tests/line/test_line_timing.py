@@ -174,3 +174,23 @@ def test_scheduler_runs_idle_housekeeping_only_when_nothing_is_due():
     assert 3 <= n_idle <= 12  # at most every idle_every_s
     busy = [t for t in calls if t0 + 0.001 < t < parts[-1].t_fire - 0.005]
     assert not busy, "housekeeping ran while parts were due within idle_min_s"
+
+
+def test_overdue_sees_a_part_past_its_fire_time_or_with_none():
+    # The watchdog asks this: a scheduler that holds a part it can never fire (a NaN fire time from a bad
+    # config, a stuck output) must make the line unhealthy, so the heartbeat stops and the PLC diverts.
+    from prn_edge.line.decision import Part
+
+    s = RejectScheduler("reject", lambda p, when: None, lambda p: None)  # not started: nothing fires
+    now = time.monotonic()
+    assert not s.overdue(0.5)  # nothing waiting
+    s.register(Part(0, now, now + 1.0, now + 2.0))
+    assert not s.overdue(0.5)
+    s.register(Part(1, now, now, now - 1.0))  # a younger part is late, but the oldest is what is checked first
+    assert not s.overdue(0.5)
+    stuck = RejectScheduler("reject", lambda p, when: None, lambda p: None)
+    stuck.register(Part(0, now, now - 2.0, now - 1.0))
+    assert stuck.overdue(0.5) and not stuck.overdue(5.0)
+    nan = RejectScheduler("reject", lambda p, when: None, lambda p: None)
+    nan.register(Part(0, now, float("nan"), float("nan")))
+    assert nan.overdue(0.5)

@@ -8,6 +8,7 @@ A dead PLC raises PlcError (counted and alarmed by the worker); reconnects back 
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Callable, Optional
@@ -18,6 +19,8 @@ from .base import WHEN, RejectOutput
 
 VERDICT_CODES = {GOOD: 0, REJECT: 1, RECHECK: 2}
 MIN_PULSE_S = 0.02  # a 2-10 ms PLC scan must see the coil high at least twice
+
+log = logging.getLogger(__name__)
 
 
 class ModbusOutput(RejectOutput):
@@ -67,6 +70,15 @@ class ModbusOutput(RejectOutput):
                 raise
 
     def close(self) -> None:
+        """A stopping appliance says so: the heartbeat register gets 0 (not healthy) rather than keeping its last
+        count, whatever ended the run; then the connection goes."""
+        if self.heartbeat_register >= 0:
+            try:
+                self._call("heartbeat 0 at stop",
+                           lambda c: c.write_register(self.heartbeat_register, 0, device_id=self.device_id))
+            except PlcError as e:
+                log.warning("%s: could not write heartbeat 0 at stop (%s); the PLC sees the count stop instead",
+                            self.name, e)
         with self._lock:
             self._drop()
 
