@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,11 @@ def cmd_export(args) -> int:
     from .export.parity import check_parity
 
     hw = tuple(int(v) for v in args.input_size.lower().split("x")) if args.input_size else None
-    summary = export_onnx(Path(args.checkpoint), Path(args.output), batch=None if args.batch == "dynamic" else int(args.batch),
+    target = Path(args.output)
+    # With --parity the artefact reaches its path only once parity has passed: a line must never pick up an
+    # unvalidated model from where a validated one is expected.
+    staging = target.with_name(f".{target.stem}.unverified{target.suffix}") if args.parity else target
+    summary = export_onnx(Path(args.checkpoint), staging, batch=None if args.batch == "dynamic" else int(args.batch),
                           input_format=args.input_format, channel_order=args.channel_order, input_hw=hw,
                           opset=args.opset)
     if args.parity:
@@ -87,12 +92,19 @@ def cmd_export(args) -> int:
                        and "ground_truth" not in p.parts and "masks" not in p.parts)
         step = max(1, len(files) // max(1, args.parity_images))
         images = [read_image(p) for p in files[::step][:args.parity_images]]
-        summary["parity"] = check_parity(Path(args.checkpoint), Path(args.output), images)
+        try:
+            summary["parity"] = check_parity(Path(args.checkpoint), staging, images)
+        finally:
+            if not summary.get("parity", {}).get("ok", False):
+                staging.unlink(missing_ok=True)
+        if summary["parity"]["ok"]:
+            os.replace(staging, target)
+            summary["path"] = str(target)
     print(json.dumps(summary, indent=2, default=str))
     if args.parity and not summary["parity"].get("ok", False):
         p = summary["parity"]
         print(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
-              f"(decisions identical: {p['decisions_identical']})", file=sys.stderr)
+              f"(decisions identical: {p['decisions_identical']}); nothing written to {target}", file=sys.stderr)
         return 1
     return 0
 

@@ -16,8 +16,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: artefacts get the mode any new file gets (0644 under the usual umask 022), not mkstemp's 0600, so a
+# line running as another user can read them.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    """Write to a unique temporary file beside `path` (never a fixed name: two writers do not collide and no
+    symlink is followed), fsync, give it the usual file mode, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -26,6 +38,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

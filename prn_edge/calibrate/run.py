@@ -123,6 +123,9 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
 
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()
+    if not run or run in (".", "..") or Path(run).name != run or "\\" in run:
+        raise ConfigError(f"--run {run!r}: a run is named by one folder name (letters, digits, - _ .), created under "
+                          f"--root {root}; no path separators, '..' or absolute paths")
     final = Path(root) / run
     if final.exists():
         raise ConfigError(f"calibration run {final} exists already; choose another --run name or delete it")

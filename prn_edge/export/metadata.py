@@ -210,7 +210,25 @@ def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
         raise MetadataError(
             f"{path} is not a readable ONNX model ({e.__class__.__name__}: {str(e)[:160]}). It may be truncated "
             "or corrupt: export it again with `prn-edge export`, or copy it again") from None
+    _check_external_data(model, path)
     return decode_metadata({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+def _check_external_data(model, path: Path) -> None:
+    """Refuse weights stored outside the model's own folder (an absolute path or '..' in an external-data
+    location reads any file the process can; CVE-2024-27318 was onnx's own version of this)."""
+    folder = path.resolve().parent
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    for t in tensors:
+        if t.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or folder not in target.parents:
+            raise MetadataError(f"{path}: tensor {t.name!r} keeps its data at {location!r}, outside the model's "
+                                f"folder {folder}; refused. Keep external data files beside the model")
 
 
 def normalize_scores(scores, meta: dict):

@@ -16,6 +16,7 @@ Relative paths are taken from the config file's folder.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Tuple
@@ -23,6 +24,8 @@ from typing import Any, Mapping, Tuple
 from ..config import _build, _choice, load_config_file
 from ..errors import ConfigError
 from .errors import LineConfigError
+
+log = logging.getLogger(__name__)
 
 SOURCE_KINDS = ("genicam", "folder", "video", "conveyor")
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
@@ -163,6 +166,8 @@ class TimingConfig:
 class MonitorConfig:
     port: int = -1  # -1 = no metrics endpoint, 0 = any free port
     bind: str = "127.0.0.1"
+    # The endpoint has no authentication: an address other than loopback is refused unless this says so.
+    expose: bool = False
     evidence_dir: str = ""  # "" = no evidence on disk
     evidence_quota_mb: float = 100.0
     evidence_fail_safe: bool = False
@@ -280,6 +285,14 @@ class LineConfig:
             raise LineConfigError(f"outputs: names {names} repeat; give each output its own name:")
         if self.monitor.port < -1 or self.monitor.port > 65535:
             raise LineConfigError(f"monitor.port={self.monitor.port}: -1 (off), 0 (any free port) or 1..65535")
+        loopback = self.monitor.bind in ("localhost", "::1") or self.monitor.bind.startswith("127.")
+        if self.monitor.port >= 0 and not loopback:
+            if not self.monitor.expose:
+                raise LineConfigError(f"monitor.bind={self.monitor.bind!r} would serve the unauthenticated metrics "
+                                      "endpoint beyond this machine; keep 127.0.0.1 (and scrape through a proxy), or "
+                                      "set monitor.expose: true to allow it on a trusted network")
+            log.warning("monitor.bind=%s: the metrics endpoint (no authentication) is reachable from the network",
+                        self.monitor.bind)
         if self.engine.warmup < 0 or self.engine.threads < 0:
             raise LineConfigError("engine.warmup and engine.threads must be >= 0")
         return self

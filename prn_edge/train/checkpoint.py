@@ -1,7 +1,7 @@
 """Checkpoints: plain tensors and primitive types only, so loading works with torch.load(weights_only=True)."""
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +10,14 @@ import torch
 from .. import FORMAT_VERSION, __version__
 from ..config import make_config, Config
 from ..errors import CheckpointError, PrnEdgeError
+from ..files import write_atomic
 from ..model.prn import PRN, build_prn
 
 KIND = "prn_edge.checkpoint"
 
 
 def save_checkpoint(path: Path, model: PRN, cfg: Config, meta: dict[str, Any], extra: dict | None = None) -> None:
-    """Write atomically (temp file, then rename) so an interrupted save never leaves a half checkpoint."""
+    """Write atomically (a unique temp file, then rename) so an interrupted save never leaves a half checkpoint."""
     state = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -30,11 +31,9 @@ def save_checkpoint(path: Path, model: PRN, cfg: Config, meta: dict[str, Any], e
     }
     if extra:
         state.update(extra)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomic(Path(path), buf.getvalue())
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -87,3 +87,15 @@ def test_a_failed_gate_ranks_layer_groups_by_their_effect_on_the_map(trained, tm
     assert len(report["attempts"][1]["excluded"]) == ranking[0]["nodes"]
     assert len(report["attempts"][2]["excluded"]) == ranking[0]["nodes"] + ranking[1]["nodes"]
     assert (tmp_path / "strict" / "model.int8.onnx").is_file()  # the best attempt is kept, marked as failed
+
+
+@pytest.mark.parametrize("run", ["../escape", "/tmp/abs-run", "a/b", ".."])
+def test_a_run_name_cannot_leave_the_root(trained, tmp_path, run):
+    ckpt, data = trained
+    root = tmp_path / "calibration"
+    root.mkdir()
+    (tmp_path / "escape").mkdir()
+    (tmp_path / "escape" / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="one folder name"):
+        calibrate(ckpt, data, run, root=root, log=lambda m: None)
+    assert (tmp_path / "escape" / "keep.txt").read_text() == "x" and list(root.iterdir()) == []

@@ -164,3 +164,13 @@ def test_list_elements_are_typed(tmp_path, demo_category):
     data = base(demo_category, decision={"uncertain_band": ["x", "y"]})
     with pytest.raises(ConfigError, match=r"uncertain_band\[0\]: expected a number, got 'x'"):
         load_line_config(write(tmp_path, data))
+
+
+def test_metrics_endpoint_beyond_loopback_needs_an_explicit_opt_in(tmp_path, demo_category):
+    data = base(demo_category, monitor={"port": 0, "bind": "0.0.0.0"})
+    with pytest.raises(LineConfigError, match="monitor.expose: true"):
+        load_line_config(write(tmp_path, data))
+    data["monitor"]["expose"] = True
+    assert load_line_config(write(tmp_path, data)).monitor.bind == "0.0.0.0"
+    data["monitor"] = {"port": 0, "bind": "127.0.0.2"}
+    assert load_line_config(write(tmp_path, data)).monitor.bind == "127.0.0.2"
