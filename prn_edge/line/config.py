@@ -179,6 +179,8 @@ class CsvOutputConfig:
     kind: str = "csv"
     name: str = "csv"
     path: str = "decisions.csv"
+    rotate_mb: float = 100.0  # start a new file past this size (0 = never)
+    rotate_daily: bool = True  # ... and at the first part of a new UTC day
 
 
 @dataclass

@@ -52,7 +52,7 @@ def build_outputs(cfg: LineConfig, source: Optional[FrameSource] = None) -> list
         if isinstance(o, CsvOutputConfig):
             from .outputs.csvlog import CsvOutput
 
-            outputs.append(CsvOutput(o.path, o.name))
+            outputs.append(CsvOutput(o.path, o.name, o.rotate_mb, o.rotate_daily))
         elif isinstance(o, LogOutputConfig):
             from .outputs.csvlog import LogOutput
 

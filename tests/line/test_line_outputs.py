@@ -49,7 +49,7 @@ def test_modbus_reject_command_heartbeat_and_coil_pulse(modbus_server):
         out.actuate(part(6, "recheck"))
         out.heartbeat(7)
     assert modbus_server.register_writes(0) == [[1, 4464, 1], [0, 6, 2]]
-    assert modbus_server.register_writes(10) == [[7]]
+    assert modbus_server.register_writes(10) == [[7], [0]]  # the last count, then 0 (not healthy) at close
     coil = modbus_server.coil_writes(3)
     assert [v for _, v in coil] == [True, False, True, False]
     assert coil[1][0] - coil[0][0] >= 0.03 and coil[3][0] - coil[2][0] >= 0.03
@@ -111,7 +111,8 @@ def test_plc_down_and_back_while_the_line_runs(demo_category, truth, modbus_serv
     rejected = {p.seq for p in rec.parts if p.decision.verdict == "reject"}
     assert {hi << 16 | lo for hi, lo, code in before + after} <= rejected
     beats = [(ts, v[0]) for ts, fc, a, v in modbus_server.writes if fc == 6 and a == 10]
-    assert any(ts > marks["up"] for ts, _ in beats) and all(v > 0 for _, v in beats)
+    assert any(ts > marks["up"] for ts, _ in beats) and all(v > 0 for _, v in beats[:-1])
+    assert beats[-1][1] == 0  # 0 (not healthy) once the line stops
 
 
 def test_camera_output_through_a_genicam_node_map(io_camera):
@@ -211,3 +212,48 @@ def test_an_output_whose_actuation_fails_but_heartbeat_works_alarms_once(caplog)
     assert sum("ALARM output flaky failed" in m for m in msgs) == 1
     assert sum("works again" in m for m in msgs) == 1
     assert errors == ["actuate"] * 5 and [p.seq for p in rec.parts] == [9]
+
+
+def test_csv_keeps_whole_rows_repairs_a_torn_one_and_rotates(tmp_path):
+    path = tmp_path / "d.csv"
+    with CsvOutput(path) as out:
+        out.actuate(part(0, "good"))
+        first_run = out.run_id
+    with open(path, "ab") as f:
+        f.write(b"run,2026-12-02T00:00,1,3,re")  # a crash mid-row (power cut)
+    with CsvOutput(path) as out:
+        out.actuate(part(1))
+        assert out.run_id != first_run
+    rows = read_decisions(path)
+    assert [r["seq"] for r in rows] == ["0", "1"] and [r["run_id"] for r in rows] == [first_run, out.run_id]
+    assert all(r["wall_time"].endswith("+00:00") for r in rows)
+    # size rotation: a new file past rotate_mb, the old one kept beside it with a time stamp
+    with CsvOutput(path, rotate_mb=1e-4) as out:  # 100 bytes
+        for i in range(2, 5):
+            out.actuate(part(i))
+    rotated = sorted(tmp_path.glob("d.*.csv"))
+    assert rotated and all(p.read_text().startswith("run_id,") for p in rotated + [path])
+    seqs = sorted(int(r["seq"]) for p in rotated + [path] for r in read_decisions(p))
+    assert seqs == [0, 1, 2, 3, 4]  # nothing lost across files
+    # an old file with other columns is rotated away, not appended to
+    old = tmp_path / "old.csv"
+    old.write_text("seq,verdict\n1,good\n")
+    with CsvOutput(old) as out:
+        out.actuate(part(9))
+    assert read_decisions(old)[0]["seq"] == "9" and len(list(tmp_path.glob("old.*.csv"))) == 1
+
+
+def test_csv_on_a_full_disk_fails_the_output_and_leaves_whole_rows(tmp_path):
+    # /dev/full answers every write with ENOSPC: the real errno of a full disk
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    out = CsvOutput(tmp_path / "d.csv")
+    with out:
+        out.actuate(part(0))
+        os.dup2(os.open("/dev/full", os.O_WRONLY), out._fd)  # the disk fills up under the open file
+        with pytest.raises(OutputError, match="could not write a decision row.*No space left"):
+            out.actuate(part(1))
+    assert [r["seq"] for r in read_decisions(tmp_path / "d.csv")] == ["0"]
+    assert (tmp_path / "d.csv").read_text().endswith("\n")
