@@ -257,3 +257,19 @@ def test_csv_on_a_full_disk_fails_the_output_and_leaves_whole_rows(tmp_path):
             out.actuate(part(1))
     assert [r["seq"] for r in read_decisions(tmp_path / "d.csv")] == ["0"]
     assert (tmp_path / "d.csv").read_text().endswith("\n")
+
+
+def test_a_port_that_is_not_modbus_is_refused_at_open():
+    # An HTTP server where the PLC should be: TCP connects, Modbus does not answer.
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = ModbusOutput(port=server.server_address[1], command_register=0, heartbeat_register=10, timeout_s=0.3)
+        with pytest.raises(PlcError, match="does not answer Modbus TCP"):
+            out.open()
+    finally:
+        server.shutdown()
+        server.server_close()

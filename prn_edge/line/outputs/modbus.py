@@ -113,9 +113,29 @@ class ModbusOutput(RejectOutput):
                 pass
             raise PlcError(f"cannot connect to the PLC at {self.host}:{self.port} ({why}); check its address, "
                            "port and network, and that Modbus TCP is enabled")
+        self._probe(client)
         self._client = client
         self._backoff = self.backoff_min
         return client
+
+    def _probe(self, client) -> None:
+        """A TCP port that accepts is not yet a PLC: one read round trip proves the peer speaks Modbus (an
+        exception reply, e.g. for a register it does not map, still does)."""
+        try:
+            rr = client.read_holding_registers(self.command_register, count=1, device_id=self.device_id)
+            speaks = rr is not None and (not rr.isError() or hasattr(rr, "exception_code"))
+            why = "" if speaks else f"no valid reply: {rr}"
+        except Exception as e:
+            speaks, why = False, f"{e.__class__.__name__}: {e}"
+        if not speaks:
+            try:
+                client.close()
+            except Exception:
+                pass
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            raise PlcError(f"{self.host}:{self.port} accepts connections but does not answer Modbus TCP ({why}); "
+                           "check that this is the PLC's Modbus port (502 by default), not another service")
 
     def _call(self, what: str, fn: Callable[[object], object]) -> None:
         with self._lock:
