@@ -127,7 +127,8 @@ def cmd_threshold(args) -> int:
     from .calibrate.threshold import retune_threshold
 
     r = retune_threshold(Path(args.artefact), Path(args.good), Path(args.output),
-                         Path(args.defects) if args.defects else None, args.quantile, args.margin, args.threads)
+                         Path(args.defects) if args.defects else None, args.quantile, args.margin, args.threads,
+                         force=args.force)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -140,7 +141,7 @@ def cmd_threshold(args) -> int:
                     f"{r['missed_defects']['new']} |")
     print("\n".join(rows))
     print(f"good scores {g['min']:.4f} .. {g['max']:.4f}" + (f"; defect scores {d['min']:.4f} .. {d['max']:.4f}" if d else "")
-          + f"\nrule: {r['rule']}\nwritten {r['output']}")
+          + f"\nrule: {r['rule']}\nwritten {r['output']}; score histogram {r['histogram']}")
     return 0
 
 
@@ -330,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=1.0, help="of the good scores (1.0 = the highest)")
     p.add_argument("--margin", type=float, default=0.1, help="x the artefact's score spread, above that quantile")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="accept a threshold that lets more of the given defects through")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_threshold)
 

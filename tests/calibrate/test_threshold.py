@@ -75,3 +75,31 @@ def test_bad_inputs_are_refused(line_parts, tmp_path):
         retune_threshold(tmp / "m.pt", good, tmp_path / "o.onnx")
     assert main(["threshold", str(tmp / "m.onnx"), "--good", str(good), "-o", str(tmp_path / "cli.onnx")]) == 0
     assert (tmp_path / "cli.onnx").is_file() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unfit_inputs_do_not_make_a_threshold(line_parts, tmp_path):
+    tmp, good, bad = line_parts
+    # one 1x1 black frame made the old tool accept almost every defect
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tiny / "x.png")
+    with pytest.raises(DataError, match="at least 10 good parts"):
+        retune_threshold(tmp / "m.onnx", tiny, tmp_path / "o.onnx")
+    for i in range(12):
+        Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tiny / f"{i}.png")
+    with pytest.raises(DataError, match=r"is 1x1, unlike the 64x64 frames"):
+        retune_threshold(tmp / "m.onnx", tiny, tmp_path / "o.onnx")
+    assert main(["threshold", str(tmp / "m.onnx"), "--good", str(tiny), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_threshold_that_lets_more_defects_through_needs_force(line_parts, tmp_path):
+    tmp, good, bad = line_parts
+    # "good" parts that are really the defective ones: the new threshold lands above the defects
+    with pytest.raises(ConfigError, match=r"would let through 12 of 12 given defects.*pass --force"):
+        retune_threshold(tmp / "m.onnx", bad, tmp_path / "o.onnx", defects=bad, quantile=1.0, margin=0.5)
+    assert not (tmp_path / "o.onnx").exists()
+    r = retune_threshold(tmp / "m.onnx", bad, tmp_path / "o.onnx", defects=bad, margin=0.5, force=True)
+    assert r["missed_defects"]["new"] > r["missed_defects"]["previous"]
+    png = tmp_path / "o.threshold.png"
+    assert r["histogram"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
