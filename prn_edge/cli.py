@@ -154,7 +154,7 @@ def cmd_build(args) -> int:
                            hardware_compat=args.hardware_compat,
                            batch_profile=tuple(int(v) for v in args.batch_profile.split(",")) if args.batch_profile else None,
                            calibration=Path(args.calibration) if args.calibration else None,
-                           implicit_int8=args.implicit_int8)
+                           implicit_int8=args.implicit_int8, allow_failed_gate=args.allow_failed_gate)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -174,7 +174,8 @@ def cmd_bench(args) -> int:
         from .data.synth.textures import builtin_textures
 
         images = builtin_textures(256)[:32]  # real photos shipped offline, not zeros
-    arts = [Artefact(Path(a.split("=", 1)[-1]), a.split("=", 1)[0] if "=" in a else Path(a).name) for a in args.artefacts]
+    arts = [Artefact(Path(a.split("=", 1)[-1]), a.split("=", 1)[0] if "=" in a else Path(a).name,
+                     allow_failed_gate=args.allow_failed_gate) for a in args.artefacts]
     report = run_bench(arts, images, batches=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
                        rounds=args.rounds,
                        progress=not args.quiet)
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-profile", metavar="MIN,OPT,MAX", help="optimization profile for a dynamic-batch ONNX")
     p.add_argument("--calibration", help="calibration run folder (implicit INT8 on TensorRT <= 10)")
     p.add_argument("--implicit-int8", action="store_true")
+    p.add_argument("--allow-failed-gate", action="store_true",
+                   help="build an INT8 ONNX whose calibration run failed its accuracy gate")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="throughput of artefacts side by side (first = agreement reference)")
@@ -360,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--images", help="folder of real images (default: photos bundled with scikit-image)")
     p.add_argument("--json", help="write JSON, plus .md table and .png latency plot beside it")
+    p.add_argument("--allow-failed-gate", action="store_true",
+                   help="measure INT8 artefacts whose calibration failed its accuracy gate too")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 

@@ -19,6 +19,7 @@ class Artefact:
     path: Path
     label: str
     backend: str = "auto"
+    allow_failed_gate: bool = False
 
 
 def percentiles(ms: np.ndarray) -> dict:
@@ -54,7 +55,8 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
     with ExitStack() as stack:
         engines = []
         for art in artefacts:
-            eng = stack.enter_context(open_engine(art.path, backend=art.backend, threads=threads))
+            eng = stack.enter_context(open_engine(art.path, backend=art.backend, threads=threads,
+                                                            allow_failed_gate=art.allow_failed_gate))
             spec = eng.input_spec
             frames = rgb_to_frames(images, spec)
             # agreement on the same frames, batch by batch as the engine likes them

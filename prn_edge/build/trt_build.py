@@ -200,7 +200,8 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
                  timing_cache: Optional[str | Path] = None, batch_profile: Optional[Sequence[int]] = None,
                  dla_core: Optional[int] = None, version_compatible: bool = False,
                  hardware_compat: Optional[str] = None, calibration: Optional[str | Path] = None,
-                 implicit_int8: bool = False, log: Callable[[str], None] = print, device: int = 0) -> dict:
+                 implicit_int8: bool = False, log: Callable[[str], None] = print, device: int = 0,
+                 allow_failed_gate: bool = False) -> dict:
     """Build a TensorRT engine of an exported PRN ONNX at `out_engine` (+ manifest NAME.json); return a summary.
 
     precision: "fp32" | "fp16" | "int8" | "best" (fp16 plus int8 where the ONNX is Q/DQ or implicit_int8).
@@ -225,6 +226,10 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     elif is_calibration_run(onnx_path.parent):
         run_dir = onnx_path.parent
     model, props, meta = _load_onnx(onnx_path)
+    if meta.get("accuracy_gate") == "failed" and not allow_failed_gate:
+        raise BuildError(f"{onnx_path} comes from calibration run {meta.get('calibration_run', '?')!r}, which FAILED its "
+                         "accuracy gate (see its manifest.json); build the FP32 model, calibrate again, or pass "
+                         "--allow-failed-gate")
     spec = meta["input_spec"]
     qdq = has_qdq(model)
     if qdq:

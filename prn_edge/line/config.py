@@ -41,6 +41,7 @@ class EngineConfig:
     # share_wait_s of each other run as one batch of at most share_max_batch frames (0 = one per line).
     share_wait_s: float = 0.002
     share_max_batch: int = 0
+    allow_failed_gate: bool = False  # run an INT8 artefact whose calibration failed its accuracy gate
 
 
 @dataclass

@@ -87,7 +87,8 @@ def build_engine(cfg: LineConfig) -> Any:
     except ImportError as e:
         raise LineConfigError(f"the inference runtime (prn_edge.runtime) cannot be imported: {e}") from None
     opts = {"threads": cfg.engine.threads} if cfg.engine.threads else {}
-    return open_engine(cfg.engine.path, backend=cfg.engine.backend, **opts)
+    return open_engine(cfg.engine.path, backend=cfg.engine.backend, allow_failed_gate=cfg.engine.allow_failed_gate,
+                       **opts)
 
 
 def loop_options(cfg: LineConfig) -> LoopOptions:

@@ -183,7 +183,7 @@ class DistanceMap(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def distance(self, distances: list[torch.Tensor]) -> torch.Tensor:
-        """(N, 1, S, S) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.residual_and_distance,
+        """(N, 1, S, S) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.forward,
         ~1 on normals at every scale), averaged over `scales`."""
         # A fixed scale factor (the scale's stride), not a target size: the exported Resize then needs no Shape
         # arithmetic and every dimension stays static.
@@ -258,7 +258,7 @@ class PRN(nn.Module):
         xs, distances = [], []
         for i, s in enumerate(HEAD_SCALES):
             f = feats[s]
-            residual, dist = self.prototypes[i].residual_and_distance(f)
+            residual, dist = self.prototypes[i](f)
             distances.append(dist)
             xs.append(self.msa[i](self.inputs[i](torch.cat([f, residual], 1))))
         s4, s8, s16 = self.fusion(xs)
@@ -288,8 +288,7 @@ class PRN(nn.Module):
         d = []
         for x in images:
             feats = self.encode(x)
-            d.append(self.distance.distance([p.residual_and_distance(feats[s])[1]
-                                             for p, s in zip(self.prototypes, HEAD_SCALES)]))
+            d.append(self.distance.distance([p(feats[s])[1] for p, s in zip(self.prototypes, HEAD_SCALES)]))
         return self.distance.calibrate(torch.cat(d))
 
     @torch.no_grad()

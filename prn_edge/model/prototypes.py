@@ -119,15 +119,13 @@ class ScalePrototypes(nn.Module):
     def forward_raw(self, f: torch.Tensor) -> torch.Tensor:
         return (f - self.nearest(f)) ** 2
 
-    def residual_and_distance(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scaled residual (what `forward` returns) and a distance map (N, 1, H, W) in the same units (mean
-        ~1 on normals): the nearest-neighbour distance per position in patch mode, a min of smooth functions
-        and so stable between backends; the residual's channel mean in image mode, whose distance is per image."""
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the scaled residual (f - nearest)^2, normalized to mean 1 on normals; a distance map (N, 1, H, W) in
+        the same units): the nearest-neighbour distance per position in patch mode, a min of smooth functions
+        and so stable between backends; the residual's channel mean in image mode, whose distance is per image.
+        One module call, so the exported nodes keep the /prototypes.<i>/ scope that calibration relies on."""
         near, dist = self._nearest(f)
         residual = (f - near) ** 2 * self.res_scale
         if self.mode == "image":
             return residual, residual.mean(1, keepdim=True)
         return residual, dist * (self.res_scale / self.channels)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.forward_raw(f) * self.res_scale

@@ -24,11 +24,13 @@ def backend_for(path: str | Path) -> str:
     return BACKENDS[suffix]
 
 
-def open_engine(path_or_ckpt: str | Path, backend: str = "auto", **opts) -> Engine:
+def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_gate: bool = False,
+                **opts) -> Engine:
     """An (inactive) Engine for an artefact; activate it with `with ... as engine:` or `.activate()`.
 
     backend "auto" picks by suffix: .onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt.
     opts go to the backend (e.g. threads, providers, channel_order, input_hw, use_cuda_graph).
+    An INT8 artefact whose calibration run failed its accuracy gate is refused unless allow_failed_gate.
     """
     path = Path(path_or_ckpt)
     name = backend_for(path) if backend == "auto" else backend
@@ -36,14 +38,25 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", **opts) -> Engi
         raise EngineError(f"{path} does not exist; give an exported .onnx, a checkpoint .pt or a built .engine")
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeEngine
-        return OnnxRuntimeEngine(path, **opts)
-    if name == "torch":
+        engine: Engine = OnnxRuntimeEngine(path, **opts)
+    elif name == "torch":
         from .torch_backend import TorchEngine
-        return TorchEngine(path, **opts)
-    if name == "tensorrt":
+        engine = TorchEngine(path, **opts)
+    elif name == "tensorrt":
         from .tensorrt_backend import TensorRTEngine
-        return TensorRTEngine(path, **opts)
-    raise EngineError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime', 'torch' or 'tensorrt'")
+        engine = TensorRTEngine(path, **opts)
+    else:
+        raise EngineError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime', 'torch' or 'tensorrt'")
+    check_gate(engine.metadata, path, allow_failed_gate)
+    return engine
+
+
+def check_gate(metadata: dict, path: Path, allow_failed: bool) -> None:
+    """Refuse an artefact from a calibration run whose accuracy gate failed (marked in its metadata)."""
+    if metadata.get("accuracy_gate") == "failed" and not allow_failed:
+        raise EngineError(f"{path} comes from calibration run {metadata.get('calibration_run', '?')!r}, which FAILED "
+                          "its accuracy gate (see its manifest.json); use the FP32 model, calibrate again, or allow "
+                          "it explicitly (engine.allow_failed_gate: true / --allow-failed-gate)")
 
 
 __all__ = ["Engine", "EngineError", "InferResult", "STAGES", "open_engine", "backend_for", "BACKENDS"]

@@ -99,3 +99,20 @@ def test_a_run_name_cannot_leave_the_root(trained, tmp_path, run):
     with pytest.raises(ConfigError, match="one folder name"):
         calibrate(ckpt, data, run, root=root, log=lambda m: None)
     assert (tmp_path / "escape" / "keep.txt").read_text() == "x" and list(root.iterdir()) == []
+
+
+def test_a_failed_gate_is_marked_and_refused_downstream(trained, tmp_path):
+    # A gate nothing can pass (agreement above 1): the run still writes its best attempt, marked as failed.
+    from prn_edge.cli import main
+    from prn_edge.runtime import EngineError, open_engine
+
+    ckpt, data = trained
+    report = calibrate(ckpt, data, "strict", root=tmp_path, log=lambda m: None,
+                       options=CalibrationOptions(size=8, max_attempts=1, min_decision_agreement=1.01))
+    int8 = tmp_path / "strict" / "model.int8.onnx"
+    assert not report["passed"] and read_metadata(int8)["accuracy_gate"] == "failed"
+    with pytest.raises(EngineError, match="FAILED its accuracy gate"):
+        open_engine(int8)
+    assert open_engine(int8, allow_failed_gate=True).metadata["accuracy_gate"] == "failed"
+    assert main(["bench", str(int8), "--iters", "2", "--rounds", "1", "--quiet"]) == 2
+    assert read_metadata(tmp_path / "strict" / "model.fp32.onnx").get("accuracy_gate") is None  # FP32 untouched

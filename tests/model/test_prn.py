@@ -33,8 +33,8 @@ def test_nearest_prototype_matches_brute_force(mode):
     assert torch.allclose(got, want)
     # residual of a prototype itself is zero; of normals it is normalized to mean one
     p0 = proto.protos[0].reshape(1, 5, 4, 4) if mode == "image" else proto.protos[0].view(1, 5, 1, 1).expand(1, 5, 4, 4)
-    assert proto(p0.contiguous()).abs().max() < 1e-5
-    assert abs(float(proto(normals).mean()) - 1.0) < 1e-3
+    assert proto(p0.contiguous())[0].abs().max() < 1e-5
+    assert abs(float(proto(normals)[0].mean()) - 1.0) < 1e-3
 
 
 @pytest.mark.parametrize("mode", ["image", "patch"])
