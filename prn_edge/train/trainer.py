@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, SynthConfig
+from ..config import Config, SynthConfig, make_config
 from ..data.dataset import Category, Sample, load_category, load_fitted, load_pair
 from ..data.images import read_mask
 from ..data.synth.anomalies import AnomalyGenerator
@@ -254,9 +254,41 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history, "best_metric": best[0],
                 "best_step": best[1], "torch_rng": torch.get_rng_state()})
     bar.close()
+    if "real" in val_sets and cfg.model.distance_fusion != "none":
+        choose_fusion(model, Path(out), val_sets["real"], log)
     seconds = time.time() - t0
     best_v = best[2] if best[2] is not None else next(h for h in history if h["step"] == best[1])
     return TrainResult(Path(out), best[1], best_v, seconds, tc.steps, cat.name)
+
+
+def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] = print) -> dict:
+    """With held-out real defects, keep the distance map only if it finds them better than the decoder alone.
+
+    The distance map is there for appearances the decoder never learned; when real defects were shown in
+    training, the decoder may already know them better, and the distance then only adds the normal variation
+    of the material to every score. Real validation decides; the checkpoint is re-written with the choice and
+    the thresholds of the chosen map. Without real defects (zero-shot) the fusion stays.
+    """
+    state = read_checkpoint(ckpt)
+    model.load_state_dict(state["model"], strict=False)
+    cfg = make_config(state["config"]["variant"], {k: v for k, v in state["config"].items() if k != "variant"})
+    scores = {}
+    for mode in ("max", "none"):
+        model.cfg.distance_fusion = mode
+        v = validate(model, *real_val)
+        scores[mode] = (0.5 * (v["image_auroc"] + v["pixel_ap"]), v)
+    chosen = max(scores, key=lambda m: (scores[m][0], m == "max"))  # a tie keeps the fusion
+    model.cfg.distance_fusion = chosen
+    meta = dict(state["meta"])
+    meta["fusion_choice"] = {"chosen": chosen, **{m: {"selection_metric": s, "image_auroc": v["image_auroc"],
+                                                       "pixel_ap": v["pixel_ap"]} for m, (s, v) in scores.items()}}
+    log(f"distance map on held-out real defects: fused {scores['max'][0]:.4f}, decoder alone {scores['none'][0]:.4f} "
+        f"-> {'kept' if chosen == 'max' else 'left out'}")
+    if chosen != cfg.model.distance_fusion:
+        cfg.model.distance_fusion = chosen
+        meta.update(_decision({"source": "real", "real": scores[chosen][1]}))
+    save_checkpoint(ckpt, model, cfg, meta)
+    return meta["fusion_choice"]
 
 
 def _decision(v: dict) -> dict:

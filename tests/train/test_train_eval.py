@@ -122,7 +122,15 @@ def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, 
     assert len(meta["shots"]) == 6 and not set(meta["shots"]) & set(meta["validation_shots"])
     best = next(h for h in meta["history"] if h["step"] == meta["best_step"])
     assert best["source"] == "real" and set(best) >= {"real", "synthetic"}
-    assert meta["image_threshold"] == best["real"]["image_threshold"]  # thresholds from the real defects
+    # the distance map is kept only if it finds the held-out real defects at least as well as the decoder alone;
+    # the thresholds are those of the chosen map on the real defects
+    choice = meta["fusion_choice"]
+    assert choice["chosen"] == max(("max", "none"), key=lambda m: (choice[m]["selection_metric"], m == "max"))
+    assert read_checkpoint(out)["config"]["model"]["distance_fusion"] == choice["chosen"]
+    if choice["chosen"] == "max":
+        assert meta["image_threshold"] == best["real"]["image_threshold"]
+    else:
+        assert meta["image_threshold"] != best["real"]["image_threshold"]
     js = tmp_path / "v.json"
     assert main(["eval", str(out), "--data", str(more_shots), "--json", str(js), "--quiet"]) == 0
     gap = json.loads(js.read_text())["validation_gap"]
