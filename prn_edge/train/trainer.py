@@ -281,7 +281,8 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
     model.cfg.distance_fusion = chosen
     meta = dict(state["meta"])
     meta["fusion_choice"] = {"chosen": chosen, **{m: {"selection_metric": s, "image_auroc": v["image_auroc"],
-                                                       "pixel_ap": v["pixel_ap"]} for m, (s, v) in scores.items()}}
+                                                       "pixel_ap": v["pixel_ap"], "image_threshold": v["image_threshold"]}
+                                                   for m, (s, v) in scores.items()}}
     log(f"distance map on held-out real defects: fused {scores['max'][0]:.4f}, decoder alone {scores['none'][0]:.4f} "
         f"-> {'kept' if chosen == 'max' else 'left out'}")
     if chosen != cfg.model.distance_fusion:
