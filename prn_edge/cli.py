@@ -117,7 +117,8 @@ def cmd_calibrate(args) -> int:
                               refit_prototypes=not args.no_refit_prototypes, keep_float=tuple(args.keep_float),
                               sensitivity=args.sensitivity,
                               max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
-                              input_format=args.input_format, channel_order=args.channel_order)
+                              input_format=args.input_format, channel_order=args.channel_order,
+                              force_data=args.force_data)
     report = calibrate(Path(args.checkpoint), Path(args.data), args.run, root=Path(args.root), options=opts,
                        threads=args.threads)
     return 0 if report["passed"] else 1
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-format", default="float", choices=["float", "uint8"])
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--force-data", action="store_true",
+                   help="calibrate although the data's training normals differ from the checkpoint's (loud warning)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("threshold", help="re-tune an artefact's image threshold on the line's own good parts")

@@ -44,6 +44,7 @@ class CalibrationOptions:
     input_format: str = "float"
     channel_order: str = "rgb"
     input_hw: Optional[tuple] = None
+    force_data: bool = False  # calibrate on data whose training normals differ from the checkpoint's
 
     def validate(self) -> "CalibrationOptions":
         if self.flavour not in FLAVOURS:
@@ -119,7 +120,8 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
     from ..train.checkpoint import load_model
     from ..data.dataset import load_pair
-    from ..train.trainer import load_normals, split_normals, split_shots, synth_foreground, validation_set
+    from ..train.trainer import (files_sha256, load_normals, split_normals, split_shots, synth_foreground,
+                                 validation_set)
 
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()
@@ -137,6 +139,13 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
         size = cfg.model.image_size
         cat = load_category(Path(data), seed=meta.get("data_seed", 0))
         fit_paths, val_paths = split_normals(cat, cfg.train)
+        recorded = meta.get("train_images_sha256")
+        if recorded and files_sha256(fit_paths + val_paths) != recorded:
+            if not o.force_data:
+                raise ConfigError(f"{data}: its training normals are not the ones {ckpt} was trained on (data hash "
+                                  "differs): calibrating on another category or another copy makes an INT8 model "
+                                  "for the wrong data. Give the training folder, or pass --force-data")
+            log(f"WARNING: {data} differs from the checkpoint's training data (hash); calibrating anyway (--force-data)")
         calib_paths = select_calibration_set(fit_paths, o.size, o.seed, cat.shots, o.defects)
 
         log(f"exporting {ckpt} to FP32 ONNX")

@@ -116,3 +116,23 @@ def test_a_failed_gate_is_marked_and_refused_downstream(trained, tmp_path):
     assert open_engine(int8, allow_failed_gate=True).metadata["accuracy_gate"] == "failed"
     assert main(["bench", str(int8), "--iters", "2", "--rounds", "1", "--quiet"]) == 2
     assert read_metadata(tmp_path / "strict" / "model.fp32.onnx").get("accuracy_gate") is None  # FP32 untouched
+
+
+def test_another_categorys_data_is_refused_unless_forced(trained, tmp_path):
+    import shutil
+
+    ckpt, data = trained
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    from prn_edge.data.images import read_image, write_image
+
+    victim = sorted((other / "train" / "good").glob("*.png"))[0]
+    img = read_image(victim)
+    img[0, 0] = 255 - img[0, 0]
+    write_image(victim, img)  # one pixel of one training image differs
+    with pytest.raises(ConfigError, match="not the ones .* was trained on"):
+        calibrate(ckpt, other, "wrong", root=tmp_path / "cal", log=lambda m: None)
+    logs = []
+    calibrate(ckpt, other, "forced", root=tmp_path / "cal", log=logs.append,
+              options=CalibrationOptions(size=8, max_attempts=1, force_data=True))
+    assert any("WARNING" in m and "--force-data" in m for m in logs)
