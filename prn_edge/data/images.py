@@ -86,14 +86,14 @@ def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def binarize_mask(data: np.ndarray) -> np.ndarray:
-    """Defect where a mask reaches half its type's range: masks of real datasets are often saved with JPEG-like
-    faint noise around 0 and 255. Label images (largest value 1..15, e.g. 0/1 masks) count any non-zero."""
+    """Defect where a mask reaches half of its own largest value: masks of real datasets are often saved with
+    JPEG-like faint noise around 0 and 255. Label images (largest value 1..15, e.g. 0/1 masks) count any non-zero."""
     top = float(data.max()) if data.size else 0.0
     if np.issubdtype(data.dtype, np.floating):
         return data >= (0.5 if top <= 1.0 else top / 2)
     if top <= 15:
         return data != 0
-    return data >= (int(np.iinfo(data.dtype).max) + 1) // 2
+    return data >= top / 2  # half of the mask's own white: 0/255 in 16 bits works too
 
 
 def _write(path: Path, data: np.ndarray) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,12 +22,18 @@ log = logging.getLogger(__name__)
 def stop_on_signals(lines: list):
     """SIGTERM (systemd, Docker) and SIGINT (Ctrl-C) stop every line gracefully: no new frames, the parts already
     imaged are decided (fail-safe where they cannot make it), outputs flushed, summary written. A second signal
-    only says so: the drain is bounded (each line's longest fire delay + 5 s), so the CSV and summary stay whole.
+    only says so: the drain is bounded (each line's longest fire delay + 5 s), so the CSV and summary stay whole;
+    a third ends the process at once (the way out of a stuck start-up).
     Records which signal stopped the run in `stopped_by`."""
     stopped_by: list[str] = []
 
     def handler(signum, _frame):
         name = signal.Signals(signum).name
+        if len(stopped_by) >= 2:  # a third signal: the operator means it (a stuck start-up or drain)
+            log.error("%s a third time: exiting now; parts in flight are not decided by this process", name)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if stopped_by:
             log.warning("%s again: already stopping; deciding the parts already seen (bounded drain)", name)
         else:

@@ -36,6 +36,7 @@ class EngineInput:
     width: int
     channels: int
     channel_order: str  # rgb | bgr | mono
+    fit: str = "stretch"  # the artefact's input policy (prn_edge.input_policy)
 
 
 def engine_input(engine: Any) -> EngineInput:
@@ -46,7 +47,7 @@ def engine_input(engine: Any) -> EngineInput:
     except (TypeError, ValueError):
         raise LineError(f"engine input_spec {spec!r} lacks height/width/channels; is this a prn_edge engine?") from None
     order = get("channel_order") or ("mono" if c == 1 else "rgb")
-    return EngineInput(h, w, c, str(order))
+    return EngineInput(h, w, c, str(order), str(get("fit") or "stretch"))
 
 
 def engine_threshold(engine: Any) -> float:

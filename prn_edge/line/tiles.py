@@ -135,6 +135,11 @@ class Preprocessor:
                     f"{r.width}x{r.height}: set region.roi to a {engine.width}x{engine.height} window, set "
                     "region.tiles: true to split it into model-size tiles, set region.resize: true, or set the "
                     "camera's width/height")
+            if engine.fit == "letterbox" and abs((r.width / r.height) / (engine.width / engine.height) - 1) > 0.01:
+                raise LineConfigError(
+                    f"the model keeps the aspect ratio (input policy letterbox) but region.resize would stretch the "
+                    f"{r.width}x{r.height} region to its {engine.width}x{engine.height} frames; export the model "
+                    f"with --input-size {r.height}x{r.width} (it letterboxes inside the graph) and drop region.resize")
             self.resize = True
 
     @property

@@ -5,6 +5,7 @@ generated on them), never on the test set.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -77,7 +78,8 @@ def split_shots(shots: list[Sample], tc) -> tuple[list[Sample], list[Sample]]:
     train_shots, val_shots = [], []
     for defect in sorted({s.defect for s in shots}):
         group = [s for s in shots if s.defect == defect]
-        n_val = 0 if tc.val_shots <= 0 or len(group) < 3 else max(1, int(round(tc.val_shots * len(group))))
+        n_val = 0 if tc.val_shots <= 0 or len(group) < 3 else min(len(group) - 1,
+                                                                  max(1, int(round(tc.val_shots * len(group)))))
         held = set(rng.permutation(len(group))[:n_val].tolist())
         train_shots += [s for i, s in enumerate(group) if i not in held]
         val_shots += [s for i, s in enumerate(group) if i in held]
@@ -168,6 +170,13 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     fit_imgs, fit_regions = load_normals(fit_paths, cfg, progress)
     val_imgs, val_regions = load_normals(val_paths, cfg)
     train_shots, val_shots = split_shots(cat.shots, tc)
+    real_val = [(s, *load_pair(s, size, cfg.model.input_policy)) for s in val_shots]
+    dropped = [s for s, _, m in real_val if not m.any()]
+    if dropped:  # a defect too small to survive the resize to the model input says nothing about the model
+        log(f"validation: {len(dropped)} held-out shots have no defect pixel at the model size and are not used: "
+            + ", ".join(Path(s.image).name for s in dropped[:5]))
+    real_val = [(s, img, m) for s, img, m in real_val if m.any()]
+    val_shots = [s for s, _, _ in real_val]
     shots = [load_pair(s, size, cfg.model.input_policy) for s in train_shots]
     textures = load_texture_dir(cfg.synth.texture_dir, size) if cfg.synth.texture_dir else None
     foreground = synth_foreground(cfg, cat)
@@ -208,8 +217,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     val_sets = {"synthetic": validation_set(val_imgs, val_regions, cfg.synth, size, shots, textures, foreground,
                                             tc.seed)}
     if val_shots:
-        val_sets["real"] = real_validation_set(val_imgs, [load_pair(s, size, cfg.model.input_policy)
-                                                          for s in val_shots])
+        val_sets["real"] = real_validation_set(val_imgs, [(img, m) for _, img, m in real_val])
     meta = {
         "category": cat.name, "data_root": str(cat.root), "image_size": size,
         "train_images_sha256": files_sha256(fit_paths + val_paths),
@@ -271,6 +279,7 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
     """
     state = read_checkpoint(ckpt)
     model.load_state_dict(state["model"], strict=False)
+    model.cfg = dataclasses.replace(model.cfg)  # the caller's config stays as it was
     cfg = make_config(state["config"]["variant"], {k: v for k, v in state["config"].items() if k != "variant"})
     scores = {}
     for mode in ("max", "none"):

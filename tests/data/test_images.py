@@ -82,3 +82,17 @@ def test_write_roundtrip_creates_folders(tmp_path):
     assert image_header(tmp_path / "a/b/img.png") == (24, 16, "RGB")
     with pytest.raises(DataError, match="uint8"):
         write_image(tmp_path / "f.png", rgb.astype(np.float32))
+
+
+def test_masks_binarize_at_half_their_own_white(tmp_path):
+    import cv2
+
+    m16 = np.zeros((8, 8), np.uint16)
+    m16[2:4, 2:4] = 255  # a 0/255 mask saved in 16 bits
+    cv2.imwrite(str(tmp_path / "m16.png"), m16)
+    assert read_mask(tmp_path / "m16.png", (8, 8)).sum() == 4
+    noisy = np.zeros((8, 8), np.uint8)
+    noisy[0, :] = 3  # JPEG-like noise around black
+    noisy[4:6, 4:6] = 250
+    cv2.imwrite(str(tmp_path / "noisy.png"), noisy)
+    assert read_mask(tmp_path / "noisy.png", (8, 8)).sum() == 4

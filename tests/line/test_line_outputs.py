@@ -273,3 +273,18 @@ def test_a_port_that_is_not_modbus_is_refused_at_open():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_failed_rotation_keeps_the_audit_trail_going(tmp_path, monkeypatch):
+    path = tmp_path / "d.csv"
+    out = CsvOutput(path, rotate_mb=1e-4)
+    with out:
+        out.actuate(part(0))
+
+        def gone(why):  # logrotate moved the file already
+            raise FileNotFoundError(path)
+
+        monkeypatch.setattr(out, "_rotate", gone)
+        for i in range(1, 4):
+            out.actuate(part(i))
+    assert [r["seq"] for r in read_decisions(path)] == ["0", "1", "2", "3"]

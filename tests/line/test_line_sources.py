@@ -208,3 +208,14 @@ def test_line_scan_by_length_and_by_trigger():
     assert parts[1].image.min() >= 3 and parts[1].image.max() <= 5
     with pytest.raises(LineConfigError, match="mode"):
         LineScanAssembler(Lines(1, 1), 4, mode="encoder")
+
+
+def test_region_resize_would_stretch_a_letterbox_model():
+    from prn_edge.line.engine import EngineInput
+    from prn_edge.line.tiles import Preprocessor
+
+    lb = EngineInput(64, 64, 3, "rgb", "letterbox")
+    with pytest.raises(LineConfigError, match="--input-size 100x200"):
+        Preprocessor((100, 200, 3), lb, resize=True)
+    assert Preprocessor((128, 128, 3), lb, resize=True).resize  # same aspect: a plain resize is the letterbox
+    assert Preprocessor((100, 200, 3), EngineInput(64, 64, 3, "rgb"), resize=True).resize

@@ -99,6 +99,8 @@ class CsvOutput(RejectOutput):
             self._append(_line(list(COLUMNS)))
 
     def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            self._open_file()  # an earlier reopen failed: try again, the row is not dropped silently
         try:
             n = os.write(self._fd, data)
             if n != len(data):
@@ -121,8 +123,14 @@ class CsvOutput(RejectOutput):
         today = datetime.now(timezone.utc).date()
         if (self.rotate_bytes and self._size >= self.rotate_bytes) or (self.rotate_daily and today != self._day):
             self.close()
-            self._rotate("size" if self.rotate_bytes and self._size >= self.rotate_bytes else "a new day")
-            self._open_file()
+            try:
+                self._rotate("size" if self.rotate_bytes and self._size >= self.rotate_bytes else "a new day")
+            except OSError as e:  # e.g. logrotate moved it already: keep writing where the path points
+                log.warning("%s: rotation failed (%s); continuing in the current file", self.path, e)
+            try:
+                self._open_file()
+            except OSError as e:
+                raise OutputError(f"cannot write decisions to {self.path}: {e}; check the folder") from None
         self._append(_line(_row(part, self.run_id)))
 
 
