@@ -180,10 +180,12 @@ class KnnReference:
 
 # --- one category ------------------------------------------------------------------------------------------------
 
-def _panel(out: Path, samples, images, maps_by_method: dict, masks, per_type: int = 2) -> None:
-    """overlays.png: for a few defects of every type, image | ground truth | each method's map (own scale)."""
+def _panel(out: Path, samples, maps_by_method: dict, masks, per_type: int = 2) -> None:
+    """overlays.png: for a few defects of every type, image | ground truth | each method's map (own scale).
+    Reads only the images it draws."""
     import cv2
 
+    from prn_edge.data.images import read_image
     from prn_edge.evaluate.overlay import overlay
 
     rows, chosen = [], {}
@@ -191,9 +193,9 @@ def _panel(out: Path, samples, images, maps_by_method: dict, masks, per_type: in
         if s.label and len(chosen.setdefault(s.defect, [])) < per_type:
             chosen[s.defect].append(i)
     for i in [i for idx in chosen.values() for i in idx] + [i for i, s in enumerate(samples) if not s.label][:1]:
-        tiles = []
+        tiles, image = [], read_image(samples[i].image)
         for name, maps in maps_by_method.items():
-            panel = overlay(images[i], maps[i], masks[i], None,
+            panel = overlay(image, maps[i], masks[i], None,
                             value_range=(float(np.percentile(maps[i], 1)), float(maps[i].max()) + 1e-6))
             w = panel.shape[1] // 4
             part = panel[:, 2 * w:3 * w] if tiles else panel[:, :3 * w]  # image, gt, map; then map only
@@ -252,10 +254,7 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
             entry["prn_decoder_only"] = evaluate_predictions(dscores, dmaps, labels, masks, types, seen)
             entry["prn_decoder_only"]["train_seconds"] = entry["prn"]["train_seconds"]
             maps_by_method["PRN decoder"] = dmaps
-    from prn_edge.data.images import read_image
-
-    originals = [read_image(s.image) for s in samples]
-    _panel(out / cat.name / "overlays.png", samples, originals, maps_by_method, masks)
+    _panel(out / cat.name / "overlays.png", samples, maps_by_method, masks)
     return entry
 
 

@@ -10,12 +10,17 @@ from prn_edge.train.checkpoint import read_checkpoint
 from prn_edge.train.trainer import normalize_score
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_dataset(root, seed=3, categories=["gravel"], n_train=24, n_test_good=6, n_test_defect=3, n_shots=4,
+def _gravel(tmp_path_factory, name: str, seed: int, n_shots: int):
+    """A tiny demo gravel category (64 px) with n_shots real defect shots over its seen types."""
+    root = tmp_path_factory.mktemp(name)
+    make_dataset(root, seed=seed, categories=["gravel"], n_train=24, n_test_good=6, n_test_defect=3, n_shots=n_shots,
                  size=64, progress=False)
     return root / "gravel"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return _gravel(tmp_path_factory, "demo", seed=3, n_shots=4)
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +110,7 @@ def test_info_json(capsys):
 
 @pytest.fixture(scope="module")
 def more_shots(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shots")
-    make_dataset(root, seed=4, categories=["gravel"], n_train=24, n_test_good=6, n_test_defect=3, n_shots=8,
-                 size=64, progress=False)
-    return root / "gravel"
+    return _gravel(tmp_path_factory, "shots", seed=4, n_shots=8)
 
 
 def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, tmp_path):
