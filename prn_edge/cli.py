@@ -202,11 +202,23 @@ def cmd_run(args) -> int:
         summaries = run_lines([Path(c) for c in args.config], duration_s=args.duration, max_parts=args.max_parts,
                               summary_json=args.summary_json)
         print(json.dumps(summaries, indent=2, default=str))
-        return 0 if all(s.get("undecided", 0) == 0 for s in summaries) else 1
+        return _run_exit_code(summaries)
     summary = run_line(Path(args.config[0]), duration_s=args.duration, max_parts=args.max_parts,
                        summary_json=args.summary_json)
     print(json.dumps(summary, indent=2, default=str))
-    return 0 if summary.get("undecided", 0) == 0 else 1
+    return _run_exit_code([summary])
+
+
+def _run_exit_code(summaries: list[dict]) -> int:
+    """1: some part undecided; 3: every part decided, but some command was lost (failed, stale, late, unknown:
+    `commands_lost` in the summary says which output); 0: neither."""
+    if any(s.get("undecided", 0) for s in summaries):
+        return 1
+    if any(s.get("commands_lost") for s in summaries):
+        print("prn-edge run: some reject commands did not reach their output in time: see commands_lost",
+              file=sys.stderr)
+        return 3
+    return 0
 
 
 def cmd_cameras(args) -> int:

@@ -157,7 +157,7 @@ class TimingConfig:
     heartbeat_s: float = 0.1
     watchdog_s: float = 1.0
     fire_tolerance_s: float = 0.01
-    stale_after_s: float = 1.0
+    stale_after_s: float = 0.05  # a command not delivered by fire time + this is dropped (stale), never sent late
     p99_window: int = 200  # recent engine calls in the p99 that decides 'too late already'
     p99_age_s: float = 1.0  # ... no older than this
     switch_interval_s: float = 0.0005  # Python thread switch interval while the line runs

@@ -59,6 +59,8 @@ class Part:
     t_fired: Optional[float] = None  # the first output's eject call started (the actuation itself)
     position: Optional[float] = None  # encoder count at capture (encoder-timed lines)
     eject_position: Optional[float] = None  # ... and at the ejector
+    t_valid: Optional[float] = None  # a command not delivered by then is stale (t_fire + the line's stale_after_s)
+    commands: dict = field(default_factory=dict)  # output name -> delivered | late | stale | failed | none | unknown
 
     @property
     def label(self) -> Optional[int]:

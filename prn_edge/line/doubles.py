@@ -84,10 +84,12 @@ class NullEngine(ScriptedEngine):
 
 
 class RecordingOutput(RejectOutput):
-    """TEST DOUBLE output: keeps every actuated part and heartbeat; `fail` makes it raise like a dead device."""
+    """TEST DOUBLE output: keeps every part it is given and every heartbeat; `fail` makes it raise like a dead
+    device. By default it records like the decisions CSV (an audit output: every part, after the actuators,
+    never dropped); audit=False makes it an actuator (a command that cannot be in time is dropped as stale)."""
 
-    def __init__(self, name: str = "recorder", at: str = "eject"):
-        self.name, self.at = name, at
+    def __init__(self, name: str = "recorder", at: str = "eject", audit: bool = True):
+        self.name, self.at, self.audit = name, at, audit
         self.parts: list[Part] = []
         self.times: list[float] = []
         self.heartbeats: list[int] = []

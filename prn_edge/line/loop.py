@@ -51,7 +51,7 @@ class LoopOptions:
     heartbeat_s: float = 0.1
     watchdog_s: float = 1.0
     fire_tolerance_s: float = 0.005
-    stale_after_s: float = 1.0
+    stale_after_s: float = 0.05  # a command not delivered this long after the part's fire time is dropped
     p99_window: int = 200  # engine calls in the p99 estimate
     p99_age_s: float = 1.0  # ... at most this old
     warmup: int = 3
@@ -75,7 +75,7 @@ class LoopOptions:
         for key in ("max_batch", "queue_size", "p99_window"):
             if getattr(self, key) < 1:
                 raise LineConfigError(f"{key}={getattr(self, key)} must be >= 1")
-        for key in ("grab_timeout_s", "heartbeat_s", "watchdog_s"):
+        for key in ("grab_timeout_s", "heartbeat_s", "watchdog_s", "stale_after_s"):
             if getattr(self, key) <= 0:
                 raise LineConfigError(f"{key}={getattr(self, key)} must be > 0")
         return self
@@ -98,7 +98,7 @@ class Line:
         self.evidence = evidence
         self.status = status
         self.outputs = OutputSet(outputs, self._on_output_error, self._on_actuated, self.opt.stale_after_s,
-                                 self.opt.output_spin_s)
+                                 self.opt.output_spin_s, on_outcome=self.metrics.on_command)
         self.timer = EngineTimer(self.opt.p99_window, max_age_s=self.opt.p99_age_s)
         self.watchdog = Watchdog(self.opt.watchdog_s)
         self.watchdog.extra.append(lambda: self.source.healthy)
@@ -196,7 +196,9 @@ class Line:
                   "undecided": self._seq - self._finals, "late_results_discarded": self.scheduler.late_results,
                   "dropped_frames": int(sum(self.metrics.value("prn_line_dropped_frames_total", reason=r)
                                             for r in ("stale", "source"))),
-                  "output_failing": self.outputs.failing})
+                  "output_failing": self.outputs.failing,
+                  "commands": {name: {k: n for k, n in c.items() if n} for name, c in self.outputs.outcomes.items()},
+                  "commands_lost": self.outputs.lost()})
         return s
 
     def _guard(self, fn) -> None:

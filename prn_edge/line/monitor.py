@@ -47,6 +47,8 @@ class LineMetrics:
                                      ["kind"], registry=r)
         self.output_errors = Counter("prn_line_output_errors", "Failed output calls", ["output", "call"],
                                      registry=r)
+        self.commands = Counter("prn_line_commands", "Commands by output and outcome (delivered, late, stale, "
+                                "failed, unknown, none)", ["output", "outcome"], registry=r)
         self.evidence_dropped = Counter("prn_line_evidence_dropped", "Evidence not written (writer busy)",
                                         registry=r)
         self.watchdog_trips = Counter("prn_line_watchdog_trips", "Times the heartbeat stopped", registry=r)
@@ -80,6 +82,9 @@ class LineMetrics:
         for stage, seconds in list(part.times.items()):  # other threads may still add to it
             if stage != "actuation":
                 (by_stage.get(stage) or self.stage.labels(stage)).observe(seconds)
+
+    def on_command(self, output: str, part: Part, outcome: str) -> None:
+        self.commands.labels(output, outcome).inc()
 
     def on_actuated(self, part: Part, t_start: float, t_done: float, fire_tolerance_s: float) -> bool:
         """Records the actuation stage; returns whether it was late (started after fire time + tolerance)."""

@@ -5,6 +5,56 @@ import asyncio
 import socket
 import threading
 import time
+from collections import deque
+
+MASK32 = 0xFFFFFFFF
+
+
+def _signed32(v: int) -> int:
+    v &= MASK32
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+class Ladder:
+    """The PLC program docs/plc.md asks for, run on every write the simulated PLC processes (in its own time):
+
+    - heartbeat block [counter, clock hi, clock lo]: keep offset = min over the last `window` beats of
+      (own clock ms - appliance clock ms); a write that waited in a buffer only ever makes the difference larger,
+      so the minimum stays the true offset plus the fastest delivery.
+    - command block [seq hi, seq lo, verdict, valid-until hi, lo], on a new seq: stale when the own encoder count
+      (encoder lines) or own clock (else, through the offset; no offset yet = stale) is past valid-until. A stale
+      command is ignored and counted; the part it named gets the PLC's default (divert).
+    """
+
+    def __init__(self, command_register: int = 0, heartbeat_register: int = 10, window: int = 50,
+                 encoder=None):
+        self.command_register, self.heartbeat_register = command_register, heartbeat_register
+        self.encoder = encoder  # callable -> the PLC's own encoder count (encoder-timed lines)
+        self._offsets: deque = deque(maxlen=window)
+        self._last_seq = None
+        self.acted: list[tuple[float, int, int]] = []  # (PLC time, seq, verdict) commands carried out
+        self.stale: list[tuple[float, int, int]] = []  # (PLC time, seq, ms or counts past valid-until)
+
+    def on_write(self, t: float, address: int, values: list) -> None:
+        own_ms = int(round(t * 1000))
+        if address == self.heartbeat_register and len(values) >= 3 and values[0]:
+            self._offsets.append(_signed32(own_ms - (values[1] << 16 | values[2])))
+        elif address == self.command_register and len(values) >= 5:
+            seq = values[0] << 16 | values[1]
+            if seq == self._last_seq:
+                return
+            self._last_seq = seq
+            valid = values[3] << 16 | values[4]
+            if self.encoder is not None:
+                past = _signed32(int(self.encoder()) - valid)
+            elif self._offsets:
+                past = _signed32(own_ms - (valid + min(self._offsets)))
+            else:
+                past = 1  # no appliance clock seen yet: cannot tell, so the command is not trusted
+            if past > 0:
+                self.stale.append((t, seq, past))
+            else:
+                self.acted.append((t, seq, values[2]))
 
 
 def free_port() -> int:
@@ -19,7 +69,8 @@ class SimulatedPlc:
     and the tests; stop() and start() keep the port, so a PLC can go down and come back."""
 
     def __init__(self, port: int | None = None, registers: int = 64, encoder_register: int = 20,
-                 belt_counts_per_s: float = 0.0):
+                 belt_counts_per_s: float = 0.0, command_register: int = 0, heartbeat_register: int = 10,
+                 ladder_by_encoder: bool = False):
         self.port = port or free_port()
         self.registers = registers
         self.writes: list[tuple[float, int, int, list]] = []
@@ -30,6 +81,8 @@ class SimulatedPlc:
         self.encoder_register = encoder_register
         self.belt = ClockEncoder(belt_counts_per_s)
         self.encoder_reads = 0
+        self.ladder = Ladder(command_register, heartbeat_register,
+                             encoder=self.encoder_count if ladder_by_encoder else None)
         self._loop = None
         self._thread = None
         self._server = None
@@ -42,7 +95,10 @@ class SimulatedPlc:
 
     async def _action(self, function_code, start_address, address, count, current, values):
         if values is not None:
-            self.writes.append((time.monotonic(), function_code, address, list(values)))
+            t = time.monotonic()
+            self.writes.append((t, function_code, address, list(values)))
+            if function_code == 16:
+                self.ladder.on_write(t, address, list(values))
         elif function_code == 4:  # input registers: the encoder counter is live
             c = self.encoder_count()
             for i, word in ((self.encoder_register, c >> 16), (self.encoder_register + 1, c & 0xFFFF)):
@@ -94,6 +150,11 @@ class SimulatedPlc:
         asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
         self._thread.join(5)
         self._thread = None
+
+    def stall(self, seconds: float) -> None:
+        """The PLC stops serving for a while (a long scan, a PLC busy with something else): its event loop blocks,
+        requests wait in its TCP buffer and are processed late, in a burst, when it resumes."""
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
 
     def register_writes(self, address: int) -> list[list[int]]:
         return [v for _, fc, a, v in self.writes if fc in (6, 16) and a == address]

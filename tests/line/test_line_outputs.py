@@ -43,13 +43,22 @@ def test_csv_appends_one_row_per_part_with_one_header(tmp_path):
 
 def test_modbus_reject_command_heartbeat_and_coil_pulse(modbus_server):
     out = ModbusOutput(port=modbus_server.port, command_register=0, heartbeat_register=10, coil=3, pulse_s=0.03)
+    parts = [part(70000), part(5, "good"), part(6, "recheck")]
+    parts[2].t_valid = parts[2].t_fire + 0.05
+    t0 = time.monotonic()
     with out:
-        out.actuate(part(70000))  # seq above 16 bits: high word 1, low word 4464
-        out.actuate(part(5, "good"))  # good parts write nothing
-        out.actuate(part(6, "recheck"))
+        out.actuate(parts[0])  # seq above 16 bits: high word 1, low word 4464
+        out.actuate(parts[1])  # good parts write nothing
+        out.actuate(parts[2])
         out.heartbeat(7)
-    assert modbus_server.register_writes(0) == [[1, 4464, 1], [0, 6, 2]]
-    assert modbus_server.register_writes(10) == [[7], [0]]  # the last count, then 0 (not healthy) at close
+    t1 = time.monotonic()
+    stamp = lambda t: [(round(t * 1000) >> 16) & 0xFFFF, round(t * 1000) & 0xFFFF]  # noqa: E731
+    # [seq hi, seq lo, verdict, valid-until hi, lo]: valid-until is t_valid (else t_fire) on the appliance clock
+    assert modbus_server.register_writes(0) == [[1, 4464, 1] + stamp(parts[0].t_fire),
+                                                [0, 6, 2] + stamp(parts[2].t_valid)]
+    beats = modbus_server.register_writes(10)  # [counter, clock hi, clock lo]: the count, then 0 at close
+    assert [b[0] for b in beats] == [7, 0]
+    assert all(round(t0 * 1000) <= (b[1] << 16 | b[2]) <= round(t1 * 1000) for b in beats)
     coil = modbus_server.coil_writes(3)
     assert [v for _, v in coil] == [True, False, True, False]
     assert coil[1][0] - coil[0][0] >= 0.03 and coil[3][0] - coil[2][0] >= 0.03
@@ -57,7 +66,9 @@ def test_modbus_reject_command_heartbeat_and_coil_pulse(modbus_server):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"coil": 1, "pulse_s": 0.005}, "at least 0.02 s"),
-    ({"heartbeat_register": 1}, "overlaps the command registers 0..2"),
+    ({"heartbeat_register": 1}, r"registers 1..3\) overlaps the command registers 0..4"),
+    ({"command_register": 12}, r"heartbeat_register=10 \(registers 10..12\) overlaps"),
+    ({"command_register": 65532}, "register blocks must lie within 0..65535"),
     ({"at": "now"}, r"at='now' is not allowed; choose one of \['eject', 'decision'\]"),
 ])
 def test_modbus_config_errors(kwargs, message):
@@ -109,10 +120,16 @@ def test_plc_down_and_back_while_the_line_runs(demo_category, truth, modbus_serv
     after = [v for ts, v in commands if ts > marks["up"]]
     assert before and after, "reject commands before the outage and after the PLC came back"
     rejected = {p.seq for p in rec.parts if p.decision.verdict == "reject"}
-    assert {hi << 16 | lo for hi, lo, code in before + after} <= rejected
-    beats = [(ts, v[0]) for ts, fc, a, v in modbus_server.writes if fc == 6 and a == 10]
+    assert {v[0] << 16 | v[1] for v in before + after} <= rejected
+    beats = [(ts, v[0]) for ts, fc, a, v in modbus_server.writes if fc == 16 and a == 10]
     assert any(ts > marks["up"] for ts, _ in beats) and all(v > 0 for _, v in beats[:-1])
     assert beats[-1][1] == 0  # 0 (not healthy) once the line stops
+    # Every reject needed a command: each has exactly one outcome, and the ones that did not arrive are counted
+    outcomes = [p.commands.get("modbus") for p in rec.parts if p.decision.verdict == "reject"]
+    assert None not in outcomes and outcomes.count("delivered") == len(before + after)
+    lost = summary["commands_lost"]["modbus"]
+    assert sum(lost.values()) == len(outcomes) - outcomes.count("delivered") > 0
+    assert set(lost) <= {"failed", "stale"} and summary["commands"]["modbus"]["none"] == 150 - len(outcomes)
 
 
 def test_camera_output_through_a_genicam_node_map(io_camera):

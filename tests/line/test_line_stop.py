@@ -73,7 +73,7 @@ def test_a_signal_stops_the_line_and_loses_nothing(tmp_path, demo_category, tiny
     assert summary["stopped_by"] == signals[0].name
     _check_whole(tmp_path / "cam" / "d.csv", summary)
     beats = modbus_server.register_writes(10)
-    assert len(beats) > 1 and beats[-1] == [0] and all(b[0] > 0 for b in beats[:-1])  # 0 only at the stop
+    assert len(beats) > 1 and beats[-1][0] == 0 and all(b[0] > 0 for b in beats[:-1])  # 0 only at the stop
 
 
 def test_sigterm_stops_every_camera_of_a_multi_line_process(tmp_path, demo_category, tiny_onnx, modbus_server):
@@ -89,3 +89,21 @@ def test_sigterm_stops_every_camera_of_a_multi_line_process(tmp_path, demo_categ
     for i, s in enumerate(summaries):
         assert s["stopped_by"] == "SIGTERM"
         _check_whole(tmp_path / f"cam{i}" / "d.csv", s)
+
+
+def test_a_run_whose_plc_never_got_its_commands_exits_3(tmp_path, demo_category, tiny_onnx, dead_port):
+    """Every part decided, but the PLC (never there) got none of its commands: not a success (exit 3), and the
+    summary and each CSV row say what became of the commands."""
+    cfg = _config(tmp_path / "cam", demo_category, tiny_onnx, dead_port)
+    data = yaml.safe_load(cfg.read_text())
+    data["source"]["conveyor"]["parts"] = 12
+    data["outputs"][1].update(write_good=True, require_at_start=False, timeout_s=0.05)  # every part needs one
+    cfg.write_text(yaml.safe_dump(data))
+    proc = _start([cfg], tmp_path / "s.json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-2000:]
+    assert "commands_lost" in err and "Traceback" not in err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["undecided"] == 0 and sum(summary["commands_lost"]["modbus"].values()) == 12
+    rows = read_decisions(tmp_path / "cam" / "d.csv")
+    assert len(rows) == 12 and all(r["commands"] in ("modbus=failed", "modbus=stale") for r in rows)

@@ -1,8 +1,15 @@
 """The reject-output contract and the worker thread that keeps a slow or dead output from delaying the others.
 
     with output:                       # connect / open files / configure camera lines
+        output.wants(part)             # whether this part needs a command at all (e.g. not for good parts)
         output.actuate(part)           # part.decision is final; may raise OutputError
         output.heartbeat(counter)      # 1..65535, never 0 (0 = appliance dead, the PLC rejects)
+
+Every command a part needs gets exactly one outcome per output, recorded in part.commands and counted:
+delivered (done before the part's t_valid), late (started in time, finished after: must stay 0), stale
+(could not start before t_valid: dropped, never sent late), failed (the call raised), unknown (the run ended
+first), none (the output had nothing to send). Audit outputs (the decisions CSV) write a part only once every
+other output has its outcome, so the audit trail says whether the PLC got the command.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Optional
 
 from ..decision import Part
 from ..errors import OutputError
@@ -21,9 +28,14 @@ log = logging.getLogger(__name__)
 WHEN = ("eject", "decision")  # actuate at the part's fire time, or as soon as it is decided (PLC owns timing)
 
 
+OUTCOMES = ("delivered", "late", "stale", "failed", "unknown", "none")
+LOST = ("late", "stale", "failed", "unknown")  # a command the part needed that did not arrive in time
+
+
 class RejectOutput(abc.ABC):
     name = "output"
     at = "eject"
+    audit = False  # records the outcomes of the other outputs (called after them, never dropped as stale)
 
     def __enter__(self) -> "RejectOutput":
         self.open()
@@ -37,6 +49,10 @@ class RejectOutput(abc.ABC):
 
     def close(self) -> None:
         pass
+
+    def wants(self, part: Part) -> bool:
+        """Whether the part needs a call to actuate at all (False: outcome "none", no call)."""
+        return True
 
     @abc.abstractmethod
     def actuate(self, part: Part) -> None:
@@ -53,17 +69,18 @@ class OutputWorker:
     a little ahead of time, and the worker times the call itself: it sleeps until spin_s before, then spins for
     the rest, so neither the scheduler's wake-up nor the hand-over between threads lands on the fire time.
 
-    Commands older than stale_after_s (a PLC that was down) are dropped: the part has passed, and while the
-    appliance could not reach the PLC the heartbeat stopped, so the PLC diverted on its own.
+    A command that cannot start before the part's t_valid (a PLC that was down or stalled) is dropped (stale):
+    the part has passed the ejector, and a command delivered late would act on the wrong part. Each command's
+    outcome goes to on_outcome(output name, part, outcome).
     """
 
     def __init__(self, output: RejectOutput, on_error: Callable[[str, str, Exception], None],
-                 on_done: Callable[[str, Part, float, float], None], stale_after_s: float = 1.0,
-                 spin_s: float = 0.0003):
+                 on_done: Callable[[str, Part, float, float], None],
+                 on_outcome: Optional[Callable[[str, Part, str], None]] = None, spin_s: float = 0.0003):
         self.output = output
         self._on_error = on_error
         self._on_done = on_done
-        self._stale = stale_after_s
+        self._outcome_cb = on_outcome
         self._spin = max(0.0, spin_s)
         self._q: deque = deque()
         self._cond = threading.Condition()
@@ -79,6 +96,13 @@ class OutputWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    def _on_outcome(self, name: str, part: Part, outcome: str) -> None:
+        if self._outcome_cb is not None:
+            try:
+                self._outcome_cb(name, part, outcome)
+            except Exception:  # bookkeeping must never stop the output's thread
+                log.exception("output %s: recording the outcome of part %s failed", name, part.seq)
 
     def submit(self, kind: str, payload, not_before: float = 0.0) -> None:
         """Queue a call; not_before (time.monotonic()) holds it, and the calls queued after it, until then."""
@@ -116,12 +140,22 @@ class OutputWorker:
             if not_before > 0:
                 self._wait_until(not_before)
             t0 = monotonic()
-            if kind == "actuate" and self._stale > 0 and t0 - max(t_sub, not_before) > self._stale:
-                self.stale += 1
-                continue
+            command = kind == "actuate" and not self.output.audit
+            if command:
+                try:
+                    wanted = self.output.wants(payload)
+                except Exception:  # a broken wants() errs on the side of sending
+                    wanted = True
+                if not wanted:
+                    self._on_outcome(self.output.name, payload, "none")
+                    continue
+                if payload.t_valid is not None and not t0 <= payload.t_valid:
+                    self.stale += 1
+                    self._on_outcome(self.output.name, payload, "stale")
+                    continue
             try:
-                if kind == "actuate":
-                    if not_before > 0 and payload.t_fired is None:
+                if kind in ("actuate", "audit"):
+                    if kind == "actuate" and not_before > 0 and payload.t_fired is None:
                         payload.t_fired = t0  # the eject actuation itself (the CSV row records this)
                     self.output.actuate(payload)
                 else:
@@ -130,18 +164,26 @@ class OutputWorker:
                 self.errors += 1
                 if not self._failing:
                     log.warning("ALARM output %s failed: %s", self.output.name, e)
-                self._failing.add(kind)
-                self._on_error(self.output.name, kind, e)
+                call = "actuate" if kind == "audit" else kind
+                self._failing.add(call)
+                self._on_error(self.output.name, call, e)
+                if kind != "heartbeat":
+                    self._on_outcome(self.output.name, payload, "failed")
                 continue
-            if kind == "actuate":
-                t1 = monotonic()
-            if kind in self._failing:
+            t1 = monotonic()
+            if command:
+                late = payload.t_valid is not None and not t1 <= payload.t_valid
+                self._on_outcome(self.output.name, payload, "late" if late else "delivered")
+            elif self.output.audit and kind != "heartbeat":
+                self._on_outcome(self.output.name, payload, "delivered")
+            call = "actuate" if kind == "audit" else kind
+            if call in self._failing:
                 # Only the kind of call that failed tells it works again: a dead actuator whose heartbeat
                 # still goes through is failing, not flapping.
-                self._failing.discard(kind)
+                self._failing.discard(call)
                 if not self._failing:
                     log.warning("output %s works again", self.output.name)
-            if kind == "actuate":
+            if kind == "actuate":  # an actuation at its fire time (audit outputs after the others: not timed)
                 self._on_done(self.output.name, payload, t0, t1)
 
 
@@ -157,17 +199,28 @@ def _set_timer_slack(ns: int = 1000) -> None:
 
 
 class OutputSet:
-    """All outputs of a line: opens them, routes each part to those that act at that moment."""
+    """All outputs of a line: opens them, routes each part to those that act at that moment, and hands it to the
+    audit outputs (the decisions CSV) once every other output has an outcome for it (not before its fire time).
+
+    A command that cannot be delivered by t_fire + stale_after_s is dropped as stale; on_outcome(output, part,
+    outcome) sees every outcome (metrics)."""
 
     def __init__(self, outputs: list[RejectOutput], on_error: Callable[[str, str, Exception], None],
-                 on_done: Callable[[str, Part, float, float], None], stale_after_s: float = 1.0,
-                 spin_s: float = 0.0003):
+                 on_done: Callable[[str, Part, float, float], None], stale_after_s: float = 0.05,
+                 spin_s: float = 0.0003, on_outcome: Optional[Callable[[str, Part, str], None]] = None):
         names = [o.name for o in outputs]
         if len(set(names)) != len(names):
             raise OutputError(f"output names {names} repeat; give each output its own name")
         self.outputs = outputs
-        self._workers = [OutputWorker(o, on_error, on_done, stale_after_s, spin_s) for o in outputs]
+        self.stale_after_s = stale_after_s
+        self._on_outcome_cb = on_outcome
+        self._workers = [OutputWorker(o, on_error, on_done, self._outcome, spin_s) for o in outputs]
+        self._actuators = [w for w in self._workers if not w.output.audit]
+        self._auditors = [w for w in self._workers if w.output.audit]
+        self._pending: dict[int, tuple[Part, set]] = {}  # id(part) -> (part, outputs still to report)
+        self._lock = threading.Lock()
         self._opened: list[RejectOutput] = []
+        self.outcomes: dict[str, dict[str, int]] = {o.name: {k: 0 for k in OUTCOMES} for o in outputs}
 
     def __enter__(self) -> "OutputSet":
         try:
@@ -182,7 +235,14 @@ class OutputSet:
         return self
 
     def __exit__(self, *exc) -> None:
-        for w in self._workers:
+        for w in self._actuators:
+            w.stop()
+        with self._lock:  # an output that did not finish in time: its commands' fate is unknown
+            left = list(self._pending.values())
+        for part, waiting in left:
+            for name in sorted(waiting):
+                self._outcome(name, part, "unknown")
+        for w in self._auditors:
             w.stop()
         self._close_opened()
 
@@ -197,10 +257,39 @@ class OutputSet:
     def dispatch(self, part: Part, when: str) -> None:
         """Hand the part to the outputs that act now ("decision") or at its fire time ("eject"; the scheduler
         may call this up to its fire lead early, each worker waits for part.t_fire itself)."""
+        part.t_valid = part.t_fire + self.stale_after_s  # at "eject" t_fire is final (an encoder line retimes it)
+        if when == "decision" and self._actuators and self._auditors:
+            with self._lock:
+                self._pending[id(part)] = (part, {w.output.name for w in self._actuators})
         not_before = part.t_fire if when == "eject" else 0.0
-        for w in self._workers:
+        for w in self._actuators if self._actuators else self._workers:
             if w.output.at == when:
                 w.submit("actuate", part, not_before)
+
+    def _outcome(self, name: str, part: Part, outcome: str) -> None:
+        part.commands.setdefault(name, outcome)
+        counts = self.outcomes.get(name)
+        if counts is not None:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        if self._on_outcome_cb is not None:
+            self._on_outcome_cb(name, part, outcome)
+        if not self._auditors or not self._actuators:
+            return
+        with self._lock:
+            entry = self._pending.get(id(part))
+            if entry is None or name not in entry[1]:
+                return
+            entry[1].discard(name)
+            if entry[1]:
+                return
+            del self._pending[id(part)]
+        for w in self._auditors:
+            w.submit("audit", part, part.t_fire)
+
+    def lost(self) -> dict[str, dict[str, int]]:
+        """Per output, the commands that did not arrive in time, by outcome (only outcomes that happened)."""
+        return {name: {k: n for k, n in counts.items() if k in LOST and n}
+                for name, counts in self.outcomes.items() if any(counts.get(k) for k in LOST)}
 
     def heartbeat(self, counter: int) -> None:
         for w in self._workers:

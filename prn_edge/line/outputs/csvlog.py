@@ -16,7 +16,8 @@ from .base import RejectOutput
 log = logging.getLogger("prn_edge.line.rejects")
 
 COLUMNS = ("run_id", "wall_time", "seq", "part_id", "frame_id", "verdict", "cause", "score", "normalized", "label",
-           "defect", "t_capture", "t_decided", "t_released", "t_fire", "t_fired", "position", "eject_position")
+           "defect", "t_capture", "t_decided", "t_released", "t_fire", "t_fired", "position", "eject_position",
+           "commands")
 
 
 def _row(part: Part, run_id: str) -> list:
@@ -27,7 +28,8 @@ def _row(part: Part, run_id: str) -> list:
             "" if part.frame_id is None else part.frame_id,
             d.verdict, d.cause, num(d.score), num(d.normalized), "" if part.label is None else part.label,
             part.defect or "", num(part.t_capture), num(d.t_decided), num(part.t_released),
-            num(part.t_fire), num(part.t_fired), num(part.position), num(part.eject_position)]
+            num(part.t_fire), num(part.t_fired), num(part.position), num(part.eject_position),
+            ";".join(f"{k}={v}" for k, v in sorted(part.commands.items()))]
 
 
 def _line(values: list) -> bytes:
@@ -43,11 +45,13 @@ class CsvOutput(RejectOutput):
     is cut back to the last whole row and reported as an output failure. A torn last row left by a crash or a
     power cut is dropped when the file is opened again. Every row carries the run id (sequence numbers restart
     at 0 each run) and a UTC wall-clock time. The file is rotated by size and by day (decisions.csv ->
-    decisions.<UTC time>.csv), and when its columns are from another version.
+    decisions.<UTC time>.csv), and when its columns are from another version. The `commands` column gives each
+    other output's outcome for the part (e.g. `modbus=delivered`, `modbus=stale`).
     """
 
     name = "csv"
     at = "eject"
+    audit = True  # written once the other outputs have their outcome: the row says whether the PLC got it
 
     def __init__(self, path: str | Path, name: str = "csv", rotate_mb: float = 100.0, rotate_daily: bool = True):
         self.path = Path(path)

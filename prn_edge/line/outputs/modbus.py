@@ -1,10 +1,18 @@
 """Reject commands to a PLC over Modbus TCP (pymodbus client).
 
-Holding registers from `command_register`: [seq high word, seq low word, verdict code] in one write, so the
-PLC sees a new command atomically and owns the valve timing (a coil pulse of a few ms can fall between two PLC
-scans). `heartbeat_register` gets a counter 1..65535 while the appliance is healthy; wire the PLC so that a
-counter that stops changing (or 0) diverts every part. Optionally a coil is pulsed for at least min_pulse_s.
-A dead PLC raises PlcError (counted and alarmed by the worker); reconnects back off up to backoff_max_s.
+The command block, holding registers from `command_register`, written in one request so the PLC sees a new
+command atomically and owns the valve timing (a coil pulse of a few ms can fall between two PLC scans):
+
+    +0 seq high word   +1 seq low word   +2 verdict (0 good, 1 reject, 2 recheck)
+    +3 valid-until high word   +4 valid-until low word
+
+valid-until says when the command is stale: the encoder count at the ejector on encoder-timed lines, else the
+appliance's clock in ms (32 bits, wrapping) at the part's fire time + stale_after_s. The heartbeat block from
+`heartbeat_register`: [counter 1..65535, clock high word, clock low word]; the counter is 0 when the appliance
+stops or is not healthy. A request that waited in a stalled PLC's TCP buffer arrives late and cannot be called
+back, so the PLC checks valid-until itself (docs/plc.md: what the ladder logic does). Optionally a coil is
+pulsed for at least min_pulse_s. A dead PLC raises PlcError (counted and alarmed by the worker); reconnects
+back off up to backoff_max_s.
 """
 from __future__ import annotations
 
@@ -19,6 +27,24 @@ from .base import WHEN, RejectOutput
 
 VERDICT_CODES = {GOOD: 0, REJECT: 1, RECHECK: 2}
 MIN_PULSE_S = 0.02  # a 2-10 ms PLC scan must see the coil high at least twice
+COMMAND_WORDS = 5  # seq (2), verdict, valid-until (2)
+HEARTBEAT_WORDS = 3  # counter, clock ms (2)
+
+
+def clock_ms(t: float | None = None) -> int:
+    """The appliance clock the PLC sees: time.monotonic() in ms, 32 bits (wraps every 49.7 days)."""
+    return int(round((time.monotonic() if t is None else t) * 1000)) & 0xFFFFFFFF
+
+
+def valid_until(part: Part) -> int:
+    """The command's stale stamp: the ejector's encoder count (encoder lines) or the appliance clock in ms."""
+    if part.eject_position is not None:
+        return int(round(part.eject_position)) & 0xFFFFFFFF
+    return clock_ms(part.t_valid if part.t_valid is not None else part.t_fire)
+
+
+def words32(v: int) -> list[int]:
+    return [(v >> 16) & 0xFFFF, v & 0xFFFF]
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +60,15 @@ class ModbusOutput(RejectOutput):
         if coil >= 0 and pulse_s < MIN_PULSE_S:
             raise LineConfigError(f"outputs.{name}.pulse_s={pulse_s}: at least {MIN_PULSE_S} s, or a PLC scan can "
                                   "miss the pulse; better, let the PLC time the valve from the command registers")
-        if not 0 <= command_register <= 65533 or not -1 <= heartbeat_register <= 65535:
-            raise LineConfigError(f"outputs.{name}: register addresses must be within 0..65535")
-        if heartbeat_register >= 0 and command_register <= heartbeat_register < command_register + 3:
-            raise LineConfigError(f"outputs.{name}.heartbeat_register={heartbeat_register} overlaps the command "
-                                  f"registers {command_register}..{command_register + 2}")
+        if not 0 <= command_register <= 65536 - COMMAND_WORDS or \
+                not -1 <= heartbeat_register <= 65536 - HEARTBEAT_WORDS:
+            raise LineConfigError(f"outputs.{name}: register blocks must lie within 0..65535 (command "
+                                  f"{COMMAND_WORDS} registers, heartbeat {HEARTBEAT_WORDS})")
+        if heartbeat_register >= 0 and heartbeat_register < command_register + COMMAND_WORDS and \
+                command_register < heartbeat_register + HEARTBEAT_WORDS:
+            raise LineConfigError(f"outputs.{name}.heartbeat_register={heartbeat_register} (registers "
+                                  f"{heartbeat_register}..{heartbeat_register + HEARTBEAT_WORDS - 1}) overlaps the "
+                                  f"command registers {command_register}..{command_register + COMMAND_WORDS - 1}")
         self.host, self.port, self.device_id = host, int(port), int(device_id)
         self.command_register, self.heartbeat_register = command_register, heartbeat_register
         self.coil, self.pulse_s = coil, pulse_s
@@ -74,8 +104,9 @@ class ModbusOutput(RejectOutput):
         count, whatever ended the run; then the connection goes."""
         if self.heartbeat_register >= 0:
             try:
+                words = [0] + words32(clock_ms())
                 self._call("heartbeat 0 at stop",
-                           lambda c: c.write_register(self.heartbeat_register, 0, device_id=self.device_id))
+                           lambda c: c.write_registers(self.heartbeat_register, words, device_id=self.device_id))
             except PlcError as e:
                 log.warning("%s: could not write heartbeat 0 at stop (%s); the PLC sees the count stop instead",
                             self.name, e)
@@ -151,12 +182,14 @@ class ModbusOutput(RejectOutput):
                                f"(device id {self.device_id})")
 
     # ------------------------------------------------------------ contract
+    def wants(self, part: Part) -> bool:
+        return part.decision.verdict != GOOD or self.write_good
+
     def actuate(self, part: Part) -> None:
         d = part.decision
-        if d.verdict == GOOD and not self.write_good:
+        if not self.wants(part):
             return
-        seq = part.seq & 0xFFFFFFFF
-        words = [seq >> 16, seq & 0xFFFF, VERDICT_CODES[d.verdict]]
+        words = words32(part.seq & 0xFFFFFFFF) + [VERDICT_CODES[d.verdict]] + words32(valid_until(part))
         self._call(f"reject command for part {part.seq}",
                    lambda c: c.write_registers(self.command_register, words, device_id=self.device_id))
         self.commands += 1
@@ -167,5 +200,6 @@ class ModbusOutput(RejectOutput):
 
     def heartbeat(self, counter: int) -> None:
         if self.heartbeat_register >= 0:
+            words = [counter] + words32(clock_ms())
             self._call("heartbeat",
-                       lambda c: c.write_register(self.heartbeat_register, counter, device_id=self.device_id))
+                       lambda c: c.write_registers(self.heartbeat_register, words, device_id=self.device_id))
