@@ -126,10 +126,13 @@ def test_plc_down_and_back_while_the_line_runs(demo_category, truth, modbus_serv
     assert beats[-1][1] == 0  # 0 (not healthy) once the line stops
     # Every reject needed a command: each has exactly one outcome, and the ones that did not arrive are counted
     outcomes = [p.commands.get("modbus") for p in rec.parts if p.decision.verdict == "reject"]
-    assert None not in outcomes and outcomes.count("delivered") == len(before + after)
+    assert None not in outcomes
+    arrived = outcomes.count("delivered") + outcomes.count("late")  # a failed call may still have been written
+    assert arrived <= len(before + after) <= arrived + outcomes.count("failed")
     lost = summary["commands_lost"]["modbus"]
     assert sum(lost.values()) == len(outcomes) - outcomes.count("delivered") > 0
-    assert set(lost) <= {"failed", "stale"} and summary["commands"]["modbus"]["none"] == 150 - len(outcomes)
+    assert lost.get("failed", 0) + lost.get("stale", 0) > 0 and summary["commands"]["modbus"]["none"] == \
+        150 - len(outcomes)
 
 
 def test_camera_output_through_a_genicam_node_map(io_camera):
