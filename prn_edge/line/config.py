@@ -171,6 +171,7 @@ class MonitorConfig:
     expose: bool = False
     evidence_dir: str = ""  # "" = no evidence on disk
     evidence_quota_mb: float = 100.0
+    evidence_reserve_mb: float = 200.0  # evidence never leaves less than this free on its disk (oldest go first)
     evidence_fail_safe: bool = False
     status_line: bool = True
 

@@ -126,7 +126,8 @@ def build_line(cfg: LineConfig, engine: Any = None, source: Optional[FrameSource
     engine = engine if engine is not None else build_engine(cfg)
     metrics = LineMetrics(cfg.name)
     m = cfg.monitor
-    evidence = (EvidenceStore(m.evidence_dir, int(m.evidence_quota_mb * (1 << 20)), m.evidence_fail_safe, metrics)
+    evidence = (EvidenceStore(m.evidence_dir, int(m.evidence_quota_mb * (1 << 20)), m.evidence_fail_safe, metrics,
+                              reserve_bytes=int(m.evidence_reserve_mb * (1 << 20)))
                 if m.evidence_dir else None)
     return Line(source, engine, outputs, budget, options, name=cfg.name, metrics=metrics, evidence=evidence,
                 status=status)

@@ -199,6 +199,8 @@ class Line:
                   "output_failing": self.outputs.failing,
                   "commands": {name: {k: n for k, n in c.items() if n} for name, c in self.outputs.outcomes.items()},
                   "commands_lost": self.outputs.lost()})
+        if self.evidence is not None:
+            s["evidence"] = self.evidence.summary()
         return s
 
     def _guard(self, fn) -> None:

@@ -51,6 +51,9 @@ class LineMetrics:
                                 "failed, unknown, none)", ["output", "outcome"], registry=r)
         self.evidence_dropped = Counter("prn_line_evidence_dropped", "Evidence not written (writer busy)",
                                         registry=r)
+        self.evidence_failed = Counter("prn_line_evidence_failed", "Evidence sets not written (reason: reserve = "
+                                       "the disk's free-space reserve, write = a write failed)", ["reason"],
+                                       registry=r)
         self.watchdog_trips = Counter("prn_line_watchdog_trips", "Times the heartbeat stopped", registry=r)
         self.stage = Histogram("prn_line_stage_seconds", "Per-part time in each stage", ["stage"],
                                buckets=STAGE_BUCKETS, registry=r)
@@ -137,19 +140,26 @@ def heat_overlay(image: np.ndarray, amap: Optional[np.ndarray], alpha: float = 0
 
 
 class EvidenceStore:
-    """Image, heat-map overlay and JSON of rejected parts, oldest deleted first to stay within quota_bytes.
+    """Image, heat-map overlay and JSON of rejected parts, oldest deleted first to stay within quota_bytes and to
+    keep reserve_bytes free on the disk (the decisions CSV and the system share it).
 
     Writing happens on a background thread; when it falls behind, evidence is dropped (counted), never the line.
+    A set is complete or absent: its files are encoded in memory, written under temporary names and renamed,
+    the JSON last; a failed write removes the set's files and is counted (`failed`, prn_line_evidence_failed).
     """
 
     SUFFIXES = (".png", "_overlay.png", ".json")
+    TMP = ".part"
 
     def __init__(self, folder: str | Path, quota_bytes: int = 100 << 20, fail_safe: bool = False,
-                 metrics: Optional[LineMetrics] = None, backlog: int = 16):
+                 metrics: Optional[LineMetrics] = None, backlog: int = 16, reserve_bytes: int = 200 << 20):
         if quota_bytes <= 0:
             raise LineConfigError("monitor.evidence_quota_mb must be > 0")
+        if reserve_bytes < 0:
+            raise LineConfigError("monitor.evidence_reserve_mb must be >= 0")
         self.folder = Path(folder)
         self.quota = int(quota_bytes)
+        self.reserve = int(reserve_bytes)
         self.fail_safe = fail_safe  # also keep fail-safe rejects that have an image
         self._metrics = metrics
         self._q: queue.Queue = queue.Queue(maxsize=backlog)
@@ -157,6 +167,8 @@ class EvidenceStore:
         self._ring: list[tuple[str, int]] = []  # (stem, bytes) oldest first
         self.used = 0
         self.written = 0
+        self.dropped = 0
+        self.failed: dict[str, int] = {"reserve": 0, "write": 0}
 
     def __enter__(self) -> "EvidenceStore":
         try:
@@ -164,8 +176,10 @@ class EvidenceStore:
         except OSError as e:
             raise LineConfigError(f"monitor.evidence_dir={str(self.folder)!r}: {e}") from None
         stems: dict[str, int] = {}
-        for p in self.folder.iterdir():
-            if p.suffix == ".json":
+        for p in list(self.folder.iterdir()):
+            if p.name.endswith(self.TMP):  # a set cut short by a crash or a full disk
+                p.unlink(missing_ok=True)
+            elif p.suffix == ".json":
                 stem = p.stem
                 stems[stem] = sum(q.stat().st_size for q in self._files(stem) if q.exists())
         self._ring = sorted(stems.items())  # stems start with a time stamp: sorted = oldest first
@@ -178,6 +192,10 @@ class EvidenceStore:
         self._q.put(None)
         if self._thread is not None:
             self._thread.join(10)
+
+    def summary(self) -> dict:
+        return {"written": self.written, "dropped_busy": self.dropped, "failed": dict(self.failed),
+                "bytes": self.used}
 
     def _files(self, stem: str) -> list[Path]:
         return [self.folder / (stem + s) for s in self.SUFFIXES]
@@ -197,6 +215,7 @@ class EvidenceStore:
         try:
             self._q.put_nowait((info, part.frame.image, part.amap))
         except queue.Full:
+            self.dropped += 1
             if self._metrics is not None:
                 self._metrics.evidence_dropped.inc()
 
@@ -207,28 +226,65 @@ class EvidenceStore:
                 return
             try:
                 self._write(*item)
-            except Exception as e:  # a full disk must not stop the line
-                log.warning("evidence not written: %s", e)
+            except Exception as e:  # anything else: still never the line
+                self._fail("write", e)
+
+    def _fail(self, reason: str, error) -> None:
+        self.failed[reason] += 1
+        if self._metrics is not None:
+            self._metrics.evidence_failed.labels(reason).inc()
+        if sum(self.failed.values()) in (1, 10, 100, 1000):
+            log.warning("ALARM evidence not written (%d so far): %s", sum(self.failed.values()), error)
+
+    def _free(self) -> int:
+        st = os.statvfs(self.folder)
+        return st.f_bavail * st.f_frsize
+
+    def _evict_oldest(self) -> None:
+        old, b = self._ring.pop(0)
+        for p in self._files(old):
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+        self.used -= b
 
     def _write(self, info: dict, image: np.ndarray, amap: Optional[np.ndarray]) -> None:
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{info['seq']:09d}_{info['verdict']}"
-        img_path, ov_path, js_path = self._files(stem)
         bgr = lambda a: a if a.shape[2] == 1 else a[..., ::-1]  # noqa: E731 - OpenCV writes BGR
-        cv2.imwrite(str(img_path), bgr(image))
-        cv2.imwrite(str(ov_path), heat_overlay(image, amap)[..., ::-1])
-        js_path.write_text(json.dumps(info, indent=1))
-        size = sum(p.stat().st_size for p in (img_path, ov_path, js_path))
+        blobs = []
+        for arr in (bgr(image), heat_overlay(image, amap)[..., ::-1]):
+            ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
+            if not ok:
+                self._fail("write", f"PNG encoding failed for part {info['seq']}")
+                return
+            blobs.append(buf.tobytes())
+        blobs.append(json.dumps(info, indent=1).encode())
+        size = sum(len(b) for b in blobs)
+        while self._ring and (self.used + size > self.quota or self._free() - size < self.reserve):
+            self._evict_oldest()
+        if self._free() - size < self.reserve:
+            self._fail("reserve", f"{self.folder}: less than {self.reserve >> 20} MiB would stay free")
+            return
+        paths = self._files(stem)
+        tmps = [p.with_name(p.name + self.TMP) for p in paths]
+        try:
+            for tmp, blob in zip(tmps, blobs):
+                with open(tmp, "wb") as f:
+                    f.write(blob)
+            for tmp, path in zip(tmps, paths):  # the JSON last: a set with its JSON is complete
+                os.replace(tmp, path)
+        except OSError as e:
+            for q in tmps + paths:
+                try:
+                    os.remove(q)
+                except OSError:
+                    pass
+            self._fail("write", e)
+            return
         self._ring.append((stem, size))
         self.used += size
         self.written += 1
-        while self.used > self.quota and len(self._ring) > 1:
-            old, b = self._ring.pop(0)
-            for p in self._files(old):
-                try:
-                    os.remove(p)
-                except FileNotFoundError:
-                    pass
-            self.used -= b
 
 
 class StatusLine:

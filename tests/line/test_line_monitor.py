@@ -3,11 +3,13 @@ quota, and the one-line status."""
 from __future__ import annotations
 
 import io
+import os
 import json
 import time
 import urllib.request
 
 import numpy as np
+import pytest
 
 from prn_edge.line.decision import Decision, Part
 from prn_edge.line.monitor import EvidenceStore, LineMetrics, StatusLine, heat_overlay
@@ -85,3 +87,70 @@ def test_overlay_and_status_line():
     text = out.getvalue()
     assert text.startswith("\rparts 10  5.0/s  rejects 3  fail-safe 1") and "ALARM" in text and text.endswith("\n")
     assert StatusLine(io.StringIO()).enabled is False  # not a terminal: silent
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs): full-disk behaviour without filling the machine's disk."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()}): needs root or CAP_SYS_ADMIN")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def big_reject(seq: int) -> Part:
+    p = reject(seq)
+    img = np.random.default_rng(seq).integers(0, 255, (256, 256, 3), dtype=np.uint8)  # ~200 kB as PNG
+    p.frame = Frame(img, seq, p.t_capture, label=1, defect="crack")
+    p.amap = None
+    return p
+
+
+def _free(path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _sets(folder) -> tuple[list[int], list[str]]:
+    names = sorted(f.name for f in folder.iterdir())
+    kept = sorted(json.loads((folder / n).read_text())["seq"] for n in names if n.endswith(".json"))
+    return kept, names
+
+
+def test_evidence_keeps_the_disk_reserve_free_by_dropping_the_oldest(small_disk):
+    reserve = 1 << 20
+    with EvidenceStore(small_disk, quota_bytes=100 << 20, reserve_bytes=reserve) as store:
+        for i in range(12):
+            store.submit(big_reject(i))
+            time.sleep(0.05)
+    kept, names = _sets(small_disk)
+    assert _free(small_disk) >= reserve and store.failed == {"reserve": 0, "write": 0}
+    assert kept == list(range(12 - len(kept), 12)) and 2 <= len(kept) < 12  # the newest, oldest evicted
+    assert len(names) == 3 * len(kept)  # complete sets only
+
+
+def test_evidence_on_a_full_disk_fails_counted_leaving_no_partial_sets(small_disk):
+    with open(small_disk / "filler", "wb") as f:  # something else filled the disk up to 300 kB before its end
+        f.write(b"\0" * ((2 << 20) - (300 << 10)))
+    metrics = LineMetrics("ev")
+    with EvidenceStore(small_disk, reserve_bytes=1 << 20, metrics=metrics) as store:
+        store.submit(big_reject(0))
+        time.sleep(0.2)
+    assert store.failed == {"reserve": 1, "write": 0} and store.written == 0
+    assert metrics.value("prn_line_evidence_failed_total", reason="reserve") == 1
+    with EvidenceStore(small_disk, reserve_bytes=0, metrics=metrics) as store:
+        # Another writer takes the space between the free-space check and the write: the check is told there is
+        # room (the only pretence here), the real file system answers ENOSPC part-way through a set.
+        store._free = lambda: 1 << 40
+        for i in range(1, 5):
+            store.submit(big_reject(i))
+            time.sleep(0.05)
+    assert store.failed["write"] >= 1 and store.written + store.failed["write"] == 4
+    kept, names = _sets(small_disk)
+    assert len(kept) == store.written and len(names) == 3 * len(kept) + 1  # + the filler: no partial set, no .part
+    assert metrics.value("prn_line_evidence_failed_total", reason="write") == store.failed["write"]
