@@ -24,6 +24,39 @@ def _ms(values: list[float]) -> dict:
             "max": round(float(a.max()), 3)}
 
 
+def tiny_onnx_model(category: str | Path, out_dir: str | Path) -> Path:
+    """A prn-tiny model whose prototypes are fitted on the category's train images (no training), exported with
+    uint8 RGB input at the images' size: a real ONNX Runtime engine for line tests and benchmarks in seconds."""
+    import torch
+
+    from ..config import make_config
+    from ..data.dataset import load_category
+    from ..data.images import read_image
+    from ..export.onnx_export import export_onnx
+    from ..model.prn import build_prn
+    from ..train.checkpoint import save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    cfg = make_config("prn-tiny")
+    train = load_category(Path(category), num_shots=0).train_good
+    model, info = build_prn(cfg.model, num_images=len(train))
+    images = np.stack([read_image(p) for p in train])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    model.fit_prototypes(x)
+    model.eval()
+    with torch.no_grad():
+        _, scores = model.predict(x)
+    meta = {"category": Path(category).name, "train_images_sha256": "0" * 64, "backbone": info,
+            "prototypes_sha256": "1" * 64, "image_threshold": float(scores.max()) + 1e-3, "pixel_threshold": 0.5,
+            "score_spread": 0.1}
+    save_checkpoint(out / "tiny.pt", model, cfg, meta)
+    export_onnx(out / "tiny.pt", out / "tiny.onnx", batch=None, input_format="uint8", channel_order="rgb",
+                input_hw=images.shape[1:3], lint_targets=())
+    return out / "tiny.onnx"
+
+
 def _camera(source: str, rate_hz: float, cti: str, dataset: Optional[str], parts: int) -> FrameSource:
     if source == "tlsimu":
         from .sources.genicam import GenicamSource

@@ -27,18 +27,22 @@ class Ladder:
     """
 
     def __init__(self, command_register: int = 0, heartbeat_register: int = 10, window: int = 50,
-                 encoder=None):
+                 encoder=None, on_event=None):
         self.command_register, self.heartbeat_register = command_register, heartbeat_register
         self.encoder = encoder  # callable -> the PLC's own encoder count (encoder-timed lines)
         self._offsets: deque = deque(maxlen=window)
         self._last_seq = None
+        self.on_event = on_event  # called with a dict per heartbeat and command (the PLC process logs them)
         self.acted: list[tuple[float, int, int]] = []  # (PLC time, seq, verdict) commands carried out
         self.stale: list[tuple[float, int, int]] = []  # (PLC time, seq, ms or counts past valid-until)
 
     def on_write(self, t: float, address: int, values: list) -> None:
         own_ms = int(round(t * 1000))
-        if address == self.heartbeat_register and len(values) >= 3 and values[0]:
-            self._offsets.append(_signed32(own_ms - (values[1] << 16 | values[2])))
+        if address == self.heartbeat_register and len(values) >= 3:
+            if values[0]:
+                self._offsets.append(_signed32(own_ms - (values[1] << 16 | values[2])))
+            if self.on_event is not None:
+                self.on_event({"t": t, "kind": "heartbeat", "counter": values[0]})
         elif address == self.command_register and len(values) >= 5:
             seq = values[0] << 16 | values[1]
             if seq == self._last_seq:
@@ -55,6 +59,9 @@ class Ladder:
                 self.stale.append((t, seq, past))
             else:
                 self.acted.append((t, seq, values[2]))
+            if self.on_event is not None:
+                self.on_event({"t": t, "kind": "command", "seq": seq, "verdict": values[2], "valid_until": valid,
+                               "acted": past <= 0, "past": past})
 
 
 def free_port() -> int:
@@ -70,7 +77,7 @@ class SimulatedPlc:
 
     def __init__(self, port: int | None = None, registers: int = 64, encoder_register: int = 20,
                  belt_counts_per_s: float = 0.0, command_register: int = 0, heartbeat_register: int = 10,
-                 ladder_by_encoder: bool = False):
+                 ladder_by_encoder: bool = False, on_event=None):
         self.port = port or free_port()
         self.registers = registers
         self.writes: list[tuple[float, int, int, list]] = []
@@ -82,7 +89,7 @@ class SimulatedPlc:
         self.belt = ClockEncoder(belt_counts_per_s)
         self.encoder_reads = 0
         self.ladder = Ladder(command_register, heartbeat_register,
-                             encoder=self.encoder_count if ladder_by_encoder else None)
+                             encoder=self.encoder_count if ladder_by_encoder else None, on_event=on_event)
         self._loop = None
         self._thread = None
         self._server = None
@@ -161,3 +168,34 @@ class SimulatedPlc:
 
     def coil_writes(self, address: int) -> list[tuple[float, bool]]:
         return [(t, v[0]) for t, fc, a, v in self.writes if fc in (5, 15) and a == address]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A simulated PLC as its own process (benchmarks kill, stop and restart it like a real one):
+    python -m prn_edge.line.plcsim --port 5020 --log plc.jsonl   (one JSON line per heartbeat and command)."""
+    import argparse
+    import json
+    import signal
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--log", required=True, help="JSON lines: every heartbeat and command the ladder processed")
+    args = ap.parse_args(argv)
+    import logging
+
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)  # no per-request chatter from a long-running PLC
+    log_file = open(args.log, "a", buffering=1)
+    plc = SimulatedPlc(args.port, on_event=lambda e: log_file.write(json.dumps(e) + "\n"))
+    plc.start()
+    print(f"PLC on 127.0.0.1:{plc.port}", flush=True)
+    done = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: done.set())
+    done.wait()
+    plc.stop()
+    log_file.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

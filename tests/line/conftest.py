@@ -127,32 +127,9 @@ def demo_category(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, demo_category):
     """A prn-tiny model fitted on the demo category's train images, exported with uint8 64x64 RGB input."""
-    import numpy as np
-    import torch
+    from prn_edge.line.bench import tiny_onnx_model
 
-    from prn_edge.config import make_config
-    from prn_edge.data.dataset import load_category
-    from prn_edge.data.images import read_image
-    from prn_edge.export.onnx_export import export_onnx
-    from prn_edge.model.prn import build_prn
-    from prn_edge.train.checkpoint import save_checkpoint
-
-    out = tmp_path_factory.mktemp("onnx")
-    torch.manual_seed(0)
-    cfg = make_config("prn-tiny")
-    train = load_category(demo_category, num_shots=0).train_good
-    model, info = build_prn(cfg.model, num_images=len(train))
-    x = torch.from_numpy(np.stack([read_image(p) for p in train])).permute(0, 3, 1, 2).float() / 255
-    model.fit_prototypes(x)
-    model.eval()
-    with torch.no_grad():
-        _, scores = model.predict(x)
-    meta = {"category": "grass", "train_images_sha256": "0" * 64, "backbone": info, "prototypes_sha256": "1" * 64,
-            "image_threshold": float(scores.max()) + 1e-3, "pixel_threshold": 0.5, "score_spread": 0.1}
-    save_checkpoint(out / "tiny.pt", model, cfg, meta)
-    export_onnx(out / "tiny.pt", out / "tiny.onnx", batch=None, input_format="uint8", channel_order="rgb",
-                input_hw=(64, 64), lint_targets=())
-    return out / "tiny.onnx"
+    return tiny_onnx_model(demo_category, tmp_path_factory.mktemp("onnx"))
 
 
 from prn_edge.line.plcsim import SimulatedPlc as ModbusRecorder, free_port  # noqa: E402
