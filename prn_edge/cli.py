@@ -243,6 +243,31 @@ def cmd_cameras(args) -> int:
     return 0
 
 
+def cmd_service(args) -> int:
+    import shutil
+
+    from .line.config import load_line_config
+    from .line.service import render_unit, written_folders
+
+    cfg = load_line_config(args.config)  # a service that cannot start is not installed
+    beside = Path(sys.executable).parent / "prn-edge"  # the venv's entry point, whatever PATH says
+    exe = str(beside) if beside.is_file() else shutil.which("prn-edge") or f"{sys.executable} -m prn_edge.cli"
+    text = render_unit(args.config, exe, user=args.user, watchdog_s=args.watchdog_s, name=args.name,
+                       writable=tuple(written_folders(cfg)))
+    if args.print:
+        print(text, end="")
+        return 0
+    target = Path(args.unit_dir) / f"{args.name}.service"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except OSError as e:
+        raise PrnEdgeError(f"cannot write {target}: {e}; run as root or pass --unit-dir / --print") from None
+    print(f"wrote {target}\n  useradd --system --groups video {args.user}   # once\n"
+          f"  systemctl daemon-reload && systemctl enable --now {args.name}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -257,7 +282,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .logs import FORMATS, LEVELS
+
     ap = argparse.ArgumentParser(prog="prn-edge", description="PRN anomaly detection: train, evaluate, convert, run.")
+    ap.add_argument("--version", action="version", version=f"prn-edge {__version__}")
+    ap.add_argument("--log-level", default="info", choices=LEVELS, help="log level (default info)")
+    ap.add_argument("--log-format", default="plain", choices=FORMATS, help="plain text or JSON lines (journald)")
     sub = ap.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("info", help="parameters and GFLOPs of a variant")
@@ -397,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-features", action="store_true", help="list only, without opening each camera")
     p.set_defaults(func=cmd_cameras)
 
+    p = sub.add_parser("service", help="install a line as a systemd service (Type=notify, watchdog, restart)")
+    ssub = p.add_subparsers(dest="action", required=True)
+    q = ssub.add_parser("install", help="write the unit file for a line config")
+    q.add_argument("--config", required=True, help="the line YAML the service runs")
+    q.add_argument("--name", default="prn-edge", help="unit name (prn-edge.service)")
+    q.add_argument("--user", default="prn-edge", help="the dedicated user the line runs as")
+    q.add_argument("--unit-dir", default="/etc/systemd/system")
+    q.add_argument("--watchdog-s", type=int, default=10, help="WatchdogSec: restart a line that stops deciding")
+    q.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    p.set_defaults(func=cmd_service)
+
     p = sub.add_parser("demo", help="the whole chain on embedded defaults")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--category", default="coin", help="demo category: coin (an object part), brick, grass, gravel")
@@ -408,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .logs import configure_logging
+
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
     try:
         return args.func(args)
     except PrnEdgeError as e:

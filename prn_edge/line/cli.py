@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def stop_on_signals(lines: list):
+def stop_on_signals(lines: list, notifier=None):
     """SIGTERM (systemd, Docker) and SIGINT (Ctrl-C) stop every line gracefully: no new frames, the parts already
     imaged are decided (fail-safe where they cannot make it), outputs flushed, summary written. A second signal
     only says so: the drain is bounded (each line's longest fire delay + 5 s), so the CSV and summary stay whole;
@@ -39,6 +39,8 @@ def stop_on_signals(lines: list):
         else:
             log.warning("%s: stopping; deciding the parts already seen, then writing the summary", name)
         stopped_by.append(name)
+        if notifier is not None and len(stopped_by) == 1:
+            notifier.stopping()
         for line in lines:
             line.stop()
 
@@ -63,18 +65,33 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
     cfg = load_line_config(config_path)
     status = StatusLine(sys.stderr) if cfg.monitor.status_line else None
     line = build_line(cfg, status=status)
+    notifier = _notify([line])
     if cfg.monitor.port >= 0:
         port = line.metrics.serve(cfg.monitor.port, cfg.monitor.bind)
         log.info("metrics on http://%s:%d/metrics", cfg.monitor.bind, port)
     try:
-        with stop_on_signals([line]) as stopped_by:
+        with stop_on_signals([line], notifier) as stopped_by:
             summary = line.run(duration_s=duration_s, max_parts=max_parts)
         summary["stopped_by"] = stopped_by[0] if stopped_by else None
     finally:
         line.metrics.close()
+        notifier.close()
     if summary_json:
         Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _notify(lines: list):
+    """Tell systemd (Type=notify) when every line runs and, with WatchdogSec=, that each is still healthy."""
+    from .service import Notifier
+
+    notifier = Notifier([line.name for line in lines])
+    if notifier.enabled:
+        log.info("systemd notify socket %s, watchdog %.1f s", notifier.address, notifier.watchdog_s)
+        for line in lines:
+            line.on_ready.append(lambda name=line.name: notifier.line_ready(name))
+            line.on_health.append(lambda healthy, name=line.name: notifier.line_health(name, healthy))
+    return notifier
 
 
 def list_cameras(cti: str = "", features: bool = False) -> list[dict]:
@@ -93,6 +110,7 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
 
     cfgs = [load_line_config(p) for p in config_paths]
     lines, _ = build_lines(cfgs)
+    notifier = _notify(lines)
     results: dict[int, dict] = {}
     errors: list[BaseException] = []
 
@@ -104,12 +122,13 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
             log.error("line %s failed: %s", lines[i].name, e)
 
     threads = [threading.Thread(target=run, args=(i,), name=f"line-{c.name}") for i, c in enumerate(cfgs)]
-    with stop_on_signals(lines) as stopped_by:
+    with stop_on_signals(lines, notifier) as stopped_by:
         for t in threads:
             t.start()
         for t in threads:
             while t.is_alive():  # a timed join: the main thread stays free to take the signal handlers' calls
                 t.join(0.2)
+    notifier.close()
     for summary in results.values():
         summary["stopped_by"] = stopped_by[0] if stopped_by else None
     if errors:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from contextlib import ExitStack
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -124,6 +124,9 @@ class Line:
         self._source_dropped = 0
         self._ran = False
         self.prep: Optional[Preprocessor] = None
+        # The service manager's view (prn_edge.line.service): called once the line runs, and at every heartbeat
+        self.on_ready: list[Callable[[], None]] = []
+        self.on_health: list[Callable[[bool], None]] = []
 
     # ================================================================= running
     def stop(self) -> None:
@@ -172,6 +175,8 @@ class Line:
             self.watchdog.beat("infer")
             for t in threads:
                 t.start()
+            for fn in self.on_ready:
+                fn()
             try:
                 while not self._acq_done.wait(0.25):
                     if duration_s is not None and time.monotonic() - t_start >= duration_s:
@@ -450,6 +455,8 @@ class Line:
     def _heartbeat(self) -> None:
         healthy = self.watchdog.healthy()
         self.metrics.healthy.set(1 if healthy else 0)
+        for fn in self.on_health:
+            fn(healthy)
         if not healthy:
             if self._was_healthy:
                 self.metrics.watchdog_trips.inc()

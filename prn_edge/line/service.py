@@ -1,0 +1,149 @@
+"""Running as a systemd service: the sd_notify protocol (READY, WATCHDOG, STATUS, STOPPING) fed by the lines' own
+health, and the unit file `prn-edge service install` writes.
+
+systemd passes NOTIFY_SOCKET (a datagram socket path, '@' for the abstract namespace) and, with WatchdogSec=,
+WATCHDOG_USEC. The protocol is one datagram of newline-separated KEY=VALUE pairs; the standard library speaks it.
+Outside systemd (no NOTIFY_SOCKET) every call does nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """sd_notify for a process running one or more lines.
+
+    READY=1 once every line runs; WATCHDOG=1 at half the watchdog interval, only while every line reports itself
+    healthy (a line whose heartbeat to the PLC stopped also stops feeding systemd's watchdog, which then restarts
+    the service); STOPPING=1 when a stop begins; STATUS= a short human line for `systemctl status`.
+    """
+
+    def __init__(self, lines: list[str], env: Optional[dict] = None):
+        env = os.environ if env is None else env
+        self.address = env.get("NOTIFY_SOCKET", "")
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        mine = not pid or pid == str(os.getpid())
+        self.watchdog_s = int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 and mine else 0.0
+        self._health = {name: (False, 0.0) for name in lines}
+        self._ready: set[str] = set()
+        self._last_ping = 0.0
+        self._lock = threading.Lock()
+        self._sock: Optional[socket.socket] = None
+        self.sent: list[str] = []  # every message sent (tests and debugging)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def send(self, **fields) -> bool:
+        """One datagram KEY=VALUE per line; False (logged once) when the socket is gone."""
+        if not self.address:
+            return False
+        text = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
+        target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto(text.encode(), target)
+        except OSError as e:
+            log.warning("sd_notify to %s failed: %s", self.address, e)
+            return False
+        self.sent.append(text)
+        return True
+
+    def line_ready(self, name: str) -> None:
+        with self._lock:
+            self._ready.add(name)
+            all_ready = self._ready >= set(self._health)
+        if all_ready:
+            self.send(ready=1, status=f"running {len(self._health)} line(s)")
+
+    def line_health(self, name: str, healthy: bool) -> None:
+        """Called at every heartbeat of a line; pings the watchdog when all lines are healthy and it is due."""
+        now = time.monotonic()
+        with self._lock:
+            self._health[name] = (healthy, now)
+            fresh = self.watchdog_s or 5.0
+            ok = self._ready >= set(self._health) and all(h and now - t < fresh for h, t in self._health.values())
+            due = self.watchdog_s > 0 and now - self._last_ping >= self.watchdog_s / 2
+            if ok and due:
+                self._last_ping = now
+        if ok and due:
+            self.send(watchdog=1)
+
+    def status(self, text: str) -> None:
+        self.send(status=text)
+
+    def stopping(self) -> None:
+        self.send(stopping=1, status="stopping: deciding the parts already seen")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+UNIT = """\
+# prn-edge line as a systemd service (written by `prn-edge service install`).
+# systemctl daemon-reload && systemctl enable --now {name}
+[Unit]
+Description=prn_edge inspection line ({config})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exe} run --config {config} --summary-json {state}/summary.json
+WorkingDirectory={state}
+User={user}
+Group={user}
+SupplementaryGroups=video
+# A line that stops deciding stops feeding the watchdog: systemd restarts it.
+WatchdogSec={watchdog}
+Restart=always
+RestartSec=2
+# SIGTERM: no new frames, parts already imaged are decided, CSV and summary written, PLC heartbeat set to 0.
+KillSignal=SIGTERM
+TimeoutStopSec={stop_timeout}
+StateDirectory={state_name}
+LogsDirectory={state_name}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ReadWritePaths={writable}
+Environment=PYTHONUNBUFFERED=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_unit(config: str | Path, exe: str, user: str = "prn-edge", watchdog_s: int = 10,
+                stop_timeout_s: int = 30, state_name: str = "prn-edge", name: str = "prn-edge",
+                writable: tuple = ()) -> str:
+    """The unit text for a line config (absolute paths: systemd does not resolve relative ones). `writable`: the
+    folders the line writes (decisions CSV, evidence), made writable under ProtectSystem=strict."""
+    state = f"/var/lib/{state_name}"
+    folders = list(dict.fromkeys([state] + [str(Path(w).resolve()) for w in writable]))
+    return UNIT.format(config=Path(config).resolve(), exe=exe, user=user, watchdog=watchdog_s,
+                       stop_timeout=stop_timeout_s, state=state, state_name=state_name, name=name,
+                       writable=" ".join(folders))
+
+
+def written_folders(cfg) -> list[str]:
+    """The folders a line config writes to: each CSV output's folder and the evidence folder."""
+    out = [str(Path(o.path).parent) for o in cfg.outputs if getattr(o, "kind", "") == "csv" and getattr(o, "path", "")]
+    if cfg.monitor.evidence_dir:
+        out.append(cfg.monitor.evidence_dir)
+    return out
