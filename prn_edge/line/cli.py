@@ -111,6 +111,16 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
     cfgs = [load_line_config(p) for p in config_paths]
     lines, _ = build_lines(cfgs)
     notifier = _notify(lines)
+    endpoint = None
+    served = [c.monitor for c in cfgs if c.monitor.port >= 0]
+    if served:  # one endpoint for the process: every line's series with its `line` label
+        from .monitor import MetricsEndpoint
+
+        if len({(m.port, m.bind) for m in served}) > 1:
+            log.warning("monitor.port/bind differ between the configs; serving every line on %s:%d",
+                        served[0].bind, served[0].port)
+        endpoint = MetricsEndpoint([line.metrics for line in lines], served[0].port, served[0].bind)
+        log.info("metrics of %d lines on http://%s:%d/metrics", len(lines), endpoint.bind, endpoint.port)
     results: dict[int, dict] = {}
     errors: list[BaseException] = []
 
@@ -129,6 +139,8 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
             while t.is_alive():  # a timed join: the main thread stays free to take the signal handlers' calls
                 t.join(0.2)
     notifier.close()
+    if endpoint is not None:
+        endpoint.close()
     for summary in results.values():
         summary["stopped_by"] = stopped_by[0] if stopped_by else None
     if errors:

@@ -110,23 +110,90 @@ class LineMetrics:
         }
 
     def serve(self, port: int, bind: str = "127.0.0.1") -> int:
-        """Serve /metrics; port 0 picks a free one. Returns the port."""
-        from prometheus_client import start_http_server
-
+        """Serve /metrics and /healthz for this line alone; port 0 picks a free one. Returns the port."""
         if self._server is not None:
             raise RuntimeError("metrics are already served")
-        try:
-            server, _ = start_http_server(port, addr=bind, registry=self.registry)
-        except OSError as e:
-            raise LineConfigError(f"monitor.port={port} on {bind}: cannot listen ({e}); choose a free port") from None
-        self._server = server
-        return server.server_port
+        self._server = MetricsEndpoint([self], port, bind)
+        return self._server.port
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
+
+
+class MetricsEndpoint:
+    """One HTTP endpoint per process for all its lines: /metrics (Prometheus text; every series carries a `line`
+    label) and /healthz (200 while every line is healthy, else 503; JSON body per line) for a service manager or
+    a load balancer. Binds 127.0.0.1 unless told otherwise."""
+
+    def __init__(self, lines: list[LineMetrics], port: int = 0, bind: str = "127.0.0.1"):
+        import http.server
+
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        collector = _LineLabels(lines)
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, ctype, code = generate_latest(collector), CONTENT_TYPE_LATEST, 200
+                elif path == "/healthz":
+                    state = endpoint.health()
+                    body = json.dumps(state).encode()
+                    ctype, code = "application/json", 200 if state["healthy"] else 503
+                else:
+                    body, ctype, code = b"/metrics or /healthz\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # scrapes every few seconds: not worth a log line each
+                pass
+
+        self.lines = lines
+        try:
+            self._httpd = http.server.ThreadingHTTPServer((bind, port), Handler)
+        except OSError as e:
+            raise LineConfigError(f"monitor.port={port} on {bind}: cannot listen ({e}); choose a free port") from None
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.bind = bind
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="line-metrics", daemon=True)
+        self._thread.start()
+
+    def health(self) -> dict:
+        lines = {m.line: bool(m.value("prn_line_healthy")) for m in self.lines}
+        return {"healthy": all(lines.values()), "lines": lines}
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _LineLabels:
+    """A collector over the lines' private registries that adds line="<name>" to every sample."""
+
+    def __init__(self, lines: list[LineMetrics]):
+        self.lines = lines
+
+    def collect(self):
+        from prometheus_client.metrics_core import Metric
+
+        families: dict[str, Metric] = {}
+        for m in self.lines:
+            for fam in m.registry.collect():
+                out = families.get(fam.name)
+                if out is None:
+                    out = families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                for smp in fam.samples:
+                    out.add_sample(smp.name, {"line": m.line, **smp.labels}, smp.value, smp.timestamp,
+                                   smp.exemplar)
+        return list(families.values())
 
 
 def heat_overlay(image: np.ndarray, amap: Optional[np.ndarray], alpha: float = 0.45) -> np.ndarray:

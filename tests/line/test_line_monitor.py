@@ -6,13 +6,14 @@ import io
 import os
 import json
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
 from prn_edge.line.decision import Decision, Part
-from prn_edge.line.monitor import EvidenceStore, LineMetrics, StatusLine, heat_overlay
+from prn_edge.line.monitor import EvidenceStore, LineMetrics, MetricsEndpoint, StatusLine, heat_overlay
 from prn_edge.line.sources import Frame
 
 
@@ -34,16 +35,38 @@ def test_metrics_endpoint_on_loopback_with_a_private_registry():
     a.dropped_frames.labels("stale").inc(2)
     port = a.serve(0)
     try:
-        assert a._server.server_address[0] == "127.0.0.1"
+        assert a._server.bind == "127.0.0.1"
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         a.close()
-    assert "prn_line_parts_total 1.0" in text
-    assert 'prn_line_fail_safe_rejects_total{cause="camera_timeout"} 1.0' in text
-    assert 'prn_line_dropped_frames_total{reason="stale"} 2.0' in text
-    assert 'prn_line_stage_seconds_bucket{le="0.005",stage="inference"} 1.0' in text
+    assert 'prn_line_parts_total{line="a"} 1.0' in text
+    assert 'prn_line_fail_safe_rejects_total{cause="camera_timeout",line="a"} 1.0' in text
+    assert 'prn_line_dropped_frames_total{line="a",reason="stale"} 2.0' in text
+    assert 'prn_line_stage_seconds_bucket{le="0.005",line="a",stage="inference"} 1.0' in text
     assert b.value("prn_line_parts_total") == 0
     assert a.summary()["fail_safe"] == {"camera_timeout": 1} and a.summary()["rejects"] == 1
+
+
+def test_one_endpoint_serves_every_line_with_its_label_and_a_health_check():
+    a, b = LineMetrics("cam0"), LineMetrics("cam1")
+    a.parts.inc(3)
+    b.parts.inc(5)
+    a.healthy.set(1)
+    endpoint = MetricsEndpoint([a, b], 0)
+    url = f"http://127.0.0.1:{endpoint.port}"
+    try:
+        text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        assert 'prn_line_parts_total{line="cam0"} 3.0' in text and 'prn_line_parts_total{line="cam1"} 5.0' in text
+        assert text.count("# TYPE prn_line_parts_total counter") == 1  # one family, one series per line
+        with pytest.raises(urllib.error.HTTPError) as e:  # cam1 is not healthy
+            urllib.request.urlopen(url + "/healthz", timeout=5)
+        assert e.value.code == 503 and json.loads(e.value.read()) == {"healthy": False,
+                                                                      "lines": {"cam0": True, "cam1": False}}
+        b.healthy.set(1)
+        ok = urllib.request.urlopen(url + "/healthz", timeout=5)
+        assert ok.status == 200 and json.loads(ok.read())["healthy"] is True
+    finally:
+        endpoint.close()
 
 
 def test_evidence_ring_buffer_keeps_the_newest_within_quota(tmp_path):
