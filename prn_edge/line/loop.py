@@ -25,7 +25,7 @@ from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
 from .engine import EngineLike, engine_input, run_engine
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
 from .monitor import EvidenceStore, LineMetrics, StatusLine
-from .outputs.base import OutputSet, RejectOutput
+from .outputs.base import OUTCOMES, OutputSet, RejectOutput
 from .sources.base import Frame, FrameSource
 from .tiles import Preprocessor
 from .timing import Budget, EngineTimer, RejectScheduler, Watchdog
@@ -99,6 +99,9 @@ class Line:
         self.status = status
         self.outputs = OutputSet(outputs, self._on_output_error, self._on_actuated, self.opt.stale_after_s,
                                  self.opt.output_spin_s, on_outcome=self.metrics.on_command)
+        for o in outputs:  # every command outcome series exists at 0 from the start (dashboards, alerts)
+            for outcome in OUTCOMES:
+                self.metrics.commands.labels(o.name, outcome)
         self.timer = EngineTimer(self.opt.p99_window, max_age_s=self.opt.p99_age_s)
         self.watchdog = Watchdog(self.opt.watchdog_s)
         self.watchdog.extra.append(lambda: self.source.healthy)

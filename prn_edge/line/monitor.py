@@ -19,6 +19,7 @@ from .errors import LineConfigError, LineError
 
 log = logging.getLogger(__name__)
 
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -60,6 +61,15 @@ class LineMetrics:
         self.queue_depth = Gauge("prn_line_queue_depth", "Parts waiting for inference", registry=r)
         self.heartbeat = Gauge("prn_line_heartbeat", "Last heartbeat counter sent", registry=r)
         self.healthy = Gauge("prn_line_healthy", "1 while every loop thread and the camera are alive", registry=r)
+        self.score = Histogram("prn_line_normalized_score", "Normalized scores of model decisions (0.5 = threshold)",
+                               buckets=SCORE_BUCKETS, registry=r)
+        self.drift = Gauge("prn_line_score_drift", "Median normalized score of recent good parts minus that of the "
+                           "run's first good parts (lighting, camera, material changing)", registry=r)
+        self.drift_alarms = Counter("prn_line_score_drift_alarms", "Times the score drift crossed its alarm level",
+                                    registry=r)
+        self._drift = ScoreDrift()
+        for reason in ("reserve", "write"):  # series exist at 0 from the start: rate() and alerts see them
+            self.evidence_failed.labels(reason)
         # Children bound once: labels() builds a key and takes the metric's lock on every call, on the
         # scheduler's and the outputs' threads.
         self._by_verdict = {v: self.decisions.labels(v) for v in VERDICTS}
@@ -81,6 +91,17 @@ class LineMetrics:
             (self._by_cause.get(d.cause) or self.fail_safe.labels(d.cause)).inc()
         if d.cause == "late_verdict":
             self.deadline_misses.inc()
+        if not d.fail_safe and d.normalized == d.normalized:
+            self.score.observe(d.normalized)
+            if not d.rejects:
+                drift = self._drift.add(d.normalized)
+                if drift is not None:
+                    self.drift.set(drift)
+                    if self._drift.crossed:
+                        self.drift_alarms.inc()
+                        log.warning("ALARM score drift on line %s: good parts score %+.3f above the run's start "
+                                    "(normalized; 0.5 = threshold): check lighting and camera, re-tune with "
+                                    "`prn-edge threshold` if the parts are good", self.line, drift)
         by_stage = self._by_stage
         for stage, seconds in list(part.times.items()):  # other threads may still add to it
             if stage != "actuation":
@@ -120,6 +141,39 @@ class LineMetrics:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+class ScoreDrift:
+    """Drift of the good parts' scores: the median of the last `window` normalized scores of accepted parts
+    against the median of the run's first `baseline` ones. `crossed` is True on the call where the drift first
+    exceeds `alarm` (again after it fell below half of it)."""
+
+    def __init__(self, window: int = 500, baseline: int = 200, alarm: float = 0.15):
+        from collections import deque
+
+        self.window, self.baseline_n, self.alarm = window, baseline, alarm
+        self._base: list[float] = []
+        self._recent = deque(maxlen=window)
+        self.reference: Optional[float] = None
+        self._alarmed = False
+        self.crossed = False
+
+    def add(self, normalized: float) -> Optional[float]:
+        self.crossed = False
+        if self.reference is None:
+            self._base.append(normalized)
+            if len(self._base) >= self.baseline_n:
+                self.reference = float(np.median(self._base))
+            return None
+        self._recent.append(normalized)
+        if len(self._recent) < min(self.window, self.baseline_n) or len(self._recent) % 10:
+            return None
+        drift = float(np.median(self._recent)) - self.reference
+        if drift > self.alarm and not self._alarmed:
+            self._alarmed = self.crossed = True
+        elif drift < self.alarm / 2:
+            self._alarmed = False
+        return drift
 
 
 class MetricsEndpoint:

@@ -177,3 +177,23 @@ def test_evidence_on_a_full_disk_fails_counted_leaving_no_partial_sets(small_dis
     kept, names = _sets(small_disk)
     assert len(kept) == store.written and len(names) == 3 * len(kept) + 1  # + the filler: no partial set, no .part
     assert metrics.value("prn_line_evidence_failed_total", reason="write") == store.failed["write"]
+
+
+def test_score_drift_of_good_parts_raises_an_alarm_once(caplog):
+    m = LineMetrics("cam")
+
+    def good(seq: int, normalized: float) -> Part:
+        p = Part(seq, 0.0, 0.0, 0.0)
+        p.decision = Decision(seq, "good", "model", 0.0, 1.0, normalized)
+        return p
+
+    rng = np.random.default_rng(0)
+    for i in range(400):  # steady: scores around 0.2
+        m.on_final(good(i, 0.2 + 0.02 * rng.standard_normal()))
+    assert abs(m.value("prn_line_score_drift")) < 0.02 and m.value("prn_line_score_drift_alarms_total") == 0
+    for i in range(400, 1200):  # the lighting changed: good parts now score around 0.4
+        m.on_final(good(i, 0.4 + 0.02 * rng.standard_normal()))
+    assert 0.18 < m.value("prn_line_score_drift") < 0.22
+    assert m.value("prn_line_score_drift_alarms_total") == 1  # one alarm, not one per part
+    assert "ALARM score drift on line cam" in caplog.text
+    assert m.value("prn_line_normalized_score_count") == 1200
