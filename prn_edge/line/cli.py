@@ -55,6 +55,65 @@ def stop_on_signals(lines: list, notifier=None):
             signal.signal(s, h)
 
 
+@contextmanager
+def reload_on_sighup(lines: list, config_paths: list):
+    """SIGHUP (`systemctl reload`, `kill -HUP`): each line's config is read again and its engine artefact
+    (engine.path: a new export, a re-tuned threshold) swapped in without stopping capture (Line.swap_engine).
+    Other changed sections need a restart (said in the log). A failed reload keeps the running engine."""
+    import dataclasses
+
+    from .factory import build_engine
+
+    wake = threading.Event()
+    done = threading.Event()
+    results: list[dict] = []
+
+    def reload_all() -> None:
+        seen_shared: dict[int, str] = {}
+        for line, path in zip(lines, config_paths):
+            try:
+                cfg = load_line_config(path)
+                if dataclasses.replace(cfg, engine=line.config.engine) != line.config:
+                    log.warning("%s: only the engine is reloaded on SIGHUP; other changes need a restart", path)
+                shared = getattr(line.engine, "_shared", None)
+                if shared is not None and id(shared) in seen_shared:
+                    line.note_swap(seen_shared[id(shared)])
+                    continue
+                info = line.swap_engine(build_engine(cfg))
+                if shared is not None:
+                    seen_shared[id(shared)] = line.artefact
+                line.config = dataclasses.replace(line.config, engine=cfg.engine)
+                results.append({"line": line.name, **info})
+            except Exception as e:  # the line keeps its engine
+                log.error("reload of %s failed: %s", path, e)
+                results.append({"line": line.name, "error": str(e)})
+
+    def worker() -> None:
+        while True:
+            wake.wait()
+            if done.is_set():
+                return
+            wake.clear()
+            reload_all()
+
+    def handler(signum, _frame):
+        log.warning("SIGHUP: reloading the engine artefact of %d line(s)", len(lines))
+        wake.set()
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        yield results
+        return
+    thread = threading.Thread(target=worker, name="line-reload", daemon=True)
+    thread.start()
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        yield results
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        done.set()
+        wake.set()
+
+
 def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_parts: Optional[int] = None,
              summary_json: Optional[str | Path] = None) -> dict:
     """Run the line of a YAML config until its source ends, Ctrl-C, duration_s or max_parts; return the summary.
@@ -70,9 +129,10 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
         port = line.metrics.serve(cfg.monitor.port, cfg.monitor.bind)
         log.info("metrics on http://%s:%d/metrics", cfg.monitor.bind, port)
     try:
-        with stop_on_signals([line], notifier) as stopped_by:
+        with stop_on_signals([line], notifier) as stopped_by, reload_on_sighup([line], [config_path]) as reloads:
             summary = line.run(duration_s=duration_s, max_parts=max_parts)
         summary["stopped_by"] = stopped_by[0] if stopped_by else None
+        summary["reloads"] = reloads
     finally:
         line.metrics.close()
         notifier.close()
@@ -132,7 +192,7 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
             log.error("line %s failed: %s", lines[i].name, e)
 
     threads = [threading.Thread(target=run, args=(i,), name=f"line-{c.name}") for i, c in enumerate(cfgs)]
-    with stop_on_signals(lines, notifier) as stopped_by:
+    with stop_on_signals(lines, notifier) as stopped_by, reload_on_sighup(lines, list(config_paths)) as reloads:
         for t in threads:
             t.start()
         for t in threads:
@@ -143,6 +203,7 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
         endpoint.close()
     for summary in results.values():
         summary["stopped_by"] = stopped_by[0] if stopped_by else None
+        summary["reloads"] = [r for r in reloads if r["line"] == summary["line"]]
     if errors:
         raise errors[0]
     summaries = [results[i] for i in range(len(cfgs))]

@@ -60,6 +60,7 @@ class Part:
     position: Optional[float] = None  # encoder count at capture (encoder-timed lines)
     eject_position: Optional[float] = None  # ... and at the ejector
     t_valid: Optional[float] = None  # a command not delivered by then is stale (t_fire + the line's stale_after_s)
+    artefact: str = ""  # the engine artefact whose verdict this is ("" for fail-safe decisions without a call)
     commands: dict = field(default_factory=dict)  # output name -> delivered | late | stale | failed | none | unknown
 
     @property

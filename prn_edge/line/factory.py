@@ -129,8 +129,10 @@ def build_line(cfg: LineConfig, engine: Any = None, source: Optional[FrameSource
     evidence = (EvidenceStore(m.evidence_dir, int(m.evidence_quota_mb * (1 << 20)), m.evidence_fail_safe, metrics,
                               reserve_bytes=int(m.evidence_reserve_mb * (1 << 20)))
                 if m.evidence_dir else None)
-    return Line(source, engine, outputs, budget, options, name=cfg.name, metrics=metrics, evidence=evidence,
+    line = Line(source, engine, outputs, budget, options, name=cfg.name, metrics=metrics, evidence=evidence,
                 status=status)
+    line.config = cfg  # what a reload compares the re-read config with
+    return line
 
 
 def build_lines(cfgs: list[LineConfig], status: Optional[StatusLine] = None) -> tuple[list[Line], list]:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -81,6 +82,26 @@ class LoopOptions:
         return self
 
 
+def artefact_label(engine) -> str:
+    """Which artefact an engine runs, for the records: file name and the first 12 hex digits of its SHA-256."""
+    path = getattr(engine, "path", None)
+    if path is None:
+        shared = getattr(engine, "_shared", None)  # a SharedEngine client: the shared engine's artefact
+        path = getattr(getattr(shared, "engine", None), "path", None)
+    if path is None:
+        return type(engine).__name__
+    import hashlib
+
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return f"{Path(path).name}@{h.hexdigest()[:12]}"
+    except OSError:
+        return Path(path).name
+
+
 class Line:
     """One inspection line: a frame source, an engine, reject outputs and a latency budget.
 
@@ -130,6 +151,10 @@ class Line:
         # The service manager's view (prn_edge.line.service): called once the line runs, and at every heartbeat
         self.on_ready: list[Callable[[], None]] = []
         self.on_health: list[Callable[[bool], None]] = []
+        self.config = None  # the LineConfig it was built from, if any (prn_edge.line.factory)
+        self._engine_lock = threading.Lock()  # held by each engine call; a hot swap waits for the one in flight
+        self.artefact = artefact_label(engine)
+        self._running = False
 
     # ================================================================= running
     def stop(self) -> None:
@@ -162,7 +187,8 @@ class Line:
                 gc.set_threshold(max(t0, self.opt.gc_backstop), t1, t2)
             stack.enter_context(self.budget)  # an encoder budget tracks the belt from the start
             stack.enter_context(self.source)
-            self.engine = stack.enter_context(self.engine) or self.engine
+            self.engine = self.engine.__enter__() or self.engine
+            stack.callback(self._close_engine)  # whichever engine is current at the end (a hot swap changes it)
             spec = engine_input(self.engine)
             self.prep = Preprocessor(self.source.geometry(), spec, self.opt.roi, self.opt.tiles, self.opt.overlap,
                                      self.opt.resize)
@@ -178,6 +204,9 @@ class Line:
             self.watchdog.beat("infer")
             for t in threads:
                 t.start()
+            self._running = True
+            stack.callback(setattr, self, "_running", False)
+            self.metrics.artefact.labels(self.artefact).set(1)
             for fn in self.on_ready:
                 fn()
             try:
@@ -220,8 +249,9 @@ class Line:
             self._stop.set()
             self._acq_done.set()
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, engine=None) -> None:
         """First calls are slow (allocation, JIT, autotuning); they also seed the engine-time estimate."""
+        engine = engine or self.engine
         shape = (self.prep.frames_per_part * self.opt.max_batch, self.prep.engine.height, self.prep.engine.width,
                  self.prep.engine.channels)
         for n in {self.prep.frames_per_part, shape[0]}:
@@ -229,11 +259,73 @@ class Line:
             for _ in range(self.opt.warmup):
                 t0 = time.perf_counter()
                 try:
-                    run_engine(self.engine, x)
+                    run_engine(engine, x)
                 except Exception as e:
                     raise LineError(f"the engine fails on a warm-up batch of {n} blank frames {x.shape[1:]} "
                                     f"({e.__class__.__name__}: {e}); the line does not start") from e
                 self.timer.add(n, time.perf_counter() - t0)
+
+    def note_swap(self, label: str) -> None:
+        """Record that the engine (e.g. a shared one) now runs another artefact."""
+        with self._engine_lock:
+            old, self.artefact = self.artefact, label
+        self.metrics.engine_swaps.labels("ok").inc()
+        self.metrics.artefact.labels(old).set(0)
+        self.metrics.artefact.labels(label).set(1)
+
+    def _close_engine(self) -> None:
+        with self._engine_lock:
+            self.engine.__exit__(None, None, None)
+
+    # ================================================================= hot swap
+    def swap_engine(self, new: EngineLike, artefact: str = "") -> dict:
+        """Replace the engine of a running line without stopping capture: the new one is opened, checked to take
+        the same frames and warmed up while the old one keeps deciding; then, between two engine calls, it takes
+        over (the call in flight finishes on the old engine, which is then closed). A swap that fails anywhere
+        before that leaves the old engine running and raises LineError saying why. Every decision records the
+        artefact that made it (CSV column `artefact`, metric prn_line_artefact_info)."""
+        if not self._running or self.prep is None:
+            raise LineError(f"line {self.name} is not running; give the new engine to a new Line instead")
+        label = artefact or artefact_label(new)
+        shared = getattr(self.engine, "_shared", None)
+        if shared is not None:  # a SharedEngine client: swap the engine every sharing line uses
+            try:
+                shared.swap(new)
+            except LineError:
+                self.metrics.engine_swaps.labels("failed").inc()
+                raise
+            self.note_swap(label)
+            return {"from": "shared", "to": label}
+        t0 = time.monotonic()
+        try:
+            opened = new.__enter__() or new
+        except Exception as e:
+            self.metrics.engine_swaps.labels("failed").inc()
+            raise LineError(f"hot swap to {label}: the new engine does not open ({e}); still running "
+                            f"{self.artefact}") from e
+        try:
+            if engine_input(opened) != engine_input(self.engine):
+                raise LineError(f"it takes {engine_input(opened)}, the running one {engine_input(self.engine)}; "
+                                "a different input needs a restart")
+            self._warm_up(opened)
+        except Exception as e:
+            opened.__exit__(None, None, None)
+            self.metrics.engine_swaps.labels("failed").inc()
+            raise LineError(f"hot swap to {label} refused: {e}; still running {self.artefact}") from e
+        t_ready = time.monotonic()
+        with self._engine_lock:
+            old, old_label = self.engine, self.artefact
+            self.engine, self.artefact = opened, label
+        self.metrics.engine_swaps.labels("ok").inc()
+        self.metrics.artefact.labels(old_label).set(0)
+        self.metrics.artefact.labels(label).set(1)
+        try:
+            old.__exit__(None, None, None)
+        except Exception as e:  # the new engine runs; a failed close is only reported
+            log.warning("closing the previous engine %s: %s", old_label, e)
+        log.warning("line %s: hot swap %s -> %s (prepared in %.2f s)", self.name, old_label, label, t_ready - t0)
+        return {"from": old_label, "to": label, "prepare_s": round(t_ready - t0, 3),
+                "switch_s": round(time.monotonic() - t_ready, 4)}
 
     def _show_status(self, t_start: float, final: bool = False) -> None:
         if self.status is not None:
@@ -398,7 +490,9 @@ class Line:
         t1 = time.perf_counter()
         self._busy_until = time.monotonic() + self.timer.estimate(len(x))
         try:
-            v = run_engine(self.engine, x)
+            with self._engine_lock:
+                artefact = self.artefact
+                v = run_engine(self.engine, x)
         except Exception as e:
             self._busy_until = 0.0
             self._engine_errors_in_row += 1
@@ -424,6 +518,7 @@ class Line:
                 decided.append((p, model_verdict(defective, norm, self.opt.uncertain_band), score, norm))
         t3 = time.perf_counter()
         for p, verdict, score, norm in decided:
+            p.artefact = artefact
             p.times.update(preprocess=t1 - t0, inference=t2 - t1, postprocess=t3 - t2)
             if verdict is None:
                 self.scheduler.fail_safe(p.seq, "bad_result")

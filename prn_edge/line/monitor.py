@@ -67,6 +67,12 @@ class LineMetrics:
                            "run's first good parts (lighting, camera, material changing)", registry=r)
         self.drift_alarms = Counter("prn_line_score_drift_alarms", "Times the score drift crossed its alarm level",
                                     registry=r)
+        self.engine_swaps = Counter("prn_line_engine_swaps", "Hot swaps of the engine artefact", ["result"],
+                                    registry=r)
+        self.artefact = Gauge("prn_line_artefact_info", "1 for the artefact deciding now (name@sha256)",
+                              ["artefact"], registry=r)
+        for result in ("ok", "failed"):
+            self.engine_swaps.labels(result)
         self._drift = ScoreDrift()
         for reason in ("reserve", "write"):  # series exist at 0 from the start: rate() and alerts see them
             self.evidence_failed.labels(reason)

@@ -104,6 +104,8 @@ Wants=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={exe} run --config {config} --summary-json {state}/summary.json
+# systemctl reload: the engine artefact named in the config is swapped in without stopping capture
+ExecReload=/bin/kill -HUP $MAINPID
 WorkingDirectory={state}
 User={user}
 Group={user}

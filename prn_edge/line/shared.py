@@ -44,6 +44,7 @@ class SharedEngine:
         self._users = 0
         self._thread: Optional[threading.Thread] = None
         self._stop = False
+        self._engine_lock = threading.Lock()  # held by each engine call; a hot swap waits for the one in flight
         self.calls: list[int] = []  # frames per engine call (for reports and tests)
 
     # the engine itself is opened by the first line that enters and closed by the last that leaves
@@ -69,6 +70,25 @@ class SharedEngine:
             self._thread.join(5.0)
             self._thread = None
         self.engine.__exit__(None, None, None)
+
+    def swap(self, new: Any) -> None:
+        """Hot swap for every line sharing this engine (see Line.swap_engine): open, check, warm up, then take
+        over between two calls; on any failure the old engine keeps running and LineError says why."""
+        from .engine import engine_input
+        from .errors import LineError
+
+        opened = new.__enter__() or new
+        try:
+            spec = engine_input(opened)
+            if spec != engine_input(self.engine):
+                raise LineError(f"it takes {spec}, the running one {engine_input(self.engine)}")
+            run_engine(opened, np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))
+        except Exception as e:
+            opened.__exit__(None, None, None)
+            raise LineError(f"hot swap of the shared engine refused: {e}") from e
+        with self._engine_lock:
+            old, self.engine = self.engine, opened
+        old.__exit__(None, None, None)
 
     def client(self) -> "SharedEngineClient":
         """The engine object one Line gets (a context manager like any engine)."""
@@ -113,7 +133,8 @@ class SharedEngine:
             x = np.concatenate([r.frames for r in batch]) if len(batch) > 1 else batch[0].frames
             self.calls.append(len(x))
             try:
-                v = run_engine(self.engine, x)  # checked: one finite result per frame
+                with self._engine_lock:
+                    v = run_engine(self.engine, x)  # checked: one finite result per frame
                 i = 0
                 for r in batch:
                     s = slice(i, i + len(r.frames))

@@ -17,7 +17,7 @@ log = logging.getLogger("prn_edge.line.rejects")
 
 COLUMNS = ("run_id", "wall_time", "seq", "part_id", "frame_id", "verdict", "cause", "score", "normalized", "label",
            "defect", "t_capture", "t_decided", "t_released", "t_fire", "t_fired", "position", "eject_position",
-           "commands")
+           "commands", "artefact")
 
 
 def _row(part: Part, run_id: str) -> list:
@@ -29,7 +29,7 @@ def _row(part: Part, run_id: str) -> list:
             d.verdict, d.cause, num(d.score), num(d.normalized), "" if part.label is None else part.label,
             part.defect or "", num(part.t_capture), num(d.t_decided), num(part.t_released),
             num(part.t_fire), num(part.t_fired), num(part.position), num(part.eject_position),
-            ";".join(f"{k}={v}" for k, v in sorted(part.commands.items()))]
+            ";".join(f"{k}={v}" for k, v in sorted(part.commands.items())), part.artefact]
 
 
 def _line(values: list) -> bytes:
