@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
-from .engine import EngineLike, engine_input, run_engine
+from .engine import EngineLike, engine_description, engine_input, run_engine
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
 from .monitor import EvidenceStore, LineMetrics, StatusLine
 from .outputs.base import OUTCOMES, OutputSet, RejectOutput
@@ -193,6 +193,8 @@ class Line:
             self.prep = Preprocessor(self.source.geometry(), spec, self.opt.roi, self.opt.tiles, self.opt.overlap,
                                      self.opt.resize)
             self._warm_up()
+            self.engine_info = {"artefact": self.artefact, **engine_description(self.engine)}
+            log.info("line %s: engine %s", self.name, ", ".join(f"{k} {v}" for k, v in self.engine_info.items()))
             stack.enter_context(self.outputs)
             if self.evidence is not None:
                 stack.enter_context(self.evidence)
@@ -238,6 +240,7 @@ class Line:
                   "commands_lost": self.outputs.lost()})
         if self.evidence is not None:
             s["evidence"] = self.evidence.summary()
+        s["engine"] = {**getattr(self, "engine_info", {}), "artefact": self.artefact}
         return s
 
     def _guard(self, fn) -> None:
