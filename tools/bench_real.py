@@ -242,7 +242,7 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
         entry["prn"] = {k: ev[k] for k in ("overall", "per_type", "means", "decisions", "validation_gap") if k in ev}
         entry["prn"].update({"train_seconds": round(train_s, 1), "best_step": res.best_step, "validation": res.val})
         from prn_edge.model.inference import predict
-        from prn_edge.train.checkpoint import load_model
+        from prn_edge.model.checkpoint import load_model
 
         model, _, _ = load_model(ckpt)
         pmaps, _ = predict(model, images)

@@ -118,7 +118,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     from ..export.onnx_export import export_onnx
     from ..export.metadata import read_metadata
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
-    from ..train.checkpoint import load_model
+    from ..model.checkpoint import load_model
     from ..data.dataset import load_pair
     from ..train.trainer import (files_sha256, load_normals, split_normals, split_shots, synth_foreground,
                                  validation_set)

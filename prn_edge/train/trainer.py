@@ -27,7 +27,7 @@ from ..errors import CheckpointError, DataError
 from ..evaluate.metrics import auroc, average_precision, f1_max
 from ..model.inference import predict, to_tensor
 from ..model.prn import PRN, build_prn
-from .checkpoint import read_checkpoint, save_checkpoint
+from ..model.checkpoint import read_checkpoint, save_checkpoint
 from .losses import segmentation_loss
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
-from prn_edge.train.checkpoint import read_checkpoint
+from prn_edge.model.checkpoint import read_checkpoint
 from prn_edge.train.trainer import normalize_score
 
 
