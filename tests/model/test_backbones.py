@@ -98,3 +98,9 @@ def test_pickled_code_in_weights_is_refused(tmp_path):
     with pytest.raises(WeightsError):
         load_weights(BACKBONES["tiny"].build(), path, "tiny")
     assert not Path("/tmp/prn_edge_pwned").exists()
+
+
+def test_config_accepts_exactly_the_backbones_the_registry_builds():
+    from prn_edge.config import BACKBONE_NAMES
+
+    assert sorted(BACKBONE_NAMES) == sorted(BACKBONES)
