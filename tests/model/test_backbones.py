@@ -19,7 +19,7 @@ def _imagenet_top5(model, rgb):
 def test_bundled_lite0_weights_classify_real_photos():
     # Proves the bundled weights load into our own graph with the right padding and normalization:
     # a wrong padding or mean/std drops these out of the top 5.
-    from lite0_classifier import load_classifier
+    from tests.helpers.lite0_classifier import load_classifier
 
     m = load_classifier()
     assert _imagenet_top5(m, skimage.data.chelsea())[0] in (281, 282, 285)  # tabby / tiger cat / Egyptian cat
