@@ -15,6 +15,9 @@ import yaml
 from .input_policy import INPUT_POLICIES
 from .errors import ConfigError
 
+# The backbones prn_edge.model.backbones builds: named here so validating a config needs no model code.
+BACKBONE_NAMES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2", "tiny")
+
 T = TypeVar("T")
 
 
@@ -49,9 +52,7 @@ class ModelConfig:
     distance_scales: Tuple[int, ...] = (1, 2)
 
     def validate(self) -> "ModelConfig":
-        from .model.backbones import BACKBONES
-
-        _choice("model.backbone", self.backbone, sorted(BACKBONES))
+        _choice("model.backbone", self.backbone, sorted(BACKBONE_NAMES))
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
         _choice("model.input_policy", self.input_policy, list(INPUT_POLICIES))
         if self.image_size < 64 or self.image_size % 32:

@@ -16,6 +16,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_sha256(paths: list[Path]) -> str:
+    """One hash over names and bytes of a file set: identifies the training data in the checkpoint."""
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        h.update(p.name.encode())
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -1,12 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-# tests/<area>/ helpers import each other by module name; shared fakes live in tests/
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "model"))
 torch.set_num_threads(2)
 
 

@@ -213,7 +213,8 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
     from prn_edge.data.dataset import load_category
     from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint, load_test
     from prn_edge.evaluate.metrics import evaluate_predictions
-    from prn_edge.train.trainer import load_normals, train
+    from prn_edge.evaluate.validation import load_normals
+    from prn_edge.train.trainer import train
 
     size, policy = cfg.model.image_size, cfg.model.input_policy
     cat = load_category(root, seed=seed, num_shots=cfg.train.num_shots)
@@ -242,7 +243,7 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
         entry["prn"] = {k: ev[k] for k in ("overall", "per_type", "means", "decisions", "validation_gap") if k in ev}
         entry["prn"].update({"train_seconds": round(train_s, 1), "best_step": res.best_step, "validation": res.val})
         from prn_edge.model.inference import predict
-        from prn_edge.train.checkpoint import load_model
+        from prn_edge.model.checkpoint import load_model
 
         model, _, _ = load_model(ckpt)
         pmaps, _ = predict(model, images)

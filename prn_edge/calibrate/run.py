@@ -87,7 +87,7 @@ def gate_metrics(fp32, int8) -> dict:
 def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0) -> dict:
     from ..evaluate.metrics import aupro, auroc, pixel_auroc
     from ..runtime import open_engine
-    from ..train.trainer import decision_params
+    from ..evaluate.thresholds import decision_params
 
     with open_engine(engine_path, threads=threads or None) as eng:
         maps, scores, decisions = [], [], []
@@ -118,10 +118,10 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     from ..export.onnx_export import export_onnx
     from ..export.metadata import read_metadata
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
-    from ..train.checkpoint import load_model
+    from ..model.checkpoint import load_model
     from ..data.dataset import load_pair
-    from ..train.trainer import (files_sha256, load_normals, split_normals, split_shots, synth_foreground,
-                                 validation_set)
+    from ..evaluate.validation import load_normals, split_normals, split_shots, synth_foreground, validation_set
+    from ..files import files_sha256
 
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()

@@ -12,7 +12,7 @@ from ..data.dataset import Sample, load_category
 from ..data.fit import fit_image
 from ..data.images import read_image, read_mask
 from ..model.inference import predict
-from ..train.checkpoint import load_model
+from ..model.checkpoint import load_model
 from .metrics import evaluate_predictions
 from .report import markdown_table, save_maps_tiff, save_overlays, write_json
 

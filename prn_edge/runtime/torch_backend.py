@@ -49,7 +49,7 @@ class TorchEngine(Engine):
 
     @staticmethod
     def _load(path: Path):
-        from ..train.checkpoint import load_model
+        from ..model.checkpoint import load_model
 
         try:
             return load_model(path)

@@ -1,1 +1,1 @@
-"""Training: losses, checkpoints and the training loop."""
+"""Training: losses and the training loop; checkpoints are written with prn_edge.model.checkpoint."""

@@ -1,7 +1,7 @@
 """The training loop: prototypes from normal images, then the head on normals, real shots and generated anomalies.
 
 The best step and the thresholds are chosen on a validation split of the *training* normals (plus anomalies
-generated on them), never on the test set.
+generated on them, and held-out real shots), never on the test set: the protocol is prn_edge.evaluate.validation.
 """
 from __future__ import annotations
 
@@ -18,16 +18,18 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, SynthConfig, make_config
-from ..data.dataset import Category, Sample, load_category, load_fitted, load_pair
-from ..data.images import read_mask
+from ..config import Config, make_config
+from ..data.dataset import Category, load_category, load_pair
 from ..data.synth.anomalies import AnomalyGenerator
 from ..data.synth.textures import load_texture_dir
-from ..errors import CheckpointError, DataError
-from ..evaluate.metrics import auroc, average_precision, f1_max
-from ..model.inference import predict, to_tensor
+from ..errors import CheckpointError
+from ..evaluate.thresholds import checkpoint_decision
+from ..evaluate.validation import (load_normals, real_validation_set, selection_metric, split_normals, split_shots,
+                                   synth_foreground, validate, validate_all, validation_set)
+from ..files import files_sha256
+from ..model.checkpoint import read_checkpoint, save_checkpoint
+from ..model.inference import to_tensor
 from ..model.prn import PRN, build_prn
-from .checkpoint import read_checkpoint, save_checkpoint
 from .losses import segmentation_loss
 
 
@@ -43,122 +45,6 @@ class TrainResult:
     def to_dict(self) -> dict:
         return {"checkpoint": str(self.checkpoint), "best_step": self.best_step, "val": self.val,
                 "seconds": round(self.seconds, 1), "steps": self.steps, "category": self.category}
-
-
-def files_sha256(paths: list[Path]) -> str:
-    """One hash over names and bytes of a file set: identifies the training data in the checkpoint."""
-    h = hashlib.sha256()
-    for p in sorted(paths, key=lambda p: p.name):
-        h.update(p.name.encode())
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()
-
-
-def synth_foreground(cfg: Config, cat: Category):
-    """Where generated anomalies may go: the user's mask if configured, else the category's rule."""
-    size = cfg.model.image_size
-    return read_mask(cfg.synth.foreground_mask, (size, size)) if cfg.synth.foreground_mask else cat.foreground
-
-
-def split_normals(cat: Category, tc) -> tuple[list[Path], list[Path]]:
-    """Training normals split into (prototype/fit, validation); deterministic by the training seed."""
-    order = np.random.default_rng(tc.seed).permutation(len(cat.train_good))
-    n_val = max(2, int(round(tc.val_fraction * len(order))))
-    if len(order) - n_val < 2:
-        raise DataError(f"{cat.root}: only {len(order)} normal training images; need at least {n_val + 2} "
-                        f"(add images to train/good or lower train.val_fraction)")
-    return [cat.train_good[i] for i in order[n_val:]], [cat.train_good[i] for i in order[:n_val]]
-
-
-def split_shots(shots: list[Sample], tc) -> tuple[list[Sample], list[Sample]]:
-    """Real defect shots split into (training, validation): `train.val_shots` of each type's shots are held out
-    (at least one per type that has three or more), so validation tells how real defects are found, not only
-    generated ones. Deterministic by the training seed."""
-    rng = np.random.default_rng(tc.seed + 104729)
-    train_shots, val_shots = [], []
-    for defect in sorted({s.defect for s in shots}):
-        group = [s for s in shots if s.defect == defect]
-        n_val = 0 if tc.val_shots <= 0 or len(group) < 3 else min(len(group) - 1,
-                                                                  max(1, int(round(tc.val_shots * len(group)))))
-        held = set(rng.permutation(len(group))[:n_val].tolist())
-        train_shots += [s for i, s in enumerate(group) if i not in held]
-        val_shots += [s for i, s in enumerate(group) if i in held]
-    return train_shots, val_shots
-
-
-def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list]:
-    """Normal images fitted to the model input, and where each may hold a generated anomaly (None = anywhere;
-    with letterboxing, the image and not its padding)."""
-    size, policy = cfg.model.image_size, cfg.model.input_policy
-    load = tqdm if progress else (lambda x, **_: x)
-    imgs, regions = [], []
-    for p in load(paths, desc="load normals", leave=False):
-        img, where = load_fitted(p, size, policy)
-        imgs.append(img)
-        regions.append(None if (where.h, where.w) == (size, size) else where.valid())
-    return imgs, regions
-
-
-def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig, size: int, shots, textures,
-                   foreground, seed: int):
-    """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds)."""
-    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
-    gen = AnomalyGenerator(only_anomalies, size, shots, textures, foreground)
-    rng = np.random.default_rng(seed + 7919)
-    images, masks = list(normals), [np.zeros(normals[0].shape[:2], np.float32) for _ in normals]
-    for img, region in zip(normals, regions):
-        a, m, _ = gen.sample(img, rng, region)
-        images.append(a)
-        masks.append(m.astype(np.float32))
-    labels = np.array([0] * len(normals) + [1] * len(normals))
-    return images, np.stack(masks), labels
-
-
-def real_validation_set(normals: list[np.ndarray], defects: list[tuple[np.ndarray, np.ndarray]]):
-    """Held-out normals and held-out real defect shots: the validation that says how real defects are found."""
-    images = list(normals) + [img for img, _ in defects]
-    masks = [np.zeros(normals[0].shape[:2], np.float32) for _ in normals] + [m for _, m in defects]
-    return images, np.stack(masks), np.array([0] * len(normals) + [1] * len(defects))
-
-
-def decision_params(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
-    """Thresholds (image and pixel F1-max) and score normalization from validation predictions: the rule every
-    artefact's decision comes from, for the trained model and for its INT8 derivatives alike."""
-    pix_labels = (masks > 0.5).ravel()
-    img_f1, img_thr = f1_max(scores, labels)
-    # F1-max returns the lowest anomalous score it keeps: a defect a hair weaker than every validation defect
-    # would pass. Move down to the middle of the gap to the highest normal score below it; the validation
-    # decisions stay the same, and both sides get a margin (with few real defects this matters most).
-    below = scores[(labels == 0) & (scores < img_thr)]
-    if below.size:
-        img_thr = float((below.max() + img_thr) / 2)
-    pix_f1, pix_thr = f1_max(maps.ravel(), pix_labels)
-    normal_scores = scores[labels == 0]
-    return {
-        "image_f1": img_f1, "image_threshold": float(img_thr),
-        "pixel_f1": pix_f1, "pixel_threshold": float(pix_thr),
-        # Score normalization travels with the model: (score - threshold) / spread + 0.5 maps thr -> 0.5.
-        "score_spread": float(max(np.percentile(scores, 99) - np.percentile(normal_scores, 1), 1e-6)),
-    }
-
-
-def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
-    maps, scores = predict(model, images)
-    return {"image_auroc": auroc(scores, labels),
-            "pixel_ap": average_precision(maps.ravel(), (masks > 0.5).ravel()),
-            **decision_params(maps, scores, masks, labels)}
-
-
-def validate_all(model: PRN, sets: dict) -> dict:
-    """{"synthetic": metrics[, "real": metrics], "source": the set that selects the step and sets thresholds}."""
-    out = {name: validate(model, *data) for name, data in sets.items()}
-    out["source"] = "real" if "real" in sets else "synthetic"
-    return out
-
-
-def _selection_metric(v: dict) -> float:
-    chosen = v[v["source"]]
-    return 0.5 * (chosen["image_auroc"] + chosen["pixel_ap"])
 
 
 def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None, shots_from_test: int = 0,
@@ -258,12 +144,13 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             v = validate_all(model, val_sets)
             model.train()
             history.append({"step": done, "loss": float(loss.item()), **v})
-            metric = _selection_metric(v)
+            metric = selection_metric(v)
             bar.write(f"step {done}: " + ", ".join(f"{name} val image AUROC {v[name]['image_auroc']:.4f}, pixel AP "
                                                    f"{v[name]['pixel_ap']:.4f}" for name in val_sets))
             if metric > best[0]:
                 best = (metric, done, v)
-                save_checkpoint(Path(out), model, cfg, {**meta, **_decision(v), "best_step": done, "history": history})
+                save_checkpoint(Path(out), model, cfg,
+                                {**meta, **checkpoint_decision(v), "best_step": done, "history": history})
             save_checkpoint(last_path, model, cfg, meta, extra={
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history, "best_metric": best[0],
                 "best_step": best[1], "torch_rng": torch.get_rng_state()})
@@ -302,18 +189,7 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
         f"-> {'kept' if chosen == 'max' else 'left out'}")
     if chosen != cfg.model.distance_fusion:
         cfg.model.distance_fusion = chosen
-        meta.update(_decision({"source": "real", "real": scores[chosen][1]}))
+        meta.update(checkpoint_decision({"source": "real", "real": scores[chosen][1]}))
     save_checkpoint(ckpt, model, cfg, meta)
     return meta["fusion_choice"]
 
-
-def _decision(v: dict) -> dict:
-    """What travels with the model so every backend decides the same way (from the selecting validation set)."""
-    v = v[v["source"]]
-    return {"image_threshold": v["image_threshold"], "pixel_threshold": v["pixel_threshold"],
-            "score_spread": v["score_spread"]}
-
-
-def normalize_score(score: np.ndarray | float, meta: dict) -> np.ndarray:
-    """Map raw image scores so that the decision threshold sits at 0.5."""
-    return np.clip((np.asarray(score) - meta["image_threshold"]) / meta["score_spread"] + 0.5, 0.0, 1.0)

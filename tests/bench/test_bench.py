@@ -1,14 +1,11 @@
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
-from prn_artefacts import make_checkpoint  # noqa: E402
-
-from prn_edge.cli import main  # noqa: E402
-from prn_edge.export.onnx_export import export_onnx  # noqa: E402
+from prn_edge.cli import main
+from prn_edge.export.onnx_export import export_onnx
+from tests.helpers.prn_artefacts import make_checkpoint
 
 
 @pytest.fixture(scope="module")

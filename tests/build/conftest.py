@@ -1,13 +1,9 @@
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
-
-from prn_artefacts import make_checkpoint, real_images  # noqa: E402
+from tests.helpers.prn_artefacts import make_checkpoint, real_images
 
 
 @pytest.fixture(scope="session")

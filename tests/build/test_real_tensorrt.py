@@ -3,7 +3,7 @@ backend and compared with ONNX Runtime on the ONNX they came from. Skipped where
 import numpy as np
 import pytest
 
-from prn_artefacts import real_images
+from tests.helpers.prn_artefacts import real_images
 
 try:
     import tensorrt  # noqa: F401

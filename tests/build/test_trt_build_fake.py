@@ -1,4 +1,4 @@
-"""prn_edge.build against a FAKE tensorrt module (tests/build/fake_tensorrt.py) per version family:
+"""prn_edge.build against a FAKE tensorrt module (tests/helpers/fake_tensorrt.py) per version family:
 8.5 (JetPack 5.1), 10.3 (JetPack 6.1/6.2) and 11.x (strongly typed). No TensorRT, CUDA or GPU is used."""
 import json
 import os
@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 
-from fake_tensorrt import FakeCuda, engine_onnx, make_fake_tensorrt
 from prn_edge.build import BuildError, build_engine, plan_precision
 from prn_edge.build import host, trt_build
 from prn_edge.build.calibrator import cache_name, calibration_batches
@@ -17,6 +16,7 @@ from prn_edge.data.images import read_image
 from prn_edge.export.metadata import read_metadata, sha256_file
 from prn_edge.runtime import EngineError
 from prn_edge.runtime import tensorrt_backend as tb
+from tests.helpers.fake_tensorrt import FakeCuda, engine_onnx, make_fake_tensorrt
 
 
 def files_under(path):

@@ -13,8 +13,8 @@ from prn_edge.errors import BuildError
 from prn_edge.export.metadata import read_metadata
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
-from prn_edge.train.checkpoint import load_model
-from prn_edge.train.trainer import split_normals
+from prn_edge.model.checkpoint import load_model
+from prn_edge.evaluate.validation import split_normals
 
 
 def _protos(path):

@@ -1,11 +1,8 @@
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from prn_artefacts import make_checkpoint, real_images  # noqa: E402
+from tests.helpers.prn_artefacts import make_checkpoint, real_images
 
 
 @pytest.fixture(scope="session")

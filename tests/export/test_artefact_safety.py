@@ -35,7 +35,7 @@ def test_failed_parity_leaves_nothing_at_the_output_path(tiny_ckpt, tmp_path, mo
 def test_checkpoint_save_follows_no_fixed_temp_name(tmp_path):
     from prn_edge.config import make_config
     from prn_edge.model.prn import build_prn
-    from prn_edge.train.checkpoint import read_checkpoint, save_checkpoint
+    from prn_edge.model.checkpoint import read_checkpoint, save_checkpoint
 
     victim = tmp_path / "victim.txt"
     victim.write_text("untouched")

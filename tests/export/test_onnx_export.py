@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from prn_artefacts import make_checkpoint, ort_run, torch_predict
 from prn_edge import FORMAT_VERSION, __version__
 from prn_edge.export.metadata import (ExportError, InputSpec, MetadataError, ONNX_FORMAT_VERSION, read_metadata,
                                       sha256_file)
 from prn_edge.export.onnx_export import CameraPRN, export_onnx, resize_scale
 from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
+from tests.helpers.prn_artefacts import make_checkpoint, ort_run, torch_predict
 
 TOL = 1e-4  # maps and scores, ONNX Runtime CPU vs PyTorch
 
@@ -278,7 +278,7 @@ def test_cli_parity_walks_a_test_folder_with_defect_subfolders(tiny_ckpt, photos
 def test_letterbox_frames_pad_inside_the_graph_like_the_host(photos, tmp_path):
     # A 48x80 camera frame into a 64x64 letterbox model: resize to 38x64 inside the graph, pad black above and
     # below; the same steps on the host (and in training, data.fit) give the same maps.
-    from prn_artefacts import make_checkpoint
+    from tests.helpers.prn_artefacts import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "lb.pt", overrides={"model": {"input_policy": "letterbox"}})
     out = tmp_path / "lb.onnx"

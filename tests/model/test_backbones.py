@@ -19,7 +19,7 @@ def _imagenet_top5(model, rgb):
 def test_bundled_lite0_weights_classify_real_photos():
     # Proves the bundled weights load into our own graph with the right padding and normalization:
     # a wrong padding or mean/std drops these out of the top 5.
-    from lite0_classifier import load_classifier
+    from tests.helpers.lite0_classifier import load_classifier
 
     m = load_classifier()
     assert _imagenet_top5(m, skimage.data.chelsea())[0] in (281, 282, 285)  # tabby / tiger cat / Egyptian cat
@@ -98,3 +98,9 @@ def test_pickled_code_in_weights_is_refused(tmp_path):
     with pytest.raises(WeightsError):
         load_weights(BACKBONES["tiny"].build(), path, "tiny")
     assert not Path("/tmp/prn_edge_pwned").exists()
+
+
+def test_config_accepts_exactly_the_backbones_the_registry_builds():
+    from prn_edge.config import BACKBONE_NAMES
+
+    assert sorted(BACKBONE_NAMES) == sorted(BACKBONES)

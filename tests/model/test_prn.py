@@ -198,7 +198,7 @@ def test_distance_map_lights_up_a_foreign_patch_the_decoder_never_saw():
 
 
 def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
-    from prn_edge.train.checkpoint import load_model, save_checkpoint
+    from prn_edge.model.checkpoint import load_model, save_checkpoint
 
     cfg = make_config("prn-tiny")
     model, _ = build_prn(cfg.model, num_images=20)

@@ -12,9 +12,8 @@ from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import EngineError, open_engine
 from prn_edge.runtime import tensorrt_backend as tb
 from prn_edge.runtime.preprocess import rgb_to_frames
-
-from fake_cuda import FakeCuda  # noqa: E402 - tests/ is on sys.path (tests/conftest.py)
-from fake_tensorrt import make_fake_tensorrt, serialize_engine  # noqa: E402
+from tests.helpers.fake_cuda import FakeCuda
+from tests.helpers.fake_tensorrt import make_fake_tensorrt, serialize_engine
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -6,8 +6,8 @@ import pytest
 
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
-from prn_edge.train.checkpoint import read_checkpoint
-from prn_edge.train.trainer import normalize_score
+from prn_edge.model.checkpoint import read_checkpoint
+from prn_edge.export.metadata import normalize_scores
 
 
 def _gravel(tmp_path_factory, name: str, seed: int, n_shots: int):
@@ -42,7 +42,7 @@ def test_checkpoint_records_what_reproduces_and_audits_the_run(trained, tiny_dat
     assert len(meta["shots"]) == 4 and all("defects" in s for s in meta["shots"])
     assert 0.0 <= meta["image_threshold"] <= 1.0 and meta["score_spread"] > 0
     assert meta["best_step"] in (10, 20) and [h["step"] for h in meta["history"]][0] == 10
-    assert normalize_score(meta["image_threshold"], meta) == pytest.approx(0.5)
+    assert normalize_scores(meta["image_threshold"], meta) == pytest.approx(0.5)
     assert trained.with_suffix(".last.pt").is_file()
 
 
@@ -191,19 +191,3 @@ def test_odd_sizes_train_letterboxed_and_maps_come_back_at_each_image_size(tmp_p
         m = tifffile.imread(tmp_path / "maps" / "odd" / "test" / "spot" / f"{i:02d}.tiff")
         assert m.shape == sizes[i]  # metrics and maps at the image's own resolution
     assert json.loads((tmp_path / "o.json").read_text())["overall"]["pixel_auroc"] is not None
-
-
-def test_image_threshold_sits_in_the_middle_of_the_gap_with_the_same_validation_decisions():
-    from prn_edge.train.trainer import decision_params
-
-    masks = np.zeros((5, 4, 4), np.float32)
-    masks[3:, 0, 0] = 1
-    labels = np.array([0, 0, 0, 1, 1])
-    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7])
-    maps = np.zeros((5, 4, 4), np.float32) + scores[:, None, None]
-    p = decision_params(maps, scores, masks, labels)
-    assert p["image_threshold"] == pytest.approx(0.45)  # F1-max alone said 0.6: a defect at 0.59 would pass
-    scores = np.array([0.1, 0.5, 0.3, 0.4, 0.6])  # overlapping: F1-max keeps 0.4 (one false reject at 0.5)
-    p = decision_params(maps, scores, masks, labels)
-    assert p["image_threshold"] == pytest.approx(0.35)
-    assert ((scores >= p["image_threshold"]) == (scores >= 0.4)).all()  # same decisions on validation

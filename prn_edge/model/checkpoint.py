@@ -1,4 +1,7 @@
-"""Checkpoints: plain tensors and primitive types only, so loading works with torch.load(weights_only=True)."""
+"""Checkpoints: plain tensors and primitive types only, so loading works with torch.load(weights_only=True).
+
+Part of the model layer: training writes checkpoints; evaluation, export, calibration and the runtimes read them.
+"""
 from __future__ import annotations
 
 import io
@@ -11,7 +14,7 @@ from .. import FORMAT_VERSION, __version__
 from ..config import make_config, Config
 from ..errors import CheckpointError, PrnEdgeError
 from ..files import write_atomic
-from ..model.prn import PRN, build_prn
+from .prn import PRN, build_prn
 
 KIND = "prn_edge.checkpoint"
 

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from fake_cuda import FakeCuda  # noqa: F401 - re-exported: the CUDA these fake engines run on
+from .fake_cuda import FakeCuda  # noqa: F401 - re-exported: the CUDA these fake engines run on
 
 
 def serialize_engine(onnx_bytes: bytes, profile=None, **header) -> bytes:

@@ -7,7 +7,7 @@ from prn_edge import FORMAT_VERSION
 from prn_edge.config import make_config
 from prn_edge.errors import CheckpointError
 from prn_edge.model.prn import build_prn
-from prn_edge.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from prn_edge.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import torch
 
 from prn_edge.config import make_config
 from prn_edge.model.prn import build_prn
-from prn_edge.train.checkpoint import save_checkpoint
+from prn_edge.model.checkpoint import save_checkpoint
 
 
 def real_images(n: int = 6, size: int = 96) -> list[np.ndarray]:
@@ -61,7 +61,7 @@ def make_checkpoint(path: Path, variant: str = "prn-tiny", overrides: dict | Non
 
 def torch_predict(ckpt: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reference: the checkpoint's PRN on a float32 (N, 3, S, S) RGB [0, 1] tensor."""
-    from prn_edge.train.checkpoint import load_model
+    from prn_edge.model.checkpoint import load_model
 
     model, _, _ = load_model(ckpt)
     with torch.no_grad():

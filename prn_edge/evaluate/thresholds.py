@@ -1,0 +1,36 @@
+"""The decision parameters of a model, chosen on its validation predictions: image and pixel thresholds
+(F1-max) and the score spread that normalizes scores. One rule for the trained model and its INT8 derivatives."""
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import f1_max
+
+
+def decision_params(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
+    """Thresholds (image and pixel F1-max) and score normalization from validation predictions: the rule every
+    artefact's decision comes from, for the trained model and for its INT8 derivatives alike."""
+    pix_labels = (masks > 0.5).ravel()
+    img_f1, img_thr = f1_max(scores, labels)
+    # F1-max returns the lowest anomalous score it keeps: a defect a hair weaker than every validation defect
+    # would pass. Move down to the middle of the gap to the highest normal score below it; the validation
+    # decisions stay the same, and both sides get a margin (with few real defects this matters most).
+    below = scores[(labels == 0) & (scores < img_thr)]
+    if below.size:
+        img_thr = float((below.max() + img_thr) / 2)
+    pix_f1, pix_thr = f1_max(maps.ravel(), pix_labels)
+    normal_scores = scores[labels == 0]
+    return {
+        "image_f1": img_f1, "image_threshold": float(img_thr),
+        "pixel_f1": pix_f1, "pixel_threshold": float(pix_thr),
+        # Score normalization travels with the model: (score - threshold) / spread + 0.5 maps thr -> 0.5.
+        "score_spread": float(max(np.percentile(scores, 99) - np.percentile(normal_scores, 1), 1e-6)),
+    }
+
+
+def checkpoint_decision(v: dict) -> dict:
+    """What travels with the model so every backend decides the same way (from the selecting validation set of
+    `validation.validate_all`)."""
+    v = v[v["source"]]
+    return {"image_threshold": v["image_threshold"], "pixel_threshold": v["pixel_threshold"],
+            "score_spread": v["score_spread"]}

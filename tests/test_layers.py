@@ -1,0 +1,109 @@
+"""Imports point one way: every module under prn_edge is parsed (imports inside functions count too) and no
+subpackage may import one of a higher layer. The layers follow the data flow; runtime sits below calibrate and
+build because those stages run engines to measure accuracy."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "prn_edge"
+
+# Lowest first. A subpackage (or top-level module) may import its own layer and the ones listed before it.
+LAYERS = [
+    "errors", "files", "logs", "input_policy",
+    "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
+    "config", "data", "model", "evaluate", "train", "export", "runtime", "calibrate", "build", "bench", "line",
+    "demo", "cli",
+]
+RANK = {name: i for i, name in enumerate(LAYERS)}
+
+# Known edges against the layers, each with the change that removes it. Each one is also an expected failure
+# below, so the test of that edge starts to fail (XPASS, strict) once the edge is gone: then delete it here.
+# (runtime -> export, the other half of that cycle, points down and needs no entry.)
+ALLOWED = {
+    # export/parity.py runs the ONNX Runtime and PyTorch engines to compare them with the export
+    ("export", "runtime"): "removed by the artefact layer",
+    # calibrate/run.py times FP32 against INT8 with bench.throughput.run_bench
+    ("calibrate", "bench"): "open: bench (which imports only runtime) belongs below calibrate, or the timing "
+                            "loop in runtime",
+}
+
+
+def _module_name(path: Path) -> list[str]:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def _is_module(dotted: list[str]) -> bool:
+    target = PACKAGE.parent.joinpath(*dotted)
+    return target.with_suffix(".py").is_file() or (target / "__init__.py").is_file()
+
+
+def _imported(node: ast.AST, module: list[str], is_package: bool) -> list[list[str]]:
+    """Dotted names (as lists) that an import statement brings in; relative imports resolved."""
+    if isinstance(node, ast.Import):
+        return [a.name.split(".") for a in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    if node.level:
+        base = module if is_package else module[:-1]
+        base = base[:len(base) - node.level + 1]
+    else:
+        base = []
+    base = base + (node.module.split(".") if node.module else [])
+    # `from prn_edge import errors` imports a module; `from prn_edge import __version__` an attribute of the root.
+    return [base + [a.name] if _is_module(base + [a.name]) else base for a in node.names]
+
+
+def _layer(dotted: list[str]) -> str | None:
+    """The layer an imported name belongs to; None for other packages and for the root package itself (its
+    __init__ holds only the version constants every layer may read)."""
+    if dotted[:1] != ["prn_edge"] or len(dotted) < 2:
+        return None
+    return dotted[1]
+
+
+def import_edges() -> dict[tuple[str, str], list[str]]:
+    """(importing layer, imported layer) -> where ("prn_edge/x/y.py:line") for every edge between two layers."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        source = _layer(module) if len(module) > 1 else None
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for dotted in _imported(node, module, path.name == "__init__.py"):
+                target = _layer(dotted)
+                if target is not None and target != source:
+                    where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                    found = edges.setdefault((source or "prn_edge", target), [])
+                    if where not in found:
+                        found.append(where)
+    return edges
+
+
+def _violations(edges: dict) -> dict:
+    return {(a, b): where for (a, b), where in edges.items() if RANK[b] > RANK[a]}
+
+
+def test_every_subpackage_has_a_layer():
+    names = {p.stem if p.suffix == ".py" else p.name for p in PACKAGE.iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert not names - set(LAYERS), f"place these in LAYERS (tests/test_layers.py): {sorted(names - set(LAYERS))}"
+
+
+def test_the_root_package_imports_nothing_of_its_own():
+    edges = import_edges()
+    assert not [e for e in edges if e[0] == "prn_edge"], "prn_edge/__init__.py must stay below every layer"
+
+
+def test_no_subpackage_imports_a_higher_layer():
+    bad = {edge: where for edge, where in _violations(import_edges()).items() if edge not in ALLOWED}
+    assert not bad, "imports against the layers (lower -> higher):\n" + "\n".join(
+        f"  {a} -> {b}: {', '.join(where)}" for (a, b), where in sorted(bad.items()))
+
+
+@pytest.mark.parametrize("edge", [pytest.param(e, id=f"{e[0]}->{e[1]}", marks=pytest.mark.xfail(
+    strict=True, reason=reason)) for e, reason in ALLOWED.items()])
+def test_known_violation_is_gone(edge):
+    assert edge not in _violations(import_edges()), f"{edge[0]} -> {edge[1]} still there: {ALLOWED[edge]}"
