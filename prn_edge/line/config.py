@@ -23,11 +23,12 @@ from typing import Any, Mapping, Tuple
 
 from ..config import _build, _choice, load_config_file
 from ..errors import ConfigError
+from . import registry
 from .errors import LineConfigError
+from .loop import LoopOptions
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("genicam", "folder", "video", "conveyor")
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
@@ -45,59 +46,6 @@ class EngineConfig:
 
 
 @dataclass
-class GenicamConfig:
-    cti: str = ""  # empty: every .cti in GENICAM_GENTL64_PATH
-    serial: str = ""
-    model: str = ""
-    index: int = 0
-    width: int = 0  # 0 = leave the camera's setting
-    height: int = 0
-    pixel_format: str = ""
-    exposure_us: float = 0.0
-    trigger: str = "off"  # off | software | hardware
-    trigger_source: str = "Line0"
-    trigger_rate_hz: float = 0.0  # software trigger: parts per second (0 = trigger on each grab)
-    frame_rate_hz: float = 0.0  # free run (trigger off): AcquisitionFrameRate (0 = the camera's setting)
-    buffer_mode: str = "all"  # all | newest
-    queue_size: int = 8
-    max_age_s: float = 0.0  # frames older than this are discarded (0 = no limit)
-    num_buffers: int = 8
-    reconnect_max_s: float = 5.0
-    poll_max_s: float = 0.002  # longest pause between buffer polls while idle (latency vs CPU)
-
-
-@dataclass
-class FolderConfig:
-    path: str = ""
-    rate_hz: float = 10.0
-    loop: bool = False
-    size: int = 0
-
-
-@dataclass
-class VideoConfig:
-    path: str = ""
-    rate_hz: float = 0.0  # 0 = the file's frame rate
-    loop: bool = False
-
-
-@dataclass
-class ConveyorConfig:
-    dataset: str = ""  # a category folder (MVTec AD layout), e.g. a demo dataset category
-    rate_hz: float = 20.0
-    parts: int = 100  # 0 = endless
-    seed: int = 0
-    size: int = 0
-    max_images: int = 64
-    drop: Tuple[int, ...] = ()  # part ids whose frame is lost
-    timeout: Tuple[int, ...] = ()  # part ids whose grab times out
-    corrupt: Tuple[int, ...] = ()  # part ids whose frame arrives truncated
-    p_drop: float = 0.0
-    p_timeout: float = 0.0
-    p_corrupt: float = 0.0
-
-
-@dataclass
 class LineScanConfig:
     enabled: bool = False
     frame_height: int = 0  # lines per part frame
@@ -106,20 +54,19 @@ class LineScanConfig:
 
 @dataclass
 class SourceConfig:
+    """source: {kind: K, K: {...its options...}, grab_timeout_s, linescan}; the options of kind K are the
+    dataclass registered beside its implementation (prn_edge.line.registry)."""
     kind: str = "conveyor"
     grab_timeout_s: float = 0.5
-    genicam: GenicamConfig = field(default_factory=GenicamConfig)
-    folder: FolderConfig = field(default_factory=FolderConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
-    conveyor: ConveyorConfig = field(default_factory=ConveyorConfig)
     linescan: LineScanConfig = field(default_factory=LineScanConfig)
+    options: Any = None  # the chosen kind's options dataclass
 
 
 @dataclass
 class RegionConfig:
     roi: Tuple[int, ...] = ()  # [x, y, width, height]; [] = whole frame
     tiles: bool = False
-    overlap: int = 32
+    overlap: int = LoopOptions.overlap
     resize: bool = False
 
 
@@ -156,7 +103,7 @@ class TimingConfig:
     queue_size: int = 64
     heartbeat_s: float = 0.1
     watchdog_s: float = 1.0
-    fire_tolerance_s: float = 0.01
+    fire_tolerance_s: float = LoopOptions.fire_tolerance_s
     stale_after_s: float = 0.05  # a command not delivered by fire time + this is dropped (stale), never sent late
     p99_window: int = 200  # recent engine calls in the p99 that decides 'too late already'
     p99_age_s: float = 1.0  # ... no older than this
@@ -176,66 +123,7 @@ class MonitorConfig:
     status_line: bool = True
 
 
-@dataclass
-class CsvOutputConfig:
-    kind: str = "csv"
-    name: str = "csv"
-    path: str = "decisions.csv"
-    rotate_mb: float = 100.0  # start a new file past this size (0 = never)
-    rotate_daily: bool = True  # ... and at the first part of a new UTC day
-
-
-@dataclass
-class LogOutputConfig:
-    kind: str = "log"
-    name: str = "log"
-
-
-@dataclass
-class ModbusOutputConfig:
-    kind: str = "modbus"
-    name: str = "modbus"
-    host: str = "127.0.0.1"
-    port: int = 502
-    device_id: int = 1
-    command_register: int = 0
-    heartbeat_register: int = 10  # -1 = none
-    coil: int = -1  # -1 = no coil pulse
-    pulse_s: float = 0.05
-    timeout_s: float = 0.2
-    backoff_s: float = 0.1
-    backoff_max_s: float = 5.0
-    at: str = "eject"  # eject | decision
-    write_good: bool = False
-    require_at_start: bool = True
-
-
-@dataclass
-class CameraIoOutputConfig:
-    kind: str = "camera_io"
-    name: str = "camera_io"
-    line: str = "Line1"
-    user_output: str = "UserOutput1"
-    pulse_s: float = 0.02
-    heartbeat_output: str = ""
-    at: str = "eject"
-
-
-@dataclass
-class GpioOutputConfig:
-    kind: str = "gpio"
-    name: str = "gpio"
-    chip: str = "/dev/gpiochip0"
-    line: int = 0
-    pulse_s: float = 0.03
-    heartbeat_line: int = -1
-    active_low: bool = False
-    at: str = "eject"
-
-
 ENCODER_KINDS = ("none", "modbus", "clock")
-OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutputConfig, "log": LogOutputConfig, "modbus": ModbusOutputConfig,
-                                 "camera_io": CameraIoOutputConfig, "gpio": GpioOutputConfig}
 
 
 @dataclass
@@ -251,7 +139,7 @@ class LineConfig:
 
     def validate(self) -> "LineConfig":
         try:
-            _choice("source.kind", self.source.kind, list(SOURCE_KINDS))
+            _choice("source.kind", self.source.kind, list(registry.sources()))
             _choice("engine.backend", self.engine.backend, list(BACKENDS))
             _choice("decision.fail_safe", self.decision.fail_safe, ["reject", "recheck"])
             _choice("source.linescan.mode", self.source.linescan.mode, ["length", "trigger"])
@@ -263,11 +151,14 @@ class LineConfig:
         except ConfigError as e:
             raise LineConfigError(str(e)) from None
         kind = self.source.kind
-        needs = {"folder": ("source.folder.path", self.source.folder.path),
-                 "video": ("source.video.path", self.source.video.path),
-                 "conveyor": ("source.conveyor.dataset", self.source.conveyor.dataset)}
-        if kind in needs and not needs[kind][1]:
-            raise LineConfigError(f"source.kind={kind!r} needs {needs[kind][0]}")
+        for need in registry.sources()[kind].needs:
+            if not getattr(self.source.options, need):
+                raise LineConfigError(f"source.kind={kind!r} needs source.{kind}.{need}")
+        out_kinds = registry.outputs()
+        for i, o in enumerate(self.outputs):
+            for need in out_kinds[o.kind].needs:
+                if not getattr(o, need):
+                    raise LineConfigError(f"outputs[{i}] (kind {o.kind}) needs {need}")
         if self.source.linescan.enabled and self.source.linescan.frame_height < 1:
             raise LineConfigError("source.linescan.frame_height must be >= 1 when source.linescan.enabled is true")
         t, e = self.timing, self.timing.encoder
@@ -303,20 +194,37 @@ class LineConfig:
 
 
 def _outputs(items: Any) -> tuple:
+    kinds = registry.outputs()
     if not isinstance(items, (list, tuple)):
         raise LineConfigError(f"outputs: expected a list of outputs, got {items!r}")
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or "kind" not in item:
-            raise LineConfigError(f"outputs[{i}]: expected a mapping with a kind, one of {sorted(OUTPUT_KINDS)}")
-        if item["kind"] not in OUTPUT_KINDS:
+            raise LineConfigError(f"outputs[{i}]: expected a mapping with a kind, one of {sorted(kinds)}")
+        if not isinstance(item["kind"], str) or item["kind"] not in kinds:
             raise LineConfigError(f"outputs[{i}].kind={item['kind']!r} is not allowed; choose one of "
-                                  f"{sorted(OUTPUT_KINDS)}")
-        cls = OUTPUT_KINDS[item["kind"]]
+                                  f"{sorted(kinds)}")
         data = dict(item)
         data.setdefault("name", item["kind"])
-        out.append(_build(cls, data, f"outputs[{i}]"))
+        out.append(_build(kinds[item["kind"]].options, data, f"outputs[{i}]"))
     return tuple(out)
+
+
+def _source(data: Any) -> SourceConfig:
+    """source: the common keys, the linescan section, and one section per source kind (each checked against that
+    kind's options; the chosen kind's becomes SourceConfig.options)."""
+    kinds = registry.sources()
+    if not isinstance(data, Mapping):
+        raise LineConfigError(f"source: expected a mapping, got {data!r}")
+    common = {k: v for k, v in data.items() if k not in kinds}
+    cfg = _build(SourceConfig, common, "source")
+    if cfg.options is not None:
+        raise LineConfigError(f"source.options is not a key; put the options under source.{cfg.kind}")
+    sections = {k: _build(kinds[k].options, v if v is not None else {}, f"source.{k}")
+                for k, v in data.items() if k in kinds}
+    if cfg.kind in kinds:
+        cfg.options = sections.get(cfg.kind) or kinds[cfg.kind].options()
+    return cfg
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -325,26 +233,29 @@ def _resolve(path: str, base: Path) -> str:
 
 def line_config(data: Mapping[str, Any], base_dir: str | Path = ".") -> LineConfig:
     """A validated LineConfig from a nested dict (YAML); relative paths are taken from base_dir."""
+    if not isinstance(data or {}, Mapping):
+        raise LineConfigError(f"line config: expected a mapping of sections, got {type(data).__name__}")
     data = dict(data or {})
     outputs = data.pop("outputs", None)
+    source = data.pop("source", None)
     try:
         cfg = _build(LineConfig, data, "")
-        cfg.outputs = _outputs(outputs) if outputs is not None else (CsvOutputConfig(),)
+        cfg.source = _source(source) if source is not None else _source({})
+        cfg.outputs = _outputs(outputs) if outputs is not None else (registry.outputs()["csv"].options(),)
     except LineConfigError:
         raise
     except ConfigError as e:
         raise LineConfigError(str(e)) from None
     base = Path(base_dir)
     cfg.engine.path = _resolve(cfg.engine.path, base)
-    s = cfg.source
-    s.genicam.cti = _resolve(s.genicam.cti, base)
-    s.folder.path = _resolve(s.folder.path, base)
-    s.video.path = _resolve(s.video.path, base)
-    s.conveyor.dataset = _resolve(s.conveyor.dataset, base)
     cfg.monitor.evidence_dir = _resolve(cfg.monitor.evidence_dir, base)
+    kind = registry.sources().get(cfg.source.kind)
+    for key in kind.paths if kind is not None and cfg.source.options is not None else ():
+        setattr(cfg.source.options, key, _resolve(getattr(cfg.source.options, key), base))
+    out_kinds = registry.outputs()
     for o in cfg.outputs:
-        if isinstance(o, CsvOutputConfig):
-            o.path = _resolve(o.path, base)
+        for key in out_kinds[o.kind].paths:
+            setattr(o, key, _resolve(getattr(o, key), base))
     return cfg.validate()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import (CameraIoOutputConfig, CsvOutputConfig, GpioOutputConfig, LineConfig, LogOutputConfig,
-                     ModbusOutputConfig)
+from . import registry
+from .config import LineConfig
 from .errors import LineConfigError
 from .loop import Line, LoopOptions
 from .monitor import EvidenceStore, LineMetrics, StatusLine
@@ -16,29 +16,7 @@ from .timing import Budget
 
 def build_source(cfg: LineConfig) -> FrameSource:
     s = cfg.source
-    if s.kind == "conveyor":
-        from .sources.conveyor import SyntheticConveyor
-
-        c = s.conveyor
-        source: FrameSource = SyntheticConveyor(
-            c.dataset, c.rate_hz, c.parts, c.seed, c.size, c.max_images,
-            faults={"drop": c.drop, "timeout": c.timeout, "corrupt": c.corrupt},
-            fault_rates={"drop": c.p_drop, "timeout": c.p_timeout, "corrupt": c.p_corrupt})
-    elif s.kind == "folder":
-        from .sources.files import ImageFolderSource
-
-        source = ImageFolderSource(s.folder.path, s.folder.rate_hz, s.folder.loop, s.folder.size)
-    elif s.kind == "video":
-        from .sources.files import VideoFileSource
-
-        source = VideoFileSource(s.video.path, s.video.rate_hz, s.video.loop)
-    else:
-        from .sources.genicam import GenicamSource
-
-        g = s.genicam
-        source = GenicamSource(g.cti, g.serial, g.model, g.index, g.width, g.height, g.pixel_format, g.exposure_us,
-                               g.trigger, g.trigger_source, g.trigger_rate_hz, g.buffer_mode, g.queue_size,
-                               g.max_age_s, g.num_buffers, g.reconnect_max_s, g.poll_max_s, g.frame_rate_hz)
+    source: FrameSource = registry.sources()[s.kind].build(s.options, {})
     if s.linescan.enabled:
         from .tiles import LineScanAssembler
 
@@ -47,36 +25,8 @@ def build_source(cfg: LineConfig) -> FrameSource:
 
 
 def build_outputs(cfg: LineConfig, source: Optional[FrameSource] = None) -> list[RejectOutput]:
-    outputs: list[RejectOutput] = []
-    for o in cfg.outputs:
-        if isinstance(o, CsvOutputConfig):
-            from .outputs.csvlog import CsvOutput
-
-            outputs.append(CsvOutput(o.path, o.name, o.rotate_mb, o.rotate_daily))
-        elif isinstance(o, LogOutputConfig):
-            from .outputs.csvlog import LogOutput
-
-            outputs.append(LogOutput(o.name))
-        elif isinstance(o, ModbusOutputConfig):
-            from .outputs.modbus import ModbusOutput
-
-            outputs.append(ModbusOutput(o.host, o.port, o.device_id, o.command_register, o.heartbeat_register,
-                                        o.coil, o.pulse_s, o.timeout_s, o.backoff_s, o.backoff_max_s, o.at,
-                                        o.write_good, o.require_at_start, o.name))
-        elif isinstance(o, CameraIoOutputConfig):
-            from .outputs.camera_io import CameraOutput
-
-            camera = getattr(source, "source", source)  # under a line-scan assembler
-            if not hasattr(camera, "node_map"):
-                raise LineConfigError(f"outputs.{o.name}: kind camera_io needs source.kind genicam (the output "
-                                      "is a line of that camera)")
-            outputs.append(CameraOutput(lambda: camera.node_map, o.line, o.user_output, o.pulse_s,
-                                        o.heartbeat_output, o.at, o.name))
-        elif isinstance(o, GpioOutputConfig):
-            from .outputs.gpio import GpioOutput
-
-            outputs.append(GpioOutput(o.chip, o.line, o.pulse_s, o.heartbeat_line, o.active_low, o.at, o.name))
-    return outputs
+    kinds = registry.outputs()
+    return [kinds[o.kind].build(o, {"source": source}) for o in cfg.outputs]
 
 
 def build_engine(cfg: LineConfig) -> Any:

@@ -43,7 +43,7 @@ class LoopOptions:
     uncertain_band: Sequence[float] = ()  # (low, high) in normalized score: low <= s < high -> recheck
     roi: Sequence[int] = ()
     tiles: bool = False
-    overlap: int = 0
+    overlap: int = 32  # pixels shared by neighbouring tiles (a defect on a tile border is seen whole once)
     resize: bool = False
     max_batch: int = 1  # parts per engine call
     batch_wait_s: float = 0.0  # wait this long for a batch to fill (0: take what is queued)
@@ -51,7 +51,7 @@ class LoopOptions:
     grab_timeout_s: float = 0.5
     heartbeat_s: float = 0.1
     watchdog_s: float = 1.0
-    fire_tolerance_s: float = 0.005
+    fire_tolerance_s: float = 0.01  # an actuation later than this after its fire time counts as late
     stale_after_s: float = 0.05  # a command not delivered this long after the part's fire time is dropped
     p99_window: int = 200  # engine calls in the p99 estimate
     p99_age_s: float = 1.0  # ... at most this old

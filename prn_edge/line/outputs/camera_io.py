@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import registry
 from ..decision import GOOD, Part
 from ..errors import LineConfigError, OutputError
 from .base import WHEN, RejectOutput
@@ -18,9 +20,25 @@ from .base import WHEN, RejectOutput
 NODES = ("LineSelector", "LineMode", "LineSource", "UserOutputSelector", "UserOutputValue")
 
 
+@dataclass
+class CameraIoOptions:
+    """outputs: {kind: camera_io}: a digital output line of the line's own GenICam camera."""
+    kind: str = "camera_io"
+    name: str = "camera_io"
+    line: str = "Line1"
+    user_output: str = "UserOutput1"
+    pulse_s: float = 0.02
+    heartbeat_output: str = ""
+    at: str = "eject"
+
+
+_C = CameraIoOptions
+
+
 class CameraOutput(RejectOutput):
-    def __init__(self, node_map: Callable[[], Any] | Any, line: str = "Line1", user_output: str = "UserOutput1",
-                 pulse_s: float = 0.02, heartbeat_output: str = "", at: str = "eject", name: str = "camera_io"):
+    def __init__(self, node_map: Callable[[], Any] | Any, line: str = _C.line, user_output: str = _C.user_output,
+                 pulse_s: float = _C.pulse_s, heartbeat_output: str = _C.heartbeat_output, at: str = _C.at,
+                 name: str = _C.name):
         """node_map: a GenICam node map, or a callable returning one (e.g. the line's camera source's
         `lambda: source.node_map`, resolved at open). heartbeat_output: a second user output toggled with
         each heartbeat (wire it to the PLC's watchdog input), "" for none."""
@@ -96,3 +114,15 @@ class CameraOutput(RejectOutput):
     def heartbeat(self, counter: int) -> None:
         if self.heartbeat_output:
             self._write(self.heartbeat_output, bool(counter & 1))
+
+
+def _camera_output(o: CameraIoOptions, ctx: dict) -> CameraOutput:
+    source = ctx.get("source")
+    camera = getattr(source, "source", source)  # under a line-scan assembler
+    if not hasattr(camera, "node_map"):
+        raise LineConfigError(f"outputs.{o.name}: kind camera_io needs source.kind genicam (the output is a line of "
+                              "that camera)")
+    return CameraOutput(lambda: camera.node_map, **registry.kwargs(o))
+
+
+registry.output("camera_io", CameraIoOptions, _camera_output)

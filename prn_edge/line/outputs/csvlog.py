@@ -6,9 +6,11 @@ import io
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import registry
 from ..decision import Part
 from ..errors import OutputError
 from .base import RejectOutput
@@ -54,6 +56,7 @@ class CsvOutput(RejectOutput):
     audit = True  # written once the other outputs have their outcome: the row says whether the PLC got it
 
     def __init__(self, path: str | Path, name: str = "csv", rotate_mb: float = 100.0, rotate_daily: bool = True):
+        """rotate_mb: start a new file past this size (0 = never); rotate_daily: and on a new UTC day."""
         self.path = Path(path)
         self.name = name
         self.rotate_bytes = int(rotate_mb * 1e6) if rotate_mb > 0 else 0
@@ -158,3 +161,24 @@ def read_decisions(path: str | Path) -> list[dict]:
     """The rows a CsvOutput wrote, as dicts of strings (for reports and tests)."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+@dataclass
+class CsvOptions:
+    """outputs: {kind: csv}: one row per part, the line's audit trail."""
+    kind: str = "csv"
+    name: str = "csv"
+    path: str = "decisions.csv"
+    rotate_mb: float = 100.0  # start a new file past this size (0 = never)
+    rotate_daily: bool = True  # ... and at the first part of a new UTC day
+
+
+@dataclass
+class LogOptions:
+    """outputs: {kind: log}: a log line per reject."""
+    kind: str = "log"
+    name: str = "log"
+
+
+registry.output("csv", CsvOptions, lambda o, ctx: CsvOutput(**registry.kwargs(o)), paths=("path",))
+registry.output("log", LogOptions, lambda o, ctx: LogOutput(o.name))

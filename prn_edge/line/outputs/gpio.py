@@ -6,8 +6,10 @@ The chip is opened lazily at open(); `chip_factory` replaces gpiod for tests (se
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from .. import registry
 from ..decision import GOOD, Part
 from ..errors import LineConfigError, OutputError
 from .base import WHEN, RejectOutput
@@ -39,9 +41,26 @@ def _gpiod_request(chip: str, offsets: list[int], consumer: str) -> Any:
     return _Request()
 
 
+@dataclass
+class GpioOptions:
+    """outputs: {kind: gpio}: a GPIO line (libgpiod) driving a valve through an opto-isolator or relay."""
+    kind: str = "gpio"
+    name: str = "gpio"
+    chip: str = "/dev/gpiochip0"
+    line: int = 0
+    pulse_s: float = 0.03
+    heartbeat_line: int = -1
+    active_low: bool = False
+    at: str = "eject"
+
+
+_P = GpioOptions
+
+
 class GpioOutput(RejectOutput):
-    def __init__(self, chip: str = "/dev/gpiochip0", line: int = 0, pulse_s: float = 0.03, heartbeat_line: int = -1,
-                 active_low: bool = False, at: str = "eject", name: str = "gpio",
+    def __init__(self, chip: str = _P.chip, line: int = _P.line, pulse_s: float = _P.pulse_s,
+                 heartbeat_line: int = _P.heartbeat_line, active_low: bool = _P.active_low, at: str = _P.at,
+                 name: str = _P.name,
                  chip_factory: Optional[Callable[[str, list[int], str], Any]] = None):
         if at not in WHEN:
             raise LineConfigError(f"outputs.{name}.at={at!r} is not allowed; choose one of {list(WHEN)}")
@@ -80,3 +99,6 @@ class GpioOutput(RejectOutput):
     def heartbeat(self, counter: int) -> None:
         if self.heartbeat_line >= 0:
             self._set(self.heartbeat_line, bool(counter & 1))
+
+
+registry.output("gpio", GpioOptions, lambda o, ctx: GpioOutput(**registry.kwargs(o)))

@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
+from .. import registry
 from ..decision import GOOD, RECHECK, REJECT, Part
 from ..errors import LineConfigError, PlcError
 from .base import WHEN, RejectOutput
@@ -49,12 +51,36 @@ def words32(v: int) -> list[int]:
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ModbusOptions:
+    """outputs: {kind: modbus}: reject commands and a heartbeat to a PLC over Modbus TCP (docs/plc.md)."""
+    kind: str = "modbus"
+    name: str = "modbus"
+    host: str = "127.0.0.1"
+    port: int = 502
+    device_id: int = 1
+    command_register: int = 0
+    heartbeat_register: int = 10  # -1 = none
+    coil: int = -1  # -1 = no coil pulse
+    pulse_s: float = 0.05
+    timeout_s: float = 0.2
+    backoff_s: float = 0.1
+    backoff_max_s: float = 5.0
+    at: str = "eject"  # eject | decision
+    write_good: bool = False
+    require_at_start: bool = True
+
+
+_M = ModbusOptions
+
+
 class ModbusOutput(RejectOutput):
-    def __init__(self, host: str = "127.0.0.1", port: int = 502, device_id: int = 1, command_register: int = 0,
-                 heartbeat_register: int = 10, coil: int = -1, pulse_s: float = 0.05, timeout_s: float = 0.2,
-                 backoff_s: float = 0.1, backoff_max_s: float = 5.0, at: str = "eject", write_good: bool = False,
-                 require_at_start: bool = True, name: str = "modbus",
-                 client_factory: Optional[Callable[..., object]] = None):
+    def __init__(self, host: str = _M.host, port: int = _M.port, device_id: int = _M.device_id,
+                 command_register: int = _M.command_register, heartbeat_register: int = _M.heartbeat_register,
+                 coil: int = _M.coil, pulse_s: float = _M.pulse_s, timeout_s: float = _M.timeout_s,
+                 backoff_s: float = _M.backoff_s, backoff_max_s: float = _M.backoff_max_s, at: str = _M.at,
+                 write_good: bool = _M.write_good, require_at_start: bool = _M.require_at_start,
+                 name: str = _M.name, client_factory: Optional[Callable[..., object]] = None):
         if at not in WHEN:
             raise LineConfigError(f"outputs.{name}.at={at!r} is not allowed; choose one of {list(WHEN)}")
         if coil >= 0 and pulse_s < MIN_PULSE_S:
@@ -203,3 +229,6 @@ class ModbusOutput(RejectOutput):
             words = [counter] + words32(clock_ms())
             self._call("heartbeat",
                        lambda c: c.write_registers(self.heartbeat_register, words, device_id=self.device_id))
+
+
+registry.output("modbus", ModbusOptions, lambda o, ctx: ModbusOutput(**registry.kwargs(o)))

@@ -7,13 +7,15 @@ Each part is one test image (good or a defect type, in a seeded shuffled order).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
 from ...data.dataset import load_category
 from ...data.images import read_image
+from .. import registry
 from ..errors import CameraTimeout, LineConfigError, SourceExhausted
 from .base import Frame, FrameSource, Pacer
 
@@ -94,3 +96,29 @@ class SyntheticConveyor(FrameSource):
             if fault == "corrupt":
                 image = image[: image.shape[0] // 2]  # a truncated transfer
             return Frame(image, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k, label=label, defect=defect)
+
+
+@dataclass
+class ConveyorOptions:
+    """source.conveyor: a simulated conveyor serving a dataset's test images as parts, with scripted faults."""
+    dataset: str = ""  # a category folder (MVTec AD layout), e.g. a demo dataset category
+    rate_hz: float = 20.0
+    parts: int = 100  # 0 = endless
+    seed: int = 0
+    size: int = 0
+    max_images: int = 64
+    drop: Tuple[int, ...] = ()  # part ids whose frame is lost
+    timeout: Tuple[int, ...] = ()  # part ids whose grab times out
+    corrupt: Tuple[int, ...] = ()  # part ids whose frame arrives truncated
+    p_drop: float = 0.0
+    p_timeout: float = 0.0
+    p_corrupt: float = 0.0
+
+
+def _conveyor(o: ConveyorOptions, ctx: dict) -> SyntheticConveyor:
+    return SyntheticConveyor(o.dataset, o.rate_hz, o.parts, o.seed, o.size, o.max_images,
+                             faults={"drop": o.drop, "timeout": o.timeout, "corrupt": o.corrupt},
+                             fault_rates={"drop": o.p_drop, "timeout": o.p_timeout, "corrupt": o.p_corrupt})
+
+
+registry.source("conveyor", ConveyorOptions, _conveyor, paths=("dataset",), needs=("dataset",))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ import numpy as np
 from ...data.dataset import GOOD
 from ...data.images import is_image_file, read_image
 from ...errors import DataError
+from .. import registry
 from ..errors import CameraTimeout, CorruptFrame, LineConfigError, SourceExhausted
 from .base import Frame, FrameSource, Pacer
 
@@ -29,6 +31,7 @@ class ImageFolderSource(FrameSource):
     name = "folder"
 
     def __init__(self, folder: str | Path, rate_hz: float = 10.0, loop: bool = False, size: int = 0):
+        """folder: images replayed as parts at rate_hz (size: resized to size x size, 0 = as stored)."""
         self.folder = Path(folder)
         self.rate_hz = rate_hz
         self.loop = loop
@@ -122,3 +125,26 @@ class VideoFileSource(FrameSource):
         self._i += 1
         rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         return Frame(rgb, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k)
+
+
+@dataclass
+class FolderOptions:
+    """source.folder: the images of a folder, replayed as parts."""
+    path: str = ""
+    rate_hz: float = 10.0
+    loop: bool = False
+    size: int = 0
+
+
+@dataclass
+class VideoOptions:
+    """source.video: the frames of a video file."""
+    path: str = ""
+    rate_hz: float = 0.0  # 0 = the file's frame rate
+    loop: bool = False
+
+
+registry.source("folder", FolderOptions, lambda o, ctx: ImageFolderSource(o.path, o.rate_hz, o.loop, o.size),
+                paths=("path",), needs=("path",))
+registry.source("video", VideoOptions, lambda o, ctx: VideoFileSource(o.path, o.rate_hz, o.loop),
+                paths=("path",), needs=("path",))

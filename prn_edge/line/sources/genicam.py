@@ -15,9 +15,11 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import registry
 from ..errors import CameraError, CameraTimeout, CorruptFrame, LineConfigError
 from .base import Frame, FrameQueue, FrameSource, Pacer
 from .pixels import SUPPORTED, channels_of, to_frame
@@ -144,14 +146,42 @@ def set_node(node_map: Any, name: str, value: Any, key: str) -> None:
                               f"({e.__class__.__name__}); {allowed}") from None
 
 
+@dataclass
+class GenicamOptions:
+    """source.genicam: a GenICam camera through a GenTL producer."""
+    cti: str = ""  # empty: every .cti in GENICAM_GENTL64_PATH
+    serial: str = ""
+    model: str = ""
+    index: int = 0
+    width: int = 0  # 0 = leave the camera's setting
+    height: int = 0
+    pixel_format: str = ""
+    exposure_us: float = 0.0
+    trigger: str = "off"  # off | software | hardware
+    trigger_source: str = "Line0"
+    trigger_rate_hz: float = 0.0  # software trigger: parts per second (0 = trigger on each grab)
+    buffer_mode: str = "all"  # all | newest
+    queue_size: int = 8
+    max_age_s: float = 0.0  # frames older than this are discarded (0 = no limit)
+    num_buffers: int = 8
+    reconnect_max_s: float = 5.0
+    poll_max_s: float = 0.002  # longest pause between buffer polls while idle (latency vs CPU)
+    frame_rate_hz: float = 0.0  # free run (trigger off): AcquisitionFrameRate (0 = the camera's setting)
+
+
+_G = GenicamOptions
+
+
 class GenicamSource(FrameSource):
     name = "genicam"
 
-    def __init__(self, cti: str = "", serial: str = "", model: str = "", index: int = 0, width: int = 0,
-                 height: int = 0, pixel_format: str = "", exposure_us: float = 0.0, trigger: str = "off",
-                 trigger_source: str = "Line0", trigger_rate_hz: float = 0.0, buffer_mode: str = "all",
-                 queue_size: int = 8, max_age_s: float = 0.0, num_buffers: int = 8, reconnect_max_s: float = 5.0,
-                 poll_max_s: float = 0.002, frame_rate_hz: float = 0.0):
+    def __init__(self, cti: str = _G.cti, serial: str = _G.serial, model: str = _G.model, index: int = _G.index,
+                 width: int = _G.width, height: int = _G.height, pixel_format: str = _G.pixel_format,
+                 exposure_us: float = _G.exposure_us, trigger: str = _G.trigger,
+                 trigger_source: str = _G.trigger_source, trigger_rate_hz: float = _G.trigger_rate_hz,
+                 buffer_mode: str = _G.buffer_mode, queue_size: int = _G.queue_size, max_age_s: float = _G.max_age_s,
+                 num_buffers: int = _G.num_buffers, reconnect_max_s: float = _G.reconnect_max_s,
+                 poll_max_s: float = _G.poll_max_s, frame_rate_hz: float = _G.frame_rate_hz):
         """poll_max_s: longest pause between buffer polls while no frame comes (the frame latency it may add
         in free run or with hardware triggers; software triggers wake the poll at once)."""
         if trigger not in TRIGGERS:
@@ -415,3 +445,6 @@ class GenicamSource(FrameSource):
             raise CameraTimeout(f"software trigger failed: {e}", part_expected=True, t_expected=t_trigger) from None
         frame.trigger_ts = t_trigger
         return frame
+
+
+registry.source("genicam", GenicamOptions, lambda o, ctx: GenicamSource(**registry.kwargs(o)), paths=("cti",))
