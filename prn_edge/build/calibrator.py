@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..export.metadata import InputSpec, sha256_file
+from ..artefact import InputSpec, sha256_file
 from ..errors import BuildError
 
 RUN_MANIFEST = "manifest.json"

@@ -40,14 +40,12 @@ from typing import Any, Callable, Optional, Sequence
 import onnx
 
 from .. import __version__
-from ..export.metadata import MetadataError, decode_metadata
-from ..files import sha256_file, write_atomic
+from ..artefact import MetadataError, decode_metadata, jetson_info, metadata_props, sha256_file, write_atomic
+from ..errors import BuildError
 from ..runtime import tensorrt_backend as tb
 from ..runtime.base import EngineError
 from .calibrator import (cache_name, calibration_batches, is_calibration_run, make_entropy_calibrator,
                          read_calibration_run)
-from ..errors import BuildError
-from .host import jetson_info
 from .mixed_precision import MixedPrecisionError, fp32_nodes, has_qdq, qdq_types, to_mixed_fp16
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
@@ -110,7 +108,7 @@ def _load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, str], dict]:
     except Exception as e:
         raise BuildError(f"{path} is not a readable ONNX model ({e.__class__.__name__}: {str(e)[:160]}); export it "
                          "again with `prn-edge export`") from None
-    props = {p.key: p.value for p in model.metadata_props}
+    props = metadata_props(model)
     try:
         meta = decode_metadata(props, str(path))
     except MetadataError as e:
@@ -274,8 +272,8 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         log(f"note: {workspace_mb} MiB workspace on a Jetson (memory shared with the CPU); 256 is usually enough")
 
     lint_target = _lint_target(major)
+    from ..export.errors import ExportError
     from ..export.lint import check_tensorrt_compatible
-    from ..export.metadata import ExportError
     try:
         lint_warnings = [str(i) for i in check_tensorrt_compatible(model, (lint_target,))]
     except ExportError as e:

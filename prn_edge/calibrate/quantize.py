@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
+from ..artefact import metadata_props, set_metadata
 from ..errors import ConfigError
-from ..export.graph import set_metadata
 
 FLAVOURS = ("tensorrt", "cpu")
 METHODS = ("minmax", "entropy", "percentile")
@@ -72,7 +72,7 @@ def prepare(fp32: Path, out: Path) -> Path:
     with _quiet():
         quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
     src, q = onnx.load(str(fp32)), onnx.load(str(out))
-    set_metadata(q, {p.key: p.value for p in src.metadata_props})
+    set_metadata(q, metadata_props(src))
     onnx.save(q, str(out))
     return out
 
@@ -106,7 +106,7 @@ def quantize_qdq(fp32: Path, out: Path, input_name: str, batches: Sequence[np.nd
                         extra_options=extra, **kw)
     # The quantizer drops metadata_props: the INT8 artefact must carry the same spec and thresholds.
     src, q = onnx.load(str(fp32)), onnx.load(str(out))
-    set_metadata(q, {p.key: p.value for p in src.metadata_props})
+    set_metadata(q, metadata_props(src))
     onnx.save(q, str(out))
     counts: dict[str, int] = {}
     for n in q.graph.node:

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
+from ..artefact import read_metadata, write_metadata
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
@@ -116,7 +117,6 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
               log: Callable[[str], None] = print, threads: int = 0) -> dict:
     from ..data.dataset import load_category
     from ..export.onnx_export import export_onnx
-    from ..export.metadata import read_metadata
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
     from ..train.checkpoint import load_model
     from ..data.dataset import load_pair
@@ -277,14 +277,10 @@ def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
     the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
     import onnx
 
-    from ..export.graph import set_metadata
-    from ..export.metadata import encode_metadata
-
     m = onnx.load(str(path))
-    set_metadata(m, encode_metadata({"image_threshold": params["image_threshold"],
-                                     "pixel_threshold": params["pixel_threshold"],
-                                     "score_spread": params["score_spread"], "calibration_run": run,
-                                     "accuracy_gate": "passed" if passed else "failed"}))
+    write_metadata(m, {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
+                       "score_spread": params["score_spread"], "calibration_run": run,
+                       "accuracy_gate": "passed" if passed else "failed"})
     onnx.save(m, str(path))
 
 

@@ -21,14 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from ..artefact import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, InputSpec,
+                        SpecError, build_metadata, choose_resize, read_metadata, sha256_file, write_atomic,
+                        write_metadata)
 from ..errors import PrnEdgeError
-from ..files import write_atomic
 from ..input_policy import PAD_VALUE, placement
 from ..model.prn import PRN, describe
-from .graph import fold_static, op_histogram, set_metadata
+from .errors import ExportError
+from .graph import fold_static, op_histogram
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt
-from .metadata import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, ExportError,
-                       InputSpec, build_metadata, choose_resize, encode_metadata, read_metadata, sha256_file)
 
 DEFAULT_OPSET = 17
 
@@ -117,10 +118,14 @@ def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, inpu
     if h < 1 or w < 1:
         raise ExportError(f"input_hw={input_hw!r}: need positive (height, width)")
     where = placement((h, w), (size, size), cfg.model.input_policy)
+    try:
+        method = choose_resize((h, w), (where.h, where.w), resize)
+    except SpecError as e:
+        raise ExportError(str(e)) from None
     return InputSpec(name=INPUT_NAME_UINT8, format="uint8", layout="NHWC", batch=batch, height=h, width=w,
                      channels=1 if channel_order == "mono" else 3, channel_order=channel_order, model_size=size,
-                     resize=choose_resize((h, w), (where.h, where.w), resize), scale=1.0 / 255.0, mean=mean,
-                     std=std, value_range=(0.0, 255.0), fit=cfg.model.input_policy)
+                     resize=method, scale=1.0 / 255.0, mean=mean, std=std, value_range=(0.0, 255.0),
+                     fit=cfg.model.input_policy)
 
 
 def _check_exportable(model: PRN, meta: dict, ckpt: Path) -> None:
@@ -166,7 +171,7 @@ def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAUL
     md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=spec,
                         model=describe(model), checkpoint_sha256=checkpoint_sha256, opset=opset,
                         exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}")
-    set_metadata(proto, encode_metadata(md))
+    write_metadata(proto, md)
     _validate(proto, spec)
     return proto
 

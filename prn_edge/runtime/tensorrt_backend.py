@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..export.metadata import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, decode_metadata
+from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, decode_metadata
 from .base import Engine, EngineError
 from .onnxruntime_backend import camera_spec_for
 from .preprocess import frames_to_model_input

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from fake_tensorrt import FakeCuda, make_fake_tensorrt
-from prn_edge.build import host, trt_build
+from prn_edge.artefact import host
+from prn_edge.build import trt_build
 from prn_edge.runtime import tensorrt_backend as tb
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "gpu_check"

@@ -10,11 +10,10 @@ import onnx
 import pytest
 
 from fake_tensorrt import FakeCuda, engine_onnx, make_fake_tensorrt
-from prn_edge.build import BuildError, build_engine, plan_precision
-from prn_edge.build import host, trt_build
+from prn_edge.artefact import host, read_metadata, sha256_file
+from prn_edge.build import BuildError, build_engine, plan_precision, trt_build
 from prn_edge.build.calibrator import cache_name, calibration_batches
 from prn_edge.data.images import read_image
-from prn_edge.export.metadata import read_metadata, sha256_file
 from prn_edge.runtime import EngineError
 from prn_edge.runtime import tensorrt_backend as tb
 
