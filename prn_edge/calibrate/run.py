@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
-from ..artefact import read_metadata, write_metadata
+from ..artefact import decide, read_metadata, write_metadata
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
@@ -98,7 +98,7 @@ def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: 
     maps, scores = np.concatenate(maps), np.concatenate(scores)
     own = decision_params(maps, scores, masks, labels)
     return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions),
-            "decision_params": own, "own_decisions": scores >= own["image_threshold"],
+            "decision_params": own, "own_decisions": decide(scores, own),
             "image_auroc": auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks)}
 
 
