@@ -3,6 +3,7 @@
 - `spec`: the input an artefact takes (InputSpec) and its graph's input/output names;
 - `metadata`: the codec of the `prn_edge.` keys in ONNX metadata (carried into engine manifests);
 - `decision`: score normalization and the decision rule, one implementation for every backend and the line;
+- `keep_float`: the nodes kept in float at any precision, recorded at export;
 - `files`: content hashes and atomic writes; `host`: Jetson detection.
 
 It imports the standard library, numpy, prn_edge.errors and prn_edge.input_policy only (onnx inside the functions
@@ -14,6 +15,7 @@ from .decision import DECISION_RULE, SCORE_NORMALIZATION, decide, normalize_scor
 from .errors import ArtefactError, MetadataError, SpecError
 from .files import sha256_file, write_atomic
 from .host import jetson_info
+from .keep_float import KeepFloat, keep_float_for, read_keep_float
 from .metadata import (build_metadata, decode_metadata, encode_metadata, metadata_props, read_metadata,
                        set_metadata, write_metadata)
 from .spec import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, InputSpec,
@@ -26,5 +28,6 @@ __all__ = [
     "build_metadata", "encode_metadata", "decode_metadata", "read_metadata", "metadata_props", "set_metadata",
     "write_metadata",
     "normalize_scores", "decide", "SCORE_NORMALIZATION", "DECISION_RULE",
+    "KeepFloat", "keep_float_for", "read_keep_float",
     "sha256_file", "write_atomic", "jetson_info",
 ]

@@ -1,8 +1,8 @@
 """The metadata codec: what an exported artefact says about itself, under `prn_edge.` keys of the ONNX
 `metadata_props` (carried unchanged into engine manifests).
 
-Every value is a string; structured values (the input spec, the backbone record, thresholds that may be null) are
-JSON. Torch-free, and onnx is imported only to read a file: the runtime reads these on
+Every value is a string; structured values (the input spec, the backbone record, thresholds that may be null, the
+keep-in-float list) are JSON. Torch-free, and onnx is imported only to read a file: the runtime reads these on
 machines that only have onnxruntime or TensorRT.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Optional
 from .. import FORMAT_VERSION
 from .decision import DECISION_RULE, SCORE_NORMALIZATION
 from .errors import MetadataError
+from .keep_float import KeepFloat
 from .spec import OUTPUT_MAP, OUTPUT_SCORE, InputSpec
 
 PREFIX = "prn_edge."
@@ -24,16 +25,17 @@ ONNX_FORMAT_VERSION = FORMAT_VERSION
 
 # Keys that hold JSON; every other key holds a plain string.
 _JSON_KEYS = {"input", "outputs", "model", "backbone", "image_threshold", "pixel_threshold", "score_spread",
-              "format_version", "opset"}
+              "format_version", "opset", "keep_float"}
 REQUIRED_KEYS = ("kind", "format_version", "toolkit_version", "variant", "input", "image_threshold",
                  "score_spread")
 
 
 def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input_spec: InputSpec,
                    model: dict, checkpoint_sha256: Optional[str], opset: Optional[int],
-                   exporter: str) -> dict[str, Any]:
-    """The metadata dict (unprefixed keys, Python values) shared by ONNX artefacts and the torch backend."""
-    return {
+                   exporter: str, keep_float: Optional[KeepFloat] = None) -> dict[str, Any]:
+    """The metadata dict (unprefixed keys, Python values) shared by ONNX artefacts and the torch backend.
+    keep_float: the graph's keep-in-float record (ONNX exports; the torch backend has no graph)."""
+    meta = {
         "kind": KIND,
         "format_version": ONNX_FORMAT_VERSION,
         "toolkit_version": toolkit_version,
@@ -57,6 +59,9 @@ def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input
         "opset": opset,
         "exporter": exporter,
     }
+    if keep_float is not None:
+        meta["keep_float"] = keep_float.to_dict()
+    return meta
 
 
 def _num(v: Any) -> Optional[float]:

@@ -40,7 +40,8 @@ from typing import Any, Callable, Optional, Sequence
 import onnx
 
 from .. import __version__
-from ..artefact import MetadataError, decode_metadata, jetson_info, metadata_props, sha256_file, write_atomic
+from ..artefact import (KeepFloat, MetadataError, decode_metadata, jetson_info, metadata_props, read_keep_float,
+                        sha256_file, write_atomic)
 from ..errors import BuildError
 from ..runtime import tensorrt_backend as tb
 from ..runtime.base import EngineError
@@ -334,7 +335,7 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         set_flag(name)
     pinned = 0
     if plan["fp32_constraints"]:
-        pinned = _pin_fp32_layers(trt, network, fp32_nodes(model))
+        pinned = _pin_fp32_layers(trt, network, fp32_nodes(model), read_keep_float(model))
         if pinned:
             set_flag("PREFER_PRECISION_CONSTRAINTS")
     if version_compatible:
@@ -465,18 +466,18 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     return summary
 
 
-def _pin_fp32_layers(trt: Any, network: Any, keep: set[str]) -> int:
+def _pin_fp32_layers(trt: Any, network: Any, keep: set[str], keep_float: KeepFloat) -> int:
     """Ask TensorRT (8.5-10.x, FP16 allowed) to keep the layers of sensitive ONNX nodes in FP32.
 
-    The ONNX parser names layers after their nodes; a layer is pinned when its name is a kept node's name
-    or contains "/prototypes.". Returns the number of layers pinned.
+    The ONNX parser names layers after their nodes; a layer is pinned when its name is a kept node's name or
+    lies in one of the artefact's keep-in-float scopes (the prototype search). Returns the number of layers pinned.
     """
     floats = {getattr(trt, "float32", None), getattr(trt, "float16", None)}
     n = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         name = str(layer.name)
-        if name not in keep and "/prototypes." not in name:
+        if name not in keep and not keep_float.covers(name):
             continue
         try:
             layer.precision = trt.float32

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
-from ..artefact import metadata_props, set_metadata
+from ..artefact import metadata_props, read_keep_float, set_metadata
 from ..errors import ConfigError
 
 FLAVOURS = ("tensorrt", "cpu")
@@ -132,15 +132,9 @@ def _quiet():
 
 
 def float_by_design(model_path: Path) -> list[str]:
-    """Nodes that stay float in every attempt, because 8 bits cannot carry what they compute:
-    - the prototype search and residual (an argmin over distances that differ in the last bits picks another
-      prototype, and the squared residual spans orders of magnitude);
-    - the last convolution and everything after it: logits, upsampling, sigmoid and the top-k score, where
-      normal parts live in the lowest 1% of the [0, 1] probability range that 8 bits would flatten.
-    """
-    nodes = onnx.load(str(model_path)).graph.node
-    last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=len(nodes))
-    return [n.name for i, n in enumerate(nodes) if "/prototypes." in n.name or i >= last_conv]
+    """Nodes that stay float in every attempt, because 8 bits cannot carry what they compute: the artefact's
+    keep-in-float list (prn_edge.artefact.keep_float: prototype search and distance map, the last Conv and after)."""
+    return list(read_keep_float(model_path).nodes)
 
 
 def quantizable_nodes(model_path: Path, flavour: str) -> list[str]:

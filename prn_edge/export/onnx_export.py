@@ -22,11 +22,12 @@ from torch import nn
 
 from .. import __version__
 from ..artefact import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, InputSpec,
-                        SpecError, build_metadata, choose_resize, read_metadata, sha256_file, write_atomic,
-                        write_metadata)
+                        KeepFloat, SpecError, build_metadata, choose_resize, keep_float_for, read_metadata,
+                        sha256_file, write_atomic, write_metadata)
 from ..errors import PrnEdgeError
 from ..input_policy import PAD_VALUE, placement
-from ..model.prn import PRN, describe
+from ..model.prn import PRN, DistanceMap, describe
+from ..model.prototypes import ScalePrototypes
 from .errors import ExportError
 from .graph import fold_static, op_histogram
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt
@@ -170,10 +171,26 @@ def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAUL
                         f"{spec.name} -> {OUTPUT_MAP} (N,1,{spec.model_size},{spec.model_size}), {OUTPUT_SCORE} (N,)")
     md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=spec,
                         model=describe(model), checkpoint_sha256=checkpoint_sha256, opset=opset,
-                        exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}")
+                        exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}",
+                        keep_float=keep_in_float(model, proto))
     write_metadata(proto, md)
     _validate(proto, spec)
     return proto
+
+
+def keep_in_float(model: PRN, proto: onnx.ModelProto) -> KeepFloat:
+    """The graph's keep-in-float record (prn_edge.artefact.keep_float) from the model's structure: the name scopes
+    of its prototype modules and, when the map fuses it, of its distance map; the tail from the last Conv."""
+    def scopes(kind) -> list[str]:
+        return [f"/{name}/" for name, m in model.named_modules() if isinstance(m, kind)]
+
+    prototypes, distance = scopes(ScalePrototypes), (scopes(DistanceMap) if model.fuses_distance else [])
+    names = [n.name for n in proto.graph.node]
+    unnamed = [s for s in prototypes + distance if not any(s in n for n in names)]
+    if unnamed or not prototypes:
+        raise ExportError(f"the exported graph has no nodes under {unnamed or 'any prototype scope'}: the exporter "
+                          "named the nodes differently, so the layers that must stay in float cannot be found")
+    return keep_float_for(proto.graph.node, prototypes, distance)
 
 
 def _validate(proto: onnx.ModelProto, spec: InputSpec) -> None:
