@@ -15,3 +15,7 @@ class SpecError(ArtefactError):
 
 class MetadataError(ArtefactError):
     """An artefact carries no (or unreadable) prn_edge metadata."""
+
+
+class ManifestError(ArtefactError):
+    """A manifest (engine or calibration run) is unreadable, of another kind, or written by a newer prn_edge."""
