@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..artefact import jetson_info
+
 
 def _cpu_name() -> str:
     try:
@@ -27,19 +29,6 @@ def _version(module: str) -> str | None:
         return None
 
 
-def _jetson() -> dict | None:
-    release = Path("/etc/nv_tegra_release")
-    if not release.is_file():
-        return None
-    info = {"l4t": release.read_text().splitlines()[0].strip()}
-    for cmd, key in ((["nvpmodel", "-q"], "power_mode"), (["jetson_clocks", "--show"], "clocks")):
-        try:
-            info[key] = subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout.strip()[:2000]
-        except (OSError, subprocess.SubprocessError):
-            info[key] = None
-    return info
-
-
 def _gpu() -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -51,9 +40,11 @@ def _gpu() -> str | None:
 
 def machine_info() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    jetson = jetson_info(probe=True)  # L4T, JetPack, power mode and clocks on a Jetson
     return {
         "cpu": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
-        "python": platform.python_version(), "load_average": load, "gpu": _gpu(), "jetson": _jetson(),
+        "python": platform.python_version(), "load_average": load, "gpu": _gpu(),
+        "jetson": jetson if jetson["l4t_release"] else None,
         "versions": {m: _version(m) for m in ("prn-edge", "torch", "onnxruntime", "onnx", "tensorrt", "numpy")},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -17,32 +17,21 @@ APIs": IBuilderConfig.int8_calibrator -> explicit quantization with Q/DQ nodes).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..export.metadata import InputSpec, sha256_file
+from ..artefact import RUN_MANIFEST, InputSpec, ManifestError, read_calibration_manifest, sha256_file
 from ..errors import BuildError
-
-RUN_MANIFEST = "manifest.json"
 
 
 def read_calibration_run(run_dir: str | Path) -> dict:
-    """The manifest of a calibration run folder; BuildError when it is not one."""
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_MANIFEST
-    if not run_dir.is_dir() or not path.is_file():
-        raise BuildError(f"{run_dir} is not a calibration run (no {RUN_MANIFEST}); make one with "
-                         "`prn-edge calibrate CKPT --data DATA --run NAME --flavour tensorrt`")
+    """The manifest of a calibration run folder (prn_edge.artefact.manifest); BuildError when it is not one."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise BuildError(f"{path} is not readable JSON ({e}); run the calibration again") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("calibration_files"), list):
-        raise BuildError(f"{path} lists no calibration_files; it was not written by `prn-edge calibrate`")
-    return manifest
+        return read_calibration_manifest(run_dir)
+    except ManifestError as e:
+        raise BuildError(str(e)) from None
 
 
 def is_calibration_run(path: str | Path) -> bool:

@@ -8,11 +8,10 @@ that conversion, tuned to the PRN graph and with no dependency beyond `onnx`:
 
 - a node computes in FP16 when its op is in a list of ops whose FP16 kernels are well-behaved (convolution,
   matrix products, element-wise arithmetic, pooling, resizing, layout ops) and it is not sensitive;
-- sensitive nodes stay FP32: the prototype search and residual (node names containing "/prototypes.": an
-  argmin over distances that differ in the last bits, and a squared residual spanning orders of magnitude),
-  Softmax / TopK / ReduceMean / Sigmoid, normalisations (FP16 overflow in LayerNorm, TensorRT #2564), the
-  last convolution and everything after it (logits, upsampling, sigmoid, top-k score: normal parts live in
-  the lowest 1% of [0, 1]), and every op not on the FP16 list;
+- sensitive nodes stay FP32: the artefact's keep-in-float list (prn_edge.artefact.keep_float: the prototype
+  search and residual, the distance map, the last convolution and everything after it), Softmax / TopK /
+  ReduceMean / Sigmoid, normalisations (FP16 overflow in LayerNorm, TensorRT #2564), and every op not on the
+  FP16 list;
 - FP32 weights used only by FP16 nodes are stored as FP16; a weight shared with an FP32 node gets an FP16
   copy; Cast nodes are inserted where an FP16 tensor meets an FP32 consumer and the other way round (one
   Cast per tensor and direction, shared by all consumers);
@@ -30,6 +29,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from ..artefact import read_keep_float
 
 # Ops that may compute in FP16, and which of their inputs carry the floating-point type T
 # (None = every input). Outputs of these ops all have type T.
@@ -49,8 +50,6 @@ DEFAULT_KEEP_FP32_OPS = ("Softmax", "LogSoftmax", "TopK", "ReduceMean", "Sigmoid
                          "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
                          "MeanVarianceNormalization", "RMSNormalization", "ArgMin", "ArgMax", "Pow", "Exp", "Log",
                          "Sqrt", "ReduceSum", "ReduceSumSquare", "ReduceL2")
-# Node-name fragments that stay FP32 (the prototype search/residual subgraph of prn_edge.model.prototypes).
-DEFAULT_KEEP_FP32_NAMES = ("/prototypes.",)
 
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -60,21 +59,24 @@ class MixedPrecisionError(ValueError):
 
 
 def fp32_nodes(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS,
-               keep_fp32_names: Iterable[str] = DEFAULT_KEEP_FP32_NAMES, keep_tail: bool = True,
+               keep_fp32_names: Optional[Iterable[str]] = None, keep_tail: bool = True,
                keep_fp32_nodes: Iterable[str] = ()) -> set[str]:
     """Names of the nodes that must compute in FP32 (the sensitive set described in the module doc).
 
     Also used by the TensorRT 8.5-10.x FP16 build to pin the same layers to FP32 with precision constraints.
-    keep_tail: the last Conv and every node after it (graph order is topological) stay FP32.
+    keep_fp32_names: node-name fragments that stay FP32; None = the artefact's prototype search and distance map.
+    keep_tail: the artefact's tail (the last Conv and every node after it) stays FP32.
     """
-    ops, frags, extra = set(keep_fp32_ops), tuple(keep_fp32_names), set(keep_fp32_nodes)
-    nodes = list(model.graph.node)
-    tail = len(nodes)
-    if keep_tail:
-        tail = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=len(nodes))
-    keep = set()
-    for i, n in enumerate(nodes):
-        if (n.op_type in ops or n.name in extra or any(f in n.name for f in frags) or i >= tail
+    record = read_keep_float(model)
+    keep = set(record.tail) if keep_tail else set()
+    if keep_fp32_names is None:
+        keep |= set(record.search)
+        frags: tuple[str, ...] = ()
+    else:
+        frags = tuple(keep_fp32_names)
+    ops, extra = set(keep_fp32_ops), set(keep_fp32_nodes)
+    for n in model.graph.node:
+        if (n.op_type in ops or n.name in extra or any(f in n.name for f in frags)
                 or n.op_type not in FP16_OPS or n.domain not in ("", "ai.onnx")):
             keep.add(n.name)
     return keep
@@ -108,7 +110,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def to_mixed_fp16(onnx_model: onnx.ModelProto, keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_FP32_OPS,
-                  keep_fp32_names: Sequence[str] = DEFAULT_KEEP_FP32_NAMES, keep_tail: bool = True,
+                  keep_fp32_names: Optional[Sequence[str]] = None, keep_tail: bool = True,
                   keep_fp32_nodes: Sequence[str] = (), stats: Optional[dict] = None) -> onnx.ModelProto:
     """A copy of `onnx_model` computing in FP16 except the sensitive nodes; inputs/outputs keep their types.
 
@@ -291,4 +293,4 @@ def qdq_types(model: onnx.ModelProto) -> set[str]:
 
 
 __all__ = ["to_mixed_fp16", "fp32_nodes", "has_qdq", "qdq_types", "MixedPrecisionError", "FP16_OPS",
-           "DEFAULT_KEEP_FP32_OPS", "DEFAULT_KEEP_FP32_NAMES"]
+           "DEFAULT_KEEP_FP32_OPS"]

@@ -23,7 +23,7 @@ none in TensorRT 11.0-11.3, "Working with DLA" 11.4.1: back on AGX Orin from 11.
 VERSION_COMPATIBLE (from 8.6, "Version Compatibility") and hardware_compatibility_level
 (HardwareCompatibilityLevel.AMPERE_PLUS / SAME_COMPUTE_CAPABILITY, from 8.6).
 
-The engine and its manifest (prn_edge.runtime.tensorrt_backend.make_manifest, NAME.json beside NAME.engine)
+The engine and its manifest (prn_edge.artefact.manifest.make_engine_manifest, NAME.json beside NAME.engine)
 are written to temporary files and renamed into place only after a successful build, so a failure leaves
 nothing half-written; the timing cache and the calibration cache are saved after the engine.
 """
@@ -40,14 +40,14 @@ from typing import Any, Callable, Optional, Sequence
 import onnx
 
 from .. import __version__
-from ..export.metadata import MetadataError, decode_metadata
-from ..files import sha256_file, write_atomic
+from ..artefact import (KeepFloat, MetadataError, RUN_MANIFEST, decode_metadata, engine_manifest_path, jetson_info,
+                        make_engine_manifest, metadata_props, read_keep_float, sha256_file, write_atomic)
+from ..artefact.manifest import encode_manifest
+from ..errors import BuildError
 from ..runtime import tensorrt_backend as tb
 from ..runtime.base import EngineError
 from .calibrator import (cache_name, calibration_batches, is_calibration_run, make_entropy_calibrator,
                          read_calibration_run)
-from ..errors import BuildError
-from .host import jetson_info
 from .mixed_precision import MixedPrecisionError, fp32_nodes, has_qdq, qdq_types, to_mixed_fp16
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
@@ -80,7 +80,7 @@ def _check_args(onnx_path: Path, out: Path, precision: str, workspace_mb: int, b
         raise BuildError(f"precision={precision!r}: choose one of {PRECISIONS}")
     if out.suffix not in tb.ENGINE_SUFFIXES:
         raise BuildError(f"engine path {out} should end in {' or '.join(tb.ENGINE_SUFFIXES)} (its manifest goes "
-                         f"beside it as {out.with_suffix('.json').name})")
+                         f"beside it as {engine_manifest_path(out).name})")
     if out.resolve() == onnx_path.resolve():
         raise BuildError("the engine path is the ONNX path")
     if not onnx_path.is_file():
@@ -110,7 +110,7 @@ def _load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, str], dict]:
     except Exception as e:
         raise BuildError(f"{path} is not a readable ONNX model ({e.__class__.__name__}: {str(e)[:160]}); export it "
                          "again with `prn-edge export`") from None
-    props = {p.key: p.value for p in model.metadata_props}
+    props = metadata_props(model)
     try:
         meta = decode_metadata(props, str(path))
     except MetadataError as e:
@@ -274,8 +274,8 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         log(f"note: {workspace_mb} MiB workspace on a Jetson (memory shared with the CPU); 256 is usually enough")
 
     lint_target = _lint_target(major)
+    from ..export.errors import ExportError
     from ..export.lint import check_tensorrt_compatible
-    from ..export.metadata import ExportError
     try:
         lint_warnings = [str(i) for i in check_tensorrt_compatible(model, (lint_target,))]
     except ExportError as e:
@@ -336,7 +336,7 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         set_flag(name)
     pinned = 0
     if plan["fp32_constraints"]:
-        pinned = _pin_fp32_layers(trt, network, fp32_nodes(model))
+        pinned = _pin_fp32_layers(trt, network, fp32_nodes(model), read_keep_float(model))
         if pinned:
             set_flag("PREFER_PRECISION_CONSTRAINTS")
     if version_compatible:
@@ -399,7 +399,7 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     if calib_info is not None:
         run_manifest = read_calibration_run(run_dir)
         calib_info.update({"run": str(run_dir.resolve()), "name": run_dir.name,
-                           "manifest_sha256": sha256_file(run_dir / "manifest.json"),
+                           "manifest_sha256": sha256_file(run_dir / RUN_MANIFEST),
                            "images": len(run_manifest.get("calibration_files", [])),
                            "passed": run_manifest.get("passed")})
 
@@ -428,7 +428,7 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         calib_info["cache_reused"] = bool(calibrator.cache_used)
 
     thresholds = {k: meta.get(k) for k in ("image_threshold", "pixel_threshold", "score_spread")}
-    manifest = tb.make_manifest(
+    manifest = make_engine_manifest(
         tensorrt_version=trt_version, compute_capability=dev["compute_capability"], gpu_name=dev["gpu_name"],
         onnx_metadata=props, onnx_sha256=onnx_sha, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
         precision=precision, version_compatible=version_compatible, hardware_compatibility=hw, max_batch=max_batch,
@@ -456,29 +456,30 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
             warnings.append(f"calibration cache not saved: {e}")
     for w in warnings:
         log(f"warning: {w}")
-    summary = {"engine": str(out), "manifest": str(tb.manifest_path(out)), "bytes": len(engine_bytes),
+    summary = {"engine": str(out), "manifest": str(engine_manifest_path(out)), "bytes": len(engine_bytes),
                "precision": precision, "precision_detail": plan["detail"], "tensorrt_version": trt_version,
                "strongly_typed": strong, "gpu_name": dev["gpu_name"], "compute_capability": dev["compute_capability"],
                "builder_flags": flags_set, "batch_profile": profile_shapes, "max_batch": max_batch,
                "calibration": calib_info, "mixed_fp16": mixed_stats, "fp32_pinned_layers": pinned,
                "dla_core": dla_core, "warnings": warnings, "build_seconds": round(build_s, 2),
                "seconds": round(time.perf_counter() - t0, 2)}
-    log(f"wrote {out} ({len(engine_bytes) / 1e6:.1f} MB) and {tb.manifest_path(out).name} in {summary['seconds']} s")
+    log(f"wrote {out} ({len(engine_bytes) / 1e6:.1f} MB) and {engine_manifest_path(out).name} "
+        f"in {summary['seconds']} s")
     return summary
 
 
-def _pin_fp32_layers(trt: Any, network: Any, keep: set[str]) -> int:
+def _pin_fp32_layers(trt: Any, network: Any, keep: set[str], keep_float: KeepFloat) -> int:
     """Ask TensorRT (8.5-10.x, FP16 allowed) to keep the layers of sensitive ONNX nodes in FP32.
 
-    The ONNX parser names layers after their nodes; a layer is pinned when its name is a kept node's name
-    or contains "/prototypes.". Returns the number of layers pinned.
+    The ONNX parser names layers after their nodes; a layer is pinned when its name is a kept node's name or
+    lies in one of the artefact's keep-in-float scopes (the prototype search). Returns the number of layers pinned.
     """
     floats = {getattr(trt, "float32", None), getattr(trt, "float16", None)}
     n = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         name = str(layer.name)
-        if name not in keep and "/prototypes." not in name:
+        if name not in keep and not keep_float.covers(name):
             continue
         try:
             layer.precision = trt.float32
@@ -493,19 +494,17 @@ def _pin_fp32_layers(trt: Any, network: Any, keep: set[str]) -> int:
 
 def _write_engine_and_manifest(out: Path, engine_bytes: bytes, manifest: dict) -> None:
     """Both files or neither: temporaries beside the targets, renamed at the end, removed on any failure."""
-    import json
-
     created_dir = None
     if not out.parent.exists():
         created_dir = out.parent
         while not created_dir.parent.exists():
             created_dir = created_dir.parent
         out.parent.mkdir(parents=True)
-    man_path = tb.manifest_path(out)
+    man_path = engine_manifest_path(out)
     tmps: list[str] = []
     finals: list[Path] = []
     try:
-        for data, target in ((engine_bytes, out), (json.dumps(manifest, indent=2, default=str).encode(), man_path)):
+        for data, target in ((engine_bytes, out), (encode_manifest(manifest), man_path)):
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out.parent)
             tmps.append(tmp)
             with os.fdopen(fd, "wb") as f:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artefact import sha256_file
 from ..data.dataset import Sample
 from ..data.images import read_image
 from ..errors import DataError
-from ..export.metadata import sha256_file
 
 MIN_IMAGES = 8
 

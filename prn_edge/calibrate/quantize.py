@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
+from ..artefact import metadata_props, read_keep_float, set_metadata
 from ..errors import ConfigError
-from ..export.graph import set_metadata
 
 FLAVOURS = ("tensorrt", "cpu")
 METHODS = ("minmax", "entropy", "percentile")
@@ -72,7 +72,7 @@ def prepare(fp32: Path, out: Path) -> Path:
     with _quiet():
         quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
     src, q = onnx.load(str(fp32)), onnx.load(str(out))
-    set_metadata(q, {p.key: p.value for p in src.metadata_props})
+    set_metadata(q, metadata_props(src))
     onnx.save(q, str(out))
     return out
 
@@ -106,7 +106,7 @@ def quantize_qdq(fp32: Path, out: Path, input_name: str, batches: Sequence[np.nd
                         extra_options=extra, **kw)
     # The quantizer drops metadata_props: the INT8 artefact must carry the same spec and thresholds.
     src, q = onnx.load(str(fp32)), onnx.load(str(out))
-    set_metadata(q, {p.key: p.value for p in src.metadata_props})
+    set_metadata(q, metadata_props(src))
     onnx.save(q, str(out))
     counts: dict[str, int] = {}
     for n in q.graph.node:
@@ -132,15 +132,9 @@ def _quiet():
 
 
 def float_by_design(model_path: Path) -> list[str]:
-    """Nodes that stay float in every attempt, because 8 bits cannot carry what they compute:
-    - the prototype search and residual (an argmin over distances that differ in the last bits picks another
-      prototype, and the squared residual spans orders of magnitude);
-    - the last convolution and everything after it: logits, upsampling, sigmoid and the top-k score, where
-      normal parts live in the lowest 1% of the [0, 1] probability range that 8 bits would flatten.
-    """
-    nodes = onnx.load(str(model_path)).graph.node
-    last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=len(nodes))
-    return [n.name for i, n in enumerate(nodes) if "/prototypes." in n.name or i >= last_conv]
+    """Nodes that stay float in every attempt, because 8 bits cannot carry what they compute: the artefact's
+    keep-in-float list (prn_edge.artefact.keep_float: prototype search and distance map, the last Conv and after)."""
+    return list(read_keep_float(model_path).nodes)
 
 
 def quantizable_nodes(model_path: Path, flavour: str) -> list[str]:

@@ -10,22 +10,23 @@ nothing but training normals is used.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..artefact import read_keep_float
 from ..errors import BuildError
 
 
-def _scale_nodes(graph: onnx.GraphProto, i: int) -> list[onnx.NodeProto]:
-    return [n for n in graph.node if n.name.startswith(f"/prototypes.{i}/")]
+def _scale_nodes(graph: onnx.GraphProto, scope: str) -> list[onnx.NodeProto]:
+    return [n for n in graph.node if n.name.startswith(scope)]
 
 
-def _feature_tensor(graph: onnx.GraphProto, i: int) -> str:
+def _feature_tensor(graph: onnx.GraphProto, i: int, scope: str) -> str:
     """The one tensor that enters scale i's prototype search from outside (the encoder feature map)."""
-    nodes = _scale_nodes(graph, i)
+    nodes = _scale_nodes(graph, scope)
     inside = {o for n in nodes for o in n.output}
     consts = {t.name for t in graph.initializer}
     consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
@@ -36,14 +37,14 @@ def _feature_tensor(graph: onnx.GraphProto, i: int) -> str:
     return external.pop()
 
 
-def _initializers(graph: onnx.GraphProto, i: int) -> dict[str, str]:
+def _initializers(graph: onnx.GraphProto, i: int, scope: str) -> dict[str, str]:
     """Initializer names of scale i: protos (K, D), its transpose for the distance MatMul, sq_norm, res_scale."""
     names = {t.name for t in graph.initializer}
     out = {k: f"prn.prototypes.{i}.{k}" for k in ("protos", "sq_norm", "res_scale")}
     missing = [v for v in out.values() if v not in names]
     if missing:
         raise BuildError(f"prototype initializers {missing} not in the model; is this a prn_edge export?")
-    mm = next((n for n in _scale_nodes(graph, i) if n.op_type == "MatMul" and n.input[1] in names
+    mm = next((n for n in _scale_nodes(graph, scope) if n.op_type == "MatMul" and n.input[1] in names
                and n.input[1] != out["protos"]), None)
     if mm is not None:
         out["protos_t"] = mm.input[1]
@@ -51,9 +52,10 @@ def _initializers(graph: onnx.GraphProto, i: int) -> dict[str, str]:
 
 
 def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarray], mode: str, softness: float,
-                     seed: int, scales: int = 3, threads: int = 0) -> dict:
+                     seed: int, scales: Optional[int] = None, threads: int = 0) -> dict:
     """Re-fit every scale's prototypes of `model_path` on the features it computes for `inputs` (model-ready
-    batches of the training normals) and write the result to `out_path`. Returns what changed per scale."""
+    batches of the training normals) and write the result to `out_path`. Returns what changed per scale.
+    The scales are the artefact's prototype scopes (prn_edge.artefact.keep_float); `scales` takes the first few."""
     import onnxruntime as ort
     import torch
 
@@ -61,7 +63,12 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
 
     model = onnx.load(str(model_path))
     g = model.graph
-    feats = [_feature_tensor(g, i) for i in range(scales)]
+    scopes = read_keep_float(model).prototypes[:scales]
+    if not scopes:
+        raise BuildError(f"{model_path} has no prototype search (no prototype scopes in its keep-in-float record or "
+                         "node names); is this a prn_edge export?")
+    scales = len(scopes)
+    feats = [_feature_tensor(g, i, scope) for i, scope in enumerate(scopes)]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)  # the same graph with the feature maps as extra outputs
     known = {o.name for o in probe.graph.output}
@@ -80,7 +87,7 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
     inits = {t.name: t for t in g.initializer}
     report = []
     for i in range(scales):
-        names = _initializers(g, i)
+        names = _initializers(g, i, scopes[i])
         old = numpy_helper.to_array(inits[names["protos"]])
         f = torch.from_numpy(np.concatenate(per_scale[i]).astype(np.float32))
         k, c = old.shape[0], f.shape[1]

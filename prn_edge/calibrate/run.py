@@ -7,7 +7,6 @@ renamed at the end, so a failed run leaves nothing half-written in calibration/.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
+from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, decide, new_manifest, read_metadata, write_manifest,
+                        write_metadata)
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
@@ -97,7 +98,7 @@ def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: 
     maps, scores = np.concatenate(maps), np.concatenate(scores)
     own = decision_params(maps, scores, masks, labels)
     return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions),
-            "decision_params": own, "own_decisions": scores >= own["image_threshold"],
+            "decision_params": own, "own_decisions": decide(scores, own),
             "image_auroc": auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks)}
 
 
@@ -116,12 +117,11 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
               log: Callable[[str], None] = print, threads: int = 0) -> dict:
     from ..data.dataset import load_category
     from ..export.onnx_export import export_onnx
-    from ..export.metadata import read_metadata
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
     from ..model.checkpoint import load_model
     from ..data.dataset import load_pair
     from ..evaluate.validation import load_normals, split_normals, split_shots, synth_foreground, validation_set
-    from ..files import files_sha256
+    from ..artefact.files import files_sha256
 
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()
@@ -236,26 +236,26 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
                 "model on a CPU with VNNI (re-measure there: `prn-edge bench`)")
         for f in tmp.glob("model.int8.try*.onnx"):
             f.unlink()
-        report = {
-            "run": run, "toolkit_version": __version__, "checkpoint": str(Path(ckpt).resolve()),
-            "data": str(Path(data).resolve()), "options": asdict(o), "passed": a_best.passed,
-            "chosen_attempt": attempts.index(a_best) + 1, "attempts": [asdict(x) for x in attempts],
-            "sensitivity": ranking[:16], "calibration_files": describe_files(calib_paths),
-            "validation": {"normals": [str(p.resolve()) for p in val_paths], "generated_anomalies": int(val_labels.sum()),
-                           "seed": cfg.train.seed},
-            "artefacts": {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"},
-            "tensorrt_calibration_cache": _trt_cache_note(),
-            "speed_here": speed,
-            "seconds": round(time.time() - t0, 1),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+        report = new_manifest(
+            CALIBRATION_RUN, run=run, toolkit_version=__version__, checkpoint=str(Path(ckpt).resolve()),
+            data=str(Path(data).resolve()), options=asdict(o), passed=a_best.passed,
+            chosen_attempt=attempts.index(a_best) + 1, attempts=[asdict(x) for x in attempts],
+            sensitivity=ranking[:16], calibration_files=describe_files(calib_paths),
+            validation={"normals": [str(p.resolve()) for p in val_paths], "generated_anomalies": int(val_labels.sum()),
+                        "seed": cfg.train.seed},
+            artefacts={"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"},
+            tensorrt_calibration_cache=_trt_cache_note(),
+            speed_here=speed,
+            seconds=round(time.time() - t0, 1),
+        )
+        write_manifest(tmp / RUN_MANIFEST, report)
         (tmp / "report.md").write_text(attempts_table(report))
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(attempts_table(report))
-    log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / 'model.int8.onnx'} (manifest {final / 'manifest.json'})")
+    log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / 'model.int8.onnx'} (manifest {final / RUN_MANIFEST})")
     return report
 
 
@@ -277,27 +277,15 @@ def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
     the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
     import onnx
 
-    from ..export.graph import set_metadata
-    from ..export.metadata import encode_metadata
-
     m = onnx.load(str(path))
-    set_metadata(m, encode_metadata({"image_threshold": params["image_threshold"],
-                                     "pixel_threshold": params["pixel_threshold"],
-                                     "score_spread": params["score_spread"], "calibration_run": run,
-                                     "accuracy_gate": "passed" if passed else "failed"}))
+    write_metadata(m, {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
+                       "score_spread": params["score_spread"], "calibration_run": run,
+                       "accuracy_gate": "passed" if passed else "failed"})
     onnx.save(m, str(path))
 
 
 def _rank(m: dict) -> tuple:
     return (-max(0.0, -m["delta"]["image_auroc"]) - max(0.0, -m["delta"]["pixel_auroc"]), m["decision_agreement"])
-
-
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
 
 
 def _trt_cache_note() -> str:

@@ -106,9 +106,7 @@ def retune_threshold(artefact: Path, good: Path, out: Path, defects: Optional[Pa
     Writes the score histogram beside `out` (<out>.threshold.png)."""
     import onnx
 
-    from ..export.graph import set_metadata
-    from ..export.metadata import encode_metadata, read_metadata
-    from ..files import write_atomic
+    from ..artefact import read_metadata, write_atomic, write_metadata
     from ..runtime import open_engine
 
     artefact, out = Path(artefact), Path(out)
@@ -150,7 +148,7 @@ def retune_threshold(artefact: Path, good: Path, out: Path, defects: Optional[Pa
                           "refused (pass --force to accept it anyway)")
     report["histogram"] = str(histogram_png(out.with_name(out.stem + ".threshold.png"), g, d, old, new))
     model = onnx.load(str(artefact))
-    set_metadata(model, encode_metadata({"image_threshold": new, "threshold_source": json.dumps(
-        {k: report[k] for k in ("previous_threshold", "rule", "good_images", "defect_images", "images_sha256")})}))
+    write_metadata(model, {"image_threshold": new, "threshold_source": json.dumps(
+        {k: report[k] for k in ("previous_threshold", "rule", "good_images", "defect_images", "images_sha256")})})
     write_atomic(out, model.SerializeToString())
     return report

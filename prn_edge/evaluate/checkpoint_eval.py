@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm import tqdm
 
+from ..artefact import decide
 from ..data.dataset import Sample, load_category
 from ..data.fit import fit_image
 from ..data.images import read_image, read_mask
@@ -68,15 +69,16 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
     types = [s.defect for s in samples]
     seen = {t: (t in seen_types) for t in set(types) if t != "good"}
     results = evaluate_predictions(scores, maps, labels, masks, types, seen)
+    anomalous = decide(scores, meta) if "image_threshold" in meta else None  # the rule the engines apply
     results.update({
         "checkpoint": str(ckpt), "category": cat.name, "variant": cfg.variant, "n_test": len(samples),
         "excluded_from_test": sorted(excluded), "image_threshold": meta.get("image_threshold"),
         "pixel_threshold": meta.get("pixel_threshold"), "inference_seconds": round(seconds, 2),
         "decisions": {
-            "true_rejects": int(((scores >= meta["image_threshold"]) & (labels == 1)).sum()),
-            "false_rejects": int(((scores >= meta["image_threshold"]) & (labels == 0)).sum()),
-            "missed": int(((scores < meta["image_threshold"]) & (labels == 1)).sum()),
-        } if "image_threshold" in meta else None,
+            "true_rejects": int((anomalous & (labels == 1)).sum()),
+            "false_rejects": int((anomalous & (labels == 0)).sum()),
+            "missed": int((~anomalous & (labels == 1)).sum()),
+        } if anomalous is not None else None,
     })
     results["validation_gap"] = validation_gap(meta, results)
     table = markdown_table(results)

@@ -1,6 +1,7 @@
-"""Checkpoint -> ONNX artefacts, their metadata, a TensorRT lint and a parity check.
+"""Checkpoint -> ONNX artefacts, a TensorRT lint and a parity check. The artefact format itself (input spec,
+metadata, decision rule) is prn_edge.artefact.
 
-Attributes are imported lazily so that `prn_edge.export.metadata` (used by the runtime) never pulls in torch.
+Attributes are imported lazily: `import prn_edge.export` pulls in neither torch nor onnx.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import importlib
 
 _LAZY = {
     "export_onnx": "onnx_export", "build_onnx": "onnx_export", "make_input_spec": "onnx_export",
-    "read_metadata": "metadata", "InputSpec": "metadata", "ExportError": "metadata", "MetadataError": "metadata",
+    "ExportError": "errors",
     "lint_for_tensorrt": "lint", "check_tensorrt_compatible": "lint", "LintIssue": "lint",
     "check_parity": "parity", "fold_static": "graph", "op_histogram": "graph",
 }

@@ -164,11 +164,3 @@ def fold_static(model: onnx.ModelProto) -> onnx.ModelProto:
         g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(consts[name]), name))
     del g.value_info[:]
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-
-
-def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    for k, v in keep + sorted(props.items()):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .metadata import ExportError
+from .errors import ExportError
 
 DEFAULT_TARGETS = ("8.5", "10", "11")
 

@@ -21,14 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from ..artefact import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, InputSpec,
+                        KeepFloat, SpecError, build_metadata, choose_resize, keep_float_for, read_metadata,
+                        sha256_file, write_atomic, write_metadata)
 from ..errors import PrnEdgeError
-from ..files import write_atomic
 from ..input_policy import PAD_VALUE, placement
-from ..model.prn import PRN, describe
-from .graph import fold_static, op_histogram, set_metadata
+from ..model.prn import PRN, DistanceMap, describe
+from ..model.prototypes import ScalePrototypes
+from .errors import ExportError
+from .graph import fold_static, op_histogram
 from .lint import DEFAULT_TARGETS, lint_for_tensorrt
-from .metadata import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, ExportError,
-                       InputSpec, build_metadata, choose_resize, encode_metadata, read_metadata, sha256_file)
 
 DEFAULT_OPSET = 17
 
@@ -117,10 +119,14 @@ def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, inpu
     if h < 1 or w < 1:
         raise ExportError(f"input_hw={input_hw!r}: need positive (height, width)")
     where = placement((h, w), (size, size), cfg.model.input_policy)
+    try:
+        method = choose_resize((h, w), (where.h, where.w), resize)
+    except SpecError as e:
+        raise ExportError(str(e)) from None
     return InputSpec(name=INPUT_NAME_UINT8, format="uint8", layout="NHWC", batch=batch, height=h, width=w,
                      channels=1 if channel_order == "mono" else 3, channel_order=channel_order, model_size=size,
-                     resize=choose_resize((h, w), (where.h, where.w), resize), scale=1.0 / 255.0, mean=mean,
-                     std=std, value_range=(0.0, 255.0), fit=cfg.model.input_policy)
+                     resize=method, scale=1.0 / 255.0, mean=mean, std=std, value_range=(0.0, 255.0),
+                     fit=cfg.model.input_policy)
 
 
 def _check_exportable(model: PRN, meta: dict, ckpt: Path) -> None:
@@ -165,10 +171,26 @@ def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAUL
                         f"{spec.name} -> {OUTPUT_MAP} (N,1,{spec.model_size},{spec.model_size}), {OUTPUT_SCORE} (N,)")
     md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=spec,
                         model=describe(model), checkpoint_sha256=checkpoint_sha256, opset=opset,
-                        exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}")
-    set_metadata(proto, encode_metadata(md))
+                        exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}",
+                        keep_float=keep_in_float(model, proto))
+    write_metadata(proto, md)
     _validate(proto, spec)
     return proto
+
+
+def keep_in_float(model: PRN, proto: onnx.ModelProto) -> KeepFloat:
+    """The graph's keep-in-float record (prn_edge.artefact.keep_float) from the model's structure: the name scopes
+    of its prototype modules and, when the map fuses it, of its distance map; the tail from the last Conv."""
+    def scopes(kind) -> list[str]:
+        return [f"/{name}/" for name, m in model.named_modules() if isinstance(m, kind)]
+
+    prototypes, distance = scopes(ScalePrototypes), (scopes(DistanceMap) if model.fuses_distance else [])
+    names = [n.name for n in proto.graph.node]
+    unnamed = [s for s in prototypes + distance if not any(s in n for n in names)]
+    if unnamed or not prototypes:
+        raise ExportError(f"the exported graph has no nodes under {unnamed or 'any prototype scope'}: the exporter "
+                          "named the nodes differently, so the layers that must stay in float cannot be found")
+    return keep_float_for(proto.graph.node, prototypes, distance)
 
 
 def _validate(proto: onnx.ModelProto, spec: InputSpec) -> None:

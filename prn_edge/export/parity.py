@@ -6,7 +6,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .metadata import ExportError, read_metadata
+from ..artefact import read_metadata
+from .errors import ExportError
 
 MAP_TOLERANCE = 1e-4
 

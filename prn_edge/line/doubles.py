@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from ..artefact import decide, normalize_scores
 from .decision import Part
 from .errors import OutputError
 from .outputs.base import RejectOutput
@@ -67,11 +68,9 @@ class ScriptedEngine:
             raise RuntimeError(f"ScriptedEngine: scripted failure of call {i}")
         n = len(frames)
         scores = np.array([self.score_fn(f) if self.score_fn else 0.0 for f in frames], np.float32)
-        thr, spread = self.metadata["image_threshold"], self.metadata["score_spread"]
         maps = (np.broadcast_to(scores[:, None, None], (n, s["height"], s["width"])) if self._maps
                 else np.zeros((n, 1, 1), np.float32))
-        result = DoubleResult(maps, scores, np.clip((scores - thr) / spread + 0.5, 0, 1).astype(np.float32),
-                              scores >= thr)
+        result = DoubleResult(maps, scores, normalize_scores(scores, self.metadata), decide(scores, self.metadata))
         self.last_timings = {"compute": time.perf_counter() - t0}
         return result
 

@@ -13,8 +13,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..artefact import sha256_file
 from ..errors import WeightsError
-from ..files import sha256_file
 
 STRIDES = (2, 4, 8, 16)
 

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from .. import FORMAT_VERSION, __version__
+from ..artefact import write_atomic
 from ..config import make_config, Config
 from ..errors import CheckpointError, PrnEdgeError
-from ..files import write_atomic
 from .prn import PRN, build_prn
 
 KIND = "prn_edge.checkpoint"

@@ -123,7 +123,8 @@ class ScalePrototypes(nn.Module):
         """(the scaled residual (f - nearest)^2, normalized to mean 1 on normals; a distance map (N, 1, H, W) in
         the same units): the nearest-neighbour distance per position in patch mode, a min of smooth functions
         and so stable between backends; the residual's channel mean in image mode, whose distance is per image.
-        One module call, so the exported nodes keep the /prototypes.<i>/ scope that calibration relies on."""
+        One module call, so the exported nodes keep the module's name scope (/prototypes.<i>/), which export
+        records as a keep-in-float scope (prn_edge.artefact.keep_float)."""
         near, dist = self._nearest(f)
         residual = (f - near) ** 2 * self.res_scale
         if self.mode == "image":

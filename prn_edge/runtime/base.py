@@ -6,7 +6,8 @@
         engine.last_timings                          # seconds per stage of that call
 
 Backends implement `_activate`, `_release` and `_run(frames, timings) -> (maps (n, S, S), scores (n,))`;
-validation, batching, score normalization and the decision live here, so every backend decides alike.
+validation and batching live here, and the artefact's one normalization and decision rule
+(prn_edge.artefact.decision) is applied here, so every backend decides alike.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..artefact import InputSpec, decide, normalize_scores
 from ..errors import PrnEdgeError
-from ..export.metadata import InputSpec, decide, normalize_scores
 
 STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
 

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, choose_resize, read_metadata
 from ..input_policy import placement
-from ..export.metadata import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, choose_resize, read_metadata)
 from .base import Engine, EngineError
 from .preprocess import frames_to_model_input
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..artefact import InputSpec
 from ..input_policy import PAD_VALUE
-from ..export.metadata import InputSpec
 
 
 def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:

@@ -8,26 +8,26 @@ pinned host buffers with async copies on that stream, and optionally a CUDA grap
 (`cuda.bindings.runtime`, or the older `cuda.cudart`) or pycuda, whichever imports.
 
 An engine is tied to the TensorRT version and the GPU's compute capability it was built with (unless built
-version-compatible or with a hardware-compatibility level): the manifest records both and
-`check_manifest` refuses a mismatch before TensorRT is asked to deserialize it.
+version-compatible or with a hardware-compatibility level): the manifest (prn_edge.artefact.manifest) records
+both and `check_manifest` refuses a mismatch before TensorRT is asked to deserialize it.
 """
 from __future__ import annotations
 
 import ctypes
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..export.metadata import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, decode_metadata
+from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, ManifestError, MetadataError, decode_metadata
+from ..artefact.manifest import engine_manifest_path as manifest_path
+from ..artefact.manifest import make_engine_manifest as make_manifest  # noqa: F401 - the old name, for tests
+from ..artefact.manifest import read_engine_manifest
 from .base import Engine, EngineError
 from .onnxruntime_backend import camera_spec_for
 from .preprocess import frames_to_model_input
 
-MANIFEST_KIND = "prn_edge.tensorrt_engine"
-MANIFEST_FORMAT_VERSION = 1
 ENGINE_SUFFIXES = (".engine", ".plan")
 _NOT_INSTALLED = ("TensorRT is not installed (cannot import tensorrt) on this host, so {path} cannot run here: "
                   "use the onnxruntime backend with the ONNX it was built from (open_engine('MODEL.onnx')), "
@@ -35,37 +35,12 @@ _NOT_INSTALLED = ("TensorRT is not installed (cannot import tensorrt) on this ho
 
 
 # ---------------------------------------------------------------------------------------------- manifest
-def manifest_path(engine_path: str | Path) -> Path:
-    return Path(engine_path).with_suffix(".json")
-
-
-def make_manifest(*, tensorrt_version: str, compute_capability: str, gpu_name: str, onnx_metadata: dict[str, str],
-                  onnx_sha256: str, engine_sha256: str, precision: str = "fp32", version_compatible: bool = False,
-                  hardware_compatibility: str = "none", max_batch: Optional[int] = None, **extra: Any) -> dict:
-    """The manifest a build step writes beside NAME.engine (as NAME.json). onnx_metadata: the ONNX's
-    metadata_props as a plain dict of strings, carried over unchanged."""
-    return {"kind": MANIFEST_KIND, "format_version": MANIFEST_FORMAT_VERSION,
-            "tensorrt_version": str(tensorrt_version), "compute_capability": str(compute_capability),
-            "gpu_name": gpu_name, "precision": precision, "version_compatible": bool(version_compatible),
-            "hardware_compatibility": hardware_compatibility, "max_batch": max_batch,
-            "onnx_sha256": onnx_sha256, "engine_sha256": engine_sha256, "metadata": dict(onnx_metadata), **extra}
-
-
+# The manifest's format is prn_edge.artefact.manifest; this backend adds what it means for an engine to run here.
 def read_manifest(engine_path: str | Path) -> dict:
-    path = manifest_path(engine_path)
-    if not path.is_file():
-        raise EngineError(f"{engine_path} has no manifest {path.name} beside it; engines are built together with "
-                          "their manifest (`prn-edge build MODEL.onnx`): rebuild it, or copy the .json along")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise EngineError(f"manifest {path} is not readable JSON ({e}); rebuild the engine") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        raise EngineError(f"{path} is not a prn_edge engine manifest (no kind '{MANIFEST_KIND}'); rebuild the engine")
-    if manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
-        raise EngineError(f"{path} has manifest format {manifest.get('format_version')}, this prn_edge reads "
-                          f"{MANIFEST_FORMAT_VERSION}; rebuild the engine with this version")
-    return manifest
+        return read_engine_manifest(engine_path)
+    except ManifestError as e:
+        raise EngineError(str(e)) from None
 
 
 def _version_tuple(v: str, n: int = 3) -> tuple[int, ...]:

@@ -8,8 +8,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .. import __version__
+from ..artefact import InputSpec, build_metadata, sha256_file
 from ..errors import PrnEdgeError
-from ..export.metadata import InputSpec, build_metadata, sha256_file
 from .base import Engine, EngineError
 from .onnxruntime_backend import camera_spec_for
 from .preprocess import frames_to_model_input

@@ -26,7 +26,7 @@ from ..errors import CheckpointError
 from ..evaluate.thresholds import checkpoint_decision
 from ..evaluate.validation import (load_normals, real_validation_set, selection_metric, split_normals, split_shots,
                                    synth_foreground, validate, validate_all, validation_set)
-from ..files import files_sha256
+from ..artefact.files import files_sha256
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.inference import to_tensor
 from ..model.prn import PRN, build_prn

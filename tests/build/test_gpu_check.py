@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prn_edge.build import host, trt_build
+from prn_edge.artefact import host
+from prn_edge.build import trt_build
 from prn_edge.runtime import tensorrt_backend as tb
 from tests.helpers.fake_tensorrt import FakeCuda, make_fake_tensorrt
 

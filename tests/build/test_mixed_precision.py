@@ -6,7 +6,7 @@ from onnx import TensorProto
 
 from prn_edge.build.mixed_precision import MixedPrecisionError, fp32_nodes, has_qdq, to_mixed_fp16
 from prn_edge.export.lint import check_tensorrt_compatible
-from prn_edge.export.metadata import read_metadata
+from prn_edge.artefact import read_metadata
 from prn_edge.runtime import open_engine
 from prn_edge.runtime.preprocess import rgb_to_frames
 from tests.helpers.prn_artefacts import real_images

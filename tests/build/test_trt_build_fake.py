@@ -9,11 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from prn_edge.build import BuildError, build_engine, plan_precision
-from prn_edge.build import host, trt_build
+from prn_edge.artefact import host, read_metadata, sha256_file
+from prn_edge.build import BuildError, build_engine, plan_precision, trt_build
 from prn_edge.build.calibrator import cache_name, calibration_batches
 from prn_edge.data.images import read_image
-from prn_edge.export.metadata import read_metadata, sha256_file
 from prn_edge.runtime import EngineError
 from prn_edge.runtime import tensorrt_backend as tb
 from tests.helpers.fake_tensorrt import FakeCuda, engine_onnx, make_fake_tensorrt

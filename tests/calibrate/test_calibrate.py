@@ -7,7 +7,7 @@ import pytest
 from prn_edge.calibrate.dataset import select_calibration_set
 from prn_edge.calibrate.run import CalibrationOptions, calibrate
 from prn_edge.errors import ConfigError, DataError
-from prn_edge.export.metadata import read_metadata
+from prn_edge.artefact import read_metadata
 
 
 @pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])

@@ -10,7 +10,7 @@ from prn_edge.calibrate.refit import refit_prototypes
 from prn_edge.data.dataset import load_category
 from prn_edge.data.images import read_image
 from prn_edge.errors import BuildError
-from prn_edge.export.metadata import read_metadata
+from prn_edge.artefact import read_metadata
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
 from prn_edge.model.checkpoint import load_model

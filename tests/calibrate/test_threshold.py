@@ -10,7 +10,7 @@ from prn_edge.calibrate.threshold import retune_threshold
 from prn_edge.cli import main
 from prn_edge.data.images import read_image
 from prn_edge.errors import ConfigError, DataError
-from prn_edge.export.metadata import read_metadata
+from prn_edge.artefact import read_metadata
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import open_engine
 from prn_edge.runtime.preprocess import rgb_to_frames

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from prn_edge.artefact import MetadataError, read_metadata
+from prn_edge.artefact.files import FILE_MODE
 from prn_edge.cli import main
-from prn_edge.export.metadata import MetadataError, read_metadata
-from prn_edge.files import FILE_MODE
 
 
 def test_failed_parity_leaves_nothing_at_the_output_path(tiny_ckpt, tmp_path, monkeypatch, photos):

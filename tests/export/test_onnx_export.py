@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from prn_edge import FORMAT_VERSION, __version__
-from prn_edge.export.metadata import (ExportError, InputSpec, MetadataError, ONNX_FORMAT_VERSION, read_metadata,
-                                      sha256_file)
+from prn_edge.artefact import InputSpec, MetadataError, read_metadata, sha256_file
+from prn_edge.artefact.metadata import ONNX_FORMAT_VERSION
+from prn_edge.export import ExportError
 from prn_edge.export.onnx_export import CameraPRN, export_onnx, resize_scale
 from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
 from tests.helpers.prn_artefacts import make_checkpoint, ort_run, torch_predict
@@ -205,7 +206,7 @@ def test_prn_graphs_have_no_banned_ops(tiny_ckpt, tmp_path):
 
 
 def test_export_writes_atomically(tiny_ckpt, tmp_path, monkeypatch):
-    import prn_edge.files as files
+    import prn_edge.artefact.files as files
 
     out = tmp_path / "atomic.onnx"
     out.write_bytes(b"previous artefact")

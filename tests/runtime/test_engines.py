@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from prn_edge.export.metadata import read_metadata
+from prn_edge.artefact import read_metadata
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import STAGES, Engine, EngineError, InferResult, backend_for, open_engine
 from prn_edge.runtime.preprocess import rgb_to_frames
@@ -32,7 +32,7 @@ def artefacts(tiny_ckpt_rt, tmp_path_factory):
 def test_importing_the_runtime_loads_no_heavy_library():
     code = textwrap.dedent("""
         import sys
-        import prn_edge.runtime, prn_edge.runtime.base, prn_edge.runtime.preprocess, prn_edge.export.metadata
+        import prn_edge.runtime, prn_edge.runtime.base, prn_edge.runtime.preprocess, prn_edge.artefact
         from prn_edge.runtime import open_engine, Engine, InferResult, EngineError
         heavy = sorted(m for m in ("torch", "onnxruntime", "tensorrt", "cv2", "onnx") if m in sys.modules)
         print(",".join(heavy))

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from prn_edge.export.metadata import sha256_file
+from prn_edge.artefact import sha256_file
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import EngineError, open_engine
 from prn_edge.runtime import tensorrt_backend as tb

@@ -7,7 +7,7 @@ import pytest
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
 from prn_edge.model.checkpoint import read_checkpoint
-from prn_edge.export.metadata import normalize_scores
+from prn_edge.artefact import normalize_scores
 
 
 def _gravel(tmp_path_factory, name: str, seed: int, n_shots: int):

@@ -1,17 +1,21 @@
-"""What the build host is, beyond TensorRT and the GPU: Jetson Linux (L4T) and JetPack releases.
+"""Is this a Jetson, and which: the Jetson Linux (L4T) and JetPack releases, recorded in engine manifests and
+benchmark results, and (when asked) the power mode and clocks, which change latency.
 
 /etc/nv_tegra_release holds the L4T release on Jetson ("# R35 (release), REVISION: 3.1, ..." = L4T 35.3.1);
 JetPack's version is the version of the `nvidia-jetpack` Debian package when it is installed. Both are read
-from files (no subprocess), and both are None off Jetson.
+from files; only the power mode and clocks need a command (`nvpmodel -q`, `jetson_clocks --show`). Everything is
+None off Jetson.
 """
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Optional
 
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DPKG_STATUS = Path("/var/lib/dpkg/status")
+_PROBES = ((("nvpmodel", "-q"), "power_mode"), (("jetson_clocks", "--show"), "clocks"))
 
 
 def parse_nv_tegra_release(text: str) -> Optional[str]:
@@ -33,9 +37,19 @@ def dpkg_version(package: str, status_text: str) -> Optional[str]:
     return None
 
 
-def jetson_info() -> dict:
-    """{"l4t": "35.3.1" | None, "l4t_release": first line of nv_tegra_release | None, "jetpack": ... | None}."""
+def _run(cmd: tuple[str, ...]) -> Optional[str]:
+    try:
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=5).stdout.strip()[:2000] or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def jetson_info(probe: bool = False) -> dict:
+    """{"l4t": "35.3.1" | None, "l4t_release": first line of nv_tegra_release | None, "jetpack": ... | None};
+    probe=True adds "power_mode" and "clocks" (the commands' output; None off Jetson or when they fail)."""
     info: dict = {"l4t": None, "l4t_release": None, "jetpack": None}
+    if probe:
+        info.update(dict.fromkeys(key for _, key in _PROBES))
     try:
         text = NV_TEGRA_RELEASE.read_text(errors="replace")
     except OSError:
@@ -46,4 +60,6 @@ def jetson_info() -> dict:
         info["jetpack"] = dpkg_version("nvidia-jetpack", DPKG_STATUS.read_text(errors="replace"))
     except OSError:
         pass
+    if probe:
+        info.update({key: _run(cmd) for cmd, key in _PROBES})
     return info

@@ -1,126 +1,41 @@
-"""What an exported artefact says about itself: the input it expects and how its scores are decided.
+"""The metadata codec: what an exported artefact says about itself, under `prn_edge.` keys of the ONNX
+`metadata_props` (carried unchanged into engine manifests).
 
-Torch-free on purpose: the runtime reads these on machines that only have onnx/onnxruntime/TensorRT.
-Every value is stored in the ONNX `metadata_props` as a string under a `prn_edge.` key; structured values
-(the input spec, the backbone record, thresholds that may be null) are JSON.
+Every value is a string; structured values (the input spec, the backbone record, thresholds that may be null, the
+keep-in-float list) are JSON. Torch-free, and onnx is imported only to read a file: the runtime reads these on
+machines that only have onnxruntime or TensorRT.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 from .. import FORMAT_VERSION
-from ..errors import PrnEdgeError
-from ..files import sha256_file  # noqa: F401 - re-exported for the runtime
+from .decision import DECISION_RULE, SCORE_NORMALIZATION
+from .errors import MetadataError
+from .keep_float import KeepFloat
+from .spec import OUTPUT_MAP, OUTPUT_SCORE, InputSpec
 
 PREFIX = "prn_edge."
 KIND = "prn_edge.onnx"
 # The package-wide format version (checkpoints and exported artefacts carry it; see prn_edge/__init__.py).
 ONNX_FORMAT_VERSION = FORMAT_VERSION
 
-INPUT_NAME_UINT8 = "frames"
-INPUT_NAME_FLOAT = "image"
-OUTPUT_MAP = "anomaly_map"
-OUTPUT_SCORE = "score"
-
-CHANNEL_ORDERS = ("rgb", "bgr", "mono")
-RESIZE_METHODS = ("none", "area", "bilinear")
-SCORE_NORMALIZATION = "normalized = clip((score - image_threshold) / score_spread + 0.5, 0, 1)"
-DECISION_RULE = "anomalous = score >= image_threshold"
-
 # Keys that hold JSON; every other key holds a plain string.
 _JSON_KEYS = {"input", "outputs", "model", "backbone", "image_threshold", "pixel_threshold", "score_spread",
-              "format_version", "opset"}
+              "format_version", "opset", "keep_float"}
 REQUIRED_KEYS = ("kind", "format_version", "toolkit_version", "variant", "input", "image_threshold",
                  "score_spread")
 
 
-class ExportError(PrnEdgeError):
-    """An export, lint or parity check failed; the message names the file, node or value and the fix."""
-
-
-class MetadataError(ExportError):
-    """An artefact carries no (or unreadable) prn_edge metadata."""
-
-
-@dataclass
-class InputSpec:
-    """The tensor an artefact takes, and what it does to it before the model sees RGB in [0, 1].
-
-    uint8 artefacts take camera frames (N, H, W, C) in `channel_order`, at `height` x `width`; the graph
-    converts, reorders, resizes (`resize`) and scales them. Float artefacts take the model tensor itself:
-    (N, 3, S, S) RGB in [0, 1]; anything else is the host's job (see prn_edge.runtime.preprocess).
-    `mean`/`std` are the backbone's normalization, always applied inside the graph.
-    """
-
-    name: str
-    format: str  # "uint8" | "float"
-    layout: str  # "NHWC" | "NCHW"
-    batch: Optional[int]  # None = dynamic
-    height: int
-    width: int
-    channels: int
-    channel_order: str  # "rgb" | "bgr" | "mono"
-    model_size: int
-    resize: str = "none"  # "none" | "area" | "bilinear"
-    scale: float = 1.0  # multiplied inside the graph (1/255 for uint8 frames)
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
-    value_range: tuple = (0.0, 1.0)
-    fit: str = "stretch"  # input policy (prn_edge.data.fit): "stretch" or "letterbox" (resize inside, pad black)
-
-    def placement(self):
-        """Where a frame lands in the model input: resize to (placement.h, placement.w), then pad."""
-        from ..input_policy import placement
-
-        return placement((self.height, self.width), (self.model_size, self.model_size), self.fit)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
-        d = dict(d)
-        for k in ("mean", "std", "value_range"):
-            if k in d and d[k] is not None:
-                d[k] = tuple(d[k])
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    @property
-    def frame_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one camera frame this spec accepts."""
-        return self.height, self.width, self.channels
-
-
-def choose_resize(src_hw: tuple[int, int], size, method: str = "auto") -> str:
-    """Resize method from frame size to the model's square input (size) or to (h, w) inside it (letterbox).
-
-    "auto": none when equal; area averaging when both sides shrink by an integer factor (what training's
-    cv2.INTER_AREA does there, and an exact AveragePool in the graph); bilinear otherwise.
-    """
-    h, w = src_hw
-    th, tw = (size, size) if isinstance(size, int) else size
-    if (h, w) == (th, tw):
-        return "none"
-    integer_down = h % th == 0 and w % tw == 0 and h >= th and w >= tw
-    if method == "auto":
-        return "area" if integer_down else "bilinear"
-    if method == "area" and not integer_down:
-        raise ExportError(f"resize='area' needs frame sides that are integer multiples of {th}x{tw}, "
-                          f"got {h}x{w}; use resize='bilinear' or 'auto'")
-    if method not in ("area", "bilinear"):
-        raise ExportError(f"resize={method!r}: choose 'auto', 'area' or 'bilinear'")
-    return method
-
-
 def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input_spec: InputSpec,
                    model: dict, checkpoint_sha256: Optional[str], opset: Optional[int],
-                   exporter: str) -> dict[str, Any]:
-    """The metadata dict (unprefixed keys, Python values) shared by ONNX artefacts and the torch backend."""
-    return {
+                   exporter: str, keep_float: Optional[KeepFloat] = None) -> dict[str, Any]:
+    """The metadata dict (unprefixed keys, Python values) shared by ONNX artefacts and the torch backend.
+    keep_float: the graph's keep-in-float record (ONNX exports; the torch backend has no graph)."""
+    meta = {
         "kind": KIND,
         "format_version": ONNX_FORMAT_VERSION,
         "toolkit_version": toolkit_version,
@@ -144,6 +59,9 @@ def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input
         "opset": opset,
         "exporter": exporter,
     }
+    if keep_float is not None:
+        meta["keep_float"] = keep_float.to_dict()
+    return meta
 
 
 def _num(v: Any) -> Optional[float]:
@@ -202,7 +120,7 @@ def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
     path = Path(onnx_path)
     if not path.is_file():
         raise MetadataError(f"{path} does not exist; export one with `prn-edge export CKPT --out {path}`")
-    import onnx  # local: keep `import prn_edge.runtime` light
+    import onnx  # here only: keep `import prn_edge.artefact` (and the runtime) light
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -211,7 +129,26 @@ def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
             f"{path} is not a readable ONNX model ({e.__class__.__name__}: {str(e)[:160]}). It may be truncated "
             "or corrupt: export it again with `prn-edge export`, or copy it again") from None
     _check_external_data(model, path)
-    return decode_metadata({p.key: p.value for p in model.metadata_props}, str(path))
+    return decode_metadata(metadata_props(model), str(path))
+
+
+def metadata_props(model) -> dict[str, str]:
+    """All metadata_props of an ONNX ModelProto (prn_edge keys and any others) as a plain dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model, props: dict[str, str]) -> None:
+    """Set string props on an ONNX ModelProto: the other props keep their place, the given ones follow, sorted."""
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    for k, v in keep + sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def write_metadata(model, meta: dict[str, Any]) -> None:
+    """Encode unprefixed prn_edge values (e.g. new thresholds) into an ONNX ModelProto's metadata."""
+    set_metadata(model, encode_metadata(meta))
 
 
 def _check_external_data(model, path: Path) -> None:
@@ -229,23 +166,3 @@ def _check_external_data(model, path: Path) -> None:
         if not location or Path(location).is_absolute() or folder not in target.parents:
             raise MetadataError(f"{path}: tensor {t.name!r} keeps its data at {location!r}, outside the model's "
                                 f"folder {folder}; refused. Keep external data files beside the model")
-
-
-def normalize_scores(scores, meta: dict):
-    """clip((score - image_threshold) / score_spread + 0.5, 0, 1), as float32 numpy."""
-    import numpy as np
-
-    s = np.asarray(scores, dtype=np.float64)
-    out = np.clip((s - float(meta["image_threshold"])) / float(meta["score_spread"]) + 0.5, 0.0, 1.0)
-    return out.astype(np.float32)
-
-
-def decide(scores, meta: dict):
-    """True = anomalous (score >= image_threshold), the rule every backend and the evaluation share."""
-    import numpy as np
-
-    return np.asarray(scores, dtype=np.float64) >= float(meta["image_threshold"])
-
-
-__all__ = ["InputSpec", "ExportError", "MetadataError", "read_metadata", "build_metadata", "encode_metadata",
-           "decode_metadata", "choose_resize", "normalize_scores", "decide", "sha256_file"]
