@@ -73,7 +73,7 @@ def cmd_eval(args) -> int:
 
 def cmd_export(args) -> int:
     from .export.onnx_export import export_onnx
-    from .export.parity import check_parity
+    from .verify import check_parity
 
     hw = tuple(int(v) for v in args.input_size.lower().split("x")) if args.input_size else None
     target = Path(args.output)

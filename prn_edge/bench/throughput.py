@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..runtime import STAGES, open_engine
 from ..runtime.preprocess import rgb_to_frames
+from ..verify import compare
 
 
 @dataclass
@@ -63,9 +64,7 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
             out = eng.infer(frames[:agreement_images])
             if reference is None:
                 reference = out
-            agree = {"decision_agreement": float(np.mean(out.decisions == reference.decisions)),
-                     "max_abs_map_diff": float(np.abs(out.maps - reference.maps).max()),
-                     "max_abs_score_diff": float(np.abs(out.scores - reference.scores).max())}
+            agree = compare(reference, out)
             engines.append((art, eng, frames, agree))
         for b in batches:
             runs = []

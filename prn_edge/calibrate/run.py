@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import numpy as np
@@ -71,18 +72,23 @@ class Attempt:
 
 def gate_metrics(fp32, int8) -> dict:
     """Compare the two engines' results on the same validation set (dicts from _evaluate)."""
+    from ..verify import compare
+
     d = {k: int8[k] - fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
+    # The one comparator's fields (decisions under the FP32 threshold) ...
+    c = compare(SimpleNamespace(**fp32), SimpleNamespace(**int8))
     return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "delta": d,
-            # Each artefact decides with its own threshold (same rule, same validation split); the agreement under
-            # the FP32 threshold shows how much of the difference is only a shift of the scores.
+            # ... and the gate's own: each artefact decides with its own threshold (same rule, same validation
+            # split); the agreement under the FP32 threshold shows how much of the difference is a score shift.
             "decision_agreement": float(np.mean(fp32["decisions"] == int8["own_decisions"])),
-            "decision_agreement_fp32_threshold": float(np.mean(fp32["decisions"] == int8["decisions"])),
+            "decision_agreement_fp32_threshold": c["decision_agreement"],
             "int8_decision": int8["decision_params"],
-            "map_correlation": float(np.corrcoef(fp32["maps"].ravel(), int8["maps"].ravel())[0, 1]),
-            "max_abs_map_diff": float(np.abs(fp32["maps"] - int8["maps"]).max()),
-            "score_mae": float(np.abs(fp32["scores"] - int8["scores"]).mean())}
+            "map_correlation": c["map_correlation"],
+            "max_abs_map_diff": c["max_abs_map_diff"],
+            "score_mae": c["mean_abs_score_diff"],
+            "comparison": c}
 
 
 def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0) -> dict:

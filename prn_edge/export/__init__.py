@@ -1,5 +1,5 @@
-"""Checkpoint -> ONNX artefacts, a TensorRT lint and a parity check. The artefact format itself (input spec,
-metadata, decision rule) is prn_edge.artefact.
+"""Checkpoint -> ONNX artefacts and a TensorRT lint. The artefact format itself (input spec, metadata, decision
+rule) is prn_edge.artefact; the parity check against the checkpoint is prn_edge.verify.
 
 Attributes are imported lazily: `import prn_edge.export` pulls in neither torch nor onnx.
 """
@@ -11,7 +11,7 @@ _LAZY = {
     "export_onnx": "onnx_export", "build_onnx": "onnx_export", "make_input_spec": "onnx_export",
     "ExportError": "errors",
     "lint_for_tensorrt": "lint", "check_tensorrt_compatible": "lint", "LintIssue": "lint",
-    "check_parity": "parity", "fold_static": "graph", "op_histogram": "graph",
+    "fold_static": "graph", "op_histogram": "graph",
 }
 
 __all__ = sorted(_LAZY)

@@ -59,8 +59,8 @@ def test_full_run_against_fake_tensorrt(monkeypatch, tmp_path, capsys, build_ckp
     assert set(rows) == {"fp32", "fp16", "int8-qdq", "int8-implicit", "onnxruntime-cpu"}, report
     assert rc == 0 and report["passed"], {k: r["result"] for k, r in rows.items()}
     # the fake engines run the ONNX they were built from: identical to ONNX Runtime
-    assert rows["fp32"]["compare"]["max_map_diff"] == 0.0 and rows["fp32"]["compare"]["agreement"] == 1.0
-    assert rows["fp16"]["compare"]["max_map_diff"] < 2e-2  # the fake 10.x FP16 engine is the FP32 graph
+    assert rows["fp32"]["compare"]["max_abs_map_diff"] == 0.0 and rows["fp32"]["compare"]["decision_agreement"] == 1.0
+    assert rows["fp16"]["compare"]["max_abs_map_diff"] < 2e-2  # the fake 10.x FP16 engine is the FP32 graph
     assert "compare_vs_fp32_onnx" in rows["int8-qdq"]
     assert rows["fp16"]["bench"]["bmax"]["batch"] == 4 and rows["fp16"]["bench"]["b1"]["p50_ms"] > 0
     assert str(rows["fp16"]["bench_cuda_graph"]).startswith("unavailable")

@@ -14,7 +14,7 @@ from prn_edge.cli import main
 
 
 def test_failed_parity_leaves_nothing_at_the_output_path(tiny_ckpt, tmp_path, monkeypatch, photos):
-    import prn_edge.export.parity as parity
+    import prn_edge.verify as parity
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 from prn_edge.export.lint import check_tensorrt_compatible, lint_for_tensorrt
 from prn_edge.export import ExportError
 from prn_edge.export.onnx_export import export_onnx
-from prn_edge.export.parity import check_parity
+from prn_edge.verify import check_parity
 from tests.helpers.prn_artefacts import make_checkpoint, real_images
 
 TARGETS = ("8.5", "10", "11")
