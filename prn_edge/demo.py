@@ -69,7 +69,7 @@ def run_demo_line(workdir: Path, category_dir: Path, onnx_path: Path, parts: int
     """The line on the synthetic conveyor with a simulated PLC; returns the summary scored against ground truth."""
     from .line.cli import run_line
     from .line.outputs import read_decisions
-    from .line.plcsim import SimulatedPlc
+    from .sim.plc import SimulatedPlc
 
     csv_path = workdir / "line" / "decisions.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ LAYERS = [
     "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
     # runtime (engines) and bench (timing them) sit below calibrate and build: those stages run engines to
     # measure accuracy and speed
-    "config", "data", "model", "evaluate", "train", "export", "runtime", "verify", "bench", "calibrate", "build", "line",
+    "config", "data", "model", "evaluate", "train", "export", "runtime", "verify", "bench", "calibrate", "build", "line", "sim",
     "demo", "cli",
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}

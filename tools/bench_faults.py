@@ -42,7 +42,7 @@ class PlcProcess:
     def start(self) -> None:
         out = self.log.with_suffix(".out")
         with open(out, "a") as f:  # a pipe nobody reads would fill up and block the PLC
-            self.proc = subprocess.Popen([PY, "-m", "prn_edge.line.plcsim", "--port", str(self.port), "--log",
+            self.proc = subprocess.Popen([PY, "-m", "prn_edge.sim.plc", "--port", str(self.port), "--log",
                                           str(self.log)], stdout=f, stderr=subprocess.STDOUT, text=True)
         end = time.monotonic() + 30
         while time.monotonic() < end and self.proc.poll() is None:
@@ -209,8 +209,8 @@ def main() -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.data.demo import make_dataset
     from prn_edge.evaluate.report import write_json
-    from prn_edge.line.bench import tiny_onnx_model
-    from prn_edge.line.plcsim import free_port
+    from prn_edge.sim.line_bench import tiny_onnx_model
+    from prn_edge.sim.plc import free_port
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def line_sustained(engine_path: str, dataset: str, rates: list[float], seconds: 
     import numpy as np
 
     from prn_edge.line import Budget, Line, LoopOptions
-    from prn_edge.line.doubles import RecordingOutput
+    from prn_edge.sim.doubles import RecordingOutput
     from prn_edge.line.sources import SyntheticConveyor
     from prn_edge.runtime import open_engine
 
@@ -117,7 +117,7 @@ def tiled_throughput(engine_path: str, threads: int, frames: int = 5, height: in
 def main() -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.evaluate.report import write_json
-    from prn_edge.line.bench import encoder_timing, overhead, soak
+    from prn_edge.sim.line_bench import encoder_timing, overhead, soak
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench_line")

@@ -120,16 +120,18 @@ def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
     path = Path(onnx_path)
     if not path.is_file():
         raise MetadataError(f"{path} does not exist; export one with `prn-edge export CKPT --out {path}`")
-    import onnx  # here only: keep `import prn_edge.artefact` (and the runtime) light
+    from .onnx_header import WireError, read_header  # the wire format itself: no onnx on the line appliance
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # DecodeError, truncated protobuf, a different file type
+        props, external, has_graph = read_header(path.read_bytes())
+        if not has_graph:
+            raise WireError("no graph")
+    except WireError as e:  # truncated protobuf, a different file type
         raise MetadataError(
-            f"{path} is not a readable ONNX model ({e.__class__.__name__}: {str(e)[:160]}). It may be truncated "
-            "or corrupt: export it again with `prn-edge export`, or copy it again") from None
-    _check_external_data(model, path)
-    return decode_metadata(metadata_props(model), str(path))
+            f"{path} is not a readable ONNX model ({e}). It may be truncated or corrupt: export it again with "
+            "`prn-edge export`, or copy it again") from None
+    _check_external_data(external, path)
+    return decode_metadata(props, str(path))
 
 
 def metadata_props(model) -> dict[str, str]:
@@ -151,18 +153,13 @@ def write_metadata(model, meta: dict[str, Any]) -> None:
     set_metadata(model, encode_metadata(meta))
 
 
-def _check_external_data(model, path: Path) -> None:
+def _check_external_data(external: list[tuple[str, str]], path: Path) -> None:
     """Refuse weights stored outside the model's own folder (an absolute path or '..' in an external-data
-    location reads any file the process can; CVE-2024-27318 was onnx's own version of this)."""
+    location reads any file the process can; CVE-2024-27318 was onnx's own version of this).
+    external: (tensor name, location) of every tensor stored outside the file."""
     folder = path.resolve().parent
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
-    for t in tensors:
-        if t.data_location != 1:  # TensorProto.EXTERNAL
-            continue
-        location = next((e.value for e in t.external_data if e.key == "location"), "")
+    for name, location in external:
         target = (folder / location).resolve()
         if not location or Path(location).is_absolute() or folder not in target.parents:
-            raise MetadataError(f"{path}: tensor {t.name!r} keeps its data at {location!r}, outside the model's "
+            raise MetadataError(f"{path}: tensor {name!r} keeps its data at {location!r}, outside the model's "
                                 f"folder {folder}; refused. Keep external data files beside the model")

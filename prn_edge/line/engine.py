@@ -1,33 +1,17 @@
-"""What the line needs from an inference engine (prn_edge.runtime's Engine or any look-alike), and how it reads it.
-
-The line only calls `infer(frames)` and reads `metadata`, `input_spec`, `last_timings`; input_spec may be an
-object or a dict with height, width, channels (and channel_order), the result may name its normalized scores
-`normalized` or `normalized_scores`.
+"""What the line reads from its engine: the runtime's one Engine contract (prn_edge.runtime.Engine; the shared
+engine's client and the test doubles in prn_edge.sim are Engines too), checked where the line depends on it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from ..runtime.base import Engine
 from .errors import LineError
 
-
-@runtime_checkable
-class EngineLike(Protocol):
-    metadata: dict
-    input_spec: Any
-    last_timings: dict
-
-    def infer(self, frames: np.ndarray) -> Any:
-        ...
-
-    def __enter__(self) -> "EngineLike":
-        ...
-
-    def __exit__(self, *exc) -> None:
-        ...
+EngineLike = Engine  # the contract's name in the line's signatures
 
 
 @dataclass(frozen=True)
@@ -39,20 +23,13 @@ class EngineInput:
     fit: str = "stretch"  # the artefact's input policy (prn_edge.input_policy)
 
 
-def engine_input(engine: Any) -> EngineInput:
+def engine_input(engine: Engine) -> EngineInput:
     spec = engine.input_spec
-    get = spec.get if isinstance(spec, dict) else lambda k, d=None: getattr(spec, k, d)
     try:
-        h, w, c = int(get("height")), int(get("width")), int(get("channels"))
-    except (TypeError, ValueError):
+        h, w, c = int(spec.height), int(spec.width), int(spec.channels)
+    except (AttributeError, TypeError, ValueError):
         raise LineError(f"engine input_spec {spec!r} lacks height/width/channels; is this a prn_edge engine?") from None
-    order = get("channel_order") or ("mono" if c == 1 else "rgb")
-    return EngineInput(h, w, c, str(order), str(get("fit") or "stretch"))
-
-
-def engine_threshold(engine: Any) -> float:
-    meta = engine.metadata or {}
-    return float(meta.get("image_threshold", float("nan")))
+    return EngineInput(h, w, c, str(spec.channel_order), str(getattr(spec, "fit", "stretch") or "stretch"))
 
 
 @dataclass
@@ -67,12 +44,8 @@ def run_engine(engine: Any, frames: np.ndarray) -> Verdicts:
     """engine.infer, with the result checked: right length, finite scores. Raises LineError otherwise."""
     r = engine.infer(frames)
     n = len(frames)
-    normalized = getattr(r, "normalized", None)
-    if normalized is None:
-        normalized = getattr(r, "normalized_scores", None)
     out = Verdicts(np.asarray(r.maps, np.float32), np.asarray(r.scores, np.float32).reshape(-1),
-                   np.asarray(normalized if normalized is not None else np.full(n, np.nan), np.float32).reshape(-1),
-                   np.asarray(r.decisions, bool).reshape(-1))
+                   np.asarray(r.normalized_scores, np.float32).reshape(-1), np.asarray(r.decisions, bool).reshape(-1))
     if out.maps.ndim == 4:
         out.maps = out.maps[:, 0]
     if not (len(out.maps) == len(out.scores) == len(out.normalized) == len(out.decisions) == n):

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..runtime.base import Engine
 from .engine import Verdicts, run_engine
 from .errors import LineConfigError
 
@@ -147,11 +148,16 @@ class SharedEngine:
                 r.done.set()
 
 
-class SharedEngineClient:
-    """One line's handle on a SharedEngine: the engine contract the line expects."""
+class SharedEngineClient(Engine):
+    """One line's handle on a SharedEngine, itself an Engine: activation opens the shared engine (the first line
+    to enter opens it, the last to leave closes it); metadata and input spec are the shared engine's current
+    ones (a hot swap changes them for every line)."""
+
+    backend = "shared"
 
     def __init__(self, shared: SharedEngine):
         self._shared = shared
+        super().__init__(getattr(shared.engine, "path", "shared"), shared.engine.metadata, shared.engine.input_spec)
 
     @property
     def metadata(self) -> dict:
@@ -161,16 +167,14 @@ class SharedEngineClient:
     def input_spec(self) -> Any:
         return self._shared.engine.input_spec
 
-    @property
-    def last_timings(self) -> dict:
-        return getattr(self._shared.engine, "last_timings", {})
-
-    def __enter__(self) -> "SharedEngineClient":
+    def _activate(self) -> None:
         self._shared._enter()
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def _release(self) -> None:
         self._shared._exit()
 
-    def infer(self, frames: np.ndarray) -> Verdicts:
-        return self._shared.infer(frames)
+    def _run(self, frames: np.ndarray, timings: dict) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        v = self._shared.infer(frames)
+        timings["compute"] += time.perf_counter() - t0
+        return v.maps, v.scores

@@ -45,7 +45,8 @@ def zero_timings() -> dict[str, float]:
 
 
 class Engine(abc.ABC):
-    """Base of all backends. `metadata` and `input_spec` are available before activation."""
+    """Base of all backends. `metadata` and `input_spec` are available before activation (a wrapper may serve
+    them from what it wraps by overriding the properties: infer reads them through the properties)."""
 
     backend: str = "?"
 
@@ -100,7 +101,7 @@ class Engine(abc.ABC):
         self.close()
 
     def __repr__(self) -> str:
-        s = self._input_spec
+        s = self.input_spec
         return (f"<{type(self).__name__} {self.path.name} {s.height}x{s.width}x{s.channels} {s.channel_order} "
                 f"batch={s.batch or 'dynamic'} {'active' if self._active else 'inactive'}>")
 
@@ -119,7 +120,7 @@ class Engine(abc.ABC):
     # ------------------------------------------------------------------ inference
     def check_frames(self, frames: Any) -> np.ndarray:
         """Validate camera frames against input_spec; returns a C-contiguous uint8 (N, H, W, C) array."""
-        s = self._input_spec
+        s = self.input_spec
         want = f"uint8 (N, {s.height}, {s.width}, {s.channels}) {s.channel_order} frames"
         if not isinstance(frames, np.ndarray):
             raise EngineError(f"{self.path.name} takes a numpy array of {want}, got {type(frames).__name__}")
@@ -154,12 +155,12 @@ class Engine(abc.ABC):
         frames = self.check_frames(frames)
         timings = zero_timings()
         n = len(frames)
-        step = self._input_spec.batch or self._max_batch or n
+        step = self.input_spec.batch or self._max_batch or n
         maps, scores = [], []
         for i in range(0, n, step):
             chunk = frames[i:i + step]
             real = len(chunk)
-            if self._input_spec.batch is not None and real < step:  # static batch: pad with the last frame
+            if self.input_spec.batch is not None and real < step:  # static batch: pad with the last frame
                 pad = np.repeat(chunk[-1:], step - real, axis=0)
                 chunk = np.concatenate([chunk, pad])
             m, s = self._run(chunk, timings)
@@ -170,8 +171,8 @@ class Engine(abc.ABC):
         if out_maps.ndim == 4:
             out_maps = out_maps[:, 0]
         out_scores = np.concatenate(scores).astype(np.float32).reshape(n)
-        result = InferResult(out_maps, out_scores, normalize_scores(out_scores, self._metadata),
-                             decide(out_scores, self._metadata))
+        result = InferResult(out_maps, out_scores, normalize_scores(out_scores, self.metadata),
+                             decide(out_scores, self.metadata))
         timings["postprocess"] += time.perf_counter() - t
         self.last_timings = timings
         return result

@@ -131,14 +131,15 @@ def test_normalize_and_decide():
 
 
 def test_the_line_test_double_decides_with_the_same_rule():
-    from prn_edge.line.doubles import ScriptedEngine
+    from prn_edge.sim.doubles import ScriptedEngine
 
     scores = [0.1, 0.45, 0.5, 0.77]
     eng = ScriptedEngine(4, 4, score_fn=lambda f: scores[int(f[0, 0, 0])], threshold=0.5, spread=0.3)
     frames = np.zeros((4, 4, 4, 3), np.uint8)
     frames[:, 0, 0, 0] = np.arange(4)
-    r = eng.infer(frames)
-    assert np.array_equal(r.normalized, normalize_scores(r.scores, eng.metadata))
+    with eng:  # the double is an Engine: used inside its activation like every backend
+        r = eng.infer(frames)
+    assert np.array_equal(r.normalized_scores, normalize_scores(r.scores, eng.metadata))
     assert np.array_equal(r.decisions, decide(r.scores, eng.metadata)) and r.decisions.tolist() == [0, 0, 1, 1]
 
 
@@ -207,3 +208,16 @@ def test_the_artefact_layer_imports_nothing_above_it():
     loaded = eval(out.stdout)
     assert all(m.startswith("prn_edge.artefact") or m in ("prn_edge", "prn_edge.errors", "prn_edge.input_policy")
                for m in loaded), loaded
+
+
+def test_the_wire_reader_sees_what_onnx_sees(exported):
+    """The metadata reader parses the protobuf itself (no onnx on the appliance): same properties as onnx."""
+    import onnx
+
+    from prn_edge.artefact.onnx_header import WireError, read_header
+
+    props, external, has_graph = read_header(exported.read_bytes())
+    assert has_graph and external == []
+    assert props == {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    with pytest.raises(WireError):
+        read_header(exported.read_bytes()[:len(exported.read_bytes()) // 2])

@@ -127,12 +127,12 @@ def demo_category(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, demo_category):
     """A prn-tiny model fitted on the demo category's train images, exported with uint8 64x64 RGB input."""
-    from prn_edge.line.bench import tiny_onnx_model
+    from prn_edge.sim.line_bench import tiny_onnx_model
 
     return tiny_onnx_model(demo_category, tmp_path_factory.mktemp("onnx"))
 
 
-from prn_edge.line.plcsim import SimulatedPlc as ModbusRecorder, free_port  # noqa: E402
+from prn_edge.sim.plc import SimulatedPlc as ModbusRecorder, free_port  # noqa: E402
 
 
 @pytest.fixture()

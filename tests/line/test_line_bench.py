@@ -1,7 +1,7 @@
 """The loop benchmark at a small size: its numbers exist and its soak leaves nothing undecided."""
 from __future__ import annotations
 
-from prn_edge.line.bench import bench_line, overhead
+from prn_edge.sim.line_bench import bench_line, overhead
 
 
 def test_bench_line_small(demo_category):
@@ -22,7 +22,7 @@ def test_overhead_on_the_simulated_camera(tlsimu):
 
 
 def test_soak_reports_machine_pauses_and_encoder_timing_runs(demo_category):
-    from prn_edge.line.bench import StallProbe, encoder_timing, soak
+    from prn_edge.sim.line_bench import StallProbe, encoder_timing, soak
 
     s = soak(parts=100, rate_hz=200, dataset=str(demo_category))
     assert s["undecided"] == 0 and set(s["machine_pauses"]) >= {"count", "max_ms", "total_ms"}

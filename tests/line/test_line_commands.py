@@ -8,10 +8,10 @@ import time
 
 from prn_edge.line import Budget, Line, LoopOptions
 from prn_edge.line.decision import Decision, Part
-from prn_edge.line.doubles import RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import RecordingOutput, ScriptedEngine
 from prn_edge.line.outputs import CsvOutput, ModbusOutput, read_decisions
 from prn_edge.line.outputs.base import OutputSet, RejectOutput
-from prn_edge.line.plcsim import SimulatedPlc
+from prn_edge.sim.plc import SimulatedPlc
 from prn_edge.line.sources import SyntheticConveyor
 
 

@@ -13,7 +13,7 @@ from prn_edge.errors import ConfigError
 from prn_edge.line import LineConfigError, build_line, line_config, load_line_config
 from prn_edge.line.outputs.csvlog import CsvOptions as CsvOutputConfig
 from prn_edge.line.outputs.modbus import ModbusOptions as ModbusOutputConfig
-from prn_edge.line.doubles import ScriptedEngine
+from prn_edge.sim.doubles import ScriptedEngine
 from prn_edge.line.outputs import read_decisions
 
 

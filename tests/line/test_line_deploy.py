@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from prn_edge.line import Budget, Line, LoopOptions
-from prn_edge.line.doubles import RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import RecordingOutput, ScriptedEngine
 from prn_edge.line.monitor import MetricsEndpoint
 from prn_edge.line.sources import SyntheticConveyor
 

@@ -10,11 +10,11 @@ import pytest
 
 from prn_edge.line import Line, LoopOptions
 from prn_edge.line.config import line_config
-from prn_edge.line.doubles import RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import RecordingOutput, ScriptedEngine
 from prn_edge.line.encoder import WRAP, ClockEncoder, EncoderBudget, EncoderTracker, ModbusEncoder
 from prn_edge.line.errors import LineConfigError, PlcError
 from prn_edge.line.factory import budget_of
-from prn_edge.line.plcsim import SimulatedPlc
+from prn_edge.sim.plc import SimulatedPlc
 from prn_edge.line.sources import SyntheticConveyor
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from prn_edge.line import Budget, CameraError, Line, LineConfigError, LoopOptions
 from prn_edge.line.cli import list_cameras
-from prn_edge.line.doubles import NullEngine, RecordingOutput
+from prn_edge.sim.doubles import NullEngine, RecordingOutput
 from prn_edge.line.sources.genicam import GenicamSource
 
 MONO, COLOR = "SN_InterfaceA_0", "SN_InterfaceA_1"

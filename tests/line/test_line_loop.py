@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prn_edge.line import Budget, Line, LoopOptions
-from prn_edge.line.doubles import NullEngine, RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import NullEngine, RecordingOutput, ScriptedEngine
 from prn_edge.line.outputs import CsvOutput, read_decisions
 from prn_edge.line.sources import SyntheticConveyor
 

@@ -10,7 +10,7 @@ import pytest
 
 from prn_edge.line import Budget, Line, LineConfigError, LoopOptions, OutputError, PlcError
 from prn_edge.line.decision import Decision, Part
-from prn_edge.line.doubles import FakeGpioChip, RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import FakeGpioChip, RecordingOutput, ScriptedEngine
 from prn_edge.line.outputs import CsvOutput, ModbusOutput, read_decisions
 from prn_edge.line.outputs.camera_io import CameraOutput
 from prn_edge.line.outputs.gpio import GpioOutput

@@ -8,7 +8,7 @@ import pytest
 
 from prn_edge.line import Budget, Line, LoopOptions
 from prn_edge.line.config import line_config
-from prn_edge.line.doubles import RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import RecordingOutput, ScriptedEngine
 from prn_edge.line.errors import LineConfigError
 from prn_edge.line.factory import build_lines
 from prn_edge.line.shared import SharedEngine
@@ -22,9 +22,8 @@ class CountingEngine(ScriptedEngine):
         super().__init__(*a, **kw)
         self.opened = 0
 
-    def __enter__(self):
+    def _activate(self):
         self.opened += 1
-        return self
 
 
 def _run_two(category, engine, parts=30, **opts):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from prn_edge.line import Budget, Line, LineError, LoopOptions
-from prn_edge.line.doubles import RecordingOutput, ScriptedEngine
+from prn_edge.sim.doubles import RecordingOutput, ScriptedEngine
 from prn_edge.line.outputs import CsvOutput, read_decisions
 from prn_edge.line.sources import SyntheticConveyor
 

@@ -118,7 +118,7 @@ def test_scheduler_fires_in_time_order_once_each_and_refuses_late_verdicts():
 def test_scheduler_with_a_lead_hands_over_final_decisions_early_and_outputs_wait_for_the_fire_time():
     """lead_s: eject dispatch comes lead_s before t_fire (never before t_ready) with the decision final, so the
     scheduler's wake-up jitter is spent before the fire time; OutputSet holds the call until t_fire itself."""
-    from prn_edge.line.doubles import RecordingOutput
+    from prn_edge.sim.doubles import RecordingOutput
     from prn_edge.line.outputs.base import OutputSet
 
     rec, now_out = RecordingOutput(), RecordingOutput("now", at="decision")

@@ -9,11 +9,11 @@ from typing import Optional
 
 import numpy as np
 
-from .decision import Part
+from ..line.decision import Part
 from .doubles import NullEngine, RecordingOutput, ScriptedEngine
-from .loop import Line, LoopOptions
-from .sources.base import FrameSource
-from .timing import Budget
+from ..line.loop import Line, LoopOptions
+from ..line.sources.base import FrameSource
+from ..line.timing import Budget
 
 
 def _ms(values: list[float]) -> dict:
@@ -59,14 +59,14 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path) -> Path:
 
 def _camera(source: str, rate_hz: float, cti: str, dataset: Optional[str], parts: int) -> FrameSource:
     if source == "tlsimu":
-        from .sources.genicam import GenicamSource
+        from ..line.sources.genicam import GenicamSource
 
         if not cti:
             import genicam
 
             cti = str(Path(genicam.__file__).parent / "TLSimu.cti")
         return GenicamSource(cti, index=0, trigger="software", trigger_rate_hz=rate_hz)
-    from .sources.conveyor import SyntheticConveyor
+    from ..line.sources.conveyor import SyntheticConveyor
 
     return SyntheticConveyor(dataset, rate_hz=rate_hz, parts=parts)
 
@@ -167,7 +167,7 @@ def soak(parts: int = 2000, rate_hz: float = 200.0, dataset: Optional[str] = Non
     about fault_rate of its calls and stalls (2x the deadline) on a fifth of that, and an output that is dead for
     a fifth of the run.
     Returns undecided parts, parts not actuated exactly once and late model actuations: all must be 0."""
-    from .sources.conveyor import SyntheticConveyor
+    from ..line.sources.conveyor import SyntheticConveyor
 
     with tempfile.TemporaryDirectory() as tmp:
         if dataset is None:
@@ -234,9 +234,9 @@ def encoder_timing(dataset: str, parts: int = 200, rate_hz: float = 40.0, distan
     """An encoder-timed line against a real Modbus TCP server (the PLC's counter, simulated belt) whose speed ramps
     2000 -> 1000 -> 3000 counts/s and stops once: how far from the eject position each command went out.
     Error = the belt's true count at the actuation + the lead's travel - the part's eject position (counts)."""
-    from .encoder import EncoderBudget, EncoderTracker, ModbusEncoder
-    from .plcsim import SimulatedPlc
-    from .sources.conveyor import SyntheticConveyor
+    from ..line.encoder import EncoderBudget, EncoderTracker, ModbusEncoder
+    from .plc import SimulatedPlc
+    from ..line.sources.conveyor import SyntheticConveyor
 
     plc = SimulatedPlc(belt_counts_per_s=2000.0).start()
     belt = plc.belt  # knows the true count at any moment

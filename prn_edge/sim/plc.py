@@ -83,7 +83,7 @@ class SimulatedPlc:
         self.writes: list[tuple[float, int, int, list]] = []
         # The PLC's high-speed counter of the belt encoder, in input registers encoder_register (high word) and
         # encoder_register + 1 (low word); the belt runs at belt_counts_per_s (set_belt_speed changes it).
-        from .encoder import ClockEncoder
+        from ..line.encoder import ClockEncoder
 
         self.encoder_register = encoder_register
         self.belt = ClockEncoder(belt_counts_per_s)
@@ -172,7 +172,7 @@ class SimulatedPlc:
 
 def main(argv: list[str] | None = None) -> int:
     """A simulated PLC as its own process (benchmarks kill, stop and restart it like a real one):
-    python -m prn_edge.line.plcsim --port 5020 --log plc.jsonl   (one JSON line per heartbeat and command)."""
+    python -m prn_edge.sim.plc --port 5020 --log plc.jsonl   (one JSON line per heartbeat and command)."""
     import argparse
     import json
     import signal

@@ -7,36 +7,33 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from ..artefact import decide, normalize_scores
-from .decision import Part
-from .errors import OutputError
-from .outputs.base import RejectOutput
+from ..artefact import InputSpec
+from ..line.decision import Part
+from ..line.errors import OutputError
+from ..line.outputs.base import RejectOutput
+from ..runtime.base import Engine
 
 
-@dataclass
-class DoubleResult:
-    maps: np.ndarray
-    scores: np.ndarray
-    normalized: np.ndarray
-    decisions: np.ndarray
+class ScriptedEngine(Engine):
+    """TEST DOUBLE of the runtime's Engine contract (it is one: activation, frame checks, batching, the decision
+    from its metadata all come from prn_edge.runtime.Engine). Scores come from score_fn(frame) (default 0: all
+    good), each call sleeps delay_s (a number or a function of the call index), calls whose index is in fail_on
+    raise."""
 
-
-class ScriptedEngine:
-    """TEST DOUBLE of prn_edge.runtime's Engine. Scores come from score_fn(frame) (default 0: all good), each
-    call sleeps delay_s (a number or a function of the call index), calls whose index is in fail_on raise."""
+    backend = "scripted"
 
     def __init__(self, height: int, width: int, channels: int = 3, score_fn: Optional[Callable[[np.ndarray], float]] = None,
                  delay_s: float | Callable[[int], float] = 0.0, fail_on: Iterable[int] | Callable[[int], bool] = (),
                  threshold: float = 0.5, spread: float = 1.0, maps: bool = True):
-        self.metadata = {"image_threshold": threshold, "score_spread": spread}
-        self.input_spec = {"height": height, "width": width, "channels": channels,
-                           "channel_order": "mono" if channels == 1 else "rgb"}
-        self.last_timings: dict[str, float] = {}
+        spec = InputSpec(name="frames", format="uint8", layout="NHWC", batch=None, height=height, width=width,
+                         channels=channels, channel_order="mono" if channels == 1 else "rgb",
+                         model_size=max(height, width), value_range=(0.0, 255.0))
+        super().__init__(Path(type(self).__name__), {"image_threshold": threshold, "score_spread": spread}, spec)
         self.score_fn = score_fn
         self.delay_s = delay_s
         self._fail = fail_on if callable(fail_on) else set(fail_on).__contains__
@@ -45,22 +42,18 @@ class ScriptedEngine:
         self.frames_seen = 0
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "ScriptedEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def _activate(self) -> None:
         pass
 
-    def infer(self, frames: np.ndarray) -> DoubleResult:
+    def _release(self) -> None:
+        pass
+
+    def _run(self, frames: np.ndarray, timings: dict) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
         with self._lock:
             i = self.calls
             self.calls += 1
             self.frames_seen += len(frames)
-        s = self.input_spec
-        if frames.shape[1:] != (s["height"], s["width"], s["channels"]) or frames.dtype != np.uint8:
-            raise ValueError(f"ScriptedEngine takes uint8 (N, {s['height']}, {s['width']}, {s['channels']}), "
-                             f"got {frames.dtype} {frames.shape}")
         delay = self.delay_s(i) if callable(self.delay_s) else self.delay_s
         if delay > 0:
             time.sleep(delay)
@@ -68,11 +61,11 @@ class ScriptedEngine:
             raise RuntimeError(f"ScriptedEngine: scripted failure of call {i}")
         n = len(frames)
         scores = np.array([self.score_fn(f) if self.score_fn else 0.0 for f in frames], np.float32)
-        maps = (np.broadcast_to(scores[:, None, None], (n, s["height"], s["width"])) if self._maps
+        s = self.input_spec
+        maps = (np.broadcast_to(scores[:, None, None], (n, s.height, s.width)) if self._maps
                 else np.zeros((n, 1, 1), np.float32))
-        result = DoubleResult(maps, scores, normalize_scores(scores, self.metadata), decide(scores, self.metadata))
-        self.last_timings = {"compute": time.perf_counter() - t0}
-        return result
+        timings["compute"] += time.perf_counter() - t0
+        return maps, scores
 
 
 class NullEngine(ScriptedEngine):
