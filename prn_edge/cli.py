@@ -164,7 +164,7 @@ def cmd_bench(args) -> int:
     from .bench.machine import machine_info, matmul_peak_gflops
     from .bench.throughput import Artefact, latency_plot, markdown, run_bench
     from .data.images import read_image
-    from .evaluate.report import write_json
+    from .artefact import write_json
 
     if args.images:
         files = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
@@ -188,8 +188,9 @@ def cmd_bench(args) -> int:
         out = Path(args.json)
         write_json(out, report)
         out.with_suffix(".md").write_text(table)
-        latency_plot(report, out.with_suffix(".png"))
-        print(f"written {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+        png = latency_plot(report, out.with_suffix(".png"))
+        print(f"written {out}, {out.with_suffix('.md')}" + (f", {png}" if png else
+                                                             " (no latency plot: matplotlib is not installed)"))
     return 0
 
 

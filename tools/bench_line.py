@@ -116,7 +116,7 @@ def tiled_throughput(engine_path: str, threads: int, frames: int = 5, height: in
 
 def main() -> int:
     from prn_edge.bench.machine import machine_info
-    from prn_edge.evaluate.report import write_json
+    from prn_edge.artefact import write_json
     from prn_edge.sim.line_bench import encoder_timing, overhead, soak
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

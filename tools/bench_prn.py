@@ -25,7 +25,7 @@ def main() -> int:
     from prn_edge.config import make_config, parse_override, _merge
     from prn_edge.data.demo import SCENES, make_dataset
     from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint
-    from prn_edge.evaluate.report import write_json
+    from prn_edge.artefact import write_json
     from prn_edge.train.trainer import train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -279,7 +279,7 @@ def _table(entry: dict) -> str:
 def main() -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.config import _merge, make_config, parse_override
-    from prn_edge.evaluate.report import write_json
+    from prn_edge.artefact import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mtd", type=Path, help="the Magnetic Tile Defect dataset folder (MT_* subfolders)")

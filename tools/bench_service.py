@@ -70,7 +70,7 @@ def main() -> int:
 
     from prn_edge.bench.machine import machine_info
     from prn_edge.data.demo import make_dataset
-    from prn_edge.evaluate.report import write_json
+    from prn_edge.artefact import write_json
     from prn_edge.sim.line_bench import tiny_onnx_model
 
     out = Path(args.out).resolve()

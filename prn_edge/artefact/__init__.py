@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .decision import DECISION_RULE, SCORE_NORMALIZATION, decide, normalize_scores
 from .errors import ArtefactError, ManifestError, MetadataError, SpecError
-from .files import sha256_file, write_atomic
+from .files import sha256_file, write_atomic, write_json
 from .host import jetson_info
 from .keep_float import KeepFloat, keep_float_for, read_keep_float
 from .manifest import (CALIBRATION_RUN, ENGINE, MANIFEST_VERSION, RUN_MANIFEST, engine_manifest_path,
@@ -26,6 +26,7 @@ from .spec import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MA
                    choose_resize)
 
 __all__ = [
+    "write_json",
     "ArtefactError", "MetadataError", "ManifestError", "SpecError",
     "InputSpec", "choose_resize", "CHANNEL_ORDERS", "INPUT_NAME_FLOAT", "INPUT_NAME_UINT8", "OUTPUT_MAP",
     "OUTPUT_SCORE",

@@ -3,9 +3,15 @@ export or build never leaves a half-written artefact behind."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import tempfile
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def sha256_file(path: str | Path) -> str:
@@ -55,3 +61,30 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write obj as strict JSON (numpy values, paths and dataclasses converted; NaN/inf -> null), atomically:
+    a crash never leaves half a results file."""
+    p = Path(path)
+    write_atomic(p, (json.dumps(plain(obj), indent=2, allow_nan=False) + "\n").encode())
+    return p
+
+
+def plain(o: Any) -> Any:
+    """obj made of JSON types only."""
+    if isinstance(o, dict):
+        return {str(plain(k)) if not isinstance(k, str) else k: plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set)):
+        return [plain(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return plain(o.tolist())
+    if isinstance(o, np.generic):
+        return plain(o.item())
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, Path):
+        return str(o)
+    if is_dataclass(o) and not isinstance(o, type):
+        return plain(asdict(o))
+    return o

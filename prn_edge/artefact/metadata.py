@@ -148,6 +148,14 @@ def set_metadata(model, props: dict[str, str]) -> None:
         entry.key, entry.value = k, v
 
 
+def with_metadata(onnx_bytes: bytes, meta: dict[str, Any]) -> bytes:
+    """The serialized model with unprefixed prn_edge values (e.g. a new threshold) encoded into its metadata,
+    rewritten on the wire (no onnx needed: the line appliance re-tunes thresholds without it)."""
+    from .onnx_header import replace_metadata
+
+    return replace_metadata(onnx_bytes, encode_metadata(meta))
+
+
 def write_metadata(model, meta: dict[str, Any]) -> None:
     """Encode unprefixed prn_edge values (e.g. new thresholds) into an ONNX ModelProto's metadata."""
     set_metadata(model, encode_metadata(meta))

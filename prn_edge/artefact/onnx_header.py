@@ -95,6 +95,17 @@ def read_header(data: bytes) -> tuple[dict[str, str], list[tuple[str, str]], boo
     return props, external, graph is not None
 
 
+def op_types(data: bytes) -> set[str]:
+    """The operator types of the main graph's nodes (NodeProto.op_type, field 4)."""
+    ops: set[str] = set()
+    for number, wire, graph in fields(memoryview(data)):
+        if number == 7 and wire == _LEN:
+            for gn, gw, node in fields(graph):
+                if gn == 1 and gw == _LEN:
+                    ops.update(bytes(v).decode() for n, w, v in fields(node) if n == 4 and w == _LEN)
+    return ops
+
+
 def _external(tensor: memoryview) -> list[tuple[str, str]]:
     name, location, stored_outside = "", "", False
     for number, wire, v in fields(tensor):
@@ -107,3 +118,48 @@ def _external(tensor: memoryview) -> list[tuple[str, str]]:
             if k == "location":
                 location = val
     return [(name, location)] if stored_outside else []
+
+
+def _encode_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | _LEN) + _encode_varint(len(payload)) + payload
+
+
+def replace_metadata(data: bytes, props: dict[str, str]) -> bytes:
+    """The same ModelProto with metadata_props set to: the existing entries not named in `props` (in their
+    order), then `props` sorted by key. Every other field is copied byte for byte."""
+    buf = memoryview(data)
+    kept, existing = bytearray(), []
+    i, n = 0, len(buf)
+    while i < n:
+        start = i
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            _, i = _varint(buf, i)
+        elif wire == _LEN:
+            size, i = _varint(buf, i)
+            if number == 14:
+                existing.append(_entry(buf[i:i + size]))
+            i += size
+        elif wire in (_I64, _I32):
+            i += 8 if wire == _I64 else 4
+        else:
+            raise WireError(f"wire type {wire} is not protobuf 3")
+        if i > n:
+            raise WireError("field runs past the end")
+        if number != 14:
+            kept += buf[start:i]
+    entries = [(k, v) for k, v in existing if k not in props] + sorted(props.items())
+    for k, v in entries:
+        kept += _len_field(14, _len_field(1, k.encode()) + _len_field(2, v.encode()))
+    return bytes(kept)

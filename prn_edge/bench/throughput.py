@@ -32,10 +32,9 @@ def precision_of(meta: dict, path: Path) -> str:
     if meta.get("precision"):
         return str(meta["precision"])
     if path.suffix == ".onnx":
-        import onnx
+        from ..artefact.onnx_header import op_types
 
-        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-        return "int8 (Q/DQ)" if "QuantizeLinear" in ops else "fp32"
+        return "int8 (Q/DQ)" if "QuantizeLinear" in op_types(path.read_bytes()) else "fp32"
     return "fp32"
 
 
@@ -140,8 +139,12 @@ def markdown(report: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def latency_plot(report: dict, png: Path) -> Path:
-    import matplotlib
+def latency_plot(report: dict, png: Path) -> Optional[Path]:
+    """The latency picture; None where matplotlib is not installed (the appliance's runtime install)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -104,9 +104,9 @@ def retune_threshold(artefact: Path, good: Path, out: Path, defects: Optional[Pa
     `quantile` plus `margin` x the artefact's score spread. Refuses too few images, images unlike the artefact's
     frames, and (unless `force`) a threshold that would let through more of the given defects than before.
     Writes the score histogram beside `out` (<out>.threshold.png)."""
-    import onnx
-
-    from ..artefact import read_metadata, write_atomic, write_metadata
+    from ..artefact import read_metadata, write_atomic
+    from ..artefact.metadata import with_metadata
+    from ..artefact.onnx_header import read_header
     from ..runtime import open_engine
 
     artefact, out = Path(artefact), Path(out)
@@ -147,8 +147,9 @@ def retune_threshold(artefact: Path, good: Path, out: Path, defects: Optional[Pa
                           f"{len(d)} given defects, the previous {old:.4g} {report['missed_defects']['previous']}; "
                           "refused (pass --force to accept it anyway)")
     report["histogram"] = str(histogram_png(out.with_name(out.stem + ".threshold.png"), g, d, old, new))
-    model = onnx.load(str(artefact))
-    write_metadata(model, {"image_threshold": new, "threshold_source": json.dumps(
-        {k: report[k] for k in ("previous_threshold", "rule", "good_images", "defect_images", "images_sha256")})})
-    write_atomic(out, model.SerializeToString())
+    data = artefact.read_bytes()
+    if read_header(data)[1]:
+        raise ConfigError(f"{artefact} keeps weights in external data files; re-tune a self-contained export")
+    write_atomic(out, with_metadata(data, {"image_threshold": new, "threshold_source": json.dumps(
+        {k: report[k] for k in ("previous_threshold", "rule", "good_images", "defect_images", "images_sha256")})}))
     return report

@@ -1,11 +1,7 @@
 """Turning evaluation results into files: Markdown table, JSON, TIFF maps, overlays, curve plots."""
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -13,6 +9,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from ..artefact.files import write_json  # noqa: F401 - the report writer, re-exported
 from ..errors import DataError
 from .naming import component, sample_id
 from .overlay import OverlayItem, overlay, save_overlays  # noqa: F401  (re-exported)
@@ -57,43 +54,6 @@ def markdown_table(results: dict) -> str:
 
 def _pct(v: Optional[float]) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100.0 * v:.1f}"
-
-
-def write_json(path, obj: Any) -> Path:
-    """Write obj as strict JSON (numpy values, paths and dataclasses converted; NaN/inf -> null).
-
-    Written to a temporary file and renamed, so a crash never leaves half a results file.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def _plain(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(_plain(k)) if not isinstance(k, str) else k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple, set)):
-        return [_plain(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _plain(o.tolist())
-    if isinstance(o, np.generic):
-        return _plain(o.item())
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, Path):
-        return str(o)
-    if is_dataclass(o) and not isinstance(o, type):
-        return _plain(asdict(o))
-    return o
 
 
 def save_maps_tiff(out_dir, category: str, samples: Sequence[Any], maps: Sequence[np.ndarray],

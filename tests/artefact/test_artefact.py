@@ -219,5 +219,25 @@ def test_the_wire_reader_sees_what_onnx_sees(exported):
     props, external, has_graph = read_header(exported.read_bytes())
     assert has_graph and external == []
     assert props == {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    from prn_edge.artefact.onnx_header import op_types
+
+    assert op_types(exported.read_bytes()) == {n.op_type for n in onnx.load(str(exported)).graph.node}
     with pytest.raises(WireError):
         read_header(exported.read_bytes()[:len(exported.read_bytes()) // 2])
+
+
+def test_metadata_rewritten_on_the_wire_is_what_onnx_would_write(exported, tmp_path):
+    import onnx
+
+    from prn_edge.artefact import read_metadata
+    from prn_edge.artefact.metadata import with_metadata, write_metadata
+
+    data = exported.read_bytes()
+    new = with_metadata(data, {"image_threshold": 0.123})
+    model = onnx.load(str(exported))
+    write_metadata(model, {"image_threshold": 0.123})
+    ours = onnx.load_from_string(new)
+    assert [(p.key, p.value) for p in ours.metadata_props] == [(p.key, p.value) for p in model.metadata_props]
+    assert ours.graph == model.graph  # everything else byte for byte
+    (tmp_path / "t.onnx").write_bytes(new)
+    assert read_metadata(tmp_path / "t.onnx")["image_threshold"] == 0.123
