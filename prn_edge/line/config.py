@@ -308,7 +308,7 @@ def _outputs(items: Any) -> tuple:
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or "kind" not in item:
             raise LineConfigError(f"outputs[{i}]: expected a mapping with a kind, one of {sorted(OUTPUT_KINDS)}")
-        if item["kind"] not in OUTPUT_KINDS:
+        if not isinstance(item["kind"], str) or item["kind"] not in OUTPUT_KINDS:
             raise LineConfigError(f"outputs[{i}].kind={item['kind']!r} is not allowed; choose one of "
                                   f"{sorted(OUTPUT_KINDS)}")
         cls = OUTPUT_KINDS[item["kind"]]
@@ -324,6 +324,8 @@ def _resolve(path: str, base: Path) -> str:
 
 def line_config(data: Mapping[str, Any], base_dir: str | Path = ".") -> LineConfig:
     """A validated LineConfig from a nested dict (YAML); relative paths are taken from base_dir."""
+    if not isinstance(data or {}, Mapping):
+        raise LineConfigError(f"line config: expected a mapping of sections, got {type(data).__name__}")
     data = dict(data or {})
     outputs = data.pop("outputs", None)
     try:
