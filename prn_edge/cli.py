@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import VARIANTS, load_config_file, make_config, parse_override, _merge
+from .config import MAX_SEED, VARIANTS, load_config_file, make_config, parse_override, _merge
 from .errors import ConfigError, PrnEdgeError
 from .files import check_writable
 
@@ -50,15 +50,6 @@ def _ints(count: int, sep: str, example: str, high: int):
     return parse
 
 
-def _batch(text: str) -> int | None:
-    if text == "dynamic":
-        return None
-    try:
-        return COUNT(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a batch size >= 1, or 'dynamic'") from None
-
-
 def _output(folder: bool = False):
     """A path the verb may write to (check_writable), checked before the work that fills it."""
     def parse(text: str) -> str:
@@ -70,8 +61,17 @@ def _output(folder: bool = False):
     return parse
 
 
-COUNT, NON_NEGATIVE, SEED = _number(int, 1), _number(int, 0), _number(int, 0, 2**32 - 1)
+COUNT, NON_NEGATIVE, SEED = _number(int, 1), _number(int, 0), _number(int, 0, MAX_SEED)
 OUT_FILE, OUT_FOLDER = _output(), _output(folder=True)
+
+
+def _batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        return COUNT(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a batch size >= 1, or 'dynamic'") from None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -50,7 +50,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def check_writable(path: str | Path, what: str = "", folder: bool = False) -> Path:
+def check_writable(path: str | Path, what: str = "", folder: bool = False) -> None:
     """`path` can be written as a file (or filled as a folder): ConfigError naming `what` (the flag or key) if not.
 
     Checked before the work that would fill it, so a long run does not end in a traceback at its last step.
@@ -69,4 +69,3 @@ def check_writable(path: str | Path, what: str = "", folder: bool = False) -> Pa
     folder_to_write = existing if existing.is_dir() else existing.parent
     if not os.access(folder_to_write, os.W_OK | os.X_OK) or (existing == p and not os.access(p, os.W_OK)):
         raise ConfigError(f"{label}{existing} is not writable; choose a path you may write to")
-    return p
