@@ -3,20 +3,82 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
-from .config import VARIANTS, load_config_file, make_config, parse_override, _merge
-from .errors import PrnEdgeError
+from .config import MAX_SEED, VARIANTS, load_config_file, make_config, parse_override, _merge
+from .errors import ConfigError, PrnEdgeError
+from .artefact.files import check_writable
 
 
 def _config(args):
     data: dict = load_config_file(args.config) if getattr(args, "config", None) else {}
-    variant = data.pop("variant", None) or args.variant
     for text in getattr(args, "set", None) or []:
         data = _merge(data, parse_override(text))
-    return make_config(variant, data)
+    return make_config(data.pop("variant", None) or args.variant, data)
+
+
+# argparse types: a bad value is a one-line usage error naming the flag, before any work starts.
+def _number(kind: type, low: float, high: float | None = None, above: bool = False):
+    """A finite int or float >= low (> low when `above`), <= high."""
+    noun = "an integer" if kind is int else "a number"
+    bound = f"from {low} to {high}" if high is not None else f"{'>' if above else '>='} {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}; give {noun} {bound}") from None
+        if not math.isfinite(value) or value < low or (above and value == low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {noun} {bound}")
+        return value
+    return parse
+
+
+def _ints(count: int, sep: str, example: str, high: int):
+    """`count` integers from 1 to `high` separated by `sep`, e.g. HxW or MIN,OPT,MAX."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.lower().split(sep))
+        except ValueError:
+            values = ()
+        if len(values) != count or not all(1 <= v <= high for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {count} integers from 1 to {high} like {example}")
+        return values
+    return parse
+
+
+def _output(folder: bool = False):
+    """A path the verb may write to (check_writable), checked before the work that fills it."""
+    def parse(text: str) -> str:
+        try:
+            check_writable(text, folder=folder)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    return parse
+
+
+COUNT, NON_NEGATIVE, SEED = _number(int, 1), _number(int, 0), _number(int, 0, MAX_SEED)
+OUT_FILE, OUT_FOLDER = _output(), _output(folder=True)
+
+
+def _batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        return COUNT(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a batch size >= 1, or 'dynamic'") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the house style: one line `prn-edge <verb>: error: ...`, exit code 2 (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def cmd_info(args) -> int:
@@ -75,13 +137,12 @@ def cmd_export(args) -> int:
     from .export.onnx_export import export_onnx
     from .verify import check_parity
 
-    hw = tuple(int(v) for v in args.input_size.lower().split("x")) if args.input_size else None
     target = Path(args.output)
     # With --parity the artefact reaches its path only once parity has passed: a line must never pick up an
     # unvalidated model from where a validated one is expected.
     staging = target.with_name(f".{target.stem}.unverified{target.suffix}") if args.parity else target
-    summary = export_onnx(Path(args.checkpoint), staging, batch=None if args.batch == "dynamic" else int(args.batch),
-                          input_format=args.input_format, channel_order=args.channel_order, input_hw=hw,
+    summary = export_onnx(Path(args.checkpoint), staging, batch=args.batch,
+                          input_format=args.input_format, channel_order=args.channel_order, input_hw=args.input_size,
                           opset=args.opset)
     if args.parity:
         from .data.images import is_image_file, read_image
@@ -153,7 +214,7 @@ def cmd_build(args) -> int:
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None,
                            dla_core=args.dla_core, version_compatible=args.version_compatible,
                            hardware_compat=args.hardware_compat,
-                           batch_profile=tuple(int(v) for v in args.batch_profile.split(",")) if args.batch_profile else None,
+                           batch_profile=args.batch_profile,
                            calibration=Path(args.calibration) if args.calibration else None,
                            implicit_int8=args.implicit_int8, allow_failed_gate=args.allow_failed_gate)
     print(json.dumps(summary, indent=2, default=str))
@@ -286,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .logs import FORMATS, LEVELS
 
-    ap = argparse.ArgumentParser(prog="prn-edge", description="PRN anomaly detection: train, evaluate, convert, run.")
+    ap = _Parser(prog="prn-edge", description="PRN anomaly detection: train, evaluate, convert, run.")
     ap.add_argument("--version", action="version", version=f"prn-edge {__version__}")
     ap.add_argument("--log-level", default="info", choices=LEVELS, help="log level (default info)")
     ap.add_argument("--log-format", default="plain", choices=FORMATS, help="plain text or JSON lines (journald)")
@@ -298,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("make-dataset", help="build the demo dataset (MVTec layout) from real offline photos")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=OUT_FOLDER)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--categories", nargs="+")
     p.set_defaults(func=cmd_make_dataset)
 
@@ -307,17 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--data", required=True)
     p.add_argument("--defects")
-    p.add_argument("--preview", required=True, help="PNG to write")
-    p.add_argument("-n", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", required=True, type=OUT_FILE, help="PNG to write")
+    p.add_argument("-n", type=_number(int, 1, 256), default=16)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train PRN on one category")
     _add_config_args(p)
     p.add_argument("--data", required=True, help="category folder (MVTec or generic layout)")
-    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--out", required=True, type=OUT_FILE, help="checkpoint to write (.pt)")
     p.add_argument("--defects", help="folder of real defect shots (<name>.png + <name>_mask.png)")
-    p.add_argument("--shots-from-test", type=int, default=0, help="MVTec AD: take K defects per type out of test/")
+    p.add_argument("--shots-from-test", type=NON_NEGATIVE, default=0, help="MVTec AD: take K defects per type out of test/")
     p.add_argument("--backbone-weights", help="local state-dict file for resnet18 / wide_resnet50_2")
     p.add_argument("--resume", action="store_true", help="continue from OUT's .last.pt")
     p.add_argument("--quiet", action="store_true")
@@ -326,47 +387,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a category's test set")
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True)
-    p.add_argument("--json", help="metrics JSON to write (a .md table is written beside it)")
-    p.add_argument("--overlays", help="folder for heat-map overlay PNGs")
-    p.add_argument("--save-maps", help="folder for float32 TIFF maps in the MVTec AD evaluation layout")
+    p.add_argument("--json", type=OUT_FILE, help="metrics JSON to write (a .md table is written beside it)")
+    p.add_argument("--overlays", type=OUT_FOLDER, help="folder for heat-map overlay PNGs")
+    p.add_argument("--save-maps", type=OUT_FOLDER, help="folder for float32 TIFF maps in the MVTec AD evaluation layout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="checkpoint -> ONNX (opset 17) with prn_edge metadata")
     p.add_argument("checkpoint")
-    p.add_argument("-o", "--output", required=True, help="model.onnx")
-    p.add_argument("--batch", default="1", help="static batch size, or 'dynamic'")
+    p.add_argument("-o", "--output", required=True, type=OUT_FILE, help="model.onnx")
+    p.add_argument("--batch", default="1", type=_batch, help="static batch size, or 'dynamic'")
     p.add_argument("--input-format", default="float", choices=["float", "uint8"],
                    help="uint8: camera frames NHWC, converted inside the graph")
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
-    p.add_argument("--input-size", help="camera frame size HxW for uint8 input (resized inside the graph)")
+    p.add_argument("--input-size", type=_ints(2, "x", "480x640", 16384),
+                   help="camera frame size HxW for uint8 input (resized inside the graph)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--parity", metavar="DIR", help="check ONNX Runtime against PyTorch on the images in DIR")
-    p.add_argument("--parity-images", type=int, default=8, help="images used by --parity (spread over DIR)")
+    p.add_argument("--parity-images", type=COUNT, default=8, help="images used by --parity (spread over DIR)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calibrate", help="INT8 calibration run with an accuracy gate")
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True, help="the category folder the checkpoint was trained on")
     p.add_argument("--run", required=True, help="name of the run folder under --root")
-    p.add_argument("--root", default="calibration")
+    p.add_argument("--root", default="calibration", type=OUT_FOLDER)
     p.add_argument("--flavour", default="cpu", choices=["cpu", "tensorrt"])
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--size", type=int, default=32, help="calibration images (training normals, stratified)")
-    p.add_argument("--defects", type=int, default=0, help="real defect shots added to the calibration set")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-attempts", type=int, default=4)
+    p.add_argument("--size", type=COUNT, default=32, help="calibration images (training normals, stratified)")
+    p.add_argument("--defects", type=NON_NEGATIVE, default=0, help="real defect shots added to the calibration set")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--max-attempts", type=COUNT, default=4)
     p.add_argument("--keep-float", nargs="*", default=[], metavar="PREFIX",
                    help="node-name prefixes kept in float in every attempt, e.g. /decoder/ /msa")
     p.add_argument("--sensitivity", default="groups", choices=["groups", "sqnr"],
                    help="fallback ranking: each layer group's effect on the map (default), or per-node SQNR")
     p.add_argument("--no-refit-prototypes", action="store_true",
                    help="keep the FP32 prototypes (default: re-fit them on the INT8 encoder's features)")
-    p.add_argument("--max-image-drop", type=float, default=0.5, help="allowed image AUROC drop, points")
-    p.add_argument("--max-pixel-drop", type=float, default=1.0, help="allowed pixel AUROC drop, points")
+    p.add_argument("--max-image-drop", type=_number(float, 0, 100), default=0.5, help="allowed image AUROC drop, points")
+    p.add_argument("--max-pixel-drop", type=_number(float, 0, 100), default=1.0, help="allowed pixel AUROC drop, points")
     p.add_argument("--input-format", default="float", choices=["float", "uint8"])
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=NON_NEGATIVE, default=0)
     p.add_argument("--force-data", action="store_true",
                    help="calibrate although the data's training normals differ from the checkpoint's (loud warning)")
     p.set_defaults(func=cmd_calibrate)
@@ -375,25 +437,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artefact", help="exported model.onnx (FP32 or INT8)")
     p.add_argument("--good", required=True, help="folder of good parts captured on the line")
     p.add_argument("--defects", help="folder of defective parts from the line (optional)")
-    p.add_argument("-o", "--output", required=True, help="the re-tuned copy (the original stays as trained)")
-    p.add_argument("--quantile", type=float, default=1.0, help="of the good scores (1.0 = the highest)")
-    p.add_argument("--margin", type=float, default=0.1, help="x the artefact's score spread, above that quantile")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, type=OUT_FILE, help="the re-tuned copy (the original stays as trained)")
+    p.add_argument("--quantile", type=_number(float, 0.5, 1), default=1.0, help="of the good scores (1.0 = the highest)")
+    p.add_argument("--margin", type=_number(float, 0), default=0.1, help="x the artefact's score spread, above that quantile")
+    p.add_argument("--threads", type=NON_NEGATIVE, default=0)
     p.add_argument("--force", action="store_true", help="accept a threshold that lets more of the given defects through")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_threshold)
 
     p = sub.add_parser("build", help="ONNX -> TensorRT engine with a manifest (needs TensorRT and a GPU)")
     p.add_argument("onnx")
-    p.add_argument("-o", "--output", required=True, help="engines/NAME.engine")
+    p.add_argument("-o", "--output", required=True, type=OUT_FILE, help="engines/NAME.engine")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8", "best"])
-    p.add_argument("--workspace", type=int, default=1024, help="MiB (Jetson: keep it small, e.g. 256)")
+    p.add_argument("--workspace", type=COUNT, default=1024, help="MiB (Jetson: keep it small, e.g. 256)")
     p.add_argument("--timing-cache")
-    p.add_argument("--dla-core", type=int)
+    p.add_argument("--dla-core", type=NON_NEGATIVE)
     p.add_argument("--version-compatible", action="store_true", help="engine loads on later TensorRT of the same major")
     p.add_argument("--hardware-compat", choices=["ampere_plus", "same_compute_capability"],
                    help="hardware compatibility level (TensorRT >= 8.6; slower engines)")
-    p.add_argument("--batch-profile", metavar="MIN,OPT,MAX", help="optimization profile for a dynamic-batch ONNX")
+    p.add_argument("--batch-profile", metavar="MIN,OPT,MAX", type=_ints(3, ",", "1,4,8", 4096), help="optimization profile for a dynamic-batch ONNX")
     p.add_argument("--calibration", help="calibration run folder (implicit INT8 on TensorRT <= 10)")
     p.add_argument("--implicit-int8", action="store_true")
     p.add_argument("--allow-failed-gate", action="store_true",
@@ -402,14 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput of artefacts side by side (first = agreement reference)")
     p.add_argument("artefacts", nargs="+", help="LABEL=PATH or PATH (.pt, .onnx, .engine)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1])
-    p.add_argument("--iters", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=5,
+    p.add_argument("--batch", type=_number(int, 1, 1024), nargs="+", default=[1])
+    p.add_argument("--iters", type=COUNT, default=50)
+    p.add_argument("--rounds", type=COUNT, default=5,
                    help="artefacts take turns in this many rounds (fair on a machine whose speed drifts)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--warmup", type=NON_NEGATIVE, default=10)
+    p.add_argument("--threads", type=NON_NEGATIVE)
     p.add_argument("--images", help="folder of real images (default: photos bundled with scikit-image)")
-    p.add_argument("--json", help="write JSON, plus .md table and .png latency plot beside it")
+    p.add_argument("--json", type=OUT_FILE, help="write JSON, plus .md table and .png latency plot beside it")
     p.add_argument("--allow-failed-gate", action="store_true",
                    help="measure INT8 artefacts whose calibration failed its accuracy gate too")
     p.add_argument("--quiet", action="store_true")
@@ -418,9 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a production line from a YAML config")
     p.add_argument("--config", required=True, action="append",
                    help="line.yaml (validated before the first frame); repeat it for several cameras")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--max-parts", type=int)
-    p.add_argument("--summary-json")
+    p.add_argument("--duration", type=_number(float, 0, above=True), help="stop after this many seconds")
+    p.add_argument("--max-parts", type=COUNT)
+    p.add_argument("--summary-json", type=OUT_FILE)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cameras", help="list GenICam cameras and their main features")
@@ -441,11 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_service)
 
     p = sub.add_parser("demo", help="the whole chain on embedded defaults")
-    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--workdir", default="runs/demo", type=OUT_FOLDER)
     p.add_argument("--category", default="coin", help="demo category: coin (an object part), brick, grass, gravel")
-    p.add_argument("--steps", type=int, default=300, help="training steps (the demo trains briefly; prn-edge train uses the variant default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--parts", type=int, default=60, help="parts on the simulated conveyor")
+    p.add_argument("--steps", type=COUNT, default=300, help="training steps (the demo trains briefly; prn-edge train uses the variant default)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--parts", type=COUNT, default=60, help="parts on the simulated conveyor")
     p.set_defaults(func=cmd_demo)
     return ap
 
@@ -453,7 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .logs import configure_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the verb's parser (argparse leaves them to the top-level one)
+            parser.exit(2, f"{parser.prog} {args.verb}: error: unrecognized arguments: {' '.join(map(repr, extra))}\n")
+    except SystemExit as e:  # usage errors (2) and --help (0) return like any other outcome
+        return e.code
     configure_logging(args.log_level, args.log_format)
     try:
         return args.func(args)

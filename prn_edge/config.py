@@ -20,6 +20,14 @@ BACKBONE_NAMES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2", "tiny")
 
 T = TypeVar("T")
 
+# Beyond these the model does not fit the machines we deploy on (frames larger than the model input are tiled or
+# resized by the line); within them, prn_edge.model.memory checks the memory a run needs before it starts.
+# 1024 prototypes are four times the automatic maximum; the k-means fit of 2048 already took over 20 GB.
+MAX_IMAGE_SIZE = 2048
+MAX_PROTOTYPES = 1024
+MAX_WIDTH = 1024  # model.dim and model.decoder_dims
+MAX_SEED = 2**32 - 1
+
 
 @dataclass
 class ModelConfig:
@@ -55,28 +63,34 @@ class ModelConfig:
         _choice("model.backbone", self.backbone, sorted(BACKBONE_NAMES))
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
         _choice("model.input_policy", self.input_policy, list(INPUT_POLICIES))
-        if self.image_size < 64 or self.image_size % 32:
-            raise ConfigError(f"model.image_size={self.image_size}: must be a multiple of 32 and at least 64")
+        if not 64 <= self.image_size <= MAX_IMAGE_SIZE or self.image_size % 32:
+            raise ConfigError(f"model.image_size={self.image_size}: must be a multiple of 32 from 64 to "
+                              f"{MAX_IMAGE_SIZE}; larger frames are split into tiles or resized on the line")
         if not 0 <= self.prototype_softness <= 0.5:
             raise ConfigError(f"model.prototype_softness={self.prototype_softness}: 0 (hard nearest) .. 0.5")
-        if self.num_prototypes < 0:
-            raise ConfigError("model.num_prototypes must be >= 0 (0 chooses automatically)")
-        if self.dim % self.heads or self.dim <= 0:
-            raise ConfigError(f"model.dim={self.dim} must be a positive multiple of model.heads={self.heads}")
+        if not 0 <= self.num_prototypes <= MAX_PROTOTYPES:
+            raise ConfigError(f"model.num_prototypes={self.num_prototypes}: 0 (chooses automatically) .. "
+                              f"{MAX_PROTOTYPES}")
+        if self.heads < 1:
+            raise ConfigError(f"model.heads={self.heads}: must be >= 1")
+        if not 0 < self.dim <= MAX_WIDTH or self.dim % self.heads:
+            raise ConfigError(f"model.dim={self.dim} must be a positive multiple of model.heads={self.heads}, "
+                              f"at most {MAX_WIDTH}")
         if any(s not in (0, 1, 2) for s in self.msa_scales):
             raise ConfigError(f"model.msa_scales={self.msa_scales}: scale indices are 0 (stride 4), 1 (8), 2 (16)")
         for p in self.patch_sizes:
             if p < 1 or (p & (p - 1)):
                 raise ConfigError(f"model.patch_sizes: {p} is not a power of two")
         _choice("model.decoder_conv", self.decoder_conv, ["full", "separable"])
-        if len(self.decoder_dims) != 4:
-            raise ConfigError("model.decoder_dims needs 4 widths (stride 8, 4, 2 and the final stride-2 refinement)")
+        if len(self.decoder_dims) != 4 or not all(0 < w <= MAX_WIDTH for w in self.decoder_dims):
+            raise ConfigError(f"model.decoder_dims={list(self.decoder_dims)}: needs 4 widths from 1 to {MAX_WIDTH} "
+                              "(stride 8, 4, 2 and the final stride-2 refinement)")
         _choice("model.distance_fusion", self.distance_fusion, ["max", "none"])
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")
-        if self.topk < 1:
-            raise ConfigError("model.topk must be >= 1")
+        if not 1 <= self.topk <= self.image_size ** 2:
+            raise ConfigError(f"model.topk={self.topk}: from 1 to the pixels of the map (model.image_size squared)")
         return self
 
 
@@ -99,14 +113,16 @@ class SynthConfig:
         ratios = [self.p_normal, self.p_real, self.p_extended, self.p_simulated, self.p_cutpaste]
         if any(r < 0 for r in ratios) or sum(ratios) <= 0:
             raise ConfigError(f"synth ratios must be >= 0 and not all zero, got {ratios}")
-        lo, hi = self.opacity
-        if not 0 <= lo <= hi <= 1:
-            raise ConfigError(f"synth.opacity={self.opacity}: need 0 <= low <= high <= 1")
+        if len(self.opacity) != 2 or not 0 <= self.opacity[0] <= self.opacity[1] <= 1:
+            raise ConfigError(f"synth.opacity={list(self.opacity)}: need [low, high] with 0 <= low <= high <= 1")
         if not 0 < self.perlin_threshold < 1:
             raise ConfigError("synth.perlin_threshold must be in (0, 1)")
-        if self.texture_dir and not Path(self.texture_dir).is_dir():
+        if not self.perlin_scales or not all(0 <= s <= 8 for s in self.perlin_scales):
+            raise ConfigError(f"synth.perlin_scales={list(self.perlin_scales)}: one or more of 0 .. 8 (log2 of the "
+                              "noise grid)")
+        if self.texture_dir and not _is(Path.is_dir, self.texture_dir):
             raise ConfigError(f"synth.texture_dir={self.texture_dir!r} is not a folder; give a folder of images or leave it empty")
-        if self.foreground_mask and not Path(self.foreground_mask).is_file():
+        if self.foreground_mask and not _is(Path.is_file, self.foreground_mask):
             raise ConfigError(f"synth.foreground_mask={self.foreground_mask!r} does not exist; give a mask image "
                               "(white = object) or leave it empty")
         return self
@@ -140,6 +156,15 @@ class TrainConfig:
             raise ConfigError(f"train.val_shots={self.val_shots}: a fraction in [0, 1) of each type's real shots")
         if self.val_every < 1:
             raise ConfigError("train.val_every must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"train.lr={self.lr} must be > 0 and train.weight_decay={self.weight_decay} >= 0")
+        if self.focal_gamma < 0 or not 0 <= self.focal_alpha <= 1:
+            raise ConfigError(f"train.focal_gamma={self.focal_gamma} must be >= 0 and train.focal_alpha="
+                              f"{self.focal_alpha} in [0, 1]")
+        if self.num_shots < 0 or self.threads < 0:
+            raise ConfigError("train.num_shots and train.threads must be >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"train.seed={self.seed}: 0 .. {MAX_SEED}")
         return self
 
 
@@ -208,12 +233,32 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
 def _number(key: str, value: Any, kind: type) -> Any:
     """A finite int or float for `key`: NaN and infinity are refused everywhere (a NaN deadline decides no part)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a number, got {value!r}" + _yaml_number_hint(value))
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:  # an int beyond any float
+        raise ConfigError(f"{key}: {value} is out of range") from None
+
+
+def _yaml_number_hint(value: Any) -> str:
+    """YAML 1.1 reads 1e8 as text (a float needs a dot and a signed exponent): say so instead of 'not a number'."""
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        return ""
+    return "; YAML reads it as text: write the number in full or like 1.0e+8" if math.isfinite(number) else ""
+
+
+def _is(test, path: str | Path) -> bool:
+    """Path.is_dir / is_file that answers False for a name the system cannot even look up (too long, say)."""
+    try:
+        return test(Path(path))
+    except OSError:
+        return False
 
 
 def _element_type(f: dataclasses.Field, default: tuple) -> type | None:
@@ -241,15 +286,36 @@ def make_config(variant: str = "prn-edge", overrides: Mapping | None = None) -> 
     return cfg.validate()
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line for a YAML error: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or getattr(e, 'reason', None) or type(e).__name__}{where}"
+
+
+def _yaml(text: str, what: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply") from None
+
+
 def load_config_file(path: str | Path) -> dict:
     """Read a YAML config file into a nested dict (validated when passed to `make_config`)."""
     p = Path(path)
-    if not p.is_file():
+    if not _is(Path.exists, p):
         raise ConfigError(f"config file {p} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder; give a YAML file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not a text file; give a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read: {e.strerror}") from None
+    data = _yaml(text, f"config file {p}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: the top level must be a mapping")
     return data
@@ -260,10 +326,13 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.steps=500")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: {key!r} is not a key; it must look like section.key=value, "
+                          "e.g. train.steps=500")
+    value = _yaml(raw, f"override {text!r}: the value")
     out: dict = {}
     cur = out
-    parts = key.strip().split(".")
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = value

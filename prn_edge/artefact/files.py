@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
@@ -88,3 +90,24 @@ def plain(o: Any) -> Any:
     if is_dataclass(o) and not isinstance(o, type):
         return plain(asdict(o))
     return o
+
+
+def check_writable(path: str | Path, what: str = "", folder: bool = False) -> None:
+    """`path` can be written as a file (or filled as a folder): ConfigError naming `what` (the flag or key) if not.
+
+    Checked before the work that would fill it, so a long run does not end in a traceback at its last step.
+    Nothing is created: folders on the way are made when the output is written."""
+    p = Path(path)
+    kind = "folder" if folder else "file"
+    label = f"{what} {p}: " if what else f"{p}: "
+    try:
+        existing = next(a for a in (p, *p.parents) if a.exists())
+    except (OSError, ValueError) as e:  # a name too long or otherwise impossible for this system
+        raise ConfigError(f"{label}not a possible path ({e}); choose another") from None
+    if existing == p and folder != p.is_dir():
+        raise ConfigError(f"{label}a {'file' if folder else 'folder'} is there; give a {kind} path")
+    if existing != p and not existing.is_dir():
+        raise ConfigError(f"{label}{existing} is a file, so no {kind} can be made below it; choose another path")
+    folder_to_write = existing if existing.is_dir() else existing.parent
+    if not os.access(folder_to_write, os.W_OK | os.X_OK) or (existing == p and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{label}{existing} is not writable; choose a path you may write to")

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from ..artefact.files import check_writable
 from .config import load_line_config
 from .factory import build_line
 from .monitor import StatusLine
@@ -121,6 +122,8 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
     Configuration errors (bad keys, a model input the camera cannot give, unreachable PLC...) raise before the
     first frame is taken.
     """
+    if summary_json:
+        check_writable(summary_json, "--summary-json")
     cfg = load_line_config(config_path)
     status = StatusLine(sys.stderr) if cfg.monitor.status_line else None
     line = build_line(cfg, status=status)
@@ -168,6 +171,8 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
     their inference calls are batched together. Returns one summary per line."""
     from .factory import build_lines
 
+    if summary_json:
+        check_writable(summary_json, "--summary-json")
     cfgs = [load_line_config(p) for p in config_paths]
     lines, _ = build_lines(cfgs)
     notifier = _notify(lines)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .backbones import STRIDES, Backbone, create_backbone
+from .memory import check_memory
 from .prototypes import ScalePrototypes, default_k
 
 # The head works on the encoder scales at strides 4, 8 and 16; stride 2 only feeds a decoder skip.
@@ -333,6 +334,7 @@ def describe(model: PRN) -> dict:
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
     """Parameters and GFLOPs (2 x multiply-adds) at the configured input size, without weights."""
     cfg = ModelConfig(**{**cfg.__dict__, "pretrained": False})
+    check_memory(cfg, batch, num_images=100, training=False)
     model, _ = build_prn(cfg, num_images=100)
     model.eval()
     gflops = count_gflops(model, batch)

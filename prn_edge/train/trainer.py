@@ -29,6 +29,7 @@ from ..evaluate.validation import (load_normals, real_validation_set, selection_
 from ..artefact.files import files_sha256
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.inference import to_tensor
+from ..model.memory import check_memory
 from ..model.prn import PRN, build_prn
 from .losses import segmentation_loss
 
@@ -47,11 +48,25 @@ class TrainResult:
                 "seconds": round(self.seconds, 1), "steps": self.steps, "category": self.category}
 
 
+def resume_state(last_path: Path, cfg: Config) -> dict:
+    """The state of an interrupted run of this very config, or CheckpointError saying why it cannot go on."""
+    if not last_path.is_file():
+        raise CheckpointError(f"--resume: {last_path} does not exist (training writes it beside the checkpoint at "
+                              "each validation); drop --resume to start from the beginning")
+    state = read_checkpoint(last_path)
+    if state["config"] != cfg.to_dict():
+        raise CheckpointError(f"{last_path} was trained with another configuration; drop --resume or "
+                              "use the same config")
+    return state
+
+
 def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None, shots_from_test: int = 0,
           backbone_weights: Optional[str] = None, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     t0 = time.time()
     tc, size = cfg.train, cfg.model.image_size
+    last_path = Path(out).with_suffix(".last.pt")
+    state = resume_state(last_path, cfg) if resume else None  # refused before any data is read
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -59,6 +74,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     rng = np.random.default_rng(tc.seed)
     fit_paths, val_paths = split_normals(cat, tc)
+    check_memory(cfg.model, tc.batch_size, len(fit_paths) + len(val_paths))
     fit_imgs, fit_regions = load_normals(fit_paths, cfg, progress)
     val_imgs, val_regions = load_normals(val_paths, cfg)
     train_shots, val_shots = split_shots(cat.shots, tc)
@@ -82,13 +98,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
 
     model, backbone_info = build_prn(cfg.model, len(fit_imgs), backbone_weights)
     opt = torch.optim.AdamW(model.head_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    last_path = Path(out).with_suffix(".last.pt")
     start, best, history = 0, (-math.inf, 0, None), []
-    if resume and last_path.is_file():
-        state = read_checkpoint(last_path)
-        if state["config"] != cfg.to_dict():
-            raise CheckpointError(f"{last_path} was trained with another configuration; drop --resume or "
-                                  "use the same config")
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]

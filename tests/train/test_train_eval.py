@@ -102,6 +102,21 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert "bad.pt" in capsys.readouterr().err
 
 
+def test_train_refuses_a_config_the_memory_cannot_hold_before_loading_images(tiny_data, tmp_path, capsys,
+                                                                              monkeypatch):
+    from prn_edge.model import memory
+    from prn_edge.train import trainer
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**20)
+    monkeypatch.setattr(trainer, "load_normals", lambda *a, **k: pytest.fail("images loaded before the memory check"))
+    out = tmp_path / "m.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prn-edge train: error: model.image_size=64 with model.num_prototypes=auto needs about")
+    assert "for training at train.batch_size=4 on 24 normal images" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not out.with_suffix(".last.pt").exists()
+
+
 def test_info_json(capsys):
     assert main(["info", "--variant", "prn-tiny", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -33,6 +33,9 @@ class SyntheticConveyor(FrameSource):
         size: resize images to size x size (0 = as stored); max_images: test images held in memory."""
         if rate_hz <= 0:
             raise LineConfigError(f"source.conveyor.rate_hz={rate_hz}: must be > 0 (parts per second)")
+        if parts < 0 or max_images < 1:
+            raise LineConfigError(f"source.conveyor.parts={parts} must be >= 0 (0 = endless) and "
+                                  f"source.conveyor.max_images={max_images} >= 1")
         unknown = set(faults or {}) | set(fault_rates or {})
         if unknown - set(FAULTS):
             raise LineConfigError(f"conveyor faults {sorted(unknown - set(FAULTS))} are unknown; choose from {FAULTS}")
