@@ -497,8 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", required=True, help="the line YAML the service runs")
     q.add_argument("--name", default="prn-edge", help="unit name (prn-edge.service)")
     q.add_argument("--user", default="prn-edge", help="the dedicated user the line runs as")
-    q.add_argument("--unit-dir", default="/etc/systemd/system")
-    q.add_argument("--watchdog-s", type=int, default=10, help="WatchdogSec: restart a line that stops deciding")
+    q.add_argument("--unit-dir", default="/etc/systemd/system", type=OUT_FOLDER)
+    q.add_argument("--watchdog-s", type=COUNT, default=10, help="WatchdogSec: restart a line that stops deciding")
     q.add_argument("--print", action="store_true", help="print the unit instead of writing it")
     p.set_defaults(func=cmd_service)
 

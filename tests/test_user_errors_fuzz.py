@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from prn_edge.cli import OUT_FILE, OUT_FOLDER, build_parser, main
 from prn_edge.config import VARIANTS, Config, _merge, load_config_file, make_config, parse_override
 from prn_edge.errors import ConfigError
-from prn_edge.line.config import OUTPUT_KINDS, LineConfig, line_config, load_line_config
+from prn_edge.line import registry
+from prn_edge.line.config import LineConfig, line_config, load_line_config
 from prn_edge.line.errors import LineConfigError
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -67,6 +68,8 @@ def same_types(cfg, default) -> None:
         got, want = getattr(cfg, f.name), getattr(default, f.name)
         if dataclasses.is_dataclass(want):
             same_types(got, want)
+        elif f.name == "options":  # a source kind's options: against that kind's defaults
+            same_types(got, type(got)())
         elif f.name != "outputs":
             assert type(got) is type(want), (f.name, got)
             if isinstance(want, tuple) and want:
@@ -74,7 +77,10 @@ def same_types(cfg, default) -> None:
 
 
 TRAIN_PATHS = key_paths(Config) + [("variant",)]
-LINE_PATHS = key_paths(LineConfig)
+OUTPUT_KINDS = {name: kind.options for name, kind in registry.outputs().items()}
+# source.options is filled from the section named by source.kind: every kind's section and keys
+LINE_PATHS = [p for p in key_paths(LineConfig) if p != ("source", "options")] + [
+    path for name, kind in registry.sources().items() for path in [("source", name)] + key_paths(kind.options, ("source", name))]
 KEY_SETTINGS = settings(SETTINGS, max_examples=25)  # per key: every key gets its share
 
 
@@ -179,6 +185,7 @@ def fixed_args(verb: str, root: Path) -> list[str]:
         "run": ["--config", missing + ".yaml"],
         "cameras": ["--cti", missing + ".cti"],
         "demo": ["--workdir", blocked],
+        "service": ["install", "--config", missing + ".yaml", "--unit-dir", str(out)],
     }[verb]
 
 
