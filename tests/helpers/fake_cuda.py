@@ -37,7 +37,6 @@ class FakeCudaError(RuntimeError):
 class FakeContext:
     device: int
     primary: bool = True
-    owner_thread: Optional[int] = None  # the thread a driver-API push made it current on (None: none)
 
 
 @dataclass(eq=False)
