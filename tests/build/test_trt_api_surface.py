@@ -23,7 +23,6 @@ versions): those are the explicit per-name expectations in REACHED, each quoting
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
