@@ -1,0 +1,210 @@
+"""The TensorRT backend under rules real TensorRT and CUDA enforce: the fake TensorRT of the version (its real
+API surface, host code in version-compatible engines) and the real host-CUDA helpers of the backend
+(_CudaPython, _PyCuda) running over fake cuda-python / pycuda modules with CUDA's per-thread contexts and
+devices (tests/helpers/fake_cuda.py). What the backend gets wrong is an xfail(strict=True) naming the bug."""
+import json
+import sys
+import threading
+
+import numpy as np
+import onnx
+import pytest
+
+from prn_edge.build import host, trt_build
+from prn_edge.export.metadata import sha256_file
+from prn_edge.export.onnx_export import export_onnx
+from prn_edge.runtime import open_engine
+from prn_edge.runtime import tensorrt_backend as tb
+from prn_edge.runtime.preprocess import rgb_to_frames
+from tests.helpers.fake_cuda import FakeCuda, FakeCudaError, FakeGpu, fake_cudart, fake_pycuda
+from tests.helpers.fake_tensorrt import make_fake_tensorrt, serialize_engine
+
+VERSION = "10.3.0"
+
+
+@pytest.fixture(scope="module")
+def onnx_dyn(tiny_ckpt_rt, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rules") / "dyn.onnx"
+    export_onnx(tiny_ckpt_rt, path, batch=None, input_format="uint8", channel_order="bgr")
+    return path
+
+
+def write_engine(onnx_path, engine_path, version=VERSION, flags=(), gpu=("Fake Orin", "8.7"), **manifest):
+    """A fake engine (what the fake TensorRT's build writes) and its manifest."""
+    engine_path.write_bytes(serialize_engine(onnx_path.read_bytes(), [1, 2, 4], fake_tensorrt=version,
+                                             flags=sorted(flags)))
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    m = tb.make_manifest(tensorrt_version=version, compute_capability=gpu[1], gpu_name=gpu[0], onnx_metadata=props,
+                         onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_file(engine_path), **manifest)
+    tb.manifest_path(engine_path).write_text(json.dumps(m))
+    return engine_path
+
+
+def in_thread(fn, name="line-infer"):
+    """Run fn on another thread (as the line's inference thread does); return its result or raise its error."""
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn()
+        except BaseException as e:  # noqa: B902 - handed back to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run, name=name)
+    t.start()
+    t.join(60)
+    if "error" in out:
+        raise out["error"]
+    return out.get("result")
+
+
+def use_trt(monkeypatch, gpu, version=VERSION):
+    trt = make_fake_tensorrt(version, cuda=gpu)
+    monkeypatch.setattr(tb, "_import_tensorrt", lambda path: trt)
+    return trt
+
+
+def use_pycuda(monkeypatch, gpu):
+    drv = fake_pycuda(gpu)
+    monkeypatch.setitem(sys.modules, "cuda", None)  # no cuda-python here: host_cuda() falls back to pycuda
+    monkeypatch.setitem(sys.modules, "pycuda", drv.__parent__)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
+    return drv
+
+
+def use_cuda_python(monkeypatch, gpu):
+    rt = fake_cudart(gpu)
+    cuda_pkg, bindings = rt.__parents__
+    monkeypatch.setitem(sys.modules, "cuda", cuda_pkg)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    return rt
+
+
+def frames_for(engine, photos):
+    return rgb_to_frames(photos[:3], engine.input_spec)
+
+
+# ---------------------------------------------------------------------------------------------- the fakes' rules
+def test_fake_cuda_contexts_are_per_thread():
+    gpu = FakeGpu(devices=2)
+    drv = fake_pycuda(gpu)
+    ctx = drv.Device(0).retain_primary_context()
+    ctx.push()
+    try:
+        assert int(drv.mem_alloc(16)) in gpu.mem  # current here
+        with pytest.raises(drv.LogicError, match="invalid device context"):
+            in_thread(lambda: drv.mem_alloc(16))  # not current on another thread
+    finally:
+        ctx.pop()
+    rt = fake_cudart(gpu)
+    rt.cudaSetDevice(1)
+    _, here = rt.cudaMalloc(16)
+    _, there = in_thread(lambda: rt.cudaMalloc(16))
+    assert gpu.mem_device[here] == 1 and gpu.mem_device[there] == 0  # cudaSetDevice is per thread
+    _, stream = rt.cudaStreamCreate()
+    err = in_thread(lambda: rt.cudaStreamSynchronize(stream))[0]
+    assert err == rt.cudaError_t.cudaErrorInvalidResourceHandle  # a stream of device 1 on a device-0 thread
+    with pytest.raises(FakeCudaError):
+        in_thread(lambda: gpu.enqueue(stream, gpu.runtime_device(), lambda: None))
+
+
+def test_cuda_python_engine_on_device_0_runs_on_any_thread(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    """Correct use passes: the runtime API takes device 0's primary context on any thread."""
+    gpu = FakeGpu()
+    use_trt(monkeypatch, gpu)
+    use_cuda_python(monkeypatch, gpu)
+    engine = open_engine(write_engine(onnx_dyn, tmp_path / "m.engine"), use_cuda_graph=True)
+    assert engine._cuda.name == "cuda-python"  # noqa: SLF001 - the real helper runs
+    with open_engine(onnx_dyn, threads=1) as ref:
+        want = ref.infer(frames_for(ref, photos_rt))
+
+    def run():
+        with engine:
+            return engine.infer(frames_for(engine, photos_rt))
+
+    got = in_thread(run)
+    assert np.abs(got.maps - want.maps).max() <= 1e-6 and gpu.captures == 1 and gpu.mem == {}
+
+
+def test_pycuda_engine_used_on_the_thread_that_made_it(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    gpu = FakeGpu()
+    use_trt(monkeypatch, gpu)
+    use_pycuda(monkeypatch, gpu)
+    with open_engine(write_engine(onnx_dyn, tmp_path / "m.engine")) as engine:
+        assert engine._cuda.name == "pycuda"  # noqa: SLF001
+        assert len(engine.infer(frames_for(engine, photos_rt))) == 3
+    assert gpu.mem == {}
+
+
+# ---------------------------------------------------------------------------------------------- the bugs
+@pytest.mark.xfail(strict=True, reason="issue 11: TensorRTEngine.__init__ rejects threads (open_engine(..., "
+                                       "threads=N), run_bench and the line's engine.threads pass it to every backend)")
+def test_threads_option_is_accepted(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    cuda = FakeCuda()
+    use_trt(monkeypatch, cuda)
+    monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
+    with open_engine(write_engine(onnx_dyn, tmp_path / "m.engine"), threads=2) as engine:
+        assert len(engine.infer(frames_for(engine, photos_rt))) == 3
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: engine_host_code_allowed is never set, so TensorRT refuses the "
+                                       "version-compatible engines `prn-edge build --version-compatible` writes")
+def test_version_compatible_engine_built_here_loads(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    cuda = FakeCuda()
+    trt = use_trt(monkeypatch, cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_build, "host_cuda", lambda device=0: cuda)
+    monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
+    monkeypatch.setattr(host, "NV_TEGRA_RELEASE", tmp_path / "none")
+    out = tmp_path / "e" / "vc.engine"
+    trt_build.build_engine(onnx_dyn, out, version_compatible=True, batch_profile=(1, 2, 4), log=lambda m: None)
+    assert "VERSION_COMPATIBLE" in trt.__fake__.builds[-1]["flags"]
+    with open_engine(out) as engine:
+        assert len(engine.infer(frames_for(engine, photos_rt))) == 3
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: pycuda context thread affinity (_PyCuda pushes its context on the "
+                                       "thread that constructs the engine; the line activates and infers on others)")
+def test_pycuda_engine_runs_on_another_thread(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    gpu = FakeGpu()
+    use_trt(monkeypatch, gpu)
+    use_pycuda(monkeypatch, gpu)
+    engine = open_engine(write_engine(onnx_dyn, tmp_path / "m.engine"))  # the main thread builds the line
+
+    def run():
+        with engine:
+            return engine.infer(frames_for(engine, photos_rt))
+
+    assert len(in_thread(run)) == 3
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: cuda-python sets the device only in the constructor (cudaSetDevice "
+                                       "is per thread: on the line's threads the engine lands on device 0)")
+def test_cuda_python_engine_stays_on_its_device_on_other_threads(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    gpu = FakeGpu(devices=2)
+    use_trt(monkeypatch, gpu)
+    rt = use_cuda_python(monkeypatch, gpu)
+    engine = open_engine(write_engine(onnx_dyn, tmp_path / "m.engine"), device=1)
+    devices = {}
+
+    def run():
+        with engine:
+            devices.update({ptr: gpu.mem_device[ptr] for ptr in gpu.mem})
+            return engine.infer(frames_for(engine, photos_rt))
+
+    assert len(in_thread(run)) == 3
+    assert devices and set(devices.values()) == {1}, [c for c in rt.calls if c[0] == "cudaMalloc"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: close() never called (_PyCuda.close pops the context it pushed; "
+                                       "TensorRTEngine._release never calls it, so each engine leaves one pushed)")
+def test_closing_a_pycuda_engine_releases_its_context(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    gpu = FakeGpu()
+    use_trt(monkeypatch, gpu)
+    use_pycuda(monkeypatch, gpu)
+    path = write_engine(onnx_dyn, tmp_path / "m.engine")
+    for _ in range(2):
+        with open_engine(path) as engine:
+            engine.infer(frames_for(engine, photos_rt))
+    assert gpu.context_stack() == []
