@@ -258,6 +258,24 @@ def cmd_bench(args) -> int:
 def cmd_run(args) -> int:
     from .line.cli import run_line
 
+    if args.check:
+        from dataclasses import asdict
+
+        from .line.check import check_line
+
+        found = {str(c): check_line(c) for c in args.config}
+        if args.json:
+            print(json.dumps({c: [asdict(x) for x in checks] for c, checks in found.items()}, indent=2))
+        else:
+            for c, checks in found.items():
+                print(f"{c}:")
+                for x in checks:
+                    print("  " + x.row())
+        bad = sum(not x.ok for checks in found.values() for x in checks)
+        if bad:
+            print(f"prn-edge run: error: {bad} problem(s) found by --check (listed above)", file=sys.stderr)
+        return 2 if bad else 0
+
     if len(args.config) > 1:  # several cameras; lines with the same engine file batch their calls together
         from .line.cli import run_lines
 
@@ -483,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_number(float, 0, above=True), help="stop after this many seconds")
     p.add_argument("--max-parts", type=COUNT)
     p.add_argument("--summary-json", type=OUT_FILE)
+    p.add_argument("--check", action="store_true",
+                   help="check config, engine, source, outputs and folders without running; every problem at once")
+    p.add_argument("--json", action="store_true", help="with --check: the findings as JSON")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cameras", help="list GenICam cameras and their main features")

@@ -5,6 +5,7 @@ Named PRN variants are presets of one `ModelConfig`, not separate classes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,9 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; allowed: {sorted(fields)}")
+            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; {hint}allowed: {sorted(fields)}")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{where}.{key}" if where else key)

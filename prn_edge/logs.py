@@ -34,5 +34,7 @@ def configure_logging(level: str = "info", fmt: str = "plain", stream=None) -> N
     handler._prn_edge = True
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-    for noisy in ("pymodbus", "urllib3", "PIL", "matplotlib"):
+    for noisy in ("urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # pymodbus logs every failed connect as an error; the Modbus output reports (and counts) those itself
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

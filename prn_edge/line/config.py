@@ -16,6 +16,7 @@ Relative paths are taken from the config file's folder.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +217,12 @@ def _source(data: Any) -> SourceConfig:
     kinds = registry.sources()
     if not isinstance(data, Mapping):
         raise LineConfigError(f"source: expected a mapping, got {data!r}")
+    allowed = {f.name for f in dataclasses.fields(SourceConfig) if f.name != "options"} | set(kinds)
+    for key in data:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            raise LineConfigError(f"unknown key source.{key}; {f'did you mean {near[0]!r}? ' if near else ''}"
+                                  f"allowed: {sorted(allowed)}")
     common = {k: v for k, v in data.items() if k not in kinds}
     cfg = _build(SourceConfig, common, "source")
     if cfg.options is not None:

@@ -1,0 +1,52 @@
+"""`prn-edge run --check`: every problem of a line config at once (each section on its own, did-you-mean for
+unknown keys), then the engine, source, outputs (a real Modbus peer must answer) and folders, without running."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+
+def _check(cfg, *extra):
+    return subprocess.run([sys.executable, "-m", "prn_edge.cli", "run", "--check", "--config", str(cfg), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _config(tmp_path, demo_category, tiny_onnx, **changes):
+    data = {"name": "chk", "engine": {"path": str(tiny_onnx), "threads": 1},
+            "source": {"kind": "conveyor", "conveyor": {"dataset": str(demo_category)}},
+            "timing": {"deadline_s": 0.3}, "outputs": [{"kind": "csv", "path": "out/d.csv"}]}
+    data.update(changes)
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_config_problem_is_reported_at_once(tmp_path, demo_category, tiny_onnx):
+    cfg = _config(tmp_path, demo_category, tiny_onnx, timing={"deadline_S": 0.3}, decision={"fail_safe": "rejct"},
+                  source={"kind": "conveyor", "convayor": {}})
+    r = _check(cfg, "--json")
+    assert r.returncode == 2 and "3 problem(s)" in r.stderr
+    found = {c["what"]: c for c in json.loads(r.stdout)[str(cfg)]}
+    assert "did you mean 'deadline_s'?" in found["config: timing"]["detail"]
+    assert "did you mean 'conveyor'?" in found["config: source"]["detail"]
+    assert "fail_safe='rejct'" in found["config: decision"]["detail"]
+    assert found["config: engine"]["ok"] and "engine" not in found  # nothing is opened while the config is broken
+
+
+def test_a_whole_config_opens_engine_source_and_outputs(tmp_path, demo_category, tiny_onnx, modbus_server, dead_port):
+    cfg = _config(tmp_path, demo_category, tiny_onnx, outputs=[
+        {"kind": "csv", "path": "out/d.csv"},
+        {"kind": "modbus", "port": modbus_server.port, "name": "plc"},
+        {"kind": "modbus", "port": dead_port, "name": "gone", "timeout_s": 0.1}])
+    r = _check(cfg, "--json")
+    found = {c["what"]: c for c in json.loads(r.stdout)[str(cfg)]}
+    assert found["engine"]["ok"] and "backend onnxruntime" in found["engine"]["detail"]
+    assert found["source"]["ok"] and "64x64x3" in found["source"]["detail"]
+    assert found["output: plc"]["ok"] and found["output: csv"]["ok"]
+    assert not found["output: gone"]["ok"] and "cannot connect to the PLC" in found["output: gone"]["detail"]
+    assert r.returncode == 2 and not (tmp_path / "out" / "d.csv").exists()  # checked, not created
+    ok = _check(_config(tmp_path, demo_category, tiny_onnx))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
