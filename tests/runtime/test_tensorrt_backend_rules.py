@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from prn_edge.build import host, trt_build
-from prn_edge.export.metadata import sha256_file
+from prn_edge.artefact import host, sha256_file
+from prn_edge.build import trt_build
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import open_engine
 from prn_edge.runtime import tensorrt_backend as tb
