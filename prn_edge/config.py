@@ -212,8 +212,8 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     for key, value in data.items():
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; {hint}allowed: {sorted(fields)}")
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}; allowed: {sorted(fields)}{hint}")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{where}.{key}" if where else key)

@@ -221,8 +221,8 @@ def _source(data: Any) -> SourceConfig:
     for key in data:
         if key not in allowed:
             near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            raise LineConfigError(f"unknown key source.{key}; {f'did you mean {near[0]!r}? ' if near else ''}"
-                                  f"allowed: {sorted(allowed)}")
+            raise LineConfigError(f"unknown key source.{key}; allowed: {sorted(allowed)}"
+                                  + (f"; did you mean {near[0]!r}?" if near else ""))
     common = {k: v for k, v in data.items() if k not in kinds}
     cfg = _build(SourceConfig, common, "source")
     if cfg.options is not None:
