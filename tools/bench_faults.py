@@ -206,19 +206,14 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=40.0, help="conveyor parts/s")
     args = ap.parse_args()
 
-    from prn_edge.bench.machine import machine_info
-    from prn_edge.data.demo import make_dataset
     from prn_edge.artefact import write_json
-    from prn_edge.sim.line_bench import tiny_onnx_model
+    from prn_edge.bench.machine import machine_info
+    from prn_edge.sim.line_bench import demo_line
     from prn_edge.sim.plc import free_port
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "data" / "gravel" / "meta.json").is_file():
-        make_dataset(out / "data", categories=["gravel"], n_train=4, n_test_good=20, n_test_defect=4, n_shots=0,
-                     size=64, progress=False)
-    dataset = out / "data" / "gravel"
-    engine = tiny_onnx_model(dataset, out / "model")
+    dataset, engine = demo_line(out)
     disk = out / "disk"
     if disk.is_mount():
         subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -35,17 +35,6 @@ def _p(values, q) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 2) if len(values) else None
 
 
-def _with_threshold(src: Path, dst: Path, threshold: float) -> Path:
-    import onnx
-
-    m = onnx.load(str(src))
-    for p in m.metadata_props:
-        if p.key == "prn_edge.image_threshold":
-            p.value = json.dumps(threshold)
-    onnx.save(m, str(dst))
-    return dst
-
-
 def _venv_size_mb(venv: Path) -> float:
     return round(sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 1e6, 1)
 
@@ -68,20 +57,15 @@ def main() -> int:
     ap.add_argument("--runtime-venv", help="a venv with only the runtime install, to measure size and import time")
     args = ap.parse_args()
 
-    from prn_edge.bench.machine import machine_info
-    from prn_edge.data.demo import make_dataset
     from prn_edge.artefact import write_json
-    from prn_edge.sim.line_bench import tiny_onnx_model
+    from prn_edge.bench.machine import machine_info
+    from prn_edge.sim.line_bench import demo_line, with_threshold
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "data" / "gravel" / "meta.json").is_file():
-        make_dataset(out / "data", categories=["gravel"], n_train=4, n_test_good=20, n_test_defect=4, n_shots=0,
-                     size=64, progress=False)
-    dataset = out / "data" / "gravel"
-    tiny = tiny_onnx_model(dataset, out / "model")
-    a = _with_threshold(tiny, out / "a.onnx", -1e9)
-    b = _with_threshold(tiny, out / "b.onnx", 1e9)
+    dataset, tiny = demo_line(out)
+    a = with_threshold(tiny, out / "a.onnx", -1e9)
+    b = with_threshold(tiny, out / "b.onnx", 1e9)
     csv = out / "decisions.csv"
     for f in (csv, out / "summary.json"):
         f.unlink(missing_ok=True)

@@ -57,6 +57,27 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path) -> Path:
     return out / "tiny.onnx"
 
 
+def demo_line(out_dir: str | Path) -> tuple[Path, Path]:
+    """A small demo category (64 px gravel: 20 good, 4 defect test images) and a tiny real ONNX model fitted on
+    it, made once under out_dir: what the line benchmarks run on. Returns (category folder, model.onnx)."""
+    from ..data.demo import make_dataset
+
+    out = Path(out_dir)
+    if not (out / "data" / "gravel" / "meta.json").is_file():
+        make_dataset(out / "data", categories=["gravel"], n_train=4, n_test_good=20, n_test_defect=4, n_shots=0,
+                     size=64, progress=False)
+    return out / "data" / "gravel", tiny_onnx_model(out / "data" / "gravel", out / "model")
+
+
+def with_threshold(src: str | Path, dst: str | Path, threshold: float) -> Path:
+    """A copy of an ONNX artefact with another image threshold (-1e9: rejects everything, 1e9: accepts all)."""
+    from ..artefact import write_atomic
+    from ..artefact.metadata import with_metadata
+
+    write_atomic(dst, with_metadata(Path(src).read_bytes(), {"image_threshold": threshold}))
+    return Path(dst)
+
+
 def _camera(source: str, rate_hz: float, cti: str, dataset: Optional[str], parts: int) -> FrameSource:
     if source == "tlsimu":
         from ..line.sources.genicam import GenicamSource

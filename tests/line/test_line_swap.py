@@ -16,6 +16,7 @@ import yaml
 
 from prn_edge.line import Budget, Line, LineError, LoopOptions
 from prn_edge.sim.doubles import RecordingOutput, ScriptedEngine
+from prn_edge.sim.line_bench import with_threshold
 from prn_edge.line.outputs import CsvOutput, read_decisions
 from prn_edge.line.sources import SyntheticConveyor
 
@@ -58,20 +59,9 @@ def test_swap_under_load_decides_every_part_and_records_the_artefact(tmp_path, d
         line.swap_engine(new)
 
 
-def _with_threshold(src, dst, threshold: float):
-    import onnx
-
-    m = onnx.load(str(src))
-    for p in m.metadata_props:
-        if p.key == "prn_edge.image_threshold":
-            p.value = json.dumps(threshold)
-    onnx.save(m, str(dst))
-    return dst
-
-
 def test_sighup_swaps_in_the_artefact_the_config_now_names(tmp_path, demo_category, tiny_onnx):
-    strict = _with_threshold(tiny_onnx, tmp_path / "strict.onnx", -1e9)  # rejects everything
-    lenient = _with_threshold(tiny_onnx, tmp_path / "lenient.onnx", 1e9)  # accepts everything
+    strict = with_threshold(tiny_onnx, tmp_path / "strict.onnx", -1e9)  # rejects everything
+    lenient = with_threshold(tiny_onnx, tmp_path / "lenient.onnx", 1e9)  # accepts everything
     cfg = tmp_path / "line.yaml"
     data = {"name": "swap", "engine": {"path": str(strict), "threads": 1, "warmup": 1},
             "source": {"kind": "conveyor", "conveyor": {"dataset": str(demo_category), "rate_hz": 30, "parts": 0}},
