@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ class EngineError(PrnEdgeError):
 
 
 _O = TypeVar("_O", bound="EngineOptions")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -75,20 +80,19 @@ class EngineOptions:
 
     def validate(self) -> None:
         """Checks that need no artefact (the artefact's own checks come when the engine is made)."""
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 0):
+        if self.threads is not None and not (_whole(self.threads) and self.threads >= 0):
             raise EngineError(f"{self.backend} backend: threads={self.threads!r}: give a whole number >= 0 "
                               "(0 or None: the backend's default)")
         if self.channel_order not in (None, "rgb", "bgr", "mono"):
             raise EngineError(f"{self.backend} backend: channel_order={self.channel_order!r}: choose 'rgb', 'bgr' "
                               "or 'mono'")
-        if self.input_hw is not None and (len(self.input_hw) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.input_hw)):
+        if self.input_hw is not None and (len(self.input_hw) != 2 or not all(_whole(v) and v > 0
+                                                                             for v in self.input_hw)):
             raise EngineError(f"{self.backend} backend: input_hw={self.input_hw!r}: give (height, width) in pixels")
 
     def _positive_or_none(self, name: str) -> None:
         value = getattr(self, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and not (_whole(value) and value >= 1):
             raise EngineError(f"{self.backend} backend: {name}={value!r}: give a whole number >= 1, or None")
 
     @classmethod
