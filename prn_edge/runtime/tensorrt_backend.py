@@ -212,8 +212,9 @@ class _CudaPython:
 class _PyCuda:
     """pycuda (driver API, the device's primary context).
 
-    A driver-API context is current only on the thread that pushed it (pycuda docs, "Multi-threaded
-    use": push the context in each thread that uses it and pop it afterwards), so `current()` pushes the
+    A driver-API context is current only on the thread that pushed it; a popped context "may then be made
+    current to a different CPU thread by calling cuCtxPushCurrent()", and a retained primary context "is not
+    pushed onto the stack" (CUDA driver API, cuCtxPopCurrent / cuDevicePrimaryCtxRetain), so `current()` pushes the
     primary context around each use on the calling thread and pops it after; nothing stays pushed between
     calls, whichever thread makes, activates, runs or closes the engine. `close()` releases the retained
     primary context (Context.detach)."""
@@ -390,8 +391,9 @@ class TensorRTEngine(Engine):
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if self.manifest.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
             # A version-compatible engine built without EXCLUDE_LEAN_RUNTIME embeds the lean runtime (host code);
-            # TensorRT refuses to deserialize it unless the runtime allows host code (TensorRT developer guide,
-            # "Version Compatibility"; the attribute exists from 8.6, as version compatibility does).
+            # TensorRT refuses to deserialize it unless the runtime allows host code (TensorRT docs, "Version
+            # Compatibility", docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/advanced.html; the
+            # attribute exists from 8.6, as version compatibility does). Only our own manifest asks for it.
             self._runtime.engine_host_code_allowed = True
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
@@ -406,9 +408,9 @@ class TensorRTEngine(Engine):
                               "prn_edge ONNX")
         in_shape = tuple(engine.get_tensor_shape(self.model_spec.name))
         if in_shape[0] == -1:
-            self._max_batch = self._profile_max_batch(engine, self.model_spec.name)
+            self._min_batch, self._max_batch = self._profile_batches(engine, self.model_spec.name)
         else:
-            self._max_batch = in_shape[0]
+            self._min_batch = self._max_batch = in_shape[0]
         self._stream = self._cuda.stream()
         for name in names:
             shape = list(engine.get_tensor_shape(name))
@@ -425,12 +427,13 @@ class TensorRTEngine(Engine):
         self._events = [self._cuda.event() for _ in range(4)]
         self._set_batch(self._max_batch if in_shape[0] == -1 else in_shape[0])
 
-    def _profile_max_batch(self, engine, name: str) -> int:
+    def _profile_batches(self, engine, name: str) -> tuple[int, int]:
+        """(min, max) batch of the optimisation profile (min = max for a DLA engine: static shapes)."""
         if hasattr(engine, "get_tensor_profile_shape"):  # 8.5+ / 10.x
             shapes = engine.get_tensor_profile_shape(name, 0)
         else:
             shapes = engine.get_profile_shape(0, name)
-        return int(shapes[2][0])
+        return int(shapes[0][0]), int(shapes[2][0])
 
     def _set_batch(self, n: int) -> None:
         spec = self.model_spec
@@ -475,6 +478,8 @@ class TensorRTEngine(Engine):
             return self._run_here(frames, timings)
 
     def _run_here(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        if len(frames) < self._min_batch:  # below the profile (a fixed-batch DLA profile): pad, Engine.infer trims
+            frames = np.concatenate([frames, np.repeat(frames[-1:], self._min_batch - len(frames), axis=0)])
         cuda, spec, n = self._cuda, self.model_spec, len(frames)
         if n != self._batch:
             self._set_batch(n)

@@ -198,3 +198,21 @@ def test_closing_a_pycuda_engine_releases_its_context(monkeypatch, onnx_dyn, tmp
         with open_engine(path) as engine:
             engine.infer(frames_for(engine, photos_rt))
     assert gpu.context_stack() == []
+
+
+def test_fixed_batch_profile_engine_pads_small_batches(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    """A dynamic-batch ONNX built with a fixed profile (min = opt = max, what DLA needs) takes fewer frames."""
+    cuda = FakeCuda()
+    use_trt(monkeypatch, cuda)
+    monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
+    path = tmp_path / "fixed.engine"
+    write_engine(onnx_dyn, path)
+    path.write_bytes(serialize_engine(onnx_dyn.read_bytes(), [2, 2, 2], fake_tensorrt=VERSION, flags=[]))
+    m = json.loads(tb.manifest_path(path).read_text())
+    m["engine_sha256"] = sha256_file(path)
+    tb.manifest_path(path).write_text(json.dumps(m))
+    with open_engine(onnx_dyn, threads=1) as ref:
+        want = ref.infer(frames_for(ref, photos_rt))
+    with open_engine(path) as engine:
+        got = engine.infer(frames_for(engine, photos_rt))  # 3 frames: a batch of 2, then 1 padded to 2
+    assert len(got) == 3 and np.abs(got.maps - want.maps).max() <= 1e-6 and cuda.closed == 1
