@@ -21,7 +21,8 @@ OnnxParser, config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes), a tim
 batch for dynamic-batch ONNX, DLA (default_device_type = DeviceType.DLA, DLA_core, BuilderFlag.GPU_FALLBACK;
 none in TensorRT 11.0-11.3, "Working with DLA" 11.4.1: back on AGX Orin from 11.4.1), BuilderFlag.
 VERSION_COMPATIBLE (from 8.6, "Version Compatibility") and hardware_compatibility_level
-(HardwareCompatibilityLevel.AMPERE_PLUS / SAME_COMPUTE_CAPABILITY, from 8.6).
+(HardwareCompatibilityLevel.AMPERE_PLUS from 8.6; SAME_COMPUTE_CAPABILITY only from 10.9, refused before).
+DLA runs static shapes only: a dynamic-batch ONNX needs a fixed batch_profile (B, B, B) for dla_core.
 
 The engine and its manifest (prn_edge.artefact.manifest.make_engine_manifest, NAME.json beside NAME.engine)
 are written to temporary files and renamed into place only after a successful build, so a failure leaves
@@ -102,6 +103,19 @@ def _check_args(onnx_path: Path, out: Path, precision: str, workspace_mb: int, b
         raise BuildError("implicit INT8 needs a calibration run for its images: calibration='calibration/RUN' "
                          "(made by `prn-edge calibrate`)")
     return hw
+
+
+def _check_dla_shapes(onnx_path: Path, onnx_batch: Optional[int], dla_core, batch_profile) -> None:
+    """DLA runs static shapes only (TensorRT "Working with DLA": min = opt = max in the profile); with GPU
+    fallback TensorRT would silently move a dynamic-shape network to the GPU, so refuse it here."""
+    if dla_core is None or onnx_batch is not None:
+        return
+    if batch_profile is None or len(set(batch_profile)) != 1:
+        given = "no batch_profile (the default (1, 4, 8) is dynamic)" if batch_profile is None else \
+            f"batch_profile={tuple(batch_profile)}"
+        raise BuildError(f"DLA runs static shapes only, but {onnx_path.name} has a dynamic batch and {given}: give a "
+                         "fixed batch_profile for dla_core, e.g. batch_profile=(B, B, B) (--batch-profile B,B,B) with "
+                         "B the batch the line runs, or export a fixed batch (`prn-edge export --batch B`)")
 
 
 def _load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, str], dict]:
@@ -209,9 +223,10 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     timing_cache: a file to load (if present) and save the builder's timing cache (faster rebuilds).
     batch_profile: (min, opt, max) batch for a dynamic-batch ONNX (default (1, 4, 8)); a fixed-batch ONNX
       takes none (or its own batch three times).
-    dla_core: run on this DLA core with GPU fallback (Jetson AGX Orin/Xavier; needs fp16 or int8).
+    dla_core: run on this DLA core with GPU fallback (Jetson AGX Orin/Xavier; needs fp16 or int8, and a fixed
+      batch_profile (B, B, B) for a dynamic-batch ONNX: DLA runs static shapes only).
     version_compatible: the engine also loads in newer TensorRT of the same major (8.6+; may be slower).
-    hardware_compat: "ampere_plus" (any GPU of compute capability >= 8.0) or "same_compute_capability".
+    hardware_compat: "ampere_plus" (any GPU of compute capability >= 8.0) or "same_compute_capability" (10.9+).
     calibration: a calibration run folder (calibration/<run>): its images for implicit INT8 (with
       implicit_int8=True, TensorRT 8.5-10.x only), and recorded in the manifest; found automatically when
       onnx_path is the run's own model.int8.onnx / model.fp32.onnx.
@@ -264,6 +279,13 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     if hw != "none":
         if (major, minor) < (8, 6) or not hasattr(trt, "HardwareCompatibilityLevel"):
             raise BuildError(f"hardware compatibility levels need TensorRT 8.6 or newer (this is {trt_version})")
+        if hw == "same_compute_capability" and not hasattr(trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY"):
+            # HardwareCompatibilityLevel has NONE and AMPERE_PLUS from 8.6, SAME_COMPUTE_CAPABILITY from 10.9 only
+            # (API snapshots: absent in 8.6.1 and 10.3.0, present in 10.16 and 11.4)
+            raise BuildError(f"hardware_compat='same_compute_capability' needs TensorRT 10.9 or newer (this is "
+                             f"{trt_version}, whose HardwareCompatibilityLevel has NONE and AMPERE_PLUS only): use "
+                             "hardware_compat='ampere_plus' (any GPU of compute capability >= 8.0, a little slower), "
+                             "or build without hardware_compat for this GPU only")
         if hw == "ampere_plus" and cc < (8, 0):
             raise BuildError(f"hardware_compat='ampere_plus' must be built on an Ampere or newer GPU; this "
                              f"{dev['gpu_name']} has compute capability {dev['compute_capability']}")
@@ -295,6 +317,7 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
                              "build without dla_core")
         if dla_core >= n_dla:
             raise BuildError(f"dla_core={dla_core} but this device has {n_dla} DLA core(s) (0..{n_dla - 1})")
+        _check_dla_shapes(onnx_path, spec.batch, dla_core, batch_profile)
 
     # --- the network (converted to mixed FP16 first on strongly typed TensorRT)
     build_model, mixed_stats = model, None
@@ -410,12 +433,16 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         + (f", batch profile {profile_shapes}" if profile_shapes else f", batch {max_batch}"))
     tb0 = time.perf_counter()
     try:
-        serialized = builder.build_serialized_network(network, config)
-        if calibrator is not None and calibrator.error is not None:
-            raise BuildError(f"INT8 calibration failed: {calibrator.error}")
+        with cuda.current():  # the device's context on this thread for TensorRT and the calibrator's copies
+            try:
+                serialized = builder.build_serialized_network(network, config)
+                if calibrator is not None and calibrator.error is not None:
+                    raise BuildError(f"INT8 calibration failed: {calibrator.error}")
+            finally:
+                if calibrator is not None:
+                    calibrator.free()
     finally:
-        if calibrator is not None:
-            calibrator.free()
+        cuda.close()
     if serialized is None:
         raise BuildError(f"TensorRT could not build {out.name} (see its log above): try a larger workspace_mb, "
                          "another precision, or check the ONNX with prn_edge.export.lint")

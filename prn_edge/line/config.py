@@ -24,13 +24,14 @@ from typing import Any, Mapping, Tuple
 
 from ..config import _build, _choice, load_config_file
 from ..errors import ConfigError
+from ..runtime import backend_names
 from . import registry
 from .errors import LineConfigError
 from .loop import LoopOptions
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+BACKENDS = ("auto",) + backend_names()  # the runtime's registry (prn_edge.runtime.BACKENDS)
 
 
 @dataclass

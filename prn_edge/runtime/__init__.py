@@ -4,50 +4,105 @@
     with open_engine("model.onnx", threads=2) as engine:
         result = engine.infer(frames)   # uint8 (N, H, W, C)
 
-Importing this package loads neither torch, onnxruntime nor tensorrt: each backend imports its library
-when an engine is constructed.
+Backends are registered once below (name, module, engine class, artefact suffixes, URL schemes); each module
+holds its engine and its typed options dataclass (an EngineOptions). Adding a backend is one new module and
+one `register(...)` line. Importing this package loads neither torch, onnxruntime nor tensorrt: a backend's
+module is imported when it is asked for, and imports its library when an engine is constructed.
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .base import STAGES, Engine, EngineError, InferResult
+from .base import STAGES, Engine, EngineError, EngineOptions, InferResult
 
-BACKENDS = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    engine: str  # "module:Class", the module relative to this package; the class has .Options
+    suffixes: tuple[str, ...] = ()  # artefact files it opens (backend "auto")
+    schemes: tuple[str, ...] = ()  # URL schemes it opens, e.g. "triton" for triton://host:8001/model
+
+    def engine_class(self) -> type[Engine]:
+        module, _, cls = self.engine.partition(":")
+        return getattr(importlib.import_module(module, __name__), cls)
+
+    @property
+    def options(self) -> type[EngineOptions]:
+        return self.engine_class().Options
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    taken = {s: b.name for b in BACKENDS.values() for s in b.suffixes + b.schemes}
+    for key in backend.suffixes + backend.schemes:
+        if taken.get(key, backend.name) != backend.name:
+            raise ValueError(f"backend {backend.name}: {key!r} is already {taken[key]}'s")
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+register(Backend("onnxruntime", ".onnxruntime_backend:OnnxRuntimeEngine", suffixes=(".onnx",)))
+register(Backend("torch", ".torch_backend:TorchEngine", suffixes=(".pt", ".pth")))
+register(Backend("tensorrt", ".tensorrt_backend:TensorRTEngine", suffixes=(".engine", ".plan")))
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+def _scheme(target: str) -> str:
+    scheme, sep, _ = target.partition("://")
+    return scheme.lower() if sep else ""
 
 
 def backend_for(path: str | Path) -> str:
+    """The backend of an artefact path (by suffix) or a URL (by scheme)."""
+    scheme = _scheme(str(path))
+    for b in BACKENDS.values():
+        if scheme and scheme in b.schemes:
+            return b.name
     suffix = Path(path).suffix.lower()
-    if suffix not in BACKENDS:
-        raise EngineError(f"cannot tell the backend of {path} from its suffix {suffix!r}: expected .onnx "
-                          "(onnxruntime), .pt (torch checkpoint) or .engine/.plan (tensorrt); pass backend=...")
-    return BACKENDS[suffix]
+    for b in BACKENDS.values():
+        if not scheme and suffix in b.suffixes:
+            return b.name
+    known = "; ".join(f"{b.name}: {', '.join(b.suffixes + tuple(s + '://' for s in b.schemes))}"
+                      for b in BACKENDS.values())
+    what = f"its URL scheme {scheme + '://'!r}" if scheme else f"its suffix {suffix!r}"
+    raise EngineError(f"cannot tell the backend of {path} from {what}: expected {known}; pass backend=...")
+
+
+def engine_options(backend: str, **opts: Any) -> EngineOptions:
+    """Validate options for a backend: an EngineError names an unknown option and lists the allowed ones."""
+    if backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(BACKENDS)}")
+    return BACKENDS[backend].options.from_kwargs(opts)
 
 
 def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_gate: bool = False,
                 **opts) -> Engine:
     """An (inactive) Engine for an artefact; activate it with `with ... as engine:` or `.activate()`.
 
-    backend "auto" picks by suffix: .onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt.
-    opts go to the backend (e.g. threads, providers, channel_order, input_hw, use_cuda_graph).
+    backend "auto" picks by suffix (.onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt) or by a
+    registered URL scheme. opts are the backend's options dataclass fields (OnnxRuntimeOptions, TorchOptions,
+    TensorRTOptions...); the common ones (threads, channel_order, input_hw, resize) every backend accepts.
     An INT8 artefact whose calibration run failed its accuracy gate is refused unless allow_failed_gate.
     """
-    path = Path(path_or_ckpt)
-    name = backend_for(path) if backend == "auto" else backend
-    if not path.is_file():
-        raise EngineError(f"{path} does not exist; give an exported .onnx, a checkpoint .pt or a built .engine")
-    if name == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeEngine
-        engine: Engine = OnnxRuntimeEngine(path, **opts)
-    elif name == "torch":
-        from .torch_backend import TorchEngine
-        engine = TorchEngine(path, **opts)
-    elif name == "tensorrt":
-        from .tensorrt_backend import TensorRTEngine
-        engine = TensorRTEngine(path, **opts)
-    else:
-        raise EngineError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime', 'torch' or 'tensorrt'")
-    check_gate(engine.metadata, path, allow_failed_gate)
+    name = backend_for(path_or_ckpt) if backend == "auto" else backend
+    options = engine_options(name, **opts)  # before any file or library is touched
+    entry = BACKENDS[name]
+    target: Any = str(path_or_ckpt)
+    if not _scheme(target):
+        target = Path(path_or_ckpt)
+        if not target.is_file():
+            raise EngineError(f"{target} does not exist; give an exported .onnx, a checkpoint .pt or a built .engine")
+    engine = entry.engine_class()(target, options)
+    check_gate(engine.metadata, target, allow_failed_gate)
     return engine
 
 
@@ -59,4 +114,5 @@ def check_gate(metadata: dict, path: Path, allow_failed: bool) -> None:
                           "it explicitly (engine.allow_failed_gate: true / --allow-failed-gate)")
 
 
-__all__ = ["Engine", "EngineError", "InferResult", "STAGES", "open_engine", "backend_for", "BACKENDS"]
+__all__ = ["Engine", "EngineError", "EngineOptions", "InferResult", "STAGES", "open_engine", "backend_for",
+           "backend_names", "engine_options", "register", "Backend", "BACKENDS"]

@@ -12,10 +12,13 @@ validation and batching live here, and the artefact's one normalization and deci
 from __future__ import annotations
 
 import abc
+import dataclasses
+import logging
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -27,6 +30,83 @@ STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
 
 class EngineError(PrnEdgeError):
     """An artefact cannot be loaded or run here, or the frames do not fit it; the message says what to do."""
+
+
+_O = TypeVar("_O", bound="EngineOptions")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What every backend accepts (the line and bench pass them whatever the backend); a backend's options
+    dataclass, beside its implementation, extends this with its own fields, defaults and checks.
+
+    threads: CPU threads for backends that compute on the CPU (None: the backend's default).
+    channel_order / input_hw / resize: the camera frames, for float-input artefacts (converted on the host);
+      uint8 artefacts take the frames fixed at export and refuse a different description.
+    A backend lists in `ignored` the common options it has no use for (with why): they are accepted, and a
+    value given for one is logged, not refused, so one config serves every backend.
+    """
+
+    threads: Optional[int] = None
+    channel_order: Optional[str] = None
+    input_hw: Optional[Sequence[int]] = None
+    resize: str = "auto"
+
+    backend: ClassVar[str] = "?"
+    ignored: ClassVar[Mapping[str, str]] = {}  # common option -> why this backend does not use it
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_kwargs(cls: type[_O], opts: Mapping[str, Any]) -> _O:
+        """Options from keyword arguments: an unknown name or a bad value is an EngineError naming it."""
+        allowed = cls.names()
+        for name in opts:
+            if name not in allowed:
+                raise EngineError(f"{cls.backend} backend: unknown option {name!r}; allowed: {', '.join(allowed)}")
+        options = cls(**opts)
+        options.validate()
+        for name, why in cls.ignored.items():
+            if opts.get(name) is not None:
+                logging.getLogger(__name__).info("%s backend: option %s=%r ignored (%s)", cls.backend, name,
+                                                 opts[name], why)
+        return options
+
+    def validate(self) -> None:
+        """Checks that need no artefact (the artefact's own checks come when the engine is made)."""
+        if self.threads is not None and not (_whole(self.threads) and self.threads >= 0):
+            raise EngineError(f"{self.backend} backend: threads={self.threads!r}: give a whole number >= 0 "
+                              "(0 or None: the backend's default)")
+        if self.channel_order not in (None, "rgb", "bgr", "mono"):
+            raise EngineError(f"{self.backend} backend: channel_order={self.channel_order!r}: choose 'rgb', 'bgr' "
+                              "or 'mono'")
+        if self.input_hw is not None and (len(self.input_hw) != 2 or not all(_whole(v) and v > 0
+                                                                             for v in self.input_hw)):
+            raise EngineError(f"{self.backend} backend: input_hw={self.input_hw!r}: give (height, width) in pixels")
+
+    def _positive_or_none(self, name: str) -> None:
+        value = getattr(self, name)
+        if value is not None and not (_whole(value) and value >= 1):
+            raise EngineError(f"{self.backend} backend: {name}={value!r}: give a whole number >= 1, or None")
+
+    @classmethod
+    def of(cls: type[_O], options: Optional[_O], opts: Mapping[str, Any]) -> _O:
+        """An engine constructor's options: a ready options object, or keyword arguments (not both)."""
+        if options is None:
+            return cls.from_kwargs(opts)
+        if opts:
+            raise EngineError(f"{cls.backend} backend: give an options object or keyword options, not both "
+                              f"(got {sorted(opts)} besides it)")
+        if not isinstance(options, cls):
+            raise EngineError(f"{cls.backend} backend: options must be {cls.__name__}, not {type(options).__name__}")
+        options.validate()
+        return options
 
 
 @dataclass

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence, Union
 
 import numpy as np
 
 from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, choose_resize, read_metadata
 from ..input_policy import placement
-from .base import Engine, EngineError
+from .base import Engine, EngineError, EngineOptions
 from .preprocess import frames_to_model_input
 
 _ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -63,39 +64,55 @@ def resolve_providers(providers, available: Sequence[str]) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(EngineOptions):
+    """providers: "auto" (CUDA if available, then CPU), "cpu", "cuda", "tensorrt", or a list (names, aliases,
+    or (name, options) tuples). threads: intra-op threads (None or 0: ONNX Runtime's default).
+    max_batch: frames per run for dynamic-batch artefacts. trt_cache_dir: the TensorRT provider's engine
+    cache (default: beside the ONNX, NAME.ort_trt_cache)."""
+
+    providers: Any = "auto"
+    max_batch: Optional[int] = 32
+    trt_cache_dir: Optional[Union[str, Path]] = None
+
+    backend: ClassVar[str] = "onnxruntime"
+
+    def validate(self) -> None:
+        super().validate()
+        self._positive_or_none("max_batch")
+
+
 class OnnxRuntimeEngine(Engine):
-    """An exported ONNX artefact run by ONNX Runtime.
+    """An exported ONNX artefact run by ONNX Runtime; options: OnnxRuntimeOptions (or the same as keywords).
 
     uint8 artefacts get the frames as they are (preprocessing is in the graph). Float artefacts get them
     converted on the host by prn_edge.runtime.preprocess (the same steps the uint8 graphs run); for those,
     `channel_order` and `input_hw` describe the camera (default: RGB at the model size).
-    providers: "auto" (CUDA if available, then CPU), "cpu", "cuda", "tensorrt", or a list (names, aliases,
-    or (name, options) tuples). threads: intra-op threads (None: ONNX Runtime's default).
     """
 
     backend = "onnxruntime"
+    Options = OnnxRuntimeOptions
 
-    def __init__(self, path: str | Path, providers="auto", threads: Optional[int] = None,
-                 channel_order: Optional[str] = None, input_hw: Optional[Sequence[int]] = None,
-                 resize: str = "auto", max_batch: Optional[int] = 32, trt_cache_dir: Optional[str | Path] = None):
+    def __init__(self, path: str | Path, options: Optional[OnnxRuntimeOptions] = None, **opts):
+        o = self.options = OnnxRuntimeOptions.of(options, opts)
         path = Path(path)
         try:
             meta = read_metadata(path)
         except MetadataError as e:
             raise EngineError(str(e)) from None
         self.model_spec: InputSpec = meta["input_spec"]
-        spec = camera_spec_for(self.model_spec, channel_order, input_hw, resize, path.name)
-        super().__init__(path, meta, spec, max_batch=max_batch)
+        spec = camera_spec_for(self.model_spec, o.channel_order, o.input_hw, o.resize, path.name)
+        super().__init__(path, meta, spec, max_batch=o.max_batch)
         import onnxruntime as ort
 
         self._ort = ort
-        resolved = resolve_providers(providers, ort.get_available_providers())
-        cache = Path(trt_cache_dir) if trt_cache_dir else path.with_suffix(".ort_trt_cache")
+        resolved = resolve_providers(o.providers, ort.get_available_providers())
+        cache = Path(o.trt_cache_dir) if o.trt_cache_dir else path.with_suffix(".ort_trt_cache")
         self.providers = [
             ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                            "trt_timing_cache_enable": True})
             if p == "TensorrtExecutionProvider" else p for p in resolved]
-        self.threads = threads
+        self.threads = o.threads
         self._session = None
 
     def _activate(self) -> None:

@@ -13,10 +13,12 @@ both and `check_manifest` refuses a mismatch before TensorRT is asked to deseria
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, ManifestError, Metad
 from ..artefact.manifest import engine_manifest_path as manifest_path
 from ..artefact.manifest import make_engine_manifest as make_manifest  # noqa: F401 - the old name, for tests
 from ..artefact.manifest import read_engine_manifest
-from .base import Engine, EngineError
+from .base import Engine, EngineError, EngineOptions
 from .onnxruntime_backend import camera_spec_for
 from .preprocess import frames_to_model_input
 
@@ -99,7 +101,11 @@ def check_manifest(manifest: dict, current: dict, engine_path: str | Path) -> li
 
 # ---------------------------------------------------------------------------------------------- host CUDA
 class _CudaPython:
-    """cuda-python runtime API (cuda.bindings.runtime, or cuda.cudart before cuda-python 12.6)."""
+    """cuda-python runtime API (cuda.bindings.runtime, or cuda.cudart before cuda-python 12.6).
+
+    The runtime API keeps the current device per host thread (cudaSetDevice "sets device as the current device
+    for the calling host thread", CUDA Runtime API docs), so `current()` sets it again in whichever thread uses
+    the engine (the line infers on its own thread, a SharedEngine on another)."""
 
     name = "cuda-python"
 
@@ -109,7 +115,17 @@ class _CudaPython:
         except ImportError:
             from cuda import cudart as rt  # older cuda-python
         self.rt = rt
-        self._ok(rt.cudaSetDevice(device))
+        self.device = device
+        self._ok(rt.cudaSetDevice(device))  # fails early on a bad device number
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """Make this helper's device current on the calling thread for the calls inside."""
+        self._ok(self.rt.cudaSetDevice(self.device))
+        yield
+
+    def close(self) -> None:
+        """Nothing is held beyond what the engine frees (the device's primary context stays with the runtime)."""
 
     def _ok(self, result):
         err, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
@@ -194,7 +210,14 @@ class _CudaPython:
 
 
 class _PyCuda:
-    """pycuda (driver API, primary context)."""
+    """pycuda (driver API, the device's primary context).
+
+    A driver-API context is current only on the thread that pushed it; a popped context "may then be made
+    current to a different CPU thread by calling cuCtxPushCurrent()", and a retained primary context "is not
+    pushed onto the stack" (CUDA driver API, cuCtxPopCurrent / cuDevicePrimaryCtxRetain), so `current()` pushes the
+    primary context around each use on the calling thread and pops it after; nothing stays pushed between
+    calls, whichever thread makes, activates, runs or closes the engine. `close()` releases the retained
+    primary context (Context.detach)."""
 
     name = "pycuda"
     supports_graphs = False
@@ -204,9 +227,19 @@ class _PyCuda:
 
         drv.init()
         self.drv = drv
-        self.ctx = drv.Device(device).retain_primary_context()
+        self.device = device
+        self.ctx = None
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """Push the device's primary context on the calling thread for the calls inside, then pop it."""
+        if self.ctx is None:
+            self.ctx = self.drv.Device(self.device).retain_primary_context()
         self.ctx.push()
-        self._device = device
+        try:
+            yield
+        finally:
+            self.drv.Context.pop()
 
     def device_info(self, device: int) -> dict:
         dev = self.drv.Device(device)
@@ -259,7 +292,9 @@ class _PyCuda:
         pass
 
     def close(self) -> None:
-        self.ctx.pop()
+        if self.ctx is not None:
+            ctx, self.ctx = self.ctx, None
+            ctx.detach()
 
 
 def host_cuda(device: int = 0):
@@ -290,17 +325,37 @@ def current_device_info(device: int = 0, trt=None, cuda=None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- engine
-class TensorRTEngine(Engine):
-    """A serialized TensorRT engine with its manifest.
-
+@dataclass(frozen=True)
+class TensorRTOptions(EngineOptions):
+    """device: the CUDA device the engine runs on (set in every thread that uses it).
     use_cuda_graph: capture the enqueue of each batch size once and replay it (cuda-python only).
-    channel_order / input_hw: camera description for float-input engines (as the onnxruntime backend).
+    channel_order / input_hw / resize: camera description for float-input engines (as the onnxruntime backend).
+    threads is accepted for a uniform config and ignored: the engine computes on the GPU."""
+
+    device: int = 0
+    use_cuda_graph: bool = False
+
+    backend: ClassVar[str] = "tensorrt"
+    ignored: ClassVar[Mapping[str, str]] = {"threads": "TensorRT computes on the GPU; it has no CPU thread count"}
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
+            raise EngineError(f"tensorrt backend: device={self.device!r}: give a CUDA device number (0, 1, ...)")
+
+
+class TensorRTEngine(Engine):
+    """A serialized TensorRT engine with its manifest; options: TensorRTOptions (or the same as keywords).
+
+    Every CUDA call runs inside the host helper's `current()` on the calling thread, so the engine can be
+    made on one thread, activated on another and run on a third (the line, a SharedEngine).
     """
 
     backend = "tensorrt"
+    Options = TensorRTOptions
 
-    def __init__(self, path: str | Path, device: int = 0, use_cuda_graph: bool = False,
-                 channel_order: Optional[str] = None, input_hw: Optional[Sequence[int]] = None, resize: str = "auto"):
+    def __init__(self, path: str | Path, options: Optional[TensorRTOptions] = None, **opts):
+        o = self.options = TensorRTOptions.of(options, opts)
         path = Path(path)
         if not path.is_file():
             raise EngineError(f"engine {path} does not exist; build it from the ONNX with `prn-edge build`")
@@ -311,16 +366,16 @@ class TensorRTEngine(Engine):
             raise EngineError(str(e)) from None
         self.manifest = manifest
         self.model_spec: InputSpec = meta["input_spec"]
-        spec = camera_spec_for(self.model_spec, channel_order, input_hw, resize, path.name)
+        spec = camera_spec_for(self.model_spec, o.channel_order, o.input_hw, o.resize, path.name)
         super().__init__(path, meta, spec)
         self._trt = _import_tensorrt(path)
-        self._cuda = host_cuda(device)
-        self.device_info = current_device_info(device, self._trt, self._cuda)
+        self._cuda = host_cuda(o.device)
+        self.device_info = current_device_info(o.device, self._trt, self._cuda)
         self.warnings = check_manifest(manifest, self.device_info, path)
-        if use_cuda_graph and not getattr(self._cuda, "supports_graphs", False):
+        if o.use_cuda_graph and not getattr(self._cuda, "supports_graphs", False):
             raise EngineError(f"CUDA graphs need cuda-python ({self._cuda.name} is in use): pip install cuda-python, "
                               "or use_cuda_graph=False")
-        self.use_cuda_graph = use_cuda_graph
+        self.use_cuda_graph = o.use_cuda_graph
         self._engine = self._context = self._stream = None
         self._buffers: dict[str, dict] = {}
         self._graphs: dict[int, tuple] = {}
@@ -328,9 +383,18 @@ class TensorRTEngine(Engine):
 
     # -------------------------------------------------------------- lifecycle
     def _activate(self) -> None:
+        with self._cuda.current():
+            self._load()
+
+    def _load(self) -> None:
         trt = self._trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if self.manifest.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
+            # A version-compatible engine built without EXCLUDE_LEAN_RUNTIME embeds the lean runtime (host code);
+            # TensorRT refuses to deserialize it unless the runtime allows host code (TensorRT docs, "Version
+            # Compatibility", docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/advanced.html; the
+            # attribute exists from 8.6, as version compatibility does). Only our own manifest asks for it.
+            self._runtime.engine_host_code_allowed = True
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise EngineError(f"TensorRT could not deserialize {self.path} (corrupt file, or built by another "
@@ -344,9 +408,9 @@ class TensorRTEngine(Engine):
                               "prn_edge ONNX")
         in_shape = tuple(engine.get_tensor_shape(self.model_spec.name))
         if in_shape[0] == -1:
-            self._max_batch = self._profile_max_batch(engine, self.model_spec.name)
+            self._min_batch, self._max_batch = self._profile_batches(engine, self.model_spec.name)
         else:
-            self._max_batch = in_shape[0]
+            self._min_batch = self._max_batch = in_shape[0]
         self._stream = self._cuda.stream()
         for name in names:
             shape = list(engine.get_tensor_shape(name))
@@ -363,12 +427,13 @@ class TensorRTEngine(Engine):
         self._events = [self._cuda.event() for _ in range(4)]
         self._set_batch(self._max_batch if in_shape[0] == -1 else in_shape[0])
 
-    def _profile_max_batch(self, engine, name: str) -> int:
+    def _profile_batches(self, engine, name: str) -> tuple[int, int]:
+        """(min, max) batch of the optimisation profile (min = max for a DLA engine: static shapes)."""
         if hasattr(engine, "get_tensor_profile_shape"):  # 8.5+ / 10.x
             shapes = engine.get_tensor_profile_shape(name, 0)
         else:
             shapes = engine.get_profile_shape(0, name)
-        return int(shapes[2][0])
+        return int(shapes[0][0]), int(shapes[2][0])
 
     def _set_batch(self, n: int) -> None:
         spec = self.model_spec
@@ -379,6 +444,13 @@ class TensorRTEngine(Engine):
         self._batch = n
 
     def _release(self) -> None:
+        try:
+            with self._cuda.current():
+                self._free()
+        finally:
+            self._cuda.close()
+
+    def _free(self) -> None:
         cuda = self._cuda
         for graph, graph_exec in self._graphs.values():
             cuda.graph_free(graph, graph_exec)
@@ -394,7 +466,7 @@ class TensorRTEngine(Engine):
         self._events = []
         if self._stream is not None:
             cuda.stream_free(self._stream)
-        self._context = self._engine = self._stream = None
+        self._context = self._engine = self._stream = self._runtime = None
 
     # -------------------------------------------------------------- run
     def _enqueue(self) -> None:
@@ -402,6 +474,12 @@ class TensorRTEngine(Engine):
             raise EngineError(f"{self.path}: TensorRT enqueue failed (see the TensorRT log above)")
 
     def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        with self._cuda.current():
+            return self._run_here(frames, timings)
+
+    def _run_here(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        if len(frames) < self._min_batch:  # below the profile (a fixed-batch DLA profile): pad, Engine.infer trims
+            frames = np.concatenate([frames, np.repeat(frames[-1:], self._min_batch - len(frames), axis=0)])
         cuda, spec, n = self._cuda, self.model_spec, len(frames)
         if n != self._batch:
             self._set_batch(n)

@@ -2,33 +2,46 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import ClassVar, Optional
 
 import numpy as np
 
 from .. import __version__
 from ..artefact import InputSpec, build_metadata, sha256_file
 from ..errors import PrnEdgeError
-from .base import Engine, EngineError
+from .base import Engine, EngineError, EngineOptions
 from .onnxruntime_backend import camera_spec_for
 from .preprocess import frames_to_model_input
 
 
+@dataclass(frozen=True)
+class TorchOptions(EngineOptions):
+    """channel_order / input_hw / resize describe the camera frames (default: RGB at the model size).
+    threads: torch intra-op threads (process-wide; None or 0 leaves torch's setting alone).
+    max_batch: frames per forward pass."""
+
+    max_batch: Optional[int] = 16
+
+    backend: ClassVar[str] = "torch"
+
+    def validate(self) -> None:
+        super().validate()
+        self._positive_or_none("max_batch")
+
+
 class TorchEngine(Engine):
     """A checkpoint run by PyTorch on the CPU; frames are converted on the host (prn_edge.runtime.preprocess).
-
-    channel_order / input_hw / resize describe the camera frames (default: RGB at the model size).
-    threads: torch intra-op threads (process-wide; None leaves torch's setting alone).
-    """
+    Options: TorchOptions (or the same as keywords)."""
 
     backend = "torch"
+    Options = TorchOptions
 
-    def __init__(self, path: str | Path, channel_order: Optional[str] = None,
-                 input_hw: Optional[Sequence[int]] = None, resize: str = "auto", threads: Optional[int] = None,
-                 max_batch: Optional[int] = 16):
+    def __init__(self, path: str | Path, options: Optional[TorchOptions] = None, **opts):
+        o = self.options = TorchOptions.of(options, opts)
         path = Path(path)
-        self.threads = threads
+        self.threads = o.threads
         model, cfg, meta = self._load(path)
         if meta.get("image_threshold") is None or meta.get("score_spread") is None:
             raise EngineError(f"{path} carries no image_threshold/score_spread: use the best checkpoint written by "
@@ -39,13 +52,13 @@ class TorchEngine(Engine):
                                channels=3, channel_order="rgb", model_size=size,
                                mean=tuple(model.encoder.mean), std=tuple(model.encoder.std),
                                fit=cfg.model.input_policy)
-        spec = camera_spec_for(model_spec, channel_order, input_hw, resize, path.name)
+        spec = camera_spec_for(model_spec, o.channel_order, o.input_hw, o.resize, path.name)
         from ..model.prn import describe  # torch only once a torch engine is made
 
         md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=model_spec,
                             model=describe(model), checkpoint_sha256=sha256_file(path), opset=None, exporter="none (checkpoint)")
         md["input_spec"] = model_spec
-        super().__init__(path, md, spec, max_batch=max_batch)
+        super().__init__(path, md, spec, max_batch=o.max_batch)
 
     @staticmethod
     def _load(path: Path):

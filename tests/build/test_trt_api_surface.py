@@ -286,6 +286,10 @@ def from_8_6(v) -> bool:
     return v[:2] >= (8, 6)
 
 
+def has_same_compute_capability(v) -> bool:
+    return v[:2] >= (10, 9)
+
+
 def dla(v) -> bool:
     return not (v[0] >= 11 and v[1:] < (4, 1))
 
@@ -303,7 +307,9 @@ REACHED: dict[str, tuple[Callable, str]] = {
     "IBuilderConfig.DLA_core": (dla, "trt_build: dla_core raises on 11.0-11.4.0"),
     "HardwareCompatibilityLevel": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
     "HardwareCompatibilityLevel.AMPERE_PLUS": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
-    "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
+    "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY": (
+        has_same_compute_capability,
+        "trt_build: same_compute_capability raises unless HardwareCompatibilityLevel has it (10.9+)"),
     "IBuilderConfig.hardware_compatibility_level": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
     "IInt8EntropyCalibrator2": (weak, "plan_precision refuses implicit_int8 on 11+; only then is the calibrator made"),
     "IBuilderConfig.int8_calibrator": (weak, "trt_build: `if plan['int8'] == 'implicit'` (weak only)"),
@@ -315,12 +321,7 @@ REACHED: dict[str, tuple[Callable, str]] = {
 }
 
 # (name, family) -> why the code is wrong there: strict xfails
-KNOWN_BUGS = {
-    ("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY", "8.6"):
-        "issue 11: SAME_COMPUTE_CAPABILITY used from 8.6; HardwareCompatibilityLevel has it only from 10.9",
-    ("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY", "10.3"):
-        "issue 11: SAME_COMPUTE_CAPABILITY used from 8.6; HardwareCompatibilityLevel has it only from 10.9",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def collect() -> tuple[dict[str, list[Access]], list[tuple[str, str]]]:

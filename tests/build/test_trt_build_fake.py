@@ -322,8 +322,6 @@ def test_dla_on_tensorrt_10(install, onnx_models, tmp_path):
         build_engine(onnx_models["dyn"], out, precision="fp16", dla_core=0, log=quiet)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: DLA built with a dynamic profile (the default (1, 4, 8) batch "
-                                       "profile is used for dla_core; DLA runs static shapes only)")
 def test_dla_without_a_batch_profile_builds_static_shapes_or_says_so(install, onnx_models, tmp_path):
     install("10.3.0", dla_cores=2)
     out = tmp_path / "engines" / "dla.engine"
@@ -379,9 +377,6 @@ def test_same_compute_capability_where_tensorrt_has_it(install, onnx_models, tmp
     assert trt.__fake__.builds[-1]["config"].hardware_compatibility_level == "SAME_COMPUTE_CAPABILITY"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: SAME_COMPUTE_CAPABILITY used from 8.6, but "
-                                       "HardwareCompatibilityLevel has it only from 10.9 (8.6.1 and 10.3.0: NONE, "
-                                       "AMPERE_PLUS): an AttributeError instead of a BuildError")
 @pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
 def test_same_compute_capability_before_tensorrt_has_it_is_a_clear_build_error(install, onnx_models, tmp_path,
                                                                                version):

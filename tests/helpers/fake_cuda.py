@@ -15,6 +15,7 @@ touches CUDA. Three layers:
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
 import time
@@ -192,6 +193,9 @@ def fake_pycuda(gpu: FakeGpu) -> types.ModuleType:
 
         def get_device(self):
             return Device(self._ctx.device)
+
+        def detach(self):  # releases a retained primary context; the fake's primary contexts live on
+            pass
 
     class Device:
         def __init__(self, n):
@@ -430,6 +434,7 @@ class FakeCuda:
     def __init__(self, gpu_name: str = "Fake Orin", compute_capability: str = "8.7"):
         self.gpu = FakeGpu(gpu_name, compute_capability)
         self.pinned: list[int] = []
+        self.closed = 0
 
     # the GPU's identity and memory, for tests and the fake TensorRT
     gpu_name = property(lambda self: self.gpu.gpu_name, lambda self, v: setattr(self.gpu, "gpu_name", v))
@@ -441,6 +446,12 @@ class FakeCuda:
 
     def device_info(self, device):
         return {"gpu_name": self.gpu.gpu_name, "compute_capability": self.gpu.compute_capability}
+
+    def current(self):  # device 0 is current on every thread (runtime API default)
+        return contextlib.nullcontext()
+
+    def close(self):
+        self.closed += 1
 
     def malloc(self, nbytes):
         return self.gpu.malloc(nbytes, self.gpu.runtime_device())

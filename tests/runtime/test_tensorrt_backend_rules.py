@@ -1,7 +1,7 @@
 """The TensorRT backend under rules real TensorRT and CUDA enforce: the fake TensorRT of the version (its real
 API surface, host code in version-compatible engines) and the real host-CUDA helpers of the backend
 (_CudaPython, _PyCuda) running over fake cuda-python / pycuda modules with CUDA's per-thread contexts and
-devices (tests/helpers/fake_cuda.py). What the backend gets wrong is an xfail(strict=True) naming the bug."""
+devices (tests/helpers/fake_cuda.py). The issue-11 bugs each have a test below that must pass."""
 import json
 import sys
 import threading
@@ -137,9 +137,7 @@ def test_pycuda_engine_used_on_the_thread_that_made_it(monkeypatch, onnx_dyn, tm
     assert gpu.mem == {}
 
 
-# ---------------------------------------------------------------------------------------------- the bugs
-@pytest.mark.xfail(strict=True, reason="issue 11: TensorRTEngine.__init__ rejects threads (open_engine(..., "
-                                       "threads=N), run_bench and the line's engine.threads pass it to every backend)")
+# ---------------------------------------------------------------------------------------------- issue 11 (fixed)
 def test_threads_option_is_accepted(monkeypatch, onnx_dyn, tmp_path, photos_rt):
     cuda = FakeCuda()
     use_trt(monkeypatch, cuda)
@@ -148,8 +146,6 @@ def test_threads_option_is_accepted(monkeypatch, onnx_dyn, tmp_path, photos_rt):
         assert len(engine.infer(frames_for(engine, photos_rt))) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: engine_host_code_allowed is never set, so TensorRT refuses the "
-                                       "version-compatible engines `prn-edge build --version-compatible` writes")
 def test_version_compatible_engine_built_here_loads(monkeypatch, onnx_dyn, tmp_path, photos_rt):
     cuda = FakeCuda()
     trt = use_trt(monkeypatch, cuda)
@@ -164,8 +160,6 @@ def test_version_compatible_engine_built_here_loads(monkeypatch, onnx_dyn, tmp_p
         assert len(engine.infer(frames_for(engine, photos_rt))) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: pycuda context thread affinity (_PyCuda pushes its context on the "
-                                       "thread that constructs the engine; the line activates and infers on others)")
 def test_pycuda_engine_runs_on_another_thread(monkeypatch, onnx_dyn, tmp_path, photos_rt):
     gpu = FakeGpu()
     use_trt(monkeypatch, gpu)
@@ -179,8 +173,6 @@ def test_pycuda_engine_runs_on_another_thread(monkeypatch, onnx_dyn, tmp_path, p
     assert len(in_thread(run)) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: cuda-python sets the device only in the constructor (cudaSetDevice "
-                                       "is per thread: on the line's threads the engine lands on device 0)")
 def test_cuda_python_engine_stays_on_its_device_on_other_threads(monkeypatch, onnx_dyn, tmp_path, photos_rt):
     gpu = FakeGpu(devices=2)
     use_trt(monkeypatch, gpu)
@@ -197,8 +189,6 @@ def test_cuda_python_engine_stays_on_its_device_on_other_threads(monkeypatch, on
     assert devices and set(devices.values()) == {1}, [c for c in rt.calls if c[0] == "cudaMalloc"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: close() never called (_PyCuda.close pops the context it pushed; "
-                                       "TensorRTEngine._release never calls it, so each engine leaves one pushed)")
 def test_closing_a_pycuda_engine_releases_its_context(monkeypatch, onnx_dyn, tmp_path, photos_rt):
     gpu = FakeGpu()
     use_trt(monkeypatch, gpu)
@@ -208,3 +198,21 @@ def test_closing_a_pycuda_engine_releases_its_context(monkeypatch, onnx_dyn, tmp
         with open_engine(path) as engine:
             engine.infer(frames_for(engine, photos_rt))
     assert gpu.context_stack() == []
+
+
+def test_fixed_batch_profile_engine_pads_small_batches(monkeypatch, onnx_dyn, tmp_path, photos_rt):
+    """A dynamic-batch ONNX built with a fixed profile (min = opt = max, what DLA needs) takes fewer frames."""
+    cuda = FakeCuda()
+    use_trt(monkeypatch, cuda)
+    monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
+    path = tmp_path / "fixed.engine"
+    write_engine(onnx_dyn, path)
+    path.write_bytes(serialize_engine(onnx_dyn.read_bytes(), [2, 2, 2], fake_tensorrt=VERSION, flags=[]))
+    m = json.loads(tb.manifest_path(path).read_text())
+    m["engine_sha256"] = sha256_file(path)
+    tb.manifest_path(path).write_text(json.dumps(m))
+    with open_engine(onnx_dyn, threads=1) as ref:
+        want = ref.infer(frames_for(ref, photos_rt))
+    with open_engine(path) as engine:
+        got = engine.infer(frames_for(engine, photos_rt))  # 3 frames: a batch of 2, then 1 padded to 2
+    assert len(got) == 3 and np.abs(got.maps - want.maps).max() <= 1e-6 and cuda.closed == 1

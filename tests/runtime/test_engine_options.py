@@ -1,0 +1,119 @@
+"""Typed per-backend options and the backend registry (prn_edge.runtime): unknown options are EngineErrors that
+name them, the options every backend takes are accepted everywhere, a backend is one registration."""
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+
+from prn_edge.line import config as line_config
+from prn_edge.runtime import (BACKENDS, Backend, EngineError, EngineOptions, backend_for, backend_names,
+                              engine_options, open_engine, register)
+from prn_edge.runtime.onnxruntime_backend import OnnxRuntimeOptions
+from prn_edge.runtime.tensorrt_backend import TensorRTOptions
+from prn_edge.runtime.torch_backend import TorchOptions
+
+COMMON = ("threads", "channel_order", "input_hw", "resize")
+
+
+def test_each_backend_has_its_options_class_beside_it():
+    assert {n: BACKENDS[n].options for n in ("onnxruntime", "torch", "tensorrt")} == {
+        "onnxruntime": OnnxRuntimeOptions, "torch": TorchOptions, "tensorrt": TensorRTOptions}
+    assert OnnxRuntimeOptions.names() == list(COMMON) + ["providers", "max_batch", "trt_cache_dir"]
+    assert TorchOptions().max_batch == 16 and OnnxRuntimeOptions().max_batch == 32  # defaults live there
+    assert TensorRTOptions().device == 0 and TensorRTOptions().use_cuda_graph is False
+
+
+@pytest.mark.parametrize("name", backend_names())
+def test_every_backend_accepts_the_common_options(name):
+    options = engine_options(name, threads=2, channel_order="bgr", input_hw=(480, 640), resize="auto")
+    assert isinstance(options, EngineOptions) and options.threads == 2 and tuple(options.input_hw) == (480, 640)
+    assert set(COMMON) <= set(type(options).names())
+
+
+def test_threads_is_ignored_by_tensorrt_with_a_note(caplog):
+    with caplog.at_level(logging.INFO, logger="prn_edge.runtime.base"):
+        assert engine_options("tensorrt", threads=4).threads == 4
+    assert "tensorrt backend: option threads=4 ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prn_edge.runtime.base"):
+        engine_options("onnxruntime", threads=4)
+    assert "ignored" not in caplog.text
+
+
+@pytest.mark.parametrize("backend,path,option", [
+    ("tensorrt", "m.engine", "providers"),
+    ("onnxruntime", "m.onnx", "use_cuda_graph"),
+    ("torch", "m.pt", "device"),
+])
+def test_unknown_option_is_an_engine_error_naming_it(tmp_path, backend, path, option):
+    # checked before the file is looked at: the error is about the option, not the missing file
+    with pytest.raises(EngineError) as err:
+        open_engine(tmp_path / path, **{option: 1})
+    msg = str(err.value)
+    assert msg.startswith(f"{backend} backend: unknown option {option!r}; allowed: ")
+    assert all(name in msg for name in BACKENDS[backend].options.names())
+
+
+@pytest.mark.parametrize("opts,match", [
+    ({"threads": -1}, "threads=-1"),
+    ({"threads": "2"}, "threads='2'"),
+    ({"max_batch": 0}, "max_batch=0"),
+    ({"channel_order": "rgba"}, "channel_order='rgba'"),
+    ({"input_hw": (480,)}, r"input_hw=\(480,\)"),
+])
+def test_bad_option_values_are_engine_errors(opts, match):
+    with pytest.raises(EngineError, match=f"onnxruntime backend: {match}"):
+        engine_options("onnxruntime", **opts)
+
+
+def test_tensorrt_device_is_checked():
+    with pytest.raises(EngineError, match="tensorrt backend: device=-1"):
+        engine_options("tensorrt", device=-1)
+
+
+def test_unknown_backend_lists_the_registered_ones(tmp_path):
+    with pytest.raises(EngineError, match="unknown backend 'tflite'.*onnxruntime, torch, tensorrt"):
+        open_engine(tmp_path / "m.onnx", backend="tflite")
+
+
+def test_the_line_config_takes_its_backends_from_the_registry():
+    assert line_config.BACKENDS == ("auto",) + backend_names()
+
+
+# ---------------------------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class UrlOptions(EngineOptions):
+    timeout_s: float = 1.0
+
+    backend: ClassVar[str] = "url-demo"
+
+
+class UrlEngine:
+    """A stand-in for a served model (no file): what open_engine needs of an engine class."""
+
+    Options = UrlOptions
+
+    def __init__(self, target, options):
+        self.target, self.options, self.metadata = target, options, {}
+
+
+@pytest.fixture
+def url_backend():
+    entry = register(Backend("url-demo", f"{__name__}:UrlEngine", schemes=("demo",)))
+    yield entry
+    BACKENDS.pop(entry.name)
+
+
+def test_a_backend_is_one_registration_and_may_take_urls(url_backend):
+    assert "url-demo" in backend_names()
+    assert backend_for("demo://host:8001/prn") == "url-demo"
+    assert backend_for("model.onnx") == "onnxruntime"  # suffixes still decide for paths
+    engine = open_engine("demo://host:8001/prn", threads=1, timeout_s=2.5)  # no file needed for a URL
+    assert engine.target == "demo://host:8001/prn" and engine.options == UrlOptions(threads=1, timeout_s=2.5)
+    with pytest.raises(EngineError, match="url-demo backend: unknown option 'providers'; allowed: .*timeout_s"):
+        open_engine("demo://host/prn", providers="cpu")
+    with pytest.raises(EngineError, match="URL scheme 'nope://'"):
+        backend_for("nope://host/prn")
+    with pytest.raises(ValueError, match="already onnxruntime's"):
+        register(Backend("other", f"{__name__}:UrlEngine", suffixes=(".onnx",)))
