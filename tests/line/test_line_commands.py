@@ -66,7 +66,9 @@ def test_a_stalled_plc_acts_on_no_stale_command_and_every_loss_is_counted(tmp_pa
         line = Line(SyntheticConveyor(demo_category, rate_hz=100, parts=150),
                     ScriptedEngine(64, 64, 3, score_fn=lambda frame: 1.0),  # every part is a reject: a command each
                     [modbus, csv], Budget.from_line(deadline_s=0.05),
-                    LoopOptions(warmup=1, heartbeat_s=0.02, stale_after_s=0.05))
+                    # one heartbeat (at start: the PLC learns the clock), so the request that waits in the stalled
+                    # PLC's buffer is a reject command, not a heartbeat
+                    LoopOptions(warmup=1, heartbeat_s=30.0, stale_after_s=0.05))
 
         def stall():
             while len(plc.ladder.acted) < 10:
@@ -84,7 +86,9 @@ def test_a_stalled_plc_acts_on_no_stale_command_and_every_loss_is_counted(tmp_pa
     # The PLC carried out only commands that were still valid when it processed them ...
     assert len(plc.ladder.acted) >= 10
     for t_plc, seq, verdict in plc.ladder.acted:
-        assert t_plc <= parts[seq].t_valid + 0.002 and verdict == 1
+        # within the clock offset's uncertainty (the fastest heartbeat delivery, ms on a busy machine); the stale
+        # ones below came 0.1-0.5 s late
+        assert t_plc <= parts[seq].t_valid + 0.02 and verdict == 1
     # ... the requests that waited in its buffer during the stall arrived after their time and were ignored
     assert plc.ladder.stale
     # The appliance counted every command that did not arrive in time, per output, and the CSV says which
