@@ -28,10 +28,15 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_ga
                 **opts) -> Engine:
     """An (inactive) Engine for an artefact; activate it with `with ... as engine:` or `.activate()`.
 
-    backend "auto" picks by suffix: .onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt.
-    opts go to the backend (e.g. threads, providers, channel_order, input_hw, use_cuda_graph).
+    backend "auto" picks by suffix: .onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt, and a
+    model on a Triton server by its address: triton://HOST:PORT/MODEL[/VERSION] -> triton.
+    opts go to the backend (e.g. threads, providers, channel_order, input_hw, use_cuda_graph, timeout_s).
     An INT8 artefact whose calibration run failed its accuracy gate is refused unless allow_failed_gate.
     """
+    if backend == "triton" or (backend == "auto" and str(path_or_ckpt).startswith("triton://")):
+        from .triton_backend import TritonEngine  # an address, not a file
+
+        return TritonEngine(str(path_or_ckpt), allow_failed_gate=allow_failed_gate, **opts)
     path = Path(path_or_ckpt)
     name = backend_for(path) if backend == "auto" else backend
     if not path.is_file():
@@ -46,7 +51,8 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_ga
         from .tensorrt_backend import TensorRTEngine
         engine = TensorRTEngine(path, **opts)
     else:
-        raise EngineError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime', 'torch' or 'tensorrt'")
+        raise EngineError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime', 'torch', 'tensorrt' or "
+                          "'triton'")
     check_gate(engine.metadata, path, allow_failed_gate)
     return engine
 
