@@ -77,6 +77,22 @@ class TritonAddress:
         return cls(parts.hostname, port, path[0], version, dict(parse_qsl(parts.query)))
 
 
+def _options(addr: TritonAddress, url: str, timeout_s, shared_memory, repository) -> tuple:
+    """(timeout_s, shared_memory, repository): the arguments given, else the URL's query, else the defaults."""
+    unknown = set(addr.options) - {"timeout_s", "shared_memory", "repository"}
+    if unknown:
+        raise EngineError(f"{url}: unknown options {sorted(unknown)}; use timeout_s, shared_memory, repository")
+    try:
+        timeout = float(timeout_s if timeout_s is not None else addr.options.get("timeout_s", 2.0))
+    except ValueError:
+        raise EngineError(f"{url}: timeout_s={addr.options.get('timeout_s')!r} is not a number of seconds") from None
+    shm = shared_memory or addr.options.get("shared_memory", "auto")
+    if shm not in SHARED_MEMORY or timeout <= 0:
+        raise EngineError(f"{url}: shared_memory must be one of {SHARED_MEMORY} and timeout_s > 0")
+    repo = repository or addr.options.get("repository")
+    return timeout, shm, Path(repo) if repo else None
+
+
 class TritonEngine(Engine):
     """A model on a Triton server, reached over gRPC.
 
@@ -92,22 +108,11 @@ class TritonEngine(Engine):
                  threads: Optional[int] = None):
         self.address = addr = TritonAddress.parse(url)
         self.url = url
-        opts = addr.options
-        unknown = set(opts) - {"timeout_s", "shared_memory", "repository"}
-        if unknown:
-            raise EngineError(f"{url}: unknown options {sorted(unknown)}; use timeout_s, shared_memory, repository")
         if threads:
             raise EngineError(f"{url}: threads are the server's setting (instance_group, ort_threads); drop "
                               "engine.threads for a triton:// engine")
-        try:
-            self.timeout_s = float(timeout_s if timeout_s is not None else opts.get("timeout_s", 2.0))
-        except ValueError:
-            raise EngineError(f"{url}: timeout_s={opts.get('timeout_s')!r} is not a number of seconds") from None
-        self.shared_memory = shared_memory or opts.get("shared_memory", "auto")
-        if self.shared_memory not in SHARED_MEMORY or self.timeout_s <= 0:
-            raise EngineError(f"{url}: shared_memory must be one of {SHARED_MEMORY} and timeout_s > 0")
-        repo = repository or opts.get("repository")
-        self.repository = Path(repo) if repo else None
+        self.timeout_s, self.shared_memory, self.repository = _options(addr, url, timeout_s, shared_memory,
+                                                                       repository)
         self.allow_failed_gate = allow_failed_gate
         try:
             import tritonclient.grpc as grpcclient
@@ -129,7 +134,6 @@ class TritonEngine(Engine):
         spec: InputSpec = meta["input_spec"]
         if spec.format != "uint8":
             raise EngineError(f"{url} takes {spec.format} tensors; serve a uint8 (camera-frame) export")
-        self._batching = config["max_batch_size"] > 0
         self._map_dims = config["map_dims"]
         super().__init__(url, meta, spec, max_batch=config["max_batch_size"] or None)
 

@@ -33,7 +33,7 @@ from ..errors import PrnEdgeError
 
 
 # Where the server and the stub's packages are looked for (after an explicit argument and before the defaults):
-SITE_ENV = "PRN_EDGE_TRITONSERVER_SITE"  # a folder holding pytriton/ (pip install --no-deps --target DIR nvidia-pytriton)
+SITE_ENV = "PRN_EDGE_TRITONSERVER_SITE"  # holds pytriton/ (pip install --no-deps --target DIR nvidia-pytriton)
 PYTHONPATH_ENV = "PRN_EDGE_TRITON_PYTHONPATH"  # site-packages with numpy<2 and onnxruntime for the Python backend
 # What `make` installs beside the venv: nvidia-pytriton pins numpy<2, so it cannot live in the venv itself.
 MAKE_SITE = Path(sys.prefix) / "triton"

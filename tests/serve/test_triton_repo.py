@@ -43,8 +43,8 @@ def test_onnxruntime_model(tmp_path, tiny):
     assert (c.name, c.backend, c.max_batch_size) == ("coin", "onnxruntime", 8)
     assert c.version_policy.latest.num_versions == 1
     (inp,) = c.input
-    assert (inp.name, inp.data_type, list(inp.dims), inp.format) == ("frames", model_config_pb2.TYPE_UINT8,
-                                                                      [64, 64, 3], model_config_pb2.ModelInput.FORMAT_NHWC)
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("frames", model_config_pb2.TYPE_UINT8, [64, 64, 3])
+    assert inp.format == model_config_pb2.ModelInput.FORMAT_NHWC
     outs = {o.name: o for o in c.output}
     assert list(outs["anomaly_map"].dims) == [1, 64, 64] and outs["anomaly_map"].data_type == model_config_pb2.TYPE_FP32
     assert list(outs["score"].dims) == [1] and list(outs["score"].reshape.shape) == []
@@ -129,7 +129,8 @@ def test_add_writes_the_next_version_and_keeps_the_options(tmp_path, tiny):
     params = params_of(c)
     assert (params["prn_edge.model_version"], params["prn_edge.image_threshold"]) == ("2", "0.25")
     sidecar = read_sidecar(repo / "coin")
-    assert sidecar_parameters(sidecar, 1, "s")["prn_edge.image_threshold"] == str(read_metadata(tiny)["image_threshold"])
+    v1 = sidecar_parameters(sidecar, 1, "s")
+    assert v1["prn_edge.image_threshold"] == str(read_metadata(tiny)["image_threshold"])
     assert sidecar_parameters(sidecar, 2, "s") == params
     # versions of one model share a config: same backend and input
     with pytest.raises(RepositoryError, match="uses onnxruntime"):
