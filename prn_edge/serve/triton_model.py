@@ -20,8 +20,6 @@ for _p in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-OUTPUTS = ("anomaly_map", "score")
-
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -30,6 +28,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
         self.input_name = config["input"][0]["name"]
+        self.outputs = [o["name"] for o in config["output"]]  # the graph's own names (anomaly_map, score)
         self.batching = int(config.get("max_batch_size", 0)) > 0
         so = ort.SessionOptions()
         threads = int(params.get("ort_threads") or 0)
@@ -44,13 +43,13 @@ class TritonPythonModel:
         try:
             frames = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
             if self.batching and len(frames) > 1:  # one run for what the dynamic batcher gathered
-                results = self.session.run(list(OUTPUTS), {self.input_name: np.concatenate(frames)})
+                results = self.session.run(self.outputs, {self.input_name: np.concatenate(frames)})
                 cuts = np.cumsum([len(f) for f in frames])[:-1]
                 per_request = zip(*(np.split(r, cuts) for r in results))
             else:
-                per_request = (self.session.run(list(OUTPUTS), {self.input_name: f}) for f in frames)
+                per_request = (self.session.run(self.outputs, {self.input_name: f}) for f in frames)
             return [pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(value))
-                                                for name, value in zip(OUTPUTS, out)])
+                                                for name, value in zip(self.outputs, out)])
                     for out in per_request]
         except Exception as e:  # every request gets the error rather than the stub dying
             error = pb_utils.TritonError(f"prn_edge model: {e.__class__.__name__}: {e}")
