@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..artefact import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, decode_metadata, encode_metadata, read_engine_manifest,
-                        read_metadata, sha256_file, write_atomic)
+from ..artefact import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, decode_metadata, read_engine_manifest, read_metadata,
+                        sha256_file, write_atomic)
 from ..artefact.errors import ArtefactError
 from ..artefact.manifest import new_manifest, write_manifest
 from ..artefact.triton import TRITON_MODEL, read_sidecar, sidecar_path, version_parameters
@@ -109,31 +109,29 @@ def describe(path: str | Path, python_backend: bool = False, allow_failed_gate: 
 
 
 def _describe_onnx(path: Path, backend: str) -> ServedArtefact:
-    import onnx  # only here: writing a repository needs onnx, serving from one does not
+    from ..artefact.onnx_header import read_header  # the wire format: no onnx needed to write a repository
 
     meta = read_metadata(path)  # the checks every reader makes (readable, prn_edge metadata, external data)
-    model = onnx.load(str(path), load_external_data=False)
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+    props, external, _ = read_header(path.read_bytes())
+    if external:
         raise RepositoryError(f"{path.name} keeps weights in external data files; export it again in one file "
                               "(`prn-edge export` does by default)")
     spec: InputSpec = meta["input_spec"]
-    dims = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
-    map_dims = tuple(dims.get(OUTPUT_MAP, [0])[1:])
-    if len(map_dims) != 3 or not all(map_dims):
-        map_dims = (1, spec.model_size, spec.model_size)
-    props = encode_metadata({k: v for k, v in meta.items() if k != "input_spec"})
-    return ServedArtefact(path, backend, props, spec, map_dims, None)
+    return ServedArtefact(path, backend, props, spec, _map_dims(spec), None)
 
 
 def _describe_engine(path: Path) -> ServedArtefact:
     manifest = read_engine_manifest(path)
     props = dict(manifest.get("metadata") or {})
     spec: InputSpec = decode_metadata(props, f"manifest of {path.name}")["input_spec"]
-    out_dims = (manifest.get("outputs") or {}).get(OUTPUT_MAP) or []
-    map_dims = tuple(int(d) for d in out_dims[1:]) if len(out_dims) == 4 else (1, spec.model_size, spec.model_size)
     provenance = {k: manifest[k] for k in ("onnx_sha256", "tensorrt_version", "compute_capability", "precision")
                   if manifest.get(k)}
-    return ServedArtefact(path, "tensorrt", props, spec, map_dims, manifest.get("max_batch"), provenance)
+    return ServedArtefact(path, "tensorrt", props, spec, _map_dims(spec), manifest.get("max_batch"), provenance)
+
+
+def _map_dims(spec: InputSpec) -> tuple:
+    """anomaly_map per frame: (1, S, S) at the model's resolution, as every prn_edge export gives it."""
+    return 1, spec.model_size, spec.model_size
 
 
 # ---------------------------------------------------------------------------------------------- config.pbtxt
