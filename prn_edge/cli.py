@@ -355,6 +355,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_triton_repo(args) -> int:
+    from .serve.triton_repo import write_model
+
+    options = {"max_batch": args.max_batch, "preferred_batch": args.preferred_batch,
+               "max_queue_delay_us": args.max_queue_delay_us, "instances": args.instances,
+               "instance_kind": args.instance_kind, "ort_threads": args.ort_threads}
+    summary = write_model(args.artefacts, Path(args.out), name=args.name, add=args.add,
+                          python_backend=args.python_backend, options=options,
+                          allow_failed_gate=args.allow_failed_gate)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="prn-edge", choices=sorted(VARIANTS), help="named preset (default prn-edge)")
     p.add_argument("--config", help="YAML file with model/synth/train sections (overrides the variant)")
@@ -530,6 +543,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--parts", type=COUNT, default=60, help="parts on the simulated conveyor")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("triton-repo", help="a Triton model repository from artefacts (.onnx; .engine + manifest)")
+    p.add_argument("artefacts", nargs="+", help="exported .onnx or built .engine files: consecutive versions of one model")
+    p.add_argument("--out", required=True, type=OUT_FOLDER, help="the model repository folder (model_repository/)")
+    p.add_argument("--name", help="model name (default: the artefact's category)")
+    p.add_argument("--add", action="store_true", help="write them as the next versions of an existing model")
+    p.add_argument("--python-backend", action="store_true",
+                   help="a Python-backend model running the ONNX with ONNX Runtime (Triton without onnxruntime backend)")
+    p.add_argument("--max-batch", type=COUNT, help="max_batch_size (default 8; an engine's: its profile's maximum)")
+    p.add_argument("--preferred-batch", type=COUNT, nargs="+", help="dynamic batcher's preferred batch sizes")
+    p.add_argument("--max-queue-delay-us", type=NON_NEGATIVE, help="dynamic batcher's queue delay (default 100)")
+    p.add_argument("--instances", type=COUNT, help="model instances (default 1)")
+    p.add_argument("--instance-kind", choices=["auto", "gpu", "cpu"],
+                   help="auto: GPU for onnxruntime/tensorrt, CPU for the python backend")
+    p.add_argument("--ort-threads", type=NON_NEGATIVE,
+                   help="python backend: ONNX Runtime threads per instance (0: its default)")
+    p.add_argument("--allow-failed-gate", action="store_true",
+                   help="serve an INT8 artefact whose calibration failed its accuracy gate")
+    p.set_defaults(func=cmd_triton_repo)
     return ap
 
 

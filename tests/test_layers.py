@@ -15,7 +15,9 @@ LAYERS = [
     "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
     # runtime (engines) and bench (timing them) sit below calibrate and build: those stages run engines to
     # measure accuracy and speed
-    "config", "data", "model", "evaluate", "train", "export", "runtime", "verify", "bench", "calibrate", "build", "line", "sim",
+    "config", "data", "model", "evaluate", "train", "export", "runtime", "verify", "bench", "calibrate", "build",
+    "serve",  # a Triton model repository from artefacts, and a local tritonserver (issue 14)
+    "line", "sim",
     "demo", "cli",
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}

@@ -186,6 +186,7 @@ def fixed_args(verb: str, root: Path) -> list[str]:
         "cameras": ["--cti", missing + ".cti"],
         "demo": ["--workdir", blocked],
         "service": ["install", "--config", missing + ".yaml", "--unit-dir", str(out)],
+        "triton-repo": [missing + ".onnx", "--out", str(out / "repo")],
     }[verb]
 
 

@@ -36,7 +36,7 @@ BACKENDS = ("auto",) + backend_names()  # the runtime's registry (prn_edge.runti
 
 @dataclass
 class EngineConfig:
-    path: str = ""  # exported .onnx, checkpoint .pt or built .engine
+    path: str = ""  # exported .onnx, checkpoint .pt, built .engine, or triton://HOST:PORT/MODEL[/VERSION]
     backend: str = "auto"
     threads: int = 0  # 0 = the backend's default
     warmup: int = 3
@@ -236,6 +236,8 @@ def _source(data: Any) -> SourceConfig:
 
 
 def _resolve(path: str, base: Path) -> str:
+    if "://" in path:  # an address (triton://host:8001/model), not a file
+        return path
     return str(base / path) if path and not Path(path).is_absolute() else path
 
 

@@ -96,7 +96,9 @@ def build_lines(cfgs: list[LineConfig], status: Optional[StatusLine] = None) -> 
                               "are kept per line)")
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(cfgs):
-        groups.setdefault(str(Path(c.engine.path).resolve()) if c.engine.path else f"#{i}", []).append(i)
+        # a Triton model is not shared here: each line has its own client and the server's batcher gathers them
+        alone = not c.engine.path or "://" in c.engine.path
+        groups.setdefault(f"#{i}" if alone else str(Path(c.engine.path).resolve()), []).append(i)
     engines: dict[int, Any] = {}
     shared = []
     for members in groups.values():

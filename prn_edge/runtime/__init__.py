@@ -50,6 +50,7 @@ def register(backend: Backend) -> Backend:
 register(Backend("onnxruntime", ".onnxruntime_backend:OnnxRuntimeEngine", suffixes=(".onnx",)))
 register(Backend("torch", ".torch_backend:TorchEngine", suffixes=(".pt", ".pth")))
 register(Backend("tensorrt", ".tensorrt_backend:TensorRTEngine", suffixes=(".engine", ".plan")))
+register(Backend("triton", ".triton_backend:TritonEngine", schemes=("triton",)))
 
 
 def backend_names() -> tuple[str, ...]:
@@ -94,6 +95,10 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_ga
     An INT8 artefact whose calibration run failed its accuracy gate is refused unless allow_failed_gate.
     """
     name = backend_for(path_or_ckpt) if backend == "auto" else backend
+    if name == "triton":  # a model on a server: its own options (timeout_s, shared_memory, repository) and gate
+        from .triton_backend import TritonEngine
+
+        return TritonEngine(str(path_or_ckpt), allow_failed_gate=allow_failed_gate, **opts)
     options = engine_options(name, **opts)  # before any file or library is touched
     entry = BACKENDS[name]
     target: Any = str(path_or_ckpt)

@@ -24,9 +24,10 @@ def _ms(values: list[float]) -> dict:
             "max": round(float(a.max()), 3)}
 
 
-def tiny_onnx_model(category: str | Path, out_dir: str | Path) -> Path:
-    """A prn-tiny model whose prototypes are fitted on the category's train images (no training), exported with
-    uint8 RGB input at the images' size: a real ONNX Runtime engine for line tests and benchmarks in seconds."""
+def tiny_onnx_model(category: str | Path, out_dir: str | Path, variant: str = "prn-tiny") -> Path:
+    """A prn-tiny model (or another variant of the images' size) whose prototypes are fitted on the category's train
+    images (no training), exported with uint8 RGB input at the images' size: a real ONNX Runtime engine for line
+    tests and benchmarks in seconds."""
     import torch
 
     from ..config import make_config
@@ -39,7 +40,7 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    cfg = make_config("prn-tiny")
+    cfg = make_config(variant)
     train = load_category(Path(category), num_shots=0).train_good
     model, info = build_prn(cfg.model, num_images=len(train))
     images = np.stack([read_image(p) for p in train])

@@ -1,0 +1,327 @@
+"""Triton Inference Server backend: the Engine contract over tritonclient gRPC, for a model written by
+`prn-edge triton-repo` (prn_edge.serve.triton_repo).
+
+    with open_engine("triton://127.0.0.1:8001/coin") as engine:        # the version the server serves
+    with open_engine("triton://127.0.0.1:8001/coin/3") as engine:      # exactly version 3, or EngineError
+    open_engine("triton://10.0.0.5:8001/coin?timeout_s=0.5&shared_memory=none")
+
+The server computes maps and scores; the decision is made here, as every backend makes it, from the metadata of
+the model version that answered: the config's parameters describe it (prn_edge.artefact.triton), or the
+repository's sidecar when `repository=` is given. When the server starts serving another version (a rollout), the
+first answer from it makes this engine read the config again; a version it cannot describe is an EngineError.
+`last_model_version` says which version answered the last call.
+
+Frames go over gRPC, or through POSIX shared memory when the server is on this host (shared_memory="auto": on a
+loopback address; "system": always, EngineError if it cannot be set up; "none"). Timeouts and a server that is
+gone raise EngineError; the line decides those parts fail-safe. tritonclient is imported when an engine is made.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, ManifestError, decode_metadata
+from ..artefact.triton import described_version, read_sidecar, sidecar_parameters
+from .base import Engine, EngineError
+
+log = logging.getLogger(__name__)
+
+SCHEME = "triton"
+DEFAULT_PORT = 8001
+SHARED_MEMORY = ("auto", "system", "none")
+_NOT_INSTALLED = ("tritonclient is not installed, so {url} cannot be reached: pip install 'prn-edge[triton]' "
+                  "(tritonclient[grpc])")
+
+
+def is_triton_url(path: Any) -> bool:
+    return str(path).startswith(SCHEME + "://")
+
+
+@dataclass(frozen=True)
+class TritonAddress:
+    host: str
+    port: int
+    model: str
+    version: str  # "" = whichever version the server serves
+    options: dict  # from the query string
+
+    @property
+    def grpc(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def local(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @classmethod
+    def parse(cls, url: str) -> "TritonAddress":
+        parts = urlsplit(url)
+        hint = "write triton://HOST:PORT/MODEL[/VERSION][?timeout_s=..&shared_memory=auto|system|none]"
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise EngineError(f"{url}: the port is not a number; {hint}") from None
+        path = [p for p in parts.path.split("/") if p]
+        if parts.scheme != SCHEME or not parts.hostname or not 1 <= len(path) <= 2:
+            raise EngineError(f"{url} is not a Triton model address; {hint}")
+        version = path[1] if len(path) == 2 else ""
+        if version and not version.isdigit():
+            raise EngineError(f"{url}: model version {version!r} is not a number; {hint}")
+        return cls(parts.hostname, port, path[0], version, dict(parse_qsl(parts.query)))
+
+
+def _options(addr: TritonAddress, url: str, timeout_s, shared_memory, repository) -> tuple:
+    """(timeout_s, shared_memory, repository): the arguments given, else the URL's query, else the defaults."""
+    unknown = set(addr.options) - {"timeout_s", "shared_memory", "repository"}
+    if unknown:
+        raise EngineError(f"{url}: unknown options {sorted(unknown)}; use timeout_s, shared_memory, repository")
+    try:
+        timeout = float(timeout_s if timeout_s is not None else addr.options.get("timeout_s", 2.0))
+    except ValueError:
+        raise EngineError(f"{url}: timeout_s={addr.options.get('timeout_s')!r} is not a number of seconds") from None
+    shm = shared_memory or addr.options.get("shared_memory", "auto")
+    if shm not in SHARED_MEMORY or timeout <= 0:
+        raise EngineError(f"{url}: shared_memory must be one of {SHARED_MEMORY} and timeout_s > 0")
+    repo = repository or addr.options.get("repository")
+    return timeout, shm, Path(repo) if repo else None
+
+
+class TritonEngine(Engine):
+    """A model on a Triton server, reached over gRPC.
+
+    timeout_s: the longest one call (or reading the config) may take. shared_memory: "auto" | "system" | "none".
+    repository: the model repository folder on this host; the sidecar there describes each version (needed only
+    when the server serves versions its config does not describe). Options may also come in the URL's query.
+    """
+
+    backend = "triton"
+
+    def __init__(self, url: str, timeout_s: Optional[float] = None, shared_memory: Optional[str] = None,
+                 repository: Optional[str | Path] = None, allow_failed_gate: bool = False,
+                 threads: Optional[int] = None):
+        self.address = addr = TritonAddress.parse(url)
+        self.url = url
+        if threads:
+            raise EngineError(f"{url}: threads are the server's setting (instance_group, ort_threads); drop "
+                              "engine.threads for a triton:// engine")
+        self.timeout_s, self.shared_memory, self.repository = _options(addr, url, timeout_s, shared_memory,
+                                                                       repository)
+        self.allow_failed_gate = allow_failed_gate
+        try:
+            import tritonclient.grpc as grpcclient
+            from tritonclient.utils import InferenceServerException
+        except ImportError:
+            raise EngineError(_NOT_INSTALLED.format(url=url)) from None
+        self._grpc = grpcclient
+        self._server_error = InferenceServerException
+        self._client = None
+        self._regions: dict[str, Any] = {}
+        self.last_model_version = ""
+        self._call_versions: set = set()
+        self._connect()
+        try:
+            config = self._config()
+        finally:
+            self._disconnect()
+        meta = self._metadata_of(config, addr.version or described_version(config["params"]) or "")
+        spec: InputSpec = meta["input_spec"]
+        if spec.format != "uint8":
+            raise EngineError(f"{url} takes {spec.format} tensors; serve a uint8 (camera-frame) export")
+        self._map_dims = config["map_dims"]
+        super().__init__(url, meta, spec, max_batch=config["max_batch_size"] or None)
+
+    # ------------------------------------------------------------------ server I/O
+    def _connect(self) -> None:
+        self._client = self._grpc.InferenceServerClient(self.address.grpc)
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """A tritonclient call; its errors (the server gone, a timeout, a refusal) as EngineError."""
+        try:
+            return fn(*args, client_timeout=self.timeout_s, **kwargs)
+        except self._server_error as e:
+            status = e.status() or ""
+            if "DEADLINE" in status.upper() or "Deadline" in (e.message() or ""):
+                cause = f"no answer within timeout_s={self.timeout_s:g} s"
+            elif "UNAVAILABLE" in status.upper():
+                cause = "the server is not reachable (stopped, restarting, or the address is wrong)"
+            else:
+                cause = f"{status} {e.message()}".strip()
+            raise EngineError(f"Triton {self.url}: {what} failed: {cause}; the line decides such parts fail-safe. "
+                              "Check the server (its log, `curl HOST:8000/v2/health/ready`) and the address") from None
+
+    def _config(self) -> dict:
+        """The served model's config: its prn_edge parameters, batching and output dims."""
+        raw = self._call("reading the model config", self._client.get_model_config, self.address.model,
+                         self.address.version, as_json=True)["config"]
+        params = {k: v.get("string_value", "") for k, v in (raw.get("parameters") or {}).items()}
+        outputs = {o["name"]: [int(d) for d in o.get("dims", [])] for o in raw.get("output", [])}
+        batching = int(raw.get("max_batch_size", 0))
+        map_dims = tuple(outputs.get(OUTPUT_MAP, []))
+        if OUTPUT_SCORE not in outputs or len(map_dims) != (3 if batching else 4):
+            raise EngineError(f"Triton model {self.address.model!r} at {self.address.grpc} has outputs "
+                              f"{sorted(outputs)}, not a prn_edge model's ({OUTPUT_MAP}, {OUTPUT_SCORE}); write its "
+                              "repository with `prn-edge triton-repo`")
+        return {"params": params, "max_batch_size": batching, "map_dims": map_dims[-3:]}
+
+    def _metadata_of(self, config: dict, version: str) -> dict:
+        """Decision metadata of one model version: from the config's parameters when they describe it, else from the
+        repository's sidecar."""
+        params = config["params"]
+        source = f"Triton model {self.address.model!r} version {version or '?'} at {self.address.grpc}"
+        try:
+            if described_version(params) != version and self.repository is not None:
+                params = sidecar_parameters(read_sidecar(self.repository / self.address.model), version, source)
+            elif described_version(params) != version:
+                raise EngineError(
+                    f"{source}: the model config describes version {described_version(params) or 'none'} (its "
+                    "prn_edge parameters); give repository=<the model repository folder> so the sidecar describes "
+                    f"version {version}, or write the repository with `prn-edge triton-repo`")
+            meta = decode_metadata(params, source)
+        except (MetadataError, ManifestError) as e:
+            raise EngineError(str(e)) from None
+        from . import check_gate  # the same gate open_engine applies, for every version that answers
+
+        check_gate(meta, Path(self.address.model), self.allow_failed_gate)
+        return meta
+
+    def _follow(self, version: str) -> None:
+        """The server answered with `version`: make sure the metadata that decides is that version's."""
+        self._call_versions.add(version)
+        self.last_model_version = version
+        if version == self._metadata.get("model_version"):
+            return
+        if self.address.version:
+            raise EngineError(f"{self.url} asks for version {self.address.version} but version {version} answered")
+        meta = self._metadata_of(self._config(), version)
+        if meta["input_spec"] != self._input_spec:
+            raise EngineError(f"{self.url}: version {version} takes other frames than version "
+                              f"{self._metadata.get('model_version')}; a different input needs a restart")
+        log.warning("Triton %s: version %s now answers (was %s); deciding with its metadata", self.url, version,
+                    self._metadata.get("model_version"))
+        self._metadata = meta
+
+    # ------------------------------------------------------------------ lifecycle
+    def _activate(self) -> None:
+        self._connect()
+        if not self._call("asking whether the model is ready", self._client.is_model_ready, self.address.model,
+                          self.address.version):
+            raise EngineError(f"Triton {self.url}: model {self.address.model!r} (version "
+                              f"{self.address.version or 'latest'}) is not ready on the server; see the server's log")
+        if self.shared_memory == "system" or (self.shared_memory == "auto" and self.address.local):
+            try:
+                self._map_regions()
+            except EngineError:
+                self._unmap_regions()
+                if self.shared_memory == "system":
+                    raise
+                log.warning("Triton %s: system shared memory is not available, sending frames over gRPC", self.url)
+
+    def _release(self) -> None:
+        self._unmap_regions()
+        self._disconnect()
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        return bool(self._regions)
+
+    def _region_sizes(self) -> dict[str, int]:
+        n = self._input_spec.batch or self._max_batch or 1
+        s = self._input_spec
+        return {s.name: n * s.height * s.width * s.channels, OUTPUT_MAP: n * 4 * int(np.prod(self._map_dims)),
+                OUTPUT_SCORE: n * 4}
+
+    def _map_regions(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        tag = f"prn_edge_{uuid.uuid4().hex[:12]}"
+        for tensor, size in self._region_sizes().items():
+            name = f"{tag}_{tensor}"
+            try:
+                handle = shm.create_shared_memory_region(name, "/" + name, size, create_only=True)
+            except Exception as e:
+                raise EngineError(f"Triton {self.url}: cannot create shared memory {name} ({e})") from None
+            self._regions[tensor] = (name, handle, size)
+            self._call("registering shared memory", self._client.register_system_shared_memory, name, "/" + name,
+                       size)
+
+    def _unmap_regions(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        for name, handle, _ in self._regions.values():
+            if self._client is not None:
+                try:
+                    self._client.unregister_system_shared_memory(name, client_timeout=self.timeout_s)
+                except Exception as e:  # the server may be gone; the region is ours to free either way
+                    log.debug("unregistering %s: %s", name, e)
+            shm.destroy_shared_memory_region(handle)
+        self._regions = {}
+
+    # ------------------------------------------------------------------ inference
+    def infer(self, frames: np.ndarray):
+        self._call_versions = set()
+        result = super().infer(frames)
+        if len(self._call_versions) > 1:  # a rollout between two chunks of one call: the decisions would mix
+            raise EngineError(f"Triton {self.url}: versions {sorted(self._call_versions)} answered parts of one "
+                              "call (a new version was rolled out); call again")
+        return result
+
+    def _received(self, result, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The outputs of a gRPC answer, checked to hold what their shapes say."""
+        why = "an output is missing or of another size"
+        try:
+            maps, scores = result.as_numpy(OUTPUT_MAP), result.as_numpy(OUTPUT_SCORE)
+        except ValueError as e:  # tritonclient reshaping fewer bytes than the shape needs
+            maps = scores = None
+            why = str(e)
+        if maps is None or scores is None or maps.size != n * np.prod(self._map_dims) or scores.size != n:
+            raise EngineError(f"Triton {self.url}: the answer lacks output data ({why}); "
+                              "a Python-backend stub built against numpy 1.x running under numpy 2 does this: give "
+                              "the server's Python backend numpy<2") from None
+        return maps, scores
+
+    def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        grpc = self._grpc
+        n = len(frames)
+        shape = list(frames.shape)
+        t0 = time.perf_counter()
+        inp = grpc.InferInput(self._input_spec.name, shape, "UINT8")
+        outputs = [grpc.InferRequestedOutput(OUTPUT_MAP), grpc.InferRequestedOutput(OUTPUT_SCORE)]
+        if self._regions:
+            import tritonclient.utils.shared_memory as shm
+
+            name, handle, _ = self._regions[self._input_spec.name]
+            shm.set_shared_memory_region(handle, [frames])
+            inp.set_shared_memory(name, frames.nbytes)
+            for out in outputs:
+                region, _, size = self._regions[out.name()]
+                out.set_shared_memory(region, size)
+        else:
+            inp.set_data_from_numpy(frames)
+        t1 = time.perf_counter()
+        result = self._call("inference", self._client.infer, self.address.model, [inp],
+                            model_version=self.address.version, outputs=outputs)
+        t2 = time.perf_counter()
+        if self._regions:
+            maps = np.array(shm.get_contents_as_numpy(self._regions[OUTPUT_MAP][1], np.float32,
+                                                      (n,) + tuple(self._map_dims)))
+            scores = np.array(shm.get_contents_as_numpy(self._regions[OUTPUT_SCORE][1], np.float32, (n,)))
+        else:
+            maps, scores = self._received(result, n)
+        t3 = time.perf_counter()
+        timings["h2d"] += t1 - t0
+        timings["compute"] += t2 - t1
+        timings["d2h"] += t3 - t2
+        self._follow(result.get_response().model_version)
+        return maps.reshape((n,) + tuple(self._map_dims))[:, 0], scores.reshape(n)
