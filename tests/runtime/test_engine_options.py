@@ -24,7 +24,8 @@ def test_each_backend_has_its_options_class_beside_it():
     assert TensorRTOptions().device == 0 and TensorRTOptions().use_cuda_graph is False
 
 
-@pytest.mark.parametrize("name", backend_names())
+# The triton:// engine takes its own options (timeout_s, shared_memory, repository; threads are the server's)
+@pytest.mark.parametrize("name", [n for n in backend_names() if n != "triton"])
 def test_every_backend_accepts_the_common_options(name):
     options = engine_options(name, threads=2, channel_order="bgr", input_hw=(480, 640), resize="auto")
     assert isinstance(options, EngineOptions) and options.threads == 2 and tuple(options.input_hw) == (480, 640)
