@@ -88,8 +88,8 @@ def artefact_label(engine) -> str:
     if path is None:
         shared = getattr(engine, "_shared", None)  # a SharedEngine client: the shared engine's artefact
         path = getattr(getattr(shared, "engine", None), "path", None)
-    if path is None:
-        return type(engine).__name__
+    if path is None or not Path(path).is_file():  # a test double, a server address
+        return type(engine).__name__ if path is None else Path(str(path)).name
     import hashlib
 
     try:
