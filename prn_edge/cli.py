@@ -327,13 +327,18 @@ def cmd_service(args) -> int:
     import shutil
 
     from .line.config import load_line_config
-    from .line.service import render_unit, written_folders
+    from .line.service import hidden_paths, render_unit, written_folders
 
     cfg = load_line_config(args.config)  # a service that cannot start is not installed
     beside = Path(sys.executable).parent / "prn-edge"  # the venv's entry point, whatever PATH says
     exe = str(beside) if beside.is_file() else shutil.which("prn-edge") or f"{sys.executable} -m prn_edge.cli"
     text = render_unit(args.config, exe, user=args.user, watchdog_s=args.watchdog_s, name=args.name,
                        writable=tuple(written_folders(cfg)))
+    hidden = hidden_paths([args.config, cfg.engine.path, *written_folders(cfg)])
+    if hidden:
+        print(f"prn-edge service: warning: {', '.join(hidden)} lie under /tmp or /home, which the unit hides from the "
+              "service (PrivateTmp, ProtectHome): move them, e.g. config to /etc/prn-edge, engines to /opt, "
+              "outputs to /var/lib/prn-edge", file=sys.stderr)
     if args.print:
         print(text, end="")
         return 0

@@ -112,6 +112,9 @@ def _source(source, box: dict) -> str:
 def _output(output) -> str:
     if getattr(output, "audit", False) and hasattr(output, "path"):  # a file: check, do not create it
         return _writable(Path(output.path).parent) + f" ({output.path})"
+    if hasattr(output, "check"):  # a peer that a running line may be using: read-only (Modbus: one read)
+        output.check()
+        return "answers (read-only check)"
     with output:
         pass
     return "opened and closed"

@@ -103,7 +103,7 @@ Wants=network-online.target
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStart={exe} run --config {config} --summary-json {state}/summary.json
+ExecStart={exe} --log-format json run --config {config} --summary-json {state}/summary.json
 # systemctl reload: the engine artefact named in the config is swapped in without stopping capture
 ExecReload=/bin/kill -HUP $MAINPID
 WorkingDirectory={state}
@@ -137,7 +137,10 @@ def render_unit(config: str | Path, exe: str, user: str = "prn-edge", watchdog_s
     """The unit text for a line config (absolute paths: systemd does not resolve relative ones). `writable`: the
     folders the line writes (decisions CSV, evidence), made writable under ProtectSystem=strict."""
     state = f"/var/lib/{state_name}"
-    folders = list(dict.fromkeys([state] + [str(Path(w).resolve()) for w in writable]))
+    folders = []
+    for f in sorted({state} | {str(Path(w).resolve()) for w in writable}):
+        if not any(Path(f).is_relative_to(k) for k in folders):  # a folder inside one already writable
+            folders.append(f)
     return UNIT.format(config=Path(config).resolve(), exe=exe, user=user, watchdog=watchdog_s,
                        stop_timeout=stop_timeout_s, state=state, state_name=state_name, name=name,
                        writable=" ".join(folders))
@@ -149,3 +152,11 @@ def written_folders(cfg) -> list[str]:
     if cfg.monitor.evidence_dir:
         out.append(cfg.monitor.evidence_dir)
     return out
+
+
+HIDDEN = ("/tmp", "/var/tmp", "/home", "/root", "/run/user")  # PrivateTmp= and ProtectHome= hide these
+
+
+def hidden_paths(paths) -> list[str]:
+    """The paths the unit's sandbox hides from the service (it would fail at start and restart forever)."""
+    return [str(p) for p in paths if p and any(Path(str(p)).resolve().is_relative_to(h) for h in HIDDEN)]

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import signal
 
-    ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m prn_edge.sim.plc", description=main.__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--log", required=True, help="JSON lines: every heartbeat and command the ladder processed")
     args = ap.parse_args(argv)

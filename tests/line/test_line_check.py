@@ -40,12 +40,14 @@ def test_a_whole_config_opens_engine_source_and_outputs(tmp_path, demo_category,
     cfg = _config(tmp_path, demo_category, tiny_onnx, outputs=[
         {"kind": "csv", "path": "out/d.csv"},
         {"kind": "modbus", "port": modbus_server.port, "name": "plc"},
-        {"kind": "modbus", "port": dead_port, "name": "gone", "timeout_s": 0.1}])
+        {"kind": "modbus", "port": dead_port, "name": "gone", "timeout_s": 0.1, "require_at_start": False}])
     r = _check(cfg, "--json")
     found = {c["what"]: c for c in json.loads(r.stdout)[str(cfg)]}
     assert found["engine"]["ok"] and "backend onnxruntime" in found["engine"]["detail"]
     assert found["source"]["ok"] and "64x64x3" in found["source"]["detail"]
     assert found["output: plc"]["ok"] and found["output: csv"]["ok"]
+    assert modbus_server.writes == []  # read-only: a running line's PLC sees no heartbeat 0, no command
+    # unreachable is reported even for a PLC the line would start without
     assert not found["output: gone"]["ok"] and "cannot connect to the PLC" in found["output: gone"]["detail"]
     assert r.returncode == 2 and not (tmp_path / "out" / "d.csv").exists()  # checked, not created
     ok = _check(_config(tmp_path, demo_category, tiny_onnx))

@@ -125,6 +125,7 @@ def test_service_install_writes_a_unit_systemd_accepts(tmp_path, demo_category, 
     r = subprocess.run([sys.executable, "-m", "prn_edge.cli", "service", "install", "--config", str(cfg),
                         "--unit-dir", str(units), "--watchdog-s", "7"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert "lie under /tmp or /home, which the unit hides" in r.stderr  # pytest's tmp_path is under /tmp
     unit = units / "prn-edge.service"
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     parser.optionxform = str
@@ -132,7 +133,7 @@ def test_service_install_writes_a_unit_systemd_accepts(tmp_path, demo_category, 
     svc = parser["Service"]
     assert svc["Type"] == "notify" and svc["WatchdogSec"] == "7" and svc["Restart"] == "always"
     assert svc["KillSignal"] == "SIGTERM" and svc["User"] == "prn-edge"
-    assert f"run --config {cfg}" in svc["ExecStart"]
+    assert f"--log-format json run --config {cfg}" in svc["ExecStart"]
     assert set(svc["ReadWritePaths"].split()) == {"/var/lib/prn-edge", str(tmp_path / "out"), str(tmp_path / "ev")}
     if shutil.which("systemd-analyze"):
         v = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)

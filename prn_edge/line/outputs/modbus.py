@@ -125,6 +125,25 @@ class ModbusOutput(RejectOutput):
             if self.require_at_start:
                 raise
 
+    def check(self) -> None:
+        """Connect and prove the peer speaks Modbus (one read), writing nothing: what `run --check` does, safe
+        beside a running line (no heartbeat 0, no command)."""
+        client = self._new_client()
+        try:
+            try:
+                ok = client.connect()
+            except Exception as e:
+                raise PlcError(f"cannot connect to the PLC at {self.host}:{self.port} ({e})") from None
+            if not ok:
+                raise PlcError(f"cannot connect to the PLC at {self.host}:{self.port} (connection refused or timed "
+                               "out); check its address, port and network, and that Modbus TCP is enabled")
+            self._probe(client)
+        finally:
+            try:
+                client.close()
+            except Exception:
+                pass
+
     def close(self) -> None:
         """A stopping appliance says so: the heartbeat register gets 0 (not healthy) rather than keeping its last
         count, whatever ended the run; then the connection goes."""
