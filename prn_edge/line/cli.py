@@ -43,7 +43,7 @@ def stop_on_signals(lines: list, notifier=None):
         if notifier is not None and len(stopped_by) == 1:
             notifier.stopping()
         for line in lines:
-            line.stop()
+            line.stop(name)
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield stopped_by
@@ -134,7 +134,7 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
     try:
         with stop_on_signals([line], notifier) as stopped_by, reload_on_sighup([line], [config_path]) as reloads:
             summary = line.run(duration_s=duration_s, max_parts=max_parts)
-        summary["stopped_by"] = stopped_by[0] if stopped_by else None
+        summary["stopped_by"] = stopped_by[0] if stopped_by else summary.get("stopped_by")
         summary["reloads"] = reloads
     finally:
         line.metrics.close()
@@ -207,7 +207,7 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
     if endpoint is not None:
         endpoint.close()
     for summary in results.values():
-        summary["stopped_by"] = stopped_by[0] if stopped_by else None
+        summary["stopped_by"] = stopped_by[0] if stopped_by else summary.get("stopped_by")
         summary["reloads"] = [r for r in reloads if r["line"] == summary["line"]]
     if errors:
         raise errors[0]

@@ -136,6 +136,7 @@ class Line:
         self.records: deque[Part] = deque(maxlen=self.opt.keep_records)
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=self.opt.queue_size)
         self._stop = threading.Event()
+        self._stop_reason = ""
         self._acq_done = threading.Event()
         self._seq = 0
         self._finals = 0
@@ -157,8 +158,10 @@ class Line:
         self._running = False
 
     # ================================================================= running
-    def stop(self) -> None:
-        """Stop taking frames; parts already seen are still decided and fired."""
+    def stop(self, reason: str = "stop") -> None:
+        """Stop taking frames; parts already seen are still decided and fired. `reason` ends up in the summary's
+        stopped_by (the first reason given wins)."""
+        self._stop_reason = self._stop_reason or reason
         self._stop.set()
 
     def run(self, duration_s: Optional[float] = None, max_parts: Optional[int] = None) -> dict:
@@ -214,11 +217,11 @@ class Line:
             try:
                 while not self._acq_done.wait(0.25):
                     if duration_s is not None and time.monotonic() - t_start >= duration_s:
-                        self._stop.set()
+                        self.stop("duration")
                     self._show_status(t_start)
             except KeyboardInterrupt:
                 log.warning("interrupted: deciding the parts already seen, then stopping")
-                self._stop.set()
+                self.stop("SIGINT")
             for t in threads:
                 t.join()
             # Every part registered fires at its own time; the furthest is one fire delay away.
@@ -236,6 +239,7 @@ class Line:
                   "dropped_frames": int(sum(self.metrics.value("prn_line_dropped_frames_total", reason=r)
                                             for r in ("stale", "source"))),
                   "output_failing": self.outputs.failing,
+                  "stopped_by": self._stop_reason or None,
                   "commands": {name: {k: n for k, n in c.items() if n} for name, c in self.outputs.outcomes.items()},
                   "commands_lost": self.outputs.lost()})
         if self.evidence is not None:
@@ -249,7 +253,7 @@ class Line:
         except BaseException as e:  # a crashed thread: the parts in flight fire fail-safe on their own
             log.exception("line thread %s crashed", threading.current_thread().name)
             self._errors.append(e)
-            self._stop.set()
+            self.stop("error")
             self._acq_done.set()
 
     def _warm_up(self, engine=None) -> None:
@@ -290,6 +294,9 @@ class Line:
         if not self._running or self.prep is None:
             raise LineError(f"line {self.name} is not running; give the new engine to a new Line instead")
         label = artefact or artefact_label(new)
+        if label == self.artefact:  # the same artefact (a reload that changed other keys): nothing to swap
+            log.info("line %s: the engine artefact %s is unchanged; no swap", self.name, label)
+            return {"from": label, "to": label, "unchanged": True}
         shared = getattr(self.engine, "_shared", None)
         if shared is not None:  # a SharedEngine client: swap the engine every sharing line uses
             try:
@@ -367,6 +374,7 @@ class Line:
         try:
             while not self._stop.is_set():
                 if self._max_parts is not None and self._seq >= self._max_parts:
+                    self._stop_reason = self._stop_reason or "max_parts"
                     break
                 self.watchdog.beat("acquire")
                 self._count_source_drops()
@@ -375,6 +383,7 @@ class Line:
                 except SourceExhausted as e:
                     if counts and expected is not None and e.frame_id is not None and e.frame_id >= expected:
                         self._missing(expected, e.frame_id, t_prev, time.monotonic())
+                    self._stop_reason = self._stop_reason or "source_end"
                     break
                 except CameraError as e:
                     kind = "timeout" if isinstance(e, CameraTimeout) else "corrupt"

@@ -110,7 +110,8 @@ def test_good_parts_need_no_command_and_are_not_counted_lost(tmp_path, demo_cate
     modbus = ModbusOutput(port=modbus_server.port)
     line = Line(SyntheticConveyor(demo_category, rate_hz=50, parts=20), ScriptedEngine(64, 64, 3),
                 [modbus, CsvOutput(tmp_path / "d.csv")], Budget.from_line(deadline_s=0.1), LoopOptions(warmup=1))
-    summary = line.run()
+    summary = line.run(max_parts=20)
     assert summary["commands"]["modbus"] == {"none": 20} and summary["commands_lost"] == {}
+    assert summary["stopped_by"] == "max_parts"
     assert {r["commands"] for r in read_decisions(tmp_path / "d.csv")} == {"modbus=none"}
     assert modbus_server.register_writes(0) == []

@@ -33,6 +33,7 @@ def test_swap_under_load_decides_every_part_and_records_the_artefact(tmp_path, d
     def swap():
         while len(rec.parts) < 50:
             time.sleep(0.005)
+        assert line.swap_engine(ScriptedEngine(64, 64, 3), "ScriptedEngine")["unchanged"]  # same artefact: kept
         with pytest.raises(LineError, match="refused.*takes .*32.*still running ScriptedEngine"):
             line.swap_engine(wrong, "wrong.onnx")
         result.update(line.swap_engine(new, "new.onnx@abc"))
@@ -41,7 +42,7 @@ def test_swap_under_load_decides_every_part_and_records_the_artefact(tmp_path, d
     t.start()
     summary = line.run()
     t.join()
-    assert summary["undecided"] == 0 and summary["parts"] == 200
+    assert summary["undecided"] == 0 and summary["parts"] == 200 and summary["stopped_by"] == "source_end"
     assert result["from"] == "ScriptedEngine" and result["to"] == "new.onnx@abc"
     model = sorted((p for p in rec.parts if not p.decision.fail_safe), key=lambda p: p.seq)
     labels = [p.artefact for p in model]
