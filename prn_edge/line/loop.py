@@ -272,13 +272,18 @@ class Line:
                                     f"({e.__class__.__name__}: {e}); the line does not start") from e
                 self.timer.add(n, time.perf_counter() - t0)
 
-    def note_swap(self, label: str) -> None:
-        """Record that the engine (e.g. a shared one) now runs another artefact."""
+    def note_swap(self, label: str, engine: Optional[EngineLike] = None) -> Optional[EngineLike]:
+        """Record that the engine (e.g. a shared one) now runs another artefact; with `engine`, it takes over
+        between two engine calls. Returns the engine it replaced (None without one)."""
         with self._engine_lock:
-            old, self.artefact = self.artefact, label
+            old, old_label = (self.engine if engine is not None else None), self.artefact
+            if engine is not None:
+                self.engine = engine
+            self.artefact = label
         self.metrics.engine_swaps.labels("ok").inc()
-        self.metrics.artefact.labels(old).set(0)
+        self.metrics.artefact.labels(old_label).set(0)
         self.metrics.artefact.labels(label).set(1)
+        return old
 
     def _close_engine(self) -> None:
         with self._engine_lock:
@@ -323,12 +328,8 @@ class Line:
             self.metrics.engine_swaps.labels("failed").inc()
             raise LineError(f"hot swap to {label} refused: {e}; still running {self.artefact}") from e
         t_ready = time.monotonic()
-        with self._engine_lock:
-            old, old_label = self.engine, self.artefact
-            self.engine, self.artefact = opened, label
-        self.metrics.engine_swaps.labels("ok").inc()
-        self.metrics.artefact.labels(old_label).set(0)
-        self.metrics.artefact.labels(label).set(1)
+        old_label = self.artefact
+        old = self.note_swap(label, opened)
         try:
             old.__exit__(None, None, None)
         except Exception as e:  # the new engine runs; a failed close is only reported
