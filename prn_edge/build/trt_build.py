@@ -30,19 +30,22 @@ nothing half-written; the timing cache and the calibration cache are saved after
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import onnx
 
 from .. import __version__
-from ..artefact import (KeepFloat, MetadataError, RUN_MANIFEST, decode_metadata, engine_manifest_path, jetson_info,
-                        make_engine_manifest, metadata_props, read_keep_float, sha256_file, write_atomic)
+from ..artefact import (InputSpec, KeepFloat, MetadataError, RUN_MANIFEST, decode_metadata, engine_manifest_path,
+                        jetson_info, make_engine_manifest, metadata_props, read_keep_float, sha256_file, write_atomic)
 from ..artefact.manifest import encode_manifest
 from ..errors import BuildError
 from ..runtime import tensorrt_backend as tb
@@ -75,47 +78,95 @@ def _import_tensorrt() -> Any:
     return trt
 
 
-def _check_args(onnx_path: Path, out: Path, precision: str, workspace_mb: int, batch_profile, dla_core,
-                hardware_compat, calibration, implicit_int8: bool) -> str:
-    if precision not in PRECISIONS:
-        raise BuildError(f"precision={precision!r}: choose one of {PRECISIONS}")
-    if out.suffix not in tb.ENGINE_SUFFIXES:
-        raise BuildError(f"engine path {out} should end in {' or '.join(tb.ENGINE_SUFFIXES)} (its manifest goes "
-                         f"beside it as {engine_manifest_path(out).name})")
-    if out.resolve() == onnx_path.resolve():
-        raise BuildError("the engine path is the ONNX path")
-    if not onnx_path.is_file():
-        raise BuildError(f"{onnx_path} does not exist; export one with `prn-edge export CKPT --out {onnx_path}`")
-    if not isinstance(workspace_mb, int) or workspace_mb < 16:
-        raise BuildError(f"workspace_mb={workspace_mb!r}: give an integer >= 16 (MiB); 256 suits Jetson, 1024 dGPUs")
-    if batch_profile is not None:
-        bp = tuple(batch_profile)
-        if len(bp) != 3 or not all(isinstance(b, int) for b in bp) or not 1 <= bp[0] <= bp[1] <= bp[2]:
-            raise BuildError(f"batch_profile={batch_profile!r}: give (min, opt, max) with 1 <= min <= opt <= max")
-    if dla_core is not None and (not isinstance(dla_core, int) or dla_core < 0):
-        raise BuildError(f"dla_core={dla_core!r}: give a DLA core number (0 or 1 on AGX Orin/Xavier)")
-    hw = "none" if hardware_compat in (None, "", "none") else str(hardware_compat).lower()
-    if hw not in HARDWARE_COMPAT:
-        raise BuildError(f"hardware_compat={hardware_compat!r}: choose one of {HARDWARE_COMPAT}")
-    if implicit_int8 and precision not in ("int8", "best"):
-        raise BuildError(f"implicit_int8 calibrates INT8 layers: use precision 'int8' or 'best', not {precision!r}")
-    if implicit_int8 and calibration is None:
-        raise BuildError("implicit INT8 needs a calibration run for its images: calibration='calibration/RUN' "
-                         "(made by `prn-edge calibrate`)")
-    return hw
+@dataclass(frozen=True)
+class _Request:
+    """build_engine's arguments; `checked()` validates them once and normalizes them."""
+
+    onnx_path: Path
+    out: Path
+    precision: str
+    workspace_mb: int
+    timing_cache: Optional[Path]
+    batch_profile: Optional[Sequence[int]]  # checked: a (min, opt, max) tuple
+    dla_core: Optional[int]
+    version_compatible: bool
+    hardware_compat: Optional[str]  # checked: one of HARDWARE_COMPAT
+    calibration: Optional[Path]
+    implicit_int8: bool
+    allow_failed_gate: bool
+    device: int
+    log: Callable[[str], None]
+
+    def checked(self) -> "_Request":
+        """The request validated (a BuildError names the fix) and normalized."""
+        precision, out, onnx_path = self.precision, self.out, self.onnx_path
+        if precision not in PRECISIONS:
+            raise BuildError(f"precision={precision!r}: choose one of {PRECISIONS}")
+        if out.suffix not in tb.ENGINE_SUFFIXES:
+            raise BuildError(f"engine path {out} should end in {' or '.join(tb.ENGINE_SUFFIXES)} (its manifest goes "
+                             f"beside it as {engine_manifest_path(out).name})")
+        if out.resolve() == onnx_path.resolve():
+            raise BuildError("the engine path is the ONNX path")
+        if not onnx_path.is_file():
+            raise BuildError(f"{onnx_path} does not exist; export one with `prn-edge export CKPT --out {onnx_path}`")
+        if not isinstance(self.workspace_mb, int) or self.workspace_mb < 16:
+            raise BuildError(f"workspace_mb={self.workspace_mb!r}: give an integer >= 16 (MiB); 256 suits Jetson, "
+                             "1024 dGPUs")
+        bp = None if self.batch_profile is None else tuple(self.batch_profile)
+        if bp is not None and (len(bp) != 3 or not all(isinstance(b, int) for b in bp)
+                               or not 1 <= bp[0] <= bp[1] <= bp[2]):
+            raise BuildError(f"batch_profile={self.batch_profile!r}: give (min, opt, max) with 1 <= min <= opt <= max")
+        if self.dla_core is not None and (not isinstance(self.dla_core, int) or self.dla_core < 0):
+            raise BuildError(f"dla_core={self.dla_core!r}: give a DLA core number (0 or 1 on AGX Orin/Xavier)")
+        hw = "none" if self.hardware_compat in (None, "", "none") else str(self.hardware_compat).lower()
+        if hw not in HARDWARE_COMPAT:
+            raise BuildError(f"hardware_compat={self.hardware_compat!r}: choose one of {HARDWARE_COMPAT}")
+        if self.implicit_int8 and precision not in ("int8", "best"):
+            raise BuildError(f"implicit_int8 calibrates INT8 layers: use precision 'int8' or 'best', not "
+                             f"{precision!r}")
+        if self.implicit_int8 and self.calibration is None:
+            raise BuildError("implicit INT8 needs a calibration run for its images: calibration='calibration/RUN' "
+                             "(made by `prn-edge calibrate`)")
+        return dataclasses.replace(self, batch_profile=bp, hardware_compat=hw)
 
 
-def _check_dla_shapes(onnx_path: Path, onnx_batch: Optional[int], dla_core, batch_profile) -> None:
-    """DLA runs static shapes only (TensorRT "Working with DLA": min = opt = max in the profile); with GPU
-    fallback TensorRT would silently move a dynamic-shape network to the GPU, so refuse it here."""
-    if dla_core is None or onnx_batch is not None:
-        return
-    if batch_profile is None or len(set(batch_profile)) != 1:
-        given = "no batch_profile (the default (1, 4, 8) is dynamic)" if batch_profile is None else \
-            f"batch_profile={tuple(batch_profile)}"
-        raise BuildError(f"DLA runs static shapes only, but {onnx_path.name} has a dynamic batch and {given}: give a "
-                         "fixed batch_profile for dla_core, e.g. batch_profile=(B, B, B) (--batch-profile B,B,B) with "
-                         "B the batch the line runs, or export a fixed batch (`prn-edge export --batch B`)")
+@dataclass(frozen=True)
+class _Artefact:
+    """The exported ONNX to build, read and checked, and the calibration run it comes from (or was given)."""
+
+    path: Path
+    model: onnx.ModelProto
+    props: dict[str, str]  # its metadata_props as they are (the manifest carries them to the runtime)
+    meta: dict  # ... decoded
+    qdq: bool  # explicitly quantized
+    run_dir: Optional[Path]
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.meta["input_spec"]
+
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+
+def _read_artefact(req: _Request) -> _Artefact:
+    run_dir = req.calibration
+    if run_dir is not None:
+        read_calibration_run(run_dir)  # a clear error now rather than mid-build
+    elif is_calibration_run(req.onnx_path.parent):
+        run_dir = req.onnx_path.parent
+    model, props, meta = _load_onnx(req.onnx_path)
+    if meta.get("accuracy_gate") == "failed" and not req.allow_failed_gate:
+        raise BuildError(f"{req.onnx_path} comes from calibration run {meta.get('calibration_run', '?')!r}, which "
+                         "FAILED its accuracy gate (see its manifest.json); build the FP32 model, calibrate again, or "
+                         "pass --allow-failed-gate")
+    qdq = has_qdq(model)
+    bad = sorted(qdq_types(model) - {"int8"}) if qdq else []
+    if bad:
+        raise BuildError(f"{req.onnx_path.name} is quantized with {'/'.join(bad)} zero points (the 'cpu' flavour for "
+                         "ONNX Runtime); TensorRT takes symmetric INT8 only: calibrate with --flavour tensorrt")
+    return _Artefact(req.onnx_path, model, props, meta, qdq, run_dir)
 
 
 def _load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, str], dict]:
@@ -132,8 +183,84 @@ def _load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, str], dict]:
     return model, props, meta
 
 
-def _lint_target(major: int) -> str:
-    return "8.5" if major < 10 else ("10" if major == 10 else "11")
+@dataclass(frozen=True)
+class _Target:
+    """The TensorRT and the GPU this build runs on."""
+
+    version: str  # TensorRT's
+    cuda: Any  # the host CUDA helper (tensorrt_backend.host_cuda)
+    device: dict  # tensorrt_backend.current_device_info: gpu_name, compute_capability, cuda_api
+    jetson: dict  # prn_edge.artefact.jetson_info: l4t, jetpack (None off a Jetson)
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        return version_tuple(self.version)
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.release[0] >= 11
+
+
+def _open_target(trt: Any, req: _Request) -> _Target:
+    """This TensorRT and GPU, checked against the request before anything is written."""
+    version = str(getattr(trt, "__version__", "0"))
+    if version_tuple(version)[:2] < MIN_TENSORRT:
+        raise BuildError(f"TensorRT {version} is older than prn_edge supports (8.5, JetPack 5.1); upgrade JetPack "
+                         "or TensorRT")
+    try:
+        cuda = host_cuda(req.device)
+        device = tb.current_device_info(req.device, trt=trt, cuda=cuda)
+    except EngineError as e:
+        raise BuildError(f"TensorRT {version} is installed but no usable GPU/CUDA was found ({e}); build on the "
+                         "target GPU host or Jetson") from None
+    target = _Target(version, cuda, device, jetson_info())
+    _check_target(trt, req, target)
+    return target
+
+
+def _check_target(trt: Any, req: _Request, target: _Target) -> None:
+    """What this TensorRT or device cannot do for the request (DLA, portability), and notes for a Jetson."""
+    major, minor, patch = target.release
+    version, hw, l4t = target.version, req.hardware_compat, target.jetson.get("l4t")
+    if req.dla_core is not None and major >= 11 and (minor, patch) < (4, 1):
+        raise BuildError(f"TensorRT {version} has no DLA (DLA is absent from TensorRT 11.0-11.3, and 11.4.0 has it "
+                         "on Windows on ARM only; it is back on Jetson AGX Orin with 11.4.1 + JetPack 7.2.2): build "
+                         "for the GPU (no dla_core), or use TensorRT 10.x / 11.4.1+")
+    if req.version_compatible and (major, minor) < (8, 6):
+        raise BuildError(f"version-compatible engines need TensorRT 8.6 or newer (this is {version})")
+    if hw != "none":
+        if (major, minor) < (8, 6) or not hasattr(trt, "HardwareCompatibilityLevel"):
+            raise BuildError(f"hardware compatibility levels need TensorRT 8.6 or newer (this is {version})")
+        if hw == "same_compute_capability" and not hasattr(trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY"):
+            # HardwareCompatibilityLevel has NONE and AMPERE_PLUS from 8.6, SAME_COMPUTE_CAPABILITY from 10.9 only
+            # (API snapshots: absent in 8.6.1 and 10.3.0, present in 10.16 and 11.4)
+            raise BuildError(f"hardware_compat='same_compute_capability' needs TensorRT 10.9 or newer (this is "
+                             f"{version}, whose HardwareCompatibilityLevel has NONE and AMPERE_PLUS only): use "
+                             "hardware_compat='ampere_plus' (any GPU of compute capability >= 8.0, a little slower), "
+                             "or build without hardware_compat for this GPU only")
+        if hw == "ampere_plus" and tb._cc_tuple(target.device["compute_capability"]) < (8, 0):  # noqa: SLF001
+            raise BuildError(f"hardware_compat='ampere_plus' must be built on an Ampere or newer GPU; this "
+                             f"{target.device['gpu_name']} has compute capability "
+                             f"{target.device['compute_capability']}")
+        if l4t:
+            req.log("warning: hardware compatibility levels are documented for discrete GPUs; on Jetson the engine "
+                    "may not gain portability")
+    if l4t and req.workspace_mb > 512:
+        req.log(f"note: {req.workspace_mb} MiB workspace on a Jetson (memory shared with the CPU); 256 is usually "
+                "enough")
+
+
+def _lint(req: _Request, art: _Artefact, target: _Target) -> list[str]:
+    """prn_edge's TensorRT-compatibility lint of the ONNX for this TensorRT family: its warnings, or BuildError."""
+    from ..export.errors import ExportError
+    from ..export.lint import check_tensorrt_compatible
+
+    major = target.release[0]
+    family = "8.5" if major < 10 else ("10" if major == 10 else "11")
+    try:
+        return [str(i) for i in check_tensorrt_compatible(art.model, (family,))]
+    except ExportError as e:
+        raise BuildError(f"{req.onnx_path.name} will not build with TensorRT {target.version}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -232,124 +359,141 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
       onnx_path is the run's own model.int8.onnx / model.fp32.onnx.
     """
     t0 = time.perf_counter()
-    onnx_path, out = Path(onnx_path), Path(out_engine)
-    hw = _check_args(onnx_path, out, precision, workspace_mb, batch_profile, dla_core, hardware_compat,
-                     calibration, implicit_int8)
-    run_dir: Optional[Path] = Path(calibration) if calibration is not None else None
-    if run_dir is not None:
-        read_calibration_run(run_dir)  # a clear error now rather than mid-build
-    elif is_calibration_run(onnx_path.parent):
-        run_dir = onnx_path.parent
-    model, props, meta = _load_onnx(onnx_path)
-    if meta.get("accuracy_gate") == "failed" and not allow_failed_gate:
-        raise BuildError(f"{onnx_path} comes from calibration run {meta.get('calibration_run', '?')!r}, which FAILED its "
-                         "accuracy gate (see its manifest.json); build the FP32 model, calibrate again, or pass "
-                         "--allow-failed-gate")
-    spec = meta["input_spec"]
-    qdq = has_qdq(model)
-    if qdq:
-        bad = sorted(qdq_types(model) - {"int8"})
-        if bad:
-            raise BuildError(f"{onnx_path.name} is quantized with {'/'.join(bad)} zero points (the 'cpu' flavour for "
-                             "ONNX Runtime); TensorRT takes symmetric INT8 only: calibrate with --flavour tensorrt")
-
-    # --- TensorRT and the GPU: before anything is written
-    trt = _import_tensorrt()
-    trt_version = str(getattr(trt, "__version__", "0"))
-    major, minor, patch = version_tuple(trt_version)
-    if (major, minor) < MIN_TENSORRT:
-        raise BuildError(f"TensorRT {trt_version} is older than prn_edge supports (8.5, JetPack 5.1); upgrade JetPack "
-                         "or TensorRT")
-    try:
-        cuda = host_cuda(device)
-        dev = tb.current_device_info(device, trt=trt, cuda=cuda)
-    except EngineError as e:
-        raise BuildError(f"TensorRT {trt_version} is installed but no usable GPU/CUDA was found ({e}); build on the "
-                         "target GPU host or Jetson") from None
-    jetson = jetson_info()
-    cc = tb._cc_tuple(dev["compute_capability"])  # noqa: SLF001
-
-    # --- checks that need only the version and the device
-    if dla_core is not None and major >= 11 and (minor, patch) < (4, 1):
-        raise BuildError(f"TensorRT {trt_version} has no DLA (DLA is absent from TensorRT 11.0-11.3, and 11.4.0 has it "
-                         "on Windows on ARM only; it is back on Jetson AGX Orin with 11.4.1 + JetPack 7.2.2): build "
-                         "for the GPU (no dla_core), or use TensorRT 10.x / 11.4.1+")
-    if version_compatible and (major, minor) < (8, 6):
-        raise BuildError(f"version-compatible engines need TensorRT 8.6 or newer (this is {trt_version})")
-    if hw != "none":
-        if (major, minor) < (8, 6) or not hasattr(trt, "HardwareCompatibilityLevel"):
-            raise BuildError(f"hardware compatibility levels need TensorRT 8.6 or newer (this is {trt_version})")
-        if hw == "same_compute_capability" and not hasattr(trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY"):
-            # HardwareCompatibilityLevel has NONE and AMPERE_PLUS from 8.6, SAME_COMPUTE_CAPABILITY from 10.9 only
-            # (API snapshots: absent in 8.6.1 and 10.3.0, present in 10.16 and 11.4)
-            raise BuildError(f"hardware_compat='same_compute_capability' needs TensorRT 10.9 or newer (this is "
-                             f"{trt_version}, whose HardwareCompatibilityLevel has NONE and AMPERE_PLUS only): use "
-                             "hardware_compat='ampere_plus' (any GPU of compute capability >= 8.0, a little slower), "
-                             "or build without hardware_compat for this GPU only")
-        if hw == "ampere_plus" and cc < (8, 0):
-            raise BuildError(f"hardware_compat='ampere_plus' must be built on an Ampere or newer GPU; this "
-                             f"{dev['gpu_name']} has compute capability {dev['compute_capability']}")
-        if jetson.get("l4t"):
-            log("warning: hardware compatibility levels are documented for discrete GPUs; on Jetson the engine may "
-                "not gain portability")
-    if jetson.get("l4t") and workspace_mb > 512:
-        log(f"note: {workspace_mb} MiB workspace on a Jetson (memory shared with the CPU); 256 is usually enough")
-
-    lint_target = _lint_target(major)
-    from ..export.errors import ExportError
-    from ..export.lint import check_tensorrt_compatible
-    try:
-        lint_warnings = [str(i) for i in check_tensorrt_compatible(model, (lint_target,))]
-    except ExportError as e:
-        raise BuildError(f"{onnx_path.name} will not build with TensorRT {trt_version}: {e}") from None
+    req = _Request(onnx_path=Path(onnx_path), out=Path(out_engine), precision=precision, workspace_mb=workspace_mb,
+                   timing_cache=None if timing_cache is None else Path(timing_cache), batch_profile=batch_profile,
+                   dla_core=dla_core, version_compatible=version_compatible, hardware_compat=hardware_compat,
+                   calibration=None if calibration is None else Path(calibration), implicit_int8=implicit_int8,
+                   allow_failed_gate=allow_failed_gate, device=device, log=log).checked()
+    art = _read_artefact(req)
+    trt = _import_tensorrt()  # TensorRT and the GPU are checked before anything is written
+    target = _open_target(trt, req)
+    lint_warnings = _lint(req, art, target)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strong = major >= 11
-    plan = plan_precision(trt_version, precision, qdq, implicit_int8,
+    plan = _precision_plan(builder, req, art, target)
+    _check_dla(builder, req, art, target)
+    net = _parse_network(trt, builder, logger, req, art, plan, target)
+    config, flags, pinned = _configure(trt, builder, net.network, req, art, plan)
+    batch = _add_batch_profile(builder, config, net, req)
+    timing = _load_timing_cache(config, req)
+    calib_info = _calibration_record(req, art, target, plan, batch)
+    calibrator = None
+    if plan["int8"] == "implicit":
+        calibrator = _implicit_calibrator(trt, builder, config, req, art, target, net, batch,
+                                          art.run_dir / calib_info["cache"])
+
+    log(f"building {req.out.name}: TensorRT {target.version} ({'strongly' if target.strongly_typed else 'weakly'} "
+        f"typed), {precision} [{plan['detail']}], {target.device['gpu_name']} (sm "
+        f"{target.device['compute_capability']})" + (f", DLA core {dla_core}" if dla_core is not None else "")
+        + (f", batch profile {batch.profile}" if batch.profile else f", batch {batch.max}"))
+    engine_bytes, build_s = _serialize(builder, net.network, config, calibrator, target.cuda, req.out.name)
+    if calibrator is not None:
+        calib_info.update(batches_used=calibrator.batches_served, cache_reused=bool(calibrator.cache_used))
+    manifest = _engine_manifest(req, art, target, net, plan, flags, pinned, batch, calib_info, engine_bytes, build_s)
+    _write_engine_and_manifest(req.out, engine_bytes, manifest)
+
+    warnings = lint_warnings + _save_caches(config, timing, calibrator, req, art, calib_info)
+    for w in warnings:
+        log(f"warning: {w}")
+    summary = {"engine": str(req.out), "manifest": str(engine_manifest_path(req.out)), "bytes": len(engine_bytes),
+               **{k: manifest[k] for k in _SUMMARY_FIELDS}, "warnings": warnings,
+               "build_seconds": manifest["build_seconds"], "seconds": round(time.perf_counter() - t0, 2)}
+    log(f"wrote {req.out} ({len(engine_bytes) / 1e6:.1f} MB) and {engine_manifest_path(req.out).name} "
+        f"in {summary['seconds']} s")
+    return summary
+
+
+# the manifest fields the summary repeats, in its order
+_SUMMARY_FIELDS = ("precision", "precision_detail", "tensorrt_version", "strongly_typed", "gpu_name",
+                   "compute_capability", "builder_flags", "batch_profile", "max_batch", "calibration", "mixed_fp16",
+                   "fp32_pinned_layers", "dla_core")
+
+
+def _precision_plan(builder: Any, req: _Request, art: _Artefact, target: _Target) -> dict:
+    """plan_precision for this TensorRT and what this GPU runs fast (strongly typed TensorRT has no such flags)."""
+    strong = target.strongly_typed
+    return plan_precision(target.version, req.precision, art.qdq, req.implicit_int8,
                           fast_fp16=True if strong else bool(getattr(builder, "platform_has_fast_fp16", True)),
                           fast_int8=True if strong else bool(getattr(builder, "platform_has_fast_int8", True)),
-                          dla=dla_core is not None)
-    if dla_core is not None:
-        n_dla = int(getattr(builder, "num_DLA_cores", 0) or 0)
-        if n_dla == 0:
-            raise BuildError(f"this device ({dev['gpu_name']}) has no DLA (Orin Nano and discrete GPUs have none): "
-                             "build without dla_core")
-        if dla_core >= n_dla:
-            raise BuildError(f"dla_core={dla_core} but this device has {n_dla} DLA core(s) (0..{n_dla - 1})")
-        _check_dla_shapes(onnx_path, spec.batch, dla_core, batch_profile)
+                          dla=req.dla_core is not None)
 
-    # --- the network (converted to mixed FP16 first on strongly typed TensorRT)
-    build_model, mixed_stats = model, None
+
+def _check_dla(builder: Any, req: _Request, art: _Artefact, target: _Target) -> None:
+    """The DLA core asked for exists here, and the network has static shapes: DLA runs nothing else (TensorRT
+    "Working with DLA": min = opt = max in the profile), and with GPU fallback TensorRT would silently move a
+    dynamic-shape network to the GPU, so it is refused here."""
+    if req.dla_core is None:
+        return
+    n_dla = int(getattr(builder, "num_DLA_cores", 0) or 0)
+    if n_dla == 0:
+        raise BuildError(f"this device ({target.device['gpu_name']}) has no DLA (Orin Nano and discrete GPUs have "
+                         "none): build without dla_core")
+    if req.dla_core >= n_dla:
+        raise BuildError(f"dla_core={req.dla_core} but this device has {n_dla} DLA core(s) (0..{n_dla - 1})")
+    if art.spec.batch is not None:
+        return
+    if req.batch_profile is None or len(set(req.batch_profile)) != 1:
+        given = "no batch_profile (the default (1, 4, 8) is dynamic)" if req.batch_profile is None else \
+            f"batch_profile={req.batch_profile}"
+        raise BuildError(f"DLA runs static shapes only, but {req.onnx_path.name} has a dynamic batch and {given}: "
+                         "give a fixed batch_profile for dla_core, e.g. batch_profile=(B, B, B) (--batch-profile "
+                         "B,B,B) with B the batch the line runs, or export a fixed batch (`prn-edge export --batch B`)")
+
+
+@dataclass(frozen=True)
+class _Network:
+    """The network TensorRT parsed, and what the manifest says about it."""
+
+    network: Any  # INetworkDefinition
+    parser: Any  # the OnnxParser, kept alive until the build: it owns weights the network refers to
+    input_name: str
+    input_shape: tuple[int, ...]
+    outputs: dict[str, list[int]]
+    built_onnx_sha256: str  # of the ONNX parsed (on strongly typed fp16, the converted one)
+    mixed_fp16: Optional[dict]  # the conversion's counts, when converted
+
+
+def _parse_network(trt: Any, builder: Any, logger: Any, req: _Request, art: _Artefact, plan: dict,
+                   target: _Target) -> _Network:
+    """The explicit-batch network of the ONNX, converted to mixed FP16 first on strongly typed TensorRT."""
+    mixed_stats = None
     if plan["convert_fp16"]:
         mixed_stats = {}
         try:
-            build_model = to_mixed_fp16(model, stats=mixed_stats)
+            onnx_bytes = to_mixed_fp16(art.model, stats=mixed_stats).SerializeToString()
         except MixedPrecisionError as e:
-            raise BuildError(f"cannot convert {onnx_path.name} to mixed FP16: {e}") from None
-        log(f"mixed FP16: {mixed_stats['fp16_nodes']} nodes FP16, {mixed_stats['fp32_nodes']} kept FP32, "
-            f"{mixed_stats['casts']} casts")
-    onnx_bytes = build_model.SerializeToString() if build_model is not model else onnx_path.read_bytes()
-
+            raise BuildError(f"cannot convert {req.onnx_path.name} to mixed FP16: {e}") from None
+        built_sha = hashlib.sha256(onnx_bytes).hexdigest()
+        req.log(f"mixed FP16: {mixed_stats['fp16_nodes']} nodes FP16, {mixed_stats['fp32_nodes']} kept FP32, "
+                f"{mixed_stats['casts']} casts")
+    else:
+        onnx_bytes, built_sha = req.onnx_path.read_bytes(), art.sha256
     net_flags = 0
-    if major < 10:
+    if target.release[0] < 10:
         net_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BuildError(f"TensorRT {trt_version}'s ONNX parser rejected {onnx_path.name}:\n  " + "\n  ".join(errors)
+        raise BuildError(f"TensorRT {target.version}'s ONNX parser rejected {req.onnx_path.name}:\n  "
+                         + "\n  ".join(errors)
                          + "\ncheck it with prn_edge.export.lint.check_tensorrt_compatible, or re-export it")
     if network.num_inputs != 1:
-        raise BuildError(f"{onnx_path.name} has {network.num_inputs} inputs; prn_edge ONNX have one")
+        raise BuildError(f"{req.onnx_path.name} has {network.num_inputs} inputs; prn_edge ONNX have one")
     inp = network.get_input(0)
-    in_shape = tuple(int(d) for d in inp.shape)
     outputs = {network.get_output(i).name: [int(d) for d in network.get_output(i).shape]
                for i in range(network.num_outputs)}
+    return _Network(network, parser, inp.name, tuple(int(d) for d in inp.shape), outputs, built_sha, mixed_stats)
 
+
+def _configure(trt: Any, builder: Any, network: Any, req: _Request, art: _Artefact,
+               plan: dict) -> tuple[Any, list[str], int]:
+    """The builder config: workspace, the plan's precision flags with the sensitive layers pinned to FP32,
+    portability and DLA. Returns it, the flags set and the number of layers pinned."""
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    flags_set = []
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_mb) << 20)
+    flags_set: list[str] = []
 
     def set_flag(name: str) -> None:
         config.set_flag(getattr(trt.BuilderFlag, name))
@@ -359,81 +503,99 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
         set_flag(name)
     pinned = 0
     if plan["fp32_constraints"]:
-        pinned = _pin_fp32_layers(trt, network, fp32_nodes(model), read_keep_float(model))
+        pinned = _pin_fp32_layers(trt, network, fp32_nodes(art.model), read_keep_float(art.model))
         if pinned:
             set_flag("PREFER_PRECISION_CONSTRAINTS")
-    if version_compatible:
+    if req.version_compatible:
         set_flag("VERSION_COMPATIBLE")
-    if hw != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, hw.upper())
-    if dla_core is not None:
+    if req.hardware_compat != "none":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, req.hardware_compat.upper())
+    if req.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla_core)
+        config.DLA_core = int(req.dla_core)
         set_flag("GPU_FALLBACK")
+    return config, flags_set, pinned
 
-    # batch: one optimisation profile over the batch dimension
-    profile_shapes = None
-    if in_shape[0] == -1:
-        bmin, bopt, bmax = tuple(batch_profile) if batch_profile is not None else DEFAULT_BATCH_PROFILE
-        rest = in_shape[1:]
+
+@dataclass(frozen=True)
+class _Batch:
+    profile: Optional[list[int]]  # [min, opt, max] of a dynamic-batch ONNX's optimisation profile; None: fixed
+    max: int
+    calibration: int  # the batch the INT8 calibrator feeds: the profile's opt, or the fixed batch
+
+
+def _add_batch_profile(builder: Any, config: Any, net: _Network, req: _Request) -> _Batch:
+    """One optimisation profile over the batch dimension of a dynamic-batch ONNX; a fixed batch takes none."""
+    shape = net.input_shape
+    if shape[0] == -1:
+        bmin, bopt, bmax = req.batch_profile if req.batch_profile is not None else DEFAULT_BATCH_PROFILE
+        rest = shape[1:]
         profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, (bmin,) + rest, (bopt,) + rest, (bmax,) + rest)
+        profile.set_shape(net.input_name, (bmin,) + rest, (bopt,) + rest, (bmax,) + rest)
         config.add_optimization_profile(profile)
-        profile_shapes = [bmin, bopt, bmax]
-        max_batch, calib_batch = bmax, bopt
-    else:
-        static = in_shape[0]
-        if batch_profile is not None and tuple(batch_profile) != (static,) * 3:
-            raise BuildError(f"{onnx_path.name} has a fixed batch of {static}; a batch profile {tuple(batch_profile)} "
-                             "needs a dynamic-batch export (`prn-edge export --batch dynamic`, export_onnx(batch=None))")
-        max_batch = calib_batch = static
+        return _Batch([bmin, bopt, bmax], bmax, bopt)
+    static = shape[0]
+    if req.batch_profile is not None and req.batch_profile != (static,) * 3:
+        raise BuildError(f"{req.onnx_path.name} has a fixed batch of {static}; a batch profile {req.batch_profile} "
+                         "needs a dynamic-batch export (`prn-edge export --batch dynamic`, export_onnx(batch=None))")
+    return _Batch(None, static, static)
 
-    # timing cache
-    cache_obj = None
-    if timing_cache is not None:
-        tc_path = Path(timing_cache)
-        data = tc_path.read_bytes() if tc_path.is_file() else b""
-        cache_obj = config.create_timing_cache(data)
-        config.set_timing_cache(cache_obj, False)
-        log(f"timing cache {tc_path} ({'loaded' if data else 'new'})")
 
-    # implicit INT8: the entropy calibrator (8.5 .. 10.x)
-    calibrator, calib_info = None, None
-    onnx_sha = sha256_file(onnx_path)
+def _load_timing_cache(config: Any, req: _Request) -> Any:
+    """The timing cache file's content (or a new cache) in the config; None without timing_cache."""
+    if req.timing_cache is None:
+        return None
+    data = req.timing_cache.read_bytes() if req.timing_cache.is_file() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, False)
+    req.log(f"timing cache {req.timing_cache} ({'loaded' if data else 'new'})")
+    return cache
+
+
+def _calibration_record(req: _Request, art: _Artefact, target: _Target, plan: dict, batch: _Batch) -> Optional[dict]:
+    """How INT8 got its scales and from which calibration run, for the manifest (None without a run)."""
     if plan["int8"] == "implicit":
-        cpath = run_dir / cache_name(trt_version, onnx_sha)
-        batches = None
-        if cpath.is_file():
-            log(f"implicit INT8: reusing calibration cache {cpath}")
-        else:
-            batches = calibration_batches(run_dir, spec, calib_batch)
-            log(f"implicit INT8: {len(batches)} batches of {calib_batch} from calibration run {run_dir.name}")
-        calibrator = make_entropy_calibrator(trt, batches=batches, batch_size=calib_batch, cache_path=cpath,
-                                             cuda=cuda, log=log)
-        config.int8_calibrator = calibrator
-        if profile_shapes is not None and hasattr(config, "set_calibration_profile"):
-            cprof = builder.create_optimization_profile()
-            shape = (calib_batch,) + in_shape[1:]
-            cprof.set_shape(inp.name, shape, shape, shape)
-            config.set_calibration_profile(cprof)
-        calib_info = {"mode": "implicit_entropy2", "cache": cpath.name, "batch": calib_batch}
-    elif run_dir is not None:
-        calib_info = {"mode": "explicit_qdq" if qdq else "recorded"}
-    if calib_info is not None:
-        run_manifest = read_calibration_run(run_dir)
-        calib_info.update({"run": str(run_dir.resolve()), "name": run_dir.name,
-                           "manifest_sha256": sha256_file(run_dir / RUN_MANIFEST),
-                           "images": len(run_manifest.get("calibration_files", [])),
-                           "passed": run_manifest.get("passed")})
+        info = {"mode": "implicit_entropy2", "cache": cache_name(target.version, art.sha256),
+                "batch": batch.calibration}
+    elif art.run_dir is not None:
+        info = {"mode": "explicit_qdq" if art.qdq else "recorded"}
+    else:
+        return None
+    run_manifest = read_calibration_run(art.run_dir)
+    info.update({"run": str(art.run_dir.resolve()), "name": art.run_dir.name,
+                 "manifest_sha256": sha256_file(art.run_dir / RUN_MANIFEST),
+                 "images": len(run_manifest.get("calibration_files", [])), "passed": run_manifest.get("passed")})
+    return info
 
-    # --- build
-    log(f"building {out.name}: TensorRT {trt_version} ({'strongly' if strong else 'weakly'} typed), {precision} "
-        f"[{plan['detail']}], {dev['gpu_name']} (sm {dev['compute_capability']})"
-        + (f", DLA core {dla_core}" if dla_core is not None else "")
-        + (f", batch profile {profile_shapes}" if profile_shapes else f", batch {max_batch}"))
-    tb0 = time.perf_counter()
+
+def _implicit_calibrator(trt: Any, builder: Any, config: Any, req: _Request, art: _Artefact, target: _Target,
+                         net: _Network, batch: _Batch, cache: Path) -> Any:
+    """Implicit INT8 (8.5 .. 10.x): the entropy calibrator in the config, fed from the calibration run's images
+    unless TensorRT's cache for this version and ONNX is there already."""
+    batches = None
+    if cache.is_file():
+        req.log(f"implicit INT8: reusing calibration cache {cache}")
+    else:
+        batches = calibration_batches(art.run_dir, art.spec, batch.calibration)
+        req.log(f"implicit INT8: {len(batches)} batches of {batch.calibration} from calibration run "
+                f"{art.run_dir.name}")
+    calibrator = make_entropy_calibrator(trt, batches=batches, batch_size=batch.calibration, cache_path=cache,
+                                         cuda=target.cuda, log=req.log)
+    config.int8_calibrator = calibrator
+    if batch.profile is not None and hasattr(config, "set_calibration_profile"):
+        profile = builder.create_optimization_profile()
+        shape = (batch.calibration,) + net.input_shape[1:]
+        profile.set_shape(net.input_name, shape, shape, shape)
+        config.set_calibration_profile(profile)
+    return calibrator
+
+
+def _serialize(builder: Any, network: Any, config: Any, calibrator: Any, cuda: Any, name: str) -> tuple[bytes, float]:
+    """The serialized engine and the seconds it took. The build runs in the device's context on this thread (for
+    TensorRT and the calibrator's copies); the calibrator's buffer and the CUDA helper are freed either way."""
+    t0 = time.perf_counter()
     try:
-        with cuda.current():  # the device's context on this thread for TensorRT and the calibrator's copies
+        with cuda.current():
             try:
                 serialized = builder.build_serialized_network(network, config)
                 if calibrator is not None and calibrator.error is not None:
@@ -444,55 +606,49 @@ def build_engine(onnx_path: str | Path, out_engine: str | Path, precision: str =
     finally:
         cuda.close()
     if serialized is None:
-        raise BuildError(f"TensorRT could not build {out.name} (see its log above): try a larger workspace_mb, "
+        raise BuildError(f"TensorRT could not build {name} (see its log above): try a larger workspace_mb, "
                          "another precision, or check the ONNX with prn_edge.export.lint")
     engine_bytes = bytes(serialized)
     if not engine_bytes:
-        raise BuildError(f"TensorRT returned an empty engine for {out.name}")
-    build_s = time.perf_counter() - tb0
-    if calibrator is not None:
-        calib_info["batches_used"] = calibrator.batches_served
-        calib_info["cache_reused"] = bool(calibrator.cache_used)
+        raise BuildError(f"TensorRT returned an empty engine for {name}")
+    return engine_bytes, time.perf_counter() - t0
 
-    thresholds = {k: meta.get(k) for k in ("image_threshold", "pixel_threshold", "score_spread")}
-    manifest = make_engine_manifest(
-        tensorrt_version=trt_version, compute_capability=dev["compute_capability"], gpu_name=dev["gpu_name"],
-        onnx_metadata=props, onnx_sha256=onnx_sha, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
-        precision=precision, version_compatible=version_compatible, hardware_compatibility=hw, max_batch=max_batch,
-        precision_detail=plan["detail"], strongly_typed=strong, builder_flags=flags_set,
-        input={"name": inp.name, "shape": list(in_shape), "format": spec.format},
-        outputs=outputs, batch_profile=profile_shapes, dla_core=dla_core, workspace_mb=workspace_mb,
+
+def _engine_manifest(req: _Request, art: _Artefact, target: _Target, net: _Network, plan: dict, flags: list[str],
+                     pinned: int, batch: _Batch, calibration: Optional[dict], engine_bytes: bytes,
+                     build_s: float) -> dict:
+    dev, jetson = target.device, target.jetson
+    return make_engine_manifest(
+        tensorrt_version=target.version, compute_capability=dev["compute_capability"], gpu_name=dev["gpu_name"],
+        onnx_metadata=art.props, onnx_sha256=art.sha256, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+        precision=req.precision, version_compatible=req.version_compatible,
+        hardware_compatibility=req.hardware_compat, max_batch=batch.max, precision_detail=plan["detail"],
+        strongly_typed=target.strongly_typed, builder_flags=flags,
+        input={"name": net.input_name, "shape": list(net.input_shape), "format": art.spec.format},
+        outputs=net.outputs, batch_profile=batch.profile, dla_core=req.dla_core, workspace_mb=req.workspace_mb,
         l4t=jetson.get("l4t"), jetpack=jetson.get("jetpack"), cuda_api=dev.get("cuda_api"),
-        thresholds=thresholds, calibration=calib_info, onnx_path=str(onnx_path.resolve()),
-        built_onnx_sha256=(hashlib.sha256(onnx_bytes).hexdigest() if build_model is not model else onnx_sha),
-        mixed_fp16=mixed_stats, fp32_pinned_layers=pinned, toolkit_version=__version__,
-        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        build_seconds=round(build_s, 2))
-    _write_engine_and_manifest(out, engine_bytes, manifest)
+        thresholds={k: art.meta.get(k) for k in ("image_threshold", "pixel_threshold", "score_spread")},
+        calibration=calibration, onnx_path=str(req.onnx_path.resolve()), built_onnx_sha256=net.built_onnx_sha256,
+        mixed_fp16=net.mixed_fp16, fp32_pinned_layers=pinned, toolkit_version=__version__,
+        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), build_seconds=round(build_s, 2))
 
-    warnings = list(lint_warnings)
-    if cache_obj is not None:
+
+def _save_caches(config: Any, timing: Any, calibrator: Any, req: _Request, art: _Artefact,
+                 calibration: Optional[dict]) -> list[str]:
+    """After the engine: the timing cache, and a calibration cache TensorRT made. Failing to save one is a
+    warning: the engine is fine, the caches only speed up the next build."""
+    warnings = []
+    if timing is not None:
         try:
-            write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
-        except Exception as e:  # the engine is fine; the cache only speeds up the next build
+            write_atomic(req.timing_cache, bytes(config.get_timing_cache().serialize()))
+        except Exception as e:
             warnings.append(f"timing cache not saved: {e}")
     if calibrator is not None and calibrator.new_cache and not calibrator.cache_used:
         try:
-            write_atomic(run_dir / calib_info["cache"], calibrator.new_cache)
+            write_atomic(art.run_dir / calibration["cache"], calibrator.new_cache)
         except Exception as e:
             warnings.append(f"calibration cache not saved: {e}")
-    for w in warnings:
-        log(f"warning: {w}")
-    summary = {"engine": str(out), "manifest": str(engine_manifest_path(out)), "bytes": len(engine_bytes),
-               "precision": precision, "precision_detail": plan["detail"], "tensorrt_version": trt_version,
-               "strongly_typed": strong, "gpu_name": dev["gpu_name"], "compute_capability": dev["compute_capability"],
-               "builder_flags": flags_set, "batch_profile": profile_shapes, "max_batch": max_batch,
-               "calibration": calib_info, "mixed_fp16": mixed_stats, "fp32_pinned_layers": pinned,
-               "dla_core": dla_core, "warnings": warnings, "build_seconds": round(build_s, 2),
-               "seconds": round(time.perf_counter() - t0, 2)}
-    log(f"wrote {out} ({len(engine_bytes) / 1e6:.1f} MB) and {engine_manifest_path(out).name} "
-        f"in {summary['seconds']} s")
-    return summary
+    return warnings
 
 
 def _pin_fp32_layers(trt: Any, network: Any, keep: set[str], keep_float: KeepFloat) -> int:

@@ -36,7 +36,9 @@ FILES = ["prn_edge/runtime/tensorrt_backend.py", "prn_edge/build/trt_build.py", 
          "prn_edge/build/__init__.py", "tools/gpu_check"]
 CLAIMED = trt_api.FAMILIES  # 8.5 (JetPack 5.1), 8.6, 10.3 (JetPack 6), the latest 10.x and 11.x on the index
 MODULE = "<tensorrt>"
-PARAMETERS = {"network": "INetworkDefinition", "engine": "ICudaEngine"}  # _pin_fp32_layers, _profile_max_batch
+# parameter name -> type, where a function takes the object from its caller (trt_build's steps, _profile_batches)
+PARAMETERS = {"network": "INetworkDefinition", "engine": "ICudaEngine", "builder": "Builder",
+              "config": "IBuilderConfig"}
 IMPORTERS = {"_import_tensorrt"}
 
 
