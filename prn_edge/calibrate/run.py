@@ -17,8 +17,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
-from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, decide, new_manifest, read_metadata, write_manifest,
+from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, InputSpec, decide, new_manifest, read_metadata, write_manifest,
                         write_metadata)
+from ..config import Config
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
@@ -121,134 +122,20 @@ def _check(m: dict, o: CalibrationOptions) -> list[str]:
 
 def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration"), options: CalibrationOptions | None = None,
               log: Callable[[str], None] = print, threads: int = 0) -> dict:
-    from ..data.dataset import load_category
-    from ..export.onnx_export import export_onnx
-    from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
-    from ..model.checkpoint import load_model
-    from ..data.dataset import load_pair
-    from ..evaluate.validation import load_normals, split_normals, split_shots, synth_foreground, validation_set
-    from ..artefact.files import files_sha256
-
     o = (options or CalibrationOptions()).validate()
     t0 = time.time()
-    if not run or run in (".", "..") or Path(run).name != run or "\\" in run:
-        raise ConfigError(f"--run {run!r}: a run is named by one folder name (letters, digits, - _ .), created under "
-                          f"--root {root}; no path separators, '..' or absolute paths")
-    final = Path(root) / run
-    if final.exists():
-        raise ConfigError(f"calibration run {final} exists already; choose another --run name or delete it")
-    tmp = Path(root) / f".{run}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    final, tmp = _new_run_folder(Path(root), run)
     try:
-        _, cfg, meta = load_model(ckpt)
-        size = cfg.model.image_size
-        cat = load_category(Path(data), seed=meta.get("data_seed", 0))
-        fit_paths, val_paths = split_normals(cat, cfg.train)
-        recorded = meta.get("train_images_sha256")
-        if recorded and files_sha256(fit_paths + val_paths) != recorded:
-            if not o.force_data:
-                raise ConfigError(f"{data}: its training normals are not the ones {ckpt} was trained on (data hash "
-                                  "differs): calibrating on another category or another copy makes an INT8 model "
-                                  "for the wrong data. Give the training folder, or pass --force-data")
-            log(f"WARNING: {data} differs from the checkpoint's training data (hash); calibrating anyway (--force-data)")
-        calib_paths = select_calibration_set(fit_paths, o.size, o.seed, cat.shots, o.defects)
-
-        log(f"exporting {ckpt} to FP32 ONNX")
-        export_onnx(ckpt, tmp / "model.fp32.onnx", batch=o.batch, input_format=o.input_format,
-                    channel_order=o.channel_order, input_hw=o.input_hw)
-        fp32 = prepare(tmp / "model.fp32.onnx", tmp / "model.fp32.onnx")
-        spec = read_metadata(fp32)["input_spec"]
-
-        def model_inputs(images: list) -> list[np.ndarray]:
-            frames = rgb_to_frames(images, spec)
-            x = frames if spec.format == "uint8" else frames_to_model_input(frames, spec)
-            b = spec.batch or 1
-            return [x[i:i + b] for i in range(0, len(x) - len(x) % b, b)]
-
-        calib_batches = model_inputs(load_normals(calib_paths, cfg)[0])
-        shots = [load_pair(s, size, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
-        val_imgs, val_masks, val_labels = validation_set(*load_normals(val_paths, cfg), cfg.synth, size, shots, None,
-                                                         synth_foreground(cfg, cat), cfg.train.seed)
-        val_frames = rgb_to_frames(val_imgs, spec)
-        log(f"validation: {len(val_imgs)} images ({int(val_labels.sum())} with generated anomalies); "
-            f"calibration: {len(calib_paths)} images")
-        ref = _evaluate(fp32, val_frames, val_labels, val_masks, threads)
-
-        attempts: list[Attempt] = []
-        fixed = float_by_design(fp32)
-        if o.keep_float:
-            import onnx
-
-            chosen = [n.name for n in onnx.load(str(fp32)).graph.node if n.name.startswith(tuple(o.keep_float))]
-            if not chosen:
-                raise ConfigError(f"--keep-float {list(o.keep_float)}: no node name starts with these prefixes; "
-                                  "node names look like /encoder/_blocks.3/..., /msa.1/..., /decoder/up2/...")
-            fixed = sorted(set(fixed) | set(chosen))
-        candidates = [n for n in quantizable_nodes(fp32, o.flavour) if n not in fixed]
-        excluded: list[str] = []
-        ranking: list[dict] = []
-        fit_batches = None  # the normals the prototypes were fitted on (for the INT8 refit)
-        best = None
-        for a in range(o.max_attempts):
-            ta = time.time()
-            q_path = tmp / f"model.int8.try{a}.onnx"
-            qinfo = quantize_qdq(fp32, q_path, spec.name, calib_batches, o.flavour, o.method, fixed + excluded)
-            qinfo["float_by_design"] = len(fixed)
-            if o.refit_prototypes:
-                if fit_batches is None:
-                    fit_batches = model_inputs(load_normals(fit_paths, cfg)[0])
-                qinfo["prototypes_refit"] = refit_prototypes(q_path, q_path, fit_batches, cfg.model.prototype_mode,
-                                                             cfg.model.prototype_softness, cfg.train.seed,
-                                                             threads=threads)
-            m = gate_metrics(ref, _evaluate(q_path, val_frames, val_labels, val_masks, threads))
-            reasons = _check(m, o)
-            attempts.append(Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons))
-            log(f"attempt {a + 1}: {len(excluded)} layers in float, image AUROC {100 * m['int8']['image_auroc']:.2f} "
-                f"(fp32 {100 * m['fp32']['image_auroc']:.2f}), pixel AUROC {100 * m['int8']['pixel_auroc']:.2f} "
-                f"(fp32 {100 * m['fp32']['pixel_auroc']:.2f}), agreement {m['decision_agreement']:.3f}: "
-                + ("PASS" if not reasons else "; ".join(reasons)))
-            if best is None or _rank(m) > _rank(best[1].metrics):
-                best = (q_path, attempts[-1])
-            if not reasons:
-                break
-            if a + 1 >= o.max_attempts:
-                break
-            if not ranking:
-                if o.sensitivity == "groups":
-                    groups = dict(layer_groups(fp32, candidates))
-                    ranking = rank_sensitive_groups(
-                        fp32, spec.name, calib_batches, model_inputs(val_imgs[::max(1, len(val_imgs) // 8)][:8]),
-                        list(groups.items()),
-                        lambda out, exclude: quantize_qdq(fp32, out, spec.name, calib_batches, o.flavour, o.method,
-                                                          exclude), fixed, log=log)
-                else:
-                    ranking = [r for r in rank_sensitive_nodes(fp32, q_path, spec.name, calib_batches[:8])
-                               if r["node"] in candidates]
-            if o.sensitivity == "groups":  # attempt k keeps the 2**(k-1) most sensitive layer groups in float
-                excluded = [n for r in ranking[:2 ** a] for n in groups[r["group"]]]
-                log(f"next attempt keeps in float: {[r['group'] for r in ranking[:2 ** a]]}")
-            else:
-                excluded = [r["node"] for r in ranking[:2 ** (a + 1)]]
-        q_best, a_best = best
-        _set_decision(q_best, a_best.metrics["int8_decision"], run, a_best.passed)
-        q_best.rename(tmp / "model.int8.onnx")
-        speed = _speed(tmp / "model.fp32.onnx", tmp / "model.int8.onnx", val_imgs[:8], threads)
-        log(f"speed on this machine (ONNX Runtime CPU, batch 1, interleaved rounds): FP32 {speed['fp32_ms']:.2f} ms, "
-            f"INT8 {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
-            + ("" if speed["vnni"] else " (this CPU has no VNNI: its int8 kernels gain little over float)"))
-        if o.flavour == "cpu" and speed["speedup"] < 1.2:
-            log("advice: INT8 buys less than 1.2x on this machine; deploy the FP32 model here, or this run's "
-                "model on a CPU with VNNI (re-measure there: `prn-edge bench`)")
-        for f in tmp.glob("model.int8.try*.onnx"):
-            f.unlink()
+        setup = _prepare(ckpt, data, tmp, o, log, threads)
+        attempts, (q_best, a_best), ranking = _search(setup)
+        speed = _keep_best(setup, q_best, a_best, run)
         report = new_manifest(
             CALIBRATION_RUN, run=run, toolkit_version=__version__, checkpoint=str(Path(ckpt).resolve()),
             data=str(Path(data).resolve()), options=asdict(o), passed=a_best.passed,
             chosen_attempt=attempts.index(a_best) + 1, attempts=[asdict(x) for x in attempts],
-            sensitivity=ranking[:16], calibration_files=describe_files(calib_paths),
-            validation={"normals": [str(p.resolve()) for p in val_paths], "generated_anomalies": int(val_labels.sum()),
-                        "seed": cfg.train.seed},
+            sensitivity=ranking[:16], calibration_files=describe_files(setup.calib_paths),
+            validation={"normals": [str(p.resolve()) for p in setup.val.paths],
+                        "generated_anomalies": int(setup.val.labels.sum()), "seed": setup.cfg.train.seed},
             artefacts={"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"},
             tensorrt_calibration_cache=_trt_cache_note(),
             speed_here=speed,
@@ -263,6 +150,221 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     log(attempts_table(report))
     log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / 'model.int8.onnx'} (manifest {final / RUN_MANIFEST})")
     return report
+
+
+def _new_run_folder(root: Path, run: str) -> tuple[Path, Path]:
+    """The run's final folder (which must not exist yet) and the temporary one it is assembled in."""
+    if not run or run in (".", "..") or Path(run).name != run or "\\" in run:
+        raise ConfigError(f"--run {run!r}: a run is named by one folder name (letters, digits, - _ .), created under "
+                          f"--root {root}; no path separators, '..' or absolute paths")
+    final = root / run
+    if final.exists():
+        raise ConfigError(f"calibration run {final} exists already; choose another --run name or delete it")
+    tmp = root / f".{run}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return final, tmp
+
+
+@dataclass(frozen=True)
+class _Validation:
+    """The validation split the gate measures every attempt on (the training protocol's normals, and each again
+    with a generated anomaly), as camera frames, and the FP32 model's results there."""
+
+    paths: list
+    images: list
+    masks: np.ndarray
+    labels: np.ndarray
+    frames: np.ndarray
+    fp32: dict  # _evaluate of the FP32 model
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every attempt of a run is made and measured with."""
+
+    options: CalibrationOptions
+    cfg: Config  # the checkpoint's
+    tmp: Path  # the run folder being assembled
+    fp32: Path  # the FP32 export, prepared for quantization
+    spec: InputSpec  # its input
+    calib_paths: list
+    calib_batches: list  # the calibration set as model inputs
+    fit_batches: Optional[list]  # the normals the prototypes were fitted on, for the INT8 refit (None: no refit)
+    val: _Validation
+    fixed: list  # nodes kept in float in every attempt (by design, and --keep-float)
+    threads: int
+    log: Callable[[str], None]
+
+
+def _prepare(ckpt: Path, data: Path, tmp: Path, o: CalibrationOptions, log: Callable[[str], None],
+             threads: int) -> _Setup:
+    """The checkpoint's training data (checked to be the data it was trained on), the calibration set, the FP32
+    export and its results on the validation split."""
+    from ..data.dataset import load_category
+    from ..evaluate.validation import load_normals, split_normals
+    from ..model.checkpoint import load_model
+
+    _, cfg, meta = load_model(ckpt)
+    cat = load_category(Path(data), seed=meta.get("data_seed", 0))
+    fit_paths, val_paths = split_normals(cat, cfg.train)
+    _check_training_data(ckpt, data, fit_paths + val_paths, meta.get("train_images_sha256"), o, log)
+    calib_paths = select_calibration_set(fit_paths, o.size, o.seed, cat.shots, o.defects)
+    fp32, spec = _export_fp32(ckpt, tmp, o, log)
+    calib_batches = _model_inputs(load_normals(calib_paths, cfg)[0], spec)
+    val = _validation(cfg, cat, val_paths, spec, fp32, threads)
+    log(f"validation: {len(val.images)} images ({int(val.labels.sum())} with generated anomalies); "
+        f"calibration: {len(calib_paths)} images")
+    fixed = _kept_in_float(fp32, o)
+    fit_batches = _model_inputs(load_normals(fit_paths, cfg)[0], spec) if o.refit_prototypes else None
+    return _Setup(o, cfg, tmp, fp32, spec, calib_paths, calib_batches, fit_batches, val, fixed, threads, log)
+
+
+def _check_training_data(ckpt: Path, data: Path, paths: list, recorded: Optional[str], o: CalibrationOptions,
+                         log: Callable[[str], None]) -> None:
+    """Calibrating on another category or another copy makes an INT8 model for the wrong data: the training
+    normals must hash as the checkpoint recorded, unless forced."""
+    from ..artefact.files import files_sha256
+
+    if recorded and files_sha256(paths) != recorded:
+        if not o.force_data:
+            raise ConfigError(f"{data}: its training normals are not the ones {ckpt} was trained on (data hash "
+                              "differs): calibrating on another category or another copy makes an INT8 model "
+                              "for the wrong data. Give the training folder, or pass --force-data")
+        log(f"WARNING: {data} differs from the checkpoint's training data (hash); calibrating anyway (--force-data)")
+
+
+def _export_fp32(ckpt: Path, tmp: Path, o: CalibrationOptions, log: Callable[[str], None]) -> tuple[Path, InputSpec]:
+    """model.fp32.onnx in the run folder, prepared for quantization, and its input spec."""
+    from ..export.onnx_export import export_onnx
+
+    log(f"exporting {ckpt} to FP32 ONNX")
+    export_onnx(ckpt, tmp / "model.fp32.onnx", batch=o.batch, input_format=o.input_format,
+                channel_order=o.channel_order, input_hw=o.input_hw)
+    fp32 = prepare(tmp / "model.fp32.onnx", tmp / "model.fp32.onnx")
+    return fp32, read_metadata(fp32)["input_spec"]
+
+
+def _model_inputs(images: list, spec: InputSpec) -> list[np.ndarray]:
+    """RGB images as the model's input batches for `spec` (an incomplete last batch is dropped)."""
+    from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
+
+    frames = rgb_to_frames(images, spec)
+    x = frames if spec.format == "uint8" else frames_to_model_input(frames, spec)
+    b = spec.batch or 1
+    return [x[i:i + b] for i in range(0, len(x) - len(x) % b, b)]
+
+
+def _validation(cfg: Config, cat, paths: list, spec: InputSpec, fp32: Path, threads: int) -> _Validation:
+    from ..data.dataset import load_pair
+    from ..evaluate.validation import load_normals, split_shots, synth_foreground, validation_set
+    from ..runtime.preprocess import rgb_to_frames
+
+    size = cfg.model.image_size
+    shots = [load_pair(s, size, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
+    images, masks, labels = validation_set(*load_normals(paths, cfg), cfg.synth, size, shots, None,
+                                           synth_foreground(cfg, cat), cfg.train.seed)
+    frames = rgb_to_frames(images, spec)
+    return _Validation(paths, images, masks, labels, frames, _evaluate(fp32, frames, labels, masks, threads))
+
+
+def _kept_in_float(fp32: Path, o: CalibrationOptions) -> list[str]:
+    """Nodes no attempt quantizes: those float by design, and those under the --keep-float prefixes."""
+    fixed = float_by_design(fp32)
+    if not o.keep_float:
+        return fixed
+    import onnx
+
+    chosen = [n.name for n in onnx.load(str(fp32)).graph.node if n.name.startswith(tuple(o.keep_float))]
+    if not chosen:
+        raise ConfigError(f"--keep-float {list(o.keep_float)}: no node name starts with these prefixes; "
+                          "node names look like /encoder/_blocks.3/..., /msa.1/..., /decoder/up2/...")
+    return sorted(set(fixed) | set(chosen))
+
+
+def _search(s: _Setup) -> tuple[list[Attempt], tuple[Path, Attempt], list[dict]]:
+    """Attempts until one passes the gate or max_attempts are made; after a failed one, the next keeps more of
+    the most sensitive layers in float. Returns every attempt, the best (its model and attempt) and the
+    sensitivity ranking."""
+    candidates = [n for n in quantizable_nodes(s.fp32, s.options.flavour) if n not in s.fixed]
+    attempts: list[Attempt] = []
+    excluded: list[str] = []
+    ranking: list[dict] = []
+    groups: dict = {}
+    best = None
+    for a in range(s.options.max_attempts):
+        q_path, attempt = _attempt(s, a, excluded)
+        attempts.append(attempt)
+        if best is None or _rank(attempt.metrics) > _rank(best[1].metrics):
+            best = (q_path, attempt)
+        if attempt.passed or a + 1 >= s.options.max_attempts:
+            break
+        if not ranking:
+            ranking, groups = _sensitivity(s, q_path, candidates)
+        excluded = _next_excluded(s, a, ranking, groups)
+    return attempts, best, ranking
+
+
+def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
+    """Quantize with `excluded` (and the fixed nodes) in float, refit the prototypes, and gate it against FP32."""
+    o = s.options
+    ta = time.time()
+    q_path = s.tmp / f"model.int8.try{a}.onnx"
+    qinfo = quantize_qdq(s.fp32, q_path, s.spec.name, s.calib_batches, o.flavour, o.method, s.fixed + excluded)
+    qinfo["float_by_design"] = len(s.fixed)
+    if s.fit_batches is not None:
+        qinfo["prototypes_refit"] = refit_prototypes(q_path, q_path, s.fit_batches, s.cfg.model.prototype_mode,
+                                                     s.cfg.model.prototype_softness, s.cfg.train.seed,
+                                                     threads=s.threads)
+    m = gate_metrics(s.val.fp32, _evaluate(q_path, s.val.frames, s.val.labels, s.val.masks, s.threads))
+    reasons = _check(m, o)
+    s.log(f"attempt {a + 1}: {len(excluded)} layers in float, image AUROC {100 * m['int8']['image_auroc']:.2f} "
+          f"(fp32 {100 * m['fp32']['image_auroc']:.2f}), pixel AUROC {100 * m['int8']['pixel_auroc']:.2f} "
+          f"(fp32 {100 * m['fp32']['pixel_auroc']:.2f}), agreement {m['decision_agreement']:.3f}: "
+          + ("PASS" if not reasons else "; ".join(reasons)))
+    return q_path, Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons)
+
+
+def _sensitivity(s: _Setup, q_path: Path, candidates: list[str]) -> tuple[list[dict], dict]:
+    """The candidates ranked by how much quantizing them costs, most sensitive first, and (for "groups") the
+    nodes of each layer group."""
+    o = s.options
+    if o.sensitivity == "groups":
+        groups = dict(layer_groups(s.fp32, candidates))
+        sample = _model_inputs(s.val.images[::max(1, len(s.val.images) // 8)][:8], s.spec)
+        ranking = rank_sensitive_groups(
+            s.fp32, s.spec.name, s.calib_batches, sample, list(groups.items()),
+            lambda out, exclude: quantize_qdq(s.fp32, out, s.spec.name, s.calib_batches, o.flavour, o.method,
+                                              exclude), s.fixed, log=s.log)
+        return ranking, groups
+    return [r for r in rank_sensitive_nodes(s.fp32, q_path, s.spec.name, s.calib_batches[:8])
+            if r["node"] in candidates], {}
+
+
+def _next_excluded(s: _Setup, a: int, ranking: list[dict], groups: dict) -> list[str]:
+    """What attempt a + 2 keeps in float: the 2**a most sensitive layer groups, or the 2**(a+1) nodes (sqnr)."""
+    if s.options.sensitivity == "groups":
+        excluded = [n for r in ranking[:2 ** a] for n in groups[r["group"]]]
+        s.log(f"next attempt keeps in float: {[r['group'] for r in ranking[:2 ** a]]}")
+        return excluded
+    return [r["node"] for r in ranking[:2 ** (a + 1)]]
+
+
+def _keep_best(s: _Setup, q_best: Path, a_best: Attempt, run: str) -> dict:
+    """The best attempt becomes model.int8.onnx, carrying its own thresholds and its gate's result; the others
+    go. Returns FP32 vs INT8 speed on this machine."""
+    _set_decision(q_best, a_best.metrics["int8_decision"], run, a_best.passed)
+    q_best.rename(s.tmp / "model.int8.onnx")
+    speed = _speed(s.tmp / "model.fp32.onnx", s.tmp / "model.int8.onnx", s.val.images[:8], s.threads)
+    s.log(f"speed on this machine (ONNX Runtime CPU, batch 1, interleaved rounds): FP32 {speed['fp32_ms']:.2f} ms, "
+          f"INT8 {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
+          + ("" if speed["vnni"] else " (this CPU has no VNNI: its int8 kernels gain little over float)"))
+    if s.options.flavour == "cpu" and speed["speedup"] < 1.2:
+        s.log("advice: INT8 buys less than 1.2x on this machine; deploy the FP32 model here, or this run's "
+              "model on a CPU with VNNI (re-measure there: `prn-edge bench`)")
+    for f in s.tmp.glob("model.int8.try*.onnx"):
+        f.unlink()
+    return speed
 
 
 def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
