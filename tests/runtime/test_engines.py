@@ -123,6 +123,25 @@ def test_lifecycle_and_timings(artefacts, photos_rt, monkeypatch):
     engine.close()  # idempotent
 
 
+def test_a_torch_engine_builds_its_model_on_activation_not_before(tiny_ckpt_rt, monkeypatch):
+    """The Engine contract: metadata and input spec before activation, heavy work (the model) on activation."""
+    import prn_edge.model.checkpoint as checkpoint
+
+    built = []
+    real_build = checkpoint.build_prn
+    monkeypatch.setattr(checkpoint, "build_prn", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    engine = open_engine(tiny_ckpt_rt, channel_order="bgr")
+    assert built == [] and not engine.active
+    assert engine.metadata["image_threshold"] is not None and engine.metadata["model"]["num_prototypes"] > 0
+    assert engine.input_spec.channel_order == "bgr" and engine.input_spec.height == 64
+    with engine:
+        assert built == [1] and engine.metadata["model"]["gflops_per_image"] > 0
+        assert engine.infer(np.zeros((2, 64, 64, 3), np.uint8)).maps.shape == (2, 64, 64)
+    engine.activate()  # re-activation builds it again
+    assert built == [1, 1]
+    engine.close()
+
+
 def test_frames_that_do_not_fit_are_refused(artefacts, photos_rt):
     with open_engine(artefacts["bgr_dyn"], threads=1) as e:
         good = _frames(photos_rt, e.input_spec, 2)
