@@ -99,11 +99,13 @@ class ModelConfig:
 class SynthConfig:
     """Mix of training samples; ratios are relative weights, normalized at use."""
 
-    p_normal: float = 0.35
+    p_normal: float = 0.3
     p_real: float = 0.05  # a real defect shot as it is
-    p_extended: float = 0.2  # real defect augmented and pasted onto a normal image
-    p_simulated: float = 0.3  # Perlin mask filled with foreign texture
+    p_extended: float = 0.15  # real defect augmented and pasted onto a normal image
+    p_simulated: float = 0.2  # Perlin mask filled with foreign texture
     p_cutpaste: float = 0.1  # scar/patch cut from the same image
+    p_shading: float = 0.1  # a region of the surface brighter/darker or streakier, its texture kept (synth.surface)
+    p_hairline: float = 0.1  # a thin, often faint crack or scratch (synth.surface)
     perlin_scales: Tuple[int, ...] = (1, 2, 3, 4, 5)  # log2 of the lowest noise frequency grid
     perlin_threshold: float = 0.5
     opacity: Tuple[float, float] = (0.15, 1.0)
@@ -111,7 +113,8 @@ class SynthConfig:
     foreground_mask: str = ""  # image marking the object (aligned parts); empty = from the category's meta
 
     def validate(self) -> "SynthConfig":
-        ratios = [self.p_normal, self.p_real, self.p_extended, self.p_simulated, self.p_cutpaste]
+        ratios = [self.p_normal, self.p_real, self.p_extended, self.p_simulated, self.p_cutpaste, self.p_shading,
+                  self.p_hairline]
         if any(r < 0 for r in ratios) or sum(ratios) <= 0:
             raise ConfigError(f"synth ratios must be >= 0 and not all zero, got {ratios}")
         if len(self.opacity) != 2 or not 0 <= self.opacity[0] <= self.opacity[1] <= 1:

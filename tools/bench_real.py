@@ -1,15 +1,23 @@
 #!/usr/bin/env python
 """Real-data benchmark: PRN against a training-free kNN reference over the same frozen encoder, on real photos.
 
-    python tools/bench_real.py --mtd DIR --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
-        [--seeds 0] [--steps N] [--set k=v ...] [--skip-prn]
+    python tools/bench_real.py [--mtd DIR] [--ksdd DIR] --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
+        [--seed 0] [--steps N] [--set k=v ...] [--skip-prn]
 
 --mtd: the Magnetic Tile Defect dataset as published (folders MT_Blowhole, MT_Break, MT_Crack, MT_Fray, MT_Free,
 MT_Uneven with <name>.jpg + <name>.png masks; fetch the public repository abin24/Magnetic-tile-defect-datasets.).
 It is turned into a category in the MVTec AD layout (symbolic links) with a seeded, group-aware split: the six
 lighting views of one tile (exp1..exp6 with nearby numbers) stay on one side. 10 real shots each of blowhole and
-crack are training defects; break, fray and uneven are never seen. --data adds categories already in the MVTec
-AD or generic layout (their defects/ folder gives the shots). --zero-shot trains without any real defect.
+crack are training defects; break, fray and uneven are never seen.
+--ksdd: the Kolektor Surface-Defect Dataset (KolektorSDD, CC BY-NC-SA 4.0) as published: folders kos01..kos50, one
+per commutator, each with its surface images PartK.jpg (grey, 500 x ~1250) and PartK_label.bmp masks (black when
+the part is good; www.vicos.si/resources/kolektorsdd, or the 259 labelled ones flattened to kosNN_PartK.* in the
+public repository seanXYZ/SegDecNet, commit 172b47c, put back into kosNN/). Whole commutators go to one side: to
+training until it has 100 normals and 10 defective images, the rest to test. Its one defect type (crack) is seen
+through 10 real shots taken from the training commutators; with --zero-shot the same split runs without them (the
+unseen measurement, on the same test set).
+--data adds categories already in the MVTec AD or generic layout (their defects/ folder gives the shots).
+--zero-shot trains without any real defect.
 
 The kNN reference (PatchCore-style, part of this benchmark only): locally averaged (3x3) encoder features at
 strides 8 and 16, a memory bank of a random 25% of the training normals' patch vectors, the distance to the
@@ -36,6 +44,8 @@ SEEN_MTD = ("blowhole", "crack")
 SHOTS = 10
 TRAIN_NORMALS = 200  # training normals drawn (by tile group) from MT_Free; a budget for 2 cores
 TEST_NORMALS = 200
+KSDD_DEFECT = "crack"  # KolektorSDD's only defect type
+KSDD_TRAIN_NORMALS = 100  # KolektorSDD has ~350 normals in all: the rest are the test's
 TRAIN_BUDGET_S = 20 * 60
 KNN_BANK_FRACTION = 0.25
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")
@@ -111,6 +121,71 @@ def prepare_mtd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
                 _link(folder / f"{name}.png", root / "ground_truth" / defect / f"{name}_mask.png")
     (root / "meta.json").write_text(json.dumps({"seen": seen, "foreground": "full", "source": str(src),
                                                 "split_seed": seed, "group_aware": True}))
+    return root
+
+
+# --- KolektorSDD -> MVTec AD layout ------------------------------------------------------------------------------
+
+def _ksdd_commutators(src: Path) -> dict[str, list[tuple[Path, Path, bool]]]:
+    """kosNN -> its surface images as (image, label, defective); defective as the evaluation reads the label."""
+    from prn_edge.data.images import image_header, read_mask
+
+    groups = {}
+    for folder in sorted(p for p in src.glob("kos*") if p.is_dir() and re.fullmatch(r"kos\d+", p.name)):
+        parts = []
+        for image in sorted(folder.glob("Part*.jpg")):
+            label = image.with_name(f"{image.stem}_label.bmp")
+            if not label.is_file():
+                raise SystemExit(f"{image}: no {label.name} beside it (the published layout labels every image)")
+            w, h, _ = image_header(label)
+            parts.append((image, label, bool(read_mask(label, (h, w)).any())))
+        if parts:
+            groups[folder.name] = parts
+    if not groups:
+        raise SystemExit(f"{src}: expected folders kos01..kos50 of PartK.jpg + PartK_label.bmp (the published layout)")
+    return groups
+
+
+def prepare_ksdd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
+    """MVTec AD layout under out/ksdd: train/good, test/<good|crack>, ground_truth/crack/<name>_mask.bmp, defects/.
+    The split does not depend on zero_shot, so both modes measure the same test set."""
+    root = out / ("ksdd-zeroshot" if zero_shot else "ksdd")
+    if (root / "meta.json").is_file():
+        return root
+    groups = _ksdd_commutators(src)
+    rng = np.random.default_rng(seed)
+    names = sorted(groups)
+    train, test, normals, defects = [], [], 0, 0
+    for name in (names[i] for i in rng.permutation(len(names))):
+        # whole commutators to training (its parts look alike) until it has its normals and the shots' pool
+        if normals < KSDD_TRAIN_NORMALS or defects < SHOTS:
+            train.append(name)
+            defects += sum(bad for _, _, bad in groups[name])
+            normals += sum(not bad for _, _, bad in groups[name])
+        else:
+            test.append(name)
+    if not test:
+        raise SystemExit(f"{src}: {len(groups)} commutators leave none for the test after "
+                         f"{KSDD_TRAIN_NORMALS} training normals and {SHOTS} shots")
+    pool = [(image, label) for name in train for image, label, bad in groups[name] if bad]
+    # training's defective parts not drawn as shots (all of them zero-shot) are used nowhere: never tested
+    shots = [] if zero_shot else [pool[i] for i in sorted(rng.permutation(len(pool))[:SHOTS])]
+    for name in train:
+        for image, _, bad in groups[name]:
+            if not bad:
+                _link(image, root / "train" / "good" / f"{name}_{image.name}")
+    for image, label in shots:
+        name = f"{image.parent.name}_{image.stem}"
+        _link(image, root / "defects" / KSDD_DEFECT / f"{name}.jpg")
+        _link(label, root / "defects" / KSDD_DEFECT / f"{name}_mask.bmp")
+    for name in test:
+        for image, label, bad in groups[name]:
+            _link(image, root / "test" / (KSDD_DEFECT if bad else "good") / f"{name}_{image.name}")
+            if bad:
+                _link(label, root / "ground_truth" / KSDD_DEFECT / f"{name}_{image.stem}_mask.bmp")
+    (root / "meta.json").write_text(json.dumps({"seen": [] if zero_shot else [KSDD_DEFECT], "foreground": "full",
+                                                "source": str(src), "split_seed": seed, "group_aware": True,
+                                                "train_commutators": sorted(train)}))
     return root
 
 
@@ -283,6 +358,7 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mtd", type=Path, help="the Magnetic Tile Defect dataset folder (MT_* subfolders)")
+    ap.add_argument("--ksdd", type=Path, help="the KolektorSDD dataset folder (kos* subfolders)")
     ap.add_argument("--data", type=Path, nargs="*", default=[], help="more categories (MVTec AD or generic layout)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_real"))
     ap.add_argument("--zero-shot", action="store_true", help="no real defects in training: every type unseen")
@@ -293,8 +369,8 @@ def main() -> int:
     ap.add_argument("--skip-prn", action="store_true", help="the kNN reference only (quick look at a dataset)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    if not args.mtd and not args.data:
-        ap.error("give --mtd DIR and/or --data DIR")
+    if not args.mtd and not args.ksdd and not args.data:
+        ap.error("give --mtd DIR, --ksdd DIR and/or --data DIR")
 
     overrides: dict = {"train": {"seed": args.seed, "num_shots": 0 if args.zero_shot else 2 * SHOTS,
                                  **({"steps": args.steps} if args.steps else {})}}
@@ -302,7 +378,9 @@ def main() -> int:
         overrides = _merge(overrides, parse_override(s))
     cfg = make_config(args.variant, overrides)
     args.out.mkdir(parents=True, exist_ok=True)
-    roots = ([prepare_mtd(args.mtd, args.out / "data", args.seed, args.zero_shot)] if args.mtd else []) + args.data
+    prepared = [prepare(src, args.out / "data", args.seed, args.zero_shot)
+                for prepare, src in ((prepare_mtd, args.mtd), (prepare_ksdd, args.ksdd)) if src]
+    roots = prepared + args.data
     report = {"machine": machine_info(), "variant": args.variant, "config": cfg.to_dict(), "zero_shot": args.zero_shot,
               "seed": args.seed, "train_budget_s": TRAIN_BUDGET_S, "categories": {}}
     tables = []

@@ -2,7 +2,7 @@
 
 A defect is drawn as an effect (what the surface looks like where it is fully defective) and a
 soft alpha (how much of it shows); `blend.composite` turns them into the image and its mask.
-Thin shapes are rasterised at 4x and averaged down, so edges are anti-aliased like a photo.
+Thin shapes are anti-aliased like a photo (prn_edge.data.draw).
 """
 from __future__ import annotations
 
@@ -11,23 +11,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .draw import SUPERSAMPLE, canvas_points, curve, jagged, raster, smooth_field
 from .photos import load_photo
 
-SUPERSAMPLE = 4
 Defect = Callable[[np.ndarray, np.random.Generator, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def _raster(shape: tuple[int, int], draw: Callable[[np.ndarray], None]) -> np.ndarray:
-    """Soft alpha in [0, 1]: `draw` paints 255 on a canvas SUPERSAMPLE times larger."""
-    h, w = shape
-    canvas = np.zeros((h * SUPERSAMPLE, w * SUPERSAMPLE), np.uint8)
-    draw(canvas)
-    return cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-
-
-def _px(points: np.ndarray) -> np.ndarray:
-    """Image coordinates (x, y) -> integer canvas coordinates at pixel centres."""
-    return np.round((np.asarray(points) + 0.5) * SUPERSAMPLE).astype(np.int32)
 
 
 def _unit(allowed: np.ndarray) -> float:
@@ -49,37 +36,14 @@ def _pick(allowed: np.ndarray, rng: np.random.Generator, margin: float) -> np.nd
     return np.array([xs[i], ys[i]], np.float64)
 
 
-def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, cells: int = 6) -> np.ndarray:
-    """Slowly varying random field in [0, 1], e.g. for uneven depth along a scratch."""
-    coarse = rng.random((cells, cells)).astype(np.float32)
-    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-
-
-def _curve(p0: np.ndarray, length: float, angle: float, bend: float, n: int = 48) -> np.ndarray:
-    """Quadratic Bezier from p0 of the given chord length; `bend` offsets the control point sideways."""
-    d = np.array([np.cos(angle), np.sin(angle)])
-    p2 = p0 + length * d
-    ctrl = (p0 + p2) / 2 + bend * length * np.array([-d[1], d[0]])
-    t = np.linspace(0, 1, n)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t ** 2 * p2
-
-
-def _jagged(p0: np.ndarray, length: float, angle: float, rng: np.random.Generator) -> np.ndarray:
-    """Random walk with a general heading: the zig-zag of a crack."""
-    steps = max(3, int(length / rng.uniform(2.5, 4.5)))
-    turns = angle + rng.normal(0, 0.55, steps) + np.cumsum(rng.normal(0, 0.08, steps))
-    seg = np.stack([np.cos(turns), np.sin(turns)], 1) * (length / steps)
-    return np.vstack([p0, p0 + np.cumsum(seg, 0)])
-
-
 def scratch(clean: np.ndarray, rng: np.random.Generator, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A thin curved line, usually brighter (exposed material), sometimes darker (groove)."""
     u = _unit(allowed)
-    pts = _curve(_pick(allowed, rng, 10 * u), rng.uniform(70, 150) * u, rng.uniform(0, 2 * np.pi), rng.uniform(-0.3, 0.3))
+    pts = curve(_pick(allowed, rng, 10 * u), rng.uniform(70, 150) * u, rng.uniform(0, 2 * np.pi), rng.uniform(-0.3, 0.3))
     width = _thick(rng.uniform(1.4, 3.0), u)
     thickness = max(1, round(width * SUPERSAMPLE))
-    alpha = _raster(allowed.shape, lambda c: cv2.polylines(c, [_px(pts)], False, 255, thickness, cv2.LINE_8))
-    alpha *= 0.65 + 0.35 * _smooth_field(allowed.shape, rng)
+    alpha = raster(allowed.shape, lambda c: cv2.polylines(c, [canvas_points(pts)], False, 255, thickness, cv2.LINE_8))
+    alpha *= 0.65 + 0.35 * smooth_field(allowed.shape, rng)
     base = clean.astype(np.float32)
     effect = base + (255 - base) * rng.uniform(0.55, 0.8) if rng.random() < 0.7 else base * rng.uniform(0.25, 0.45)
     return effect, alpha
@@ -127,8 +91,8 @@ def hole(clean: np.ndarray, rng: np.random.Generator, allowed: np.ndarray) -> tu
     effect = np.broadcast_to(local * depth, clean.shape).copy()
     rim = (r > 0.85) & (facing < -0.2)
     effect[rim] = np.minimum(clean[rim].astype(np.float32) + 70, 255)
-    box = (tuple(int(p) for p in _px(c)), (2.3 * a * SUPERSAMPLE, 2.3 * b * SUPERSAMPLE), np.degrees(theta))
-    alpha = _raster((h, w), lambda cv: cv2.ellipse(cv, box, 255, -1))  # 15% beyond the pit: the rim
+    box = (tuple(int(p) for p in canvas_points(c)), (2.3 * a * SUPERSAMPLE, 2.3 * b * SUPERSAMPLE), np.degrees(theta))
+    alpha = raster((h, w), lambda cv: cv2.ellipse(cv, box, 255, -1))  # 15% beyond the pit: the rim
     return effect, alpha
 
 
@@ -136,23 +100,23 @@ def crack(clean: np.ndarray, rng: np.random.Generator, allowed: np.ndarray) -> t
     """A jagged dark line that tapers and forks into thinner branches."""
     angle = rng.uniform(0, 2 * np.pi)
     u = _unit(allowed)
-    main = _jagged(_pick(allowed, rng, 10 * u), rng.uniform(70, 140) * u, angle, rng)
+    main = jagged(_pick(allowed, rng, 10 * u), rng.uniform(70, 140) * u, angle, rng)
     width = _thick(rng.uniform(1.5, 2.6), u)
     paths = [(main, width)]
     for _ in range(rng.integers(1, 4)):
         start = main[rng.integers(len(main) // 4, len(main))]
         turn = rng.choice([-1, 1]) * rng.uniform(0.4, 1.1)
-        paths.append((_jagged(start, rng.uniform(15, 45) * u, angle + turn, rng), width * rng.uniform(0.5, 0.8)))
+        paths.append((jagged(start, rng.uniform(15, 45) * u, angle + turn, rng), width * rng.uniform(0.5, 0.8)))
 
     def draw(canvas: np.ndarray) -> None:
         for pts, wd in paths:
-            px = _px(pts)
+            px = canvas_points(pts)
             for i in range(len(px) - 1):  # taper: thinner towards the tip
                 t = max(1, round(wd * SUPERSAMPLE * (1 - 0.6 * i / len(px))))
                 cv2.line(canvas, tuple(int(v) for v in px[i]), tuple(int(v) for v in px[i + 1]), 255, t)
 
     effect = clean.astype(np.float32) * rng.uniform(0.12, 0.3)
-    return effect, _raster(allowed.shape, draw)
+    return effect, raster(allowed.shape, draw)
 
 
 def _foreign_patch(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -178,7 +142,7 @@ def contamination(clean: np.ndarray, rng: np.random.Generator, allowed: np.ndarr
     for _ in range(rng.integers(5, 11)):
         p = centre + rng.normal(0, rng.uniform(6, 14) * u, 2)
         if rng.random() < 0.5:
-            shapes.append(("fibre", _curve(p, rng.uniform(8, 28) * u, rng.uniform(0, 2 * np.pi), rng.uniform(-0.5, 0.5), 16),
+            shapes.append(("fibre", curve(p, rng.uniform(8, 28) * u, rng.uniform(0, 2 * np.pi), rng.uniform(-0.5, 0.5), 16),
                            _thick(rng.uniform(1.0, 2.0), u)))
         else:
             shapes.append(("speck", p, _thick(rng.uniform(1.8, 4.5) * u, 1.0)))
@@ -186,11 +150,11 @@ def contamination(clean: np.ndarray, rng: np.random.Generator, allowed: np.ndarr
     def draw(canvas: np.ndarray) -> None:
         for kind, geo, size in shapes:
             if kind == "fibre":
-                cv2.polylines(canvas, [_px(geo)], False, 255, max(1, round(size * SUPERSAMPLE)), cv2.LINE_8)
+                cv2.polylines(canvas, [canvas_points(geo)], False, 255, max(1, round(size * SUPERSAMPLE)), cv2.LINE_8)
             else:
-                cv2.circle(canvas, tuple(int(v) for v in _px(geo)), int(size * SUPERSAMPLE), 255, -1)
+                cv2.circle(canvas, tuple(int(v) for v in canvas_points(geo)), int(size * SUPERSAMPLE), 255, -1)
 
-    alpha = _raster((h, w), draw)
+    alpha = raster((h, w), draw)
     patch = _foreign_patch((h, w), rng).mean(2, keepdims=True) / 128.0
     colour = FOREIGN_COLOURS[rng.integers(len(FOREIGN_COLOURS))]
     effect = np.clip(colour * (0.55 + 0.45 * patch), 0, 255)

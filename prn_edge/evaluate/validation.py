@@ -93,6 +93,7 @@ def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
     maps, scores = predict(model, images)
     return {"image_auroc": auroc(scores, labels),
             "pixel_ap": average_precision(maps.ravel(), (masks > 0.5).ravel()),
+            "pixel_auroc": auroc(maps.ravel(), (masks > 0.5).ravel()),
             **decision_params(maps, scores, masks, labels)}
 
 

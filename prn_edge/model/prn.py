@@ -215,8 +215,8 @@ class DistanceMap(nn.Module):
 
 class PRN(nn.Module):
     """`forward(x)` -> the decoder's anomaly logits (N, 1, H, W), what training fits;
-    `predict(x)` -> (probability map, image score), with the calibrated prototype distance fused in
-    (model.distance_fusion).
+    `predict(x)` -> (probability map, image score), with the calibrated prototype distance fused into the map
+    (model.distance_fusion) and the score pooled from the decoder's map.
 
     x is RGB in [0, 1], (N, 3, H, W), at the configured size.
     """
@@ -277,11 +277,15 @@ class PRN(nn.Module):
         return self.cfg.distance_fusion == "max" and bool(self.distance.fitted)
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(map, image score). The map fuses the distance in; the score pools the decoder's map alone: on real
+        photos the distance sharpens where a defect is, while its share of the material's normal variation made
+        the image score worse (Magnetic Tile Defect, docs/real-data.md)."""
         logits, distances = self._run(x)
         prob = torch.sigmoid(logits)
+        score = self.score(prob)
         if self.fuses_distance:
             prob = torch.maximum(prob, self.distance(distances))
-        return prob, self.score(prob)
+        return prob, score
 
     @torch.no_grad()
     def calibrate_distance(self, images: list[torch.Tensor]) -> dict:

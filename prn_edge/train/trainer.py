@@ -179,7 +179,8 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
     The distance map is there for appearances the decoder never learned; when real defects were shown in
     training, the decoder may already know them better, and the distance then only adds the normal variation
     of the material to every score. Real validation decides; the checkpoint is re-written with the choice and
-    the thresholds of the chosen map. Without real defects (zero-shot) the fusion stays.
+    the thresholds of the chosen map. Without real defects (zero-shot) the fusion stays. The image score comes
+    from the decoder either way (PRN.predict), so the maps decide: pixel AUROC and pixel AP alike.
     """
     state = read_checkpoint(ckpt)
     model.load_state_dict(state["model"], strict=False)
@@ -189,11 +190,11 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
     for mode in ("max", "none"):
         model.cfg.distance_fusion = mode
         v = validate(model, *real_val)
-        scores[mode] = (0.5 * (v["image_auroc"] + v["pixel_ap"]), v)
+        scores[mode] = (0.5 * (v["pixel_auroc"] + v["pixel_ap"]), v)
     chosen = max(scores, key=lambda m: (scores[m][0], m == "max"))  # a tie keeps the fusion
     model.cfg.distance_fusion = chosen
     meta = dict(state["meta"])
-    meta["fusion_choice"] = {"chosen": chosen, **{m: {"selection_metric": s, "image_auroc": v["image_auroc"],
+    meta["fusion_choice"] = {"chosen": chosen, **{m: {"selection_metric": s, "pixel_auroc": v["pixel_auroc"],
                                                        "pixel_ap": v["pixel_ap"], "image_threshold": v["image_threshold"]}
                                                    for m, (s, v) in scores.items()}}
     log(f"distance map on held-out real defects: fused {scores['max'][0]:.4f}, decoder alone {scores['none'][0]:.4f} "

@@ -7,7 +7,7 @@ from prn_edge.data.blend import changed_pixels
 from prn_edge.data.dataset import load_category
 from prn_edge.data.demo import make_dataset, render_image
 from prn_edge.data.images import image_header, write_image
-from prn_edge.data.synth import (AnomalyGenerator, builtin_textures, estimate_foreground, load_texture_dir,
+from prn_edge.data.synth import (KINDS, AnomalyGenerator, builtin_textures, estimate_foreground, load_texture_dir,
                                  perlin_mask, synth_preview)
 from prn_edge.errors import ConfigError, DataError
 
@@ -16,7 +16,7 @@ SIZE = 64
 
 def _only(kind, **extra):
     """A config that draws only `kind`."""
-    ratios = {f"p_{k}": 0.0 for k in ("normal", "real", "extended", "simulated", "cutpaste")}
+    ratios = {f"p_{k}": 0.0 for k in KINDS}
     ratios[f"p_{kind}"] = 1.0
     return SynthConfig(**ratios, **extra)
 
@@ -56,7 +56,7 @@ def test_texture_dir(tmp_path):
         load_texture_dir(tmp_path / "empty", SIZE)
 
 
-@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste"])
+@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste", "shading", "hairline"])
 @pytest.mark.parametrize("category", ["grass", "coin"])
 def test_each_kind_changes_only_its_mask_inside_foreground(kind, category, shots, textures):
     foreground = "estimate" if category == "coin" else "full"
@@ -88,7 +88,7 @@ def test_ratios_without_shots_drop_real_and_extended(textures):
     rng = np.random.default_rng(0)
     normal = render_image("gravel", "train", 0, size=SIZE)[1]
     kinds = {gen.sample(normal, rng)[2] for _ in range(60)}
-    assert kinds <= {"normal", "simulated", "cutpaste"} and "simulated" in kinds
+    assert kinds <= {"normal", "simulated", "cutpaste", "shading", "hairline"} and "simulated" in kinds
     with pytest.raises(ConfigError, match="no real defect shots"):
         AnomalyGenerator(_only("real"), SIZE, [], textures)
 
@@ -119,7 +119,7 @@ def test_preview_writes_a_png(tmp_path):
     assert w == 3 * SIZE and h > 2 * SIZE
 
 
-@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste"])
+@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste", "shading", "hairline"])
 def test_a_user_foreground_mask_keeps_anomalies_on_the_object(kind, shots, textures):
     fg = np.zeros((SIZE, SIZE), np.float32)
     fg[8:40, 20:56] = 1  # the object of an aligned part
@@ -135,3 +135,49 @@ def test_a_user_foreground_mask_keeps_anomalies_on_the_object(kind, shots, textu
     assert hits >= 6
     with pytest.raises(ConfigError, match="must be 64x64"):
         AnomalyGenerator(_only(kind), SIZE, shots, textures, np.ones((32, 32), np.float32))
+
+
+def test_shading_keeps_the_texture_and_changes_a_large_region():
+    """A brightness change multiplies the surface: inside the region the texture is still there (correlated with
+    the normal image), unlike a foreign fill; and the region is large, not a speck."""
+    from prn_edge.data.synth.surface import shading
+
+    rng = np.random.default_rng(3)
+    normal = render_image("gravel", "train", 0, size=SIZE)[1]
+    fg = np.ones((SIZE, SIZE), bool)
+    cover = []
+    for _ in range(12):
+        effect, alpha = shading(normal, fg, rng, SIZE / 256)
+        cover.append((alpha > 0.5).mean())
+        inside = alpha > 0.5
+        a, b = normal[inside].astype(float).ravel(), effect[inside].ravel()
+        assert np.corrcoef(a, b)[0, 1] > 0.8  # the same texture, re-lit or re-contrasted
+        assert np.abs(b - a).mean() > 3  # and visibly changed
+    assert np.median(cover) > 0.08  # regions, not specks
+
+
+def test_shading_follows_a_given_region():
+    from prn_edge.data.synth.surface import shading
+
+    region = np.zeros((SIZE, SIZE), np.float32)
+    region[10:30, 5:40] = 1
+    normal = render_image("gravel", "train", 1, size=SIZE)[1]
+    _, alpha = shading(normal, np.ones((SIZE, SIZE), bool), np.random.default_rng(0), SIZE / 256, region)
+    far = np.ones((SIZE, SIZE), bool)
+    far[0:40, 0:50] = False  # beyond the region plus the blur of its edge
+    assert alpha[region > 0].mean() > 0.5 and alpha[far].max() < 0.01
+
+
+def test_hairlines_are_thin():
+    """A hairline's mask is a line: a 3x3 erosion removes nearly all of it (a blob would survive)."""
+    import cv2
+
+    gen = AnomalyGenerator(_only("hairline"), 128, [], builtin_textures(128))
+    rng = np.random.default_rng(0)
+    normal = render_image("grass", "train", 2, size=128)[1]
+    kept = []
+    for _ in range(12):
+        _, mask, kind = gen.sample(normal, rng)
+        if kind == "hairline":
+            kept.append(cv2.erode(mask, np.ones((3, 3), np.uint8)).sum() / mask.sum())
+    assert len(kept) >= 10 and np.median(kept) < 0.35

@@ -1,4 +1,5 @@
-"""Training-time anomalies (PRN, Sec. 3.4): real shots, extended shots, simulated and cut-paste defects.
+"""Training-time anomalies (PRN, Sec. 3.4): real shots, extended shots, simulated and cut-paste defects, and
+surface changes drawn from the image itself (synth.surface: shading, hairline cracks and scratches).
 
 Every synthetic kind ends in `blend.composite`, so the returned mask is exactly the pixels that
 changed by more than blend.VISIBLE_TOL: nothing invisible is labelled defect, nothing changed is not.
@@ -13,9 +14,10 @@ from ...errors import ConfigError, DataError
 from ..blend import composite
 from .foreground import estimate_foreground
 from .perlin import perlin_mask
+from .surface import hairline, shading
 from .textures import builtin_textures, load_texture_dir
 
-KINDS = ("normal", "real", "extended", "simulated", "cutpaste")
+KINDS = ("normal", "real", "extended", "simulated", "cutpaste", "shading", "hairline")
 TRIES = 5  # redraws when a synthetic defect happens to change no pixel visibly
 
 __all__ = ["KINDS", "AnomalyGenerator", "estimate_foreground"]
@@ -96,11 +98,12 @@ class AnomalyGenerator:
                                 f"(read shots with dataset.load_pair(sample, image_size))")
         self.shots = list(shots)
         self.patches = [_defect_patch(img, mask, f"shot {i}") for i, (img, mask) in enumerate(shots)]
-        weights = np.array([cfg.p_normal, cfg.p_real, cfg.p_extended, cfg.p_simulated, cfg.p_cutpaste], np.float64)
+        weights = np.array([cfg.p_normal, cfg.p_real, cfg.p_extended, cfg.p_simulated, cfg.p_cutpaste,
+                            cfg.p_shading, cfg.p_hairline], np.float64)
         if not self.shots:
             weights[1:3] = 0  # real and extended need shots; the others take their share
         if weights.sum() <= 0:
-            raise ConfigError("synth: no real defect shots, and p_normal, p_simulated and p_cutpaste are all 0; "
+            raise ConfigError("synth: no real defect shots, and p_normal, p_simulated, p_cutpaste, p_shading and p_hairline are all 0; "
                               "give few-shot defects or raise one of those ratios")
         self.probs = weights / weights.sum()
         if textures is None:
@@ -129,7 +132,8 @@ class AnomalyGenerator:
             fg = self.foreground_mask(normal)
             if region is not None:
                 fg = fg & region
-            draw = {"extended": self._extended, "simulated": self._simulated, "cutpaste": self._cutpaste}[kind]
+            draw = {"extended": self._extended, "simulated": self._simulated, "cutpaste": self._cutpaste,
+                    "shading": self._shading, "hairline": self._hairline}[kind]
             for _ in range(TRIES):
                 image, mask = draw(normal, fg, rng)
                 if mask.any():
@@ -188,3 +192,18 @@ class AnomalyGenerator:
         patch, alpha = _warp(patch, np.ones((ph, pw), np.float32), angle, 1.0)
         effect, full = _paste(normal, patch, alpha, _point_in(fg, rng))
         return composite(normal, effect, full * fg)
+
+    def _shading(self, normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The surface's own texture, brighter/darker or re-contrasted over a large region; with real shots,
+        sometimes in the shape of one of their masks (flipped), so the shapes of real defects recur."""
+        region = None
+        if self.shots and rng.random() < 0.3:
+            region = (self.shots[rng.integers(len(self.shots))][1] > 0.5).astype(np.float32)
+            region = region[::-1] if rng.random() < 0.5 else region
+            region = np.ascontiguousarray(region[:, ::-1] if rng.random() < 0.5 else region)
+        effect, alpha = shading(normal, fg, rng, self.size / 256.0, region)
+        return composite(normal, effect, alpha)
+
+    def _hairline(self, normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        effect, alpha = hairline(normal, fg, rng, self.size / 256.0)
+        return composite(normal, effect, alpha)

@@ -1,0 +1,107 @@
+"""tools/bench_real.py: KolektorSDD turned into an MVTec AD category, on a tiny fake copy of its published layout
+(kosNN/PartK.jpg + PartK_label.bmp, black labels for good parts)."""
+import importlib.machinery
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from prn_edge.data.dataset import load_category
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_real.py"
+
+
+def _load_tool():
+    loader = importlib.machinery.SourceFileLoader("bench_real_tool", str(TOOL))
+    spec = importlib.util.spec_from_loader("bench_real_tool", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+bench_real = _load_tool()
+
+
+def _fake_ksdd(root: Path, commutators: int = 50) -> Path:
+    """50 commutators of 8 parts (tiny images); every 3rd has a cracked part, every 9th two: so few that the
+    shots, not the normals, decide how many commutators training takes."""
+    rng = np.random.default_rng(1)
+    for k in range(1, commutators + 1):
+        cracked = set() if k % 3 else {k % 8, (k + 3) % 8} if k % 9 == 0 else {k % 8}
+        for part in range(8):
+            folder = root / f"kos{k:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"Part{part}.jpg"), rng.integers(0, 255, (25, 10), dtype=np.uint8))
+            label = np.zeros((25, 10), np.uint8)
+            if part in cracked:
+                label[10:13, 2:8] = 255
+            cv2.imwrite(str(folder / f"Part{part}_label.bmp"), label)
+    return root
+
+
+def _listing(root: Path) -> dict[str, set[str]]:
+    """folder (relative to the category) -> names of the links in it."""
+    return {str(d.relative_to(root)): {p.name for p in d.iterdir()} for d in root.glob("*/*") if d.is_dir()}
+
+
+def _commutator(name: str) -> str:
+    return name.split("_")[0]
+
+
+def _source(src: Path, name: str) -> Path:
+    """The dataset file a link of that name stands for: kos01_Part3.jpg -> kos01/Part3.jpg, and
+    kos01_Part3_mask.bmp -> kos01/Part3_label.bmp."""
+    kos, part = name.removesuffix("_mask.bmp").removesuffix(".jpg").split("_")
+    return src / kos / (f"{part}_label.bmp" if name.endswith("_mask.bmp") else f"{part}.jpg")
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    return _fake_ksdd(tmp_path_factory.mktemp("ksdd") / "KolektorSDD")
+
+
+def test_ksdd_split_keeps_commutators_whole_and_pairs_masks(src, tmp_path):
+    root = bench_real.prepare_ksdd(src, tmp_path, seed=0, zero_shot=False)
+    d = _listing(root)
+    assert set(d) == {"train/good", "test/good", "test/crack", "ground_truth/crack", "defects/crack"}
+    shots = {n for n in d["defects/crack"] if not n.endswith("_mask.bmp")}
+    train, test = d["train/good"] | shots, d["test/good"] | d["test/crack"]
+    assert not train & test  # no image on both sides, no shot tested
+    assert not {_commutator(n) for n in train} & {_commutator(n) for n in test}  # a commutator on one side only
+    assert len(d["train/good"]) >= bench_real.KSDD_TRAIN_NORMALS and len(shots) == bench_real.SHOTS
+    # every link is the dataset's own file (images to PartK.jpg, masks to their PartK_label.bmp), masks paired
+    assert all((root / f / n).resolve() == _source(src, n) for f, names in d.items() for n in names)
+    assert d["ground_truth/crack"] == {n.replace(".jpg", "_mask.bmp") for n in d["test/crack"]}
+    assert d["defects/crack"] == shots | {n.replace(".jpg", "_mask.bmp") for n in shots}
+    # good parts have black labels, cracked ones do not; every part of a test commutator is tested
+    cracked = {n for n in train | test if cv2.imread(str(_source(src, n.replace(".jpg", "_mask.bmp"))), 0).any()}
+    assert cracked == shots | d["test/crack"]
+    assert len(test) == 8 * len({_commutator(n) for n in test})
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["seen"] == ["crack"] and meta["train_commutators"] == sorted({_commutator(n) for n in train})
+
+    cat = load_category(root, num_shots=20)  # what the benchmark loads: masks found, the shots seen
+    assert len(cat.shots) == bench_real.SHOTS and cat.seen_types == ["crack"]
+    assert sum(s.label for s in cat.test) == len(d["test/crack"]) and all(s.mask for s in cat.test if s.label)
+
+
+def test_ksdd_split_is_seeded_and_zero_shot_measures_the_same_test(src, tmp_path):
+    a = _listing(bench_real.prepare_ksdd(src, tmp_path / "a", seed=0, zero_shot=False))
+    assert _listing(bench_real.prepare_ksdd(src, tmp_path / "b", seed=0, zero_shot=False)) == a
+    other = _listing(bench_real.prepare_ksdd(src, tmp_path / "c", seed=1, zero_shot=False))
+    assert other["test/crack"] != a["test/crack"]
+    zero_root = bench_real.prepare_ksdd(src, tmp_path / "a", seed=0, zero_shot=True)
+    zero = _listing(zero_root)
+    assert zero_root.name == "ksdd-zeroshot" and "defects/crack" not in zero
+    assert {k: v for k, v in a.items() if k != "defects/crack"} == zero
+    assert json.loads((zero_root / "meta.json").read_text())["seen"] == []
+
+
+def test_ksdd_refuses_an_image_without_its_label(tmp_path):
+    src = _fake_ksdd(tmp_path / "KolektorSDD", commutators=2)
+    (src / "kos02" / "Part3_label.bmp").unlink()
+    with pytest.raises(SystemExit, match="Part3.jpg: no Part3_label.bmp"):
+        bench_real.prepare_ksdd(src, tmp_path / "out", seed=0, zero_shot=False)
