@@ -92,7 +92,7 @@ def _section(data: dict, section: str, minimal: dict, base: Path) -> str:
 
 def _engine(engine) -> str:
     from .engine import engine_description
-    from .loop import artefact_label
+    from .swap import artefact_label
 
     with engine:
         info = engine_description(engine)

@@ -7,34 +7,36 @@ the part's fire time; outputs run on their own threads so a dead PLC delays nobo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
 import math
-import queue
 import sys
 import threading
 import time
 from collections import deque
 from contextlib import ExitStack
-from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
-from .engine import EngineLike, engine_description, engine_input, run_engine
+from .engine import EngineLike, Verdicts, engine_description, engine_input, run_engine
+from .engine_queue import EngineQueue
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
 from .monitor import EvidenceStore, LineMetrics, StatusLine
 from .outputs.base import OUTCOMES, OutputSet, RejectOutput
-from .sources.base import Frame, FrameSource
+from .parts import PartLedger
+from .sources.base import FrameSource
+from .stopping import Stopping
+from .swap import EngineSlot, artefact_label
 from .tiles import Preprocessor
 from .timing import Budget, EngineTimer, RejectScheduler, Watchdog
 
 log = logging.getLogger(__name__)
 
 YOUNG_GC_MIN = 700  # allocations (CPython's default gen-0 threshold) before an idle-time collection
-PROBE_AFTER_S = 0.25  # engine idle this long because every part was over budget: run one anyway to re-measure
 
 
 @dataclasses.dataclass
@@ -82,37 +84,23 @@ class LoopOptions:
         return self
 
 
-def artefact_label(engine) -> str:
-    """Which artefact an engine runs, for the records: file name and the first 12 hex digits of its SHA-256."""
-    path = getattr(engine, "path", None)
-    if path is None:
-        shared = getattr(engine, "_shared", None)  # a SharedEngine client: the shared engine's artefact
-        path = getattr(getattr(shared, "engine", None), "path", None)
-    if path is None or not Path(path).is_file():  # a test double, a server address
-        return type(engine).__name__ if path is None else Path(str(path)).name
-    import hashlib
-
-    try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return f"{Path(path).name}@{h.hexdigest()[:12]}"
-    except OSError:
-        return Path(path).name
-
-
 class Line:
     """One inspection line: a frame source, an engine, reject outputs and a latency budget.
 
         line = Line(source, engine, [CsvOutput("decisions.csv")], Budget.from_line(deadline_s=0.2))
         summary = line.run()             # until the source ends, or stop() / duration_s / max_parts
+
+    Two threads run the loop: acquisition (a part per frame, admitted to the engine queue) and inference
+    (micro-batches through the engine, a verdict per part); the scheduler fires every decision. Beside them: the
+    part ledger (numbering, missed frames, records; parts.py), the engine queue (which parts get engine time;
+    engine_queue.py), the engine slot (the artefact deciding now, hot swaps; swap.py) and the stopping rules (why
+    the line stops, the drain; stopping.py).
     """
 
     def __init__(self, source: FrameSource, engine: EngineLike, outputs: list[RejectOutput], budget: Budget,
                  options: Optional[LoopOptions] = None, *, name: str = "line", metrics: Optional[LineMetrics] = None,
                  evidence: Optional[EvidenceStore] = None, status: Optional[StatusLine] = None):
-        self.source, self.engine, self.budget = source, engine, budget
+        self.source, self.budget = source, budget
         self.opt = (options or LoopOptions()).validate()
         self.name = name
         self.metrics = metrics or LineMetrics(name)
@@ -131,38 +119,45 @@ class Line:
         self.scheduler = RejectScheduler(self.opt.fail_safe, self.outputs.dispatch, self._on_final,
                                          self._heartbeat, self.opt.heartbeat_s,
                                          lead_s=min(self.opt.fire_lead_s, budget.margin_s),
-                                         idle=self._collect_young if self.opt.idle_gc else None,
+                                         idle=_collect_young if self.opt.idle_gc else None,
                                          retime=budget.retime, recheck_s=budget.recheck_s)
-        self.records: deque[Part] = deque(maxlen=self.opt.keep_records)
-        self._queue: queue.Queue[Part] = queue.Queue(maxsize=self.opt.queue_size)
-        self._stop = threading.Event()
-        self._stop_reason = ""
-        self._acq_done = threading.Event()
-        self._seq = 0
-        self._finals = 0
+        self.parts = PartLedger(budget, self.scheduler, self.metrics, self.opt.keep_records)
+        self._slot = EngineSlot(engine, self.metrics, name)
+        self._stopping = Stopping(name)
+        self.prep: Optional[Preprocessor] = None  # the frames -> engine input (tiles), once the source is open
+        self._queue: Optional[EngineQueue] = None  # ... and the parts waiting for the engine
+        self._max_parts: Optional[int] = None
         self._beat = 0
         self._was_healthy = True
-        self._errors: list[BaseException] = []
         self._engine_errors_in_row = 0
-        self._last_engine_call = 0.0
-        self._busy_until = 0.0
         self._source_dropped = 0
         self._ran = False
-        self.prep: Optional[Preprocessor] = None
         # The service manager's view (prn_edge.line.service): called once the line runs, and at every heartbeat
         self.on_ready: list[Callable[[], None]] = []
         self.on_health: list[Callable[[bool], None]] = []
         self.config = None  # the LineConfig it was built from, if any (prn_edge.line.factory)
-        self._engine_lock = threading.Lock()  # held by each engine call; a hot swap waits for the one in flight
-        self.artefact = artefact_label(engine)
         self._running = False
+
+    @property
+    def engine(self) -> EngineLike:
+        """The engine deciding now (a hot swap changes it)."""
+        return self._slot.engine
+
+    @property
+    def artefact(self) -> str:
+        """The label of the artefact deciding now (name@sha256)."""
+        return self._slot.artefact
+
+    @property
+    def records(self) -> deque[Part]:
+        """The last keep_records decided parts."""
+        return self.parts.records
 
     # ================================================================= running
     def stop(self, reason: str = "stop") -> None:
         """Stop taking frames; parts already seen are still decided and fired. `reason` ends up in the summary's
         stopped_by (the first reason given wins)."""
-        self._stop_reason = self._stop_reason or reason
-        self._stop.set()
+        self._stopping.stop(reason)
 
     def run(self, duration_s: Optional[float] = None, max_parts: Optional[int] = None) -> dict:
         """Run until the source ends (or stop(), duration_s, max_parts); a Line runs once."""
@@ -172,89 +167,65 @@ class Line:
         self._max_parts = max_parts
         t_start = time.monotonic()
         with ExitStack() as stack:
-            if self.opt.switch_interval_s > 0:
-                stack.callback(sys.setswitchinterval, sys.getswitchinterval())
-                sys.setswitchinterval(self.opt.switch_interval_s)
-            if self.opt.freeze_gc:
-                # A full collection walks every object (hundreds of thousands once torch is imported) and stops
-                # every thread for up to 100 ms; frozen objects are skipped. Parts themselves make no cycles.
-                gc.collect()
-                gc.freeze()
-                stack.callback(gc.unfreeze)
-            if self.opt.idle_gc:
-                # Collections of the young generations run in whichever thread allocates, for 0.1-1 ms with the
-                # GIL held: at an actuation that is jitter. The scheduler collects when nothing is due instead;
-                # the automatic collection stays as a backstop, so memory stays bounded if it never idles.
-                stack.callback(gc.set_threshold, *gc.get_threshold())
-                t0, t1, t2 = gc.get_threshold()
-                gc.set_threshold(max(t0, self.opt.gc_backstop), t1, t2)
-            stack.enter_context(self.budget)  # an encoder budget tracks the belt from the start
-            stack.enter_context(self.source)
-            self.engine = self.engine.__enter__() or self.engine
-            stack.callback(self._close_engine)  # whichever engine is current at the end (a hot swap changes it)
-            spec = engine_input(self.engine)
-            self.prep = Preprocessor(self.source.geometry(), spec, self.opt.roi, self.opt.tiles, self.opt.overlap,
-                                     self.opt.resize)
-            self._warm_up()
-            self.engine_info = {"artefact": self.artefact, **engine_description(self.engine)}
-            log.info("line %s: engine %s", self.name, ", ".join(f"{k} {v}" for k, v in self.engine_info.items()))
-            stack.enter_context(self.outputs)
-            if self.evidence is not None:
-                stack.enter_context(self.evidence)
-            self.scheduler.start()
-            stack.callback(self.scheduler.stop)
-            threads = [threading.Thread(target=self._guard, args=(self._acquire,), name="line-acquire", daemon=True),
-                       threading.Thread(target=self._guard, args=(self._infer,), name="line-infer", daemon=True)]
-            self.watchdog.beat("acquire")
-            self.watchdog.beat("infer")
-            for t in threads:
-                t.start()
-            self._running = True
-            stack.callback(setattr, self, "_running", False)
-            self.metrics.artefact.labels(self.artefact).set(1)
-            for fn in self.on_ready:
-                fn()
-            try:
-                while not self._acq_done.wait(0.25):
-                    if duration_s is not None and time.monotonic() - t_start >= duration_s:
-                        self.stop("duration")
-                    self._show_status(t_start)
-            except KeyboardInterrupt:
-                log.warning("interrupted: deciding the parts already seen, then stopping")
-                self.stop("SIGINT")
-            for t in threads:
-                t.join()
-            # Every part registered fires at its own time; the furthest is one fire delay away.
-            if not self.scheduler.drain(self.budget.fire_delay_s + 5.0):
-                log.error("scheduler did not fire every part in time")
+            stack.enter_context(_interpreter_settings(self.opt))
+            self._open(stack)
+            threads = self._start(stack)
+            self._stopping.wait(duration_s, t_start, lambda: self._show_status(t_start))
+            self._stopping.drain(threads, self.scheduler, self.budget.fire_delay_s)
             self._show_status(t_start, final=True)
-        if self._errors:
-            raise LineError(f"line {self.name} stopped on an internal error: {self._errors[0]!r}") from self._errors[0]
+        self._stopping.raise_error()
         return self.summary(time.monotonic() - t_start)
+
+    def _open(self, stack: ExitStack) -> None:
+        """Budget, source, engine (warmed up), outputs, evidence and scheduler, each closed by `stack`."""
+        stack.enter_context(self.budget)  # an encoder budget tracks the belt from the start
+        stack.enter_context(self.source)
+        self._slot.open()
+        stack.callback(self._slot.close)  # whichever engine is current at the end (a hot swap changes it)
+        spec = engine_input(self.engine)
+        self.prep = Preprocessor(self.source.geometry(), spec, self.opt.roi, self.opt.tiles, self.opt.overlap,
+                                 self.opt.resize)
+        self._queue = EngineQueue(self.prep.frames_per_part, self.opt.queue_size, self.opt.max_batch,
+                                  self.opt.batch_wait_s, self.timer, self.scheduler, self.metrics)
+        self._warm_up()
+        self.engine_info = {"artefact": self.artefact, **engine_description(self.engine)}
+        log.info("line %s: engine %s", self.name, ", ".join(f"{k} {v}" for k, v in self.engine_info.items()))
+        stack.enter_context(self.outputs)
+        if self.evidence is not None:
+            stack.enter_context(self.evidence)
+        self.scheduler.start()
+        stack.callback(self.scheduler.stop)
+
+    def _start(self, stack: ExitStack) -> list[threading.Thread]:
+        """The acquisition and inference threads, started; then the line is ready (on_ready)."""
+        threads = [threading.Thread(target=self._stopping.guard, args=(self._acquire,), name="line-acquire",
+                                    daemon=True),
+                   threading.Thread(target=self._stopping.guard, args=(self._infer,), name="line-infer", daemon=True)]
+        self.watchdog.beat("acquire")
+        self.watchdog.beat("infer")
+        for t in threads:
+            t.start()
+        self._running = True
+        stack.callback(setattr, self, "_running", False)
+        self.metrics.artefact.labels(self.artefact).set(1)
+        for fn in self.on_ready:
+            fn()
+        return threads
 
     def summary(self, elapsed_s: float = 0.0) -> dict:
         s = self.metrics.summary()
-        s.update({"line": self.name, "elapsed_s": round(elapsed_s, 3), "finalized": self._finals,
-                  "undecided": self._seq - self._finals, "late_results_discarded": self.scheduler.late_results,
+        s.update({"line": self.name, "elapsed_s": round(elapsed_s, 3), "finalized": self.parts.finals,
+                  "undecided": self.parts.undecided, "late_results_discarded": self.scheduler.late_results,
                   "dropped_frames": int(sum(self.metrics.value("prn_line_dropped_frames_total", reason=r)
                                             for r in ("stale", "source"))),
                   "output_failing": self.outputs.failing,
-                  "stopped_by": self._stop_reason or None,
+                  "stopped_by": self._stopping.reason or None,
                   "commands": {name: {k: n for k, n in c.items() if n} for name, c in self.outputs.outcomes.items()},
                   "commands_lost": self.outputs.lost()})
         if self.evidence is not None:
             s["evidence"] = self.evidence.summary()
         s["engine"] = {**getattr(self, "engine_info", {}), "artefact": self.artefact}
         return s
-
-    def _guard(self, fn) -> None:
-        try:
-            fn()
-        except BaseException as e:  # a crashed thread: the parts in flight fire fail-safe on their own
-            log.exception("line thread %s crashed", threading.current_thread().name)
-            self._errors.append(e)
-            self.stop("error")
-            self._acq_done.set()
 
     def _warm_up(self, engine=None) -> None:
         """First calls are slow (allocation, JIT, autotuning); they also seed the engine-time estimate."""
@@ -272,22 +243,11 @@ class Line:
                                     f"({e.__class__.__name__}: {e}); the line does not start") from e
                 self.timer.add(n, time.perf_counter() - t0)
 
-    def note_swap(self, label: str, engine: Optional[EngineLike] = None) -> Optional[EngineLike]:
-        """Record that the engine (e.g. a shared one) now runs another artefact; with `engine`, it takes over
-        between two engine calls. Returns the engine it replaced (None without one)."""
-        with self._engine_lock:
-            old, old_label = (self.engine if engine is not None else None), self.artefact
-            if engine is not None:
-                self.engine = engine
-            self.artefact = label
-        self.metrics.engine_swaps.labels("ok").inc()
-        self.metrics.artefact.labels(old_label).set(0)
-        self.metrics.artefact.labels(label).set(1)
-        return old
-
-    def _close_engine(self) -> None:
-        with self._engine_lock:
-            self.engine.__exit__(None, None, None)
+    def _show_status(self, t_start: float, final: bool = False) -> None:
+        if self.status is not None:
+            self.status.update(StatusLine.render(self.metrics.summary(), time.monotonic() - t_start,
+                                                 self.parts.decide_p99_ms(), self.watchdog.healthy(),
+                                                 self._queue.qsize()), final)
 
     # ================================================================= hot swap
     def swap_engine(self, new: EngineLike, artefact: str = "") -> dict:
@@ -298,138 +258,49 @@ class Line:
         artefact that made it (CSV column `artefact`, metric prn_line_artefact_info)."""
         if not self._running or self.prep is None:
             raise LineError(f"line {self.name} is not running; give the new engine to a new Line instead")
-        label = artefact or artefact_label(new)
-        if label == self.artefact:  # the same artefact (a reload that changed other keys): nothing to swap
-            log.info("line %s: the engine artefact %s is unchanged; no swap", self.name, label)
-            return {"from": label, "to": label, "unchanged": True}
-        shared = getattr(self.engine, "_shared", None)
-        if shared is not None:  # a SharedEngine client: swap the engine every sharing line uses
-            try:
-                shared.swap(new)
-            except LineError:
-                self.metrics.engine_swaps.labels("failed").inc()
-                raise
-            self.note_swap(label)
-            return {"from": "shared", "to": label}
-        t0 = time.monotonic()
-        try:
-            opened = new.__enter__() or new
-        except Exception as e:
-            self.metrics.engine_swaps.labels("failed").inc()
-            raise LineError(f"hot swap to {label}: the new engine does not open ({e}); still running "
-                            f"{self.artefact}") from e
-        try:
-            if engine_input(opened) != engine_input(self.engine):
-                raise LineError(f"it takes {engine_input(opened)}, the running one {engine_input(self.engine)}; "
-                                "a different input needs a restart")
-            self._warm_up(opened)
-        except Exception as e:
-            opened.__exit__(None, None, None)
-            self.metrics.engine_swaps.labels("failed").inc()
-            raise LineError(f"hot swap to {label} refused: {e}; still running {self.artefact}") from e
-        t_ready = time.monotonic()
-        old_label = self.artefact
-        old = self.note_swap(label, opened)
-        try:
-            old.__exit__(None, None, None)
-        except Exception as e:  # the new engine runs; a failed close is only reported
-            log.warning("closing the previous engine %s: %s", old_label, e)
-        log.warning("line %s: hot swap %s -> %s (prepared in %.2f s)", self.name, old_label, label, t_ready - t0)
-        return {"from": old_label, "to": label, "prepare_s": round(t_ready - t0, 3),
-                "switch_s": round(time.monotonic() - t_ready, 4)}
+        return self._slot.swap(new, artefact or artefact_label(new), self._warm_up)
 
-    def _show_status(self, t_start: float, final: bool = False) -> None:
-        if self.status is not None:
-            p99 = self._decide_p99_ms()
-            self.status.update(StatusLine.render(self.metrics.summary(), time.monotonic() - t_start, p99,
-                                                 self.watchdog.healthy(), self._queue.qsize()), final)
-
-    def _decide_p99_ms(self) -> float:
-        """p99 of capture -> decision over the last 500 parts (for the status line)."""
-        lat = [p.decision.t_decided - p.t_capture for p in list(self.records)[-500:] if p.decision is not None]
-        return float(np.quantile(lat, 0.99) * 1000) if lat else 0.0
+    def note_swap(self, label: str, engine: Optional[EngineLike] = None) -> Optional[EngineLike]:
+        """Record that the engine (e.g. a shared one) now runs another artefact; with `engine`, it takes over
+        between two engine calls. Returns the engine it replaced (None without one)."""
+        return self._slot.note_swap(label, engine)
 
     # ================================================================= acquisition
-    def _new_part(self, t_capture: float, frame: Optional[Frame] = None, frame_id: Optional[int] = None) -> Part:
-        part = self.budget.part(self._seq, t_capture)
-        part.frame = frame
-        part.frame_id = frame.frame_id if frame is not None else frame_id
-        self._seq += 1
-        self.metrics.parts.inc()
-        self.scheduler.register(part)
-        return part
-
-    def _missing(self, first_id: int, last_id: int, t_prev: Optional[float], t_next: float) -> None:
-        """Parts first_id..last_id passed without a frame; their capture times are interpolated."""
-        n = last_id - first_id + 1
-        t0 = t_next if t_prev is None else t_prev
-        for i in range(n):
-            t = t0 + (t_next - t0) * (i + 1) / (n + 1)
-            self.scheduler.fail_safe(self._new_part(t, frame_id=first_id + i).seq, "missing_frame")
-
     def _acquire(self) -> None:
-        expected: Optional[int] = None
-        t_prev: Optional[float] = None
-        counts = self.source.counts_parts
+        self.parts.counting = self.source.counts_parts
         want_shape = self.prep.frame_shape
         try:
-            while not self._stop.is_set():
-                if self._max_parts is not None and self._seq >= self._max_parts:
-                    self._stop_reason = self._stop_reason or "max_parts"
+            while not self._stopping.stopped:
+                if self._max_parts is not None and self.parts.seq >= self._max_parts:
+                    self._stopping.stop("max_parts")
                     break
                 self.watchdog.beat("acquire")
                 self._count_source_drops()
                 try:
                     frame = self.source.grab(self.opt.grab_timeout_s)
                 except SourceExhausted as e:
-                    if counts and expected is not None and e.frame_id is not None and e.frame_id >= expected:
-                        self._missing(expected, e.frame_id, t_prev, time.monotonic())
-                    self._stop_reason = self._stop_reason or "source_end"
+                    self.parts.source_ended(e)
+                    self._stopping.stop("source_end")
                     break
                 except CameraError as e:
                     kind = "timeout" if isinstance(e, CameraTimeout) else "corrupt"
                     self.metrics.camera_events.labels(kind).inc()
-                    if e.part_expected:
-                        t = e.t_expected if e.t_expected is not None else time.monotonic()
-                        if counts and e.frame_id is not None:
-                            if expected is not None and e.frame_id > expected:
-                                self._missing(expected, e.frame_id - 1, t_prev, t)
-                            expected = e.frame_id + 1
-                        part = self._new_part(t, frame_id=e.frame_id)
-                        self.scheduler.fail_safe(part.seq, "camera_timeout" if kind == "timeout" else "corrupt_frame")
-                        t_prev = t
+                    self.parts.camera_error(e, "camera_timeout" if kind == "timeout" else "corrupt_frame")
                     continue
-                if counts:
-                    if expected is not None and frame.frame_id < expected:
-                        self.metrics.dropped_frames.labels("stale").inc()
-                        continue
-                    if expected is not None and frame.frame_id > expected:
-                        self._missing(expected, frame.frame_id - 1, t_prev, frame.t_capture)
-                    expected = frame.frame_id + 1
-                t_prev = frame.t_capture
-                part = self._new_part(frame.t_capture, frame)
+                part = self.parts.captured(frame)
+                if part is None:
+                    self.metrics.dropped_frames.labels("stale").inc()
+                    continue
                 if frame.image is None or frame.image.shape != want_shape or frame.image.dtype != np.uint8:
                     got = None if frame.image is None else (frame.image.shape, str(frame.image.dtype))
                     log.debug("corrupt frame %s: %s, expected %s uint8", frame.frame_id, got, want_shape)
                     self.scheduler.fail_safe(part.seq, "corrupt_frame")
                     continue
-                now = time.monotonic()
-                part.times["capture_to_queue"] = now - frame.host_ts
-                part.t_enqueued = now
-                if now + self._queue_wait(now) + self.timer.estimate(self.prep.frames_per_part) > part.t_ready:
-                    self.scheduler.fail_safe(part.seq, "over_budget")
-                    if not self._queue.empty():
-                        continue
-                    # else queue it anyway: an idle engine probes with it, so the estimate can recover
-                try:
-                    self._queue.put_nowait(part)
-                except queue.Full:
-                    self.scheduler.fail_safe(part.seq, "queue_full")
-                self.metrics.queue_depth.set(self._queue.qsize())
+                self._queue.admit(part, frame.host_ts)
         finally:
             self._count_source_drops()
             self.watchdog.forget("acquire")
-            self._acq_done.set()
+            self._stopping.acquisition_done.set()
 
     def _count_source_drops(self) -> None:
         dropped = self.source.dropped
@@ -438,60 +309,19 @@ class Line:
             self._source_dropped = dropped
 
     # ================================================================= inference
-    def _queue_wait(self, now: float) -> float:
-        """Expected wait before a part queued now reaches the engine: the running call's rest plus the batches
-        queued ahead of it."""
-        rest = max(0.0, self._busy_until - now)
-        batches = -(-self._queue.qsize() // self.opt.max_batch)
-        return rest + batches * self.timer.estimate(self.opt.max_batch * self.prep.frames_per_part)
-
-    def _take_batch(self) -> list[Part]:
-        try:
-            batch = [self._queue.get(timeout=0.1)]
-        except queue.Empty:
-            return []
-        end = time.monotonic() + self.opt.batch_wait_s
-        while len(batch) < self.opt.max_batch:
-            try:
-                wait = end - time.monotonic()
-                batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
     def _infer(self) -> None:
-        per_part = self.prep.frames_per_part
         try:
             while True:
                 self.watchdog.beat("infer")
-                batch = self._take_batch()
-                if not batch:
-                    if self._acq_done.is_set() and self._queue.empty():
-                        return
-                    continue
-                self.metrics.queue_depth.set(self._queue.qsize())
-                now = time.monotonic()
-                # Parts that cannot be decided in time are decided fail-safe now, and do not cost engine time.
-                keep = []
-                for part in batch:
-                    part.times["queue_wait"] = now - part.t_enqueued
-                    if part.decision is not None:  # fired fail-safe while it waited
-                        continue
-                    if now + self.timer.estimate(per_part * (len(keep) + 1)) > part.t_ready:
-                        self.scheduler.fail_safe(part.seq, "over_budget")
-                    else:
-                        keep.append(part)
-                if not keep and now - self._last_engine_call > PROBE_AFTER_S:
-                    # Without calls the estimate would not follow an engine that got fast again: probe with a
-                    # part that is decided fail-safe already (its verdict is discarded) to measure it.
-                    keep = [p for p in batch if p.frame is not None and p.frame.image is not None][-1:]
-                if keep:
-                    self._last_engine_call = now
-                    self._run_batch(keep, per_part)
+                batch = self._queue.take()
+                if batch:
+                    self._run_batch(batch)
+                elif self._stopping.acquisition_done.is_set() and self._queue.empty():
+                    return
         finally:
             self.watchdog.forget("infer")
 
-    def _run_batch(self, parts: list[Part], per_part: int) -> None:
+    def _run_batch(self, parts: list[Part]) -> None:
         t0 = time.perf_counter()
         try:
             x = np.concatenate([self.prep.prepare(p.frame.image) for p in parts])
@@ -501,36 +331,15 @@ class Line:
                 self.scheduler.fail_safe(p.seq, "corrupt_frame")
             return
         t1 = time.perf_counter()
-        self._busy_until = time.monotonic() + self.timer.estimate(len(x))
-        try:
-            with self._engine_lock:
-                artefact = self.artefact
-                v = run_engine(self.engine, x)
-        except Exception as e:
-            self._busy_until = 0.0
-            self._engine_errors_in_row += 1
-            if self._engine_errors_in_row in (1, 10, 100):
-                log.warning("ALARM engine failed %d time(s) in a row: %r", self._engine_errors_in_row, e)
-            for p in parts:
-                self.scheduler.fail_safe(p.seq, "engine_error")
+        answer = self._call_engine(x, parts)
+        if answer is None:
             return
+        v, artefact = answer
         t2 = time.perf_counter()
-        self._busy_until = 0.0
-        self._engine_errors_in_row = 0
         self.timer.add(len(x), t2 - t1)
-        keep_maps = self.opt.keep_maps
-        decided = []
-        for i, p in enumerate(parts):
-            s = slice(i * per_part, (i + 1) * per_part)
-            score, norm, defective, amap = self.prep.combine(v.scores[s], v.normalized[s], v.decisions[s],
-                                                             v.maps[s] if keep_maps else None)
-            p.amap = amap
-            if not math.isfinite(score):
-                decided.append((p, None, score, norm))
-            else:
-                decided.append((p, model_verdict(defective, norm, self.opt.uncertain_band), score, norm))
+        verdicts = [self._verdict(p, v, i) for i, p in enumerate(parts)]
         t3 = time.perf_counter()
-        for p, verdict, score, norm in decided:
+        for p, (verdict, score, norm) in zip(parts, verdicts):
             p.artefact = artefact
             p.times.update(preprocess=t1 - t0, inference=t2 - t1, postprocess=t3 - t2)
             if verdict is None:
@@ -538,23 +347,40 @@ class Line:
             else:
                 self.scheduler.decide(p.seq, verdict, MODEL, score, norm)
 
-    # ================================================================= scheduler callbacks
-    def _collect_young(self) -> None:
-        """Idle moment of the scheduler: collect the young generations (never the old one, which is frozen
-        and would walk every object) once enough allocations piled up."""
-        c0, c1, _ = gc.get_count()
-        if c0 >= YOUNG_GC_MIN:
-            gc.collect(1 if c1 >= gc.get_threshold()[1] else 0)
+    def _call_engine(self, x: np.ndarray, parts: list[Part]) -> Optional[tuple[Verdicts, str]]:
+        """The engine's verdicts on x and the artefact that made them; None when the engine fails: its parts are
+        then decided fail-safe, and the alarm is raised at the 1st, 10th and 100th failure in a row."""
+        try:
+            with self._queue.engine_call(len(x)):
+                answer = self._slot.run(x)
+        except Exception as e:
+            self._engine_errors_in_row += 1
+            if self._engine_errors_in_row in (1, 10, 100):
+                log.warning("ALARM engine failed %d time(s) in a row: %r", self._engine_errors_in_row, e)
+            for p in parts:
+                self.scheduler.fail_safe(p.seq, "engine_error")
+            return None
+        self._engine_errors_in_row = 0
+        return answer
 
+    def _verdict(self, part: Part, v: Verdicts, i: int) -> tuple[Optional[str], float, float]:
+        """The i-th part's verdict (None for a result that is not finite), score and normalized score, combined
+        over its frames (tiles); its stitched map is kept on the part when keep_maps."""
+        per_part = self.prep.frames_per_part
+        s = slice(i * per_part, (i + 1) * per_part)
+        score, norm, defective, amap = self.prep.combine(v.scores[s], v.normalized[s], v.decisions[s],
+                                                         v.maps[s] if self.opt.keep_maps else None)
+        part.amap = amap
+        if not math.isfinite(score):
+            return None, score, norm
+        return model_verdict(defective, norm, self.opt.uncertain_band), score, norm
+
+    # ================================================================= scheduler callbacks
     def _on_final(self, part: Part) -> None:
-        self._finals += 1
         self.metrics.on_final(part)
         if self.evidence is not None and self.evidence.wants(part):
             self.evidence.submit(part, self.name)
-        if part.frame is not None:  # the record stays small: no pixels, no map
-            part.frame = dataclasses.replace(part.frame, image=None)
-        part.amap = None
-        self.records.append(part)
+        self.parts.record(part)
 
     def _on_actuated(self, output: str, part: Part, t_start: float, t_done: float) -> None:
         part.times.setdefault("actuation", t_done - part.t_fire)
@@ -579,3 +405,35 @@ class Line:
         self._beat = self._beat % 65535 + 1
         self.metrics.heartbeat.set(self._beat)
         self.outputs.heartbeat(self._beat)
+
+
+@contextlib.contextmanager
+def _interpreter_settings(opt: LoopOptions) -> Iterator[None]:
+    """CPython settings while the line runs, so the scheduler meets its fire times; restored afterwards."""
+    with ExitStack() as stack:
+        if opt.switch_interval_s > 0:  # the scheduler waits less for the GIL
+            stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+            sys.setswitchinterval(opt.switch_interval_s)
+        if opt.freeze_gc:
+            # A full collection walks every object (hundreds of thousands once torch is imported) and stops
+            # every thread for up to 100 ms; frozen objects are skipped. Parts themselves make no cycles.
+            gc.collect()
+            gc.freeze()
+            stack.callback(gc.unfreeze)
+        if opt.idle_gc:
+            # Collections of the young generations run in whichever thread allocates, for 0.1-1 ms with the
+            # GIL held: at an actuation that is jitter. The scheduler collects when nothing is due instead
+            # (_collect_young); the automatic collection stays as a backstop, so memory stays bounded if it
+            # never idles.
+            stack.callback(gc.set_threshold, *gc.get_threshold())
+            t0, t1, t2 = gc.get_threshold()
+            gc.set_threshold(max(t0, opt.gc_backstop), t1, t2)
+        yield
+
+
+def _collect_young() -> None:
+    """Idle moment of the scheduler: collect the young generations (never the old one, which is frozen and
+    would walk every object) once enough allocations piled up."""
+    c0, c1, _ = gc.get_count()
+    if c0 >= YOUNG_GC_MIN:
+        gc.collect(1 if c1 >= gc.get_threshold()[1] else 0)

@@ -274,7 +274,7 @@ def encoder_timing(dataset: str, parts: int = 200, rate_hz: float = 40.0, distan
                   + [(0.1, v) for v in np.linspace(1200, 3000, 10)])
 
         def drive():
-            while line._seq < 3:
+            while line.parts.seq < 3:
                 time.sleep(0.002)
             for delay, v in script:
                 time.sleep(delay)

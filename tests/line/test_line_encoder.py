@@ -45,7 +45,7 @@ def _run_line(category, truth, plc, belt_speed_changes, distance_counts=300, par
                 [rec], budget, LoopOptions(warmup=1, fire_tolerance_s=0.05))
 
     def drive():
-        while line._seq < 3:  # the speed script starts with the parts on the belt (the start-up may be slow)
+        while line.parts.seq < 3:  # the speed script starts with the parts on the belt (the start-up may be slow)
             time.sleep(0.002)
         for delay, speed in belt_speed_changes:
             time.sleep(delay)
