@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
+from ..runtime.base import describe_line
 from .engine import EngineLike, engine_description, engine_input, run_engine
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
 from .monitor import EvidenceStore, LineMetrics, StatusLine
@@ -197,7 +198,7 @@ class Line:
                                      self.opt.resize)
             self._warm_up()
             self.engine_info = {"artefact": self.artefact, **engine_description(self.engine)}
-            log.info("line %s: engine %s", self.name, ", ".join(f"{k} {v}" for k, v in self.engine_info.items()))
+            log.info("line %s: engine %s", self.name, describe_line(self.engine_info))
             stack.enter_context(self.outputs)
             if self.evidence is not None:
                 stack.enter_context(self.evidence)

@@ -120,6 +120,14 @@ class InferResult:
         return len(self.scores)
 
 
+def describe_line(info: Mapping[str, Any]) -> str:
+    """Engine.describe() as one line: `backend onnxruntime, providers CPUExecutionProvider, threads 2`."""
+    def text(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    return ", ".join(f"{k} {text(v)}" for k, v in info.items())
+
+
 def zero_timings() -> dict[str, float]:
     return dict.fromkeys(STAGES, 0.0)
 
@@ -184,6 +192,15 @@ class Engine(abc.ABC):
         s = self.input_spec
         return (f"<{type(self).__name__} {self.path.name} {s.height}x{s.width}x{s.channels} {s.channel_order} "
                 f"batch={s.batch or 'dynamic'} {'active' if self._active else 'inactive'}>")
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs, for the log, `prn-edge run`'s summary and `prn-edge bench`: the backend and what it
+        chose (ONNX Runtime's providers in use, threads, the TensorRT engine, the Triton model version...), so a
+        wrong install (the CPU provider on a GPU box) shows at once. A backend adds its own to this."""
+        out: dict[str, Any] = {"backend": self.backend}
+        if self.metadata.get("precision"):
+            out["precision"] = self.metadata["precision"]
+        return out
 
     @abc.abstractmethod
     def _activate(self) -> None:
