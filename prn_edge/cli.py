@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -11,6 +12,12 @@ from pathlib import Path
 from .config import MAX_SEED, VARIANTS, load_config_file, make_config, parse_override, _merge
 from .errors import ConfigError, PrnEdgeError
 from .artefact.files import check_writable
+from .logs import tell
+
+
+def _progress(args) -> bool:
+    """Progress bars on stderr, unless --quiet or JSON lines (nothing but JSON may go there then)."""
+    return not getattr(args, "quiet", False) and getattr(args, "log_format", "plain") == "plain"
 
 
 def _config(args):
@@ -96,7 +103,8 @@ def cmd_info(args) -> int:
 def cmd_make_dataset(args) -> int:
     from .data.demo import make_dataset
 
-    summary = make_dataset(Path(args.out), seed=args.seed, **({"categories": args.categories} if args.categories else {}))
+    summary = make_dataset(Path(args.out), seed=args.seed, progress=_progress(args),
+                           **({"categories": args.categories} if args.categories else {}))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -119,7 +127,7 @@ def cmd_train(args) -> int:
     cfg = _config(args)
     res = train(cfg, Path(args.data), Path(args.out), defects_dir=Path(args.defects) if args.defects else None,
                 shots_from_test=args.shots_from_test, backbone_weights=args.backbone_weights, resume=args.resume,
-                progress=not args.quiet)
+                progress=_progress(args))
     print(json.dumps(res.to_dict(), indent=2))
     return 0
 
@@ -129,7 +137,7 @@ def cmd_eval(args) -> int:
 
     evaluate_checkpoint(Path(args.checkpoint), Path(args.data), json_out=Path(args.json) if args.json else None,
                         overlays=Path(args.overlays) if args.overlays else None,
-                        save_maps=Path(args.save_maps) if args.save_maps else None, progress=not args.quiet)
+                        save_maps=Path(args.save_maps) if args.save_maps else None, progress=_progress(args))
     return 0
 
 
@@ -164,8 +172,8 @@ def cmd_export(args) -> int:
     print(json.dumps(summary, indent=2, default=str))
     if args.parity and not summary["parity"].get("ok", False):
         p = summary["parity"]
-        print(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
-              f"(decisions identical: {p['decisions_identical']}); nothing written to {target}", file=sys.stderr)
+        tell(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
+             f"(decisions identical: {p['decisions_identical']}); nothing written to {target}")
         return 1
     return 0
 
@@ -240,7 +248,7 @@ def cmd_bench(args) -> int:
                      allow_failed_gate=args.allow_failed_gate) for a in args.artefacts]
     report = run_bench(arts, images, batches=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
                        rounds=args.rounds,
-                       progress=not args.quiet)
+                       progress=_progress(args))
     report["machine"] = machine_info()
     report["machine"]["matmul_peak_gflops"] = matmul_peak_gflops()
     table = markdown(report)
@@ -273,7 +281,7 @@ def cmd_run(args) -> int:
                     print("  " + x.row())
         bad = sum(not x.ok for checks in found.values() for x in checks)
         if bad:
-            print(f"prn-edge run: error: {bad} problem(s) found by --check (listed above)", file=sys.stderr)
+            tell(f"prn-edge run: error: {bad} problem(s) found by --check (listed above)")
         return 2 if bad else 0
 
     if len(args.config) > 1:  # several cameras; lines with the same engine file batch their calls together
@@ -295,8 +303,7 @@ def _run_exit_code(summaries: list[dict]) -> int:
     if any(s.get("undecided", 0) for s in summaries):
         return 1
     if any(s.get("commands_lost") for s in summaries):
-        print("prn-edge run: some reject commands did not reach their output in time: see commands_lost",
-              file=sys.stderr)
+        tell("prn-edge run: some reject commands did not reach their output in time: see commands_lost")
         return 3
     return 0
 
@@ -336,9 +343,9 @@ def cmd_service(args) -> int:
                        writable=tuple(written_folders(cfg)))
     hidden = hidden_paths([args.config, cfg.engine.path, *written_folders(cfg)])
     if hidden:
-        print(f"prn-edge service: warning: {', '.join(hidden)} lie under /tmp or /home, which the unit hides from the "
-              "service (PrivateTmp, ProtectHome): move them, e.g. config to /etc/prn-edge, engines to /opt, "
-              "outputs to /var/lib/prn-edge", file=sys.stderr)
+        tell(f"prn-edge service: warning: {', '.join(hidden)} lie under /tmp or /home, which the unit hides from the "
+             "service (PrivateTmp, ProtectHome): move them, e.g. config to /etc/prn-edge, engines to /opt, "
+             "outputs to /var/lib/prn-edge", logging.WARNING)
     if args.print:
         print(text, end="")
         return 0
@@ -584,11 +591,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PrnEdgeError as e:
-        print(f"prn-edge {args.verb}: error: {e}", file=sys.stderr)
+        tell(f"prn-edge {args.verb}: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        tell("interrupted", logging.WARNING)
         return 130
+    except Exception:
+        if args.log_format != "json":
+            raise
+        # a traceback is many plain lines: under JSON it is one record (its `exception` field)
+        logging.getLogger("prn_edge.cli").critical("prn-edge %s: unexpected error (a prn_edge bug: report it with "
+                                                   "this record)", args.verb, exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..artefact.files import check_writable
+from ..logs import json_logging
 from .config import load_line_config
 from .factory import build_line
 from .monitor import StatusLine
@@ -125,7 +126,8 @@ def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_pa
     if summary_json:
         check_writable(summary_json, "--summary-json")
     cfg = load_line_config(config_path)
-    status = StatusLine(sys.stderr) if cfg.monitor.status_line else None
+    # the live status line is for a terminal; under JSON logging stderr carries JSON lines only
+    status = StatusLine(sys.stderr) if cfg.monitor.status_line and not json_logging() else None
     line = build_line(cfg, status=status)
     notifier = _notify([line])
     if cfg.monitor.port >= 0:
