@@ -288,11 +288,11 @@ def cmd_run(args) -> int:
         from .line.cli import run_lines
 
         summaries = run_lines([Path(c) for c in args.config], duration_s=args.duration, max_parts=args.max_parts,
-                              summary_json=args.summary_json)
+                              summary_json=args.summary_json, pid_file=args.pid_file)
         print(json.dumps(summaries, indent=2, default=str))
         return _run_exit_code(summaries)
     summary = run_line(Path(args.config[0]), duration_s=args.duration, max_parts=args.max_parts,
-                       summary_json=args.summary_json)
+                       summary_json=args.summary_json, pid_file=args.pid_file)
     print(json.dumps(summary, indent=2, default=str))
     return _run_exit_code([summary])
 
@@ -305,6 +305,15 @@ def _run_exit_code(summaries: list[dict]) -> int:
     if any(s.get("commands_lost") for s in summaries):
         tell("prn-edge run: some reject commands did not reach their output in time: see commands_lost")
         return 3
+    return 0
+
+
+def cmd_reload(args) -> int:
+    from .line.service import reload_line
+
+    pid = reload_line(args.pid_file)
+    print(f"SIGHUP sent to prn-edge pid {pid}: it reads its config again and swaps in the engine artefact it names; "
+          "the result is in its log (a failed swap keeps the running engine) and in prn_line_engine_swaps_total")
     return 0
 
 
@@ -529,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="check config, engine, source, outputs and folders without running; every problem at once")
     p.add_argument("--json", action="store_true", help="with --check: the findings as JSON")
+    p.add_argument("--pid-file", type=OUT_FILE, help="write the process id here while the line runs (prn-edge reload)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reload", help="swap in the engine artefact a running line's config now names (SIGHUP)")
+    p.add_argument("--pid-file", required=True, help="the --pid-file the line was started with")
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("cameras", help="list GenICam cameras and their main features")
     p.add_argument("--cti", help="GenTL producer (.cti); default: GENICAM_GENTL64_PATH")

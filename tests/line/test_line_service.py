@@ -207,3 +207,40 @@ def test_under_json_logging_every_stderr_line_is_json(tmp_path, demo_category, t
         assert capsys.readouterr().err.startswith("prn-edge run: error: config file")  # plain: the bare line
     finally:
         configure_logging("warning", "plain")
+
+
+def test_pid_file_and_reload_refuse_what_is_not_a_running_line(tmp_path):
+    """`prn-edge reload` signals only a running prn-edge (SIGHUP ends a process that does not handle it); a line
+    does not start over the pid file of one still running, and replaces one left by a process that is gone."""
+    from prn_edge.line.errors import LineError
+    from prn_edge.line.service import PidFile, reload_line
+
+    pid_file = tmp_path / "run" / "line.pid"
+    with pytest.raises(LineError, match="start the line with `prn-edge run --pid-file"):
+        reload_line(pid_file)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pid_file.parent.mkdir()
+    pid_file.write_text(f"{gone.pid}\n")
+    with pytest.raises(LineError, match=f"names pid {gone.pid}, which is not a running prn-edge"):
+        reload_line(pid_file)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    other, line = subprocess.Popen(sleeper), subprocess.Popen(sleeper + ["prn_edge"])  # the latter: a stand-in line
+    try:
+        pid_file.write_text(f"{other.pid}\n")  # a pid taken over by another program after a crash
+        with pytest.raises(LineError, match="not a running prn-edge"):
+            reload_line(pid_file)
+        time.sleep(0.2)
+        assert other.poll() is None  # not signalled
+        with PidFile(pid_file):  # replaces the stale file, removes its own at the end
+            assert pid_file.read_text() == f"{os.getpid()}\n"
+        assert not pid_file.exists()
+        pid_file.write_text(f"{line.pid}\n")
+        with pytest.raises(LineError, match=f"names pid {line.pid}, a prn-edge that is still running"):
+            PidFile(pid_file).__enter__()
+        assert reload_line(pid_file) == line.pid
+        assert line.wait(10) == -signal.SIGHUP  # the stand-in has no handler: SIGHUP ended it
+    finally:
+        for proc in (other, line):
+            proc.kill()
+            proc.wait()

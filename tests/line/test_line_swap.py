@@ -1,6 +1,7 @@
 """Hot swap: a new engine artefact takes over a running line without stopping capture. Parts in flight finish on
 the old engine, every decision records its artefact, a swap that cannot work keeps the old engine. In process
-with scripted engines, and through `prn-edge run` + SIGHUP with two real ONNX artefacts."""
+with scripted engines, and through `prn-edge run --pid-file` + `prn-edge reload` (SIGHUP) with two real ONNX
+artefacts."""
 from __future__ import annotations
 
 import json
@@ -69,9 +70,10 @@ def test_sighup_swaps_in_the_artefact_the_config_now_names(tmp_path, demo_catego
             "timing": {"deadline_s": 0.3}, "outputs": [{"kind": "csv", "path": "d.csv"}],
             "monitor": {"status_line": False}}
     cfg.write_text(yaml.safe_dump(data))
+    pid_file = tmp_path / "run" / "line.pid"
     proc = subprocess.Popen([sys.executable, "-m", "prn_edge.cli", "run", "--config", str(cfg), "--summary-json",
-                             str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             str(tmp_path / "s.json"), "--pid-file", str(pid_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     csv = tmp_path / "d.csv"
 
     def rows():
@@ -84,7 +86,10 @@ def test_sighup_swaps_in_the_artefact_the_config_now_names(tmp_path, demo_catego
             time.sleep(0.1)
         data["engine"]["path"] = str(lenient)
         cfg.write_text(yaml.safe_dump(data))
-        proc.send_signal(signal.SIGHUP)
+        assert pid_file.read_text() == f"{proc.pid}\n"
+        r = subprocess.run([sys.executable, "-m", "prn_edge.cli", "reload", "--pid-file", str(pid_file)],
+                           capture_output=True, text=True)  # SIGHUP, as systemctl reload sends it
+        assert r.returncode == 0 and f"SIGHUP sent to prn-edge pid {proc.pid}" in r.stdout, r.stderr
         n = len(rows())
         while time.monotonic() < end and not any(r["artefact"].startswith("lenient.onnx@") for r in rows()[n:]):
             assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -94,6 +99,7 @@ def test_sighup_swaps_in_the_artefact_the_config_now_names(tmp_path, demo_catego
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
+    assert not pid_file.exists()  # removed when the run ended
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["undecided"] == 0 and len(summary["reloads"]) == 1
     assert summary["reloads"][0]["to"].startswith("lenient.onnx@")
