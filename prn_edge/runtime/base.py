@@ -96,6 +96,12 @@ class EngineOptions:
             raise EngineError(f"{self.backend} backend: {name}={value!r}: give a whole number >= 1, or None")
 
     @classmethod
+    def for_target(cls: type[_O], target: str, opts: Mapping[str, Any]) -> _O:
+        """The options open_engine gives the engine of `target`: the keyword options; a backend addressed by URL
+        may also take some from the URL (its query)."""
+        return cls.from_kwargs(opts)
+
+    @classmethod
     def of(cls: type[_O], options: Optional[_O], opts: Mapping[str, Any]) -> _O:
         """An engine constructor's options: a ready options object, or keyword arguments (not both)."""
         if options is None:
@@ -137,6 +143,10 @@ class Engine(abc.ABC):
     them from what it wraps by overriding the properties: infer reads them through the properties)."""
 
     backend: str = "?"
+    # Whether metadata from a calibration run that failed its accuracy gate may decide: open_engine checks the
+    # artefact it opens and sets this; an engine whose artefact changes while it runs (a server's new model
+    # version) checks each new one against it.
+    allow_failed_gate: bool = False
 
     def __init__(self, path: str | Path, metadata: dict[str, Any], input_spec: InputSpec,
                  max_batch: Optional[int] = None):

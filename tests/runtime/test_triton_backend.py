@@ -49,8 +49,6 @@ def test_no_server_is_an_engine_error(dead_port):
     pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'prn-edge[triton]')")
     with pytest.raises(EngineError, match="the server is not reachable"):
         open_engine(f"triton://127.0.0.1:{dead_port}/coin?timeout_s=1")
-    with pytest.raises(EngineError, match="threads are the server's setting"):
-        open_engine(f"triton://127.0.0.1:{dead_port}/coin", threads=2)
     with pytest.raises(EngineError, match="unknown options"):
         open_engine(f"triton://127.0.0.1:{dead_port}/coin?shm=1")
 
