@@ -4,7 +4,7 @@ engine's client and the test doubles in prn_edge.sim are Engines too), checked w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -53,8 +53,17 @@ def run_engine(engine: Any, frames: np.ndarray) -> Verdicts:
     return out
 
 
+def _inner(engine: Any) -> Any:
+    """The engine that computes: a SharedEngine client's shared engine, else the engine itself."""
+    return getattr(getattr(engine, "_shared", None), "engine", None) or engine
+
+
+def served_artefact(engine: Any) -> Optional[str]:
+    """Which model version a server answered with (Engine.served_artefact), None for an engine of a file."""
+    return _inner(engine).served_artefact
+
+
 def engine_description(engine: Any) -> dict:
     """What actually runs (Engine.describe(): backend, ONNX Runtime providers in use, threads, TensorRT engine...);
     a SharedEngine client describes the engine it shares."""
-    inner = getattr(getattr(engine, "_shared", None), "engine", None) or engine
-    return inner.describe()
+    return _inner(engine).describe()

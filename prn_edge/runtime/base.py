@@ -172,6 +172,13 @@ class Engine(abc.ABC):
     def active(self) -> bool:
         return self._active
 
+    @property
+    def served_artefact(self) -> Optional[str]:
+        """For an engine whose server chooses the model version (Triton): which version decided the last call, as
+        a label for the records (a rollout on the server changes it between two calls). None for an engine that
+        runs its own artefact file."""
+        return None
+
     def activate(self) -> "Engine":
         if not self._active:
             try:

@@ -256,6 +256,15 @@ class TritonEngine(Engine):
     def uses_shared_memory(self) -> bool:
         return bool(self._regions)
 
+    @property
+    def served_artefact(self) -> str:
+        """MODEL/VERSION:ARTEFACT@SHA12 of the version whose metadata decides: the one that answered the last call
+        (infer() refuses a call that versions answered in parts), before any call the one the config describes."""
+        m = self._metadata
+        sha = str(m.get("artefact_sha256") or "")[:12]
+        return (f"{self.address.model}/{m.get('model_version') or '?'}:{m.get('artefact') or '?'}"
+                + (f"@{sha}" if sha else ""))
+
     def describe(self) -> dict[str, Any]:
         """The server, the model and the version deciding (the one that answered last, else the one its config
         describes), and how frames travel."""
