@@ -153,15 +153,10 @@ def cmd_export(args) -> int:
                           input_format=args.input_format, channel_order=args.channel_order, input_hw=args.input_size,
                           opset=args.opset)
     if args.parity:
-        from .data.images import is_image_file, read_image
+        from .data.images import read_image, sample_image_files
 
-        # every image below the folder (a test/ folder with one sub-folder per defect type works), at most
-        # --parity-images of them, spread evenly over the sorted list
-        files = sorted(p for p in Path(args.parity).rglob("*") if is_image_file(p)
-                       and "ground_truth" not in p.parts and "masks" not in p.parts)
-        step = max(1, len(files) // max(1, args.parity_images))
-        images = [read_image(p) for p in files[::step][:args.parity_images]]
         try:
+            images = [read_image(p) for p in sample_image_files(args.parity, args.parity_images)]
             summary["parity"] = check_parity(Path(args.checkpoint), staging, images)
         finally:
             if not summary.get("parity", {}).get("ok", False):
@@ -377,14 +372,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_triton_repo(args) -> int:
-    from .serve.triton_repo import write_model
+    from .serve.triton_repo import ParityCheck, write_model
 
     options = {"max_batch": args.max_batch, "preferred_batch": args.preferred_batch,
                "max_queue_delay_us": args.max_queue_delay_us, "instances": args.instances,
                "instance_kind": args.instance_kind, "ort_threads": args.ort_threads}
+    tolerance = {"tolerance": args.parity_tolerance} if args.parity_tolerance is not None else {}
+    parity = ParityCheck(Path(args.parity), args.parity_images, **tolerance) if args.parity else None
     summary = write_model(args.artefacts, Path(args.out), name=args.name, add=args.add,
                           python_backend=args.python_backend, options=options,
-                          allow_failed_gate=args.allow_failed_gate)
+                          allow_failed_gate=args.allow_failed_gate, parity=parity, force=args.force)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -587,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="python backend: ONNX Runtime threads per instance (0: its default)")
     p.add_argument("--allow-failed-gate", action="store_true",
                    help="serve an INT8 artefact whose calibration failed its accuracy gate")
+    p.add_argument("--parity", metavar="DIR",
+                   help="refuse a new version whose maps or scores differ from the previous version's on the images "
+                        "in DIR (both through ONNX Runtime)")
+    p.add_argument("--parity-images", type=COUNT, default=16, help="images used by --parity (spread over DIR)")
+    p.add_argument("--parity-tolerance", type=_number(float, 0),
+                   help="largest map or score difference --parity accepts (default: export parity's, 1e-4)")
+    p.add_argument("--force", action="store_true", help="write a version that fails --parity (recorded as forced)")
     p.set_defaults(func=cmd_triton_repo)
     return ap
 
