@@ -289,10 +289,12 @@ class Line:
         return old
 
     def _set_artefact(self, label: str) -> None:
-        """The artefact deciding from the next engine call on, and its metric (called with the engine lock held)."""
+        """The artefact deciding from the next engine call on, its metric and what the summary says runs (called
+        with the engine lock held)."""
         self.metrics.artefact.labels(self.artefact).set(0)
         self.artefact = label
         self.metrics.artefact.labels(label).set(1)
+        self.engine_info = {"artefact": label, **engine_description(self.engine)}
 
     def _close_engine(self) -> None:
         with self._engine_lock:
