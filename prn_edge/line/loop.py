@@ -23,7 +23,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
-from .engine import EngineLike, engine_description, engine_input, run_engine
+from ..runtime.base import describe_line
+from .engine import EngineLike, engine_description, engine_input, run_engine, served_artefact
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
 from .monitor import EvidenceStore, LineMetrics, StatusLine
 from .outputs.base import OUTCOMES, OutputSet, RejectOutput
@@ -83,7 +84,11 @@ class LoopOptions:
 
 
 def artefact_label(engine) -> str:
-    """Which artefact an engine runs, for the records: file name and the first 12 hex digits of its SHA-256."""
+    """Which artefact an engine runs, for the records: file name and the first 12 hex digits of its SHA-256; for an
+    engine on a server, the model version it answers with (MODEL/VERSION:FILE@SHA12)."""
+    served = served_artefact(engine)
+    if served:
+        return served
     path = getattr(engine, "path", None)
     if path is None:
         shared = getattr(engine, "_shared", None)  # a SharedEngine client: the shared engine's artefact
@@ -197,7 +202,7 @@ class Line:
                                      self.opt.resize)
             self._warm_up()
             self.engine_info = {"artefact": self.artefact, **engine_description(self.engine)}
-            log.info("line %s: engine %s", self.name, ", ".join(f"{k} {v}" for k, v in self.engine_info.items()))
+            log.info("line %s: engine %s", self.name, describe_line(self.engine_info))
             stack.enter_context(self.outputs)
             if self.evidence is not None:
                 stack.enter_context(self.evidence)
@@ -276,14 +281,20 @@ class Line:
         """Record that the engine (e.g. a shared one) now runs another artefact; with `engine`, it takes over
         between two engine calls. Returns the engine it replaced (None without one)."""
         with self._engine_lock:
-            old, old_label = (self.engine if engine is not None else None), self.artefact
+            old = self.engine if engine is not None else None
             if engine is not None:
                 self.engine = engine
-            self.artefact = label
+            self._set_artefact(label)
         self.metrics.engine_swaps.labels("ok").inc()
-        self.metrics.artefact.labels(old_label).set(0)
-        self.metrics.artefact.labels(label).set(1)
         return old
+
+    def _set_artefact(self, label: str) -> None:
+        """The artefact deciding from the next engine call on, its metric and what the summary says runs (called
+        with the engine lock held)."""
+        self.metrics.artefact.labels(self.artefact).set(0)
+        self.artefact = label
+        self.metrics.artefact.labels(label).set(1)
+        self.engine_info = {"artefact": label, **engine_description(self.engine)}
 
     def _close_engine(self) -> None:
         with self._engine_lock:
@@ -504,8 +515,13 @@ class Line:
         self._busy_until = time.monotonic() + self.timer.estimate(len(x))
         try:
             with self._engine_lock:
-                artefact = self.artefact
                 v = run_engine(self.engine, x)
+                served = served_artefact(self.engine)
+                if served and served != self.artefact:  # the server answers with another model version now
+                    log.warning("line %s: %s decides now (was %s): the server rolled out another model version",
+                                self.name, served, self.artefact)
+                    self._set_artefact(served)
+                artefact = self.artefact
         except Exception as e:
             self._busy_until = 0.0
             self._engine_errors_in_row += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
@@ -80,6 +80,11 @@ class TorchEngine(Engine):
 
     def _release(self) -> None:
         self._model = None
+
+    def describe(self) -> dict[str, Any]:
+        import torch  # imported already: the engine was made
+
+        return {**super().describe(), "device": "cpu", "threads": torch.get_num_threads()}
 
     def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         import torch
