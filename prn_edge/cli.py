@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -11,6 +12,12 @@ from pathlib import Path
 from .config import MAX_SEED, VARIANTS, load_config_file, make_config, parse_override, _merge
 from .errors import ConfigError, PrnEdgeError
 from .artefact.files import check_writable
+from .logs import tell
+
+
+def _progress(args) -> bool:
+    """Progress bars on stderr, unless --quiet or JSON lines (nothing but JSON may go there then)."""
+    return not getattr(args, "quiet", False) and getattr(args, "log_format", "plain") == "plain"
 
 
 def _config(args):
@@ -96,7 +103,8 @@ def cmd_info(args) -> int:
 def cmd_make_dataset(args) -> int:
     from .data.demo import make_dataset
 
-    summary = make_dataset(Path(args.out), seed=args.seed, **({"categories": args.categories} if args.categories else {}))
+    summary = make_dataset(Path(args.out), seed=args.seed, progress=_progress(args),
+                           **({"categories": args.categories} if args.categories else {}))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -119,7 +127,7 @@ def cmd_train(args) -> int:
     cfg = _config(args)
     res = train(cfg, Path(args.data), Path(args.out), defects_dir=Path(args.defects) if args.defects else None,
                 shots_from_test=args.shots_from_test, backbone_weights=args.backbone_weights, resume=args.resume,
-                progress=not args.quiet)
+                progress=_progress(args))
     print(json.dumps(res.to_dict(), indent=2))
     return 0
 
@@ -129,7 +137,7 @@ def cmd_eval(args) -> int:
 
     evaluate_checkpoint(Path(args.checkpoint), Path(args.data), json_out=Path(args.json) if args.json else None,
                         overlays=Path(args.overlays) if args.overlays else None,
-                        save_maps=Path(args.save_maps) if args.save_maps else None, progress=not args.quiet)
+                        save_maps=Path(args.save_maps) if args.save_maps else None, progress=_progress(args))
     return 0
 
 
@@ -145,15 +153,10 @@ def cmd_export(args) -> int:
                           input_format=args.input_format, channel_order=args.channel_order, input_hw=args.input_size,
                           opset=args.opset)
     if args.parity:
-        from .data.images import is_image_file, read_image
+        from .data.images import read_image, sample_image_files
 
-        # every image below the folder (a test/ folder with one sub-folder per defect type works), at most
-        # --parity-images of them, spread evenly over the sorted list
-        files = sorted(p for p in Path(args.parity).rglob("*") if is_image_file(p)
-                       and "ground_truth" not in p.parts and "masks" not in p.parts)
-        step = max(1, len(files) // max(1, args.parity_images))
-        images = [read_image(p) for p in files[::step][:args.parity_images]]
         try:
+            images = [read_image(p) for p in sample_image_files(args.parity, args.parity_images)]
             summary["parity"] = check_parity(Path(args.checkpoint), staging, images)
         finally:
             if not summary.get("parity", {}).get("ok", False):
@@ -164,8 +167,8 @@ def cmd_export(args) -> int:
     print(json.dumps(summary, indent=2, default=str))
     if args.parity and not summary["parity"].get("ok", False):
         p = summary["parity"]
-        print(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
-              f"(decisions identical: {p['decisions_identical']}); nothing written to {target}", file=sys.stderr)
+        tell(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
+             f"(decisions identical: {p['decisions_identical']}); nothing written to {target}")
         return 1
     return 0
 
@@ -240,7 +243,7 @@ def cmd_bench(args) -> int:
                      allow_failed_gate=args.allow_failed_gate) for a in args.artefacts]
     report = run_bench(arts, images, batches=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
                        rounds=args.rounds,
-                       progress=not args.quiet)
+                       progress=_progress(args))
     report["machine"] = machine_info()
     report["machine"]["matmul_peak_gflops"] = matmul_peak_gflops()
     table = markdown(report)
@@ -273,18 +276,18 @@ def cmd_run(args) -> int:
                     print("  " + x.row())
         bad = sum(not x.ok for checks in found.values() for x in checks)
         if bad:
-            print(f"prn-edge run: error: {bad} problem(s) found by --check (listed above)", file=sys.stderr)
+            tell(f"prn-edge run: error: {bad} problem(s) found by --check (listed above)")
         return 2 if bad else 0
 
     if len(args.config) > 1:  # several cameras; lines with the same engine file batch their calls together
         from .line.cli import run_lines
 
         summaries = run_lines([Path(c) for c in args.config], duration_s=args.duration, max_parts=args.max_parts,
-                              summary_json=args.summary_json)
+                              summary_json=args.summary_json, pid_file=args.pid_file)
         print(json.dumps(summaries, indent=2, default=str))
         return _run_exit_code(summaries)
     summary = run_line(Path(args.config[0]), duration_s=args.duration, max_parts=args.max_parts,
-                       summary_json=args.summary_json)
+                       summary_json=args.summary_json, pid_file=args.pid_file)
     print(json.dumps(summary, indent=2, default=str))
     return _run_exit_code([summary])
 
@@ -295,9 +298,17 @@ def _run_exit_code(summaries: list[dict]) -> int:
     if any(s.get("undecided", 0) for s in summaries):
         return 1
     if any(s.get("commands_lost") for s in summaries):
-        print("prn-edge run: some reject commands did not reach their output in time: see commands_lost",
-              file=sys.stderr)
+        tell("prn-edge run: some reject commands did not reach their output in time: see commands_lost")
         return 3
+    return 0
+
+
+def cmd_reload(args) -> int:
+    from .line.service import reload_line
+
+    pid = reload_line(args.pid_file)
+    print(f"SIGHUP sent to prn-edge pid {pid}: it reads its config again and swaps in the engine artefact it names; "
+          "the result is in its log (a failed swap keeps the running engine) and in prn_line_engine_swaps_total")
     return 0
 
 
@@ -336,9 +347,9 @@ def cmd_service(args) -> int:
                        writable=tuple(written_folders(cfg)))
     hidden = hidden_paths([args.config, cfg.engine.path, *written_folders(cfg)])
     if hidden:
-        print(f"prn-edge service: warning: {', '.join(hidden)} lie under /tmp or /home, which the unit hides from the "
-              "service (PrivateTmp, ProtectHome): move them, e.g. config to /etc/prn-edge, engines to /opt, "
-              "outputs to /var/lib/prn-edge", file=sys.stderr)
+        tell(f"prn-edge service: warning: {', '.join(hidden)} lie under /tmp or /home, which the unit hides from the "
+             "service (PrivateTmp, ProtectHome): move them, e.g. config to /etc/prn-edge, engines to /opt, "
+             "outputs to /var/lib/prn-edge", logging.WARNING)
     if args.print:
         print(text, end="")
         return 0
@@ -361,14 +372,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_triton_repo(args) -> int:
-    from .serve.triton_repo import write_model
+    from .serve.triton_repo import ParityCheck, write_model
 
     options = {"max_batch": args.max_batch, "preferred_batch": args.preferred_batch,
                "max_queue_delay_us": args.max_queue_delay_us, "instances": args.instances,
                "instance_kind": args.instance_kind, "ort_threads": args.ort_threads}
+    tolerance = {"tolerance": args.parity_tolerance} if args.parity_tolerance is not None else {}
+    parity = ParityCheck(Path(args.parity), args.parity_images, **tolerance) if args.parity else None
     summary = write_model(args.artefacts, Path(args.out), name=args.name, add=args.add,
                           python_backend=args.python_backend, options=options,
-                          allow_failed_gate=args.allow_failed_gate)
+                          allow_failed_gate=args.allow_failed_gate, parity=parity, force=args.force)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -522,7 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="check config, engine, source, outputs and folders without running; every problem at once")
     p.add_argument("--json", action="store_true", help="with --check: the findings as JSON")
+    p.add_argument("--pid-file", type=OUT_FILE, help="write the process id here while the line runs (prn-edge reload)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reload", help="swap in the engine artefact a running line's config now names (SIGHUP)")
+    p.add_argument("--pid-file", required=True, help="the --pid-file the line was started with")
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("cameras", help="list GenICam cameras and their main features")
     p.add_argument("--cti", help="GenTL producer (.cti); default: GENICAM_GENTL64_PATH")
@@ -566,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="python backend: ONNX Runtime threads per instance (0: its default)")
     p.add_argument("--allow-failed-gate", action="store_true",
                    help="serve an INT8 artefact whose calibration failed its accuracy gate")
+    p.add_argument("--parity", metavar="DIR",
+                   help="refuse a new version whose maps or scores differ from the previous version's on the images "
+                        "in DIR (both through ONNX Runtime)")
+    p.add_argument("--parity-images", type=COUNT, default=16, help="images used by --parity (spread over DIR)")
+    p.add_argument("--parity-tolerance", type=_number(float, 0),
+                   help="largest map or score difference --parity accepts (default: export parity's, 1e-4)")
+    p.add_argument("--force", action="store_true", help="write a version that fails --parity (recorded as forced)")
     p.set_defaults(func=cmd_triton_repo)
     return ap
 
@@ -584,11 +609,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PrnEdgeError as e:
-        print(f"prn-edge {args.verb}: error: {e}", file=sys.stderr)
+        tell(f"prn-edge {args.verb}: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        tell("interrupted", logging.WARNING)
         return 130
+    except Exception:
+        if args.log_format != "json":
+            raise
+        # a traceback is many plain lines: under JSON it is one record (its `exception` field)
+        logging.getLogger("prn_edge.cli").critical("prn-edge %s: unexpected error (a prn_edge bug: report it with "
+                                                   "this record)", args.verb, exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """One comparator for every check that sets one engine's results against another's on the same frames: export
-parity (ONNX Runtime against PyTorch), benchmark agreement, the INT8 calibration gate and tools/gpu_check all
-report these fields, computed here once.
+parity (ONNX Runtime against PyTorch), a Triton rollout's parity (a new model version against the one it
+replaces), benchmark agreement, the INT8 calibration gate and tools/gpu_check all report these fields, computed
+here once.
 
     report = compare(reference_result, candidate_result, threshold=meta["image_threshold"])
 
@@ -67,12 +68,46 @@ def compare_engines(reference: str | Path, candidate: str | Path, frames: np.nda
     return compare(a, b)
 
 
+def _onnxruntime_cpu(path: str | Path, frames: np.ndarray, threads: Optional[int]):
+    """An ONNX artefact's result on frames, through ONNX Runtime's CPU provider (the same everywhere), and the
+    camera frames it took."""
+    from .runtime.onnxruntime_backend import OnnxRuntimeEngine
+
+    with OnnxRuntimeEngine(path, providers="cpu", threads=threads) as engine:
+        return engine.infer(frames), engine.input_spec
+
+
+def check_rollout(previous: str | Path, candidate: str | Path, images: Sequence[np.ndarray], names: Sequence[str],
+                  tol: float = MAP_TOLERANCE, threads: Optional[int] = 2) -> dict:
+    """A new version of a served model against the version it replaces: both ONNX artefacts through ONNX Runtime
+    (CPU) on the same images (RGB uint8, any size, turned into the artefact's camera frames; `names` say which
+    is which). compare()'s fields, plus the image whose map or score moved most (worst_image, worst_map_diff,
+    worst_score_diff), how many images are beyond `tol`, the images whose decision changed (a re-tuned threshold
+    changes decisions on purpose and is not a failure by itself), and `ok` when every map and score is within
+    `tol`."""
+    from .runtime.preprocess import rgb_to_frames
+
+    if len(images) == 0 or len(images) != len(names):
+        raise ParityError("check_rollout needs at least one image, and one name for each")
+    frames = rgb_to_frames(images, read_metadata(candidate)["input_spec"])
+    old, _ = _onnxruntime_cpu(previous, frames, threads)
+    new, _ = _onnxruntime_cpu(candidate, frames, threads)
+    map_diff = np.abs(np.asarray(old.maps, np.float64) - new.maps).reshape(len(frames), -1).max(axis=1)
+    score_diff = np.abs(np.asarray(old.scores, np.float64) - new.scores)
+    worst = int(np.argmax(np.maximum(map_diff, score_diff)))
+    beyond = (map_diff > tol) | (score_diff > tol)
+    return {**compare(old, new), "tolerance": tol, "worst_image": str(names[worst]),
+            "worst_map_diff": float(map_diff[worst]), "worst_score_diff": float(score_diff[worst]),
+            "beyond_tolerance": int(beyond.sum()),
+            "decisions_changed": [str(names[i]) for i in np.flatnonzero(old.decisions != new.decisions)],
+            "ok": not bool(beyond.any())}
+
+
 def check_parity(ckpt: str | Path, onnx_path: str | Path, images: Sequence[np.ndarray] | np.ndarray,
                  tol: float = MAP_TOLERANCE, threads: Optional[int] = 2, strict: bool = False) -> dict:
     """An exported ONNX artefact against its PyTorch checkpoint on `images` (RGB uint8, any size; turned into the
     artefact's camera frames first, both backends get the same frames): compare()'s fields plus the decisions,
     and `ok` when maps and scores are within `tol` and the decisions identical. strict: raise ParityError if not."""
-    from .runtime.onnxruntime_backend import OnnxRuntimeEngine
     from .runtime.preprocess import rgb_to_frames
     from .runtime.torch_backend import TorchEngine
 
@@ -82,9 +117,7 @@ def check_parity(ckpt: str | Path, onnx_path: str | Path, images: Sequence[np.nd
         raise ParityError("check_parity needs at least one image")
     frames = rgb_to_frames(images, spec)
     hw = (spec.height, spec.width)
-    with OnnxRuntimeEngine(onnx_path, providers="cpu", threads=threads) as ort_engine:
-        onnx_res = ort_engine.infer(frames)
-        camera = ort_engine.input_spec
+    onnx_res, camera = _onnxruntime_cpu(onnx_path, frames, threads)
     with TorchEngine(ckpt, channel_order=camera.channel_order, input_hw=hw, resize=camera.resize,
                      threads=threads) as torch_engine:
         torch_res = torch_engine.infer(frames)

@@ -183,6 +183,7 @@ def fixed_args(verb: str, root: Path) -> list[str]:
         "build": [missing + ".onnx", "-o", str(out / "e.engine")],
         "bench": [missing + ".onnx"],
         "run": ["--config", missing + ".yaml"],
+        "reload": ["--pid-file", missing + ".pid"],
         "cameras": ["--cti", missing + ".cti"],
         "demo": ["--workdir", blocked],
         "service": ["install", "--config", missing + ".yaml", "--unit-dir", str(out)],

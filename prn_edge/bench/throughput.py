@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..runtime import STAGES, open_engine
+from ..runtime.base import describe_line
 from ..runtime.preprocess import rgb_to_frames
 from ..verify import compare
 
@@ -57,6 +58,7 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
         for art in artefacts:
             eng = stack.enter_context(open_engine(art.path, backend=art.backend, threads=threads,
                                                             allow_failed_gate=art.allow_failed_gate))
+            log(f"{art.label}: {describe_line(eng.describe())}")  # a wrong install shows before any number
             spec = eng.input_spec
             frames = rgb_to_frames(images, spec)
             # agreement on the same frames, batch by batch as the engine likes them
@@ -103,7 +105,7 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
                 gflops = (meta.get("model") or {}).get("gflops_per_image")
                 ms = np.array(run["lat"]) * 1e3
                 stats = percentiles(ms)
-                row = {"artefact": art.label, "path": str(art.path), "backend": eng.backend,
+                row = {"artefact": art.label, "path": str(art.path), "backend": eng.backend, "engine": eng.describe(),
                        "precision": precision_of(meta, Path(art.path)), "batch": b, "iters": len(ms),
                        "rounds": rounds, "latency_ms": stats, "throughput_ips": b * 1e3 / stats["mean"],
                        "round_mean_ms": [round(1e3 * m, 3) for m in run["round_means"]],

@@ -16,6 +16,19 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTS
 
 
+def sample_image_files(folder: str | Path, count: int) -> list[Path]:
+    """At most `count` images below `folder`, spread evenly over the sorted list (a test/ folder with one
+    sub-folder per defect type gives some of each); masks (ground_truth/, masks/) skipped. For checks that compare
+    two models on a few images. DataError when there are none."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if is_image_file(p)
+                   and not {"ground_truth", "masks"} & set(p.relative_to(root).parts))
+    if not files:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) below it; give a folder of the part's images")
+    step = max(1, len(files) // max(1, count))
+    return files[::step][:count]
+
+
 def _load(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():

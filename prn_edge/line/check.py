@@ -91,6 +91,7 @@ def _section(data: dict, section: str, minimal: dict, base: Path) -> str:
 
 
 def _engine(engine) -> str:
+    from ..runtime.base import describe_line
     from .engine import engine_description
     from .swap import artefact_label
 
@@ -99,7 +100,7 @@ def _engine(engine) -> str:
         spec = engine.input_spec
     gate = engine.metadata.get("accuracy_gate")
     return (f"{artefact_label(engine)}: {spec.height}x{spec.width}x{spec.channels} {spec.channel_order}, "
-            + ", ".join(f"{k} {v}" for k, v in info.items()) + (f", accuracy gate {gate}" if gate else ""))
+            + describe_line(info) + (f", accuracy gate {gate}" if gate else ""))
 
 
 def _source(source, box: dict) -> str:

@@ -7,11 +7,12 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
 from ..artefact.files import check_writable
+from ..logs import json_logging
 from .config import load_line_config
 from .factory import build_line
 from .monitor import StatusLine
@@ -115,24 +116,32 @@ def reload_on_sighup(lines: list, config_paths: list):
         wake.set()
 
 
+def _pid_file(path: Optional[str | Path]):
+    from .service import PidFile
+
+    return PidFile(path) if path else nullcontext()
+
+
 def run_line(config_path: str | Path, duration_s: Optional[float] = None, max_parts: Optional[int] = None,
-             summary_json: Optional[str | Path] = None) -> dict:
+             summary_json: Optional[str | Path] = None, pid_file: Optional[str | Path] = None) -> dict:
     """Run the line of a YAML config until its source ends, Ctrl-C, duration_s or max_parts; return the summary.
 
     Configuration errors (bad keys, a model input the camera cannot give, unreachable PLC...) raise before the
-    first frame is taken.
+    first frame is taken. pid_file: where the process id goes once SIGHUP reloads (`prn-edge reload`).
     """
     if summary_json:
         check_writable(summary_json, "--summary-json")
     cfg = load_line_config(config_path)
-    status = StatusLine(sys.stderr) if cfg.monitor.status_line else None
+    # the live status line is for a terminal; under JSON logging stderr carries JSON lines only
+    status = StatusLine(sys.stderr) if cfg.monitor.status_line and not json_logging() else None
     line = build_line(cfg, status=status)
     notifier = _notify([line])
     if cfg.monitor.port >= 0:
         port = line.metrics.serve(cfg.monitor.port, cfg.monitor.bind)
         log.info("metrics on http://%s:%d/metrics", cfg.monitor.bind, port)
     try:
-        with stop_on_signals([line], notifier) as stopped_by, reload_on_sighup([line], [config_path]) as reloads:
+        with stop_on_signals([line], notifier) as stopped_by, reload_on_sighup([line], [config_path]) as reloads, \
+                _pid_file(pid_file):
             summary = line.run(duration_s=duration_s, max_parts=max_parts)
         summary["stopped_by"] = stopped_by[0] if stopped_by else summary.get("stopped_by")
         summary["reloads"] = reloads
@@ -166,7 +175,7 @@ def list_cameras(cti: str = "", features: bool = False) -> list[dict]:
 
 
 def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None, max_parts: Optional[int] = None,
-              summary_json: Optional[str | Path] = None) -> list[dict]:
+              summary_json: Optional[str | Path] = None, pid_file: Optional[str | Path] = None) -> list[dict]:
     """Several lines (cameras) at once, each on its own threads; lines with the same engine file share it and
     their inference calls are batched together. Returns one summary per line."""
     from .factory import build_lines
@@ -197,7 +206,8 @@ def run_lines(config_paths: list[str | Path], duration_s: Optional[float] = None
             log.error("line %s failed: %s", lines[i].name, e)
 
     threads = [threading.Thread(target=run, args=(i,), name=f"line-{c.name}") for i, c in enumerate(cfgs)]
-    with stop_on_signals(lines, notifier) as stopped_by, reload_on_sighup(lines, list(config_paths)) as reloads:
+    with stop_on_signals(lines, notifier) as stopped_by, reload_on_sighup(lines, list(config_paths)) as reloads, \
+            _pid_file(pid_file):
         for t in threads:
             t.start()
         for t in threads:

@@ -4,7 +4,7 @@ engine's client and the test doubles in prn_edge.sim are Engines too), checked w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -53,20 +53,17 @@ def run_engine(engine: Any, frames: np.ndarray) -> Verdicts:
     return out
 
 
+def _inner(engine: Any) -> Any:
+    """The engine that computes: a SharedEngine client's shared engine, else the engine itself."""
+    return getattr(getattr(engine, "_shared", None), "engine", None) or engine
+
+
+def served_artefact(engine: Any) -> Optional[str]:
+    """Which model version a server answered with (Engine.served_artefact), None for an engine of a file."""
+    return _inner(engine).served_artefact
+
+
 def engine_description(engine: Any) -> dict:
-    """What actually runs: backend, ONNX Runtime providers in use (not just asked for), threads, TensorRT
-    precision; so a wrong install (CPU provider on a GPU box) shows at once in the log and the summary."""
-    inner = getattr(getattr(engine, "_shared", None), "engine", None) or engine
-    out: dict = {"backend": getattr(inner, "backend", type(inner).__name__)}
-    session = getattr(inner, "_session", None)
-    if session is not None and hasattr(session, "get_providers"):
-        out["providers"] = list(session.get_providers())
-    elif getattr(inner, "providers", None):
-        out["providers"] = [p if isinstance(p, str) else p[0] for p in inner.providers]
-    for key in ("threads", "precision", "device"):
-        if getattr(inner, key, None) is not None:
-            out[key] = getattr(inner, key)
-    meta = getattr(inner, "metadata", None) or {}
-    if meta.get("precision"):
-        out.setdefault("precision", meta["precision"])
-    return out
+    """What actually runs (Engine.describe(): backend, ONNX Runtime providers in use, threads, TensorRT engine...);
+    a SharedEngine client describes the engine it shares."""
+    return _inner(engine).describe()

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
+from ..runtime.base import describe_line
 from .engine import EngineLike, Verdicts, engine_description, engine_input, run_engine
 from .engine_queue import EngineQueue
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
@@ -149,6 +150,14 @@ class Line:
         return self._slot.artefact
 
     @property
+    def engine_info(self) -> dict:
+        """What decides now, for the log and the summary: the artefact and the engine's description ({} before
+        the engine is open)."""
+        if not self._slot.opened:
+            return {}
+        return {"artefact": self.artefact, **engine_description(self.engine)}
+
+    @property
     def records(self) -> deque[Part]:
         """The last keep_records decided parts."""
         return self.parts.records
@@ -188,8 +197,7 @@ class Line:
         self._queue = EngineQueue(self.prep.frames_per_part, self.opt.queue_size, self.opt.max_batch,
                                   self.opt.batch_wait_s, self.timer, self.scheduler, self.metrics)
         self._warm_up()
-        self.engine_info = {"artefact": self.artefact, **engine_description(self.engine)}
-        log.info("line %s: engine %s", self.name, ", ".join(f"{k} {v}" for k, v in self.engine_info.items()))
+        log.info("line %s: engine %s", self.name, describe_line(self.engine_info))
         stack.enter_context(self.outputs)
         if self.evidence is not None:
             stack.enter_context(self.evidence)
@@ -224,7 +232,7 @@ class Line:
                   "commands_lost": self.outputs.lost()})
         if self.evidence is not None:
             s["evidence"] = self.evidence.summary()
-        s["engine"] = {**getattr(self, "engine_info", {}), "artefact": self.artefact}
+        s["engine"] = {**self.engine_info, "artefact": self.artefact}
         return s
 
     def _warm_up(self, engine=None) -> None:

@@ -69,8 +69,10 @@ class LineMetrics:
                                     registry=r)
         self.engine_swaps = Counter("prn_line_engine_swaps", "Hot swaps of the engine artefact", ["result"],
                                     registry=r)
-        self.artefact = Gauge("prn_line_artefact_info", "1 for the artefact deciding now (name@sha256)",
-                              ["artefact"], registry=r)
+        self.artefact = Gauge("prn_line_artefact_info", "1 for the artefact deciding now (name@sha256; a Triton "
+                              "model: MODEL/VERSION:name@sha256)", ["artefact"], registry=r)
+        self.by_artefact = Counter("prn_line_model_decisions", "Model decisions by the artefact (Triton: model "
+                                   "version) that made them", ["artefact"], registry=r)
         for result in ("ok", "failed"):
             self.engine_swaps.labels(result)
         self._drift = ScoreDrift()
@@ -97,6 +99,8 @@ class LineMetrics:
             (self._by_cause.get(d.cause) or self.fail_safe.labels(d.cause)).inc()
         if d.cause == "late_verdict":
             self.deadline_misses.inc()
+        if not d.fail_safe and part.artefact:
+            self.by_artefact.labels(part.artefact).inc()
         if not d.fail_safe and d.normalized == d.normalized:
             self.score.observe(d.normalized)
             if not d.rejects:
@@ -134,6 +138,8 @@ class LineMetrics:
             "deadline_misses": int(self.value("prn_line_deadline_misses_total")),
             "late_actuations": {k: int(self.value("prn_line_late_actuations_total", kind=k))
                                 for k in ("model", "fail_safe")},
+            "model_decisions_by_artefact": {x.labels["artefact"]: int(x.value) for m in self.by_artefact.collect()
+                                            for x in m.samples if x.name.endswith("_total")},
         }
 
     def serve(self, port: int, bind: str = "127.0.0.1") -> int:

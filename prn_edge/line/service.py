@@ -160,3 +160,87 @@ HIDDEN = ("/tmp", "/var/tmp", "/home", "/root", "/run/user")  # PrivateTmp= and 
 def hidden_paths(paths) -> list[str]:
     """The paths the unit's sandbox hides from the service (it would fail at start and restart forever)."""
     return [str(p) for p in paths if p and any(Path(str(p)).resolve().is_relative_to(h) for h in HIDDEN)]
+
+
+# ---------------------------------------------------------------------------------------------- pid file, reload
+def _prn_edge_process(pid: int) -> Optional[bool]:
+    """Whether `pid` is a running prn-edge process: True, False (gone, or another program: a pid taken over
+    after a crash), or None where this cannot be told beyond "some process" (no /proc)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return None if not Path("/proc/self").exists() else False
+    except OSError:
+        return None
+    return b"prn-edge" in cmdline or b"prn_edge" in cmdline
+
+
+class PidFile:
+    """The running line's process id in a file (`prn-edge run --pid-file`), for `prn-edge reload` and scripts:
+    written once the line's signal handlers are in place, removed when the run ends.
+
+        with PidFile("/run/prn-edge/cam0.pid"):
+            line.run()
+
+    A file left by a process that is gone is replaced; one naming a running prn-edge refuses the start (two lines
+    on one camera and one CSV)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> "PidFile":
+        from ..artefact.files import write_atomic
+        from .errors import LineError
+
+        other = _read_pid(self.path)
+        if other is not None and other != os.getpid() and _prn_edge_process(other) is not False:
+            raise LineError(f"{self.path} names pid {other}, a prn-edge that is still running: stop it first, or "
+                            "give this line its own --pid-file")
+        try:
+            write_atomic(self.path, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            raise LineError(f"cannot write the pid file {self.path}: {e}; choose a writable --pid-file") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if _read_pid(self.path) == os.getpid():  # not another process's file written since
+            self.path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> Optional[int]:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        from .errors import LineError
+
+        raise LineError(f"cannot read the pid file {path}: {e}") from None
+    return int(text) if text.isdigit() else None
+
+
+def reload_line(pid_file: str | Path) -> int:
+    """`prn-edge reload`: SIGHUP to the prn-edge that wrote `pid_file`, which then reads its config again and swaps
+    in the engine artefact it names (prn_edge.line.cli.reload_on_sighup). Returns the pid signalled. Refuses a
+    file naming no running prn-edge: SIGHUP ends a process that does not handle it."""
+    import signal
+
+    from .errors import LineError
+
+    path = Path(pid_file)
+    pid = _read_pid(path)
+    if pid is None:
+        raise LineError(f"{path} does not exist or holds no process id: start the line with `prn-edge run "
+                        f"--pid-file {path}` (under systemd: `systemctl reload <unit>`)")
+    alive = _prn_edge_process(pid)
+    if alive is False:
+        raise LineError(f"{path} names pid {pid}, which is not a running prn-edge (the line ended without removing "
+                        "it, or was killed); nothing was signalled")
+    os.kill(pid, signal.SIGHUP)
+    return pid

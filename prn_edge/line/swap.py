@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .engine import EngineLike, Verdicts, engine_input, run_engine
+from .engine import EngineLike, Verdicts, engine_input, run_engine, served_artefact
 from .errors import LineError
 from .monitor import LineMetrics
 
@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def artefact_label(engine) -> str:
-    """Which artefact an engine runs, for the records: file name and the first 12 hex digits of its SHA-256."""
+    """Which artefact an engine runs, for the records: file name and the first 12 hex digits of its SHA-256; for an
+    engine on a server, the model version it answers with (MODEL/VERSION:FILE@SHA12)."""
+    served = served_artefact(engine)
+    if served:
+        return served
     path = getattr(engine, "path", None)
     if path is None:
         shared = getattr(engine, "_shared", None)  # a SharedEngine client: the shared engine's artefact
@@ -50,9 +54,11 @@ class EngineSlot:
         self._metrics = metrics
         self._line = line
         self._lock = threading.Lock()
+        self.opened = False
 
     def open(self) -> None:
         self.engine = self.engine.__enter__() or self.engine
+        self.opened = True
 
     def close(self) -> None:
         """Close whichever engine is current (a hot swap changes it)."""
@@ -60,22 +66,32 @@ class EngineSlot:
             self.engine.__exit__(None, None, None)
 
     def run(self, frames: np.ndarray) -> tuple[Verdicts, str]:
-        """One engine call and the artefact that made it."""
+        """One engine call and the artefact that made it (a server may have rolled out another model version)."""
         with self._lock:
-            return run_engine(self.engine, frames), self.artefact
+            verdicts = run_engine(self.engine, frames)
+            served = served_artefact(self.engine)
+            if served and served != self.artefact:
+                log.warning("line %s: %s decides now (was %s): the server rolled out another model version",
+                            self._line, served, self.artefact)
+                self._relabel(served)
+            return verdicts, self.artefact
 
     def note_swap(self, label: str, engine: Optional[EngineLike] = None) -> Optional[EngineLike]:
         """Record that the engine (e.g. a shared one) now runs another artefact; with `engine`, it takes over
         between two engine calls. Returns the engine it replaced (None without one)."""
         with self._lock:
-            old, old_label = (self.engine if engine is not None else None), self.artefact
+            old = self.engine if engine is not None else None
             if engine is not None:
                 self.engine = engine
-            self.artefact = label
+            self._relabel(label)
         self._metrics.engine_swaps.labels("ok").inc()
-        self._metrics.artefact.labels(old_label).set(0)
-        self._metrics.artefact.labels(label).set(1)
         return old
+
+    def _relabel(self, label: str) -> None:
+        """The artefact deciding from the next call on, and its metric (called with the lock held)."""
+        self._metrics.artefact.labels(self.artefact).set(0)
+        self.artefact = label
+        self._metrics.artefact.labels(label).set(1)
 
     def swap(self, new: EngineLike, label: str, warm_up: Callable[[EngineLike], None]) -> dict:
         """Open `new`, check it takes the same frames and warm it up while the current engine keeps deciding;

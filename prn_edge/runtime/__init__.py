@@ -78,11 +78,15 @@ def backend_for(path: str | Path) -> str:
     raise EngineError(f"cannot tell the backend of {path} from {what}: expected {known}; pass backend=...")
 
 
+def _backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise EngineError(f"unknown backend {name!r}; choose 'auto' or one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
 def engine_options(backend: str, **opts: Any) -> EngineOptions:
     """Validate options for a backend: an EngineError names an unknown option and lists the allowed ones."""
-    if backend not in BACKENDS:
-        raise EngineError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(BACKENDS)}")
-    return BACKENDS[backend].options.from_kwargs(opts)
+    return _backend(backend).options.from_kwargs(opts)
 
 
 def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_gate: bool = False,
@@ -90,28 +94,26 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_ga
     """An (inactive) Engine for an artefact; activate it with `with ... as engine:` or `.activate()`.
 
     backend "auto" picks by suffix (.onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt) or by a
-    registered URL scheme. opts are the backend's options dataclass fields (OnnxRuntimeOptions, TorchOptions,
-    TensorRTOptions...); the common ones (threads, channel_order, input_hw, resize) every backend accepts.
+    registered URL scheme (triton:// -> triton). opts are the backend's options dataclass fields
+    (OnnxRuntimeOptions, TorchOptions, TensorRTOptions, TritonOptions...); the common ones (threads,
+    channel_order, input_hw, resize) every backend accepts.
     An INT8 artefact whose calibration run failed its accuracy gate is refused unless allow_failed_gate.
     """
     name = backend_for(path_or_ckpt) if backend == "auto" else backend
-    if name == "triton":  # a model on a server: its own options (timeout_s, shared_memory, repository) and gate
-        from .triton_backend import TritonEngine
-
-        return TritonEngine(str(path_or_ckpt), allow_failed_gate=allow_failed_gate, **opts)
-    options = engine_options(name, **opts)  # before any file or library is touched
-    entry = BACKENDS[name]
+    entry = _backend(name)
+    options = entry.options.for_target(str(path_or_ckpt), opts)  # before any file or library is touched
     target: Any = str(path_or_ckpt)
     if not _scheme(target):
         target = Path(path_or_ckpt)
         if not target.is_file():
             raise EngineError(f"{target} does not exist; give an exported .onnx, a checkpoint .pt or a built .engine")
     engine = entry.engine_class()(target, options)
+    engine.allow_failed_gate = allow_failed_gate
     check_gate(engine.metadata, target, allow_failed_gate)
     return engine
 
 
-def check_gate(metadata: dict, path: Path, allow_failed: bool) -> None:
+def check_gate(metadata: dict, path: str | Path, allow_failed: bool) -> None:
     """Refuse an artefact from a calibration run whose accuracy gate failed (marked in its metadata)."""
     if metadata.get("accuracy_gate") == "failed" and not allow_failed:
         raise EngineError(f"{path} comes from calibration run {metadata.get('calibration_run', '?')!r}, which FAILED "

@@ -96,6 +96,12 @@ class EngineOptions:
             raise EngineError(f"{self.backend} backend: {name}={value!r}: give a whole number >= 1, or None")
 
     @classmethod
+    def for_target(cls: type[_O], target: str, opts: Mapping[str, Any]) -> _O:
+        """The options open_engine gives the engine of `target`: the keyword options; a backend addressed by URL
+        may also take some from the URL (its query)."""
+        return cls.from_kwargs(opts)
+
+    @classmethod
     def of(cls: type[_O], options: Optional[_O], opts: Mapping[str, Any]) -> _O:
         """An engine constructor's options: a ready options object, or keyword arguments (not both)."""
         if options is None:
@@ -120,6 +126,14 @@ class InferResult:
         return len(self.scores)
 
 
+def describe_line(info: Mapping[str, Any]) -> str:
+    """Engine.describe() as one line: `backend onnxruntime, providers CPUExecutionProvider, threads 2`."""
+    def text(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    return ", ".join(f"{k} {text(v)}" for k, v in info.items())
+
+
 def zero_timings() -> dict[str, float]:
     return dict.fromkeys(STAGES, 0.0)
 
@@ -131,6 +145,10 @@ class Engine(abc.ABC):
     activation: a session, a deserialized engine, a model and its weights, device memory, a connection."""
 
     backend: str = "?"
+    # Whether metadata from a calibration run that failed its accuracy gate may decide: open_engine checks the
+    # artefact it opens and sets this; an engine whose artefact changes while it runs (a server's new model
+    # version) checks each new one against it.
+    allow_failed_gate: bool = False
 
     def __init__(self, path: str | Path, metadata: dict[str, Any], input_spec: InputSpec,
                  max_batch: Optional[int] = None):
@@ -155,6 +173,13 @@ class Engine(abc.ABC):
     @property
     def active(self) -> bool:
         return self._active
+
+    @property
+    def served_artefact(self) -> Optional[str]:
+        """For an engine whose server chooses the model version (Triton): which version decided the last call, as
+        a label for the records (a rollout on the server changes it between two calls). None for an engine that
+        runs its own artefact file."""
+        return None
 
     def activate(self) -> "Engine":
         if not self._active:
@@ -186,6 +211,15 @@ class Engine(abc.ABC):
         s = self.input_spec
         return (f"<{type(self).__name__} {self.path.name} {s.height}x{s.width}x{s.channels} {s.channel_order} "
                 f"batch={s.batch or 'dynamic'} {'active' if self._active else 'inactive'}>")
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs, for the log, `prn-edge run`'s summary and `prn-edge bench`: the backend and what it
+        chose (ONNX Runtime's providers in use, threads, the TensorRT engine, the Triton model version...), so a
+        wrong install (the CPU provider on a GPU box) shows at once. A backend adds its own to this."""
+        out: dict[str, Any] = {"backend": self.backend}
+        if self.metadata.get("precision"):
+            out["precision"] = self.metadata["precision"]
+        return out
 
     @abc.abstractmethod
     def _activate(self) -> None:

@@ -144,6 +144,12 @@ class OnnxRuntimeEngine(Engine):
     def active_providers(self) -> list[str]:
         return self._session.get_providers() if self._session is not None else []
 
+    def describe(self) -> dict[str, Any]:
+        """Providers the session runs with (once active: what ONNX Runtime took, not only what was asked for)."""
+        asked = [p if isinstance(p, str) else p[0] for p in self.providers]
+        return {**super().describe(), "providers": self.active_providers or asked,
+                "threads": self.threads or "default"}
+
     def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
         x = frames if self.model_spec.format == "uint8" else frames_to_model_input(frames, self._input_spec)

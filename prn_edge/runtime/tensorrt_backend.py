@@ -450,6 +450,14 @@ class TensorRTEngine(Engine):
         finally:
             self._cuda.close()
 
+    def describe(self) -> dict[str, Any]:
+        """The engine file, the TensorRT it runs on and the GPU (threads: none, it computes on the GPU)."""
+        info = self.device_info
+        return {**super().describe(), "engine": self.path.name,
+                "precision": self.manifest.get("precision") or self.metadata.get("precision") or "?",
+                "tensorrt": info.get("tensorrt_version"),
+                "device": f"{self.options.device} ({info.get('gpu_name', '?')}, sm {info.get('compute_capability')})"}
+
     def _free(self) -> None:
         cuda = self._cuda
         for graph, graph_exec in self._graphs.values():

@@ -5,7 +5,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 import numpy as np
 
@@ -94,6 +94,11 @@ class TorchEngine(Engine):
 
     def _release(self) -> None:
         self._model = None
+
+    def describe(self) -> dict[str, Any]:
+        import torch  # imported already: the engine was made
+
+        return {**super().describe(), "device": "cpu", "threads": torch.get_num_threads()}
 
     def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         import torch

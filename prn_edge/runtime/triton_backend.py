@@ -22,14 +22,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Mapping, Optional, Union
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
 from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, ManifestError, decode_metadata
 from ..artefact.triton import described_version, read_sidecar, sidecar_parameters
-from .base import Engine, EngineError
+from .base import Engine, EngineError, EngineOptions
+from .onnxruntime_backend import camera_spec_for
 
 log = logging.getLogger(__name__)
 
@@ -77,43 +78,62 @@ class TritonAddress:
         return cls(parts.hostname, port, path[0], version, dict(parse_qsl(parts.query)))
 
 
-def _options(addr: TritonAddress, url: str, timeout_s, shared_memory, repository) -> tuple:
-    """(timeout_s, shared_memory, repository): the arguments given, else the URL's query, else the defaults."""
-    unknown = set(addr.options) - {"timeout_s", "shared_memory", "repository"}
-    if unknown:
-        raise EngineError(f"{url}: unknown options {sorted(unknown)}; use timeout_s, shared_memory, repository")
-    try:
-        timeout = float(timeout_s if timeout_s is not None else addr.options.get("timeout_s", 2.0))
-    except ValueError:
-        raise EngineError(f"{url}: timeout_s={addr.options.get('timeout_s')!r} is not a number of seconds") from None
-    shm = shared_memory or addr.options.get("shared_memory", "auto")
-    if shm not in SHARED_MEMORY or timeout <= 0:
-        raise EngineError(f"{url}: shared_memory must be one of {SHARED_MEMORY} and timeout_s > 0")
-    repo = repository or addr.options.get("repository")
-    return timeout, shm, Path(repo) if repo else None
+@dataclass(frozen=True)
+class TritonOptions(EngineOptions):
+    """timeout_s: the longest one call (or reading the config) may take. shared_memory: "auto" (on a loopback
+    address), "system" (always; EngineError if it cannot be set up) or "none". repository: the model repository
+    folder on this host, whose sidecar describes each version (needed only when the server serves versions its
+    config does not describe). These may also come in the URL's query (triton://host/coin?timeout_s=0.5); a
+    keyword option wins over the query. threads is the server's setting and ignored here; channel_order /
+    input_hw, if given, must describe the served model's own frames (a uint8 export)."""
+
+    timeout_s: float = 2.0
+    shared_memory: str = "auto"
+    repository: Optional[Union[str, Path]] = None
+
+    backend: ClassVar[str] = "triton"
+    ignored: ClassVar[Mapping[str, str]] = {
+        "threads": "threads are the server's setting (instance_group count, --ort-threads of the model)"}
+    QUERY: ClassVar[tuple[str, ...]] = ("timeout_s", "shared_memory", "repository")  # what a URL's query may set
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not self.timeout_s > 0:
+            raise EngineError(f"triton backend: timeout_s={self.timeout_s!r}: give a number of seconds > 0")
+        if self.shared_memory not in SHARED_MEMORY:
+            raise EngineError(f"triton backend: shared_memory={self.shared_memory!r}: choose one of "
+                              f"{', '.join(SHARED_MEMORY)}")
+
+    @classmethod
+    def for_target(cls, target: str, opts: Mapping[str, Any]) -> "TritonOptions":
+        query = TritonAddress.parse(target).options
+        unknown = sorted(set(query) - set(cls.QUERY))
+        if unknown:
+            raise EngineError(f"{target}: unknown options {unknown} in the address; it may set "
+                              f"{', '.join(cls.QUERY)}")
+        given = dict(query)
+        if "timeout_s" in given:
+            try:
+                given["timeout_s"] = float(given["timeout_s"])
+            except ValueError:
+                raise EngineError(f"{target}: timeout_s={given['timeout_s']!r} is not a number of seconds") from None
+        return cls.from_kwargs({**given, **opts})
 
 
 class TritonEngine(Engine):
-    """A model on a Triton server, reached over gRPC.
-
-    timeout_s: the longest one call (or reading the config) may take. shared_memory: "auto" | "system" | "none".
-    repository: the model repository folder on this host; the sidecar there describes each version (needed only
-    when the server serves versions its config does not describe). Options may also come in the URL's query.
-    """
+    """A model on a Triton server, reached over gRPC; options: TritonOptions (or the same as keywords, or in the
+    URL's query)."""
 
     backend = "triton"
+    Options = TritonOptions
 
-    def __init__(self, url: str, timeout_s: Optional[float] = None, shared_memory: Optional[str] = None,
-                 repository: Optional[str | Path] = None, allow_failed_gate: bool = False,
-                 threads: Optional[int] = None):
+    def __init__(self, url: str, options: Optional[TritonOptions] = None, **opts):
         self.address = addr = TritonAddress.parse(url)
         self.url = url
-        if threads:
-            raise EngineError(f"{url}: threads are the server's setting (instance_group, ort_threads); drop "
-                              "engine.threads for a triton:// engine")
-        self.timeout_s, self.shared_memory, self.repository = _options(addr, url, timeout_s, shared_memory,
-                                                                       repository)
-        self.allow_failed_gate = allow_failed_gate
+        o = self.options = (TritonOptions.of(options, opts) if options is not None
+                            else TritonOptions.for_target(url, opts))
+        self.timeout_s, self.shared_memory = float(o.timeout_s), o.shared_memory
+        self.repository = Path(o.repository) if o.repository else None
         try:
             import tritonclient.grpc as grpcclient
             from tritonclient.utils import InferenceServerException
@@ -134,6 +154,7 @@ class TritonEngine(Engine):
         spec: InputSpec = meta["input_spec"]
         if spec.format != "uint8":
             raise EngineError(f"{url} takes {spec.format} tensors; serve a uint8 (camera-frame) export")
+        camera_spec_for(spec, o.channel_order, o.input_hw, o.resize, url)  # a description of other frames: refused
         self._map_dims = config["map_dims"]
         super().__init__(url, meta, spec, max_batch=config["max_batch_size"] or None)
 
@@ -188,13 +209,9 @@ class TritonEngine(Engine):
                     f"{source}: the model config describes version {described_version(params) or 'none'} (its "
                     "prn_edge parameters); give repository=<the model repository folder> so the sidecar describes "
                     f"version {version}, or write the repository with `prn-edge triton-repo`")
-            meta = decode_metadata(params, source)
+            return decode_metadata(params, source)
         except (MetadataError, ManifestError) as e:
             raise EngineError(str(e)) from None
-        from . import check_gate  # the same gate open_engine applies, for every version that answers
-
-        check_gate(meta, Path(self.address.model), self.allow_failed_gate)
-        return meta
 
     def _follow(self, version: str) -> None:
         """The server answered with `version`: make sure the metadata that decides is that version's."""
@@ -205,6 +222,9 @@ class TritonEngine(Engine):
         if self.address.version:
             raise EngineError(f"{self.url} asks for version {self.address.version} but version {version} answered")
         meta = self._metadata_of(self._config(), version)
+        from . import check_gate  # the gate open_engine applied to the first version, for each one that answers
+
+        check_gate(meta, self.url, self.allow_failed_gate)
         if meta["input_spec"] != self._input_spec:
             raise EngineError(f"{self.url}: version {version} takes other frames than version "
                               f"{self._metadata.get('model_version')}; a different input needs a restart")
@@ -235,6 +255,22 @@ class TritonEngine(Engine):
     @property
     def uses_shared_memory(self) -> bool:
         return bool(self._regions)
+
+    @property
+    def served_artefact(self) -> str:
+        """MODEL/VERSION:ARTEFACT@SHA12 of the version whose metadata decides: the one that answered the last call
+        (infer() refuses a call that versions answered in parts), before any call the one the config describes."""
+        m = self._metadata
+        sha = str(m.get("artefact_sha256") or "")[:12]
+        return (f"{self.address.model}/{m.get('model_version') or '?'}:{m.get('artefact') or '?'}"
+                + (f"@{sha}" if sha else ""))
+
+    def describe(self) -> dict[str, Any]:
+        """The server, the model and the version deciding (the one that answered last, else the one its config
+        describes), and how frames travel."""
+        version = self.last_model_version or self._metadata.get("model_version") or "?"
+        return {**super().describe(), "server": self.address.grpc, "model": f"{self.address.model}/{version}",
+                "shared_memory": "system" if self._regions else ("none" if self._active else self.shared_memory)}
 
     def _region_sizes(self) -> dict[str, int]:
         n = self._input_spec.batch or self._max_batch or 1

@@ -16,6 +16,7 @@ against Triton's ModelConfig schema when tritonclient is installed.
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -31,6 +32,9 @@ from ..artefact.manifest import new_manifest, write_manifest
 from ..artefact.triton import TRITON_MODEL, read_sidecar, sidecar_path, version_parameters
 from ..errors import PrnEdgeError
 from ..runtime import check_gate
+from ..verify import MAP_TOLERANCE
+
+log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 # backend -> the file Triton loads from a version folder (the python backend's model.py runs a model.onnx beside it)
@@ -69,6 +73,17 @@ class ServeOptions:
         if self.instance_kind == "auto":
             return "KIND_CPU" if backend == "python" else "KIND_GPU"
         return f"KIND_{self.instance_kind.upper()}"
+
+
+@dataclass
+class ParityCheck:
+    """A rollout's parity check (`--parity DIR`): each new version against the one before it on at most `count`
+    images of `images` (spread over the folder), maps and scores through ONNX Runtime within `tolerance`
+    (prn_edge.verify.check_rollout). A version that fails it is not written unless forced."""
+    images: Path
+    count: int = 16
+    tolerance: float = MAP_TOLERANCE
+    threads: Optional[int] = 2
 
 
 @dataclass
@@ -207,12 +222,14 @@ def parse_config(text: str, source: str = "config.pbtxt"):
 # ---------------------------------------------------------------------------------------------- writing
 def write_model(artefacts: Sequence[str | Path], repository: str | Path, name: Optional[str] = None,
                 add: bool = False, python_backend: bool = False, options: Optional[dict] = None,
-                allow_failed_gate: bool = False) -> dict:
+                allow_failed_gate: bool = False, parity: Optional[ParityCheck] = None, force: bool = False) -> dict:
     """Write `artefacts` as consecutive versions of one Triton model in `repository`; returns a summary.
 
     name: the model's name (default: the first artefact's category, else its file name). add: place them after
     the model's existing versions (without it, an existing model is refused). options: ServeOptions fields; in an
-    `add`, those not given keep the model's earlier values.
+    `add`, those not given keep the model's earlier values. parity: check each new version against the one before
+    it first; one that fails is a RepositoryError naming the worst image, and nothing is written, unless `force`
+    (then it is written, its failed parity recorded in the sidecar).
     """
     if not artefacts:
         raise RepositoryError("no artefacts given; name one or more .onnx or .engine files")
@@ -243,6 +260,10 @@ def write_model(artefacts: Sequence[str | Path], repository: str | Path, name: O
     newest_version, newest = planned[-1]
     text = config_text(name, newest, opts, versions[str(newest_version)]["parameters"])
     validated = parse_config(text, str(model_dir / "config.pbtxt")) is not None  # before anything is written
+    reports = _check_rollout(model_dir, backend, (sidecar or {}).get("versions") or {}, planned, parity, force) \
+        if parity is not None else {}
+    for version, report in reports.items():
+        versions[str(version)]["parity"] = {k: report[k] for k in PARITY_RECORD if k in report}
     for version, s in planned:
         _write_version(model_dir, version, s)
     write_atomic(model_dir / "config.pbtxt", text.encode())
@@ -251,7 +272,61 @@ def write_model(artefacts: Sequence[str | Path], repository: str | Path, name: O
         map_dims=list(newest.map_dims), versions=versions))
     return {"model": name, "path": str(model_dir), "backend": backend,
             "versions_written": [v for v, _ in planned], "versions": sorted(int(v) for v in versions),
-            "served": newest_version, "config_validated": validated, "options": asdict(opts)}
+            "served": newest_version, "config_validated": validated, "options": asdict(opts),
+            **({"parity": {str(v): r for v, r in reports.items()}} if parity is not None else {})}
+
+
+# what the sidecar keeps of a version's parity check (the summary has the whole report)
+PARITY_RECORD = ("against", "images", "folder", "max_abs_map_diff", "max_abs_score_diff", "worst_image",
+                 "tolerance", "decisions_changed", "ok", "forced")
+
+
+def _check_rollout(model_dir: Path, backend: str, before: dict, planned: list, parity: ParityCheck,
+                   force: bool) -> dict:
+    """Each new version against the one before it (the model's newest version, then each new one in turn) on the
+    parity images: {version: check_rollout report}. RepositoryError for the first that moves a map or a score
+    beyond the tolerance, unless `force`."""
+    from ..data.images import read_image, sample_image_files
+    from ..errors import DataError
+    from ..verify import check_rollout
+
+    if backend == "tensorrt":
+        raise RepositoryError(f"--parity compares ONNX versions through ONNX Runtime, and model {model_dir.name!r} "
+                              "serves TensorRT plans: compare the ONNX files they were built from (`prn-edge bench "
+                              "OLD.onnx NEW.onnx --images DIR` reports their map difference), or add without --parity")
+    folder = Path(parity.images)
+    try:
+        files = sample_image_files(folder, parity.count)
+        images = [read_image(f) for f in files]
+    except DataError as e:
+        raise RepositoryError(f"--parity: {e}") from None
+    names = [str(f.relative_to(folder)) for f in files]
+    if before:
+        last = max(before, key=int)
+        previous = (int(last), model_dir / last / "model.onnx", before[last]["artefact"])
+        if not previous[1].is_file():
+            raise RepositoryError(f"{previous[1]} is missing, so version {last} cannot be compared with: restore it, "
+                                  "or add without --parity")
+    else:
+        previous = None  # a new model: its first version has nothing to be compared with
+    reports = {}
+    for version, served in planned:
+        if previous is not None:
+            r = check_rollout(previous[1], served.path, images, names, parity.tolerance, parity.threads)
+            r.update(against=previous[0], folder=str(folder), forced=bool(force and not r["ok"]))
+            if not r["ok"]:
+                what = (f"version {version} ({served.path.name}) does not reproduce version {previous[0]} "
+                        f"({previous[2]}) on {r['images']} images of {folder}: worst {r['worst_image']}: anomaly map "
+                        f"differs by {r['worst_map_diff']:.2e}, score by {r['worst_score_diff']:.2e} (tolerance "
+                        f"{parity.tolerance:.0e}); {r['beyond_tolerance']} of {r['images']} images beyond it")
+                if not force:
+                    raise RepositoryError(f"{what}. Nothing was written. Roll out the artefact you meant; for a "
+                                          "deliberate change (INT8, a retrained model) give --parity-tolerance, or "
+                                          "--force to roll it out anyway")
+                log.warning("%s; rolled out anyway (--force)", what)
+            reports[version] = r
+        previous = (version, served.path, served.path.name)
+    return reports
 
 
 def _default_name(served: ServedArtefact) -> str:
@@ -330,4 +405,4 @@ def _write_version(model_dir: Path, version: int, s: ServedArtefact) -> None:
 
 
 __all__ = ["write_model", "describe", "config_text", "parse_config", "ServeOptions", "ServedArtefact",
-           "RepositoryError", "BACKENDS"]
+           "ParityCheck", "RepositoryError", "BACKENDS"]

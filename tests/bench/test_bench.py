@@ -33,6 +33,12 @@ def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, caps
         assert r["decision_agreement"] == 1.0 and r["max_abs_map_diff"] < 1e-4
         assert r["stages_ms"]["compute"] > 0 and r["gflops_per_image"] > 0
     assert rows[("ort-dyn", 1)]["input"]["format"] == "uint8"
+    # what runs, printed before the numbers and kept in the JSON: a wrong install shows at once
+    engine = rows[("ort-dyn", 1)]["engine"]
+    assert engine["backend"] == "onnxruntime" and engine["providers"][-1] == "CPUExecutionProvider"
+    assert engine["threads"] == 1 and rows[("torch", 1)]["engine"]["threads"] == 1
+    printed = capsys.readouterr().out
+    assert f"ort-dyn: backend onnxruntime, providers {','.join(engine['providers'])}, threads 1" in printed
     assert rep["machine"]["cores"] and rep["machine"]["matmul_peak_gflops"] > 0
     assert rep["machine"]["versions"]["onnxruntime"]
     assert out.with_suffix(".png").stat().st_size > 1000

@@ -72,3 +72,19 @@ def server_skip_reason() -> Optional[str]:
     except ServerError as e:
         return str(e)
     return None
+
+
+def retrained_artefact(onnx_path: Path, out: Path, factor: float = 1.1) -> Path:
+    """A copy of an exported ONNX with its largest weight tensor scaled: the same input spec and metadata, other
+    maps and scores (a stand-in for a retrained model)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    weights = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
+                  key=lambda t: int(np.prod(t.dims)))
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * np.float32(factor), weights.name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out

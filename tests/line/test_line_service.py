@@ -159,3 +159,88 @@ def test_the_log_output_logs_once_logging_is_configured():
     assert record["logger"] == "prn_edge.line.rejects" and record["level"] == "info"
     assert record["message"].startswith("REJECT part seq=7")
     assert logging.getLogger("pymodbus").level >= logging.WARNING
+
+
+def test_under_json_logging_every_stderr_line_is_json(tmp_path, demo_category, tiny_onnx, capsys, monkeypatch):
+    """What the command line says itself (a run that lost commands: exit 3; a user error: exit 2; an unexpected
+    error; a Python warning) is a JSON record like every other stderr line; the plain format keeps its bare lines."""
+    import warnings
+
+    from prn_edge import cli
+    from prn_edge.sim.plc import free_port
+
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "json", "engine": {"path": str(tiny_onnx), "threads": 1, "warmup": 1},
+        "source": {"kind": "conveyor", "conveyor": {"dataset": str(demo_category), "rate_hz": 30, "parts": 4}},
+        "timing": {"deadline_s": 0.3}, "decision": {"fail_safe": "reject"},
+        "outputs": [{"kind": "csv", "path": "d.csv"},  # a PLC that never answers: every reject command is lost
+                    {"kind": "modbus", "port": free_port(), "require_at_start": False}]}))
+
+    def broken(args):
+        warnings.warn("a library's deprecation", UserWarning)
+        raise RuntimeError("a bug")
+
+    def read() -> tuple[list[dict], str]:
+        out = capsys.readouterr()
+        return [json.loads(line) for line in out.err.splitlines()], out.out  # every stderr line parses
+
+    # pytest puts warnings.showwarning back after each test while logging believes it still captures them
+    logging.captureWarnings(False)
+    try:
+        assert cli.main(["--log-format", "json", "run", "--config", str(cfg)]) == 3
+        got, stdout = read()
+        assert got[-1]["level"] == "error" and got[-1]["message"].startswith("prn-edge run: some reject commands")
+        # what runs: in the log at start and in the summary
+        assert any(r["message"].endswith("backend onnxruntime, providers CPUExecutionProvider, threads 1")
+                   for r in got)
+        engine = json.loads(stdout)["engine"]
+        assert engine["providers"] == ["CPUExecutionProvider"] and engine["threads"] == 1
+        assert cli.main(["--log-format", "json", "run", "--config", str(tmp_path / "none.yaml")]) == 2
+        assert read()[0][-1]["message"].startswith("prn-edge run: error: config file")
+        monkeypatch.setattr(cli, "cmd_bench", broken)
+        assert cli.main(["--log-format", "json", "bench", "x.onnx"]) == 1
+        got = read()[0]
+        assert any(r["logger"] == "py.warnings" and "a library's deprecation" in r["message"] for r in got)
+        assert got[-1]["level"] == "critical" and "RuntimeError: a bug" in got[-1]["exception"]
+        assert cli.main(["run", "--config", str(tmp_path / "none.yaml")]) == 2
+        assert capsys.readouterr().err.startswith("prn-edge run: error: config file")  # plain: the bare line
+    finally:
+        configure_logging("warning", "plain")
+
+
+def test_pid_file_and_reload_refuse_what_is_not_a_running_line(tmp_path):
+    """`prn-edge reload` signals only a running prn-edge (SIGHUP ends a process that does not handle it); a line
+    does not start over the pid file of one still running, and replaces one left by a process that is gone."""
+    from prn_edge.line.errors import LineError
+    from prn_edge.line.service import PidFile, reload_line
+
+    pid_file = tmp_path / "run" / "line.pid"
+    with pytest.raises(LineError, match="start the line with `prn-edge run --pid-file"):
+        reload_line(pid_file)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pid_file.parent.mkdir()
+    pid_file.write_text(f"{gone.pid}\n")
+    with pytest.raises(LineError, match=f"names pid {gone.pid}, which is not a running prn-edge"):
+        reload_line(pid_file)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    other, line = subprocess.Popen(sleeper), subprocess.Popen(sleeper + ["prn_edge"])  # the latter: a stand-in line
+    try:
+        pid_file.write_text(f"{other.pid}\n")  # a pid taken over by another program after a crash
+        with pytest.raises(LineError, match="not a running prn-edge"):
+            reload_line(pid_file)
+        time.sleep(0.2)
+        assert other.poll() is None  # not signalled
+        with PidFile(pid_file):  # replaces the stale file, removes its own at the end
+            assert pid_file.read_text() == f"{os.getpid()}\n"
+        assert not pid_file.exists()
+        pid_file.write_text(f"{line.pid}\n")
+        with pytest.raises(LineError, match=f"names pid {line.pid}, a prn-edge that is still running"):
+            PidFile(pid_file).__enter__()
+        assert reload_line(pid_file) == line.pid
+        assert line.wait(10) == -signal.SIGHUP  # the stand-in has no handler: SIGHUP ended it
+    finally:
+        for proc in (other, line):
+            proc.kill()
+            proc.wait()

@@ -12,20 +12,21 @@ from prn_edge.runtime import (BACKENDS, Backend, EngineError, EngineOptions, bac
 from prn_edge.runtime.onnxruntime_backend import OnnxRuntimeOptions
 from prn_edge.runtime.tensorrt_backend import TensorRTOptions
 from prn_edge.runtime.torch_backend import TorchOptions
+from prn_edge.runtime.triton_backend import TritonOptions
 
 COMMON = ("threads", "channel_order", "input_hw", "resize")
 
 
 def test_each_backend_has_its_options_class_beside_it():
-    assert {n: BACKENDS[n].options for n in ("onnxruntime", "torch", "tensorrt")} == {
-        "onnxruntime": OnnxRuntimeOptions, "torch": TorchOptions, "tensorrt": TensorRTOptions}
+    assert {n: BACKENDS[n].options for n in ("onnxruntime", "torch", "tensorrt", "triton")} == {
+        "onnxruntime": OnnxRuntimeOptions, "torch": TorchOptions, "tensorrt": TensorRTOptions,
+        "triton": TritonOptions}
     assert OnnxRuntimeOptions.names() == list(COMMON) + ["providers", "max_batch", "trt_cache_dir"]
     assert TorchOptions().max_batch == 16 and OnnxRuntimeOptions().max_batch == 32  # defaults live there
     assert TensorRTOptions().device == 0 and TensorRTOptions().use_cuda_graph is False
 
 
-# The triton:// engine takes its own options (timeout_s, shared_memory, repository; threads are the server's)
-@pytest.mark.parametrize("name", [n for n in backend_names() if n != "triton"])
+@pytest.mark.parametrize("name", backend_names())
 def test_every_backend_accepts_the_common_options(name):
     options = engine_options(name, threads=2, channel_order="bgr", input_hw=(480, 640), resize="auto")
     assert isinstance(options, EngineOptions) and options.threads == 2 and tuple(options.input_hw) == (480, 640)
@@ -66,6 +67,27 @@ def test_unknown_option_is_an_engine_error_naming_it(tmp_path, backend, path, op
 def test_bad_option_values_are_engine_errors(opts, match):
     with pytest.raises(EngineError, match=f"onnxruntime backend: {match}"):
         engine_options("onnxruntime", **opts)
+
+
+def test_triton_options_are_typed_and_may_come_in_the_address(caplog):
+    """The triton:// engine's options like any backend's: defaults in TritonOptions, values checked before the
+    server is asked, the URL's query as a source of them (a keyword wins), threads accepted and ignored."""
+    assert TritonOptions() == TritonOptions(timeout_s=2.0, shared_memory="auto", repository=None)
+    url = "triton://127.0.0.1:9/coin?timeout_s=0.5&shared_memory=none"
+    assert TritonOptions.for_target(url, {}) == TritonOptions(timeout_s=0.5, shared_memory="none")
+    assert TritonOptions.for_target(url, {"timeout_s": 3}).timeout_s == 3
+    with caplog.at_level(logging.INFO, logger="prn_edge.runtime.base"):
+        assert TritonOptions.for_target("triton://h/coin", {"threads": 2}).threads == 2
+    assert "triton backend: option threads=2 ignored (threads are the server's setting" in caplog.text
+    for url, opts, match in [
+        ("triton://h/coin?shm=1", {}, r"unknown options \['shm'\] in the address; it may set timeout_s"),
+        ("triton://h/coin?timeout_s=soon", {}, "timeout_s='soon' is not a number of seconds"),
+        ("triton://h/coin", {"timeout_s": 0}, "triton backend: timeout_s=0: give a number of seconds > 0"),
+        ("triton://h/coin", {"shared_memory": "cuda"}, "shared_memory='cuda': choose one of auto, system, none"),
+        ("triton://h/coin", {"providers": "cpu"}, "triton backend: unknown option 'providers'; allowed: .*timeout_s"),
+    ]:
+        with pytest.raises(EngineError, match=match):
+            open_engine(url, **opts)  # refused before any server is asked (port 8001 on host "h" is never tried)
 
 
 def test_tensorrt_device_is_checked():

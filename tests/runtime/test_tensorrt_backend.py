@@ -126,6 +126,9 @@ def test_tensorrt_plumbing_against_fakes(fake_trt, engine_dir, photos_rt, cuda_g
         want = ref.infer(frames)
     with open_engine(engine_path, use_cuda_graph=cuda_graph) as eng:
         assert eng.backend == "tensorrt" and eng.device_info["gpu_name"] == "Fake Orin"
+        info = eng.describe()  # what bench and the line print
+        assert info["engine"] == engine_path.name and info["device"].startswith("0 (Fake Orin, sm ")
+        assert info["tensorrt"] == eng.device_info["tensorrt_version"] and info["precision"]
         got = eng.infer(frames)  # 6 frames through a profile of max batch 4: chunks of 4 and 2
         again = eng.infer(frames[:3])
         t = eng.last_timings

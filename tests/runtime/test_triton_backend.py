@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -49,8 +50,6 @@ def test_no_server_is_an_engine_error(dead_port):
     pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'prn-edge[triton]')")
     with pytest.raises(EngineError, match="the server is not reachable"):
         open_engine(f"triton://127.0.0.1:{dead_port}/coin?timeout_s=1")
-    with pytest.raises(EngineError, match="threads are the server's setting"):
-        open_engine(f"triton://127.0.0.1:{dead_port}/coin", threads=2)
     with pytest.raises(EngineError, match="unknown options"):
         open_engine(f"triton://127.0.0.1:{dead_port}/coin?shm=1")
 
@@ -258,3 +257,59 @@ def test_two_camera_lines_on_one_triton_model(server, tmp_path, tmp_path_factory
         assert s["parts"] == 12 and s["undecided"] == 0 and s["engine"]["backend"] == "triton"
         rows = read_decisions(tmp_path / f"cam{i}" / "d.csv")
         assert sum(r["cause"] == "model" for r in rows) >= 10
+
+
+@needs_server
+def test_a_line_records_which_model_version_decided_each_part(artefact, tmp_path, tmp_path_factory):
+    """A line on triton://.../coin while `triton-repo --add --parity` rolls out version 2 (a re-tuned threshold:
+    the same maps and scores, so parity passes) and the server loads it: no part undecided, and the CSV's artefact
+    column and the line's metrics say which model version decided each part."""
+    from tritonclient.grpc import InferenceServerClient
+
+    from prn_edge.line import Budget, Line, LoopOptions
+    from prn_edge.line.outputs import CsvOutput, read_decisions
+    from prn_edge.line.sources import SyntheticConveyor
+    from prn_edge.serve.triton_repo import ParityCheck, write_model
+    from prn_edge.serve.triton_server import LocalTritonServer
+    from prn_edge.sim.doubles import RecordingOutput
+
+    category = demo_category(tmp_path_factory.getbasetemp())
+    repo = served_repository(tmp_path / "repo", artefact)
+    retuned = edited_artefact(artefact, tmp_path / "retuned.onnx", image_threshold=1e9)  # accepts every part
+    rec = RecordingOutput()
+    with LocalTritonServer(repo, model_control="explicit") as server:
+        line = Line(SyntheticConveyor(category, rate_hz=30, parts=0), open_engine(server.url("coin")),
+                    [rec, CsvOutput(tmp_path / "d.csv")], Budget.from_line(deadline_s=0.4), LoopOptions(warmup=1),
+                    name="cam0")
+        assert line.artefact.startswith("coin/1:tiny_uint8.onnx@")
+        rollout: dict = {}
+
+        def roll_out():
+            try:
+                while len(rec.parts) < 15:
+                    time.sleep(0.05)
+                rollout.update(write_model([retuned], repo, name="coin", add=True,
+                                           parity=ParityCheck(category / "test"))["parity"]["2"])
+                InferenceServerClient(server.grpc_address).load_model("coin")
+                end = time.monotonic() + 30
+                while time.monotonic() < end and sum(p.artefact.startswith("coin/2:") for p in rec.parts) < 15:
+                    time.sleep(0.05)
+            finally:
+                line.stop()
+
+        t = threading.Thread(target=roll_out)
+        t.start()
+        summary = line.run(duration_s=120)
+        t.join()
+    assert rollout["ok"] and summary["undecided"] == 0
+    model = sorted((p for p in rec.parts if not p.decision.fail_safe), key=lambda p: p.seq)
+    labels = [p.artefact.split(":")[0] for p in model]
+    switch = labels.index("coin/2")
+    assert switch >= 10 and set(labels[:switch]) == {"coin/1"} and labels.count("coin/2") == len(model) - switch
+    assert all(p.decision.verdict == "good" for p in model[switch:])  # version 2's threshold decides
+    rows = {int(r["seq"]): r["artefact"] for r in read_decisions(tmp_path / "d.csv")}
+    assert all(rows[p.seq] == p.artefact for p in model)
+    v2 = model[-1].artefact
+    assert v2.startswith("coin/2:retuned.onnx@") and line.metrics.value("prn_line_artefact_info", artefact=v2) == 1
+    assert summary["model_decisions_by_artefact"][v2] == len(model) - switch
+    assert summary["engine"]["model"] == "coin/2"

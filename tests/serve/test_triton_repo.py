@@ -10,9 +10,10 @@ import pytest
 from prn_edge.artefact import decode_metadata, make_engine_manifest, metadata_props, read_metadata, sha256_file
 from prn_edge.artefact.triton import read_sidecar, sidecar_parameters
 from prn_edge.cli import main
-from prn_edge.serve.triton_repo import (RepositoryError, ServeOptions, config_text, describe, parse_config,
-                                        write_model)
-from tests.helpers.triton import edited_artefact, tiny_artefact
+from prn_edge.serve.triton_repo import (ParityCheck, RepositoryError, ServeOptions, config_text, describe,
+                                        parse_config, write_model)
+from prn_edge.verify import check_rollout
+from tests.helpers.triton import demo_category, edited_artefact, retrained_artefact, tiny_artefact
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed (pip install 'prn-edge[triton]'): "
@@ -142,6 +143,67 @@ def test_add_writes_the_next_version_and_keeps_the_options(tmp_path, tiny):
     assert sorted(p.name for p in (repo / "coin").iterdir()) == ["1", "2", "config.pbtxt", "prn_edge.json"]
 
 
+@pytest.fixture(scope="module")
+def parity_folder(tiny, tmp_path_factory):
+    return demo_category(tmp_path_factory.getbasetemp()) / "test"  # good/ and one folder per defect type
+
+
+def test_a_rollout_that_fails_parity_against_the_previous_version_is_refused(tmp_path, tiny, parity_folder):
+    """--add --parity DIR: each new version against the one before it, through ONNX Runtime on DIR's images. A
+    re-tuned threshold passes (same maps and scores; its changed decisions are reported); a model whose maps moved
+    is refused naming the worst image and its numbers, and nothing is written; --force writes it, recorded."""
+    repo = tmp_path / "repo"
+    write_model([tiny], repo, name="coin", python_backend=True)
+    check = ParityCheck(parity_folder, count=16)
+    images, names = _images(parity_folder)
+    n = len(names)
+    retuned = edited_artefact(tiny, tmp_path / "retuned.onnx", image_threshold=1e9)  # accepts every part
+    ok = write_model([retuned], repo, name="coin", add=True, parity=check)["parity"]["2"]
+    assert ok["ok"] and ok["against"] == 1 and ok["images"] == n > 5 and ok["max_abs_map_diff"] <= 1e-4
+    assert set(ok["decisions_changed"]) <= set(names) and ok["decisions_changed"]  # reported, not refused
+    assert read_sidecar(repo / "coin")["versions"]["2"]["parity"]["ok"] is True
+
+    changed = retrained_artefact(tiny, tmp_path / "retrained.onnx")
+    want = check_rollout(retuned, changed, images, names)  # the numbers the refusal must name
+    assert not want["ok"] and want["worst_map_diff"] > 1e-4
+    with pytest.raises(RepositoryError) as refused:
+        write_model([changed], repo, name="coin", add=True, parity=check)
+    message = str(refused.value)
+    assert message.startswith(f"version 3 (retrained.onnx) does not reproduce version 2 (retuned.onnx) on {n} images "
+                              f"of {parity_folder}: worst {want['worst_image']}: anomaly map differs by "
+                              f"{want['worst_map_diff']:.2e}, score by {want['worst_score_diff']:.2e} (tolerance "
+                              f"1e-04); {want['beyond_tolerance']} of {n} images beyond it. Nothing was written.")
+    assert "--force" in message and "--parity-tolerance" in message
+    assert read_sidecar(repo / "coin")["versions"].keys() == {"1", "2"}
+    assert sorted(p.name for p in (repo / "coin").iterdir()) == ["1", "2", "config.pbtxt", "prn_edge.json"]
+
+    forced = write_model([changed], repo, name="coin", add=True, parity=check, force=True)["parity"]["3"]
+    assert forced["forced"] and not forced["ok"] and forced["worst_image"] == want["worst_image"]
+    assert read_sidecar(repo / "coin")["versions"]["3"]["parity"]["forced"] is True
+    loose = ParityCheck(parity_folder, tolerance=10.0)  # a deliberate change of precision or training
+    assert write_model([retuned], repo, name="coin", add=True, parity=loose)["parity"]["4"]["ok"]
+
+
+def _images(folder):
+    from prn_edge.data.images import read_image, sample_image_files
+
+    files = sample_image_files(folder, 16)
+    return [read_image(f) for f in files], [str(f.relative_to(folder)) for f in files]
+
+
+def test_parity_is_checked_between_new_versions_too_and_not_for_tensorrt_plans(tmp_path, tiny, parity_folder):
+    changed = retrained_artefact(tiny, tmp_path / "retrained.onnx")
+    with pytest.raises(RepositoryError, match=r"version 2 \(retrained.onnx\) does not reproduce version 1 \(tiny.onnx\)"):
+        write_model([tiny, changed], tmp_path / "repo", name="coin", parity=ParityCheck(parity_folder))
+    assert not (tmp_path / "repo" / "coin").exists()
+    engine = fake_engine(tmp_path, tiny, max_batch=4)
+    with pytest.raises(RepositoryError, match="--parity compares ONNX versions through ONNX Runtime, and model 'coin' "
+                                              "serves TensorRT plans"):
+        write_model([engine], tmp_path / "trt", name="coin", parity=ParityCheck(parity_folder))
+    with pytest.raises(RepositoryError, match="--parity: .*no images"):
+        write_model([tiny], tmp_path / "repo2", parity=ParityCheck(tmp_path / "repo2"))
+
+
 def test_several_artefacts_become_consecutive_versions(tmp_path, tiny):
     second = edited_artefact(tiny, tmp_path / "second.onnx", image_threshold=0.3)
     summary = write_model([tiny, second], tmp_path / "repo")
@@ -183,3 +245,23 @@ def test_cli(tmp_path, tiny, capsys):
     assert (summary["model"], summary["backend"], summary["config_validated"]) == ("coin", "python", True)
     assert main(["triton-repo", str(tiny), "--out", str(tmp_path / "repo"), "--name", "coin"]) == 2
     assert "--add" in capsys.readouterr().err
+
+
+def test_cli_rollout_parity(tmp_path, tiny, parity_folder, capsys):
+    changed = retrained_artefact(tiny, tmp_path / "retrained.onnx")
+    repo = str(tmp_path / "repo")
+    assert main(["triton-repo", str(tiny), "--out", repo, "--name", "coin"]) == 0
+    add = ["triton-repo", str(changed), "--out", repo, "--name", "coin", "--add", "--parity", str(parity_folder),
+           "--parity-images", "3"]
+    capsys.readouterr()
+    assert main(add) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prn-edge triton-repo: error: version 2 (retrained.onnx) does not reproduce version 1 "
+                          "(tiny.onnx) on 3 images") and "worst " in err
+    assert main(add + ["--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["parity"]["2"]["forced"]
+    back = ["triton-repo", str(tiny), "--out", repo, "--name", "coin", "--add", "--parity", str(parity_folder),
+            "--parity-images", "3"]  # back to version 1's model: as far from version 2
+    assert main(back) == 2
+    assert main(back + ["--parity-tolerance", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["parity"]["3"]["ok"]
