@@ -15,6 +15,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from .backbones import BACKBONES, STRIDES
 from .prototypes import MAX_KMEANS_VECTORS, default_k
+from .shapes import attention_sizes
 
 FLOAT = 4
 # Float values per input pixel and image at the peak of a training step (the head's activations under autograd
@@ -42,7 +43,7 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
 
     attention = 0
     for i in cfg.msa_scales:
-        for p in [p for p in cfg.patch_sizes if p <= sides[i]] or [1]:  # as MultiSizeAttention keeps them
+        for p in attention_sizes(cfg.patch_sizes, (sides[i], sides[i])):  # as MultiSizeAttention keeps them
             attention += batch * cfg.heads * (hws[i] // (p * p)) ** 2 * FLOAT * (3 if training else 2)
     per_pixel = ACTIVATIONS_TRAIN if training else ACTIVATIONS_INFER
     run = protos + distances(batch) + attention + batch * size * size * per_pixel * FLOAT

@@ -13,9 +13,7 @@ from ..config import ModelConfig
 from .backbones import STRIDES, Backbone, create_backbone
 from .memory import check_memory
 from .prototypes import ScalePrototypes, default_k
-
-# The head works on the encoder scales at strides 4, 8 and 16; stride 2 only feeds a decoder skip.
-HEAD_SCALES = (1, 2, 3)
+from .shapes import HEAD_SCALES, attention_sizes, head_hws
 
 
 def conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -84,8 +82,7 @@ class MultiSizeAttention(nn.Module):
     def __init__(self, dim: int, hw: tuple[int, int], patch_sizes: tuple[int, ...], heads: int):
         super().__init__()
         self.dim, self.hw, self.heads = dim, hw, heads
-        # Patches larger than the map would be one token attending to itself: drop them.
-        self.sizes = tuple(p for p in patch_sizes if p <= min(hw)) or (1,)
+        self.sizes = attention_sizes(patch_sizes, hw)
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
         self.proj = nn.Sequential(nn.Conv2d(dim * len(self.sizes), dim, 1, bias=False), nn.BatchNorm2d(dim))
 
@@ -226,7 +223,7 @@ class PRN(nn.Module):
         self.cfg = cfg
         self.encoder = backbone
         size = cfg.image_size
-        hws = [(size // STRIDES[s], size // STRIDES[s]) for s in HEAD_SCALES]
+        hws = head_hws((size, size))
         chans = [backbone.channels[s] for s in HEAD_SCALES]
         self.prototypes = nn.ModuleList(
             ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness)
