@@ -142,7 +142,6 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
     tmp.mkdir(parents=True)
     try:
         _, cfg, meta = load_model(ckpt)
-        size = cfg.model.image_size
         cat = load_category(Path(data), seed=meta.get("data_seed", 0))
         fit_paths, val_paths = split_normals(cat, cfg.train)
         recorded = meta.get("train_images_sha256")
@@ -167,8 +166,9 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
             return [x[i:i + b] for i in range(0, len(x) - len(x) % b, b)]
 
         calib_batches = model_inputs(load_normals(calib_paths, cfg)[0])
-        shots = [load_pair(s, size, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
-        val_imgs, val_masks, val_labels = validation_set(*load_normals(val_paths, cfg), cfg.synth, size, shots, None,
+        hw = cfg.model.hw
+        shots = [load_pair(s, hw, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
+        val_imgs, val_masks, val_labels = validation_set(*load_normals(val_paths, cfg), cfg.synth, hw, shots, None,
                                                          synth_foreground(cfg, cat), cfg.train.seed)
         val_frames = rgb_to_frames(val_imgs, spec)
         log(f"validation: {len(val_imgs)} images ({int(val_labels.sum())} with generated anomalies); "

@@ -129,6 +129,21 @@ def _tiny_prn(mode="patch") -> PRN:
 
 
 @pytest.mark.parametrize("mode", ["image", "patch"])
+def test_a_non_square_input_is_modelled_at_its_own_height_and_width(mode):
+    cfg = make_config("prn-tiny", {"model": {"prototype_mode": mode, "image_size": [64, 128]}}).model
+    model, _ = build_prn(cfg, num_images=20)
+    model.fit_prototypes(torch.rand(20, 3, 64, 128))
+    model.eval()
+    assert [p.hw for p in model.prototypes] == [(16, 32), (8, 16), (4, 8)]
+    if mode == "image":  # whole feature maps, height x width
+        assert [p.protos.shape[1] for p in model.prototypes] == [p.channels * h * w for p, (h, w) in
+                                                                 zip(model.prototypes, [(16, 32), (8, 16), (4, 8)])]
+    with torch.no_grad():
+        prob, score = model.predict(torch.rand(2, 3, 64, 128))
+    assert prob.shape == (2, 1, 64, 128) and score.shape == (2,)
+
+
+@pytest.mark.parametrize("mode", ["image", "patch"])
 def test_prn_map_is_full_resolution_and_batch_independent(mode):
     model = _tiny_prn(mode)
     x = torch.rand(3, 3, 64, 64)
