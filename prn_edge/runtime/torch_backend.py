@@ -47,9 +47,9 @@ class TorchEngine(Engine):
             raise EngineError(f"{path} carries no image_threshold/score_spread: use the best checkpoint written by "
                               "`prn-edge train` (the resume file last.pt has no decision thresholds)")
         self._model = model
-        size = cfg.model.image_size
-        model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=size, width=size,
-                               channels=3, channel_order="rgb", model_size=size,
+        h, w = cfg.model.hw
+        model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=h, width=w,
+                               channels=3, channel_order="rgb", model_height=h, model_width=w,
                                mean=tuple(model.encoder.mean), std=tuple(model.encoder.std),
                                fit=cfg.model.input_policy)
         spec = camera_spec_for(model_spec, o.channel_order, o.input_hw, o.resize, path.name)
