@@ -48,11 +48,15 @@ class Placement:
         out[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w] = True
         return out
 
+    def crop(self, amap: np.ndarray) -> np.ndarray:
+        """The part of a model-size map that covers the image (padding dropped), still at model resolution."""
+        return np.ascontiguousarray(amap[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], dtype=np.float32)
+
     def unfit(self, amap: np.ndarray) -> np.ndarray:
         """A model-size map back at the image's own resolution (bilinear), padding dropped."""
         import cv2
 
-        crop = np.ascontiguousarray(amap[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], dtype=np.float32)
+        crop = self.crop(amap)
         if crop.shape == tuple(self.src_hw):
             return crop
         return cv2.resize(crop, (self.src_hw[1], self.src_hw[0]), interpolation=cv2.INTER_LINEAR)
