@@ -9,11 +9,11 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Tuple, TypeVar
+from typing import Any, Mapping, Tuple, TypeVar, Union
 
 import yaml
 
-from .input_policy import INPUT_POLICIES
+from .input_policy import INPUT_POLICIES, as_hw
 from .errors import ConfigError
 
 # The backbones prn_edge.model.backbones builds: named here so validating a config needs no model code.
@@ -34,8 +34,10 @@ MAX_SEED = 2**32 - 1
 class ModelConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True  # False means random weights; only when asked for explicitly
-    image_size: int = 256
-    # How images of any size and aspect become the square model input (prn_edge.data.fit): "stretch" or
+    # The model input: one side S (a square, S x S) or [H, W] (e.g. [256, 640] for long strips), each a multiple of
+    # 32. Kept as written (a square as one int, as checkpoints have always had it); read it as `hw`.
+    image_size: Union[int, Tuple[int, int]] = 256
+    # How images of any size and aspect become the model input (prn_edge.data.fit): "stretch" or
     # "letterbox" (keep the aspect ratio, pad with black). Recorded in checkpoints and exported artefacts.
     input_policy: str = "stretch"
     # Prototypes: "image" = whole feature maps as in the paper (aligned objects),
@@ -60,13 +62,21 @@ class ModelConfig:
     distance_fusion: str = "max"
     distance_scales: Tuple[int, ...] = (1, 2)
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return as_hw(self.image_size)
+
+    @property
+    def size_text(self) -> str:
+        """image_size as a config file writes it: 256, or [256, 640]."""
+        return str(self.image_size) if isinstance(self.image_size, int) else str(list(self.image_size))
+
     def validate(self) -> "ModelConfig":
         _choice("model.backbone", self.backbone, sorted(BACKBONE_NAMES))
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
         _choice("model.input_policy", self.input_policy, list(INPUT_POLICIES))
-        if not 64 <= self.image_size <= MAX_IMAGE_SIZE or self.image_size % 32:
-            raise ConfigError(f"model.image_size={self.image_size}: must be a multiple of 32 from 64 to "
-                              f"{MAX_IMAGE_SIZE}; larger frames are split into tiles or resized on the line")
+        self.image_size = _image_size(self.image_size)
         if not 0 <= self.prototype_softness <= 0.5:
             raise ConfigError(f"model.prototype_softness={self.prototype_softness}: 0 (hard nearest) .. 0.5")
         if not 0 <= self.num_prototypes <= MAX_PROTOTYPES:
@@ -90,9 +100,30 @@ class ModelConfig:
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")
-        if not 1 <= self.topk <= self.image_size ** 2:
-            raise ConfigError(f"model.topk={self.topk}: from 1 to the pixels of the map (model.image_size squared)")
+        h, w = self.hw
+        if not 1 <= self.topk <= h * w:
+            raise ConfigError(f"model.topk={self.topk}: from 1 to the pixels of the map ({h * w}, model.image_size "
+                              "height x width)")
         return self
+
+
+def _image_size(value: Any) -> Union[int, Tuple[int, int]]:
+    """model.image_size checked and normalized: an int for a square (also when given as [S, S]), else (H, W)."""
+    hint = "; larger frames are split into tiles or resized on the line"
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(f"model.image_size={list(value)}: give one side (a square, e.g. 256) or [height, width] "
+                              "(e.g. [256, 640])")
+        sides = tuple(_number(f"model.image_size[{i}]", v, int) for i, v in enumerate(value))
+        for name, side in zip(("height", "width"), sides):
+            if not 64 <= side <= MAX_IMAGE_SIZE or side % 32:
+                raise ConfigError(f"model.image_size={list(sides)}: the {name} {side} must be a multiple of 32 from "
+                                  f"64 to {MAX_IMAGE_SIZE}{hint}")
+        return sides[0] if sides[0] == sides[1] else sides
+    value = _number("model.image_size", value, int)
+    if not 64 <= value <= MAX_IMAGE_SIZE or value % 32:
+        raise ConfigError(f"model.image_size={value}: must be a multiple of 32 from 64 to {MAX_IMAGE_SIZE}{hint}")
+    return value
 
 
 @dataclass
@@ -228,6 +259,8 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+        elif isinstance(value, (list, tuple)) and "Tuple" in str(fields[key].type):
+            value = tuple(value)  # a number or a pair (model.image_size): the section's validate() checks it
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
             value = _number(f"{where}.{key}", value, type(default))
         elif isinstance(default, str) and not isinstance(value, str):

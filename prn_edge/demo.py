@@ -51,8 +51,9 @@ def run_demo(workdir: Path, category: str = "coin", steps: int | None = None, se
     from .export.onnx_export import export_onnx
 
     onnx_path = workdir / f"{category}-{variant}.onnx"
-    frame = json.loads((cat_dir / "meta.json").read_text()).get("image_size", cfg.model.image_size)
-    export_onnx(ckpt, onnx_path, batch=1, input_format="uint8", channel_order="rgb", input_hw=(frame, frame))
+    side = json.loads((cat_dir / "meta.json").read_text()).get("image_size")  # the demo's square photos
+    export_onnx(ckpt, onnx_path, batch=1, input_format="uint8", channel_order="rgb",
+                input_hw=(side, side) if side else cfg.model.hw)
     log(f"[5/5] running the line: {parts} parts at {rate_hz:g}/s, ONNX Runtime, PLC on Modbus TCP 127.0.0.1")
     line = run_demo_line(workdir, cat_dir, onnx_path, parts=parts, rate_hz=rate_hz, seed=seed)
     res["line"] = line

@@ -1,11 +1,14 @@
-"""The input policy: where an image of any size lands in the square model input, and how a map goes back.
+"""The input policy: where an image of any size lands in the model input (H x W), and how a map goes back.
 
 Real data never comes in one size. The policy is chosen once (`model.input_policy`), stored in every
 checkpoint and artefact, and applied the same way in training, evaluation, the exported graph and the line:
 
 - "stretch": resize to the model size, whatever the aspect ratio (square parts, fixed cameras);
-- "letterbox": keep the aspect ratio, scale the longer side to the model size and pad the rest with black,
-  centred, so a 3-pixel crack on a long strip is not squeezed to a sub-pixel line along one axis.
+- "letterbox": keep the aspect ratio, scale the image as large as it fits the model input and pad the rest with
+  black, centred, so a 3-pixel crack on a long strip is not squeezed to a sub-pixel line along one axis.
+
+A model input that is itself long (model.image_size [H, W], e.g. 256 x 640) takes long strips with little or no
+padding; `as_hw` is the one reading of a size given as one side (square) or as (height, width).
 
 Geometry only (numpy; OpenCV imported where a map is resized back): the runtime reads it without the data stack.
 Metrics are taken at the original image resolution: `Placement.unfit` crops the valid region of a model-size map
@@ -45,14 +48,29 @@ class Placement:
         out[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w] = True
         return out
 
+    def crop(self, amap: np.ndarray) -> np.ndarray:
+        """The part of a model-size map that covers the image (padding dropped), still at model resolution."""
+        return np.ascontiguousarray(amap[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], dtype=np.float32)
+
     def unfit(self, amap: np.ndarray) -> np.ndarray:
         """A model-size map back at the image's own resolution (bilinear), padding dropped."""
         import cv2
 
-        crop = np.ascontiguousarray(amap[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w], dtype=np.float32)
+        crop = self.crop(amap)
         if crop.shape == tuple(self.src_hw):
             return crop
         return cv2.resize(crop, (self.src_hw[1], self.src_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def as_hw(size) -> tuple[int, int]:
+    """(height, width) from a size given as one side S (a square, S x S) or as a pair (H, W)."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        return int(size), int(size)
+    try:
+        h, w = size
+        return int(h), int(w)
+    except (TypeError, ValueError):
+        raise ConfigError(f"size {size!r}: give one side (a square) or [height, width]") from None
 
 
 def check_policy(policy: str) -> str:

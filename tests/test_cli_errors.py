@@ -140,5 +140,10 @@ def test_the_memory_estimate_grows_with_the_configuration():
     assert 2**27 < small < 2**31  # the default trains in well under 2 GiB (measured peak ~0.6 GiB on 50 images)
     big = make_config("prn-paper", {"model": {"image_size": 2048}}).model
     assert memory.estimate_bytes(big, batch=1, num_images=100, training=False) > 50 * 2**30  # attention at stride 4
+    wide, tall, large = (make_config("prn-edge", {"model": {"image_size": s}}).model
+                         for s in ([256, 512], [512, 256], 512))
+    assert small < memory.estimate_bytes(wide, batch=8, num_images=100) < memory.estimate_bytes(large, batch=8,
+                                                                                              num_images=100)
+    assert memory.estimate_bytes(wide, batch=8, num_images=100) == memory.estimate_bytes(tall, batch=8, num_images=100)
     more = make_config("prn-edge", {"model": {"num_prototypes": 1024}}).model
     assert memory.estimate_bytes(more, batch=8, num_images=100) > 3 * small  # distances to 1024 prototypes

@@ -21,6 +21,11 @@ def test_overrides_merge_into_the_variant():
     ({"train": {"steps": "many"}}, "expected a number"),
     ({"train": {"steps": 1.5}}, "expected an integer"),
     ({"model": {"image_size": 100}}, "multiple of 32"),
+    ({"model": {"image_size": [256, 100]}}, r"model.image_size=\[256, 100\]: the width 100 must be a multiple of 32"),
+    ({"model": {"image_size": [4096, 256]}}, r"the height 4096 must be a multiple of 32 from 64 to 2048"),
+    ({"model": {"image_size": [256]}}, r"give one side \(a square, e.g. 256\) or \[height, width\]"),
+    ({"model": {"image_size": [256, "wide"]}}, r"model.image_size\[1\]: expected a number, got 'wide'"),
+    ({"model": {"image_size": [64, 128], "topk": 10000}}, r"model.topk=10000: from 1 to the pixels of the map \(8192"),
     ({"model": {"pretrained": "yes"}}, "true or false"),
     ({"synth": {"opacity": [0.9, 0.1]}}, "low <= high"),
     ({"model": {"patch_sizes": [3]}}, "power of two"),
@@ -28,6 +33,22 @@ def test_overrides_merge_into_the_variant():
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_config("prn-edge", overrides)
+
+
+def test_image_size_is_one_side_or_height_and_width(tmp_path):
+    square = make_config("prn-edge").model
+    assert square.image_size == 256 and square.hw == (256, 256) and square.size_text == "256"
+    wide = make_config("prn-edge", parse_override("model.image_size=[256, 640]")).model
+    assert wide.image_size == (256, 640) and wide.hw == (256, 640) and wide.size_text == "[256, 640]"
+    # [S, S] is the square S: one form in checkpoints, the one they have always had
+    assert make_config("prn-edge", {"model": {"image_size": [128, 128]}}).model.image_size == 128
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model:\n  image_size: [640, 256]\n")
+    cfg = make_config("prn-tiny", load_config_file(cfg_file))
+    assert cfg.model.hw == (640, 256)
+    # the config a checkpoint stores (a tuple) builds the same config again
+    again = make_config("prn-tiny", {k: v for k, v in cfg.to_dict().items() if k != "variant"})
+    assert again.to_dict() == cfg.to_dict()
 
 
 def test_config_file_errors(tmp_path):

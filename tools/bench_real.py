@@ -291,12 +291,12 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
     from prn_edge.evaluate.validation import load_normals
     from prn_edge.train.trainer import train
 
-    size, policy = cfg.model.image_size, cfg.model.input_policy
+    hw, policy = cfg.model.hw, cfg.model.input_policy
     cat = load_category(root, seed=seed, num_shots=cfg.train.num_shots)
     entry: dict = {"category": cat.name, "n_train_normals": len(cat.train_good), "n_shots": len(cat.shots),
                    "seen_types": cat.seen_types, "defect_types": cat.defect_types, "notes": cat.notes}
     samples = cat.test
-    images, placements, masks = load_test(samples, size, policy)
+    images, placements, masks = load_test(samples, hw, policy)
     labels = np.array([s.label for s in samples])
     types = [s.defect for s in samples]
     seen = {t: t in cat.seen_types for t in set(types) if t != "good"}

@@ -8,7 +8,6 @@ machines that only have onnxruntime or TensorRT.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,8 +19,13 @@ from .spec import OUTPUT_MAP, OUTPUT_SCORE, InputSpec
 
 PREFIX = "prn_edge."
 KIND = "prn_edge.onnx"
-# The package-wide format version (checkpoints and exported artefacts carry it; see prn_edge/__init__.py).
+# Artefact formats: 1 is the package-wide format (prn_edge/__init__.py), with a square model input (the input
+# spec's `model_size`); 2 adds a non-square one (`model_height`, `model_width`). An artefact is written in the
+# lowest format that holds it: a square one stays format 1, which every earlier prn_edge reads, and a non-square
+# one is format 2, which they refuse by its number instead of misreading it. This prn_edge reads both.
 ONNX_FORMAT_VERSION = FORMAT_VERSION
+NON_SQUARE_FORMAT_VERSION = 2
+READABLE_FORMATS = (ONNX_FORMAT_VERSION, NON_SQUARE_FORMAT_VERSION)
 
 # Keys that hold JSON; every other key holds a plain string.
 _JSON_KEYS = {"input", "outputs", "model", "backbone", "image_threshold", "pixel_threshold", "score_spread",
@@ -37,13 +41,14 @@ def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input
     keep_float: the graph's keep-in-float record (ONNX exports; the torch backend has no graph)."""
     meta = {
         "kind": KIND,
-        "format_version": ONNX_FORMAT_VERSION,
+        "format_version": format_version(input_spec),
         "toolkit_version": toolkit_version,
         "variant": variant,
         "category": str(ckpt_meta.get("category", "")),
-        "input": asdict(input_spec),
+        "input": input_spec.to_dict(),
         "outputs": {
-            OUTPUT_MAP: "float32 (N, 1, S, S) anomaly probability per pixel, model resolution",
+            OUTPUT_MAP: "float32 (N, 1, H, W) anomaly probability per pixel, model resolution (the input spec's "
+                        "model height and width)",
             OUTPUT_SCORE: "float32 (N,) image score: mean of the top-k map probabilities",
         },
         "model": model,
@@ -62,6 +67,11 @@ def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input
     if keep_float is not None:
         meta["keep_float"] = keep_float.to_dict()
     return meta
+
+
+def format_version(spec: InputSpec) -> int:
+    """The lowest artefact format that describes an artefact taking `spec` (see READABLE_FORMATS)."""
+    return ONNX_FORMAT_VERSION if spec.square else NON_SQUARE_FORMAT_VERSION
 
 
 def _num(v: Any) -> Optional[float]:
@@ -99,15 +109,18 @@ def decode_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise MetadataError(f"{source}: prn_edge metadata is incomplete (missing {missing}); re-export it")
-    if meta["format_version"] != ONNX_FORMAT_VERSION:
+    if meta["format_version"] not in READABLE_FORMATS:
         raise MetadataError(
-            f"{source} has prn_edge artefact format {meta['format_version']}, this prn_edge reads format "
-            f"{ONNX_FORMAT_VERSION}; re-export it with this version (toolkit {meta.get('toolkit_version', '?')} "
-            "wrote it)")
+            f"{source} has prn_edge artefact format {meta['format_version']}, this prn_edge reads formats "
+            f"{' and '.join(map(str, READABLE_FORMATS))}; re-export it with this version (toolkit "
+            f"{meta.get('toolkit_version', '?')} wrote it)")
     if meta.get("image_threshold") is None or meta.get("score_spread") is None:
         raise MetadataError(f"{source}: no image_threshold/score_spread in its metadata; export from a checkpoint "
                             "written by `prn-edge train` (the best checkpoint carries the thresholds)")
-    meta["input_spec"] = InputSpec.from_dict(meta["input"])
+    try:
+        meta["input_spec"] = InputSpec.from_dict(meta["input"])
+    except MetadataError as e:
+        raise MetadataError(f"{source}: {e}") from None
     return meta
 
 

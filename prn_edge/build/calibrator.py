@@ -66,7 +66,7 @@ def calibration_files(run_dir: str | Path, check_hashes: bool = True) -> list[Pa
 
 def calibration_batches(run_dir: str | Path, spec: InputSpec, batch: int) -> list[np.ndarray]:
     """The run's images as model-input batches for `spec`: uint8 (b, H, W, C) frames for uint8 artefacts,
-    float32 (b, 3, S, S) RGB in [0, 1] for float ones; an incomplete last batch is dropped."""
+    float32 (b, 3, Hm, Wm) RGB in [0, 1] at the model input for float ones; an incomplete last batch is dropped."""
     from ..data.images import read_image
     from ..runtime.preprocess import frames_to_model_input, rgb_to_frames
 

@@ -260,9 +260,9 @@ def _validation(cfg: Config, cat, paths: list, spec: InputSpec, fp32: Path, thre
     from ..evaluate.validation import load_normals, split_shots, synth_foreground, validation_set
     from ..runtime.preprocess import rgb_to_frames
 
-    size = cfg.model.image_size
-    shots = [load_pair(s, size, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
-    images, masks, labels = validation_set(*load_normals(paths, cfg), cfg.synth, size, shots, None,
+    hw = cfg.model.hw
+    shots = [load_pair(s, hw, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
+    images, masks, labels = validation_set(*load_normals(paths, cfg), cfg.synth, hw, shots, None,
                                            synth_foreground(cfg, cat), cfg.train.seed)
     frames = rgb_to_frames(images, spec)
     return _Validation(paths, images, masks, labels, frames, _evaluate(fp32, frames, labels, masks, threads))

@@ -38,9 +38,9 @@ def _check_like_frames(files: list[Path], spec) -> None:
     from ..data.images import image_header
 
     fh, fw = spec.height, spec.width
-    # frames exported at the model's own square size are often fed resized regions: check the aspect only where
-    # the export named the camera's frame size
-    own_size = (fh, fw) != (spec.model_size, spec.model_size)
+    # frames exported at the model's own size are often fed resized regions: check the aspect only where the
+    # export named the camera's frame size
+    own_size = (fh, fw) != spec.model_hw
     for p in files:
         w, h, _ = image_header(p)
         if h < fh / 4 or w < fw / 4 or (own_size and abs((w / h) / (fw / fh) - 1) > 0.25):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..input_policy import Placement
+from ..input_policy import Placement, as_hw
 from .fit import fit_image, fit_mask
 from .images import IMAGE_EXTS, image_header, is_image_file, read_image, read_mask
 
@@ -62,20 +62,22 @@ class Category:
         return sorted({s.defect for s in self.test + self.excluded if s.label})
 
 
-def load_pair(sample: Sample, size: int | None = None, policy: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
-    """(HxWx3 uint8 image, HxW float32 mask) of a sample, fitted to size x size by the input policy when a size
-    is given (see data.fit); an all-zero mask for normals."""
+def load_pair(sample: Sample, size: int | tuple[int, int] | None = None,
+              policy: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
+    """(HxWx3 uint8 image, HxW float32 mask) of a sample, fitted to the model input `size` (one side, or
+    (height, width)) by the input policy when a size is given (see data.fit); an all-zero mask for normals."""
     img = read_image(sample.image)
     mask = read_mask(sample.mask, img.shape[:2]) if sample.mask is not None else np.zeros(img.shape[:2], np.float32)
     if size is None:
         return img, mask
-    fitted, where = fit_image(img, (size, size), policy)
+    fitted, where = fit_image(img, as_hw(size), policy)
     return fitted, fit_mask(mask, where)
 
 
-def load_fitted(path: Path, size: int, policy: str) -> tuple[np.ndarray, Placement]:
-    """An image fitted to size x size by the input policy, and where it sits there."""
-    return fit_image(read_image(path), (size, size), policy)
+def load_fitted(path: Path, size: int | tuple[int, int], policy: str) -> tuple[np.ndarray, Placement]:
+    """An image fitted to the model input `size` (one side, or (height, width)) by the input policy, and where
+    it sits there."""
+    return fit_image(read_image(path), as_hw(size), policy)
 
 
 def _images(folder: Path, recursive: bool = False) -> list[Path]:

@@ -18,14 +18,14 @@ from .metrics import evaluate_predictions
 from .report import markdown_table, save_maps_tiff, save_overlays, write_json
 
 
-def load_test(samples: list[Sample], size: int, policy: str, progress: bool = False):
+def load_test(samples: list[Sample], hw: tuple[int, int], policy: str, progress: bool = False):
     """Test images fitted to the model input, their placements (to bring maps back), and the ground-truth masks
     at each image's own resolution (as the MVTec AD evaluation script compares them)."""
     images, placements, masks = [], [], []
     for s in tqdm(samples, desc="load test", disable=not progress, leave=False):
         img = read_image(s.image)
         masks.append(read_mask(s.mask, img.shape[:2]) if s.mask else np.zeros(img.shape[:2], np.float32))
-        fitted, where = fit_image(img, (size, size), policy)
+        fitted, where = fit_image(img, hw, policy)
         images.append(fitted)
         placements.append(where)
     return images, placements, masks
@@ -55,13 +55,12 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
                         save_maps: Optional[Path] = None, max_overlays: int = 40, progress: bool = True,
                         log: Callable[[str], None] = print) -> dict:
     model, cfg, meta = load_model(ckpt)
-    size = cfg.model.image_size
     cat = load_category(Path(data), seed=meta.get("data_seed", 0))
     excluded = {str(Path(p).resolve()) for p in meta.get("excluded_from_test", [])}
     samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]
     seen_types = set(meta.get("seen_types") or cat.seen_types)
     t0 = time.time()
-    images, placements, masks = load_test(samples, size, cfg.model.input_policy, progress)
+    images, placements, masks = load_test(samples, cfg.model.hw, cfg.model.input_policy, progress)
     maps, scores = predict(model, images)
     maps = [p.unfit(m) for p, m in zip(placements, maps)]  # metrics at the images' own resolution
     seconds = time.time() - t0

@@ -24,8 +24,7 @@ from .thresholds import decision_params
 
 def synth_foreground(cfg: Config, cat: Category):
     """Where generated anomalies may go: the user's mask if configured, else the category's rule."""
-    size = cfg.model.image_size
-    return read_mask(cfg.synth.foreground_mask, (size, size)) if cfg.synth.foreground_mask else cat.foreground
+    return read_mask(cfg.synth.foreground_mask, cfg.model.hw) if cfg.synth.foreground_mask else cat.foreground
 
 
 def split_normals(cat: Category, tc) -> tuple[list[Path], list[Path]]:
@@ -57,21 +56,22 @@ def split_shots(shots: list[Sample], tc) -> tuple[list[Sample], list[Sample]]:
 def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list]:
     """Normal images fitted to the model input, and where each may hold a generated anomaly (None = anywhere;
     with letterboxing, the image and not its padding)."""
-    size, policy = cfg.model.image_size, cfg.model.input_policy
+    hw, policy = cfg.model.hw, cfg.model.input_policy
     load = tqdm if progress else (lambda x, **_: x)
     imgs, regions = [], []
     for p in load(paths, desc="load normals", leave=False):
-        img, where = load_fitted(p, size, policy)
+        img, where = load_fitted(p, hw, policy)
         imgs.append(img)
-        regions.append(None if (where.h, where.w) == (size, size) else where.valid())
+        regions.append(None if (where.h, where.w) == hw else where.valid())
     return imgs, regions
 
 
-def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig, size: int, shots, textures,
-                   foreground, seed: int):
-    """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds)."""
+def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig, hw: tuple[int, int], shots,
+                   textures, foreground, seed: int):
+    """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds); hw is the
+    model input (height, width)."""
     only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
-    gen = AnomalyGenerator(only_anomalies, size, shots, textures, foreground)
+    gen = AnomalyGenerator(only_anomalies, hw, shots, textures, foreground)
     rng = np.random.default_rng(seed + 7919)
     images, masks = list(normals), [np.zeros(normals[0].shape[:2], np.float32) for _ in normals]
     for img, region in zip(normals, regions):

@@ -85,7 +85,7 @@ class CameraPRN(nn.Module):
 
 
 class FloatPRN(nn.Module):
-    """RGB float (N, 3, S, S) in [0, 1] -> (anomaly_map, score)."""
+    """RGB float (N, 3, H, W) in [0, 1] at the model input -> (anomaly_map, score)."""
 
     def __init__(self, prn: PRN):
         super().__init__()
@@ -97,7 +97,7 @@ class FloatPRN(nn.Module):
 
 def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, input_hw: Optional[Sequence[int]],
                     batch: Optional[int], resize: str = "auto") -> InputSpec:
-    size = cfg.model.image_size
+    mh, mw = cfg.model.hw
     if input_format not in ("float", "uint8"):
         raise ExportError(f"input_format={input_format!r}: choose 'uint8' (camera frames, preprocessing in the "
                           "graph) or 'float' (RGB [0, 1] NCHW at the model size)")
@@ -107,25 +107,25 @@ def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, inpu
         raise ExportError(f"batch={batch!r}: give a positive integer, or None for a dynamic batch")
     mean, std = tuple(float(v) for v in model.encoder.mean), tuple(float(v) for v in model.encoder.std)
     if input_format == "float":
-        if channel_order != "rgb" or (input_hw is not None and tuple(input_hw) != (size, size)):
+        if channel_order != "rgb" or (input_hw is not None and tuple(input_hw) != (mh, mw)):
             raise ExportError(
                 "a float artefact takes the model tensor itself (RGB, [0, 1], NCHW, "
-                f"{size}x{size}); for other channel orders or frame sizes export with input_format='uint8', "
+                f"{mh}x{mw}); for other channel orders or frame sizes export with input_format='uint8', "
                 "which converts and resizes inside the graph")
-        return InputSpec(name=INPUT_NAME_FLOAT, format="float", layout="NCHW", batch=batch, height=size,
-                         width=size, channels=3, channel_order="rgb", model_size=size, resize="none", scale=1.0,
-                         mean=mean, std=std, value_range=(0.0, 1.0), fit=cfg.model.input_policy)
-    h, w = (size, size) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
+        return InputSpec(name=INPUT_NAME_FLOAT, format="float", layout="NCHW", batch=batch, height=mh,
+                         width=mw, channels=3, channel_order="rgb", model_height=mh, model_width=mw, resize="none",
+                         scale=1.0, mean=mean, std=std, value_range=(0.0, 1.0), fit=cfg.model.input_policy)
+    h, w = (mh, mw) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
     if h < 1 or w < 1:
         raise ExportError(f"input_hw={input_hw!r}: need positive (height, width)")
-    where = placement((h, w), (size, size), cfg.model.input_policy)
+    where = placement((h, w), (mh, mw), cfg.model.input_policy)
     try:
         method = choose_resize((h, w), (where.h, where.w), resize)
     except SpecError as e:
         raise ExportError(str(e)) from None
     return InputSpec(name=INPUT_NAME_UINT8, format="uint8", layout="NHWC", batch=batch, height=h, width=w,
-                     channels=1 if channel_order == "mono" else 3, channel_order=channel_order, model_size=size,
-                     resize=method, scale=1.0 / 255.0, mean=mean, std=std, value_range=(0.0, 255.0),
+                     channels=1 if channel_order == "mono" else 3, channel_order=channel_order, model_height=mh,
+                     model_width=mw, resize=method, scale=1.0 / 255.0, mean=mean, std=std, value_range=(0.0, 255.0),
                      fit=cfg.model.input_policy)
 
 
@@ -168,7 +168,8 @@ def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAUL
     proto = fold_static(onnx.load_from_string(buf.getvalue()))
     proto.producer_name, proto.producer_version = "prn_edge", __version__
     proto.doc_string = (f"PRN anomaly detector ({cfg.variant}, category {meta.get('category', '?')}): "
-                        f"{spec.name} -> {OUTPUT_MAP} (N,1,{spec.model_size},{spec.model_size}), {OUTPUT_SCORE} (N,)")
+                        f"{spec.name} -> {OUTPUT_MAP} (N,1,{spec.model_height},{spec.model_width}), "
+                        f"{OUTPUT_SCORE} (N,)")
     md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=spec,
                         model=describe(model), checkpoint_sha256=checkpoint_sha256, opset=opset,
                         exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}",
@@ -199,8 +200,8 @@ def _validate(proto: onnx.ModelProto, spec: InputSpec) -> None:
     except Exception as e:
         raise ExportError(f"the exported graph fails onnx.checker: {str(e)[:400]}") from None
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
-    s, b = spec.model_size, spec.batch
-    want = {OUTPUT_MAP: [b, 1, s, s], OUTPUT_SCORE: [b]}
+    b = spec.batch
+    want = {OUTPUT_MAP: [b, 1, *spec.model_hw], OUTPUT_SCORE: [b]}
     for out in inferred.graph.output:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim]
         if out.name in want and dims != want[out.name]:
@@ -216,11 +217,12 @@ def export_onnx(ckpt: str | Path, out: str | Path, batch: Optional[int] = 1, inp
     """Export a checkpoint to ONNX at `out` (atomically) and return a summary dict.
 
     batch: fixed batch size, or None for a dynamic batch dimension (H, W are always static).
-    input_format: "float" -> input `image` (N, 3, S, S) RGB in [0, 1]; "uint8" -> input `frames` (N, H, W, C)
+    The model input is model.image_size, Hm x Wm (square or not).
+    input_format: "float" -> input `image` (N, 3, Hm, Wm) RGB in [0, 1]; "uint8" -> input `frames` (N, H, W, C)
     camera frames in `channel_order` ("bgr", "rgb" or "mono" with C = 1) of size `input_hw` (default: the
-    model size), converted, resized (`resize`: "auto", "area", "bilinear") and scaled inside the graph.
-    Outputs: `anomaly_map` (N, 1, S, S) probabilities and `score` (N,). The graph is linted for the
-    TensorRT versions in `lint_targets` (empty: skip) and the export fails on any error.
+    model size), converted, resized (`resize`: "auto", "area", "bilinear"; letterboxed when the input policy says
+    so) and scaled inside the graph. Outputs: `anomaly_map` (N, 1, Hm, Wm) probabilities and `score` (N,). The
+    graph is linted for the TensorRT versions in `lint_targets` (empty: skip) and the export fails on any error.
     """
     from ..model.checkpoint import load_model
 

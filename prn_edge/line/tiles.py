@@ -1,9 +1,10 @@
 """Regions, tiles and line-scan assembly: from camera frames to the model's input and back to one map per part.
 
-A region (ROI) is cut from each frame; it is given to the model whole (its size must be the model input, or
-resized when allowed) or split into model-size tiles that overlap. Tile maps are blended back into one map per
-part with a weight window (high in a tile's centre, low at its border), and the part is defective when any tile
-is (its score is the highest tile score).
+A region (ROI) is cut from each frame; it is given to the model whole (its size must be the engine's frame, or
+resized when allowed) or split into tiles of the engine's frame size (height x width, the model's H x W for an
+artefact exported at the model size) that overlap. Tile maps, their letterbox padding dropped, are blended back
+into one map per part with a weight window (high in a tile's centre, low at its border), and the part is defective
+when any tile is (its score is the highest tile score).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from ..input_policy import placement
 from .engine import EngineInput
 from .errors import LineConfigError, SourceExhausted
 from .sources.base import Frame, FrameSource
@@ -85,7 +87,7 @@ class TileGrid:
         th, tw = self.tile_h, self.tile_w
         return np.stack([image[y:y + th, x:x + tw] for y, x in self.boxes])
 
-    def stitch(self, maps: np.ndarray) -> np.ndarray:
+    def stitch(self, maps: Sequence[np.ndarray]) -> np.ndarray:
         """One (height, width) float32 map from n tile maps (any size; resized to the tile when different)."""
         out = np.zeros((self.height, self.width), np.float32)
         th, tw = self.tile_h, self.tile_w
@@ -156,12 +158,18 @@ class Preprocessor:
             roi = roi.reshape(self.engine.height, self.engine.width, -1)
         return np.ascontiguousarray(roi)[None]
 
+    def frame_map(self, amap: np.ndarray) -> np.ndarray:
+        """An engine map (model resolution, any shape) without the letterbox padding the model added around the
+        engine's frame: the part that shows the frame, which a tile or the region is stitched or drawn from."""
+        return placement((self.engine.height, self.engine.width), amap.shape, self.engine.fit).crop(amap)
+
     def combine(self, scores: np.ndarray, normalized: np.ndarray, decisions: np.ndarray,
                 maps: Optional[np.ndarray]) -> tuple[float, float, bool, Optional[np.ndarray]]:
         """(score, normalized, defective, map over the region) of one part from its tiles' results."""
         amap = None
         if maps is not None:
-            amap = self.grid.stitch(maps) if self.grid is not None else np.asarray(maps[0], np.float32)
+            maps = [self.frame_map(m) for m in maps]
+            amap = self.grid.stitch(maps) if self.grid is not None else maps[0]
         return float(scores.max()), float(normalized.max()), bool(decisions.any()), amap
 
 

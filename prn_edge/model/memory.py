@@ -13,8 +13,9 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .backbones import BACKBONES, STRIDES
+from .backbones import BACKBONES
 from .prototypes import MAX_KMEANS_VECTORS, default_k
+from .shapes import attention_sizes, head_hws
 
 FLOAT = 4
 # Float values per input pixel and image at the peak of a training step (the head's activations under autograd
@@ -29,9 +30,10 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
     one prediction at `batch` (training=False)."""
     with torch.device("meta"):  # shapes only: channels without allocating weights
         channels = BACKBONES[cfg.backbone].build().channels
-    size = cfg.image_size
-    sides = [size // s for s in STRIDES[1:]]  # the head scales
-    hws = [side * side for side in sides]
+    h, w = cfg.hw
+    pixels = h * w
+    sides = head_hws(cfg.hw)
+    hws = [sh * sw for sh, sw in sides]
     chans = channels[1:]
     k = cfg.num_prototypes or default_k(num_images, cfg.prototype_mode)
     patch = cfg.prototype_mode == "patch"
@@ -42,16 +44,16 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
 
     attention = 0
     for i in cfg.msa_scales:
-        for p in [p for p in cfg.patch_sizes if p <= sides[i]] or [1]:  # as MultiSizeAttention keeps them
+        for p in attention_sizes(cfg.patch_sizes, sides[i]):  # as MultiSizeAttention keeps them
             attention += batch * cfg.heads * (hws[i] // (p * p)) ** 2 * FLOAT * (3 if training else 2)
     per_pixel = ACTIVATIONS_TRAIN if training else ACTIVATIONS_INFER
-    run = protos + distances(batch) + attention + batch * size * size * per_pixel * FLOAT
+    run = protos + distances(batch) + attention + batch * pixels * per_pixel * FLOAT
     if not training:
         return run
-    images = num_images * 3 * size * size * (1 + FLOAT)  # uint8 as loaded, float for the prototype fit
+    images = num_images * 3 * pixels * (1 + FLOAT)  # uint8 as loaded, float for the prototype fit
     features = 2 * num_images * sum(c * hw for c, hw in zip(chans, hws)) * FLOAT
     vectors = min(MAX_KMEANS_VECTORS, num_images * hws[0]) if patch else num_images
-    encoder = FIT_CHUNK * size * size * ACTIVATIONS_INFER * FLOAT
+    encoder = FIT_CHUNK * pixels * ACTIVATIONS_INFER * FLOAT
     fit = features + protos + max(3 * vectors * k * FLOAT, distances(FIT_CHUNK), encoder)
     return images + max(fit, run)
 
@@ -74,7 +76,7 @@ def check_memory(cfg: ModelConfig, batch: int, num_images: int, training: bool =
     if need > have:
         what = (f"training at train.batch_size={batch} on {num_images} normal images" if training
                 else f"a batch of {batch}")
-        raise ConfigError(f"model.image_size={cfg.image_size} with model.num_prototypes="
+        raise ConfigError(f"model.image_size={cfg.size_text} with model.num_prototypes="
                           f"{cfg.num_prototypes or 'auto'} needs about {need / 2**30:.1f} GiB of memory for {what}, "
                           f"but {have / 2**30:.1f} GiB are available; lower model.image_size or model.num_prototypes"
                           + (" or train.batch_size" if training else ""))

@@ -13,9 +13,7 @@ from ..config import ModelConfig
 from .backbones import STRIDES, Backbone, create_backbone
 from .memory import check_memory
 from .prototypes import ScalePrototypes, default_k
-
-# The head works on the encoder scales at strides 4, 8 and 16; stride 2 only feeds a decoder skip.
-HEAD_SCALES = (1, 2, 3)
+from .shapes import HEAD_SCALES, attention_sizes, head_hws
 
 
 def conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -84,8 +82,7 @@ class MultiSizeAttention(nn.Module):
     def __init__(self, dim: int, hw: tuple[int, int], patch_sizes: tuple[int, ...], heads: int):
         super().__init__()
         self.dim, self.hw, self.heads = dim, hw, heads
-        # Patches larger than the map would be one token attending to itself: drop them.
-        self.sizes = tuple(p for p in patch_sizes if p <= min(hw)) or (1,)
+        self.sizes = attention_sizes(patch_sizes, hw)
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
         self.proj = nn.Sequential(nn.Conv2d(dim * len(self.sizes), dim, 1, bias=False), nn.BatchNorm2d(dim))
 
@@ -184,7 +181,7 @@ class DistanceMap(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def distance(self, distances: list[torch.Tensor]) -> torch.Tensor:
-        """(N, 1, S, S) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.forward,
+        """(N, 1, H, W) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.forward,
         ~1 on normals at every scale), averaged over `scales`."""
         # A fixed scale factor (the scale's stride), not a target size: the exported Resize then needs no Shape
         # arithmetic and every dimension stays static.
@@ -218,15 +215,14 @@ class PRN(nn.Module):
     `predict(x)` -> (probability map, image score), with the calibrated prototype distance fused into the map
     (model.distance_fusion) and the score pooled from the decoder's map.
 
-    x is RGB in [0, 1], (N, 3, H, W), at the configured size.
+    x is RGB in [0, 1], (N, 3, H, W), at the configured size (model.image_size, as `cfg.hw`).
     """
 
     def __init__(self, cfg: ModelConfig, backbone: Backbone, num_prototypes: int):
         super().__init__()
         self.cfg = cfg
         self.encoder = backbone
-        size = cfg.image_size
-        hws = [(size // STRIDES[s], size // STRIDES[s]) for s in HEAD_SCALES]
+        hws = head_hws(cfg.hw)
         chans = [backbone.channels[s] for s in HEAD_SCALES]
         self.prototypes = nn.ModuleList(
             ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness)
@@ -321,9 +317,9 @@ def count_gflops(model: PRN, batch: int = 1) -> float:
     """GFLOPs (2 x multiply-adds of convolutions and matrix products) per image of `model.predict`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    size = model.cfg.image_size
+    h, w = model.cfg.hw
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.predict(torch.rand(batch, 3, size, size))
+        model.predict(torch.rand(batch, 3, h, w))
     return counter.get_total_flops() / 1e9 / batch
 
 

@@ -5,7 +5,7 @@
         result.maps, result.scores, result.normalized_scores, result.decisions
         engine.last_timings                          # seconds per stage of that call
 
-Backends implement `_activate`, `_release` and `_run(frames, timings) -> (maps (n, S, S), scores (n,))`;
+Backends implement `_activate`, `_release` and `_run(frames, timings) -> (maps (n, Hm, Wm), scores (n,))`;
 validation and batching live here, and the artefact's one normalization and decision rule
 (prn_edge.artefact.decision) is applied here, so every backend decides alike.
 """
@@ -117,7 +117,7 @@ class EngineOptions:
 
 @dataclass
 class InferResult:
-    maps: np.ndarray  # float32 (N, S, S) anomaly probabilities at model resolution
+    maps: np.ndarray  # float32 (N, Hm, Wm) anomaly probabilities at model resolution (the spec's model_hw)
     scores: np.ndarray  # float32 (N,) raw image scores
     normalized_scores: np.ndarray  # float32 (N,) clip((score - image_threshold) / score_spread + 0.5, 0, 1)
     decisions: np.ndarray  # bool (N,) True = anomalous (score >= image_threshold)
@@ -231,7 +231,7 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """frames: valid uint8 (n, H, W, C), n fitting the artefact's batch; returns maps (n, S, S), scores (n,)."""
+        """frames: valid uint8 (n, H, W, C), n fitting the artefact's batch; returns maps (n, Hm, Wm), scores (n,)."""
 
     # ------------------------------------------------------------------ inference
     def check_frames(self, frames: Any) -> np.ndarray:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence, Union
 
@@ -29,20 +29,19 @@ def camera_spec_for(model_spec: InputSpec, channel_order: Optional[str], input_h
                 f"{source} takes {model_spec.channel_order} frames of {model_spec.height}x{model_spec.width} "
                 "(fixed at export); drop channel_order/input_hw, or export again for this camera")
         return model_spec
-    size = model_spec.model_size
     order = channel_order or "rgb"
     if order not in ("rgb", "bgr", "mono"):
         raise EngineError(f"channel_order={order!r}: choose 'rgb', 'bgr' or 'mono'")
-    h, w = (size, size) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
+    h, w = model_spec.model_hw if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
     try:
-        where = placement((h, w), (size, size), model_spec.fit)
+        where = placement((h, w), model_spec.model_hw, model_spec.fit)
         method = choose_resize((h, w), (where.h, where.w), resize)
     except Exception as e:
         raise EngineError(str(e)) from None
-    return InputSpec(name="frames(host)", format="uint8", layout="NHWC", batch=model_spec.batch, height=h, width=w,
-                     channels=1 if order == "mono" else 3, channel_order=order, model_size=size, resize=method,
-                     scale=1.0 / 255.0, mean=model_spec.mean, std=model_spec.std, value_range=(0.0, 255.0),
-                     fit=model_spec.fit)
+    # the model's own batch, model input, normalization and input policy; the frames' size, channels and resize
+    return replace(model_spec, name="frames(host)", format="uint8", layout="NHWC", height=h, width=w,
+                   channels=1 if order == "mono" else 3, channel_order=order, resize=method, scale=1.0 / 255.0,
+                   value_range=(0.0, 255.0))
 
 
 def resolve_providers(providers, available: Sequence[str]) -> list:

@@ -1,9 +1,10 @@
 """Host-side reference of the camera preprocessing that uint8 artefacts do inside their graph.
 
-frames uint8 (N, H, W, C) in `channel_order` -> float32 (N, 3, S, S) RGB in [0, 1]:
+frames uint8 (N, H, W, C) in `channel_order` -> float32 (N, 3, Hm, Wm) RGB in [0, 1] at the model input:
 
 1. convert to float32 (0..255);
-2. resize to S x S (letterbox: to the aspect-keeping size inside it, then pad black to S x S):  "area" (integer shrink factors only) = the mean of each kh x kw block, which is what
+2. resize to Hm x Wm (letterbox: to the aspect-keeping size inside it, then pad black to Hm x Wm): "area"
+   (integer shrink factors only) = the mean of each kh x kw block, which is what
    cv2.INTER_AREA computes for integer factors and what ONNX AveragePool(kernel = stride = factor) computes;
    "bilinear" = cv2.INTER_LINEAR on float32 (half-pixel centres, edge clamp, no antialiasing), which is ONNX
    Resize(linear, half_pixel) and torch's bilinear with align_corners=False; "none" when sizes match;
@@ -18,13 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..artefact import InputSpec
-from ..input_policy import PAD_VALUE
+from ..input_policy import PAD_VALUE, as_hw
 
 
 def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:
     """float32 (N, H, W, C) -> (N, th, tw, C) by `method` ("none", "area", "bilinear"); size = S or (th, tw)."""
     n, h, w, c = x.shape
-    th, tw = (size, size) if isinstance(size, int) else size
+    th, tw = as_hw(size)
     if method == "none" or (h, w) == (th, tw):
         return x
     if method == "area":
@@ -44,7 +45,7 @@ def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:
 
 
 def frames_to_model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """uint8 camera frames described by `spec` -> the model tensor float32 (N, 3, S, S), RGB in [0, 1]."""
+    """uint8 camera frames described by `spec` -> the model tensor float32 (N, 3, Hm, Wm), RGB in [0, 1]."""
     where = spec.placement()
     x = resize_frames(np.asarray(frames).astype(np.float32), (where.h, where.w), spec.resize)
     top, bottom, left, right = where.pads

@@ -67,10 +67,10 @@ class TorchEngine(Engine):
             raise EngineError(f"{path} carries no image_threshold/score_spread: use the best checkpoint written by "
                               "`prn-edge train` (the resume file last.pt has no decision thresholds)")
         self._model = None
-        size = cfg.model.image_size
+        h, w = cfg.model.hw
         mean, std = normalization(cfg.model.backbone)
-        model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=size, width=size,
-                               channels=3, channel_order="rgb", model_size=size, mean=mean, std=std,
+        model_spec = InputSpec(name="image", format="float", layout="NCHW", batch=None, height=h, width=w,
+                               channels=3, channel_order="rgb", model_height=h, model_width=w, mean=mean, std=std,
                                fit=cfg.model.input_policy)
         spec = camera_spec_for(model_spec, o.channel_order, o.input_hw, o.resize, path.name)
         md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=model_spec,

@@ -93,7 +93,7 @@ class ServedArtefact:
     backend: str
     props: dict  # its prn_edge metadata as string key/values (ONNX metadata_props, or an engine manifest's)
     spec: InputSpec
-    map_dims: tuple  # anomaly_map per frame: (1, S, S)
+    map_dims: tuple  # anomaly_map per frame: (1, Hm, Wm)
     max_batch: Optional[int]  # an engine's largest batch (None: the artefact's batch is dynamic without limit)
     provenance: dict = field(default_factory=dict)  # extra parameters (an engine's TensorRT version, ...)
 
@@ -145,8 +145,8 @@ def _describe_engine(path: Path) -> ServedArtefact:
 
 
 def _map_dims(spec: InputSpec) -> tuple:
-    """anomaly_map per frame: (1, S, S) at the model's resolution, as every prn_edge export gives it."""
-    return 1, spec.model_size, spec.model_size
+    """anomaly_map per frame: (1, Hm, Wm) at the model's resolution, as every prn_edge export gives it."""
+    return 1, spec.model_height, spec.model_width
 
 
 # ---------------------------------------------------------------------------------------------- config.pbtxt
@@ -268,7 +268,7 @@ def write_model(artefacts: Sequence[str | Path], repository: str | Path, name: O
         _write_version(model_dir, version, s)
     write_atomic(model_dir / "config.pbtxt", text.encode())
     write_manifest(sidecar_path(model_dir), new_manifest(
-        TRITON_MODEL, name=name, backend=backend, options=asdict(opts), input=asdict(newest.spec),
+        TRITON_MODEL, name=name, backend=backend, options=asdict(opts), input=newest.spec.to_dict(),
         map_dims=list(newest.map_dims), versions=versions))
     return {"model": name, "path": str(model_dir), "backend": backend,
             "versions_written": [v for v, _ in planned], "versions": sorted(int(v) for v in versions),

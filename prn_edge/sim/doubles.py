@@ -32,7 +32,7 @@ class ScriptedEngine(Engine):
                  threshold: float = 0.5, spread: float = 1.0, maps: bool = True):
         spec = InputSpec(name="frames", format="uint8", layout="NHWC", batch=None, height=height, width=width,
                          channels=channels, channel_order="mono" if channels == 1 else "rgb",
-                         model_size=max(height, width), value_range=(0.0, 255.0))
+                         model_height=height, model_width=width, value_range=(0.0, 255.0))
         super().__init__(Path(type(self).__name__), {"image_threshold": threshold, "score_spread": spread}, spec)
         self.score_fn = score_fn
         self.delay_s = delay_s

@@ -24,15 +24,16 @@ def _ms(values: list[float]) -> dict:
             "max": round(float(a.max()), 3)}
 
 
-def tiny_onnx_model(category: str | Path, out_dir: str | Path, variant: str = "prn-tiny") -> Path:
-    """A prn-tiny model (or another variant of the images' size) whose prototypes are fitted on the category's train
-    images (no training), exported with uint8 RGB input at the images' size: a real ONNX Runtime engine for line
-    tests and benchmarks in seconds."""
+def tiny_onnx_model(category: str | Path, out_dir: str | Path, variant: str = "prn-tiny",
+                    overrides: Optional[dict] = None) -> Path:
+    """A prn-tiny model (or another variant, with config `overrides`) whose prototypes are fitted on the category's
+    train images brought to the model input by its input policy (no training), exported with uint8 RGB input at the
+    images' own size: a real ONNX Runtime engine for line tests and benchmarks in seconds."""
     import torch
 
     from ..config import make_config
-    from ..data.dataset import load_category
-    from ..data.images import read_image
+    from ..data.dataset import load_category, load_fitted
+    from ..data.images import image_header
     from ..export.onnx_export import export_onnx
     from ..model.prn import build_prn
     from ..model.checkpoint import save_checkpoint
@@ -40,10 +41,10 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path, variant: str = "p
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    cfg = make_config(variant)
+    cfg = make_config(variant, overrides)
     train = load_category(Path(category), num_shots=0).train_good
     model, info = build_prn(cfg.model, num_images=len(train))
-    images = np.stack([read_image(p) for p in train])
+    images = np.stack([load_fitted(p, cfg.model.hw, cfg.model.input_policy)[0] for p in train])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     model.fit_prototypes(x)
     model.eval()
@@ -53,8 +54,9 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path, variant: str = "p
             "prototypes_sha256": "1" * 64, "image_threshold": float(scores.max()) + 1e-3, "pixel_threshold": 0.5,
             "score_spread": 0.1}
     save_checkpoint(out / "tiny.pt", model, cfg, meta)
+    width, height, _ = image_header(train[0])
     export_onnx(out / "tiny.pt", out / "tiny.onnx", batch=None, input_format="uint8", channel_order="rgb",
-                input_hw=images.shape[1:3], lint_targets=())
+                input_hw=(height, width), lint_targets=())
     return out / "tiny.onnx"
 
 

@@ -64,7 +64,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
           backbone_weights: Optional[str] = None, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     t0 = time.time()
-    tc, size = cfg.train, cfg.model.image_size
+    tc, hw = cfg.train, cfg.model.hw
     last_path = Path(out).with_suffix(".last.pt")
     state = resume_state(last_path, cfg) if resume else None  # refused before any data is read
     if tc.threads:
@@ -78,15 +78,15 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     fit_imgs, fit_regions = load_normals(fit_paths, cfg, progress)
     val_imgs, val_regions = load_normals(val_paths, cfg)
     train_shots, val_shots = split_shots(cat.shots, tc)
-    real_val = [(s, *load_pair(s, size, cfg.model.input_policy)) for s in val_shots]
+    real_val = [(s, *load_pair(s, hw, cfg.model.input_policy)) for s in val_shots]
     dropped = [s for s, _, m in real_val if not m.any()]
     if dropped:  # a defect too small to survive the resize to the model input says nothing about the model
         log(f"validation: {len(dropped)} held-out shots have no defect pixel at the model size and are not used: "
             + ", ".join(Path(s.image).name for s in dropped[:5]))
     real_val = [(s, img, m) for s, img, m in real_val if m.any()]
     val_shots = [s for s, _, _ in real_val]
-    shots = [load_pair(s, size, cfg.model.input_policy) for s in train_shots]
-    textures = load_texture_dir(cfg.synth.texture_dir, size) if cfg.synth.texture_dir else None
+    shots = [load_pair(s, hw, cfg.model.input_policy) for s in train_shots]
+    textures = load_texture_dir(cfg.synth.texture_dir, hw) if cfg.synth.texture_dir else None
     foreground = synth_foreground(cfg, cat)
     if val_shots:
         log(f"validation: {len(val_shots)} real defect shots held out "
@@ -116,13 +116,13 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             cal = model.calibrate_distance(list(to_tensor(val_imgs).split(16)))
             log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}")
 
-    gen = AnomalyGenerator(cfg.synth, size, shots, textures, foreground)
-    val_sets = {"synthetic": validation_set(val_imgs, val_regions, cfg.synth, size, shots, textures, foreground,
+    gen = AnomalyGenerator(cfg.synth, hw, shots, textures, foreground)
+    val_sets = {"synthetic": validation_set(val_imgs, val_regions, cfg.synth, hw, shots, textures, foreground,
                                             tc.seed)}
     if val_shots:
         val_sets["real"] = real_validation_set(val_imgs, [(img, m) for _, img, m in real_val])
     meta = {
-        "category": cat.name, "data_root": str(cat.root), "image_size": size,
+        "category": cat.name, "data_root": str(cat.root), "image_size": cfg.model.image_size,
         "train_images_sha256": files_sha256(fit_paths + val_paths),
         "data_seed": tc.seed,  # the generic layout splits good/ by seed: eval must split the same way
         "shots": [str(Path(s.image).resolve()) for s in train_shots],

@@ -1,5 +1,6 @@
 """The artefact layer: the metadata codec, the versioned manifests, the one decision rule, the keep-in-float
 record of a real exported model, Jetson detection, and that the layer stays at the bottom."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from prn_edge.artefact import host
 from prn_edge.artefact.keep_float import KEY, legacy_keep_float
 
 SPEC = InputSpec(name="frames", format="uint8", layout="NHWC", batch=None, height=100, width=90, channels=1,
-                 channel_order="mono", model_size=64, resize="bilinear", scale=1 / 255, value_range=(0.0, 255.0),
-                 fit="letterbox")
+                 channel_order="mono", model_height=64, model_width=64, resize="bilinear", scale=1 / 255,
+                 value_range=(0.0, 255.0), fit="letterbox")
 
 
 def _meta(**ckpt):
@@ -33,6 +34,8 @@ def test_codec_round_trip_keeps_the_key_names_and_formats():
     assert props["prn_edge.kind"] == "prn_edge.onnx" and props["prn_edge.format_version"] == "1"
     assert props["prn_edge.image_threshold"] == "0.4" and props["prn_edge.pixel_threshold"] == "null"
     assert props["prn_edge.variant"] == "prn-tiny" and json.loads(props["prn_edge.input"])["fit"] == "letterbox"
+    # a square model input keeps format 1's one model_size, so every earlier prn_edge reads the artefact
+    assert json.loads(props["prn_edge.input"])["model_size"] == 64 and "model_height" not in props["prn_edge.input"]
     assert props["prn_edge.decision"] == "anomalous = score >= image_threshold"
     meta = decode_metadata(props, "m.onnx")
     assert meta["input_spec"] == SPEC and meta["image_threshold"] == 0.4 and meta["pixel_threshold"] is None
@@ -54,10 +57,33 @@ def test_codec_writes_into_an_onnx_model_and_reads_it_back(exported, tmp_path):
     onnx.save(model, str(out))
     meta = read_metadata(out)
     assert meta["image_threshold"] == 0.25 and meta["calibration_run"] == "r1"
-    assert meta["input"] == json.loads(before["prn_edge.input"]) and meta["input_spec"].model_size == 64
+    assert meta["input"] == json.loads(before["prn_edge.input"]) and meta["input_spec"].model_hw == (64, 64)
     assert {k: v for k, v in metadata_props(model).items() if k not in ("prn_edge.image_threshold",
                                                                         "prn_edge.calibration_run")} == \
         {k: v for k, v in before.items() if k != "prn_edge.image_threshold"}
+
+
+def test_a_non_square_model_input_is_format_2_and_square_ones_stay_format_1():
+    wide = dataclasses.replace(SPEC, model_height=64, model_width=128)
+    props = encode_metadata(build_metadata(toolkit_version="0.0.1", variant="prn-tiny",
+                                           ckpt_meta={"image_threshold": 0.4, "score_spread": 0.2},
+                                           input_spec=wide, model={}, checkpoint_sha256=None, opset=17,
+                                           exporter="test"))
+    record = json.loads(props["prn_edge.input"])
+    assert props["prn_edge.format_version"] == "2" and (record["model_height"], record["model_width"]) == (64, 128)
+    assert "model_size" not in record
+    meta = decode_metadata(props, "wide.onnx")
+    assert meta["input_spec"] == wide and meta["input_spec"].model_hw == (64, 128)
+    assert wide.placement().dst_hw == (64, 128)
+    # what an artefact of an earlier prn_edge carries reads as a square model input
+    old = encode_metadata(_meta())
+    assert decode_metadata(old, "old.onnx")["input_spec"].model_hw == (64, 64)
+    with pytest.raises(MetadataError, match=r"future\.onnx has prn_edge artefact format 3, this prn_edge reads "
+                                            r"formats 1 and 2"):
+        decode_metadata({**props, "prn_edge.format_version": "3"}, "future.onnx")
+    sizeless = {k: v for k, v in record.items() if not k.startswith("model_")}
+    with pytest.raises(MetadataError, match=r"odd\.onnx: its input spec has no \['model_height', 'model_width'\]"):
+        decode_metadata({**props, "prn_edge.input": json.dumps(sizeless)}, "odd.onnx")
 
 
 # ---------------------------------------------------------------------------------------------- manifests

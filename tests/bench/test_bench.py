@@ -48,3 +48,15 @@ def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, caps
 def test_bench_refuses_a_missing_artefact(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "none.onnx"), "--iters", "1"]) == 2
     assert "none.onnx" in capsys.readouterr().err
+
+
+def test_bench_of_a_non_square_model(tmp_path):
+    # a 64x128 model as checkpoint and as ONNX for uint8 frames: the same frames (64x128), the same maps
+    ckpt = make_checkpoint(tmp_path / "wide.pt", overrides={"model": {"image_size": [64, 128]}})
+    export_onnx(ckpt, tmp_path / "cam.onnx", batch=None, input_format="uint8")
+    out = tmp_path / "bench.json"
+    assert main(["bench", f"cam={tmp_path / 'cam.onnx'}", f"torch={ckpt}", "--batch", "2", "--iters", "3",
+                 "--warmup", "1", "--threads", "1", "--json", str(out), "--quiet"]) == 0
+    rows = {r["artefact"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["cam"]["input"] == {"format": "uint8", "shape": [2, 64, 128, 3]}
+    assert rows["torch"]["decision_agreement"] == 1.0 and rows["torch"]["max_abs_map_diff"] < 1e-4

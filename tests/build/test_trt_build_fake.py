@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from prn_edge.artefact import host, read_metadata, sha256_file
+from prn_edge.artefact import decode_metadata, host, read_metadata, sha256_file
 from prn_edge.build import BuildError, build_engine, plan_precision, trt_build
 from prn_edge.build.calibrator import cache_name, calibration_batches
 from prn_edge.data.images import read_image
@@ -281,6 +281,28 @@ def test_implicit_int8_uint8_frames_on_jetpack5(install, onnx_models, tmp_path, 
     assert np.array_equal(got[0][0], first[..., ::-1])
     spec = read_metadata(onnx_models["u8"])["input_spec"]
     assert all(np.array_equal(a, b) for a, b in zip(got, calibration_batches(calib_run, spec, 2)))
+
+
+def test_a_non_square_model_builds_profiles_of_its_shapes(install, tmp_path, calib_run):
+    # a 64x128 model: its float input is (N, 3, 64, 128), its uint8 one the camera's frames (N, 90, 170, 3)
+    from prn_edge.export.onnx_export import export_onnx
+    from tests.helpers.prn_artefacts import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "wide.pt", overrides={"model": {"image_size": [64, 128]}})
+    export_onnx(ckpt, tmp_path / "float.onnx", batch=None)
+    export_onnx(ckpt, tmp_path / "cam.onnx", batch=None, input_format="uint8", channel_order="bgr", input_hw=(90, 170))
+    trt = install("10.3.0")
+    build_engine(tmp_path / "float.onnx", tmp_path / "e" / "float.engine", precision="int8", implicit_int8=True,
+                 calibration=calib_run, batch_profile=(1, 2, 4), log=quiet)
+    rec = trt.__fake__.builds[-1]
+    assert rec["config"].profiles[0].shapes["image"] == ((1, 3, 64, 128), (2, 3, 64, 128), (4, 3, 64, 128))
+    assert all(b.shape == (2, 3, 64, 128) for b in rec["calibration_batches"])
+    assert tb.read_manifest(tmp_path / "e" / "float.engine")["input"]["shape"] == [-1, 3, 64, 128]
+    build_engine(tmp_path / "cam.onnx", tmp_path / "e" / "cam.engine", batch_profile=(1, 2, 4), log=quiet)
+    assert trt.__fake__.builds[-1]["config"].profiles[0].shapes["frames"][2] == (4, 90, 170, 3)
+    manifest = tb.read_manifest(tmp_path / "e" / "cam.engine")
+    spec = decode_metadata(manifest["metadata"], "manifest")["input_spec"]
+    assert spec.model_hw == (64, 128) and (spec.height, spec.width) == (90, 170)
 
 
 def test_implicit_int8_is_refused_on_tensorrt_11(install, onnx_models, tmp_path, calib_run):

@@ -87,3 +87,28 @@ def test_layer_groups_follow_the_model_structure(exported):
     assert any(k.startswith("encoder/") for k in groups) and any(k.startswith("decoder/") for k in groups)
     assert all(all(n.lstrip("/").startswith(k) for n in nodes) for k, nodes in groups.items())
     assert sum(len(v) for v in groups.values()) == len(set(n for v in groups.values() for n in v))  # disjoint
+
+
+def test_a_non_square_model_quantizes_and_refits_its_whole_map_prototypes(tmp_path):
+    # image-mode prototypes of a 64x128 model are whole feature maps of 16x32, 8x16 and 4x8 cells
+    from tests.helpers.prn_artefacts import make_checkpoint, real_images
+
+    ckpt = make_checkpoint(tmp_path / "wide.pt", overrides={"model": {"image_size": [64, 128],
+                                                                      "prototype_mode": "image"}})
+    export_onnx(ckpt, tmp_path / "raw.onnx", batch=1)
+    fp32 = prepare(tmp_path / "raw.onnx", tmp_path / "fp32.onnx")
+    spec = read_metadata(fp32)["input_spec"]
+    inputs = [frames_to_model_input(rgb_to_frames([img], spec), spec) for img in real_images(10, (64, 128))]
+    assert inputs[0].shape == (1, 3, 64, 128)
+    q, out = tmp_path / "q.onnx", tmp_path / "q.refit.onnx"
+    quantize_qdq(fp32, q, spec.name, inputs[:4], "cpu", "minmax", float_by_design(fp32))
+    model, cfg, _ = load_model(ckpt)
+    report = refit_prototypes(q, out, inputs, "image", cfg.model.prototype_softness, 0)
+    assert report["images"] == 10
+    cells = [16 * 32, 8 * 16, 4 * 8]
+    assert [p.shape[1] for p, _ in _protos(out)] == [m.channels * c for m, c in zip(model.prototypes, cells)]
+    assert [p.shape for p, _ in _protos(out)] == [p.shape for p, _ in _protos(q)]
+    import onnxruntime as ort
+
+    amap, score = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {spec.name: inputs[0]})
+    assert amap.shape == (1, 1, 64, 128) and np.isfinite(amap).all() and np.isfinite(score).all()

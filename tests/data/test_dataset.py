@@ -69,6 +69,9 @@ def test_load_pair_reads_image_and_mask(demo):
     cat = load_category(demo / "coin")
     img, mask = load_pair(cat.shots[0], 32)
     assert img.shape == (32, 32, 3) and mask.shape == (32, 32) and mask.max() == 1
+    img, mask = load_pair(cat.shots[0], (32, 96), "letterbox")  # a model input of height 32, width 96
+    assert img.shape == (32, 96, 3) and mask.shape == (32, 96) and mask.max() == 1
+    assert not img[:, :32].any() and not img[:, -32:].any()  # the square image in the middle, black beside it
     good = next(s for s in cat.test if s.label == 0)
     assert load_pair(good)[1].sum() == 0
 

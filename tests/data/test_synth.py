@@ -5,6 +5,7 @@ import pytest
 from prn_edge.config import SynthConfig
 from prn_edge.data.blend import changed_pixels
 from prn_edge.data.dataset import load_category
+from prn_edge.data.fit import fit_image, fit_mask
 from prn_edge.data.demo import make_dataset, render_image
 from prn_edge.data.images import image_header, write_image
 from prn_edge.data.synth import (KINDS, AnomalyGenerator, builtin_textures, estimate_foreground, load_texture_dir,
@@ -117,6 +118,32 @@ def test_preview_writes_a_png(tmp_path):
                         image_size=SIZE)
     w, h, _ = image_header(out)
     assert w == 3 * SIZE and h > 2 * SIZE
+
+
+@pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste", "shading", "hairline", "real"])
+def test_a_non_square_input_gets_honest_anomalies_over_its_whole_width(kind, textures):
+    wide = (SIZE, 2 * SIZE)
+
+    def fitted(image, mask=None):
+        img, where = fit_image(image, wide, "stretch")
+        return img if mask is None else (img, fit_mask(mask, where))
+
+    shots = [fitted(*render_image("gravel", "shot", i, defect=d, size=2 * SIZE)[1:])
+             for i, d in enumerate(["scratch", "stain"])]
+    gen = AnomalyGenerator(_only(kind), wide, shots, textures)
+    rng = np.random.default_rng(2)
+    union = np.zeros(wide, bool)
+    for i in range(10):
+        normal = fitted(render_image("grass", "train", i, size=2 * SIZE)[1])
+        image, mask, got = gen.sample(normal, rng)
+        assert image.shape == (SIZE, 2 * SIZE, 3) and mask.shape == wide and got in (kind, "normal")
+        if kind != "real":  # a real shot is shown as it is; a generated anomaly changes exactly its mask
+            assert np.array_equal(mask > 0, changed_pixels(normal, image))
+            union |= mask > 0
+    assert kind == "real" or (union[:, :SIZE].any() and union[:, SIZE:].any())  # all of the long side is used
+    assert {t.shape for t in builtin_textures(wide)} == {(2 * SIZE, 2 * SIZE, 3)}  # tiles cover it turned either way
+    with pytest.raises(DataError, match=r"expected 64x128x3"):
+        gen.sample(np.zeros((2 * SIZE, SIZE, 3), np.uint8), rng)
 
 
 @pytest.mark.parametrize("kind", ["extended", "simulated", "cutpaste", "shading", "hairline"])

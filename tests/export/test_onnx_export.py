@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from prn_edge import FORMAT_VERSION, __version__
-from prn_edge.artefact import InputSpec, MetadataError, read_metadata, sha256_file
+from prn_edge.artefact import InputSpec, MetadataError, choose_resize, read_metadata, sha256_file
 from prn_edge.artefact.metadata import ONNX_FORMAT_VERSION
 from prn_edge.export import ExportError
 from prn_edge.export.onnx_export import CameraPRN, export_onnx, resize_scale
 from prn_edge.runtime.preprocess import frames_to_model_input, rgb_to_frames
-from tests.helpers.prn_artefacts import make_checkpoint, ort_run, torch_predict
+from prn_edge.input_policy import placement
+from tests.helpers.prn_artefacts import make_checkpoint, ort_run, real_images, torch_predict
 
 TOL = 1e-4  # maps and scores, ONNX Runtime CPU vs PyTorch
 
@@ -101,13 +102,19 @@ class _PreprocessOnly(nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter announces itself
-@pytest.mark.parametrize("hw,order,method", [((64, 64), "bgr", "none"), ((128, 192), "rgb", "area"),
-                                             ((100, 90), "bgr", "bilinear"), ((40, 50), "mono", "bilinear"),
-                                             ((256, 128), "mono", "area")])
-def test_in_graph_preprocessing_equals_the_host_reference(tmp_path, photos, hw, order, method):
-    """The graph's Cast/Transpose/AveragePool|Resize/Gather|Concat/Div against numpy+cv2, value by value."""
+@pytest.mark.parametrize("hw,order,method,model_hw,fit", [
+    ((64, 64), "bgr", "none", (64, 64), "stretch"), ((128, 192), "rgb", "area", (64, 64), "stretch"),
+    ((100, 90), "bgr", "bilinear", (64, 64), "stretch"), ((40, 50), "mono", "bilinear", (64, 64), "stretch"),
+    ((256, 128), "mono", "area", (64, 64), "stretch"),
+    # a non-square model input: stretched from odd frame sizes, letterboxed (padded left/right, or above/below)
+    ((97, 211), "bgr", "bilinear", (64, 128), "stretch"), ((128, 256), "rgb", "area", (64, 128), "stretch"),
+    ((150, 150), "rgb", "bilinear", (64, 128), "letterbox"), ((45, 300), "mono", "bilinear", (64, 128), "letterbox"),
+    ((256, 128), "bgr", "area", (128, 64), "stretch")])
+def test_in_graph_preprocessing_equals_the_host_reference(tmp_path, photos, hw, order, method, model_hw, fit):
+    """The graph's Cast/Transpose/AveragePool|Resize/Pad/Gather|Concat/Div against numpy+cv2, value by value."""
     spec = InputSpec(name="frames", format="uint8", layout="NHWC", batch=None, height=hw[0], width=hw[1],
-                     channels=1 if order == "mono" else 3, channel_order=order, model_size=64, resize=method)
+                     channels=1 if order == "mono" else 3, channel_order=order, model_height=model_hw[0],
+                     model_width=model_hw[1], resize=method, fit=fit)
     big = [np.ascontiguousarray(np.tile(p, (3, 3, 1))) for p in photos[:2]]
     frames = rgb_to_frames(big, spec)
     path = tmp_path / "pre.onnx"
@@ -117,7 +124,7 @@ def test_in_graph_preprocessing_equals_the_host_reference(tmp_path, photos, hw, 
 
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": frames})[0]
     want = frames_to_model_input(frames, spec)
-    assert got.shape == want.shape == (2, 3, 64, 64)
+    assert got.shape == want.shape == (2, 3, *model_hw)
     # float32 rounding only (1e-5 of full scale = 0.003 grey levels): sums in another order (area), the
     # float32 scale's reciprocal vs cv2's in/out ratio for the sampling positions (bilinear)
     assert np.abs(got - want).max() <= 1e-5
@@ -292,3 +299,69 @@ def test_letterbox_frames_pad_inside_the_graph_like_the_host(photos, tmp_path):
     maps, scores = ort_run(out, frames)
     ref_maps, ref_scores = torch_predict(ckpt, x)
     assert np.abs(maps - ref_maps).max() <= TOL and np.abs(scores - ref_scores).max() <= TOL
+
+
+# ---------------------------------------------------------------------------------------------- non-square input
+WIDE = {"model": {"image_size": [64, 128]}}
+
+
+@pytest.fixture(scope="module")
+def wide_ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wide")
+    return {fit: make_checkpoint(d / f"{fit}.pt", overrides={"model": {**WIDE["model"], "input_policy": fit}})
+            for fit in ("stretch", "letterbox")}
+
+
+def test_a_non_square_float_artefact_matches_torch(wide_ckpts, tmp_path):
+    out = tmp_path / "wide.onnx"
+    export_onnx(wide_ckpts["stretch"], out, batch=None)
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [3, 64, 128]
+    meta = read_metadata(out)
+    assert meta["format_version"] == 2 and meta["input_spec"].model_hw == (64, 128)
+    assert (meta["input_spec"].height, meta["input_spec"].width) == (64, 128)
+    assert meta["model"]["image_size"] == [64, 128]
+    x = _model_input(real_images(3, (64, 128)))
+    maps, scores = ort_run(out, x)
+    ref_maps, ref_scores = torch_predict(wide_ckpts["stretch"], x)
+    assert maps.shape == (3, 1, 64, 128)
+    assert np.abs(maps - ref_maps).max() <= TOL and np.abs(scores - ref_scores).max() <= TOL
+
+
+@pytest.mark.parametrize("fit,hw,order,method", [("stretch", (97, 211), "bgr", "bilinear"),
+                                                 ("stretch", (128, 256), "rgb", "area"),
+                                                 ("letterbox", (150, 150), "mono", "bilinear"),
+                                                 ("letterbox", (45, 300), "bgr", "bilinear"),
+                                                 ("letterbox", (64, 128), "rgb", "none")])
+def test_non_square_uint8_frames_of_odd_sizes_match_torch(wide_ckpts, tmp_path, fit, hw, order, method):
+    out = tmp_path / "cam.onnx"
+    summary = export_onnx(wide_ckpts[fit], out, batch=None, input_format="uint8", channel_order=order, input_hw=hw)
+    spec = read_metadata(out)["input_spec"]
+    assert (spec.height, spec.width, spec.model_hw, spec.fit, spec.resize) == (*hw, (64, 128), fit, method)
+    assert (summary["ops"].get("Pad") == 1) == any(spec.placement().pads)
+    frames = rgb_to_frames(real_images(3, (220, 330)), spec)
+    maps, scores = ort_run(out, frames)
+    x = frames_to_model_input(frames, spec)
+    ref_maps, ref_scores = torch_predict(wide_ckpts[fit], x)
+    assert maps.shape == (3, 1, 64, 128)
+    assert np.abs(maps - ref_maps).max() <= TOL and np.abs(scores - ref_scores).max() <= TOL
+
+
+@pytest.mark.parametrize("fit", ["stretch", "letterbox"])
+@pytest.mark.parametrize("hw", [(128, 256), (40, 50), (40, 16), (64, 128)])
+def test_training_fits_images_where_the_graph_puts_frames(fit, hw):
+    """Training (data.fit on uint8 images) and the graph's reference (runtime.preprocess on float frames) place an
+    image alike in a non-square model input: the same padding, and the same values up to uint8 rounding where
+    both resize alike (integer shrink: area; enlargement: bilinear)."""
+    from prn_edge.data.fit import fit_image
+
+    img = real_images(1, hw)[0]
+    where = placement(hw, (64, 128), fit)
+    spec = InputSpec(name="frames", format="uint8", layout="NHWC", batch=None, height=hw[0], width=hw[1],
+                     channels=3, channel_order="rgb", model_height=64, model_width=128, fit=fit,
+                     resize=choose_resize(hw, (where.h, where.w)))
+    trained, fitted = fit_image(img, (64, 128), fit)
+    assert fitted == where == spec.placement()
+    host = frames_to_model_input(img[None], spec)[0].transpose(1, 2, 0)
+    assert np.abs(trained / 255.0 - host).max() <= 1.0 / 255
+    assert not host[~where.valid()].any() and not trained[~where.valid()].any()

@@ -11,21 +11,25 @@ from prn_edge.model.prn import build_prn
 from prn_edge.model.checkpoint import save_checkpoint
 
 
-def real_images(n: int = 6, size: int = 96) -> list[np.ndarray]:
-    """RGB uint8 crops of scikit-image's photos (coffee; brick, gravel, grass tinted to colour)."""
+def real_images(n: int = 6, size: int | tuple[int, int] = 96) -> list[np.ndarray]:
+    """RGB uint8 crops (size: one side, or (height, width)) of scikit-image's photos (coffee; brick, gravel, grass
+    tinted to colour)."""
     import skimage.data as data
 
+    from prn_edge.input_policy import as_hw
+
+    h, w = as_hw(size)
     coffee = data.coffee()
     gray = [data.brick(), data.gravel(), data.grass()]
     out = []
     for i in range(n):
         if i % 2 == 0:
-            y, x = (20 + 37 * i) % (coffee.shape[0] - size), (40 + 53 * i) % (coffee.shape[1] - size)
-            out.append(np.ascontiguousarray(coffee[y:y + size, x:x + size]))
+            y, x = (20 + 37 * i) % (coffee.shape[0] - h), (40 + 53 * i) % (coffee.shape[1] - w)
+            out.append(np.ascontiguousarray(coffee[y:y + h, x:x + w]))
         else:
             src = gray[(i // 2) % 3]
-            y, x = (11 * i) % (src.shape[0] - size), (13 * i) % (src.shape[1] - size)
-            g = src[y:y + size, x:x + size].astype(np.float32)
+            y, x = (11 * i) % (src.shape[0] - h), (13 * i) % (src.shape[1] - w)
+            g = src[y:y + h, x:x + w].astype(np.float32)
             tint = np.array([1.0, 0.85, 0.7], np.float32) if i % 4 == 1 else np.array([0.75, 0.9, 1.0], np.float32)
             out.append(np.clip(g[..., None] * tint, 0, 255).astype(np.uint8))
     return out
@@ -38,8 +42,7 @@ def make_checkpoint(path: Path, variant: str = "prn-tiny", overrides: dict | Non
     torch.manual_seed(0)
     cfg = make_config(variant, overrides or {})
     model, info = build_prn(cfg.model, num_images=20)
-    size = cfg.model.image_size
-    imgs = real_images(12, size)
+    imgs = real_images(12, cfg.model.hw)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
     model.fit_prototypes(x)
     model.eval()
@@ -60,7 +63,7 @@ def make_checkpoint(path: Path, variant: str = "prn-tiny", overrides: dict | Non
 
 
 def torch_predict(ckpt: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reference: the checkpoint's PRN on a float32 (N, 3, S, S) RGB [0, 1] tensor."""
+    """Reference: the checkpoint's PRN on a float32 (N, 3, H, W) RGB [0, 1] tensor at its model input."""
     from prn_edge.model.checkpoint import load_model
 
     model, _, _ = load_model(ckpt)

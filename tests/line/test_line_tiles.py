@@ -79,3 +79,21 @@ def test_preprocessor_roi_resize_tiles_and_combine():
     score, norm, defective, amap = t.combine(scores, scores, decisions, np.ones((12, 8, 8), np.float32))
     assert (score, norm, defective) == (1.0, 1.0, True) and amap.shape == (96, 128)
     assert t.combine(scores[:11], scores[:11], decisions[:11], None)[2] is False
+
+
+def test_tiles_of_a_non_square_letterbox_model_are_stitched_without_its_padding():
+    # 64x64 tiles into a 64x128 letterbox model: each tile fills the middle 64 columns of the map, the padding on
+    # either side (here 9.0, which no stitched pixel may show) is no part of the frame
+    engine = EngineInput(64, 64, 3, "rgb", "letterbox")
+    t = Preprocessor((64, 192, 3), engine, tiles=True, overlap=0)
+    assert t.frames_per_part == 3 and t.prepare(np.zeros((64, 192, 3), np.uint8)).shape == (3, 64, 64, 3)
+    maps = np.full((3, 64, 128), 9.0, np.float32)
+    maps[:, :, 32:96] = np.arange(3, dtype=np.float32)[:, None, None]
+    maps[1, 10:20, 40:50] = 5.0  # a defect in the middle tile, 8 px from its frame's left edge
+    *_, amap = t.combine(np.zeros(3), np.zeros(3), np.zeros(3, bool), maps)
+    assert amap.shape == (64, 192) and amap.max() == pytest.approx(5.0) and amap.min() >= 0
+    assert np.allclose(amap[:, 128:], 2.0) and np.allclose(amap[:, :64], 0.0)
+    ys, xs = np.nonzero(amap > 4.9)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 19, 64 + 8, 64 + 17)  # the middle tile starts at x 64
+    whole = Preprocessor((64, 64, 3), engine)
+    assert whole.combine(np.zeros(1), np.zeros(1), np.zeros(1, bool), maps[:1])[3].shape == (64, 64)

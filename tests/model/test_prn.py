@@ -88,6 +88,16 @@ def test_msa_token_roundtrip_is_exact():
     assert sorted(t[1, 1, :, 5].tolist()) == sorted(x[1, 4:, 2:4, 2:4].flatten().tolist())  # head 1, patch (1, 1)
 
 
+def test_msa_keeps_the_patches_that_tile_the_map():
+    # 96 px at stride 8 is a 12-cell side: an 8-cell patch cannot tile it (it crashed prn-edge at 96, 160, 224 px)
+    assert MultiSizeAttention(dim=8, hw=(12, 12), patch_sizes=(2, 4, 8), heads=2).sizes == (2, 4)
+    assert MultiSizeAttention(dim=8, hw=(3, 5), patch_sizes=(2, 4), heads=2).sizes == (1,)
+    cfg = make_config("prn-edge", {"model": {"pretrained": False, "image_size": 96}}).model
+    model, _ = build_prn(cfg, num_images=20)
+    with torch.no_grad():
+        assert model.eval().predict(torch.rand(1, 3, 96, 96))[0].shape == (1, 1, 96, 96)
+
+
 def test_msa_equals_the_patch_major_token_layout():
     """The feature-major SpaceToDepth tokens compute the same attention as tokens built by a 7-D transpose
     (the layout trained checkpoints were made with)."""
@@ -116,6 +126,21 @@ def _tiny_prn(mode="patch") -> PRN:
     model, _ = build_prn(cfg, num_images=20)
     model.fit_prototypes(torch.rand(20, 3, 64, 64))
     return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["image", "patch"])
+def test_a_non_square_input_is_modelled_at_its_own_height_and_width(mode):
+    cfg = make_config("prn-tiny", {"model": {"prototype_mode": mode, "image_size": [64, 128]}}).model
+    model, _ = build_prn(cfg, num_images=20)
+    model.fit_prototypes(torch.rand(20, 3, 64, 128))
+    model.eval()
+    assert [p.hw for p in model.prototypes] == [(16, 32), (8, 16), (4, 8)]
+    if mode == "image":  # whole feature maps, height x width
+        assert [p.protos.shape[1] for p in model.prototypes] == [p.channels * h * w for p, (h, w) in
+                                                                 zip(model.prototypes, [(16, 32), (8, 16), (4, 8)])]
+    with torch.no_grad():
+        prob, score = model.predict(torch.rand(2, 3, 64, 128))
+    assert prob.shape == (2, 1, 64, 128) and score.shape == (2,)
 
 
 @pytest.mark.parametrize("mode", ["image", "patch"])

@@ -55,6 +55,28 @@ def _frames(photos, spec, n):
     return rgb_to_frames(photos[:n], spec)
 
 
+def test_non_square_engines_agree_on_frames_of_another_size(tmp_path):
+    # a 64x128 letterbox model on 90x170 BGR frames: converted inside the uint8 graph, on the host for the float
+    # artefact and for the checkpoint; all three decide alike
+    from tests.helpers.prn_artefacts import make_checkpoint, real_images
+
+    ckpt = make_checkpoint(tmp_path / "wide.pt", overrides={"model": {"image_size": [64, 128],
+                                                                      "input_policy": "letterbox"}})
+    export_onnx(ckpt, tmp_path / "float.onnx", batch=None)
+    export_onnx(ckpt, tmp_path / "cam.onnx", batch=None, input_format="uint8", channel_order="bgr", input_hw=(90, 170))
+    results = []
+    for path, opts in ((tmp_path / "cam.onnx", {}), (tmp_path / "float.onnx", {"input_hw": (90, 170)}),
+                       (ckpt, {"input_hw": (90, 170)})):
+        with open_engine(path, channel_order="bgr", threads=2, **opts) as engine:
+            spec = engine.input_spec
+            assert (spec.height, spec.width, spec.model_hw, spec.fit) == (90, 170, (64, 128), "letterbox")
+            results.append(engine.infer(rgb_to_frames(real_images(4, (180, 340)), spec)))
+    for r in results:
+        assert r.maps.shape == (4, 64, 128)
+        assert np.abs(r.maps - results[0].maps).max() <= TOL and np.abs(r.scores - results[0].scores).max() <= TOL
+        assert np.array_equal(r.decisions, results[0].decisions)
+
+
 def test_onnxruntime_and_torch_backends_agree(artefacts, tiny_ckpt_rt, photos_rt):
     with open_engine(artefacts["bgr_dyn"], threads=2) as ort_engine:
         assert ort_engine.backend == "onnxruntime" and ort_engine.active

@@ -117,6 +117,20 @@ def test_static_batch_artefact(tmp_path, tiny):
     assert {o.name: list(o.dims) for o in c.output} == {"anomaly_map": [2, 1, 64, 64], "score": [2]}
 
 
+def test_a_non_square_model_input_sets_the_map_dims(tmp_path):
+    from prn_edge.sim.line_bench import tiny_onnx_model
+    from tests.helpers.triton import demo_category
+
+    wide = tiny_onnx_model(demo_category(tmp_path), tmp_path / "wide", overrides={"model": {"image_size": [64, 128]}})
+    write_model([wide], tmp_path / "repo", name="strip")
+    c = parsed(tmp_path / "repo" / "strip")
+    assert list(c.input[0].dims) == [64, 64, 3]  # camera frames of the category's size, stretched in the graph
+    assert {o.name: list(o.dims) for o in c.output} == {"anomaly_map": [1, 64, 128], "score": [1]}
+    meta = decode_metadata(params_of(c), "config")
+    assert meta["format_version"] == 2 and meta["input_spec"].model_hw == (64, 128)
+    assert read_sidecar(tmp_path / "repo" / "strip")["map_dims"] == [1, 64, 128]
+
+
 def test_add_writes_the_next_version_and_keeps_the_options(tmp_path, tiny):
     repo = tmp_path / "repo"
     write_model([tiny], repo, name="coin", options={"max_batch": 4, "max_queue_delay_us": 500})

@@ -11,6 +11,7 @@ import numpy as np
 
 from ...config import SynthConfig
 from ...errors import ConfigError, DataError
+from ...input_policy import as_hw
 from ..blend import composite
 from .foreground import estimate_foreground
 from .perlin import perlin_mask
@@ -80,22 +81,27 @@ def _defect_patch(image: np.ndarray, mask: np.ndarray, where: str) -> tuple[np.n
 class AnomalyGenerator:
     """Turns normal images into training samples: (image, mask, kind) with kind in KINDS."""
 
-    def __init__(self, cfg: SynthConfig, image_size: int, shots: list[tuple[np.ndarray, np.ndarray]],
+    def __init__(self, cfg: SynthConfig, image_size: int | tuple[int, int], shots: list[tuple[np.ndarray, np.ndarray]],
                  textures: list[np.ndarray] | None = None, foreground: "str | np.ndarray" = "full") -> None:
+        """image_size: the model input, one side (a square) or (height, width); every image and mask given to the
+        generator has that size. textures: uint8 RGB photos (synth/textures.py), resized to the input's longer side
+        where used."""
         cfg.validate()
+        self.hw = hw = as_hw(image_size)
+        h, w = hw
         if isinstance(foreground, np.ndarray):  # a user's mask of where the object is (aligned parts)
-            if foreground.shape != (image_size, image_size) or not foreground.any():
+            if foreground.shape != hw or not foreground.any():
                 raise ConfigError(f"foreground mask is {foreground.shape} with {int(np.count_nonzero(foreground))} "
-                                  f"pixels set; it must be {image_size}x{image_size} and mark the object")
+                                  f"pixels set; it must be {h}x{w} (height x width) and mark the object")
             foreground = foreground > 0.5
         elif foreground not in ("full", "estimate"):
             raise ConfigError(f'foreground={foreground!r}: use "full" (textures), "estimate" (objects) or a mask')
-        self.cfg, self.size, self.foreground = cfg, image_size, foreground
+        self.cfg, self.foreground = cfg, foreground
         for i, (img, mask) in enumerate(shots):
-            if img.shape != (image_size, image_size, 3) or img.dtype != np.uint8 or mask.shape != (image_size,) * 2:
+            if img.shape != (h, w, 3) or img.dtype != np.uint8 or mask.shape != hw:
                 raise DataError(f"shot {i}: image {img.shape} {img.dtype} / mask {mask.shape}; expected "
-                                f"{image_size}x{image_size}x3 uint8 and {image_size}x{image_size} "
-                                f"(read shots with dataset.load_pair(sample, image_size))")
+                                f"{h}x{w}x3 uint8 and {h}x{w} (height x width; read shots with "
+                                f"dataset.load_pair(sample, image_size))")
         self.shots = list(shots)
         self.patches = [_defect_patch(img, mask, f"shot {i}") for i, (img, mask) in enumerate(shots)]
         weights = np.array([cfg.p_normal, cfg.p_real, cfg.p_extended, cfg.p_simulated, cfg.p_cutpaste,
@@ -107,8 +113,13 @@ class AnomalyGenerator:
                               "give few-shot defects or raise one of those ratios")
         self.probs = weights / weights.sum()
         if textures is None:
-            textures = load_texture_dir(cfg.texture_dir, image_size) if cfg.texture_dir else builtin_textures(image_size)
+            textures = load_texture_dir(cfg.texture_dir, hw) if cfg.texture_dir else builtin_textures(hw)
         self.textures = textures
+
+    @property
+    def unit(self) -> float:
+        """Defect sizes are designed for 256-pixel images: they scale with the input's shorter side."""
+        return min(self.hw) / 256.0
 
     def foreground_mask(self, image: np.ndarray) -> np.ndarray:
         if isinstance(self.foreground, np.ndarray):
@@ -122,8 +133,9 @@ class AnomalyGenerator:
         """(uint8 HxWx3 image, float32 HxW {0,1} mask, kind). A synthetic kind that changes nothing
         visible after a few redraws comes back as the unchanged normal with kind "normal". `region` (HxW bool)
         limits generated anomalies further, e.g. to the image inside letterbox padding."""
-        if normal.shape != (self.size, self.size, 3) or normal.dtype != np.uint8:
-            raise DataError(f"normal image is {normal.shape} {normal.dtype}; expected {self.size}x{self.size}x3 uint8")
+        if normal.shape != (*self.hw, 3) or normal.dtype != np.uint8:
+            raise DataError(f"normal image is {normal.shape} {normal.dtype}; expected "
+                            f"{self.hw[0]}x{self.hw[1]}x3 uint8")
         kind = KINDS[rng.choice(len(KINDS), p=self.probs)]
         if kind == "real":
             img, mask = self.shots[rng.integers(len(self.shots))]
@@ -147,7 +159,7 @@ class AnomalyGenerator:
             patch, alpha = patch[:, ::-1], alpha[:, ::-1]
         angle = 90.0 * rng.integers(4) + (rng.uniform(-180, 180) if rng.random() < 0.5 else 0.0)
         scale = rng.uniform(0.7, 1.3)
-        scale = min(scale, 0.6 * self.size / max(alpha.shape))  # a huge shot would cover the whole image
+        scale = min(scale, 0.6 * min(self.hw) / max(alpha.shape))  # a huge shot would cover the whole image
         patch, alpha = _warp(_jitter_colour(np.ascontiguousarray(patch), rng), np.ascontiguousarray(alpha), angle, scale)
         alpha = cv2.GaussianBlur(alpha, (0, 0), 1.0)  # soft edge, like a real boundary
         effect, full = _paste(normal, patch, alpha, _point_in(fg, rng))
@@ -165,10 +177,12 @@ class AnomalyGenerator:
         zoom = rng.uniform(1.0, 2.0)
         side = max(8, int(min(tex.shape[:2]) / zoom))
         y0, x0 = rng.integers(0, tex.shape[0] - side + 1), rng.integers(0, tex.shape[1] - side + 1)
-        crop = cv2.resize(np.ascontiguousarray(tex[y0:y0 + side, x0:x0 + side]), (self.size, self.size))
+        (h, w), big = self.hw, max(self.hw)
+        crop = cv2.resize(np.ascontiguousarray(tex[y0:y0 + side, x0:x0 + side]), (big, big))
         crop = np.rot90(crop, rng.integers(4))
         crop = crop[:, ::-1] if rng.random() < 0.5 else crop
-        crop = crop.astype(np.float32)
+        top, left = (big - h) // 2, (big - w) // 2  # the input's window of the square, turned either way
+        crop = crop[top:top + h, left:left + w].astype(np.float32)
         # Same value scale as the image: a foreign pattern, not a foreign exposure (PRN's texture rule).
         std = max(float(normal.std()), 10.0) * rng.uniform(0.7, 1.3)
         mean = float(normal.mean()) + rng.uniform(-0.3, 0.3) * std
@@ -176,7 +190,7 @@ class AnomalyGenerator:
 
     def _cutpaste(self, normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A rectangle or a thin scar cut from the image itself, recoloured and pasted elsewhere."""
-        unit = self.size / 256.0
+        (h, w), unit = self.hw, self.unit
         if rng.random() < 0.5:
             area = rng.uniform(0.004, 0.06) * fg.sum()
             aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
@@ -185,9 +199,9 @@ class AnomalyGenerator:
         else:
             ph, pw = rng.uniform(10, 40) * unit, rng.uniform(2, 8) * unit
             angle = rng.uniform(-180, 180)
-        ph, pw = (int(np.clip(v, 2, self.size // 2)) for v in (ph, pw))
+        ph, pw = int(np.clip(ph, 2, h // 2)), int(np.clip(pw, 2, w // 2))
         sx, sy = _point_in(fg, rng)
-        sx, sy = int(np.clip(sx - pw // 2, 0, self.size - pw)), int(np.clip(sy - ph // 2, 0, self.size - ph))
+        sx, sy = int(np.clip(sx - pw // 2, 0, w - pw)), int(np.clip(sy - ph // 2, 0, h - ph))
         patch = _jitter_colour(np.ascontiguousarray(normal[sy:sy + ph, sx:sx + pw]), rng)
         patch, alpha = _warp(patch, np.ones((ph, pw), np.float32), angle, 1.0)
         effect, full = _paste(normal, patch, alpha, _point_in(fg, rng))
@@ -201,9 +215,9 @@ class AnomalyGenerator:
             region = (self.shots[rng.integers(len(self.shots))][1] > 0.5).astype(np.float32)
             region = region[::-1] if rng.random() < 0.5 else region
             region = np.ascontiguousarray(region[:, ::-1] if rng.random() < 0.5 else region)
-        effect, alpha = shading(normal, fg, rng, self.size / 256.0, region)
+        effect, alpha = shading(normal, fg, rng, self.unit, region)
         return composite(normal, effect, alpha)
 
     def _hairline(self, normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        effect, alpha = hairline(normal, fg, rng, self.size / 256.0)
+        effect, alpha = hairline(normal, fg, rng, self.unit)
         return composite(normal, effect, alpha)

@@ -8,8 +8,8 @@ import numpy as np
 
 from ...config import SynthConfig
 from ...errors import DataError
-from ..dataset import Category, load_pair
-from ..images import read_image, write_image
+from ..dataset import Category, load_fitted, load_pair
+from ..images import write_image
 from .anomalies import AnomalyGenerator
 
 CAPTION = 18  # pixels of caption strip above each tile
@@ -26,17 +26,19 @@ def _tile(image: np.ndarray, mask: np.ndarray, caption: str) -> np.ndarray:
 
 
 def synth_preview(category: Category, cfg: SynthConfig, out_png: str | Path, n: int = 16, seed: int = 0,
-                  image_size: int = 256) -> Path:
-    """Write a grid of n generated training samples (defects outlined in red, kind as caption) to out_png."""
+                  image_size: int | tuple[int, int] = 256, policy: str = "stretch") -> Path:
+    """Write a grid of n generated training samples (defects outlined in red, kind as caption) to out_png;
+    images come to the model input `image_size` (one side, or (height, width)) by the input policy, as in training."""
     if not category.train_good:
         raise DataError(f"category {category.root} has no normal training images to preview")
     rng = np.random.default_rng(seed)
-    shots = [load_pair(s, image_size) for s in category.shots]
+    shots = [load_pair(s, image_size, policy) for s in category.shots]
     gen = AnomalyGenerator(cfg, image_size, shots, foreground=category.foreground)
     picks = rng.choice(len(category.train_good), size=n, replace=len(category.train_good) < n)
     tiles = []
     for i in picks:
-        image, mask, kind = gen.sample(read_image(category.train_good[i], image_size), rng)
+        normal, where = load_fitted(category.train_good[i], image_size, policy)
+        image, mask, kind = gen.sample(normal, rng, where.valid())  # anomalies on the image, not its padding
         tiles.append(_tile(image, mask, f"{kind}  {100 * mask.mean():.1f}%"))
     cols = int(np.ceil(np.sqrt(n)))
     blank = np.full_like(tiles[0], 255)

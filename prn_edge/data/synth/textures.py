@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ...errors import DataError
+from ...input_policy import as_hw
 from ..images import is_image_file, read_image
 from ..photos import load_photo
 
@@ -48,17 +49,23 @@ def _builtin(size: int) -> tuple[np.ndarray, ...]:
     return tuple(tiles)
 
 
-def builtin_textures(size: int) -> list[np.ndarray]:
-    """size x size x 3 uint8 tiles of real photos shipped with scikit-image (read-only arrays)."""
-    return list(_builtin(size))
+def tile_side(size: int | tuple[int, int]) -> int:
+    """The side of the square texture tiles for a model input of `size` (one side, or (height, width)): its
+    longer side, so a tile turned either way covers the whole input."""
+    return max(as_hw(size))
 
 
-def load_texture_dir(path: str | Path, size: int) -> list[np.ndarray]:
-    """Every image under `path` (recursively), centre-cropped to a square and resized to size x size."""
+def builtin_textures(size: int | tuple[int, int]) -> list[np.ndarray]:
+    """Square uint8 tiles (tile_side(size), 3 channels) of real photos shipped with scikit-image (read-only)."""
+    return list(_builtin(tile_side(size)))
+
+
+def load_texture_dir(path: str | Path, size: int | tuple[int, int]) -> list[np.ndarray]:
+    """Every image under `path` (recursively), centre-cropped to a square and resized to tile_side(size)."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"texture folder {path} does not exist; give a folder of images (e.g. DTD) or leave it empty")
     files = sorted(p for p in path.rglob("*") if is_image_file(p))
     if not files:
         raise DataError(f"texture folder {path} holds no images (.png, .jpg, .bmp, .tif)")
-    return [_square(read_image(p), size) for p in files]
+    return [_square(read_image(p), tile_side(size)) for p in files]
