@@ -10,7 +10,7 @@ $(VENV)/.ready: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: this is the CPU wheel on our machines; anything unpinned pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,cpu,line,dev,triton]'
+	$(PY) -m pip install -q -e '.[train,cpu,line,dev,triton,openvino]'
 	# genicam 1.6 ships the viky.cti producer (NewestOnly, frame rate) but not TLSimu: kept beside the venv's
 	# genicam 1.5 for the capture tests that load it in a subprocess
 	$(PY) -m pip install -q --no-deps --target $(VENV)/genicam16 genicam==1.6.0

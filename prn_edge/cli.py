@@ -147,27 +147,40 @@ def cmd_export(args) -> int:
     from .verify import check_parity
 
     target = Path(args.output)
+    to_ir = args.to == "openvino"
+    if to_ir and target.suffix != ".xml":
+        raise PrnEdgeError(f"--to openvino writes an OpenVINO IR: give -o NAME.xml (NAME.bin goes beside it), "
+                           f"not {target}")
     # With --parity the artefact reaches its path only once parity has passed: a line must never pick up an
-    # unvalidated model from where a validated one is expected.
-    staging = target.with_name(f".{target.stem}.unverified{target.suffix}") if args.parity else target
+    # unvalidated model from where a validated one is expected. An IR is converted from an ONNX that goes away.
+    staging = target.with_name(f".{target.stem}.unverified{'.onnx' if to_ir else target.suffix}") \
+        if args.parity or to_ir else target
     summary = export_onnx(Path(args.checkpoint), staging, batch=args.batch,
                           input_format=args.input_format, channel_order=args.channel_order, input_hw=args.input_size,
                           opset=args.opset)
-    if args.parity:
-        from .data.images import read_image, sample_image_files
+    try:
+        if args.parity:
+            from .data.images import read_image, sample_image_files
 
-        try:
             images = [read_image(p) for p in sample_image_files(args.parity, args.parity_images)]
             summary["parity"] = check_parity(Path(args.checkpoint), staging, images)
-        finally:
-            if not summary.get("parity", {}).get("ok", False):
-                staging.unlink(missing_ok=True)
-        if summary["parity"]["ok"]:
+        ok = summary.get("parity", {}).get("ok", True)
+        if ok and to_ir:
+            from .export.openvino_export import export_openvino
+
+            onnx = {k: v for k, v in summary.items() if k != "path"}  # the staged ONNX is not kept
+            summary = {**export_openvino(staging, target), "onnx": onnx}
+            summary.pop("source_onnx")
+        elif ok and staging != target:
             os.replace(staging, target)
             summary["path"] = str(target)
+    finally:
+        if staging != target:
+            staging.unlink(missing_ok=True)
     print(json.dumps(summary, indent=2, default=str))
-    if args.parity and not summary["parity"].get("ok", False):
-        p = summary["parity"]
+    parity = summary.get("parity") or summary.get("onnx", {}).get("parity")
+    if args.parity and not parity.get("ok", False):
+        p = parity
         tell(f"prn-edge export: parity FAILED: max map difference {p['max_abs_map_diff']:.2e} > {p['tolerance']:.0e} "
              f"(decisions identical: {p['decisions_identical']}); nothing written to {target}")
         return 1
@@ -225,9 +238,25 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _bench_artefact(text: str, allow_failed_gate: bool):
+    """[LABEL=]PATH[@BACKEND]: PATH@openvino runs an .onnx with OpenVINO beside ONNX Runtime on the same file."""
+    from .bench.throughput import Artefact
+    from .runtime import backend_names
+
+    label, sep, path = text.partition("=")
+    if not sep:
+        label, path = "", text
+    path, at, backend = path.rpartition("@")
+    if not at or backend not in backend_names():
+        path, backend = f"{path}{at}{backend}", "auto"
+    if not label:
+        label = Path(path).name + (f"@{backend}" if backend != "auto" else "")
+    return Artefact(Path(path), label, backend=backend, allow_failed_gate=allow_failed_gate)
+
+
 def cmd_bench(args) -> int:
     from .bench.machine import machine_info, matmul_peak_gflops
-    from .bench.throughput import Artefact, latency_plot, markdown, run_bench
+    from .bench.throughput import latency_plot, markdown, run_bench
     from .data.images import read_image
     from .artefact import write_json
 
@@ -240,8 +269,7 @@ def cmd_bench(args) -> int:
         from .data.synth.textures import builtin_textures
 
         images = builtin_textures(256)[:32]  # real photos shipped offline, not zeros
-    arts = [Artefact(Path(a.split("=", 1)[-1]), a.split("=", 1)[0] if "=" in a else Path(a).name,
-                     allow_failed_gate=args.allow_failed_gate) for a in args.artefacts]
+    arts = [_bench_artefact(a, args.allow_failed_gate) for a in args.artefacts]
     report = run_bench(arts, images, batches=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
                        rounds=args.rounds,
                        progress=_progress(args))
@@ -443,9 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="checkpoint -> ONNX (opset 17) with prn_edge metadata")
+    p = sub.add_parser("export", help="checkpoint -> ONNX (opset 17), or an OpenVINO IR, with prn_edge metadata")
     p.add_argument("checkpoint")
-    p.add_argument("-o", "--output", required=True, type=OUT_FILE, help="model.onnx")
+    p.add_argument("-o", "--output", required=True, type=OUT_FILE, help="model.onnx (--to openvino: model.xml)")
+    p.add_argument("--to", default="onnx", choices=["onnx", "openvino"],
+                   help="openvino: an FP32 OpenVINO IR (NAME.xml + NAME.bin) converted from the ONNX export")
     p.add_argument("--batch", default="1", type=_batch, help="static batch size, or 'dynamic'")
     p.add_argument("--input-format", default="float", choices=["float", "uint8"],
                    help="uint8: camera frames NHWC, converted inside the graph")
@@ -453,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_ints(2, "x", "480x640", 16384),
                    help="camera frame size HxW for uint8 input (resized inside the graph)")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--parity", metavar="DIR", help="check ONNX Runtime against PyTorch on the images in DIR")
+    p.add_argument("--parity", metavar="DIR", help="check ONNX Runtime against PyTorch on the images in DIR "
+                   "(--to openvino: on the ONNX the IR is converted from)")
     p.add_argument("--parity-images", type=COUNT, default=8, help="images used by --parity (spread over DIR)")
     p.set_defaults(func=cmd_export)
 
@@ -513,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("bench", help="throughput of artefacts side by side (first = agreement reference)")
-    p.add_argument("artefacts", nargs="+", help="LABEL=PATH or PATH (.pt, .onnx, .engine)")
+    p.add_argument("artefacts", nargs="+",
+                   help="[LABEL=]PATH[@BACKEND] (.pt, .onnx, .engine, .xml); e.g. ov=model.onnx@openvino")
     p.add_argument("--batch", type=_number(int, 1, 1024), nargs="+", default=[1])
     p.add_argument("--iters", type=COUNT, default=50)
     p.add_argument("--rounds", type=COUNT, default=5,

@@ -4,6 +4,7 @@
 - `metadata`: the codec of the `prn_edge.` keys in ONNX metadata (carried into engine manifests);
 - `decision`: score normalization and the decision rule, one implementation for every backend and the line;
 - `keep_float`: the nodes kept in float at any precision, recorded at export;
+- `openvino_ir`: the same metadata in an OpenVINO IR's rt_info;
 - `manifest`: the versioned manifests of engines and calibration runs;
 - `files`: content hashes and atomic writes; `host`: Jetson detection.
 
@@ -22,6 +23,7 @@ from .manifest import (CALIBRATION_RUN, ENGINE, MANIFEST_VERSION, RUN_MANIFEST, 
                        read_manifest, write_manifest)
 from .metadata import (build_metadata, decode_metadata, encode_metadata, metadata_props, read_metadata,
                        set_metadata, write_metadata)
+from .openvino_ir import read_ir_metadata
 from .spec import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTPUT_MAP, OUTPUT_SCORE, InputSpec,
                    choose_resize)
 
@@ -31,7 +33,7 @@ __all__ = [
     "InputSpec", "choose_resize", "CHANNEL_ORDERS", "INPUT_NAME_FLOAT", "INPUT_NAME_UINT8", "OUTPUT_MAP",
     "OUTPUT_SCORE",
     "build_metadata", "encode_metadata", "decode_metadata", "read_metadata", "metadata_props", "set_metadata",
-    "write_metadata",
+    "write_metadata", "read_ir_metadata",
     "normalize_scores", "decide", "SCORE_NORMALIZATION", "DECISION_RULE",
     "KeepFloat", "keep_float_for", "read_keep_float",
     "MANIFEST_VERSION", "ENGINE", "CALIBRATION_RUN", "RUN_MANIFEST", "new_manifest", "read_manifest",

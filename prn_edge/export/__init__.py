@@ -1,5 +1,5 @@
-"""Checkpoint -> ONNX artefacts and a TensorRT lint. The artefact format itself (input spec, metadata, decision
-rule) is prn_edge.artefact; the parity check against the checkpoint is prn_edge.verify.
+"""Checkpoint -> ONNX artefacts, ONNX -> OpenVINO IR, and a TensorRT lint. The artefact format itself (input spec,
+metadata, decision rule) is prn_edge.artefact; the parity check against the checkpoint is prn_edge.verify.
 
 Attributes are imported lazily: `import prn_edge.export` pulls in neither torch nor onnx.
 """
@@ -12,6 +12,7 @@ _LAZY = {
     "ExportError": "errors",
     "lint_for_tensorrt": "lint", "check_tensorrt_compatible": "lint", "LintIssue": "lint",
     "fold_static": "graph", "op_histogram": "graph",
+    "export_openvino": "openvino_export",
 }
 
 __all__ = sorted(_LAZY)

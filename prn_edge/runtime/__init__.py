@@ -6,8 +6,8 @@
 
 Backends are registered once below (name, module, engine class, artefact suffixes, URL schemes); each module
 holds its engine and its typed options dataclass (an EngineOptions). Adding a backend is one new module and
-one `register(...)` line. Importing this package loads neither torch, onnxruntime nor tensorrt: a backend's
-module is imported when it is asked for, and imports its library when an engine is constructed.
+one `register(...)` line. Importing this package loads neither torch, onnxruntime, tensorrt nor openvino: a
+backend's module is imported when it is asked for, and imports its library when an engine is constructed.
 """
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ register(Backend("onnxruntime", ".onnxruntime_backend:OnnxRuntimeEngine", suffix
 register(Backend("torch", ".torch_backend:TorchEngine", suffixes=(".pt", ".pth")))
 register(Backend("tensorrt", ".tensorrt_backend:TensorRTEngine", suffixes=(".engine", ".plan")))
 register(Backend("triton", ".triton_backend:TritonEngine", schemes=("triton",)))
+# .onnx stays ONNX Runtime's by suffix; backend="openvino" runs an ONNX artefact with OpenVINO too
+register(Backend("openvino", ".openvino_backend:OpenVINOEngine", suffixes=(".xml",)))
 
 
 def backend_names() -> tuple[str, ...]:
@@ -93,9 +95,10 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_ga
                 **opts) -> Engine:
     """An (inactive) Engine for an artefact; activate it with `with ... as engine:` or `.activate()`.
 
-    backend "auto" picks by suffix (.onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt) or by a
-    registered URL scheme (triton:// -> triton). opts are the backend's options dataclass fields
-    (OnnxRuntimeOptions, TorchOptions, TensorRTOptions, TritonOptions...); the common ones (threads,
+    backend "auto" picks by suffix (.onnx -> onnxruntime, .pt -> torch, .engine/.plan -> tensorrt, .xml ->
+    openvino) or by a registered URL scheme (triton:// -> triton); backend="openvino" also runs an .onnx.
+    opts are the backend's options dataclass fields (OnnxRuntimeOptions, TorchOptions, TensorRTOptions,
+    TritonOptions, OpenVINOOptions...); the common ones (threads,
     channel_order, input_hw, resize) every backend accepts.
     An INT8 artefact whose calibration run failed its accuracy gate is refused unless allow_failed_gate.
     """
@@ -106,7 +109,8 @@ def open_engine(path_or_ckpt: str | Path, backend: str = "auto", allow_failed_ga
     if not _scheme(target):
         target = Path(path_or_ckpt)
         if not target.is_file():
-            raise EngineError(f"{target} does not exist; give an exported .onnx, a checkpoint .pt or a built .engine")
+            raise EngineError(f"{target} does not exist; give an exported .onnx, a checkpoint .pt, a built .engine "
+                              "or an OpenVINO .xml")
     engine = entry.engine_class()(target, options)
     engine.allow_failed_gate = allow_failed_gate
     check_gate(engine.metadata, target, allow_failed_gate)

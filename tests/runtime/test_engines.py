@@ -34,7 +34,7 @@ def test_importing_the_runtime_loads_no_heavy_library():
         import sys
         import prn_edge.runtime, prn_edge.runtime.base, prn_edge.runtime.preprocess, prn_edge.artefact
         from prn_edge.runtime import open_engine, Engine, InferResult, EngineError
-        heavy = sorted(m for m in ("torch", "onnxruntime", "tensorrt", "cv2", "onnx") if m in sys.modules)
+        heavy = sorted(m for m in ("torch", "onnxruntime", "tensorrt", "cv2", "onnx", "openvino") if m in sys.modules)
         print(",".join(heavy))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -45,6 +45,7 @@ def test_importing_the_runtime_loads_no_heavy_library():
 def test_backend_is_chosen_by_suffix(tmp_path):
     assert backend_for("m.onnx") == "onnxruntime" and backend_for("m.pt") == "torch"
     assert backend_for("m.engine") == "tensorrt" and backend_for("m.plan") == "tensorrt"
+    assert backend_for("m.xml") == "openvino"
     with pytest.raises(EngineError, match=r"\.tflite"):
         backend_for("m.tflite")
     with pytest.raises(EngineError, match="does not exist"):
