@@ -224,7 +224,9 @@ def test_pid_file_and_reload_refuse_what_is_not_a_running_line(tmp_path):
     pid_file.write_text(f"{gone.pid}\n")
     with pytest.raises(LineError, match=f"names pid {gone.pid}, which is not a running prn-edge"):
         reload_line(pid_file)
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    # SIGHUP's default action restored: a test run under nohup would otherwise hand its children SIG_IGN
+    sleeper = [sys.executable, "-c",
+               "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(60)"]
     other, line = subprocess.Popen(sleeper), subprocess.Popen(sleeper + ["prn_edge"])  # the latter: a stand-in line
     try:
         pid_file.write_text(f"{other.pid}\n")  # a pid taken over by another program after a crash
