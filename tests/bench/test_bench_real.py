@@ -1,7 +1,5 @@
 """tools/bench_real.py: KolektorSDD turned into an MVTec AD category, on a tiny fake copy of its published layout
 (kosNN/PartK.jpg + PartK_label.bmp, black labels for good parts)."""
-import importlib.machinery
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,19 +8,9 @@ import numpy as np
 import pytest
 
 from prn_edge.data.dataset import load_category
+from tests.helpers.tools import load_tool
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_real.py"
-
-
-def _load_tool():
-    loader = importlib.machinery.SourceFileLoader("bench_real_tool", str(TOOL))
-    spec = importlib.util.spec_from_loader("bench_real_tool", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
-
-bench_real = _load_tool()
+bench_real = load_tool("bench_real.py")
 
 
 def _fake_ksdd(root: Path, commutators: int = 50) -> Path:

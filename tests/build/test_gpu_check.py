@@ -1,7 +1,5 @@
 """tools/gpu_check: the no-TensorRT exit here, and a full run against the FAKE tensorrt (engines that run their
 ONNX with ONNX Runtime), which exercises the script's build/compare/benchmark/report logic without a GPU."""
-import importlib.machinery
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +10,7 @@ from prn_edge.artefact import host
 from prn_edge.build import trt_build
 from prn_edge.runtime import tensorrt_backend as tb
 from tests.helpers.fake_tensorrt import FakeCuda, make_fake_tensorrt
+from tests.helpers.tools import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "gpu_check"
 
@@ -35,14 +34,6 @@ def test_without_tensorrt_exits_2_with_a_clear_message(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def _load_tool():
-    loader = importlib.machinery.SourceFileLoader("gpu_check_tool", str(TOOL))
-    spec = importlib.util.spec_from_loader("gpu_check_tool", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
-
 def test_full_run_against_fake_tensorrt(monkeypatch, tmp_path, capsys, build_ckpt):
     cuda = FakeCuda("Fake Orin", "8.7")
     cuda.supports_graphs = False  # a host CUDA API without graphs: the graph benchmark says it is unavailable
@@ -50,7 +41,7 @@ def test_full_run_against_fake_tensorrt(monkeypatch, tmp_path, capsys, build_ckp
     monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
     monkeypatch.setattr(trt_build, "host_cuda", lambda device=0: cuda)
     monkeypatch.setattr(host, "NV_TEGRA_RELEASE", tmp_path / "none")
-    tool = _load_tool()
+    tool = load_tool("gpu_check")
     rc = tool.main(["--out", str(tmp_path / "out"), "--checkpoint", str(build_ckpt), "--images", "4", "--calib-images", "8", "--iters", "3",
                     "--warmup", "1", "--bench-s", "1", "--max-batch", "4"])
     text = capsys.readouterr().out
