@@ -47,3 +47,10 @@ def jagged(p0: np.ndarray, length: float, angle: float, rng: np.random.Generator
     turns = angle + rng.normal(0, 0.55, steps) + np.cumsum(rng.normal(0, 0.08, steps))
     seg = np.stack([np.cos(turns), np.sin(turns)], 1) * (length / steps)
     return np.vstack([p0, p0 + np.cumsum(seg, 0)])
+
+
+def point_in(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """A random (x, y) where `region` (HxW) is set."""
+    ys, xs = np.nonzero(region)
+    i = rng.integers(len(xs))
+    return int(xs[i]), int(ys[i])

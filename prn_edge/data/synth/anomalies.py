@@ -13,6 +13,7 @@ from ...config import SynthConfig
 from ...errors import ConfigError, DataError
 from ...input_policy import as_hw
 from ..blend import composite
+from ..draw import point_in
 from .foreground import estimate_foreground
 from .perlin import perlin_mask
 from .surface import hairline, shading
@@ -59,12 +60,6 @@ def _paste(base: np.ndarray, patch: np.ndarray, alpha: np.ndarray, centre: tuple
     effect[dy, dx] = patch[sy, sx]
     full[dy, dx] = alpha[sy, sx]
     return effect, full
-
-
-def _point_in(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    ys, xs = np.nonzero(region)
-    i = rng.integers(len(xs))
-    return int(xs[i]), int(ys[i])
 
 
 def _defect_patch(image: np.ndarray, mask: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +157,7 @@ class AnomalyGenerator:
         scale = min(scale, 0.6 * min(self.hw) / max(alpha.shape))  # a huge shot would cover the whole image
         patch, alpha = _warp(_jitter_colour(np.ascontiguousarray(patch), rng), np.ascontiguousarray(alpha), angle, scale)
         alpha = cv2.GaussianBlur(alpha, (0, 0), 1.0)  # soft edge, like a real boundary
-        effect, full = _paste(normal, patch, alpha, _point_in(fg, rng))
+        effect, full = _paste(normal, patch, alpha, point_in(fg, rng))
         return composite(normal, effect, full * fg)
 
     def _simulated(self, normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -200,11 +195,11 @@ class AnomalyGenerator:
             ph, pw = rng.uniform(10, 40) * unit, rng.uniform(2, 8) * unit
             angle = rng.uniform(-180, 180)
         ph, pw = int(np.clip(ph, 2, h // 2)), int(np.clip(pw, 2, w // 2))
-        sx, sy = _point_in(fg, rng)
+        sx, sy = point_in(fg, rng)
         sx, sy = int(np.clip(sx - pw // 2, 0, w - pw)), int(np.clip(sy - ph // 2, 0, h - ph))
         patch = _jitter_colour(np.ascontiguousarray(normal[sy:sy + ph, sx:sx + pw]), rng)
         patch, alpha = _warp(patch, np.ones((ph, pw), np.float32), angle, 1.0)
-        effect, full = _paste(normal, patch, alpha, _point_in(fg, rng))
+        effect, full = _paste(normal, patch, alpha, point_in(fg, rng))
         return composite(normal, effect, full * fg)
 
     def _shading(self, normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

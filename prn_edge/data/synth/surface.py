@@ -19,14 +19,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..draw import SUPERSAMPLE, canvas_points, curve, jagged, raster, smooth_field
+from ..draw import SUPERSAMPLE, canvas_points, curve, jagged, point_in, raster, smooth_field
 from .perlin import perlin_mask
-
-
-def _point(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    ys, xs = np.nonzero(region)
-    i = rng.integers(len(xs))
-    return np.array([xs[i], ys[i]], np.float64)
 
 
 def _band(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -73,7 +67,7 @@ def hairline(normal: np.ndarray, fg: np.ndarray, rng: np.random.Generator,
     """A thin crack or scratch, darker or brighter than the surface around it, often faint."""
     h, w = normal.shape[:2]
     angle = rng.uniform(0, 2 * np.pi)
-    start = _point(fg, rng)
+    start = np.array(point_in(fg, rng), np.float64)
     length = rng.uniform(25, 160) * unit
     main = jagged(start, length, angle, rng) if rng.random() < 0.6 else curve(start, length, angle,
                                                                               rng.uniform(-0.3, 0.3))
