@@ -90,3 +90,42 @@ def placement(src_hw: tuple[int, int], dst_hw: tuple[int, int], policy: str) -> 
     scale = min(dh / sh, dw / sw)
     h, w = min(dh, max(1, round(sh * scale))), min(dw, max(1, round(sw * scale)))
     return Placement((sh, sw), (dh, dw), (dh - h) // 2, (dw - w) // 2, h, w)
+
+
+def axis_weights(src: int, dst: int) -> np.ndarray:
+    """(dst, src) resampling weights of one axis, each row summing to 1: the share of each source pixel in each
+    output pixel when shrinking (area averaging, cv2.INTER_AREA's coverage), linear interpolation between the two
+    nearest pixel centres when enlarging (half-pixel centres, edges clamped: cv2.INTER_LINEAR), identity when equal.
+
+    One definition for every place an image meets the model input: training (data.fit), the host reference
+    (runtime.preprocess) and the exported graph (two MatMuls), so a non-integer resize is the same everywhere."""
+    if src < 1 or dst < 1:
+        raise ConfigError(f"cannot resample {src} pixels to {dst}")
+    if src == dst:
+        return np.eye(src)
+    w = np.zeros((dst, src))
+    rows = np.arange(dst)
+    if dst < src:
+        edges = np.arange(dst + 1) * (src / dst)  # output pixel i covers source [edges[i], edges[i + 1])
+        for i in rows:
+            a, b = edges[i], edges[i + 1]
+            j = np.arange(int(np.floor(a)), min(int(np.ceil(b)), src))
+            w[i, j] = np.minimum(b, j + 1) - np.maximum(a, j)
+        return w / (src / dst)
+    x = np.clip((rows + 0.5) * (src / dst) - 0.5, 0, src - 1)
+    j = np.floor(x).astype(int)
+    f = x - j
+    np.add.at(w, (rows, j), 1 - f)
+    np.add.at(w, (rows, np.minimum(j + 1, src - 1)), f)
+    return w
+
+
+def resample(img: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
+    """HxW or HxWxC image -> dst_hw by `axis_weights` on each axis, float32 (rounding is the caller's)."""
+    (h, w), (dh, dw) = img.shape[:2], dst_hw
+    x = np.asarray(img, np.float32)
+    if (h, w) == (dh, dw):
+        return x
+    rows = np.tensordot(axis_weights(h, dh).astype(np.float32), x, axes=(1, 0))  # (dh, w, ...)
+    out = np.tensordot(axis_weights(w, dw).astype(np.float32), np.moveaxis(rows, 1, 0), axes=(1, 0))  # (dw, dh, ...)
+    return np.ascontiguousarray(np.moveaxis(out, 0, 1))

@@ -35,10 +35,13 @@ class KeepFloat:
     distance: tuple[str, ...]  # name scopes of the prototype distance map ("/distance/"; none when not fused)
     search: tuple[str, ...]  # the graph's nodes inside those scopes
     tail: tuple[str, ...]  # the last Conv and every node after it, in graph order
+    # name scope of the camera resampling (uint8 graphs with a separable resize): grey levels 0..255 in 8 bits
+    # would move every pixel; records written before it have none
+    preprocess: tuple[str, ...] = ()
 
     @property
     def scopes(self) -> tuple[str, ...]:
-        return self.prototypes + self.distance
+        return self.prototypes + self.distance + self.preprocess
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -52,27 +55,30 @@ class KeepFloat:
 
     def to_dict(self) -> dict:
         return {"prototypes": list(self.prototypes), "distance": list(self.distance), "search": list(self.search),
-                "tail": list(self.tail)}
+                "tail": list(self.tail), "preprocess": list(self.preprocess)}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "metadata") -> "KeepFloat":
         try:
-            return cls(*(tuple(str(v) for v in d[k]) for k in ("prototypes", "distance", "search", "tail")))
+            return cls(*(tuple(str(v) for v in d[k]) for k in ("prototypes", "distance", "search", "tail")),
+                       preprocess=tuple(str(v) for v in d.get("preprocess", ())))
         except (KeyError, TypeError) as e:
             raise MetadataError(f"{source}: {KEY} is not a keep-in-float record ({e}); re-export the model with "
                                 "`prn-edge export`") from None
 
 
-def keep_float_for(nodes: Iterable, prototypes: Iterable[str], distance: Iterable[str] = ()) -> KeepFloat:
-    """The record of a graph (its nodes, in graph order: anything with .name and .op_type) whose prototype and
-    distance modules have these name scopes. Graph order is topological, so "after the last Conv" is position."""
+def keep_float_for(nodes: Iterable, prototypes: Iterable[str], distance: Iterable[str] = (),
+                   preprocess: Iterable[str] = ()) -> KeepFloat:
+    """The record of a graph (its nodes, in graph order: anything with .name and .op_type) whose prototype,
+    distance and camera-resampling modules have these name scopes. Graph order is topological, so "after the last
+    Conv" is position."""
     nodes = list(nodes)
-    prototypes, distance = tuple(prototypes), tuple(distance)
-    scopes = prototypes + distance
+    prototypes, distance, preprocess = tuple(prototypes), tuple(distance), tuple(preprocess)
+    scopes = prototypes + distance + preprocess
     last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=len(nodes))
     return KeepFloat(prototypes, distance,
                      search=tuple(n.name for n in nodes if any(s in n.name for s in scopes)),
-                     tail=tuple(n.name for n in nodes[last_conv:]))
+                     tail=tuple(n.name for n in nodes[last_conv:]), preprocess=preprocess)
 
 
 def legacy_keep_float(nodes: Iterable) -> KeepFloat:

@@ -14,7 +14,7 @@ OUTPUT_MAP = "anomaly_map"
 OUTPUT_SCORE = "score"
 
 CHANNEL_ORDERS = ("rgb", "bgr", "mono")
-RESIZE_METHODS = ("none", "area", "bilinear")
+RESIZE_METHODS = ("none", "area", "separable", "bilinear")
 
 
 @dataclass
@@ -42,7 +42,7 @@ class InputSpec:
     channel_order: str  # "rgb" | "bgr" | "mono"
     model_height: int
     model_width: int
-    resize: str = "none"  # "none" | "area" | "bilinear"
+    resize: str = "none"  # RESIZE_METHODS: "none" | "area" | "separable" | "bilinear" (choose_resize says which)
     scale: float = 1.0  # multiplied inside the graph (1/255 for uint8 frames)
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
@@ -101,8 +101,11 @@ def choose_resize(src_hw: tuple[int, int], size, method: str = "auto") -> str:
     """Resize method from frame size to `size`: the model input (one side, or (h, w)) or (h, w) inside it
     (letterbox).
 
-    "auto": none when equal; area averaging when both sides shrink by an integer factor (what training's
-    cv2.INTER_AREA does there, and an exact AveragePool in the graph); bilinear otherwise.
+    "auto": none when equal; "area" when both sides shrink by an integer factor (an AveragePool in the graph);
+    "separable" otherwise: per axis, area averaging when shrinking and linear interpolation when enlarging, as two
+    MatMuls by prn_edge.input_policy.axis_weights, which is exactly what training applies to its images
+    (data.fit). "area" is that same resampling for integer factors. "bilinear" (ONNX Resize, linear, half-pixel;
+    what artefacts before "separable" used) stays selectable but differs from training when shrinking.
     """
     h, w = src_hw
     th, tw = as_hw(size)
@@ -110,10 +113,10 @@ def choose_resize(src_hw: tuple[int, int], size, method: str = "auto") -> str:
         return "none"
     integer_down = h % th == 0 and w % tw == 0 and h >= th and w >= tw
     if method == "auto":
-        return "area" if integer_down else "bilinear"
+        return "area" if integer_down else "separable"
     if method == "area" and not integer_down:
         raise SpecError(f"resize='area' needs frame sides that are integer multiples of {th}x{tw}, "
-                        f"got {h}x{w}; use resize='bilinear' or 'auto'")
-    if method not in ("area", "bilinear"):
-        raise SpecError(f"resize={method!r}: choose 'auto', 'area' or 'bilinear'")
+                        f"got {h}x{w}; use resize='separable' or 'auto'")
+    if method not in RESIZE_METHODS[1:]:
+        raise SpecError(f"resize={method!r}: choose 'auto', 'area', 'separable' or 'bilinear'")
     return method

@@ -4,14 +4,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..input_policy import PAD_VALUE, Placement, placement
+from ..input_policy import PAD_VALUE, Placement, placement, resample
 from .images import resize
 
 
 def fit_image(img: np.ndarray, dst_hw: tuple[int, int], policy: str) -> tuple[np.ndarray, Placement]:
-    """HxWx3 uint8 image of any size -> (model-size image, its placement)."""
+    """HxWx3 uint8 image of any size -> (model-size image, its placement).
+
+    Resampled by input_policy.resample (area down, linear up, per axis): the exported graph and the host
+    reference compute the same weights, so training sees what the line sees at any frame size."""
     p = placement(img.shape[:2], dst_hw, policy)
-    inner = resize(img, p.w, p.h)
+    inner = img if img.shape[:2] == (p.h, p.w) else np.clip(np.rint(resample(img, (p.h, p.w))), 0, 255).astype(img.dtype)
     if (p.h, p.w) == tuple(dst_hw):
         return np.ascontiguousarray(inner), p
     out = np.full((*dst_hw, *img.shape[2:]), PAD_VALUE, img.dtype)

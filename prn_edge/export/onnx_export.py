@@ -25,7 +25,7 @@ from ..artefact import (CHANNEL_ORDERS, INPUT_NAME_FLOAT, INPUT_NAME_UINT8, OUTP
                         KeepFloat, SpecError, build_metadata, choose_resize, keep_float_for, read_metadata,
                         sha256_file, write_atomic, write_metadata)
 from ..errors import PrnEdgeError
-from ..input_policy import PAD_VALUE, placement
+from ..input_policy import PAD_VALUE, axis_weights, placement
 from ..model.prn import PRN, DistanceMap, describe
 from ..model.prototypes import ScalePrototypes
 from .errors import ExportError
@@ -49,11 +49,28 @@ def resize_scale(src: int, dst: int) -> float:
     raise ExportError(f"cannot find a resize scale from {src} to {dst} pixels")
 
 
+class SeparableResample(nn.Module):
+    """(N, C, H, W) -> (N, C, h, w) by constant per-axis weights: rows @ x @ cols^T. Its nodes stay in float at
+    every precision (keep-in-float scope PREPROCESS_SCOPE): 8 bits cannot carry grey levels 0..255 exactly."""
+
+    def __init__(self, src_hw: tuple[int, int], dst_hw: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("rows", torch.from_numpy(axis_weights(src_hw[0], dst_hw[0])).float(), persistent=False)
+        self.register_buffer("cols_t", torch.from_numpy(axis_weights(src_hw[1], dst_hw[1]).T.copy()).float(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.matmul(self.rows, x), self.cols_t)
+
+
+PREPROCESS_SCOPE = "/resample/"  # the name scope of CameraPRN.resample's nodes in the exported graph
+
+
 class CameraPRN(nn.Module):
     """uint8 camera frames (N, H, W, C) -> PRN outputs; every preprocessing step is a plain ONNX node.
 
-    Cast -> Transpose(NHWC->NCHW) -> AveragePool (integer area shrink) or Resize (bilinear, half_pixel)
-    -> Pad (letterbox only) -> channel reorder (Gather) or replication (Concat) -> Div 255 -> PRN. The host-side reference of the
+    Cast -> Transpose(NHWC->NCHW) -> AveragePool (integer area shrink), two MatMuls (separable: the weights of
+    input_policy.axis_weights, what training resamples with) or Resize (bilinear, half_pixel) -> Pad (letterbox only) -> channel reorder (Gather) or replication (Concat) -> Div 255 -> PRN. The host-side reference of the
     same steps is prn_edge.runtime.preprocess.frames_to_model_input.
     """
 
@@ -61,6 +78,9 @@ class CameraPRN(nn.Module):
         super().__init__()
         self.prn, self.spec = prn, spec
         self.register_buffer("bgr_to_rgb", torch.tensor([2, 1, 0], dtype=torch.long), persistent=False)
+        if spec.resize == "separable":
+            where = spec.placement()
+            self.resample = SeparableResample((spec.height, spec.width), (where.h, where.w))
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         spec, where = self.spec, self.spec.placement()
@@ -68,6 +88,8 @@ class CameraPRN(nn.Module):
         if spec.resize == "area":
             kh, kw = spec.height // where.h, spec.width // where.w
             x = F.avg_pool2d(x, (kh, kw), (kh, kw))
+        elif spec.resize == "separable":
+            x = self.resample(x)
         elif spec.resize == "bilinear":
             x = F.interpolate(x, scale_factor=(resize_scale(spec.height, where.h), resize_scale(spec.width, where.w)),
                               mode="bilinear", align_corners=False, recompute_scale_factor=False)
@@ -173,25 +195,27 @@ def build_onnx(model: PRN, cfg, meta: dict, spec: InputSpec, opset: int = DEFAUL
     md = build_metadata(toolkit_version=__version__, variant=cfg.variant, ckpt_meta=meta, input_spec=spec,
                         model=describe(model), checkpoint_sha256=checkpoint_sha256, opset=opset,
                         exporter=f"torch.onnx TorchScript exporter, torch {torch.__version__}",
-                        keep_float=keep_in_float(model, proto))
+                        keep_float=keep_in_float(model, proto, preprocess=spec.resize == "separable"))
     write_metadata(proto, md)
     _validate(proto, spec)
     return proto
 
 
-def keep_in_float(model: PRN, proto: onnx.ModelProto) -> KeepFloat:
+def keep_in_float(model: PRN, proto: onnx.ModelProto, preprocess: bool = False) -> KeepFloat:
     """The graph's keep-in-float record (prn_edge.artefact.keep_float) from the model's structure: the name scopes
-    of its prototype modules and, when the map fuses it, of its distance map; the tail from the last Conv."""
+    of its prototype modules and, when the map fuses it, of its distance map; the tail from the last Conv; the
+    camera resampling when the graph has one (`preprocess`)."""
     def scopes(kind) -> list[str]:
         return [f"/{name}/" for name, m in model.named_modules() if isinstance(m, kind)]
 
     prototypes, distance = scopes(ScalePrototypes), (scopes(DistanceMap) if model.fuses_distance else [])
     names = [n.name for n in proto.graph.node]
-    unnamed = [s for s in prototypes + distance if not any(s in n for n in names)]
+    pre = [PREPROCESS_SCOPE] if preprocess else []
+    unnamed = [s for s in prototypes + distance + pre if not any(s in n for n in names)]
     if unnamed or not prototypes:
         raise ExportError(f"the exported graph has no nodes under {unnamed or 'any prototype scope'}: the exporter "
                           "named the nodes differently, so the layers that must stay in float cannot be found")
-    return keep_float_for(proto.graph.node, prototypes, distance)
+    return keep_float_for(proto.graph.node, prototypes, distance, pre)
 
 
 def _validate(proto: onnx.ModelProto, spec: InputSpec) -> None:

@@ -3,10 +3,11 @@
 frames uint8 (N, H, W, C) in `channel_order` -> float32 (N, 3, Hm, Wm) RGB in [0, 1] at the model input:
 
 1. convert to float32 (0..255);
-2. resize to Hm x Wm (letterbox: to the aspect-keeping size inside it, then pad black to Hm x Wm): "area"
-   (integer shrink factors only) = the mean of each kh x kw block, which is what
-   cv2.INTER_AREA computes for integer factors and what ONNX AveragePool(kernel = stride = factor) computes;
-   "bilinear" = cv2.INTER_LINEAR on float32 (half-pixel centres, edge clamp, no antialiasing), which is ONNX
+2. resize to Hm x Wm (letterbox: to the aspect-keeping size inside it, then pad black to Hm x Wm):
+   "separable" = prn_edge.input_policy.resample (per axis: area averaging when shrinking, linear when enlarging),
+   what training applies to its images and the graph computes as two MatMuls; "area" (integer shrink factors
+   only) = the mean of each kh x kw block, the same resampling, which ONNX AveragePool(kernel = stride = factor)
+   computes; "bilinear" = cv2.INTER_LINEAR on float32 (half-pixel centres, edge clamp, no antialiasing), which is ONNX
    Resize(linear, half_pixel) and torch's bilinear with align_corners=False; "none" when sizes match;
 3. reorder channels to RGB (bgr: reverse; mono: replicate);
 4. divide by 255, layout NCHW.
@@ -19,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..artefact import InputSpec
-from ..input_policy import PAD_VALUE, as_hw
+from ..input_policy import PAD_VALUE, as_hw, resample
 
 
 def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:
-    """float32 (N, H, W, C) -> (N, th, tw, C) by `method` ("none", "area", "bilinear"); size = S or (th, tw)."""
+    """float32 (N, H, W, C) -> (N, th, tw, C) by `method` (artefact.RESIZE_METHODS); size = S or (th, tw)."""
     n, h, w, c = x.shape
     th, tw = as_hw(size)
     if method == "none" or (h, w) == (th, tw):
@@ -33,6 +34,8 @@ def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:
             raise ValueError(f"area resize needs integer factors, got {h}x{w} -> {th}x{tw}")
         kh, kw = h // th, w // tw
         return x.reshape(n, th, kh, tw, kw, c).mean(axis=(2, 4), dtype=np.float32)
+    if method == "separable":
+        return np.stack([resample(f, (th, tw)) for f in x]).astype(np.float32, copy=False)
     if method == "bilinear":
         import cv2
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from prn_edge.data.fit import fit_image, fit_mask
-from prn_edge.input_policy import PAD_VALUE, placement
+from prn_edge.input_policy import PAD_VALUE, axis_weights, placement, resample
 from prn_edge.errors import ConfigError
 
 
@@ -49,3 +49,33 @@ def test_fit_mask_follows_the_image_and_padding_is_normal():
 def test_unknown_policy_is_refused():
     with pytest.raises(ConfigError, match="choose one of"):
         placement((10, 10), (64, 64), "crop")
+
+
+@pytest.mark.parametrize("src,dst", [((389, 236), (256, 192)), ((1250, 500), (256, 256)), ((512, 384), (256, 128)),
+                                     ((40, 50), (64, 128)), ((105, 222), (105, 222))])
+def test_resample_is_area_averaging_down_and_linear_up_as_opencv(src, dst):
+    """Per axis the weights are what cv2 computes for a pure shrink (INTER_AREA, also by non-integer factors) and
+    a pure enlargement (INTER_LINEAR); rows sum to 1, so a flat image stays flat."""
+    import cv2
+
+    x = np.random.default_rng(1).integers(0, 256, (*src, 3)).astype(np.float32)
+    got = resample(x, dst)
+    assert got.shape == (*dst, 3)
+    shrink, grow = dst[0] <= src[0] and dst[1] <= src[1], dst[0] >= src[0] and dst[1] >= src[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    assert shrink or grow
+    assert np.abs(got - cv2.resize(x, dst[::-1], interpolation=interp)).max() < 1e-3
+    for s, d in zip(src, dst):
+        assert np.allclose(axis_weights(s, d).sum(1), 1.0)
+
+
+def test_resample_shrinks_one_axis_by_area_while_enlarging_the_other():
+    """A 2-pixel stripe pattern along rows is averaged away when rows shrink by 2, whatever the columns do
+    (bilinear sampling would keep picking stripes); the enlarged axis interpolates."""
+    x = np.zeros((100, 30), np.float32)
+    x[::2] = 200
+    y = resample(x, (50, 90))
+    assert np.allclose(y, 100, atol=1e-3)
+    ramp = np.tile(np.arange(30, dtype=np.float32), (100, 1))
+    r = resample(ramp, (50, 90))
+    assert np.all(np.diff(r[0]) >= 0) and r[0, 0] == 0 and r[0, -1] == 29

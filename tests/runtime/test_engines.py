@@ -106,7 +106,7 @@ def test_onnxruntime_and_torch_backends_agree(artefacts, tiny_ckpt_rt, photos_rt
 def test_float_artefact_is_fed_by_host_preprocessing(artefacts, tiny_ckpt_rt, photos_rt):
     """A float ONNX gets BGR frames of another size converted on the host, exactly like the uint8 graph would."""
     with open_engine(artefacts["float1"], channel_order="mono", input_hw=(100, 90), threads=2) as e:
-        assert e.input_spec.resize == "bilinear" and e.input_spec.batch == 1
+        assert e.input_spec.resize == "separable" and e.input_spec.batch == 1
         frames = _frames(photos_rt, e.input_spec, 3)
         a = e.infer(frames)  # 3 frames through a batch-1 artefact
         assert e.last_timings["preprocess"] > 0
