@@ -1,4 +1,4 @@
-"""A FAKE `tensorrt` module for unit tests of prn_edge.build and the TensorRT backend, on machines without
+"""A FAKE `tensorrt` module for unit tests of prn_edge.trt (the builder and the runner), on machines without
 TensorRT or a GPU. It can say no: its API surface is the real one of the version asked for.
 
     trt = make_fake_tensorrt("10.3.0", cuda=FakeCuda())     # or "10.3", "8.5.2", "11.4.1", ...
