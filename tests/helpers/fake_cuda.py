@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import types
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -66,6 +67,7 @@ class FakeGpu:
         self._next = 4096
         self._lock = threading.Lock()
         self.captures = self.launches = 0
+        self.pushed: Counter = Counter()  # thread name -> contexts it pushed and has not popped (0: balanced)
 
     # ------------------------------------------------------------------ contexts
     def _stack(self) -> list:
@@ -79,11 +81,13 @@ class FakeGpu:
 
     def push(self, ctx: FakeContext) -> None:
         self._stack().append(ctx)
+        self.pushed[threading.current_thread().name] += 1
 
     def pop(self) -> FakeContext:
         stack = self._stack()
         if not stack:
             raise FakeCudaError("CUDA_ERROR_INVALID_CONTEXT", "cuCtxPopCurrent: no context is current on this thread")
+        self.pushed[threading.current_thread().name] -= 1
         return stack.pop()
 
     def driver_current(self, call: str) -> FakeContext:
