@@ -225,7 +225,7 @@ def cmd_threshold(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .build.trt_build import build_engine
+    from .trt import build_engine
 
     summary = build_engine(Path(args.onnx), Path(args.output), precision=args.precision, workspace_mb=args.workspace,
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None,

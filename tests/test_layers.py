@@ -1,6 +1,6 @@
 """Imports point one way: every module under prn_edge is parsed (imports inside functions count too) and no
-subpackage may import one of a higher layer. The layers follow the data flow; runtime sits below calibrate and
-build because those stages run engines to measure accuracy."""
+subpackage may import one of a higher layer. The layers follow the data flow; runtime sits below calibrate because
+it runs engines to measure accuracy; trt (TensorRT: its builder and its runner) sits on runtime's Engine contract."""
 from __future__ import annotations
 
 import ast
@@ -13,9 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prn_edge"
 LAYERS = [
     "errors", "files", "logs", "input_policy",
     "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
-    # runtime (engines) and bench (timing them) sit below calibrate and build: those stages run engines to
-    # measure accuracy and speed
-    "config", "data", "model", "evaluate", "train", "export", "runtime", "verify", "bench", "calibrate", "build",
+    # runtime (engines) and bench (timing them) sit below calibrate: it runs engines to measure accuracy and speed.
+    # trt is TensorRT in one package: its runner is an Engine (runtime's registry names it by module path and
+    # imports it only when an .engine is opened: no import edge), its builder takes a calibration run's folder
+    # (not the calibrate package)
+    "config", "data", "model", "evaluate", "train", "export", "runtime", "trt", "verify", "bench", "calibrate",
     "serve",  # a Triton model repository from artefacts, and a local tritonserver (issue 14)
     "line", "sim",
     "demo", "cli",

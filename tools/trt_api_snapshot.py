@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Snapshots of the real `tensorrt` Python API surface, one JSON per TensorRT version we claim, for the fake
-TensorRT of the tests (tests/helpers/fake_tensorrt.py) and the API-surface test (tests/build/test_trt_api_surface.py).
+TensorRT of the tests (tests/helpers/fake_tensorrt.py) and the API-surface test (tests/trt/test_trt_api_surface.py).
 
     tools/trt_api_snapshot.py [--versions 8.5 8.6 10.3 10.16 11.4] [--out tests/helpers/trt_api]
                               [--trt-oss GIT_DIR] [--latest]

@@ -22,7 +22,9 @@ from .base import STAGES, Engine, EngineError, EngineOptions, InferResult
 @dataclass(frozen=True)
 class Backend:
     name: str
-    engine: str  # "module:Class", the module relative to this package; the class has .Options
+    # "module:Class", the module relative to this package, or absolute for a backend with a package of its own
+    # (imported only when asked for, so naming it here is no import edge); the class has .Options
+    engine: str
     suffixes: tuple[str, ...] = ()  # artefact files it opens (backend "auto")
     schemes: tuple[str, ...] = ()  # URL schemes it opens, e.g. "triton" for triton://host:8001/model
 
@@ -49,7 +51,7 @@ def register(backend: Backend) -> Backend:
 
 register(Backend("onnxruntime", ".onnxruntime_backend:OnnxRuntimeEngine", suffixes=(".onnx",)))
 register(Backend("torch", ".torch_backend:TorchEngine", suffixes=(".pt", ".pth")))
-register(Backend("tensorrt", ".tensorrt_backend:TensorRTEngine", suffixes=(".engine", ".plan")))
+register(Backend("tensorrt", "prn_edge.trt.runner:TensorRTEngine", suffixes=(".engine", ".plan")))
 register(Backend("triton", ".triton_backend:TritonEngine", schemes=("triton",)))
 # .onnx stays ONNX Runtime's by suffix; backend="openvino" runs an ONNX artefact with OpenVINO too
 register(Backend("openvino", ".openvino_backend:OpenVINOEngine", suffixes=(".xml",)))

@@ -107,14 +107,14 @@ def test_manifests_carry_a_version_and_a_newer_one_is_refused(tmp_path):
     with pytest.raises(ManifestError, match="not a version number"):
         read_engine_manifest(engine)
     # the runtime and the build say the same in their own errors
-    from prn_edge.build.calibrator import read_calibration_run
+    from prn_edge.trt.calibrator import read_calibration_run
     from prn_edge.errors import BuildError
     from prn_edge.runtime import EngineError
-    from prn_edge.runtime import tensorrt_backend as tb
+    from prn_edge.trt import runner
 
     (tmp_path / "m.json").write_text(json.dumps(newer))
     with pytest.raises(EngineError, match="newer than this prn_edge reads"):
-        tb.read_manifest(engine)
+        runner.read_manifest(engine)
     run = tmp_path / "run"
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"calibration_files": [], "manifest_version": 3}))
@@ -171,7 +171,7 @@ def test_the_line_test_double_decides_with_the_same_rule():
 
 # ---------------------------------------------------------------------------------------------- keep in float
 def test_keep_float_list_of_a_real_exported_model(exported, tmp_path):
-    from prn_edge.build.mixed_precision import fp32_nodes
+    from prn_edge.trt.mixed_precision import fp32_nodes
     from prn_edge.calibrate.quantize import float_by_design, prepare
 
     model = onnx.load(str(exported))

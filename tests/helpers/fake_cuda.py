@@ -8,18 +8,20 @@ touches CUDA. Three layers:
   that device's primary context); work on a stream of another device than the thread's current one fails
   (cudaErrorInvalidResourceHandle). The fake TensorRT enqueues its work here.
 - fake_pycuda(gpu) / fake_cudart(gpu): the `pycuda.driver` and `cuda.bindings.runtime` modules over a FakeGpu,
-  covering what prn_edge.runtime.tensorrt_backend's _PyCuda and _CudaPython call, so their real code runs
-  under those rules (install them in sys.modules).
-- FakeCuda: a stand-in for the host-CUDA helper interface itself (what host_cuda() returns), behaving like a
-  correct helper on device 0; the simple choice for tests of the engine plumbing.
+  covering what prn_edge.trt.cuda_host's PyCuda and CudaPython call, so their real code runs under those
+  rules (use_pycuda / use_cuda_python install them in sys.modules).
+- FakeCuda: a stand-in for the host-CUDA layer itself (what cuda_host.host_cuda() returns), behaving like a
+  correct host on device 0; the simple choice for tests of the engine plumbing (use_host installs it).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import sys
 import threading
 import time
 import types
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -65,6 +67,7 @@ class FakeGpu:
         self._next = 4096
         self._lock = threading.Lock()
         self.captures = self.launches = 0
+        self.pushed: Counter = Counter()  # thread name -> contexts it pushed and has not popped (0: balanced)
 
     # ------------------------------------------------------------------ contexts
     def _stack(self) -> list:
@@ -78,11 +81,13 @@ class FakeGpu:
 
     def push(self, ctx: FakeContext) -> None:
         self._stack().append(ctx)
+        self.pushed[threading.current_thread().name] += 1
 
     def pop(self) -> FakeContext:
         stack = self._stack()
         if not stack:
             raise FakeCudaError("CUDA_ERROR_INVALID_CONTEXT", "cuCtxPopCurrent: no context is current on this thread")
+        self.pushed[threading.current_thread().name] -= 1
         return stack.pop()
 
     def driver_current(self, call: str) -> FakeContext:
@@ -423,9 +428,35 @@ def fake_cudart(gpu: FakeGpu) -> types.ModuleType:
     return rt
 
 
+def use_pycuda(monkeypatch, gpu: FakeGpu) -> types.ModuleType:
+    """The fake pycuda over gpu as `pycuda.driver`, and no cuda-python: cuda_host's "auto" falls back to pycuda."""
+    drv = fake_pycuda(gpu)
+    monkeypatch.setitem(sys.modules, "cuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda", drv.__parent__)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
+    return drv
+
+
+def use_cuda_python(monkeypatch, gpu: FakeGpu) -> types.ModuleType:
+    """The fake cuda-python over gpu as `cuda.bindings.runtime` (cuda_host's first choice)."""
+    rt = fake_cudart(gpu)
+    cuda_pkg, bindings = rt.__parents__
+    monkeypatch.setitem(sys.modules, "cuda", cuda_pkg)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    return rt
+
+
+def use_host(monkeypatch, host) -> None:
+    """`host` (a FakeCuda) as the host CUDA layer of every build and engine (prn_edge.trt.cuda_host.host_cuda)."""
+    from prn_edge.trt import cuda_host
+
+    monkeypatch.setattr(cuda_host, "host_cuda", lambda device=0, api="auto": host)
+
+
 # ---------------------------------------------------------------------------------------------- helper fake
 class FakeCuda:
-    """The host-side CUDA helper interface of prn_edge.runtime.tensorrt_backend (device_info, malloc, streams,
+    """The host CUDA layer interface of prn_edge.trt.cuda_host (device_info, malloc, streams,
     copies, events, graphs), as a correct helper on device 0 of its own FakeGpu (`.gpu`)."""
 
     name = "fake-cuda"

@@ -1,4 +1,4 @@
-"""A FAKE `tensorrt` module for unit tests of prn_edge.build and the TensorRT backend, on machines without
+"""A FAKE `tensorrt` module for unit tests of prn_edge.trt (the builder and the runner), on machines without
 TensorRT or a GPU. It can say no: its API surface is the real one of the version asked for.
 
     trt = make_fake_tensorrt("10.3.0", cuda=FakeCuda())     # or "10.3", "8.5.2", "11.4.1", ...
@@ -27,16 +27,18 @@ Behaviour (only what prn_edge relies on), with the rules real TensorRT enforces:
   GPU memory and hands back a fake calibration cache. In 11.x the INT8/FP16 flags, int8_calibrator and the
   IInt8*Calibrator classes do not exist (the snapshot has none), so touching them fails.
 - execute_async_v3 runs on the calling thread's current CUDA device (fake_cuda.FakeGpu rules): a stream of
-  another device makes it fail (returns False).
+  another device makes it fail (returns False). Each enqueue is recorded as (batch, thread name).
 
 What a test inspects lives under `trt.__fake__` (never part of the real API): `.builds` (one record per
-build_serialized_network: plain snapshots of network and config), `.gpu`, `.cuda`, `.log` (messages the
-fake TensorRT logged), `.surface` (the trt_api.Surface).
+build_serialized_network: plain snapshots of network and config), `.enqueues` ((batch, thread name) of every
+execute_async_v3 that ran), `.gpu`, `.cuda`, `.log` (messages the fake TensorRT logged), `.surface` (the
+trt_api.Surface).
 """
 from __future__ import annotations
 
 import importlib.machinery
 import json
+import threading
 import types
 from typing import Any, Optional
 
@@ -204,7 +206,8 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: Optional[FakeCuda] = No
     major, minor, patch = _version_tuple(version)
     cuda = cuda if cuda is not None else FakeCuda()
     gpu: FakeGpu = cuda.gpu if isinstance(cuda, FakeCuda) else cuda
-    fake = types.SimpleNamespace(builds=[], log=[], gpu=gpu, cuda=cuda, surface=surface, version=version)
+    fake = types.SimpleNamespace(builds=[], enqueues=[], log=[], gpu=gpu, cuda=cuda, surface=surface,
+                                 version=version)
 
     trt = types.ModuleType("tensorrt")
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # libraries probe find_spec("tensorrt")
@@ -587,6 +590,7 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: Optional[FakeCuda] = No
             e = self._engine
             name, shape, np_t, _ = e._t(e._input_name)
             n = self._batch if shape[0] == -1 else shape[0]
+            fake.enqueues.append((n, threading.current_thread().name))
             size = n * int(np.prod(shape[1:])) * np.dtype(np_t).itemsize
             x = gpu.mem[self._addr[name]][:size].view(np_t).reshape((n,) + shape[1:])
             for (oname, *_), value in zip(e._io[1:], e._sess.run(None, {name: x})):

@@ -7,7 +7,6 @@ import zlib
 
 import numpy as np
 import pytest
-import yaml
 
 from prn_edge.errors import ConfigError
 from prn_edge.line import LineConfigError, build_line, line_config, load_line_config
@@ -15,32 +14,19 @@ from prn_edge.line.outputs.csvlog import CsvOptions as CsvOutputConfig
 from prn_edge.line.outputs.modbus import ModbusOptions as ModbusOutputConfig
 from prn_edge.sim.doubles import ScriptedEngine
 from prn_edge.line.outputs import read_decisions
-
-
-
-def write(tmp_path, data) -> str:
-    path = tmp_path / "line.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def base(dataset, **more) -> dict:
-    cfg = {"source": {"kind": "conveyor", "conveyor": {"dataset": str(dataset), "rate_hz": 100, "parts": 30}},
-           "timing": {"deadline_s": 0.08}, "engine": {"path": "model.onnx", "warmup": 1}}
-    cfg.update(more)
-    return cfg
+from tests.helpers.line_configs import conveyor_config, write_config
 
 
 def test_defaults_relative_paths_and_outputs(tmp_path, demo_category):
-    data = base(demo_category, outputs=[{"kind": "csv", "path": "out/d.csv"},
+    data = conveyor_config(demo_category, outputs=[{"kind": "csv", "path": "out/d.csv"},
                                         {"kind": "modbus", "host": "10.0.0.5", "port": 1502, "at": "decision"}])
-    cfg = load_line_config(write(tmp_path, data))
+    cfg = load_line_config(write_config(tmp_path, data))
     assert cfg.engine.path == str(tmp_path / "model.onnx")
     assert isinstance(cfg.outputs[0], CsvOutputConfig) and cfg.outputs[0].path == str(tmp_path / "out/d.csv")
     m = cfg.outputs[1]
     assert isinstance(m, ModbusOutputConfig) and (m.host, m.port, m.at, m.name) == ("10.0.0.5", 1502, "decision",
                                                                                     "modbus")
-    assert isinstance(line_config(base(demo_category)).outputs[0], CsvOutputConfig)  # default output
+    assert isinstance(line_config(conveyor_config(demo_category)).outputs[0], CsvOutputConfig)  # default output
 
 
 @pytest.mark.parametrize("patch, message", [
@@ -57,18 +43,18 @@ def test_defaults_relative_paths_and_outputs(tmp_path, demo_category):
     ({"region": {"tiles": "yes"}}, "region.tiles: expected true or false"),
 ])
 def test_errors_name_the_key_and_the_allowed_values(tmp_path, demo_category, patch, message):
-    data = base(demo_category)
+    data = conveyor_config(demo_category)
     data.update(patch)
     with pytest.raises(LineConfigError, match=message) as e:
-        load_line_config(write(tmp_path, data))
+        load_line_config(write_config(tmp_path, data))
     assert isinstance(e.value, ConfigError)  # the CLI prints ConfigErrors without a traceback
 
 
 def test_timing_and_geometry_errors_come_before_the_line_starts(demo_category):
-    cfg = line_config(base(demo_category, timing={}))
+    cfg = line_config(conveyor_config(demo_category, timing={}))
     with pytest.raises(LineConfigError, match="set deadline_s > 0"):
         build_line(cfg, engine=ScriptedEngine(64, 64))
-    cfg = line_config(base(demo_category))
+    cfg = line_config(conveyor_config(demo_category))
     line = build_line(cfg, engine=ScriptedEngine(256, 256), outputs=[])
     with pytest.raises(LineConfigError, match="model takes 256x256 frames but the camera region is 64x64"):
         line.run()
@@ -77,10 +63,10 @@ def test_timing_and_geometry_errors_come_before_the_line_starts(demo_category):
 
 
 def test_build_line_with_evidence_and_csv(tmp_path, demo_category):
-    data = base(demo_category, outputs=[{"kind": "csv", "path": "d.csv"}, {"kind": "log"}],
+    data = conveyor_config(demo_category, outputs=[{"kind": "csv", "path": "d.csv"}, {"kind": "log"}],
                 monitor={"evidence_dir": "ev", "evidence_quota_mb": 5, "status_line": False},
                 region={"tiles": True, "overlap": 16})
-    cfg = load_line_config(write(tmp_path, data))
+    cfg = load_line_config(write_config(tmp_path, data))
     # about a third of the tiles are "defects" (any tile makes its part a reject)
     engine = ScriptedEngine(32, 32, 3, score_fn=lambda f: float(zlib.crc32(f.tobytes()) % 7 == 0))
     summary = build_line(cfg, engine=engine).run()
@@ -97,11 +83,11 @@ def test_build_line_with_evidence_and_csv(tmp_path, demo_category):
 def test_run_line_with_the_onnx_runtime_engine(tmp_path, demo_category, tiny_onnx):
     from prn_edge.line.cli import run_line
 
-    data = base(demo_category, engine={"path": str(tiny_onnx), "backend": "onnxruntime", "threads": 1, "warmup": 2},
+    data = conveyor_config(demo_category, engine={"path": str(tiny_onnx), "backend": "onnxruntime", "threads": 1, "warmup": 2},
                 outputs=[{"kind": "csv", "path": "d.csv"}], monitor={"status_line": False, "port": 0},
                 timing={"deadline_s": 0.25, "max_batch": 2})
     data["source"]["conveyor"].update(rate_hz=40, parts=24)
-    summary = run_line(write(tmp_path, data), summary_json=tmp_path / "s.json")
+    summary = run_line(write_config(tmp_path, data), summary_json=tmp_path / "s.json")
     assert summary["parts"] == 24 and summary["undecided"] == 0
     assert json.loads((tmp_path / "s.json").read_text())["parts"] == 24
     rows = read_decisions(tmp_path / "d.csv")
@@ -120,13 +106,13 @@ def test_two_cameras_share_the_onnx_runtime_engine_from_the_cli(tmp_path, demo_c
     for i in range(2):
         d = tmp_path / f"cam{i}"
         d.mkdir()
-        data = base(demo_category, engine={"path": str(tiny_onnx), "backend": "onnxruntime", "threads": 1,
+        data = conveyor_config(demo_category, engine={"path": str(tiny_onnx), "backend": "onnxruntime", "threads": 1,
                                            "warmup": 1, "share_wait_s": 0.01},
                     outputs=[{"kind": "csv", "path": "d.csv"}], monitor={"status_line": False},
                     timing={"deadline_s": 0.3})
         data["name"] = f"cam{i}"
         data["source"]["conveyor"].update(rate_hz=30, parts=16, seed=i)
-        paths.append(write(d, data))
+        paths.append(write_config(d, data))
     assert main(["run", "--config", str(paths[0]), "--config", str(paths[1]),
                  "--summary-json", str(tmp_path / "s.json")]) == 0
     summaries = json.loads((tmp_path / "s.json").read_text())
@@ -144,7 +130,7 @@ def test_folder_source_with_line_scan_from_config(tmp_path, demo_category):
                        "linescan": {"enabled": True, "frame_height": 32}},
             "timing": {"deadline_s": 0.1}, "outputs": [{"kind": "csv", "path": "d.csv"}],
             "engine": {"warmup": 1}, "monitor": {"status_line": False}}
-    cfg = load_line_config(write(tmp_path, data))
+    cfg = load_line_config(write_config(tmp_path, data))
     summary = build_line(cfg, engine=ScriptedEngine(32, 64, 3)).run()
     assert summary["parts"] == 22 and summary["undecided"] == 0  # 11 images x 2 halves
     assert len(read_decisions(tmp_path / "d.csv")) == 22
@@ -155,23 +141,23 @@ def test_folder_source_with_line_scan_from_config(tmp_path, demo_category):
                                                ("timing", "heartbeat_s", float("-inf")),
                                                ("decision", "uncertain_band", [0.4, float("nan")])])
 def test_non_finite_numbers_are_refused_in_every_section(tmp_path, demo_category, section, key, value):
-    data = base(demo_category)
+    data = conveyor_config(demo_category)
     data.setdefault(section, {})[key] = value
     with pytest.raises(ConfigError, match=rf"{key}.*finite number"):
-        load_line_config(write(tmp_path, data))
+        load_line_config(write_config(tmp_path, data))
 
 
 def test_list_elements_are_typed(tmp_path, demo_category):
-    data = base(demo_category, decision={"uncertain_band": ["x", "y"]})
+    data = conveyor_config(demo_category, decision={"uncertain_band": ["x", "y"]})
     with pytest.raises(ConfigError, match=r"uncertain_band\[0\]: expected a number, got 'x'"):
-        load_line_config(write(tmp_path, data))
+        load_line_config(write_config(tmp_path, data))
 
 
 def test_metrics_endpoint_beyond_loopback_needs_an_explicit_opt_in(tmp_path, demo_category):
-    data = base(demo_category, monitor={"port": 0, "bind": "0.0.0.0"})
+    data = conveyor_config(demo_category, monitor={"port": 0, "bind": "0.0.0.0"})
     with pytest.raises(LineConfigError, match="monitor.expose: true"):
-        load_line_config(write(tmp_path, data))
+        load_line_config(write_config(tmp_path, data))
     data["monitor"]["expose"] = True
-    assert load_line_config(write(tmp_path, data)).monitor.bind == "0.0.0.0"
+    assert load_line_config(write_config(tmp_path, data)).monitor.bind == "0.0.0.0"
     data["monitor"] = {"port": 0, "bind": "127.0.0.2"}
-    assert load_line_config(write(tmp_path, data)).monitor.bind == "127.0.0.2"
+    assert load_line_config(write_config(tmp_path, data)).monitor.bind == "127.0.0.2"

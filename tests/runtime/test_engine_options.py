@@ -10,7 +10,7 @@ from prn_edge.line import config as line_config
 from prn_edge.runtime import (BACKENDS, Backend, EngineError, EngineOptions, backend_for, backend_names,
                               engine_options, open_engine, register)
 from prn_edge.runtime.onnxruntime_backend import OnnxRuntimeOptions
-from prn_edge.runtime.tensorrt_backend import TensorRTOptions
+from prn_edge.trt.runner import TensorRTOptions
 from prn_edge.runtime.torch_backend import TorchOptions
 from prn_edge.runtime.triton_backend import TritonOptions
 

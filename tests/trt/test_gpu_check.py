@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from prn_edge.artefact import host
-from prn_edge.build import trt_build
-from prn_edge.runtime import tensorrt_backend as tb
+from tests.helpers.fake_cuda import use_host
 from tests.helpers.fake_tensorrt import FakeCuda, make_fake_tensorrt
 from tests.helpers.tools import load_tool
 
@@ -34,15 +33,14 @@ def test_without_tensorrt_exits_2_with_a_clear_message(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_full_run_against_fake_tensorrt(monkeypatch, tmp_path, capsys, build_ckpt):
+def test_full_run_against_fake_tensorrt(monkeypatch, tmp_path, capsys, trt_ckpt):
     cuda = FakeCuda("Fake Orin", "8.7")
     cuda.supports_graphs = False  # a host CUDA API without graphs: the graph benchmark says it is unavailable
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0", cuda=cuda))
-    monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
-    monkeypatch.setattr(trt_build, "host_cuda", lambda device=0: cuda)
+    use_host(monkeypatch, cuda)
     monkeypatch.setattr(host, "NV_TEGRA_RELEASE", tmp_path / "none")
     tool = load_tool("gpu_check")
-    rc = tool.main(["--out", str(tmp_path / "out"), "--checkpoint", str(build_ckpt), "--images", "4", "--calib-images", "8", "--iters", "3",
+    rc = tool.main(["--out", str(tmp_path / "out"), "--checkpoint", str(trt_ckpt), "--images", "4", "--calib-images", "8", "--iters", "3",
                     "--warmup", "1", "--bench-s", "1", "--max-batch", "4"])
     text = capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())

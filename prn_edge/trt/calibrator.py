@@ -1,4 +1,6 @@
-"""Implicit INT8 for TensorRT 8.5-10.x: an entropy calibrator fed from a `prn-edge calibrate` run.
+"""The calibrator step, implicit INT8 for TensorRT 8.5-10.x: an entropy calibrator fed from a `prn-edge calibrate`
+run. The builder takes the run's folder (its manifest and images), never the calibrate package: calibrate sits
+above this one, since it runs engines to measure accuracy.
 
 The run folder (calibration/<run>/) lists its calibration images in manifest.json ("calibration_files": path,
 bytes, sha256 per image; prn_edge.calibrate.dataset.describe_files). The calibrator reads exactly those
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..artefact import RUN_MANIFEST, InputSpec, ManifestError, read_calibration_manifest, sha256_file
 from ..errors import BuildError
+from .profiles import set_calibration_profile
 
 
 def read_calibration_run(run_dir: str | Path) -> dict:
@@ -85,6 +88,40 @@ def calibration_batches(run_dir: str | Path, spec: InputSpec, batch: int) -> lis
 def cache_name(tensorrt_version: str, onnx_sha256: str) -> str:
     major_minor = ".".join(str(tensorrt_version).split(".")[:2])
     return f"tensorrt-{major_minor}-{onnx_sha256[:12]}.calib.cache"
+
+
+def calibration_record(art: Any, target: Any, plan: dict, batch: Any) -> Optional[dict]:
+    """How INT8 got its scales and from which calibration run, for the manifest (None without a run)."""
+    if plan["int8"] == "implicit":
+        info = {"mode": "implicit_entropy2", "cache": cache_name(target.version, art.sha256),
+                "batch": batch.calibration}
+    elif art.run_dir is not None:
+        info = {"mode": "explicit_qdq" if art.qdq else "recorded"}
+    else:
+        return None
+    run_manifest = read_calibration_run(art.run_dir)
+    info.update({"run": str(art.run_dir.resolve()), "name": art.run_dir.name,
+                 "manifest_sha256": sha256_file(art.run_dir / RUN_MANIFEST),
+                 "images": len(run_manifest.get("calibration_files", [])), "passed": run_manifest.get("passed")})
+    return info
+
+
+def implicit_calibrator(trt: Any, builder: Any, config: Any, req: Any, art: Any, target: Any, net: Any, batch: Any,
+                        cache: Path) -> Any:
+    """Implicit INT8 (8.5 .. 10.x): the entropy calibrator in the config, fed from the calibration run's images
+    unless TensorRT's cache for this version and ONNX is there already."""
+    batches = None
+    if cache.is_file():
+        req.log(f"implicit INT8: reusing calibration cache {cache}")
+    else:
+        batches = calibration_batches(art.run_dir, art.spec, batch.calibration)
+        req.log(f"implicit INT8: {len(batches)} batches of {batch.calibration} from calibration run "
+                f"{art.run_dir.name}")
+    calibrator = make_entropy_calibrator(trt, batches=batches, batch_size=batch.calibration, cache_path=cache,
+                                         cuda=target.cuda, log=req.log)
+    config.int8_calibrator = calibrator
+    set_calibration_profile(builder, config, net, batch)
+    return calibrator
 
 
 def make_entropy_calibrator(trt: Any, *, batches: Optional[Sequence[np.ndarray]], batch_size: int,

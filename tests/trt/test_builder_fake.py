@@ -1,4 +1,4 @@
-"""prn_edge.build against a FAKE tensorrt module (tests/helpers/fake_tensorrt.py) per version family:
+"""prn_edge.trt's builder against a FAKE tensorrt module (tests/helpers/fake_tensorrt.py) per version family:
 8.5 (JetPack 5.1), 10.3 (JetPack 6.1/6.2) and 11.x (strongly typed). No TensorRT, CUDA or GPU is used."""
 import json
 import os
@@ -10,11 +10,13 @@ import onnx
 import pytest
 
 from prn_edge.artefact import decode_metadata, host, read_metadata, sha256_file
-from prn_edge.build import BuildError, build_engine, plan_precision, trt_build
-from prn_edge.build.calibrator import cache_name, calibration_batches
+from prn_edge.trt import BuildError, build_engine, cuda_host, plan_precision, serialize
+from prn_edge.trt.calibrator import cache_name, calibration_batches
+from prn_edge.trt.compatibility import check_manifest
 from prn_edge.data.images import read_image
 from prn_edge.runtime import EngineError
-from prn_edge.runtime import tensorrt_backend as tb
+from prn_edge.trt.runner import read_manifest
+from tests.helpers.fake_cuda import use_host
 from tests.helpers.fake_tensorrt import FakeCuda, engine_onnx, make_fake_tensorrt
 
 
@@ -31,7 +33,7 @@ def install(monkeypatch, tmp_path):
         cuda = FakeCuda(gpu, cc)
         trt = make_fake_tensorrt(version, cuda=cuda, **kw)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(trt_build, "host_cuda", lambda device=0: cuda)
+        use_host(monkeypatch, cuda)
         return trt
 
     return _install
@@ -55,10 +57,10 @@ def test_without_tensorrt_a_clear_error_before_anything_is_written(monkeypatch, 
 def test_tensorrt_without_gpu_is_a_clear_error(monkeypatch, onnx_models, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0"))
 
-    def no_cuda(device=0):
+    def no_cuda(device=0, api="auto"):
         raise EngineError("no host-side CUDA API for TensorRT: install cuda-python")
 
-    monkeypatch.setattr(trt_build, "host_cuda", no_cuda)
+    monkeypatch.setattr(cuda_host, "host_cuda", no_cuda)
     with pytest.raises(BuildError, match=r"TensorRT 10\.3\.0 is installed but no usable GPU/CUDA.*cuda-python"):
         build_engine(onnx_models["dyn"], tmp_path / "engines" / "m.engine", log=quiet)
     assert not (tmp_path / "engines").exists()
@@ -132,7 +134,7 @@ def test_fp32_build_writes_engine_and_manifest(install, onnx_models, tmp_path, v
     assert net.flags == (1 if version.startswith("8.") else 0)  # EXPLICIT_BATCH bit only on 8.x
     assert cfg.profiles[0].shapes["image"] == ((1, 3, 64, 64), (4, 3, 64, 64), (8, 3, 64, 64))
 
-    manifest = tb.read_manifest(out)
+    manifest = read_manifest(out)
     meta = read_metadata(onnx_models["dyn"])
     assert manifest["tensorrt_version"] == version and manifest["precision"] == "fp32"
     assert manifest["gpu_name"] == "Fake Orin" and manifest["compute_capability"] == "8.7"
@@ -146,11 +148,11 @@ def test_fp32_build_writes_engine_and_manifest(install, onnx_models, tmp_path, v
     assert manifest["l4t"] is None and manifest["calibration"] is None
     # the runtime accepts it on this (fake) device and refuses it elsewhere
     here = {"tensorrt_version": version, "compute_capability": "8.7", "gpu_name": "Fake Orin"}
-    assert tb.check_manifest(manifest, here, out) == []
+    assert check_manifest(manifest, here, out) == []
     with pytest.raises(EngineError, match=r"compute capability 8\.7.*has 7\.2"):
-        tb.check_manifest(manifest, dict(here, compute_capability="7.2", gpu_name="Fake Xavier"), out)
+        check_manifest(manifest, dict(here, compute_capability="7.2", gpu_name="Fake Xavier"), out)
     with pytest.raises(EngineError, match="only load in the TensorRT version that built them"):
-        tb.check_manifest(manifest, dict(here, tensorrt_version="12.0.0"), out)
+        check_manifest(manifest, dict(here, tensorrt_version="12.0.0"), out)
     # the manifest carries the ONNX's metadata, which the runtime decodes for the input spec
     assert manifest["metadata"] == {p.key: p.value for p in onnx.load(str(onnx_models["dyn"])).metadata_props}
     assert summary["max_batch"] == 8 and summary["precision_detail"] == "fp32"
@@ -168,7 +170,7 @@ def test_fp16_weakly_typed_sets_the_flag_and_pins_sensitive_layers(install, onnx
             "/ReduceMean", "/decoder/out/Conv", "/msa.1/Softmax"} <= pinned
     assert "/encoder/stages.0/stages.0.0/Conv" not in pinned and "/fusion/Concat" not in pinned
     assert engine_onnx(out.read_bytes()).graph.node[0].op_type == "Sub"  # the FP32 ONNX went in unchanged
-    assert tb.read_manifest(out)["fp32_pinned_layers"] == len(pinned)
+    assert read_manifest(out)["fp32_pinned_layers"] == len(pinned)
 
 
 def test_fp16_on_tensorrt_11_converts_the_onnx_and_touches_no_removed_api(install, onnx_models, tmp_path):
@@ -182,7 +184,7 @@ def test_fp16_on_tensorrt_11_converts_the_onnx_and_touches_no_removed_api(instal
     assert sum(n.op_type == "Cast" for n in parsed.graph.node) >= 2
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in parsed.graph.initializer)
     assert parsed.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O types kept
-    manifest = tb.read_manifest(out)
+    manifest = read_manifest(out)
     assert manifest["strongly_typed"] and "mixed fp16" in manifest["precision_detail"]
     assert manifest["built_onnx_sha256"] != manifest["onnx_sha256"]
     assert summary["mixed_fp16"]["fp16_nodes"] > 0
@@ -211,7 +213,7 @@ def test_int8_from_qdq_onnx(install, onnx_models, tmp_path, version, flags):
     out = tmp_path / "engines" / "int8.engine"
     build_engine(onnx_models["qdq"], out, precision="int8", log=quiet)
     assert trt.__fake__.builds[-1]["flags"] == flags
-    m = tb.read_manifest(out)
+    m = read_manifest(out)
     assert m["precision"] == "int8" and "Q/DQ" in m["precision_detail"] and m["max_batch"] == 1
 
 
@@ -227,7 +229,7 @@ def test_calibration_run_is_recorded_and_found_beside_its_model(install, onnx_mo
     qdq.write_bytes(onnx_models["qdq"].read_bytes())
     out = tmp_path / "engines" / "int8.engine"
     build_engine(qdq, out, precision="int8", log=quiet)  # no calibration= given: found beside the model
-    cal = tb.read_manifest(out)["calibration"]
+    cal = read_manifest(out)["calibration"]
     assert cal["mode"] == "explicit_qdq" and cal["name"] == "run1" and cal["images"] == 6 and cal["passed"] is True
     assert cal["manifest_sha256"] == sha256_file(calib_run / "manifest.json")
 
@@ -253,7 +255,7 @@ def test_implicit_int8_calibrator_feeds_the_runs_images_as_model_input(install, 
     # TensorRT's cache is saved in the run folder after the engine; the manifest says how INT8 was calibrated
     cache = calib_run / cache_name("10.3.0", sha256_file(onnx_models["dyn"]))
     assert cache.read_bytes() == b"FAKE-CALIBRATION-CACHE"
-    cal = tb.read_manifest(out)["calibration"]
+    cal = read_manifest(out)["calibration"]
     assert cal["mode"] == "implicit_entropy2" and cal["batches_used"] == 3 and not cal["cache_reused"]
     assert summary["precision_detail"] == "int8 entropy-calibrated + fp32"
     assert trt.__fake__.gpu.mem == {}  # the calibrator freed its device buffer
@@ -265,7 +267,7 @@ def test_implicit_int8_calibrator_feeds_the_runs_images_as_model_input(install, 
                  batch_profile=(1, 2, 4), log=quiet)
     assert trt.__fake__.builds[-1]["calibration_cache_read"] == b"FAKE-CALIBRATION-CACHE"
     assert trt.__fake__.builds[-1]["calibration_batches"] == []
-    assert tb.read_manifest(out)["calibration"]["cache_reused"] is True
+    assert read_manifest(out)["calibration"]["cache_reused"] is True
 
 
 def test_implicit_int8_uint8_frames_on_jetpack5(install, onnx_models, tmp_path, calib_run):
@@ -297,10 +299,10 @@ def test_a_non_square_model_builds_profiles_of_its_shapes(install, tmp_path, cal
     rec = trt.__fake__.builds[-1]
     assert rec["config"].profiles[0].shapes["image"] == ((1, 3, 64, 128), (2, 3, 64, 128), (4, 3, 64, 128))
     assert all(b.shape == (2, 3, 64, 128) for b in rec["calibration_batches"])
-    assert tb.read_manifest(tmp_path / "e" / "float.engine")["input"]["shape"] == [-1, 3, 64, 128]
+    assert read_manifest(tmp_path / "e" / "float.engine")["input"]["shape"] == [-1, 3, 64, 128]
     build_engine(tmp_path / "cam.onnx", tmp_path / "e" / "cam.engine", batch_profile=(1, 2, 4), log=quiet)
     assert trt.__fake__.builds[-1]["config"].profiles[0].shapes["frames"][2] == (4, 90, 170, 3)
-    manifest = tb.read_manifest(tmp_path / "e" / "cam.engine")
+    manifest = read_manifest(tmp_path / "e" / "cam.engine")
     spec = decode_metadata(manifest["metadata"], "manifest")["input_spec"]
     assert spec.model_hw == (64, 128) and (spec.height, spec.width) == (90, 170)
 
@@ -333,7 +335,7 @@ def test_dla_on_tensorrt_10(install, onnx_models, tmp_path):
     cfg = trt.__fake__.builds[-1]["config"]
     assert cfg.default_device_type == "DLA" and cfg.DLA_core == 1 and "GPU_FALLBACK" in cfg.flags
     assert cfg.profiles[0].shapes["image"] == ((4, 3, 64, 64),) * 3
-    assert tb.read_manifest(out)["dla_core"] == 1
+    assert read_manifest(out)["dla_core"] == 1
     build_engine(onnx_models["u8"], out, precision="fp16", dla_core=0, log=quiet)  # a static-batch export
     with pytest.raises(BuildError, match="DLA runs FP16 and INT8 layers only"):
         build_engine(onnx_models["dyn"], out, precision="fp32", dla_core=0, log=quiet)
@@ -352,7 +354,7 @@ def test_dla_without_a_batch_profile_builds_static_shapes_or_says_so(install, on
     except BuildError as e:  # refusing is right too, if it says what to do
         assert "DLA" in str(e) and "batch_profile" in str(e), e
         return
-    profile = tb.read_manifest(out)["batch_profile"]
+    profile = read_manifest(out)["batch_profile"]
     assert profile[0] == profile[1] == profile[2]
 
 
@@ -373,14 +375,14 @@ def test_version_and_hardware_compatibility(install, onnx_models, tmp_path):
     build_engine(onnx_models["dyn"], out, version_compatible=True, hardware_compat="ampere_plus", log=quiet)
     cfg = trt.__fake__.builds[-1]["config"]
     assert "VERSION_COMPATIBLE" in cfg.flags and cfg.hardware_compatibility_level == "AMPERE_PLUS"
-    m = tb.read_manifest(out)
+    m = read_manifest(out)
     assert m["version_compatible"] and m["hardware_compatibility"] == "ampere_plus"
     # the runtime rules: a newer 10.x and another Ampere+ GPU load it; TensorRT 11 does not
     other = {"tensorrt_version": "10.8.0", "compute_capability": "8.9", "gpu_name": "Fake L4"}
-    warnings = tb.check_manifest(m, other, out)  # loads; only the other-GPU-model warning
+    warnings = check_manifest(m, other, out)  # loads; only the other-GPU-model warning
     assert len(warnings) == 1 and "Fake A10" in warnings[0]
     with pytest.raises(EngineError):
-        tb.check_manifest(m, dict(other, tensorrt_version="11.0.0"), out)
+        check_manifest(m, dict(other, tensorrt_version="11.0.0"), out)
 
     install("10.3.0", cc="7.5", gpu="Fake T4")
     with pytest.raises(BuildError, match="must be built on an Ampere or newer GPU"):
@@ -425,7 +427,7 @@ def test_static_batch_onnx(install, onnx_models, tmp_path):
     out = tmp_path / "e" / "u8.engine"
     build_engine(onnx_models["u8"], out, log=quiet)
     assert trt.__fake__.builds[-1]["config"].profiles == []
-    m = tb.read_manifest(out)
+    m = read_manifest(out)
     assert m["max_batch"] == 2 and m["batch_profile"] is None and m["input"]["format"] == "uint8"
     with pytest.raises(BuildError, match="fixed batch of 2.*dynamic-batch export"):
         build_engine(onnx_models["u8"], out, batch_profile=(1, 2, 4), log=quiet)
@@ -442,7 +444,7 @@ def test_jetson_release_is_recorded(install, onnx_models, tmp_path, monkeypatch)
     monkeypatch.setattr(host, "DPKG_STATUS", status)
     out = tmp_path / "e" / "j.engine"
     build_engine(onnx_models["dyn"], out, workspace_mb=256, log=quiet)
-    m = tb.read_manifest(out)
+    m = read_manifest(out)
     assert m["l4t"] == "35.3.1" and m["jetpack"] == "5.1.1-b56"
     assert host.parse_nv_tegra_release("# R36 (release), REVISION: 4.3, GCID: 1") == "36.4.3"
     assert host.parse_nv_tegra_release("garbage") is None
@@ -476,7 +478,7 @@ def test_failure_while_writing_leaves_neither_engine_nor_manifest(install, onnx_
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(trt_build.os, "replace", flaky_replace)
+    monkeypatch.setattr(serialize.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="disk full"):
         build_engine(onnx_models["dyn"], engines / "m.engine", log=quiet)
     assert len(calls) == 2 and not engines.exists()

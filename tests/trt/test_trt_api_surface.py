@@ -1,24 +1,25 @@
 """Every TensorRT name our TensorRT code touches exists in every TensorRT version we claim for that code path.
 
-The code is read with `ast` (nothing is run), in prn_edge/runtime/tensorrt_backend.py, prn_edge/build/
-trt_build.py, prn_edge/build/calibrator.py, prn_edge/build/__init__.py and tools/gpu_check; the names are
+The code is read with `ast` (nothing is run), in every module of prn_edge/trt and tools/gpu_check; the names are
 looked up in the snapshots of the real API (tests/helpers/trt_api, made by tools/trt_api_snapshot.py).
 
 What the walk follows (its inference limits):
-- the module: `import tensorrt [as trt]`, a call of `_import_tensorrt(...)`, a parameter named `trt`,
+- the module: `import tensorrt [as trt]`, a call of `[_]import_tensorrt(...)`, a parameter named `trt`,
   `x or y` of those, and `self.<attr>` assigned one of them anywhere in the class;
 - objects: `trt.Class(...)` makes a Class; a method call or property read on a known class gives the type
   pybind11 declares for it (return types from the snapshot signatures: builder.create_builder_config() is an
   IBuilderConfig, network.get_input(0) an ITensor, ...); local names and `self.<attr>` keep the type of what
   they were assigned; parameters are typed by name only where PARAMETERS says so;
 - dynamic names: `getattr(trt.BuilderFlag, name)` takes the names the code can pass (DYNAMIC: the strings given
-  to set_flag(...) and appended to plan["flags"]; the HARDWARE_COMPAT constant), so they are derived from the
-  code, not listed by hand;
+  to set_flag(...) anywhere and appended to plan["flags"]; the HARDWARE_COMPAT constant), so they are derived
+  from the code, not listed by hand;
 - guards: an access inside `if hasattr(x, "n")` needs "n" there (and its `else:` needs it absent); a
   `getattr(x, "n", default)` needs nothing.
 Not followed: values passed through containers or other modules, attributes of our own calibrator subclass,
-dunder names (trt.__version__), and flow-sensitive version checks (`if major < 10:`, an earlier `raise` for old
-versions): those are the explicit per-name expectations in REACHED, each quoting the code that decides it.
+dunder names (trt.__version__), and flow-sensitive checks (`if target.caps.explicit_batch_flag:`, an earlier
+`raise` for versions without a feature): those are the per-name expectations in REACHED, each read from the
+capability table the code asks (prn_edge/trt/capability.py, itself checked against the snapshots in
+test_capability.py) and quoting the code that decides it.
 """
 from __future__ import annotations
 
@@ -29,17 +30,17 @@ from typing import Callable, Optional
 
 import pytest
 
+from prn_edge.trt.capability import capabilities
 from tests.helpers import trt_api
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = ["prn_edge/runtime/tensorrt_backend.py", "prn_edge/build/trt_build.py", "prn_edge/build/calibrator.py",
-         "prn_edge/build/__init__.py", "tools/gpu_check"]
+FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "prn_edge" / "trt").glob("*.py")) + ["tools/gpu_check"]
 CLAIMED = trt_api.FAMILIES  # 8.5 (JetPack 5.1), 8.6, 10.3 (JetPack 6), the latest 10.x and 11.x on the index
 MODULE = "<tensorrt>"
-# parameter name -> type, where a function takes the object from its caller (trt_build's steps, _profile_batches)
+# parameter name -> type, where a function takes the object from its caller (the builder's steps, _profile_batches)
 PARAMETERS = {"network": "INetworkDefinition", "engine": "ICudaEngine", "builder": "Builder",
               "config": "IBuilderConfig"}
-IMPORTERS = {"_import_tensorrt"}
+IMPORTERS = {"_import_tensorrt", "import_tensorrt"}
 
 
 def newest_returns(cls: str, member: str) -> Optional[str]:
@@ -248,8 +249,8 @@ def walk(path: str) -> Walker:
 
 # ---------------------------------------------------------------------------------------------- dynamic names
 def _strings_passed_to(tree, func: str) -> set[str]:
-    return {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
-            and c.func.id == func and c.args and isinstance(c.args[0], ast.Constant)}
+    return {a.value for c in ast.walk(tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+            and c.func.id == func for a in c.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
 
 
 def _plan_flags(tree) -> set[str]:
@@ -264,11 +265,11 @@ def _plan_flags(tree) -> set[str]:
 
 def dynamic_names(owner: str, site: str) -> set[str]:
     path = site.rsplit(":", 1)[0]
-    tree = ast.parse((ROOT / path).read_text())
-    if owner == "BuilderFlag" and path.endswith("trt_build.py"):
-        return _strings_passed_to(tree, "set_flag") | _plan_flags(tree)
-    if owner == "HardwareCompatibilityLevel" and path.endswith("trt_build.py"):
-        from prn_edge.build.trt_build import HARDWARE_COMPAT
+    if owner == "BuilderFlag" and path.endswith("trt/builder_config.py"):  # set_flag: every caller's names
+        trees = [ast.parse((ROOT / f).read_text()) for f in FILES]
+        return set().union(*(_strings_passed_to(t, "set_flag") | _plan_flags(t) for t in trees))
+    if owner == "HardwareCompatibilityLevel" and path.endswith("trt/compatibility.py"):
+        from prn_edge.trt.request import HARDWARE_COMPAT
         return {h.upper() for h in HARDWARE_COMPAT if h != "none"}
     raise AssertionError(f"{site}: getattr(trt.{owner}, <expression>) with no rule in dynamic_names(): say which "
                          "names the expression can take")
@@ -280,44 +281,54 @@ def version(family: str) -> tuple[int, int, int]:
     return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
 
 
+def caps(v):
+    return capabilities(".".join(map(str, v)))
+
+
 def weak(v) -> bool:
-    return v[0] <= 10
+    return caps(v).precision_flags
 
 
-def from_8_6(v) -> bool:
-    return v[:2] >= (8, 6)
+def implicit_int8(v) -> bool:
+    return caps(v).implicit_int8
 
 
-def has_same_compute_capability(v) -> bool:
-    return v[:2] >= (10, 9)
+def version_compatible(v) -> bool:
+    return caps(v).version_compatible
+
+
+def level(name: str) -> Callable:
+    return lambda v: name in caps(v).hardware_levels
 
 
 def dla(v) -> bool:
-    return not (v[0] >= 11 and v[1:] < (4, 1))
+    return caps(v).dla
 
 
 # name -> (versions where the code reaches it, the code that decides). Every other name: all claimed versions.
 REACHED: dict[str, tuple[Callable, str]] = {
-    "NetworkDefinitionCreationFlag.EXPLICIT_BATCH": (lambda v: v[0] < 10, "trt_build: `if major < 10:`"),
-    "BuilderFlag.FP16": (weak, "plan_precision: precision flags only when not strongly typed (major <= 10)"),
-    "BuilderFlag.INT8": (weak, "plan_precision: precision flags only when not strongly typed (major <= 10)"),
-    "BuilderFlag.PREFER_PRECISION_CONSTRAINTS": (weak, "trt_build: `if plan['fp32_constraints']` (weak only)"),
-    "BuilderFlag.VERSION_COMPATIBLE": (from_8_6, "trt_build: version_compatible raises before 8.6"),
-    "BuilderFlag.GPU_FALLBACK": (dla, "trt_build: dla_core raises on 11.0-11.4.0"),
-    "DeviceType.DLA": (dla, "trt_build: dla_core raises on 11.0-11.4.0"),
-    "IBuilderConfig.default_device_type": (dla, "trt_build: dla_core raises on 11.0-11.4.0"),
-    "IBuilderConfig.DLA_core": (dla, "trt_build: dla_core raises on 11.0-11.4.0"),
-    "HardwareCompatibilityLevel": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
-    "HardwareCompatibilityLevel.AMPERE_PLUS": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
+    "NetworkDefinitionCreationFlag.EXPLICIT_BATCH": (lambda v: caps(v).explicit_batch_flag,
+                                                     "network.parse_network: `if target.caps.explicit_batch_flag:`"),
+    "BuilderFlag.FP16": (weak, "precision.plan_precision: precision flags only when not strongly typed"),
+    "BuilderFlag.INT8": (weak, "precision.plan_precision: precision flags only when not strongly typed"),
+    "BuilderFlag.PREFER_PRECISION_CONSTRAINTS": (weak, "precision.set_precision: only with plan['fp32_constraints'] "
+                                                       "(weakly typed only)"),
+    "BuilderFlag.VERSION_COMPATIBLE": (version_compatible, "compatibility.check_portability raises without it"),
+    "Runtime.engine_host_code_allowed": (version_compatible, "runner._load: `capabilities(...).version_compatible`"),
+    "BuilderFlag.GPU_FALLBACK": (dla, "target.open_target: dla_core raises without capability dla"),
+    "DeviceType.DLA": (dla, "target.open_target: dla_core raises without capability dla"),
+    "IBuilderConfig.default_device_type": (dla, "target.open_target: dla_core raises without capability dla"),
+    "IBuilderConfig.DLA_core": (dla, "target.open_target: dla_core raises without capability dla"),
+    "HardwareCompatibilityLevel": (level("ampere_plus"), "compatibility.check_portability raises without levels"),
+    "HardwareCompatibilityLevel.AMPERE_PLUS": (level("ampere_plus"), "compatibility.check_portability"),
     "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY": (
-        has_same_compute_capability,
-        "trt_build: same_compute_capability raises unless HardwareCompatibilityLevel has it (10.9+)"),
-    "IBuilderConfig.hardware_compatibility_level": (from_8_6, "trt_build: hardware_compat raises before 8.6"),
-    "IInt8EntropyCalibrator2": (weak, "plan_precision refuses implicit_int8 on 11+; only then is the calibrator made"),
-    "IBuilderConfig.int8_calibrator": (weak, "trt_build: `if plan['int8'] == 'implicit'` (weak only)"),
-    "IBuilderConfig.set_calibration_profile": (weak, "trt_build: `if plan['int8'] == 'implicit'` (weak only)"),
-    # _pin_fp32_layers runs only `if plan["fp32_constraints"]`, which plan_precision sets on 8.5-10.x only
-    **{n: (weak, "trt_build._pin_fp32_layers: only with plan['fp32_constraints'] (weak only)") for n in (
+        level("same_compute_capability"), "compatibility.check_portability: a level not in caps.hardware_levels raises"),
+    "IBuilderConfig.hardware_compatibility_level": (level("ampere_plus"), "compatibility.check_portability"),
+    "IInt8EntropyCalibrator2": (implicit_int8, "plan_precision refuses implicit_int8 without the capability"),
+    "IBuilderConfig.int8_calibrator": (implicit_int8, "builder: `if plan['int8'] == 'implicit'`"),
+    "IBuilderConfig.set_calibration_profile": (implicit_int8, "builder: `if plan['int8'] == 'implicit'`"),
+    # _pin_fp32_layers runs only `if plan["fp32_constraints"]`, which plan_precision sets on weakly typed only
+    **{n: (weak, "precision._pin_fp32_layers: only with plan['fp32_constraints'] (weakly typed only)") for n in (
         "ILayer.precision", "ILayer.set_output_type", "ILayer.num_outputs", "ILayer.get_output", "ILayer.name",
         "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ITensor.dtype", "float32")},
 }
@@ -362,7 +373,7 @@ def test_the_walk_finds_what_the_code_uses():
     # a sample from each file and each kind of inference, so a walk that silently finds nothing fails here
     assert {"Builder", "Builder.create_builder_config", "IBuilderConfig.set_memory_pool_limit", "MemoryPoolType.WORKSPACE",
             "INetworkDefinition.get_input", "ITensor.shape", "OnnxParser.get_error", "ITimingCache.serialize",
-            "IOptimizationProfile.set_shape", "Builder.build_serialized_network"} <= names  # trt_build
+            "IOptimizationProfile.set_shape", "Builder.build_serialized_network"} <= names  # the builder steps
     assert {"Runtime", "Runtime.deserialize_cuda_engine", "ICudaEngine.create_execution_context",
             "IExecutionContext.execute_async_v3", "IExecutionContext.set_tensor_address", "nptype",
             "ICudaEngine.get_tensor_profile_shape", "ICudaEngine.get_profile_shape", "Logger.WARNING"} <= names

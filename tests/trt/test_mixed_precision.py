@@ -4,7 +4,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from prn_edge.build.mixed_precision import MixedPrecisionError, fp32_nodes, has_qdq, to_mixed_fp16
+from prn_edge.trt.mixed_precision import MixedPrecisionError, fp32_nodes, has_qdq, to_mixed_fp16
 from prn_edge.export.lint import check_tensorrt_compatible
 from prn_edge.artefact import read_metadata
 from prn_edge.runtime import open_engine

@@ -7,12 +7,13 @@ import numpy as np
 import onnx
 import pytest
 
-from prn_edge.artefact import sha256_file
+from prn_edge.artefact import engine_manifest_path, make_engine_manifest, sha256_file
 from prn_edge.export.onnx_export import export_onnx
 from prn_edge.runtime import EngineError, open_engine
-from prn_edge.runtime import tensorrt_backend as tb
 from prn_edge.runtime.preprocess import rgb_to_frames
-from tests.helpers.fake_cuda import FakeCuda
+from prn_edge.trt import runner as tb
+from prn_edge.trt.compatibility import check_manifest
+from tests.helpers.fake_cuda import FakeCuda, use_host
 from tests.helpers.fake_tensorrt import make_fake_tensorrt, serialize_engine
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -25,46 +26,46 @@ def _manifest(**over):
     base = dict(tensorrt_version="10.3.0", compute_capability="8.7", gpu_name="Fake Orin", onnx_metadata={},
                 onnx_sha256="a" * 64, engine_sha256="b" * 64)
     base.update(over)
-    return tb.make_manifest(**base)
+    return make_engine_manifest(**base)
 
 
 # ---------------------------------------------------------------------------------------------- manifest rules
 def test_manifest_matching_host_is_accepted():
-    assert tb.check_manifest(_manifest(), FAKE_CURRENT_DEVICE, "m.engine") == []
+    assert check_manifest(_manifest(), FAKE_CURRENT_DEVICE, "m.engine") == []
     # a patch-level suffix (10.3.0.30) is the same release
-    assert tb.check_manifest(_manifest(tensorrt_version="10.3.0.30"), FAKE_CURRENT_DEVICE, "m.engine") == []
+    assert check_manifest(_manifest(tensorrt_version="10.3.0.30"), FAKE_CURRENT_DEVICE, "m.engine") == []
 
 
 def test_manifest_for_another_tensorrt_is_refused_with_rebuild_advice():
     with pytest.raises(EngineError, match=r"m\.engine was built with TensorRT 8\.5\.2 but this host has TensorRT "
                                           r"10\.3\.0.*rebuild it"):
-        tb.check_manifest(_manifest(tensorrt_version="8.5.2"), FAKE_CURRENT_DEVICE, "m.engine")
+        check_manifest(_manifest(tensorrt_version="8.5.2"), FAKE_CURRENT_DEVICE, "m.engine")
     with pytest.raises(EngineError, match="10.4.0"):
-        tb.check_manifest(_manifest(tensorrt_version="10.4.0"), FAKE_CURRENT_DEVICE, "m.engine")
+        check_manifest(_manifest(tensorrt_version="10.4.0"), FAKE_CURRENT_DEVICE, "m.engine")
     # version-compatible engines: same major, host not older
-    assert tb.check_manifest(_manifest(tensorrt_version="10.1.0", version_compatible=True), FAKE_CURRENT_DEVICE,
+    assert check_manifest(_manifest(tensorrt_version="10.1.0", version_compatible=True), FAKE_CURRENT_DEVICE,
                              "m.engine") == []
     with pytest.raises(EngineError, match="version-compatible"):
-        tb.check_manifest(_manifest(tensorrt_version="10.5.0", version_compatible=True), FAKE_CURRENT_DEVICE, "m")
+        check_manifest(_manifest(tensorrt_version="10.5.0", version_compatible=True), FAKE_CURRENT_DEVICE, "m")
     with pytest.raises(EngineError, match="version-compatible"):
-        tb.check_manifest(_manifest(tensorrt_version="11.0.0", version_compatible=True), FAKE_CURRENT_DEVICE, "m")
+        check_manifest(_manifest(tensorrt_version="11.0.0", version_compatible=True), FAKE_CURRENT_DEVICE, "m")
 
 
 def test_manifest_for_another_gpu_is_refused():
     with pytest.raises(EngineError, match=r"compute capability 7\.2 \(Xavier\).*has 8\.7.*rebuild"):
-        tb.check_manifest(_manifest(compute_capability="7.2", gpu_name="Xavier"), FAKE_CURRENT_DEVICE, "m.engine")
+        check_manifest(_manifest(compute_capability="7.2", gpu_name="Xavier"), FAKE_CURRENT_DEVICE, "m.engine")
     # hardware compatibility ampere_plus: any GPU >= 8.0
-    assert tb.check_manifest(_manifest(compute_capability="8.6", hardware_compatibility="ampere_plus"),
+    assert check_manifest(_manifest(compute_capability="8.6", hardware_compatibility="ampere_plus"),
                              FAKE_CURRENT_DEVICE, "m.engine") == []
     turing = dict(FAKE_CURRENT_DEVICE, compute_capability="7.5", gpu_name="Fake T4")
     with pytest.raises(EngineError, match="ampere_plus"):
-        tb.check_manifest(_manifest(hardware_compatibility="ampere_plus"), turing, "m.engine")
+        check_manifest(_manifest(hardware_compatibility="ampere_plus"), turing, "m.engine")
     # same capability, other GPU model: loads, with a warning
-    warnings = tb.check_manifest(_manifest(gpu_name="Fake AGX Orin"), dict(FAKE_CURRENT_DEVICE, gpu_name="Fake NX"),
+    warnings = check_manifest(_manifest(gpu_name="Fake AGX Orin"), dict(FAKE_CURRENT_DEVICE, gpu_name="Fake NX"),
                                  "m.engine")
     assert len(warnings) == 1 and "Fake AGX Orin" in warnings[0]
     with pytest.raises(EngineError, match="unknown"):
-        tb.check_manifest(_manifest(compute_capability=""), FAKE_CURRENT_DEVICE, "m.engine")
+        check_manifest(_manifest(compute_capability=""), FAKE_CURRENT_DEVICE, "m.engine")
 
 
 def test_read_manifest_errors(tmp_path):
@@ -83,19 +84,19 @@ def test_read_manifest_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def engine_dir(tiny_ckpt_rt, tmp_path_factory):
+def engine_dir(trt_ckpt, tmp_path_factory):
     """ONNX artefacts, and engines for the fake TensorRT (a header with the batch profile, then the ONNX)."""
     d = tmp_path_factory.mktemp("trt")
     out = {}
     for name, kw in {"dyn": dict(batch=None, input_format="uint8", channel_order="bgr"),
                      "float2": dict(batch=2)}.items():
         onnx_path = d / f"{name}.onnx"
-        export_onnx(tiny_ckpt_rt, onnx_path, **kw)
+        export_onnx(trt_ckpt, onnx_path, **kw)
         engine = d / f"{name}.engine"
         engine.write_bytes(serialize_engine(onnx_path.read_bytes(), [1, 2, 4] if kw["batch"] is None else None))
         props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
         manifest = _manifest(onnx_metadata=props, onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_file(engine))
-        tb.manifest_path(engine).write_text(json.dumps(manifest))
+        engine_manifest_path(engine).write_text(json.dumps(manifest))
         out[name] = (onnx_path, engine)
     return out
 
@@ -113,16 +114,16 @@ def fake_trt(monkeypatch):
     cuda = FakeCuda(FAKE_CURRENT_DEVICE["gpu_name"], FAKE_CURRENT_DEVICE["compute_capability"])
     trt = make_fake_tensorrt(FAKE_CURRENT_DEVICE["tensorrt_version"], cuda=cuda)
     monkeypatch.setattr(tb, "_import_tensorrt", lambda path: trt)
-    monkeypatch.setattr(tb, "host_cuda", lambda device=0: cuda)
+    use_host(monkeypatch, cuda)
     return trt, cuda
 
 
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_tensorrt_plumbing_against_fakes(fake_trt, engine_dir, photos_rt, cuda_graph):
+def test_tensorrt_plumbing_against_fakes(fake_trt, engine_dir, photos, cuda_graph):
     _, cuda = fake_trt
     onnx_path, engine_path = engine_dir["dyn"]
     with open_engine(onnx_path, threads=1) as ref:
-        frames = rgb_to_frames(photos_rt[:6], ref.input_spec)
+        frames = rgb_to_frames(photos[:6], ref.input_spec)
         want = ref.infer(frames)
     with open_engine(engine_path, use_cuda_graph=cuda_graph) as eng:
         assert eng.backend == "tensorrt" and eng.device_info["gpu_name"] == "Fake Orin"
@@ -141,11 +142,11 @@ def test_tensorrt_plumbing_against_fakes(fake_trt, engine_dir, photos_rt, cuda_g
         assert cuda.captures == 3 and cuda.launches == 3  # one graph per batch size (4, 2, 3), replayed
 
 
-def test_tensorrt_float_engine_with_static_batch_and_host_preprocessing(fake_trt, engine_dir, photos_rt):
+def test_tensorrt_float_engine_with_static_batch_and_host_preprocessing(fake_trt, engine_dir, photos):
     onnx_path, engine_path = engine_dir["float2"]
     with open_engine(engine_path, channel_order="bgr", input_hw=(128, 128)) as eng:
         assert eng.input_spec.resize == "area" and eng.input_spec.batch == 2
-        frames = rgb_to_frames(photos_rt[:3], eng.input_spec)
+        frames = rgb_to_frames(photos[:3], eng.input_spec)
         got = eng.infer(frames)
     with open_engine(onnx_path, channel_order="bgr", input_hw=(128, 128), threads=1) as ref:
         want = ref.infer(frames)
@@ -184,16 +185,16 @@ def _build_real_engine(onnx_path, engine_path, max_batch=4):
     engine_path.write_bytes(bytes(data))
     info = tb.current_device_info()
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    manifest = tb.make_manifest(tensorrt_version=info["tensorrt_version"], compute_capability=info["compute_capability"],
+    manifest = make_engine_manifest(tensorrt_version=info["tensorrt_version"], compute_capability=info["compute_capability"],
                                 gpu_name=info["gpu_name"], onnx_metadata=props, onnx_sha256=sha256_file(onnx_path),
                                 engine_sha256=sha256_file(engine_path), max_batch=max_batch)
-    tb.manifest_path(engine_path).write_text(json.dumps(manifest))
+    engine_manifest_path(engine_path).write_text(json.dumps(manifest))
 
 
 @pytest.mark.skipif(not HAVE_TENSORRT, reason="TensorRT is not installed on this host (CPU-only machine); "
                                               "this test builds and runs a real engine on GPU hosts")
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_real_tensorrt_engine_matches_onnxruntime(engine_dir, photos_rt, tmp_path, cuda_graph):
+def test_real_tensorrt_engine_matches_onnxruntime(engine_dir, photos, tmp_path, cuda_graph):
     onnx_path, _ = engine_dir["dyn"]
     try:
         tb.current_device_info()
@@ -202,7 +203,7 @@ def test_real_tensorrt_engine_matches_onnxruntime(engine_dir, photos_rt, tmp_pat
     engine_path = tmp_path / "real.engine"
     _build_real_engine(onnx_path, engine_path)
     with open_engine(onnx_path, threads=1) as ref:
-        frames = rgb_to_frames(photos_rt[:6], ref.input_spec)
+        frames = rgb_to_frames(photos[:6], ref.input_spec)
         want = ref.infer(frames)
     try:
         eng = open_engine(engine_path, use_cuda_graph=cuda_graph)

@@ -1,5 +1,4 @@
-"""Real TensorRT builds (GPU hosts and Jetsons only): engines built by prn_edge.build run by the TensorRT
-backend and compared with ONNX Runtime on the ONNX they came from. Skipped where `import tensorrt` fails."""
+"""Real TensorRT builds (GPU hosts and Jetsons only): engines built by prn_edge.trt run by its runner and compared with ONNX Runtime on the ONNX they came from. Skipped where `import tensorrt` fails."""
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def device():
     from prn_edge.runtime import EngineError
-    from prn_edge.runtime.tensorrt_backend import current_device_info
+    from prn_edge.trt.runner import current_device_info
 
     try:
         return current_device_info()
@@ -43,21 +42,22 @@ def _compare(onnx_path, engine_path):
 
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-3), ("fp16", 2e-2)])
 def test_real_build_matches_onnxruntime(device, onnx_models, tmp_path, precision, tol):
-    from prn_edge.build import build_engine
-    from prn_edge.runtime import tensorrt_backend as tb
+    from prn_edge.trt import build_engine
+    from prn_edge.trt.compatibility import check_manifest
+    from prn_edge.trt.runner import read_manifest
 
     out = tmp_path / "engines" / f"{precision}.engine"
     summary = build_engine(onnx_models["dyn"], out, precision=precision, workspace_mb=256, batch_profile=(1, 2, 4),
                            timing_cache=tmp_path / "timing.cache")
     assert summary["tensorrt_version"] == device["tensorrt_version"]
-    assert tb.check_manifest(tb.read_manifest(out), device, out) == []
+    assert check_manifest(read_manifest(out), device, out) == []
     diff, a, b = _compare(onnx_models["dyn"], out)
     assert diff.max() <= tol
     assert np.array_equal(a.decisions, b.decisions)
 
 
 def test_real_int8_from_qdq(device, onnx_models, tmp_path):
-    from prn_edge.build import build_engine
+    from prn_edge.trt import build_engine
 
     out = tmp_path / "engines" / "int8.engine"
     build_engine(onnx_models["qdq"], out, precision="int8", workspace_mb=256)
@@ -66,10 +66,10 @@ def test_real_int8_from_qdq(device, onnx_models, tmp_path):
 
 
 def test_real_implicit_int8(device, onnx_models, tmp_path, calib_run):
-    from prn_edge.build import build_engine
-    from prn_edge.runtime.tensorrt_backend import _version_tuple
+    from prn_edge.trt import build_engine
+    from prn_edge.trt.capability import capabilities
 
-    if _version_tuple(device["tensorrt_version"])[0] >= 11:
+    if not capabilities(device["tensorrt_version"]).implicit_int8:
         pytest.skip("TensorRT 11 has no implicit INT8")
     out = tmp_path / "engines" / "int8i.engine"
     summary = build_engine(onnx_models["dyn"], out, precision="int8", implicit_int8=True, calibration=calib_run,
