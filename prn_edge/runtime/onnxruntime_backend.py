@@ -70,6 +70,7 @@ class OnnxRuntimeOptions(EngineOptions):
     tf32: Optional[bool] = None
 
     backend: ClassVar[str] = "onnxruntime"
+    paths: ClassVar[tuple[str, ...]] = ("trt_cache_dir",)
 
     def __post_init__(self) -> None:
         # "cuda", ["tensorrt", "cuda"], "tensorrt,cuda" (a URL query, a --set) all mean one list of ONNX Runtime's names
