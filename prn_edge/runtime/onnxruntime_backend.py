@@ -185,7 +185,8 @@ class OnnxRuntimeEngine(Engine):
             out["device_id"] = gpu["device_id"]
         if TENSORRT in opts:
             trt = opts[TENSORRT]
-            out["trt_precision"] = "int8 (Q/DQ)" if trt["trt_int8_enable"] else "fp16" if trt["trt_fp16_enable"] else "fp32"
+            out["trt_precision"] = ("int8 (Q/DQ)" if trt["trt_int8_enable"] else
+                                    "fp16" if trt["trt_fp16_enable"] else "fp32")
             out["trt_engine_cache"] = trt["trt_engine_cache_path"]
         return out
 

@@ -40,8 +40,8 @@ def provider_names(providers: Any) -> list[str]:
     for p in providers:
         name = ALIASES.get(str(p).lower(), p) if isinstance(p, str) else p
         if name not in ALIASES.values() or name in names:
-            raise EngineError(f"onnxruntime backend: providers={providers!r}: {p!r} is "
-                              f"{'repeated' if name in names else 'not one of cpu, cuda, tensorrt (or their ONNX Runtime names)'}")
+            why = "repeated" if name in names else "not one of cpu, cuda, tensorrt (or their ONNX Runtime names)"
+            raise EngineError(f"onnxruntime backend: providers={providers!r}: {p!r} is {why}")
         names.append(name)
     return names
 
