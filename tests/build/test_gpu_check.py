@@ -94,3 +94,26 @@ def test_full_run_against_fake_tensorrt(cpu_only_host, monkeypatch, tmp_path, bu
     assert rows["ort-cuda/fp32"]["result"] == "skipped"  # the fake has TensorRT, not onnxruntime-gpu
     assert report["host"]["gpu"]["gpu_name"] == "Fake Orin" and report["host"]["tensorrt"] == "10.3.0"
     assert "| trt/fp16 | yes |" in md and "Fake Orin" in md
+
+
+def test_an_appliance_checks_the_onnx_files_it_was_given_on_its_own_images(cpu_only_host, tmp_path, onnx_models):
+    """A Jetson's runtime install has no torch or onnx: the FP32 and Q/DQ models come exported, the images from the
+    line; nothing is made or quantized here."""
+    import cv2
+
+    from tests.helpers.prn_artefacts import real_images
+
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    for i, img in enumerate(real_images(5, 80)):
+        cv2.imwrite(str(folder / f"part{i}.png"), img[..., ::-1])
+    out = tmp_path / "out"
+    rc = load_tool("gpu_check").main(["--out", str(out), "--onnx", str(onnx_models["dyn"]), "--int8-onnx",
+                                      str(onnx_models["qdq"]), "--images", str(folder)] + QUICK)
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert rc == 2 and report["model"] == {"onnx": str(onnx_models["dyn"]), "int8_onnx": str(onnx_models["qdq"]),
+                                           "input": "float 64x64"}
+    assert report["images"] == 4 and sorted(p.name for p in (out / "work").iterdir()) == []
+    rows = {r["row"]: r for r in report["rows"]}
+    assert rows["ort-cpu/int8-qdq"]["engine_bytes"] == onnx_models["qdq"].stat().st_size
+    assert rows["ort-cpu/fp32"]["latency_b1"]["p50"] > 0
