@@ -239,19 +239,29 @@ def cmd_build(args) -> int:
 
 
 def _bench_artefact(text: str, allow_failed_gate: bool):
-    """[LABEL=]PATH[@BACKEND]: PATH@openvino runs an .onnx with OpenVINO beside ONNX Runtime on the same file."""
+    """[LABEL=]PATH[@BACKEND][?KEY=VALUE&...]: PATH@openvino runs an .onnx with OpenVINO beside ONNX Runtime on the
+    same file; the query gives the backend's options (YAML values), e.g. 'm.onnx?providers=tensorrt&trt_fp16=true'."""
+    import yaml
+
     from .bench.throughput import Artefact
     from .runtime import backend_names
 
-    label, sep, path = text.partition("=")
+    head, _, query = text.partition("?")
+    label, sep, path = head.partition("=")
     if not sep:
-        label, path = "", text
+        label, path = "", head
     path, at, backend = path.rpartition("@")
     if not at or backend not in backend_names():
         path, backend = f"{path}{at}{backend}", "auto"
+    options: dict = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key or key in options:
+            raise PrnEdgeError(f"{text}: options after '?' are KEY=VALUE pairs joined by '&', each key once; got {item!r}")
+        options[key] = yaml.safe_load(value) if value else ""
     if not label:
-        label = Path(path).name + (f"@{backend}" if backend != "auto" else "")
-    return Artefact(Path(path), label, backend=backend, allow_failed_gate=allow_failed_gate)
+        label = Path(path).name + (f"@{backend}" if backend != "auto" else "") + (f"?{query}" if query else "")
+    return Artefact(Path(path), label, backend=backend, allow_failed_gate=allow_failed_gate, options=options)
 
 
 def cmd_bench(args) -> int:
@@ -545,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput of artefacts side by side (first = agreement reference)")
     p.add_argument("artefacts", nargs="+",
-                   help="[LABEL=]PATH[@BACKEND] (.pt, .onnx, .engine, .xml); e.g. ov=model.onnx@openvino")
+                   help="[LABEL=]PATH[@BACKEND][?OPTION=VALUE&...] (.pt, .onnx, .engine, .xml); e.g. "
+                        "ov=model.onnx@openvino, 'trt16=model.onnx?providers=tensorrt&trt_fp16=true'")
     p.add_argument("--batch", type=_number(int, 1, 1024), nargs="+", default=[1])
     p.add_argument("--iters", type=COUNT, default=50)
     p.add_argument("--rounds", type=COUNT, default=5,

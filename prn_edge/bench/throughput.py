@@ -3,7 +3,7 @@ for the whole job (preprocess, transfers, compute, postprocess), and agreement w
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -22,6 +22,7 @@ class Artefact:
     label: str
     backend: str = "auto"
     allow_failed_gate: bool = False
+    options: dict = field(default_factory=dict)  # the backend's options (e.g. ONNX Runtime's providers)
 
 
 def percentiles(ms: np.ndarray) -> dict:
@@ -56,8 +57,9 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
     with ExitStack() as stack:
         engines = []
         for art in artefacts:
-            eng = stack.enter_context(open_engine(art.path, backend=art.backend, threads=threads,
-                                                            allow_failed_gate=art.allow_failed_gate))
+            opts = {"threads": threads, **art.options}  # an artefact's own options win over --threads
+            eng = stack.enter_context(open_engine(art.path, backend=art.backend, allow_failed_gate=art.allow_failed_gate,
+                                                  **opts))
             log(f"{art.label}: {describe_line(eng.describe())}")  # a wrong install shows before any number
             spec = eng.input_spec
             frames = rgb_to_frames(images, spec)

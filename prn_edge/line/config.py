@@ -24,7 +24,8 @@ from typing import Any, Mapping, Tuple
 
 from ..config import _build, _choice, load_config_file
 from ..errors import ConfigError
-from ..runtime import backend_names
+from ..runtime import BACKENDS as BACKEND_REGISTRY
+from ..runtime import EngineError, backend_for, backend_names, engine_options
 from . import registry
 from .errors import LineConfigError
 from .loop import LoopOptions
@@ -45,6 +46,9 @@ class EngineConfig:
     share_wait_s: float = 0.002
     share_max_batch: int = 0
     allow_failed_gate: bool = False  # run an INT8 artefact whose calibration failed its accuracy gate
+    # the backend's own options (its options dataclass in prn_edge.runtime, e.g. OnnxRuntimeOptions:
+    # {providers: [tensorrt, cuda], trt_fp16: true}), checked when the config is read
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -192,7 +196,31 @@ class LineConfig:
                         self.monitor.bind)
         if self.engine.warmup < 0 or self.engine.threads < 0:
             raise LineConfigError("engine.warmup and engine.threads must be >= 0")
+        self.backend_options()
         return self
+
+    def engine_backend(self) -> str:
+        """The engine's backend: engine.backend, or what its path says (auto)."""
+        e = self.engine
+        try:
+            return e.backend if e.backend != "auto" else backend_for(e.path)
+        except EngineError as err:
+            raise LineConfigError(f"engine.path: {err}") from None
+
+    def backend_options(self) -> dict:
+        """engine.options checked against the backend's options dataclass (with engine.threads), as keywords."""
+        e = self.engine
+        if not isinstance(e.options, Mapping):
+            raise LineConfigError(f"engine.options: expected a mapping of the backend's options, got {e.options!r}")
+        if "threads" in e.options:
+            raise LineConfigError("engine.options.threads: give it as engine.threads")
+        opts = {**e.options, **({"threads": e.threads} if e.threads else {})}
+        if opts and e.path:
+            try:
+                engine_options(self.engine_backend(), **opts)
+            except EngineError as err:
+                raise LineConfigError(f"engine.options: {err}") from None
+        return opts
 
 
 def _outputs(items: Any) -> tuple:
@@ -258,6 +286,10 @@ def line_config(data: Mapping[str, Any], base_dir: str | Path = ".") -> LineConf
         raise LineConfigError(str(e)) from None
     base = Path(base_dir)
     cfg.engine.path = _resolve(cfg.engine.path, base)
+    if cfg.engine.path and cfg.engine.options and isinstance(cfg.engine.options, Mapping):
+        for key in BACKEND_REGISTRY[cfg.engine_backend()].options.paths:  # e.g. the TensorRT EP's cache folder
+            if cfg.engine.options.get(key):
+                cfg.engine.options[key] = _resolve(str(cfg.engine.options[key]), base)
     cfg.monitor.evidence_dir = _resolve(cfg.monitor.evidence_dir, base)
     kind = registry.sources().get(cfg.source.kind)
     for key in kind.paths if kind is not None and cfg.source.options is not None else ():

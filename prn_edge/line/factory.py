@@ -36,9 +36,8 @@ def build_engine(cfg: LineConfig) -> Any:
         from ..runtime import open_engine
     except ImportError as e:
         raise LineConfigError(f"the inference runtime (prn_edge.runtime) cannot be imported: {e}") from None
-    opts = {"threads": cfg.engine.threads} if cfg.engine.threads else {}
     return open_engine(cfg.engine.path, backend=cfg.engine.backend, allow_failed_gate=cfg.engine.allow_failed_gate,
-                       **opts)
+                       **cfg.backend_options())
 
 
 def loop_options(cfg: LineConfig) -> LoopOptions:
@@ -98,7 +97,9 @@ def build_lines(cfgs: list[LineConfig], status: Optional[StatusLine] = None) -> 
     for i, c in enumerate(cfgs):
         # a Triton model is not shared here: each line has its own client and the server's batcher gathers them
         alone = not c.engine.path or "://" in c.engine.path
-        groups.setdefault(f"#{i}" if alone else str(Path(c.engine.path).resolve()), []).append(i)
+        # one engine for configs that open the same file the same way (backend and its options too)
+        key = repr((str(Path(c.engine.path).resolve()), c.engine.backend, sorted(c.backend_options().items())))
+        groups.setdefault(f"#{i}" if alone else key, []).append(i)
     engines: dict[int, Any] = {}
     shared = []
     for members in groups.values():

@@ -58,6 +58,7 @@ class EngineOptions:
 
     backend: ClassVar[str] = "?"
     ignored: ClassVar[Mapping[str, str]] = {}  # common option -> why this backend does not use it
+    paths: ClassVar[tuple[str, ...]] = ()  # options that are paths: a line config takes them from its folder
 
     @classmethod
     def names(cls) -> list[str]:

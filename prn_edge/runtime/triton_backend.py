@@ -94,6 +94,7 @@ class TritonOptions(EngineOptions):
     backend: ClassVar[str] = "triton"
     ignored: ClassVar[Mapping[str, str]] = {
         "threads": "threads are the server's setting (instance_group count, --ort-threads of the model)"}
+    paths: ClassVar[tuple[str, ...]] = ("repository",)
     QUERY: ClassVar[tuple[str, ...]] = ("timeout_s", "shared_memory", "repository")  # what a URL's query may set
 
     def validate(self) -> None:

@@ -60,3 +60,29 @@ def test_bench_of_a_non_square_model(tmp_path):
     rows = {r["artefact"]: r for r in json.loads(out.read_text())["results"]}
     assert rows["cam"]["input"] == {"format": "uint8", "shape": [2, 64, 128, 3]}
     assert rows["torch"]["decision_agreement"] == 1.0 and rows["torch"]["max_abs_map_diff"] < 1e-4
+
+
+def test_bench_artefact_options_in_the_query():
+    """[LABEL=]PATH[@BACKEND][?KEY=VALUE&...]: the backend's options per artefact, values read as YAML."""
+    from prn_edge.cli import _bench_artefact
+    from prn_edge.errors import PrnEdgeError
+
+    a = _bench_artefact("trt16=engines/m.onnx?providers=tensorrt,cuda&trt_fp16=true&trt_workspace_mb=256", False)
+    assert (str(a.path), a.label, a.backend) == ("engines/m.onnx", "trt16", "auto")
+    assert a.options == {"providers": "tensorrt,cuda", "trt_fp16": True, "trt_workspace_mb": 256}
+    b = _bench_artefact("m.onnx@openvino?device=GPU", False)
+    assert (str(b.path), b.backend, b.options, b.label) == ("m.onnx", "openvino", {"device": "GPU"},
+                                                            "m.onnx@openvino?device=GPU")
+    assert _bench_artefact("x=m.onnx", False).options == {}
+    for bad in ("m.onnx?providers", "m.onnx?a=1&a=2"):
+        with pytest.raises(PrnEdgeError, match="KEY=VALUE pairs"):
+            _bench_artefact(bad, False)
+
+
+def test_bench_refuses_a_gpu_provider_this_onnxruntime_lacks(artefacts, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this host has the CUDA provider")
+    _, d = artefacts
+    assert main(["bench", f"gpu={d / 'dyn.onnx'}?providers=cuda", "--iters", "1", "--quiet"]) == 2
+    assert "CUDAExecutionProvider is not available here" in capsys.readouterr().err

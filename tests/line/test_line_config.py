@@ -50,6 +50,30 @@ def test_errors_name_the_key_and_the_allowed_values(tmp_path, demo_category, pat
     assert isinstance(e.value, ConfigError)  # the CLI prints ConfigErrors without a traceback
 
 
+def test_engine_options_are_the_backends_checked_when_the_config_is_read(tmp_path, demo_category):
+    """engine.options reach the backend's options dataclass (here ONNX Runtime's GPU providers): checked when the
+    YAML is read, before any engine is opened; a path option is taken from the config's folder."""
+    from prn_edge.runtime import engine_options
+
+    gpu = {"providers": ["tensorrt", "cuda"], "trt_fp16": True, "trt_cache_dir": "trt-cache"}
+    cfg = load_line_config(write(tmp_path, base(demo_category, engine={"path": "m.onnx", "threads": 2,
+                                                                       "options": gpu})))
+    opts = cfg.backend_options()
+    assert opts == {"providers": ["tensorrt", "cuda"], "trt_fp16": True, "trt_cache_dir": str(tmp_path / "trt-cache"),
+                    "threads": 2}
+    assert engine_options("onnxruntime", **opts).providers == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    for engine, match in [
+        ({"path": "m.onnx", "options": {"providers": "rocm"}}, "engine.options: .*'rocm' is not one of cpu, cuda"),
+        ({"path": "m.onnx", "options": {"trt_fp16": True}}, "engine.options: .*add tensorrt to providers"),
+        ({"path": "m.onnx", "options": {"use_cuda_graph": True}}, "engine.options: onnxruntime backend: unknown option"),
+        ({"path": "m.engine", "options": {"providers": "cuda"}}, "engine.options: tensorrt backend: unknown option"),
+        ({"path": "m.onnx", "options": {"threads": 2}}, "engine.options.threads: give it as engine.threads"),
+        ({"path": "m.onnx", "options": ["cuda"]}, "engine.options: expected a mapping"),
+    ]:
+        with pytest.raises(LineConfigError, match=match):
+            line_config(base(demo_category, engine=engine), tmp_path)
+
+
 def test_timing_and_geometry_errors_come_before_the_line_starts(demo_category):
     cfg = line_config(conveyor_config(demo_category, timing={}))
     with pytest.raises(LineConfigError, match="set deadline_s > 0"):

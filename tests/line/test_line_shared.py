@@ -90,3 +90,7 @@ def test_configs_sharing_an_engine_file_get_one_shared_engine(tmp_path, monkeypa
     assert not hasattr(lines[2].engine, "_shared")
     with pytest.raises(LineConfigError, match="repeat"):
         build_lines([cfgs[0], cfgs[0]])
+    # the same file run another way (here on the GPU) is another engine, not the first config's
+    gpu = line_config({**base, "name": "d", "engine": {"path": str(tmp_path / "m.onnx"), "options": {"providers": "cuda"}}})
+    lines, shared = build_lines([cfgs[0], cfgs[1], gpu])
+    assert len(shared) == 1 and not hasattr(lines[2].engine, "_shared")

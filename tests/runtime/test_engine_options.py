@@ -21,7 +21,9 @@ def test_each_backend_has_its_options_class_beside_it():
     assert {n: BACKENDS[n].options for n in ("onnxruntime", "torch", "tensorrt", "triton")} == {
         "onnxruntime": OnnxRuntimeOptions, "torch": TorchOptions, "tensorrt": TensorRTOptions,
         "triton": TritonOptions}
-    assert OnnxRuntimeOptions.names() == list(COMMON) + ["providers", "max_batch", "trt_cache_dir"]
+    assert OnnxRuntimeOptions.names() == list(COMMON) + [
+        "providers", "max_batch", "device_id", "trt_fp16", "trt_cache_dir", "trt_timing_cache", "trt_workspace_mb",
+        "cudnn_conv_algo_search", "tf32"]
     assert TorchOptions().max_batch == 16 and OnnxRuntimeOptions().max_batch == 32  # defaults live there
     assert TensorRTOptions().device == 0 and TensorRTOptions().use_cuda_graph is False
 
