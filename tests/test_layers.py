@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prn_edge"
 
 # Lowest first. A subpackage (or top-level module) may import its own layer and the ones listed before it.
 LAYERS = [
-    "errors", "files", "logs", "input_policy",
+    "errors", "files", "logs", "input_policy", "tiling",
     "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
     # runtime (engines) and bench (timing them) sit below calibrate and build: those stages run engines to
     # measure accuracy and speed
