@@ -56,6 +56,16 @@ def cut(image: np.ndarray, y: int, x: int, tile_h: int, tile_w: int) -> np.ndarr
     return out
 
 
+def paste(canvas: np.ndarray, tile: np.ndarray, y: int, x: int) -> np.ndarray:
+    """`canvas` with the part of `tile` that lies on it written back at (y, x): cut's inverse (its padding
+    dropped). Changes canvas in place and returns it."""
+    th, tw = tile.shape[:2]
+    h, w = canvas.shape[:2]
+    y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + th, h), min(x + tw, w)
+    canvas[y0:y1, x0:x1] = tile[y0 - y:y1 - y, x0 - x:x1 - x]
+    return canvas
+
+
 def blend_window(h: int, w: int, floor: float = 0.05) -> np.ndarray:
     """Separable tent weights, `floor` at the border so a pixel covered by one tile only still counts."""
     def tent(n: int) -> np.ndarray:
