@@ -97,3 +97,56 @@ def test_tiles_train_and_eval_give_maps_at_each_images_own_size(trained, parts, 
         assert tifffile.imread(tmp_path / "maps" / "parts" / "test" / "scratch" / f"{i:03d}.tiff").shape == (h, w)
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["n_test"] == 10 and res["overall"]["pixel_auroc"] is not None
+
+
+def _preprocessing_ops(graph) -> list[str]:
+    """Op types between the graph input and the encoder's first Conv: the frame preprocessing."""
+    reached, ops = {graph.input[0].name}, []
+    for node in graph.node:  # topologically sorted
+        if any(i in reached for i in node.input):
+            if node.op_type == "Conv":
+                continue
+            ops.append(node.op_type)
+            reached.update(node.output)
+    return ops
+
+
+def test_a_tiles_export_takes_tiles_and_the_line_tiles_regions_as_eval_does(trained, parts, tmp_path, capsys):
+    import onnx
+
+    from prn_edge.artefact import read_metadata
+    from prn_edge.data.images import read_image
+    from prn_edge.line import LineConfigError
+    from prn_edge.line.engine import engine_input
+    from prn_edge.line.tiles import Preprocessor
+    from prn_edge.model.checkpoint import load_model
+    from prn_edge.model.inference import predict_tiled
+    from prn_edge.runtime import EngineError, open_engine
+
+    onnx_path = tmp_path / "tiles.onnx"
+    assert main(["export", str(trained), "-o", str(tmp_path / "bad.onnx"), "--input-format", "uint8",
+                 "--input-size", "97x131"]) == 2
+    assert "takes 64x64 tiles cut at native resolution" in capsys.readouterr().err
+    assert main(["export", str(trained), "-o", str(onnx_path), "--input-format", "uint8", "--channel-order", "bgr",
+                 "--batch", "dynamic", "--parity", str(parts / "test"), "--parity-images", "4"]) == 0
+    parity = json.loads(capsys.readouterr().out)["parity"]
+    assert parity["ok"] and parity["images"] > 4  # the test images' tiles, not the images resized
+    assert not {"Resize", "AveragePool", "Pad"} & set(_preprocessing_ops(onnx.load(str(onnx_path)).graph))
+    meta = read_metadata(onnx_path)
+    spec = meta["input_spec"]
+    assert meta["format_version"] == 3 and spec.fit == "tiles" and (spec.height, spec.width) == (64, 64)
+
+    with pytest.raises(EngineError, match="64x64 tiles cut at native resolution.*not 131x97 frames"):
+        open_engine(trained, input_hw=(97, 131))
+
+    image = read_image(parts / "test" / "scratch" / "001.png")  # 97 x 131
+    model = load_model(trained)[0]
+    (want_map,), want_scores = predict_tiled(model, [image])
+    with open_engine(onnx_path, threads=2) as engine:
+        with pytest.raises(LineConfigError, match="tiles cut at native resolution.*region.tiles: true"):
+            Preprocessor(image.shape, engine_input(engine), resize=True)
+        prep = Preprocessor(image.shape, engine_input(engine), tiles=True)
+        r = engine.infer(prep.prepare(image))
+        score, _, _, amap = prep.combine(r.scores, r.normalized_scores, r.decisions, r.maps)
+    assert amap.shape == image.shape[:2]
+    assert abs(score - float(want_scores[0])) < 1e-4 and np.abs(amap - want_map).max() < 1e-4

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..input_policy import placement
-from ..tiling import TileGrid
+from ..tiling import DEFAULT_OVERLAP, TileGrid
 from .engine import EngineInput
 from .errors import LineConfigError, SourceExhausted
 from .sources.base import Frame, FrameSource
@@ -65,7 +65,7 @@ class Preprocessor:
     """
 
     def __init__(self, frame_shape: tuple[int, int, int], engine: EngineInput, roi: Sequence[int] = (),
-                 tiles: bool = False, overlap: int = 0, resize: bool = False):
+                 tiles: bool = False, overlap: int = DEFAULT_OVERLAP, resize: bool = False):
         fh, fw, fc = frame_shape
         self.frame_shape = tuple(frame_shape)
         self.engine = engine

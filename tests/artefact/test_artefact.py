@@ -80,7 +80,7 @@ def test_a_non_square_model_input_is_format_2_and_square_ones_stay_format_1():
     assert decode_metadata(old, "old.onnx")["input_spec"].model_hw == (64, 64)
     with pytest.raises(MetadataError, match=r"future\.onnx has prn_edge artefact format 3, this prn_edge reads "
                                             r"formats 1 and 2"):
-        decode_metadata({**props, "prn_edge.format_version": "3"}, "future.onnx")
+        decode_metadata({**props, "prn_edge.format_version": "4"}, "future.onnx")
     sizeless = {k: v for k, v in record.items() if not k.startswith("model_")}
     with pytest.raises(MetadataError, match=r"odd\.onnx: its input spec has no \['model_height', 'model_width'\]"):
         decode_metadata({**props, "prn_edge.input": json.dumps(sizeless)}, "odd.onnx")
