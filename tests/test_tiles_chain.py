@@ -150,3 +150,12 @@ def test_a_tiles_export_takes_tiles_and_the_line_tiles_regions_as_eval_does(trai
         score, _, _, amap = prep.combine(r.scores, r.normalized_scores, r.decisions, r.maps)
     assert amap.shape == image.shape[:2]
     assert abs(score - float(want_scores[0])) < 1e-4 and np.abs(amap - want_map).max() < 1e-4
+
+
+def test_the_synth_preview_shows_tiles_as_training_takes_them(parts, tmp_path):
+    from prn_edge.data.images import read_image
+
+    out = tmp_path / "grid.png"
+    assert main(["synth", "--data", str(parts), "--preview", str(out), "-n", "4", "--variant", "prn-tiny",
+                 "--set", "model.input_policy=tiles"]) == 0
+    assert read_image(out).shape[1] == 2 * 64  # 2 columns of 64-px tiles: cut, not resized
