@@ -71,13 +71,17 @@ def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tupl
     return imgs, regions
 
 
+def _anomalies(synth: SynthConfig, hw: tuple[int, int], shots, textures, foreground, seed: int):
+    """The generator of validation anomalies (every sample an anomaly) and its own seeded stream."""
+    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
+    return AnomalyGenerator(only_anomalies, hw, shots, textures, foreground), np.random.default_rng(seed + 7919)
+
+
 def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig, hw: tuple[int, int], shots,
                    textures, foreground, seed: int):
     """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds); hw is the
     model input (height, width)."""
-    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
-    gen = AnomalyGenerator(only_anomalies, hw, shots, textures, foreground)
-    rng = np.random.default_rng(seed + 7919)
+    gen, rng = _anomalies(synth, hw, shots, textures, foreground, seed)
     images, masks = list(normals), [np.zeros(normals[0].shape[:2], np.float32) for _ in normals]
     for img, region in zip(normals, regions):
         a, m, _ = gen.sample(img, rng, region)
@@ -91,9 +95,7 @@ def tiled_validation_set(normals: list[np.ndarray], synth: SynthConfig, hw: tupl
                          foreground, seed: int):
     """validation_set for input policy tiles: held-out normals at their own resolution, and each one again with
     one generated anomaly drawn on a random tile of it (as training draws them), at image resolution."""
-    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
-    gen = AnomalyGenerator(only_anomalies, hw, shots, textures, foreground)
-    rng = np.random.default_rng(seed + 7919)
+    gen, rng = _anomalies(synth, hw, shots, textures, foreground, seed)
     images, masks = list(normals), [np.zeros(n.shape[:2], np.float32) for n in normals]
     for img in normals:
         y, x = random_start(img.shape[0], hw[0], rng), random_start(img.shape[1], hw[1], rng)
