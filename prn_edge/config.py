@@ -37,8 +37,9 @@ class ModelConfig:
     # The model input: one side S (a square, S x S) or [H, W] (e.g. [256, 640] for long strips), each a multiple of
     # 32. Kept as written (a square as one int, as checkpoints have always had it); read it as `hw`.
     image_size: Union[int, Tuple[int, int]] = 256
-    # How images of any size and aspect become the model input (prn_edge.data.fit): "stretch" or
-    # "letterbox" (keep the aspect ratio, pad with black). Recorded in checkpoints and exported artefacts.
+    # How images of any size and aspect become the model input (prn_edge.input_policy): "stretch",
+    # "letterbox" (keep the aspect ratio, pad with black) or "tiles" (image_size is a tile cut at the image's own
+    # resolution; images are split into overlapping tiles, prn_edge.tiling). Recorded in checkpoints and artefacts.
     input_policy: str = "stretch"
     # Prototypes: "image" = whole feature maps as in the paper (aligned objects),
     # "patch" = per-position nearest of K feature vectors (textures, unaligned parts).
@@ -77,6 +78,10 @@ class ModelConfig:
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
         _choice("model.input_policy", self.input_policy, list(INPUT_POLICIES))
         self.image_size = _image_size(self.image_size)
+        if self.input_policy == "tiles" and self.prototype_mode == "image":
+            raise ConfigError("model.input_policy=tiles with model.prototype_mode=image: tiles are cut anywhere on "
+                              "the image, so whole-image prototypes (aligned parts) do not apply; set "
+                              "model.prototype_mode=patch, or model.input_policy stretch or letterbox")
         if not 0 <= self.prototype_softness <= 0.5:
             raise ConfigError(f"model.prototype_softness={self.prototype_softness}: 0 (hard nearest) .. 0.5")
         if not 0 <= self.num_prototypes <= MAX_PROTOTYPES:
@@ -214,6 +219,10 @@ class Config:
         self.model.validate()
         self.synth.validate()
         self.train.validate()
+        if self.model.input_policy == "tiles" and self.synth.foreground_mask:
+            raise ConfigError("synth.foreground_mask is a mask at the model input, which with model.input_policy="
+                              "tiles is a tile anywhere on the image; leave synth.foreground_mask empty (anomalies "
+                              "then go where the category's foreground rule says)")
         return self
 
     def to_dict(self) -> dict:

@@ -5,7 +5,10 @@ checkpoint and artefact, and applied the same way in training, evaluation, the e
 
 - "stretch": resize to the model size, whatever the aspect ratio (square parts, fixed cameras);
 - "letterbox": keep the aspect ratio, scale the image as large as it fits the model input and pad the rest with
-  black, centred, so a 3-pixel crack on a long strip is not squeezed to a sub-pixel line along one axis.
+  black, centred, so a 3-pixel crack on a long strip is not squeezed to a sub-pixel line along one axis;
+- "tiles": no scaling at all: the model input is a tile cut from the image at its own resolution (thin defects
+  on large images). An image is split into overlapping tiles (prn_edge.tiling); `placement` here only places an
+  image that fits in one tile (centred, padded black), and refuses a larger one.
 
 A model input that is itself long (model.image_size [H, W], e.g. 256 x 640) takes long strips with little or no
 padding; `as_hw` is the one reading of a size given as one side (square) or as (height, width).
@@ -22,8 +25,8 @@ import numpy as np
 
 from .errors import ConfigError
 
-INPUT_POLICIES = ("stretch", "letterbox")
-PAD_VALUE = 0  # letterbox padding, in uint8 grey levels; the exported graph pads with the same constant
+INPUT_POLICIES = ("stretch", "letterbox", "tiles")
+PAD_VALUE = 0  # letterbox and tile padding, in uint8 grey levels; the exported graph pads with the same constant
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ def placement(src_hw: tuple[int, int], dst_hw: tuple[int, int], policy: str) -> 
         raise ConfigError(f"image of {sw}x{sh} pixels has no area")
     if policy == "stretch":
         return Placement((sh, sw), (dh, dw), 0, 0, dh, dw)
+    if policy == "tiles":
+        if sh > dh or sw > dw:
+            raise ConfigError(f"input policy tiles: an image of {sw}x{sh} pixels is larger than the {dw}x{dh} tile; "
+                              "split it into tiles (prn_edge.tiling.TileGrid), it is never resized")
+        return Placement((sh, sw), (dh, dw), (dh - sh) // 2, (dw - sw) // 2, sh, sw)
     scale = min(dh / sh, dw / sw)
     h, w = min(dh, max(1, round(sh * scale))), min(dw, max(1, round(sw * scale)))
     return Placement((sh, sw), (dh, dw), (dh - h) // 2, (dw - w) // 2, h, w)

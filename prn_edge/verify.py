@@ -27,6 +27,22 @@ class ParityError(PrnEdgeError):
     """An artefact does not reproduce its reference within tolerance; the message holds the comparison."""
 
 
+def images_for(spec, images: Sequence[np.ndarray], names: Sequence[str]) -> tuple[list[np.ndarray], list[str]]:
+    """The images a check gives an artefact: as they are, or for a tiles artefact (input policy tiles) the tiles of
+    each (prn_edge.tiling, as evaluation and the line cut them; `name#k` says which), never an image resized."""
+    if spec.fit != "tiles":
+        return list(images), list(names)
+    from .tiling import TileGrid
+
+    tiles, tile_names = [], []
+    for img, name in zip(images, names):
+        img = np.asarray(img)
+        grid = TileGrid(img.shape[0], img.shape[1], spec.height, spec.width)
+        tiles += list(grid.split(img))
+        tile_names += [f"{name}#{k}" for k in range(len(grid))]
+    return tiles, tile_names
+
+
 def compare(reference: Any, candidate: Any, threshold: Optional[float] = None) -> dict:
     """reference, candidate: results with maps (N, h, w), scores (N,) and decisions (N,) (runtime.InferResult).
     With threshold: also the smallest distance of a reference score to it (how close a decision came to flipping)."""
@@ -89,7 +105,9 @@ def check_rollout(previous: str | Path, candidate: str | Path, images: Sequence[
 
     if len(images) == 0 or len(images) != len(names):
         raise ParityError("check_rollout needs at least one image, and one name for each")
-    frames = rgb_to_frames(images, read_metadata(candidate)["input_spec"])
+    spec = read_metadata(candidate)["input_spec"]
+    images, names = images_for(spec, images, names)
+    frames = rgb_to_frames(images, spec)
     old, _ = _onnxruntime_cpu(previous, frames, threads)
     new, _ = _onnxruntime_cpu(candidate, frames, threads)
     map_diff = np.abs(np.asarray(old.maps, np.float64) - new.maps).reshape(len(frames), -1).max(axis=1)
@@ -115,7 +133,7 @@ def check_parity(ckpt: str | Path, onnx_path: str | Path, images: Sequence[np.nd
     spec = meta["input_spec"]
     if len(images) == 0:
         raise ParityError("check_parity needs at least one image")
-    frames = rgb_to_frames(images, spec)
+    frames = rgb_to_frames(images_for(spec, images, [""] * len(images))[0], spec)
     hw = (spec.height, spec.width)
     onnx_res, camera = _onnxruntime_cpu(onnx_path, frames, threads)
     with TorchEngine(ckpt, channel_order=camera.channel_order, input_hw=hw, resize=camera.resize,

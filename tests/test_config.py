@@ -29,6 +29,9 @@ def test_overrides_merge_into_the_variant():
     ({"model": {"pretrained": "yes"}}, "true or false"),
     ({"synth": {"opacity": [0.9, 0.1]}}, "low <= high"),
     ({"model": {"patch_sizes": [3]}}, "power of two"),
+    ({"model": {"input_policy": "crop"}}, r"model.input_policy='crop' is not allowed; choose one of "
+                                          r"\['stretch', 'letterbox', 'tiles'\]"),
+    ({"model": {"input_policy": "tiles", "prototype_mode": "image"}}, "whole-image prototypes.*prototype_mode=patch"),
 ])
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -70,3 +73,11 @@ def test_model_and_train_numbers_must_be_finite_and_list_elements_typed():
         make_config("prn-edge", {"train": {"lr": float("nan")}})
     with pytest.raises(ConfigError, match=r"model.patch_sizes\[0\]: expected a number, got 'a'"):
         make_config("prn-edge", {"model": {"patch_sizes": ["a"]}})
+
+
+def test_tiles_refuses_a_foreground_mask_at_the_model_input(tmp_path):
+    mask = tmp_path / "fg.png"
+    mask.write_bytes(b"")
+    with pytest.raises(ConfigError, match="synth.foreground_mask.*input_policy=tiles"):
+        make_config("prn-tiny", {"model": {"input_policy": "tiles"}, "synth": {"foreground_mask": str(mask)}})
+    assert make_config("prn-tiny", {"model": {"input_policy": "tiles"}}).model.input_policy == "tiles"

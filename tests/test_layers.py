@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prn_edge"
 
 # Lowest first. A subpackage (or top-level module) may import its own layer and the ones listed before it.
 LAYERS = [
-    "errors", "files", "logs", "input_policy",
+    "errors", "files", "logs", "input_policy", "tiling",
     "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
     # runtime (engines) and bench (timing them) sit below calibrate: it runs engines to measure accuracy and speed.
     # trt is TensorRT in one package: its runner is an Engine (runtime's registry names it by module path and

@@ -90,7 +90,7 @@ def tiled_throughput(engine_path: str, threads: int, frames: int = 5, height: in
     import numpy as np
 
     from prn_edge.data.photos import load_photo
-    from prn_edge.line.tiles import TileGrid
+    from prn_edge.tiling import TileGrid
     from prn_edge.runtime import open_engine
 
     with open_engine(engine_path, threads=threads) as eng:

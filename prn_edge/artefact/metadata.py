@@ -22,10 +22,13 @@ KIND = "prn_edge.onnx"
 # Artefact formats: 1 is the package-wide format (prn_edge/__init__.py), with a square model input (the input
 # spec's `model_size`); 2 adds a non-square one (`model_height`, `model_width`). An artefact is written in the
 # lowest format that holds it: a square one stays format 1, which every earlier prn_edge reads, and a non-square
-# one is format 2, which they refuse by its number instead of misreading it. This prn_edge reads both.
+# one is format 2, which they refuse by its number instead of misreading it. Format 3 is an artefact of input
+# policy "tiles" (square or not): it takes tiles cut at native resolution, which an earlier line would resize
+# whole regions into. This prn_edge reads all three.
 ONNX_FORMAT_VERSION = FORMAT_VERSION
 NON_SQUARE_FORMAT_VERSION = 2
-READABLE_FORMATS = (ONNX_FORMAT_VERSION, NON_SQUARE_FORMAT_VERSION)
+TILES_FORMAT_VERSION = 3
+READABLE_FORMATS = (ONNX_FORMAT_VERSION, NON_SQUARE_FORMAT_VERSION, TILES_FORMAT_VERSION)
 
 # Keys that hold JSON; every other key holds a plain string.
 _JSON_KEYS = {"input", "outputs", "model", "backbone", "image_threshold", "pixel_threshold", "score_spread",
@@ -71,6 +74,8 @@ def build_metadata(*, toolkit_version: str, variant: str, ckpt_meta: dict, input
 
 def format_version(spec: InputSpec) -> int:
     """The lowest artefact format that describes an artefact taking `spec` (see READABLE_FORMATS)."""
+    if spec.fit == "tiles":
+        return TILES_FORMAT_VERSION
     return ONNX_FORMAT_VERSION if spec.square else NON_SQUARE_FORMAT_VERSION
 
 
@@ -112,7 +117,7 @@ def decode_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
     if meta["format_version"] not in READABLE_FORMATS:
         raise MetadataError(
             f"{source} has prn_edge artefact format {meta['format_version']}, this prn_edge reads formats "
-            f"{' and '.join(map(str, READABLE_FORMATS))}; re-export it with this version (toolkit "
+            f"{', '.join(map(str, READABLE_FORMATS))}; re-export it with this version (toolkit "
             f"{meta.get('toolkit_version', '?')} wrote it)")
     if meta.get("image_threshold") is None or meta.get("score_spread") is None:
         raise MetadataError(f"{source}: no image_threshold/score_spread in its metadata; export from a checkpoint "

@@ -47,7 +47,9 @@ class InputSpec:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     value_range: tuple = (0.0, 1.0)
-    fit: str = "stretch"  # input policy (prn_edge.input_policy): "stretch" or "letterbox" (resize inside, pad black)
+    # input policy (prn_edge.input_policy): "stretch", "letterbox" (resize inside, pad black) or "tiles" (frames are
+    # tiles of the model size cut at native resolution: nothing resized)
+    fit: str = "stretch"
 
     @property
     def model_hw(self) -> tuple[int, int]:

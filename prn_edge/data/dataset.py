@@ -129,7 +129,7 @@ def _size_note(files: list[Path], notes: list[str]) -> tuple[int, int]:
         ws, hs = [w for w, _, _ in headers], [h for _, h, _ in headers]
         notes.append(f"training images come in {len(sizes)} sizes (width {min(ws)}..{max(ws)}, height "
                      f"{min(hs)}..{max(hs)}) and modes {dict(modes)}: each is fitted to the model input by "
-                     f"model.input_policy (stretch or letterbox)")
+                     f"model.input_policy (stretch, letterbox or tiles)")
     return sizes.most_common(1)[0][0]
 
 

@@ -9,10 +9,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..artefact import decide
-from ..data.dataset import Sample, load_category
+from ..data.dataset import Sample, load_category, load_pair
 from ..data.fit import fit_image
-from ..data.images import read_image, read_mask
-from ..model.inference import predict
+from ..data.images import read_image
+from ..model.inference import predict, predict_tiled
 from ..model.checkpoint import load_model
 from .metrics import evaluate_predictions
 from .report import markdown_table, save_maps_tiff, save_overlays, write_json
@@ -23,12 +23,25 @@ def load_test(samples: list[Sample], hw: tuple[int, int], policy: str, progress:
     at each image's own resolution (as the MVTec AD evaluation script compares them)."""
     images, placements, masks = [], [], []
     for s in tqdm(samples, desc="load test", disable=not progress, leave=False):
-        img = read_image(s.image)
-        masks.append(read_mask(s.mask, img.shape[:2]) if s.mask else np.zeros(img.shape[:2], np.float32))
+        img, mask = load_pair(s)
+        masks.append(mask)
         fitted, where = fit_image(img, hw, policy)
         images.append(fitted)
         placements.append(where)
     return images, placements, masks
+
+
+def predict_test(model, cfg, samples: list[Sample], progress: bool = False):
+    """(maps at each image's own resolution, image scores, ground-truth masks) of the test samples, by the model's
+    input policy: fitted to the model input and the maps brought back (stretch, letterbox), or split into tiles
+    at native resolution and the tile maps blended back (tiles; the score is the highest tile score)."""
+    if cfg.model.input_policy != "tiles":
+        images, placements, masks = load_test(samples, cfg.model.hw, cfg.model.input_policy, progress)
+        maps, scores = predict(model, images)
+        return [p.unfit(m) for p, m in zip(placements, maps)], scores, masks
+    pairs = [load_pair(s) for s in tqdm(samples, desc="load test", disable=not progress, leave=False)]
+    maps, scores = predict_tiled(model, [img for img, _ in pairs])
+    return maps, scores, [mask for _, mask in pairs]
 
 
 def validation_gap(meta: dict, results: dict) -> dict | None:
@@ -60,9 +73,7 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
     samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]
     seen_types = set(meta.get("seen_types") or cat.seen_types)
     t0 = time.time()
-    images, placements, masks = load_test(samples, cfg.model.hw, cfg.model.input_policy, progress)
-    maps, scores = predict(model, images)
-    maps = [p.unfit(m) for p, m in zip(placements, maps)]  # metrics at the images' own resolution
+    maps, scores, masks = predict_test(model, cfg, samples, progress)  # metrics at the images' own resolution
     seconds = time.time() - t0
     labels = np.array([s.label for s in samples])
     types = [s.defect for s in samples]

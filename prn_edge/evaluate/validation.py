@@ -12,12 +12,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import Config, SynthConfig
-from ..data.dataset import Category, Sample, load_fitted
-from ..data.images import read_mask
+from ..data.dataset import Category, Sample, load_fitted, load_pair
+from ..data.fit import tile_at
+from ..data.images import read_image, read_mask
 from ..data.synth.anomalies import AnomalyGenerator
 from ..errors import DataError
-from ..model.inference import predict
+from ..model.inference import predict, predict_tiled
 from ..model.prn import PRN
+from ..tiling import TileGrid, paste, random_start
 from .metrics import auroc, average_precision
 from .thresholds import decision_params
 
@@ -55,9 +57,12 @@ def split_shots(shots: list[Sample], tc) -> tuple[list[Sample], list[Sample]]:
 
 def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list]:
     """Normal images fitted to the model input, and where each may hold a generated anomaly (None = anywhere;
-    with letterboxing, the image and not its padding)."""
+    with letterboxing, the image and not its padding). With input policy tiles, the images as they are (tiles are
+    cut where they are used; regions None)."""
     hw, policy = cfg.model.hw, cfg.model.input_policy
     load = tqdm if progress else (lambda x, **_: x)
+    if policy == "tiles":
+        return [read_image(p) for p in load(paths, desc="load normals", leave=False)], [None] * len(paths)
     imgs, regions = [], []
     for p in load(paths, desc="load normals", leave=False):
         img, where = load_fitted(p, hw, policy)
@@ -66,13 +71,17 @@ def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tupl
     return imgs, regions
 
 
+def _anomalies(synth: SynthConfig, hw: tuple[int, int], shots, textures, foreground, seed: int):
+    """The generator of validation anomalies (every sample an anomaly) and its own seeded stream."""
+    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
+    return AnomalyGenerator(only_anomalies, hw, shots, textures, foreground), np.random.default_rng(seed + 7919)
+
+
 def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig, hw: tuple[int, int], shots,
                    textures, foreground, seed: int):
     """Held-out normals, and each one again with one generated anomaly (the mix of anomaly kinds); hw is the
     model input (height, width)."""
-    only_anomalies = SynthConfig(**{**synth.__dict__, "p_normal": 0.0})
-    gen = AnomalyGenerator(only_anomalies, hw, shots, textures, foreground)
-    rng = np.random.default_rng(seed + 7919)
+    gen, rng = _anomalies(synth, hw, shots, textures, foreground, seed)
     images, masks = list(normals), [np.zeros(normals[0].shape[:2], np.float32) for _ in normals]
     for img, region in zip(normals, regions):
         a, m, _ = gen.sample(img, rng, region)
@@ -82,19 +91,61 @@ def validation_set(normals: list[np.ndarray], regions: list, synth: SynthConfig,
     return images, np.stack(masks), labels
 
 
+def tiled_validation_set(normals: list[np.ndarray], synth: SynthConfig, hw: tuple[int, int], shots, textures,
+                         foreground, seed: int):
+    """validation_set for input policy tiles: held-out normals at their own resolution, and each one again with
+    one generated anomaly drawn on a random tile of it (as training draws them), at image resolution."""
+    gen, rng = _anomalies(synth, hw, shots, textures, foreground, seed)
+    images, masks = list(normals), [np.zeros(n.shape[:2], np.float32) for n in normals]
+    for img in normals:
+        y, x = random_start(img.shape[0], hw[0], rng), random_start(img.shape[1], hw[1], rng)
+        tile, _, region = tile_at(img, None, y, x, hw)
+        a, m, _ = gen.sample(tile, rng, region)
+        images.append(paste(img.copy(), a, y, x))
+        masks.append(paste(np.zeros(img.shape[:2], np.float32), m.astype(np.float32), y, x))
+    return images, masks, np.array([0] * len(normals) + [1] * len(normals))
+
+
+def load_shot(sample: Sample, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """A real shot (image, mask) as validation and evaluation see it: fitted to the model input, or at its own
+    resolution with input policy tiles (split into tiles when predicted)."""
+    if cfg.model.input_policy == "tiles":
+        return load_pair(sample)
+    return load_pair(sample, cfg.model.hw, cfg.model.input_policy)
+
+
+def model_inputs(images: list[np.ndarray], cfg: Config) -> list[np.ndarray]:
+    """What the model sees of whole images (prototype fit, distance calibration): the fitted images themselves,
+    or with input policy tiles every tile of each image's grid, so every part of the normals is covered."""
+    if cfg.model.input_policy != "tiles":
+        return images
+    th, tw = cfg.model.hw
+    return [t for img in images for t in TileGrid(img.shape[0], img.shape[1], th, tw).split(img)]
+
+
 def real_validation_set(normals: list[np.ndarray], defects: list[tuple[np.ndarray, np.ndarray]]):
-    """Held-out normals and held-out real defect shots: the validation that says how real defects are found."""
+    """Held-out normals and held-out real defect shots: the validation that says how real defects are found.
+    Masks are a list (with input policy tiles each is at its image's own size)."""
     images = list(normals) + [img for img, _ in defects]
-    masks = [np.zeros(normals[0].shape[:2], np.float32) for _ in normals] + [m for _, m in defects]
-    return images, np.stack(masks), np.array([0] * len(normals) + [1] * len(defects))
+    masks = [np.zeros(n.shape[:2], np.float32) for n in normals] + [m for _, m in defects]
+    return images, masks, np.array([0] * len(normals) + [1] * len(defects))
 
 
-def validate(model: PRN, images, masks: np.ndarray, labels: np.ndarray) -> dict:
-    maps, scores = predict(model, images)
+def _pixels(maps) -> np.ndarray:
+    """Every pixel of a stack or a list of maps (images of different sizes), in one vector."""
+    return np.concatenate([np.ravel(m) for m in maps])
+
+
+def validate(model: PRN, images, masks, labels: np.ndarray) -> dict:
+    """Image and pixel metrics and the decision parameters; with input policy tiles, every image is tiled, its
+    map blended back at its own resolution and its score the highest tile score (prn_edge.model.inference)."""
+    tiles = model.cfg.input_policy == "tiles"
+    maps, scores = predict_tiled(model, images) if tiles else predict(model, images)
+    maps, truth = _pixels(maps), _pixels(masks) > 0.5
     return {"image_auroc": auroc(scores, labels),
-            "pixel_ap": average_precision(maps.ravel(), (masks > 0.5).ravel()),
-            "pixel_auroc": auroc(maps.ravel(), (masks > 0.5).ravel()),
-            **decision_params(maps, scores, masks, labels)}
+            "pixel_ap": average_precision(maps, truth),
+            "pixel_auroc": auroc(maps, truth),
+            **decision_params(maps, scores, truth, labels)}
 
 
 def validate_all(model: PRN, sets: dict) -> dict:

@@ -140,6 +140,10 @@ def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, inpu
     h, w = (mh, mw) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
     if h < 1 or w < 1:
         raise ExportError(f"input_hw={input_hw!r}: need positive (height, width)")
+    if cfg.model.input_policy == "tiles" and (h, w) != (mh, mw):
+        raise ExportError(f"the model takes {mh}x{mw} tiles cut at native resolution (input policy tiles), so its "
+                          f"frames are tiles of that size and the graph resizes nothing; drop --input-size "
+                          f"{h}x{w}: the line splits larger camera regions into tiles (region.tiles: true)")
     where = placement((h, w), (mh, mw), cfg.model.input_policy)
     try:
         method = choose_resize((h, w), (where.h, where.w), resize)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .decision import MODEL, RECHECK, REJECT, Part, model_verdict
 from ..runtime.base import describe_line
+from ..tiling import DEFAULT_OVERLAP
 from .engine import EngineLike, Verdicts, engine_description, engine_input, run_engine
 from .engine_queue import EngineQueue
 from .errors import CameraError, CameraTimeout, LineConfigError, LineError, SourceExhausted
@@ -46,7 +47,7 @@ class LoopOptions:
     uncertain_band: Sequence[float] = ()  # (low, high) in normalized score: low <= s < high -> recheck
     roi: Sequence[int] = ()
     tiles: bool = False
-    overlap: int = 32  # pixels shared by neighbouring tiles (a defect on a tile border is seen whole once)
+    overlap: int = DEFAULT_OVERLAP  # pixels shared by neighbouring tiles (a defect on a tile border is seen whole once)
     resize: bool = False
     max_batch: int = 1  # parts per engine call
     batch_wait_s: float = 0.0  # wait this long for a batch to fill (0: take what is queued)

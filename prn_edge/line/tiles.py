@@ -4,7 +4,9 @@ A region (ROI) is cut from each frame; it is given to the model whole (its size 
 resized when allowed) or split into tiles of the engine's frame size (height x width, the model's H x W for an
 artefact exported at the model size) that overlap. Tile maps, their letterbox padding dropped, are blended back
 into one map per part with a weight window (high in a tile's centre, low at its border), and the part is defective
-when any tile is (its score is the highest tile score).
+when any tile is (its score is the highest tile score). The tile geometry is prn_edge.tiling's, the one evaluation
+uses too. An artefact of input policy "tiles" takes tiles cut at native resolution: its regions are tiled, never
+resized.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..input_policy import placement
+from ..tiling import DEFAULT_OVERLAP, TileGrid
 from .engine import EngineInput
 from .errors import LineConfigError, SourceExhausted
 from .sources.base import Frame, FrameSource
@@ -46,58 +49,6 @@ class Region:
         return image[self.y:self.y + self.height, self.x:self.x + self.width]
 
 
-def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts covering [0, length): step tile - overlap, the last tile flush with the end."""
-    if length < tile:
-        raise LineConfigError(f"a region of {length} px cannot hold a {tile} px tile")
-    if not 0 <= overlap < tile:
-        raise LineConfigError(f"region.overlap={overlap} must be >= 0 and smaller than the tile ({tile} px)")
-    step = tile - overlap
-    starts = list(range(0, length - tile + 1, step))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
-
-
-def blend_window(h: int, w: int, floor: float = 0.05) -> np.ndarray:
-    """Separable tent weights, `floor` at the border so a pixel covered by one tile only still counts."""
-    def tent(n: int) -> np.ndarray:
-        x = (np.arange(n, dtype=np.float32) + 0.5) / n
-        return np.maximum(1.0 - np.abs(2.0 * x - 1.0), 0.0) * (1 - floor) + floor
-    return np.outer(tent(h), tent(w)).astype(np.float32)
-
-
-class TileGrid:
-    """Fixed tiling of a height x width region into tile_h x tile_w tiles with at least `overlap` px shared."""
-
-    def __init__(self, height: int, width: int, tile_h: int, tile_w: int, overlap: int = 0):
-        self.height, self.width, self.tile_h, self.tile_w = height, width, tile_h, tile_w
-        self.boxes = [(y, x) for y in axis_starts(height, tile_h, overlap) for x in axis_starts(width, tile_w, overlap)]
-        self._window = blend_window(tile_h, tile_w)
-        norm = np.zeros((height, width), np.float32)
-        for y, x in self.boxes:
-            norm[y:y + tile_h, x:x + tile_w] += self._window
-        self._inv_norm = 1.0 / norm
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def split(self, image: np.ndarray) -> np.ndarray:
-        """(n, tile_h, tile_w, C) copies of the tiles of an (height, width, C) region."""
-        th, tw = self.tile_h, self.tile_w
-        return np.stack([image[y:y + th, x:x + tw] for y, x in self.boxes])
-
-    def stitch(self, maps: Sequence[np.ndarray]) -> np.ndarray:
-        """One (height, width) float32 map from n tile maps (any size; resized to the tile when different)."""
-        out = np.zeros((self.height, self.width), np.float32)
-        th, tw = self.tile_h, self.tile_w
-        for (y, x), m in zip(self.boxes, maps):
-            if m.shape != (th, tw):
-                m = cv2.resize(np.asarray(m, np.float32), (tw, th), interpolation=cv2.INTER_LINEAR)
-            out[y:y + th, x:x + tw] += m * self._window
-        return out * self._inv_norm
-
-
 def convert_channels(image: np.ndarray, order: str) -> np.ndarray:
     """An (H, W, 1|3) RGB/mono frame in the channel order the engine takes (rgb, bgr or mono)."""
     c = image.shape[2]
@@ -114,7 +65,7 @@ class Preprocessor:
     """
 
     def __init__(self, frame_shape: tuple[int, int, int], engine: EngineInput, roi: Sequence[int] = (),
-                 tiles: bool = False, overlap: int = 0, resize: bool = False):
+                 tiles: bool = False, overlap: int = DEFAULT_OVERLAP, resize: bool = False):
         fh, fw, fc = frame_shape
         self.frame_shape = tuple(frame_shape)
         self.engine = engine
@@ -125,12 +76,21 @@ class Preprocessor:
         if fc not in (1, 3):
             raise LineConfigError(f"the camera gives {fc}-channel frames; the line takes mono (1) or RGB (3)")
         if tiles:
+            if not 0 <= overlap < min(engine.height, engine.width):
+                raise LineConfigError(f"region.overlap={overlap} must be >= 0 and smaller than the tile "
+                                      f"({engine.width}x{engine.height} px)")
             if r.height < engine.height or r.width < engine.width:
                 raise LineConfigError(
                     f"region {r.width}x{r.height} is smaller than the model input {engine.width}x{engine.height}: "
                     "enlarge region.roi or the camera Width/Height, or export the model for a smaller input")
             self.grid = TileGrid(r.height, r.width, engine.height, engine.width, overlap)
         elif (r.height, r.width) != (engine.height, engine.width):
+            if engine.fit == "tiles":
+                raise LineConfigError(
+                    f"the model was trained on {engine.width}x{engine.height} tiles cut at native resolution (input "
+                    f"policy tiles) but the camera region is {r.width}x{r.height}: set region.tiles: true to split it "
+                    f"into tiles (a region at least {engine.width}x{engine.height}), or set region.roi to a "
+                    f"{engine.width}x{engine.height} window; it is never resized (region.resize does not apply)")
             if not resize:
                 raise LineConfigError(
                     f"the model takes {engine.width}x{engine.height} frames but the camera region is "
@@ -161,7 +121,8 @@ class Preprocessor:
     def frame_map(self, amap: np.ndarray) -> np.ndarray:
         """An engine map (model resolution, any shape) without the letterbox padding the model added around the
         engine's frame: the part that shows the frame, which a tile or the region is stitched or drawn from."""
-        return placement((self.engine.height, self.engine.width), amap.shape, self.engine.fit).crop(amap)
+        fit = "stretch" if self.engine.fit == "tiles" else self.engine.fit  # a tile frame is all model input
+        return placement((self.engine.height, self.engine.width), amap.shape, fit).crop(amap)
 
     def combine(self, scores: np.ndarray, normalized: np.ndarray, decisions: np.ndarray,
                 maps: Optional[np.ndarray]) -> tuple[float, float, bool, Optional[np.ndarray]]:

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..tiling import DEFAULT_OVERLAP, TileGrid
 from .prn import PRN
 
 
@@ -29,3 +30,18 @@ def predict(model: PRN, images: Sequence[np.ndarray], batch: int = 8) -> tuple[n
     if not maps:
         return np.zeros((0, 0, 0), np.float32), np.zeros((0,), np.float32)
     return np.concatenate(maps).astype(np.float32), np.concatenate(scores).astype(np.float32)
+
+
+def predict_tiled(model: PRN, images: Sequence[np.ndarray], overlap: int = DEFAULT_OVERLAP,
+                  batch: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
+    """Input policy "tiles": each uint8 RGB image (any size) split into overlapping tiles of the model input
+    (prn_edge.tiling), their maps blended back into one map at the image's own resolution, and the image's score
+    the highest tile score (a defect in one tile makes the part defective, as on the line)."""
+    th, tw = model.cfg.hw
+    maps, scores = [], []
+    for img in images:
+        grid = TileGrid(img.shape[0], img.shape[1], th, tw, overlap)
+        tile_maps, tile_scores = predict(model, grid.split(img), batch)
+        maps.append(grid.stitch(tile_maps))
+        scores.append(tile_scores.max())
+    return maps, np.asarray(scores, np.float32)

@@ -33,6 +33,14 @@ def camera_spec_for(model_spec: InputSpec, channel_order: Optional[str], input_h
     if order not in ("rgb", "bgr", "mono"):
         raise EngineError(f"channel_order={order!r}: choose 'rgb', 'bgr' or 'mono'")
     h, w = model_spec.model_hw if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
+    if model_spec.fit == "tiles" and (h, w) != model_spec.model_hw:
+        # The caller tiles, not the engine: an Engine maps N frames to N maps (batching, SharedEngine, Triton and
+        # the line's queue count on it), and prn_edge.tiling.TileGrid is the one tiling, used by the line
+        # (region.tiles) and by evaluation alike. So a tiles model takes tile-size frames and nothing is resized.
+        raise EngineError(
+            f"{source} takes {model_spec.model_width}x{model_spec.model_height} tiles cut at native resolution "
+            f"(input policy tiles), not {w}x{h} frames resized into it; drop input_hw and split images into tiles "
+            "(prn_edge.tiling.TileGrid; on the line: region.tiles: true)")
     try:
         where = placement((h, w), model_spec.model_hw, model_spec.fit)
         method = choose_resize((h, w), (where.h, where.w), resize)

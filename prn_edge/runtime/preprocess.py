@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..artefact import InputSpec
+from ..errors import ConfigError
 from ..input_policy import PAD_VALUE, as_hw, resample
 
 
@@ -66,7 +67,7 @@ def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
     """RGB uint8 images (any size) -> camera frames for `spec` (size, channel order): for tests and parity.
 
     Images are resized with cv2.INTER_AREA when shrinking and INTER_LINEAR otherwise, like training reads
-    them; mono uses OpenCV's RGB->gray weights.
+    them, except for a tiles artefact, which takes tiles (refused otherwise); mono uses OpenCV's RGB->gray weights.
     """
     import cv2
 
@@ -75,6 +76,9 @@ def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
         img = np.asarray(img)
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        if img.shape[:2] != (spec.height, spec.width) and spec.fit == "tiles":
+            raise ConfigError(f"a tiles artefact takes {spec.width}x{spec.height} tiles cut at native resolution, not "
+                             f"a {img.shape[1]}x{img.shape[0]} image resized; split it first (prn_edge.tiling.TileGrid)")
         if img.shape[:2] != (spec.height, spec.width):
             shrink = img.shape[0] > spec.height or img.shape[1] > spec.width
             img = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -19,18 +19,22 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import Config, make_config
-from ..data.dataset import Category, load_category, load_pair
+from ..data.dataset import Category, load_category
+from ..data.fit import defect_tile, random_tile
+from ..data.images import image_header
 from ..data.synth.anomalies import AnomalyGenerator
 from ..data.synth.textures import load_texture_dir
 from ..errors import CheckpointError
 from ..evaluate.thresholds import checkpoint_decision
-from ..evaluate.validation import (load_normals, real_validation_set, selection_metric, split_normals, split_shots,
-                                   synth_foreground, validate, validate_all, validation_set)
+from ..evaluate.validation import (load_normals, load_shot, model_inputs, real_validation_set, selection_metric,
+                                   split_normals, split_shots, synth_foreground, tiled_validation_set, validate,
+                                   validate_all, validation_set)
 from ..artefact.files import files_sha256
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.inference import to_tensor
 from ..model.memory import check_memory
 from ..model.prn import PRN, build_prn
+from ..tiling import TileGrid
 from .losses import segmentation_loss
 
 
@@ -60,6 +64,15 @@ def resume_state(last_path: Path, cfg: Config) -> dict:
     return state
 
 
+def count_inputs(paths: list[Path], cfg: Config) -> int:
+    """How many model inputs the normals make: one per image, or with input policy tiles one per tile of each
+    image's grid (read from the headers, before any image is loaded)."""
+    if cfg.model.input_policy != "tiles":
+        return len(paths)
+    th, tw = cfg.model.hw
+    return sum(len(TileGrid(h, w, th, tw)) for w, h, _ in map(image_header, paths))
+
+
 def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None, shots_from_test: int = 0,
           backbone_weights: Optional[str] = None, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
@@ -74,18 +87,22 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     rng = np.random.default_rng(tc.seed)
     fit_paths, val_paths = split_normals(cat, tc)
-    check_memory(cfg.model, tc.batch_size, len(fit_paths) + len(val_paths))
+    tiles = cfg.model.input_policy == "tiles"  # tiles cut at native resolution (prn_edge.tiling)
+    check_memory(cfg.model, tc.batch_size, count_inputs(fit_paths + val_paths, cfg))
     fit_imgs, fit_regions = load_normals(fit_paths, cfg, progress)
     val_imgs, val_regions = load_normals(val_paths, cfg)
     train_shots, val_shots = split_shots(cat.shots, tc)
-    real_val = [(s, *load_pair(s, hw, cfg.model.input_policy)) for s in val_shots]
+    real_val = [(s, *load_shot(s, cfg)) for s in val_shots]
     dropped = [s for s, _, m in real_val if not m.any()]
     if dropped:  # a defect too small to survive the resize to the model input says nothing about the model
         log(f"validation: {len(dropped)} held-out shots have no defect pixel at the model size and are not used: "
             + ", ".join(Path(s.image).name for s in dropped[:5]))
     real_val = [(s, img, m) for s, img, m in real_val if m.any()]
     val_shots = [s for s, _, _ in real_val]
-    shots = [load_pair(s, hw, cfg.model.input_policy) for s in train_shots]
+    shots = [load_shot(s, cfg) for s in train_shots]
+    if tiles:  # each shot enters as one tile that holds its defect, drawn once (the generator keeps its shots)
+        shot_rng = np.random.default_rng(tc.seed + 31)
+        shots = [defect_tile(img, m, hw, shot_rng)[:2] for img, m in shots]
     textures = load_texture_dir(cfg.synth.texture_dir, hw) if cfg.synth.texture_dir else None
     foreground = synth_foreground(cfg, cat)
     if val_shots:
@@ -96,7 +113,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         log("validation: generated anomalies only (no real defect shots to hold out); thresholds may not "
             "transfer to real defects")
 
-    model, backbone_info = build_prn(cfg.model, len(fit_imgs), backbone_weights)
+    model, backbone_info = build_prn(cfg.model, count_inputs(fit_paths, cfg), backbone_weights)
     opt = torch.optim.AdamW(model.head_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start, best, history = 0, (-math.inf, 0, None), []
     if state is not None:
@@ -109,16 +126,21 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         log(f"resumed from {last_path} at step {start}")
     else:
         t = time.time()
-        model.fit_prototypes(to_tensor(fit_imgs), seed=tc.seed)
+        fit_inputs = model_inputs(fit_imgs, cfg)
+        model.fit_prototypes(to_tensor(fit_inputs), seed=tc.seed)
         log(f"prototypes: {model.prototypes[0].protos.shape[0]} per scale ({cfg.model.prototype_mode}) "
-            f"from {len(fit_imgs)} normal images in {time.time() - t:.1f}s")
+            f"from {len(fit_imgs)} normal images" + (f" ({len(fit_inputs)} tiles)" if tiles else "")
+            + f" in {time.time() - t:.1f}s")
         if cfg.model.distance_fusion != "none":
-            cal = model.calibrate_distance(list(to_tensor(val_imgs).split(16)))
+            cal = model.calibrate_distance(list(to_tensor(model_inputs(val_imgs, cfg)).split(16)))
             log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}")
 
     gen = AnomalyGenerator(cfg.synth, hw, shots, textures, foreground)
-    val_sets = {"synthetic": validation_set(val_imgs, val_regions, cfg.synth, hw, shots, textures, foreground,
-                                            tc.seed)}
+    if tiles:
+        synthetic = tiled_validation_set(val_imgs, cfg.synth, hw, shots, textures, foreground, tc.seed)
+    else:
+        synthetic = validation_set(val_imgs, val_regions, cfg.synth, hw, shots, textures, foreground, tc.seed)
+    val_sets = {"synthetic": synthetic}
     if val_shots:
         val_sets["real"] = real_validation_set(val_imgs, [(img, m) for _, img, m in real_val])
     meta = {
@@ -141,7 +163,12 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                disable=not progress, dynamic_ncols=True)
     for step in bar:
         picks = (rng.integers(len(fit_imgs)) for _ in range(tc.batch_size))  # drawn in turn with the anomalies
-        batch = [gen.sample(fit_imgs[i], rng, fit_regions[i]) for i in picks]
+        batch = []
+        for i in picks:
+            img, region = fit_imgs[i], fit_regions[i]
+            if tiles:  # a random tile at native resolution; its region is where it shows the image
+                img, _, region = random_tile(img, hw, rng)
+            batch.append(gen.sample(img, rng, region))
         x = to_tensor([b[0] for b in batch])
         y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.float32)).unsqueeze(1)
         loss = segmentation_loss(tc.loss, model(x), y, tc.focal_gamma, tc.focal_alpha)

@@ -78,9 +78,15 @@ def test_a_non_square_model_input_is_format_2_and_square_ones_stay_format_1():
     # what an artefact of an earlier prn_edge carries reads as a square model input
     old = encode_metadata(_meta())
     assert decode_metadata(old, "old.onnx")["input_spec"].model_hw == (64, 64)
-    with pytest.raises(MetadataError, match=r"future\.onnx has prn_edge artefact format 3, this prn_edge reads "
-                                            r"formats 1 and 2"):
-        decode_metadata({**props, "prn_edge.format_version": "3"}, "future.onnx")
+    with pytest.raises(MetadataError, match=r"future\.onnx has prn_edge artefact format 4, this prn_edge reads "
+                                            r"formats 1, 2, 3"):
+        decode_metadata({**props, "prn_edge.format_version": "4"}, "future.onnx")
+    # a tiles model (square or not) is format 3: an earlier line would resize whole regions into it
+    tiles = encode_metadata(build_metadata(toolkit_version="0.0.1", variant="prn-tiny",
+                                           ckpt_meta={"image_threshold": 0.4, "score_spread": 0.2},
+                                           input_spec=dataclasses.replace(SPEC, fit="tiles"), model={},
+                                           checkpoint_sha256=None, opset=17, exporter="test"))
+    assert tiles["prn_edge.format_version"] == "3" and decode_metadata(tiles, "t.onnx")["input_spec"].fit == "tiles"
     sizeless = {k: v for k, v in record.items() if not k.startswith("model_")}
     with pytest.raises(MetadataError, match=r"odd\.onnx: its input spec has no \['model_height', 'model_width'\]"):
         decode_metadata({**props, "prn_edge.input": json.dumps(sizeless)}, "odd.onnx")

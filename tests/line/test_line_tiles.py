@@ -1,5 +1,5 @@
-"""Regions, tiles and stitching: coverage, blended maps, channel order, and the 'camera cannot give the model
-input' errors raised before a line starts."""
+"""Regions, tiles, channel order, and the 'camera cannot give the model input' errors raised before a line starts
+(the tile geometry itself: tests/test_tiling.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,35 +7,7 @@ import pytest
 
 from prn_edge.line import LineConfigError
 from prn_edge.line.engine import EngineInput
-from prn_edge.line.tiles import Preprocessor, Region, TileGrid, axis_starts, convert_channels
-
-
-@pytest.mark.parametrize("length, tile, overlap", [(64, 64, 0), (100, 32, 8), (256, 64, 16), (65, 64, 0)])
-def test_axis_starts_cover_everything_with_at_least_the_overlap(length, tile, overlap):
-    starts = axis_starts(length, tile, overlap)
-    assert starts[0] == 0 and starts[-1] == length - tile
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
-
-
-def test_tile_errors():
-    with pytest.raises(LineConfigError, match="cannot hold"):
-        axis_starts(30, 32, 0)
-    with pytest.raises(LineConfigError, match="overlap=32 must be >= 0 and smaller"):
-        axis_starts(64, 32, 32)
-
-
-def test_split_and_stitch_round_trip():
-    grid = TileGrid(100, 150, 32, 48, overlap=8)
-    yy, xx = np.mgrid[:100, :150].astype(np.float32)
-    smooth = np.sin(yy / 17) + np.cos(xx / 23)
-    tiles = grid.split(smooth[..., None])
-    assert tiles.shape == (len(grid), 32, 48, 1)
-    assert np.allclose(grid.stitch(tiles[..., 0]), smooth, atol=1e-5)  # same values everywhere: exact
-    small = np.stack([np.full((8, 12), float(i)) for i in range(len(grid))])  # maps at 1/4 resolution
-    out = grid.stitch(small)
-    assert out.shape == (100, 150) and out.min() >= 0 and out.max() <= len(grid) - 1 + 1e-4
-    # the blend is smooth where tiles overlap: no jump larger than the step between tile values
-    assert np.abs(np.diff(out, axis=1)).max() < len(grid)
+from prn_edge.line.tiles import Preprocessor, Region, convert_channels
 
 
 def test_region_checks():
@@ -97,3 +69,23 @@ def test_tiles_of_a_non_square_letterbox_model_are_stitched_without_its_padding(
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 19, 64 + 8, 64 + 17)  # the middle tile starts at x 64
     whole = Preprocessor((64, 64, 3), engine)
     assert whole.combine(np.zeros(1), np.zeros(1), np.zeros(1, bool), maps[:1])[3].shape == (64, 64)
+
+
+def test_a_tiles_artefact_tiles_regions_and_never_resizes_them():
+    spec = EngineInput(64, 64, 3, "rgb", fit="tiles")
+    for resize in (False, True):
+        with pytest.raises(LineConfigError, match=r"64x64 tiles cut at native resolution.*region is 200x100.*"
+                                                  r"region.tiles: true.*never resized"):
+            Preprocessor((100, 200, 3), spec, resize=resize)
+    with pytest.raises(LineConfigError, match="smaller than the model input 64x64"):
+        Preprocessor((48, 200, 3), spec, tiles=True)
+    with pytest.raises(LineConfigError, match=r"region.overlap=64 must be >= 0 and smaller than the tile"):
+        Preprocessor((100, 200, 3), spec, tiles=True, overlap=64)
+    frame = np.random.default_rng(0).integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    t = Preprocessor((100, 200, 3), spec, tiles=True, overlap=16)
+    tiles = t.prepare(frame)
+    assert tiles.shape == (len(t.grid), 64, 64, 3)
+    assert all(np.array_equal(tile, frame[y:y + 64, x:x + 64]) for tile, (y, x) in zip(tiles, t.grid.boxes))
+    assert Preprocessor((64, 64, 3), spec).prepare(frame[:64, :64]).shape == (1, 64, 64, 3)  # one tile: as it is
+    maps = np.ones((len(t.grid), 64, 64), np.float32)
+    assert t.combine(np.zeros(len(t.grid)), np.zeros(len(t.grid)), np.zeros(len(t.grid), bool), maps)[3].shape == (100, 200)

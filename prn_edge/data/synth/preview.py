@@ -8,8 +8,10 @@ import numpy as np
 
 from ...config import SynthConfig
 from ...errors import DataError
+from ...input_policy import as_hw
 from ..dataset import Category, load_fitted, load_pair
-from ..images import write_image
+from ..fit import defect_tile, random_tile
+from ..images import read_image, write_image
 from .anomalies import AnomalyGenerator
 
 CAPTION = 18  # pixels of caption strip above each tile
@@ -32,13 +34,20 @@ def synth_preview(category: Category, cfg: SynthConfig, out_png: str | Path, n: 
     if not category.train_good:
         raise DataError(f"category {category.root} has no normal training images to preview")
     rng = np.random.default_rng(seed)
-    shots = [load_pair(s, image_size, policy) for s in category.shots]
+    if policy == "tiles":  # as training takes them: tiles cut at native resolution
+        shots = [defect_tile(*load_pair(s), as_hw(image_size), rng)[:2] for s in category.shots]
+    else:
+        shots = [load_pair(s, image_size, policy) for s in category.shots]
     gen = AnomalyGenerator(cfg, image_size, shots, foreground=category.foreground)
     picks = rng.choice(len(category.train_good), size=n, replace=len(category.train_good) < n)
     tiles = []
     for i in picks:
-        normal, where = load_fitted(category.train_good[i], image_size, policy)
-        image, mask, kind = gen.sample(normal, rng, where.valid())  # anomalies on the image, not its padding
+        if policy == "tiles":
+            normal, _, region = random_tile(read_image(category.train_good[i]), as_hw(image_size), rng)
+        else:
+            normal, where = load_fitted(category.train_good[i], image_size, policy)
+            region = where.valid()
+        image, mask, kind = gen.sample(normal, rng, region)  # anomalies on the image, not its padding
         tiles.append(_tile(image, mask, f"{kind}  {100 * mask.mean():.1f}%"))
     cols = int(np.ceil(np.sqrt(n)))
     blank = np.full_like(tiles[0], 255)
