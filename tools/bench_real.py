@@ -194,13 +194,13 @@ def prepare_ksdd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
 class KnnReference:
     """PatchCore-style nearest-neighbour distance over the frozen encoder: trains nothing."""
 
-    def __init__(self, backbone: str = "efficientnet_lite0", seed: int = 0):
+    def __init__(self, backbone: str = "efficientnet_lite0", seed: int = 0, pretrained: bool = True):
         import torch
 
         from prn_edge.model.backbones import create_backbone
 
         self.torch = torch
-        self.encoder, _ = create_backbone(backbone, True, None)
+        self.encoder, _ = create_backbone(backbone, pretrained, None)
         self.encoder.eval()
         self.seed = seed
         self.bank = None
@@ -291,28 +291,59 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet: bool) -> dict:
-    from prn_edge.data.dataset import load_category
-    from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint, load_test
-    from prn_edge.evaluate.metrics import evaluate_predictions
-    from prn_edge.evaluate.validation import load_normals
-    from prn_edge.train.trainer import train
+def _knn_test(knn: KnnReference, samples, cfg) -> tuple[list[np.ndarray], np.ndarray, list]:
+    """The kNN reference's maps at each image's own resolution, scores and masks, by the same input policy as PRN:
+    fitted to the model input, or split into the same tiles (highest tile score)."""
+    from prn_edge.data.dataset import load_pair
+    from prn_edge.evaluate.checkpoint_eval import load_test
+    from prn_edge.tiling import TileGrid
 
     hw, policy = cfg.model.hw, cfg.model.input_policy
+    if policy != "tiles":
+        images, placements, masks = load_test(samples, hw, policy)
+        maps, scores = knn.predict(images)
+        return [p.unfit(m) for p, m in zip(placements, maps)], scores, masks
+    maps, scores, masks = [], [], []
+    for s in samples:
+        img, mask = load_pair(s)
+        grid = TileGrid(img.shape[0], img.shape[1], *hw)
+        tile_maps, tile_scores = knn.predict(list(grid.split(img)))
+        maps.append(grid.stitch(tile_maps))
+        scores.append(tile_scores.max())
+        masks.append(mask)
+    return maps, np.asarray(scores, np.float32), masks
+
+
+def _knn_normals(cat, cfg) -> list[np.ndarray]:
+    """Training normals as the model input sees them: fitted images, or every grid tile of them (tiles)."""
+    from prn_edge.evaluate.validation import load_normals
+    from prn_edge.tiling import TileGrid
+
+    normals = load_normals(cat.train_good, cfg)[0]
+    if cfg.model.input_policy != "tiles":
+        return normals
+    return [t for img in normals for t in TileGrid(img.shape[0], img.shape[1], *cfg.model.hw).split(img)]
+
+
+def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet: bool) -> dict:
+    from prn_edge.data.dataset import load_category
+    from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint, predict_test
+    from prn_edge.evaluate.metrics import evaluate_predictions
+    from prn_edge.train.trainer import train
+
     cat = load_category(root, seed=seed, num_shots=cfg.train.num_shots)
     entry: dict = {"category": cat.name, "n_train_normals": len(cat.train_good), "n_shots": len(cat.shots),
-                   "seen_types": cat.seen_types, "defect_types": cat.defect_types, "notes": cat.notes}
+                   "seen_types": cat.seen_types, "defect_types": cat.defect_types, "notes": cat.notes,
+                   "input_policy": cfg.model.input_policy, "image_size": list(cfg.model.hw)}
     samples = cat.test
-    images, placements, masks = load_test(samples, hw, policy)
     labels = np.array([s.label for s in samples])
     types = [s.defect for s in samples]
     seen = {t: t in cat.seen_types for t in set(types) if t != "good"}
 
     t = time.time()
-    knn = KnnReference(cfg.model.backbone, seed).fit(load_normals(cat.train_good, cfg)[0])
+    knn = KnnReference(cfg.model.backbone, seed, cfg.model.pretrained).fit(_knn_normals(cat, cfg))
     fit_s = time.time() - t
-    kmaps, kscores = knn.predict(images)
-    kmaps = [p.unfit(m) for p, m in zip(placements, kmaps)]
+    kmaps, kscores, masks = _knn_test(knn, samples, cfg)
     entry["knn"] = {**evaluate_predictions(kscores, kmaps, labels, masks, types, seen), "train_seconds": round(fit_s, 1)}
     maps_by_method = {"kNN": kmaps}
 
@@ -326,16 +357,13 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
         # CPU seconds / cores bounds the wall time on a quiet machine when other jobs share the cores
         entry["prn"].update({"train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
                              "best_step": res.best_step, "validation": res.val})
-        from prn_edge.model.inference import predict
         from prn_edge.model.checkpoint import load_model
 
-        model, _, _ = load_model(ckpt)
-        pmaps, _ = predict(model, images)
-        maps_by_method = {"PRN": [p.unfit(m) for p, m in zip(placements, pmaps)], **maps_by_method}
+        model, mcfg, _ = load_model(ckpt)
+        maps_by_method = {"PRN": predict_test(model, mcfg, samples)[0], **maps_by_method}
         if model.fuses_distance:  # ablation: the decoder alone (the paper's PRN), same checkpoint
             model.cfg.distance_fusion = "none"
-            dmaps, dscores = predict(model, images)
-            dmaps = [p.unfit(m) for p, m in zip(placements, dmaps)]
+            dmaps, dscores, _ = predict_test(model, mcfg, samples)
             entry["prn_decoder_only"] = evaluate_predictions(dscores, dmaps, labels, masks, types, seen)
             entry["prn_decoder_only"]["train_seconds"] = entry["prn"]["train_seconds"]
             maps_by_method["PRN decoder"] = dmaps
@@ -362,7 +390,7 @@ def _table(entry: dict) -> str:
     return "\n".join(lines) + f"\n\ntraining: {secs}\n"
 
 
-def main() -> int:
+def main(argv=None) -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.config import _merge, make_config, parse_override
     from prn_edge.artefact import write_json
@@ -379,7 +407,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--skip-prn", action="store_true", help="the kNN reference only (quick look at a dataset)")
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.mtd and not args.ksdd and not args.data:
         ap.error("give --mtd DIR, --ksdd DIR and/or --data DIR")
 

@@ -13,7 +13,7 @@ from tests.helpers.tools import load_tool
 bench_real = load_tool("bench_real.py")
 
 
-def _fake_ksdd(root: Path, commutators: int = 50) -> Path:
+def _fake_ksdd(root: Path, commutators: int = 50, hw: tuple[int, int] = (25, 10)) -> Path:
     """50 commutators of 8 parts (tiny images); every 3rd has a cracked part, every 9th two: so few that the
     shots, not the normals, decide how many commutators training takes."""
     rng = np.random.default_rng(1)
@@ -22,8 +22,8 @@ def _fake_ksdd(root: Path, commutators: int = 50) -> Path:
         for part in range(8):
             folder = root / f"kos{k:02d}"
             folder.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(folder / f"Part{part}.jpg"), rng.integers(0, 255, (25, 10), dtype=np.uint8))
-            label = np.zeros((25, 10), np.uint8)
+            cv2.imwrite(str(folder / f"Part{part}.jpg"), rng.integers(0, 255, hw, dtype=np.uint8))
+            label = np.zeros(hw, np.uint8)
             if part in cracked:
                 label[10:13, 2:8] = 255
             cv2.imwrite(str(folder / f"Part{part}_label.bmp"), label)
@@ -93,3 +93,22 @@ def test_ksdd_refuses_an_image_without_its_label(tmp_path):
     (src / "kos02" / "Part3_label.bmp").unlink()
     with pytest.raises(SystemExit, match="Part3.jpg: no Part3_label.bmp"):
         bench_real.prepare_ksdd(src, tmp_path / "out", seed=0, zero_shot=False)
+
+
+@pytest.mark.parametrize("policy", ["stretch", "tiles"])
+def test_a_run_measures_prn_and_the_knn_reference_under_the_input_policy(tmp_path, policy):
+    """The whole benchmark on a tiny model: both methods scored on the same test set at the images' own size,
+    the table and the overlay picture written; under tiles (64 px) both split the 100x40 images into the same
+    tiles."""
+    src, out = _fake_ksdd(tmp_path / "KolektorSDD", commutators=40, hw=(100, 40)), tmp_path / "out"
+    rc = bench_real.main(["--ksdd", str(src), "--out", str(out), "--variant", "prn-tiny", "--steps", "2", "--quiet",
+                          "--set", f"model.input_policy={policy}"])
+    assert rc == 0
+    entry = json.loads((out / "bench_real.json").read_text())["categories"]["ksdd"]
+    assert entry["input_policy"] == policy
+    for method in ("prn", "knn"):
+        crack = entry[method]["per_type"]["crack"]
+        assert crack["n"] > 0 and 0 <= crack["image_auroc"] <= 1 and 0 <= crack["pixel_auroc"] <= 1
+    assert entry["prn"]["train_cpu_seconds"] > 0
+    assert "| crack | seen |" in (out / "bench_real.md").read_text()
+    assert (out / "ksdd" / "overlays.png").stat().st_size > 0
