@@ -15,16 +15,16 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def artefacts(tiny_ckpt_rt, tmp_path_factory):
+def artefacts(tiny_ckpt, tmp_path_factory):
     d = tmp_path_factory.mktemp("rt")
     paths = {
         "float1": d / "float_b1.onnx",
         "bgr_dyn": d / "bgr_dyn.onnx",
         "mono_cam": d / "mono_cam.onnx",
     }
-    export_onnx(tiny_ckpt_rt, paths["float1"], batch=1)
-    export_onnx(tiny_ckpt_rt, paths["bgr_dyn"], batch=None, input_format="uint8", channel_order="bgr")
-    export_onnx(tiny_ckpt_rt, paths["mono_cam"], batch=2, input_format="uint8", channel_order="mono",
+    export_onnx(tiny_ckpt, paths["float1"], batch=1)
+    export_onnx(tiny_ckpt, paths["bgr_dyn"], batch=None, input_format="uint8", channel_order="bgr")
+    export_onnx(tiny_ckpt, paths["mono_cam"], batch=2, input_format="uint8", channel_order="mono",
                 input_hw=(100, 90))
     return paths
 
@@ -78,15 +78,15 @@ def test_non_square_engines_agree_on_frames_of_another_size(tmp_path):
         assert np.array_equal(r.decisions, results[0].decisions)
 
 
-def test_onnxruntime_and_torch_backends_agree(artefacts, tiny_ckpt_rt, photos_rt):
+def test_onnxruntime_and_torch_backends_agree(artefacts, tiny_ckpt, photos):
     with open_engine(artefacts["bgr_dyn"], threads=2) as ort_engine:
         assert ort_engine.backend == "onnxruntime" and ort_engine.active
         assert ort_engine.active_providers == ["CPUExecutionProvider"]
         spec = ort_engine.input_spec
         assert (spec.height, spec.width, spec.channels, spec.channel_order) == (64, 64, 3, "bgr")
-        frames = _frames(photos_rt, spec, 6)
+        frames = _frames(photos, spec, 6)
         a = ort_engine.infer(frames)
-    with open_engine(tiny_ckpt_rt, channel_order="bgr", threads=2) as torch_engine:
+    with open_engine(tiny_ckpt, channel_order="bgr", threads=2) as torch_engine:
         assert torch_engine.backend == "torch"
         b = torch_engine.infer(frames)
     assert isinstance(a, InferResult) and len(a) == 6
@@ -103,23 +103,23 @@ def test_onnxruntime_and_torch_backends_agree(artefacts, tiny_ckpt_rt, photos_rt
     assert torch_engine.metadata["image_threshold"] == thr  # same thresholds travel with both
 
 
-def test_float_artefact_is_fed_by_host_preprocessing(artefacts, tiny_ckpt_rt, photos_rt):
+def test_float_artefact_is_fed_by_host_preprocessing(artefacts, tiny_ckpt, photos):
     """A float ONNX gets BGR frames of another size converted on the host, exactly like the uint8 graph would."""
     with open_engine(artefacts["float1"], channel_order="mono", input_hw=(100, 90), threads=2) as e:
         assert e.input_spec.resize == "separable" and e.input_spec.batch == 1
-        frames = _frames(photos_rt, e.input_spec, 3)
+        frames = _frames(photos, e.input_spec, 3)
         a = e.infer(frames)  # 3 frames through a batch-1 artefact
         assert e.last_timings["preprocess"] > 0
     with open_engine(artefacts["mono_cam"], threads=2) as e:  # in-graph preprocessing, static batch 2
         b = e.infer(frames)  # 3 frames: two runs, the last one padded
-    with open_engine(tiny_ckpt_rt, channel_order="mono", input_hw=(100, 90)) as e:
+    with open_engine(tiny_ckpt, channel_order="mono", input_hw=(100, 90)) as e:
         c = e.infer(frames)
     assert a.maps.shape == b.maps.shape == c.maps.shape == (3, 64, 64)
     assert np.abs(a.maps - c.maps).max() <= TOL and np.abs(b.maps - c.maps).max() <= TOL
     assert np.array_equal(a.decisions, c.decisions) and np.array_equal(b.decisions, c.decisions)
 
 
-def test_lifecycle_and_timings(artefacts, photos_rt, monkeypatch):
+def test_lifecycle_and_timings(artefacts, photos, monkeypatch):
     import prn_edge.runtime.onnxruntime_backend as ort_backend
 
     def no_host_preprocessing(*a, **k):
@@ -129,7 +129,7 @@ def test_lifecycle_and_timings(artefacts, photos_rt, monkeypatch):
     engine = open_engine(artefacts["bgr_dyn"], providers="cpu", threads=1)
     assert isinstance(engine, Engine) and not engine.active
     assert engine.metadata["category"] == "photos"  # readable before activation
-    frames = _frames(photos_rt, engine.input_spec, 2)
+    frames = _frames(photos, engine.input_spec, 2)
     with pytest.raises(EngineError, match="not active"):
         engine.infer(frames)
     with engine:
@@ -146,14 +146,14 @@ def test_lifecycle_and_timings(artefacts, photos_rt, monkeypatch):
     engine.close()  # idempotent
 
 
-def test_a_torch_engine_builds_its_model_on_activation_not_before(tiny_ckpt_rt, monkeypatch):
+def test_a_torch_engine_builds_its_model_on_activation_not_before(tiny_ckpt, monkeypatch):
     """The Engine contract: metadata and input spec before activation, heavy work (the model) on activation."""
     import prn_edge.model.checkpoint as checkpoint
 
     built = []
     real_build = checkpoint.build_prn
     monkeypatch.setattr(checkpoint, "build_prn", lambda *a, **k: built.append(1) or real_build(*a, **k))
-    engine = open_engine(tiny_ckpt_rt, channel_order="bgr")
+    engine = open_engine(tiny_ckpt, channel_order="bgr")
     assert built == [] and not engine.active
     assert engine.metadata["image_threshold"] is not None and engine.metadata["model"]["num_prototypes"] > 0
     assert engine.input_spec.channel_order == "bgr" and engine.input_spec.height == 64
@@ -165,9 +165,9 @@ def test_a_torch_engine_builds_its_model_on_activation_not_before(tiny_ckpt_rt, 
     engine.close()
 
 
-def test_frames_that_do_not_fit_are_refused(artefacts, photos_rt):
+def test_frames_that_do_not_fit_are_refused(artefacts, photos):
     with open_engine(artefacts["bgr_dyn"], threads=1) as e:
-        good = _frames(photos_rt, e.input_spec, 2)
+        good = _frames(photos, e.input_spec, 2)
         with pytest.raises(EngineError, match=r"dtype float32.*8-bit"):
             e.infer(good.astype(np.float32) / 255)
         with pytest.raises(EngineError, match=r"frames are 80x64 but bgr_dyn\.onnx takes 64x64.*input_hw=\(80, 64\)"):
@@ -182,7 +182,7 @@ def test_frames_that_do_not_fit_are_refused(artefacts, photos_rt):
             e.infer(good.tolist())
         assert e.infer(np.asfortranarray(good)).maps.shape == (2, 64, 64)  # non-contiguous is fine
     with open_engine(artefacts["mono_cam"], threads=1) as e:
-        mono = _frames(photos_rt, e.input_spec, 2)
+        mono = _frames(photos, e.input_spec, 2)
         assert e.infer(mono[..., 0]).maps.shape == (2, 64, 64)  # (N, H, W) stacks of mono frames too
         with pytest.raises(EngineError, match="3 channel"):
             e.infer(np.repeat(mono, 3, axis=-1))
@@ -195,7 +195,7 @@ def test_uint8_artefact_refuses_another_camera_format(artefacts):
         open_engine(artefacts["bgr_dyn"], providers=["NoSuchExecutionProvider"])
 
 
-def test_broken_artefacts_are_clear_errors(artefacts, tmp_path, tiny_ckpt_rt):
+def test_broken_artefacts_are_clear_errors(artefacts, tmp_path, tiny_ckpt):
     good = artefacts["float1"].read_bytes()
     cut = tmp_path / "truncated.onnx"
     cut.write_bytes(good[: len(good) // 3])

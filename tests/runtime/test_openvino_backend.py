@@ -16,11 +16,11 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def onnx_artefacts(tiny_ckpt_rt, tmp_path_factory):
+def onnx_artefacts(tiny_ckpt, tmp_path_factory):
     d = tmp_path_factory.mktemp("ov")
     paths = {"uint8_dyn": d / "uint8_dyn.onnx", "float1": d / "float1.onnx"}
-    export_onnx(tiny_ckpt_rt, paths["uint8_dyn"], batch=None, input_format="uint8", channel_order="bgr")
-    export_onnx(tiny_ckpt_rt, paths["float1"], batch=1)
+    export_onnx(tiny_ckpt, paths["uint8_dyn"], batch=None, input_format="uint8", channel_order="bgr")
+    export_onnx(tiny_ckpt, paths["float1"], batch=1)
     return paths
 
 
@@ -80,9 +80,9 @@ def test_a_device_that_is_not_there_lists_the_available_ones(onnx_artefacts):
         open_engine(onnx_artefacts["uint8_dyn"], backend="openvino", device="AUTO:GPU.7,CPU")
 
 
-def test_same_decisions_as_onnxruntime_on_the_same_frames(onnx_artefacts, ir, photos_rt):
+def test_same_decisions_as_onnxruntime_on_the_same_frames(onnx_artefacts, ir, photos):
     with open_engine(onnx_artefacts["uint8_dyn"], threads=2) as ort_engine:
-        frames = rgb_to_frames(photos_rt, ort_engine.input_spec)
+        frames = rgb_to_frames(photos, ort_engine.input_spec)
         ref = ort_engine.infer(frames)
     assert 0 < ref.decisions.sum() < len(frames)  # mixed decisions: a flip would show
     for path, opts in ((onnx_artefacts["uint8_dyn"], {"backend": "openvino"}), (ir, {})):
@@ -100,13 +100,13 @@ def test_same_decisions_as_onnxruntime_on_the_same_frames(onnx_artefacts, ir, ph
         assert np.abs(single.scores - ref.scores[:1]).max() <= TOL
 
 
-def test_float_artefact_gets_host_preprocessed_frames(onnx_artefacts, photos_rt):
+def test_float_artefact_gets_host_preprocessed_frames(onnx_artefacts, photos):
     pytest.importorskip("openvino")
     results = []
     for backend in ("onnxruntime", "openvino"):
         with open_engine(onnx_artefacts["float1"], backend=backend, channel_order="bgr", input_hw=(100, 90),
                          threads=2) as e:
-            results.append(e.infer(rgb_to_frames(photos_rt[:3], e.input_spec)))
+            results.append(e.infer(rgb_to_frames(photos[:3], e.input_spec)))
     assert np.abs(results[0].maps - results[1].maps).max() <= TOL
     assert np.array_equal(results[0].decisions, results[1].decisions)
 

@@ -101,9 +101,9 @@ def test_bad_gpu_options_are_refused_before_any_session(opts, match):
 
 
 @pytest.fixture(scope="module")
-def u8_onnx(tiny_ckpt_rt, tmp_path_factory) -> Path:
+def u8_onnx(tiny_ckpt, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ortgpu") / "coin.onnx"
-    export_onnx(tiny_ckpt_rt, path, batch=None, input_format="uint8", channel_order="bgr")
+    export_onnx(tiny_ckpt, path, batch=None, input_format="uint8", channel_order="bgr")
     return path
 
 
@@ -120,10 +120,10 @@ def test_the_cpu_session_describes_itself_without_gpu_fields(u8_onnx):
 
 @needs_cuda
 @pytest.mark.parametrize("providers,extra", [("cuda", {}), ("tensorrt", {}), ("tensorrt", {"trt_fp16": True})])
-def test_gpu_session_runs_on_the_gpu_and_agrees_with_the_cpu(u8_onnx, photos_rt, tmp_path, providers, extra):
+def test_gpu_session_runs_on_the_gpu_and_agrees_with_the_cpu(u8_onnx, photos, tmp_path, providers, extra):
     if providers == "tensorrt" and TENSORRT not in ort.get_available_providers():
         pytest.skip("this onnxruntime-gpu has no TensorrtExecutionProvider")
-    frames = rgb_to_frames(photos_rt, open_engine(u8_onnx, providers="cpu").input_spec)
+    frames = rgb_to_frames(photos, open_engine(u8_onnx, providers="cpu").input_spec)
     with open_engine(u8_onnx, providers="cpu") as cpu:
         ref = cpu.infer(frames)
     opts = {"trt_cache_dir": tmp_path, **extra} if providers == "tensorrt" else {}

@@ -72,10 +72,10 @@ def dead_port():
 
 # ---------------------------------------------------------------------------------------------- the real server
 @pytest.fixture(scope="module")
-def artefact(tiny_ckpt_rt, tmp_path_factory):
+def artefact(tiny_ckpt, tmp_path_factory):
     """The tiny checkpoint (thresholds between its photos' scores) exported for uint8 RGB 64x64 frames."""
     path = tmp_path_factory.mktemp("triton_onnx") / "tiny_uint8.onnx"
-    export_onnx(tiny_ckpt_rt, path, batch=None, input_format="uint8", channel_order="rgb", lint_targets=())
+    export_onnx(tiny_ckpt, path, batch=None, input_format="uint8", channel_order="rgb", lint_targets=())
     return path
 
 

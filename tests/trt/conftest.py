@@ -3,21 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.prn_artefacts import make_checkpoint, real_images
+from tests.helpers.prn_artefacts import real_images
 
 
 @pytest.fixture(scope="session")
-def trt_ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt_trt") / "tiny.pt")
-
-
-@pytest.fixture(scope="session")
-def photos() -> list:
-    return real_images(6, 96)
-
-
-@pytest.fixture(scope="session")
-def onnx_models(trt_ckpt, tmp_path_factory) -> dict:
+def onnx_models(tiny_ckpt, tmp_path_factory) -> dict:
     """Exported tiny PRNs: dynamic-batch float input, static batch-2 uint8 BGR 96x96 frames, batch-1 float,
     and Q/DQ INT8 versions of the batch-1 model (TensorRT flavour, and the CPU flavour TensorRT refuses)."""
     import numpy as np
@@ -27,9 +17,9 @@ def onnx_models(trt_ckpt, tmp_path_factory) -> dict:
 
     d = tmp_path_factory.mktemp("onnx_trt")
     out = {"dyn": d / "dyn.onnx", "u8": d / "u8.onnx", "b1": d / "b1.onnx"}
-    export_onnx(trt_ckpt, out["dyn"], batch=None)
-    export_onnx(trt_ckpt, out["u8"], batch=2, input_format="uint8", channel_order="bgr", input_hw=(96, 96))
-    export_onnx(trt_ckpt, out["b1"], batch=1)
+    export_onnx(tiny_ckpt, out["dyn"], batch=None)
+    export_onnx(tiny_ckpt, out["u8"], batch=2, input_format="uint8", channel_order="bgr", input_hw=(96, 96))
+    export_onnx(tiny_ckpt, out["b1"], batch=1)
     rng = np.random.default_rng(0)
     batches = [rng.random((1, 3, 64, 64), dtype=np.float32) for _ in range(2)]
     out["qdq"] = d / "b1.int8.onnx"

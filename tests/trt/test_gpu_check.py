@@ -41,8 +41,8 @@ def cpu_only_host(monkeypatch):
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
 
 
-def test_without_a_gpu_the_cpu_rows_are_measured_and_every_gpu_row_says_why_not(cpu_only_host, tmp_path, trt_ckpt):
-    rc, report, md, out = run(load_tool("gpu_check"), tmp_path, trt_ckpt)
+def test_without_a_gpu_the_cpu_rows_are_measured_and_every_gpu_row_says_why_not(cpu_only_host, tmp_path, tiny_ckpt):
+    rc, report, md, out = run(load_tool("gpu_check"), tmp_path, tiny_ckpt)
     assert rc == 2  # nothing GPU could be checked here; the record is written all the same
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["gpu_check.json", "gpu_check.md"]
     rows = {r["row"]: r for r in report["rows"]}
@@ -72,13 +72,13 @@ def test_without_a_gpu_the_cpu_rows_are_measured_and_every_gpu_row_says_why_not(
     assert "| ort-cpu/fp32 | yes |" in md and "| trt/int8-qdq | no |" in md and "skipped: TensorRT is not" in md
 
 
-def test_full_run_against_fake_tensorrt(cpu_only_host, monkeypatch, tmp_path, trt_ckpt):
+def test_full_run_against_fake_tensorrt(cpu_only_host, monkeypatch, tmp_path, tiny_ckpt):
     cuda = FakeCuda("Fake Orin", "8.7")
     cuda.supports_graphs = False  # a host CUDA API without graphs: the graph measurement says it is unavailable
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0", cuda=cuda))
     use_host(monkeypatch, cuda)
     monkeypatch.setattr(host, "NV_TEGRA_RELEASE", tmp_path / "none")
-    rc, report, md, _ = run(load_tool("gpu_check"), tmp_path, trt_ckpt)
+    rc, report, md, _ = run(load_tool("gpu_check"), tmp_path, tiny_ckpt)
     rows = {r["row"]: r for r in report["rows"]}
     trt_rows = ("trt/fp32", "trt/fp16", "trt/int8-qdq", "trt/int8-implicit")
     assert [rows[n]["result"] for n in trt_rows] == ["pass"] * 4, {n: rows[n] for n in trt_rows}

@@ -84,14 +84,14 @@ def test_read_manifest_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def engine_dir(trt_ckpt, tmp_path_factory):
+def engine_dir(tiny_ckpt, tmp_path_factory):
     """ONNX artefacts, and engines for the fake TensorRT (a header with the batch profile, then the ONNX)."""
     d = tmp_path_factory.mktemp("trt")
     out = {}
     for name, kw in {"dyn": dict(batch=None, input_format="uint8", channel_order="bgr"),
                      "float2": dict(batch=2)}.items():
         onnx_path = d / f"{name}.onnx"
-        export_onnx(trt_ckpt, onnx_path, **kw)
+        export_onnx(tiny_ckpt, onnx_path, **kw)
         engine = d / f"{name}.engine"
         engine.write_bytes(serialize_engine(onnx_path.read_bytes(), [1, 2, 4] if kw["batch"] is None else None))
         props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}

@@ -24,9 +24,9 @@ VERSION = "10.3.0"
 
 
 @pytest.fixture(scope="module")
-def onnx_dyn(trt_ckpt, tmp_path_factory):
+def onnx_dyn(tiny_ckpt, tmp_path_factory):
     path = tmp_path_factory.mktemp("rules") / "dyn.onnx"
-    export_onnx(trt_ckpt, path, batch=None, input_format="uint8", channel_order="bgr")
+    export_onnx(tiny_ckpt, path, batch=None, input_format="uint8", channel_order="bgr")
     return path
 
 
