@@ -31,11 +31,11 @@ def provider_names(providers: Any) -> list[str]:
         providers = "auto"
     if isinstance(providers, str):
         providers = [p.strip() for p in providers.split(",") if p.strip()]
-    if list(providers) == ["auto"]:
-        return ["auto"]
-    if not isinstance(providers, (list, tuple)) or not providers:
+    if not isinstance(providers, (list, tuple)) or not providers:  # before list(): a YAML number is no list
         raise EngineError(f"onnxruntime backend: providers={providers!r}: give 'auto', one of cpu, cuda, tensorrt, "
                           "or a list of them in priority order")
+    if list(providers) == ["auto"]:
+        return ["auto"]
     names = []
     for p in providers:
         name = ALIASES.get(str(p).lower(), p) if isinstance(p, str) else p

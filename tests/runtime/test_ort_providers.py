@@ -89,6 +89,9 @@ def test_a_gpu_provider_onnx_runtime_dropped_at_session_start_is_an_error():
     ({"providers": "rocm"}, "'rocm' is not one of cpu, cuda, tensorrt"),
     ({"providers": "cuda,cuda"}, "'cuda' is repeated"),
     ({"providers": []}, "give 'auto', one of cpu, cuda, tensorrt"),
+    ({"providers": 5}, r"providers=5: give 'auto', one of cpu, cuda, tensorrt"),  # a YAML number, not a TypeError
+    ({"providers": True}, r"providers=True: give 'auto'"),
+    ({"providers": {"cuda": 1}}, r"providers=\{'cuda': 1\}: give 'auto'"),
     ({"device_id": -1}, "device_id=-1"),
     ({"trt_fp16": "yes", "providers": "tensorrt"}, "trt_fp16='yes': give true or false"),
     ({"trt_fp16": True}, "trt_fp16 is for the TensorRT provider; add tensorrt to providers"),
