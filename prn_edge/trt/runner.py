@@ -74,6 +74,8 @@ class TensorRTOptions(EngineOptions):
         super().validate()
         if isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
             raise EngineError(f"tensorrt backend: device={self.device!r}: give a CUDA device number (0, 1, ...)")
+        if not isinstance(self.use_cuda_graph, bool):  # a YAML string such as "no" would be truthy
+            raise EngineError(f"tensorrt backend: use_cuda_graph={self.use_cuda_graph!r}: give true or false")
         if self.cuda_api not in cuda_host.CUDA_APIS:
             raise EngineError(f"tensorrt backend: cuda_api={self.cuda_api!r}: choose one of {cuda_host.CUDA_APIS}")
 

@@ -97,6 +97,13 @@ def test_tensorrt_device_is_checked():
         engine_options("tensorrt", device=-1)
 
 
+@pytest.mark.parametrize("value", ["maybe", "no", 1, None])
+def test_tensorrt_use_cuda_graph_is_a_boolean(value):
+    # a line YAML's `use_cuda_graph: "no"` is a string: truthy, it would turn graphs on
+    with pytest.raises(EngineError, match=f"tensorrt backend: use_cuda_graph={value!r}: give true or false"):
+        engine_options("tensorrt", use_cuda_graph=value)
+
+
 def test_unknown_backend_lists_the_registered_ones(tmp_path):
     with pytest.raises(EngineError, match="unknown backend 'tflite'.*onnxruntime, torch, tensorrt"):
         open_engine(tmp_path / "m.onnx", backend="tflite")
