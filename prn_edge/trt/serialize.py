@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from .. import __version__
 from ..artefact import engine_manifest_path, make_engine_manifest
+from ..artefact.files import FILE_MODE
 from ..artefact.manifest import encode_manifest
 from ..errors import BuildError
 
@@ -77,6 +78,7 @@ def write_engine_and_manifest(out: Path, engine_bytes: bytes, manifest: dict) ->
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+                os.fchmod(f.fileno(), FILE_MODE)  # the usual mode, not mkstemp's 0600: the line may run as another user
         for tmp, target in zip(tmps, (out, man_path)):
             os.replace(tmp, target)
             finals.append(target)

@@ -158,6 +158,21 @@ def test_fp32_build_writes_engine_and_manifest(install, onnx_models, tmp_path, v
     assert summary["max_batch"] == 8 and summary["precision_detail"] == "fp32"
 
 
+def test_engine_and_manifest_are_readable_by_the_line_user(install, onnx_models, tmp_path):
+    """The service runs as its own user (`prn-edge service install --user prn-edge`): the engine and its manifest
+    get the mode every other artefact gets (0644 under umask 022), not mkstemp's 0600."""
+    import stat
+
+    from prn_edge.artefact.files import FILE_MODE
+
+    install("10.3.0")
+    out = tmp_path / "engines" / "tiny.engine"
+    build_engine(onnx_models["dyn"], out, workspace_mb=256, log=quiet)
+    assert FILE_MODE & 0o044
+    for p in (out, out.with_suffix(".json")):
+        assert stat.S_IMODE(p.stat().st_mode) == FILE_MODE, p.name
+
+
 @pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
 def test_fp16_weakly_typed_sets_the_flag_and_pins_sensitive_layers(install, onnx_models, tmp_path, version):
     trt = install(version)
