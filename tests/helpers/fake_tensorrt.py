@@ -609,8 +609,16 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: Optional[FakeCuda] = No
                                             lambda self, v: setattr(self, "_host_code", bool(v)))
 
         def deserialize_cuda_engine(self, serialized_engine):
-            head, body = bytes(serialized_engine).split(b"\n", 1)
-            header = json.loads(head)
+            # Real TensorRT returns None for a plan it cannot read and logs why (tensorrt.Runtime docs: "The
+            # ICudaEngine, or None if it could not be deserialized"); it never raises.
+            try:
+                head, body = bytes(serialized_engine).split(b"\n", 1)
+                header = json.loads(head)
+                if not isinstance(header, dict):
+                    raise ValueError("header is not an object")
+            except ValueError as e:  # no header line, or not JSON (UnicodeDecodeError is a ValueError)
+                log("ERROR", f"Error Code 1: Serialization (the plan cannot be read: {e})")
+                return None
             flags = set(header.get("flags", ()))
             built = header.get("fake_tensorrt")
             compatible = "VERSION_COMPATIBLE" in flags
@@ -624,7 +632,11 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: Optional[FakeCuda] = No
                 log("ERROR", "Cannot deserialize engine with lean runtime embedded (host code) unless the runtime "
                              "allows it: set Runtime.engine_host_code_allowed = True")
                 return None
-            return ICudaEngine(header, body)
+            try:
+                return ICudaEngine(header, body)
+            except Exception as e:  # the plan's body is damaged
+                log("ERROR", f"Error Code 1: Serialization (the plan cannot be read: {e})")
+                return None
 
     # ------------------------------------------------------------------ functions
     def nptype(trt_type):

@@ -230,6 +230,26 @@ def test_an_engine_replaced_after_opening_is_refused_at_activation(monkeypatch, 
     assert gpu.mem == {} and gpu.context_stack() == []  # nothing allocated, no context left pushed
 
 
+@pytest.mark.parametrize("damage", ["body", "header"])
+def test_an_engine_tensorrt_cannot_deserialize_is_an_engine_error(monkeypatch, onnx_dyn, tmp_path, damage):
+    """A plan its manifest vouches for (a hand-made manifest, a plan from another tool) that TensorRT still cannot
+    read: deserialize_cuda_engine returns None ("The ICudaEngine, or None if it could not be deserialized",
+    tensorrt.Runtime docs) and logs why; the runner says so and frees what it set up."""
+    gpu = FakeGpu()
+    trt = use_trt(monkeypatch, gpu)
+    use_pycuda(monkeypatch, gpu)
+    path = write_engine(onnx_dyn, tmp_path / "m.engine")
+    head, body = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(head + b"\n" + body[:100] if damage == "body" else b"\x00garbage" + body)
+    m = json.loads(engine_manifest_path(path).read_text())
+    engine_manifest_path(path).write_text(json.dumps(dict(m, engine_sha256=sha256_file(path))))
+    engine = open_engine(path)
+    with pytest.raises(EngineError, match=r"TensorRT could not deserialize .*m\.engine \(corrupt file"):
+        engine.activate()
+    assert any("ERROR" in line for line in trt.__fake__.log)
+    assert gpu.mem == {} and gpu.context_stack() == []
+
+
 def test_cuda_api_chooses_the_host_layer(monkeypatch, onnx_dyn, tmp_path):
     gpu = FakeGpu()
     use_trt(monkeypatch, gpu)
