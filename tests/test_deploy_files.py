@@ -27,7 +27,14 @@ def test_jetson_dockerfile():
     assert keys[0] == "FROM" and re.fullmatch(r"nvcr\.io/nvidia/l4t-jetpack:r36\.\d+\.\d+", ins[0][1])  # pinned tag
     runs = " ".join(v for k, v in ins if k == "RUN")
     assert "apt-get update" in runs and "rm -rf /var/lib/apt/lists" in runs and "--no-install-recommends" in runs
-    assert "--system-site-packages" in runs and "constraints/jetpack6.txt" in runs and "[gpu,line]" in runs
+    assert "--system-site-packages" in runs and "constraints/jetpack6.txt" in runs and "[jetson,line]" in runs
+    # what the appliance needs to run and build .engine files beside JetPack's TensorRT
+    import configparser
+
+    extras = configparser.ConfigParser()
+    extras.read(ROOT / "setup.cfg")
+    jetson = extras["options.extras_require"]["jetson"]
+    assert all(p in jetson for p in ("onnxruntime-gpu", "cuda-python", "onnx>=")) and "tensorrt" not in jetson
     assert "torch" not in runs and "[train" not in runs  # the appliance installs the runtime only
     user = [v for k, v in ins if k == "USER"]
     last_run = max(i for i, k in enumerate(keys) if k == "RUN")

@@ -101,7 +101,7 @@ def _build(trt, req: BuildRequest, art, target: Target) -> dict:
                                          art.run_dir / calib_info["cache"])
 
     req.log(f"building {req.out.name}: TensorRT {target.version} "
-            f"({'strongly' if target.caps.strongly_typed else 'weakly'} typed), {req.precision} [{plan['detail']}], "
+            f"({'strongly' if plan['strongly_typed'] else 'weakly'} typed), {req.precision} [{plan['detail']}], "
             f"{target.device['gpu_name']} (sm {target.device['compute_capability']})"
             + (f", DLA core {req.dla_core}" if req.dla_core is not None else "")
             + (f", batch profile {batch.profile}" if batch.profile else f", batch {batch.max}"))

@@ -24,10 +24,14 @@ class Capabilities:
     version_compatible: bool  # BuilderFlag.VERSION_COMPATIBLE, Runtime.engine_host_code_allowed
     hardware_levels: tuple[str, ...]  # HardwareCompatibilityLevel members other than NONE, lower case
     dla: bool  # builds for DLA cores (where the device has them)
+    # 10.12+: weak typing and the precision flags are deprecated (release notes 10.12.0); strongly typed networks
+    # are asked for with NetworkDefinitionCreationFlag.STRONGLY_TYPED and are what the builder prefers there
+    weak_typing_deprecated: bool = False
 
     @property
     def strongly_typed(self) -> bool:
-        """Precision comes from the ONNX's tensor types, never from builder flags."""
+        """Only strongly typed builds exist: precision comes from the ONNX's tensor types, never from builder
+        flags (11+). On 10.12-10.x they are preferred (precision.plan_precision) but opt-in."""
         return not self.precision_flags
 
     @property
@@ -43,6 +47,7 @@ TABLE: list[tuple[tuple[int, int, int], dict]] = [
     ((8, 6, 0), dict(version_compatible=True, hardware_levels=("ampere_plus",))),
     ((10, 0, 0), dict(explicit_batch_flag=False)),
     ((10, 9, 0), dict(hardware_levels=("ampere_plus", "same_compute_capability"))),
+    ((10, 12, 0), dict(weak_typing_deprecated=True)),
     ((11, 0, 0), dict(precision_flags=False, implicit_int8=False, dla=False)),
     ((11, 4, 1), dict(dla=True)),
 ]

@@ -235,6 +235,7 @@ def host_cuda(device: int = 0, api: str = "auto"):
             return HOSTS[name](device)
         except ImportError as e:
             errors.append(f"{name}: {e}")
-    wanted = "install cuda-python (pip install cuda-python) or pycuda" if api == "auto" else \
+    wanted = ("install cuda-python matching the driver's CUDA major (CUDA 12, e.g. JetPack 6: pip install "
+              "'cuda-python>=12,<13'; CUDA 13: 'cuda-python>=13') or pycuda") if api == "auto" else \
         f"install {api}, or let prn_edge choose (cuda_api 'auto')"
     raise EngineError(f"no host-side CUDA API for TensorRT: {wanted} ({'; '.join(errors)})")

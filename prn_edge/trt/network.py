@@ -44,6 +44,8 @@ def parse_network(trt: Any, builder: Any, logger: Any, req: Any, art: Any, plan:
     net_flags = 0
     if target.caps.explicit_batch_flag:
         net_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if plan["strongly_typed"] and target.caps.precision_flags:  # 10.12-10.x: strong typing is opt-in
+        net_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):

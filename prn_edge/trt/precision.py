@@ -7,7 +7,8 @@ after; mixed_precision.fp32_nodes) to FP32 with PREFER_PRECISION_CONSTRAINTS; in
 a Q/DQ ONNX (explicit quantization) or, with implicit_int8, calibrates an FP32 ONNX with an IInt8EntropyCalibrator2
 fed from a calibration run (deprecated from 10.1 but still there; DLA needs it). builder.platform_has_fast_fp16 /
 _int8 are checked first.
-Strongly typed TensorRT (11+): those flags and the calibrators are gone; precision comes from the ONNX. fp16
+Strongly typed TensorRT (11+, and 10.12-10.x where weak typing is deprecated, unless the build asks for implicit INT8
+calibration or DLA, which only the weakly typed path has there): no precision flags; precision comes from the ONNX. fp16
 converts the ONNX to mixed FP16 first (mixed_precision.to_mixed_fp16, our stand-in for ModelOpt AutoCast that the
 migration guide recommends; network.parse_network does it); int8 needs a Q/DQ ONNX (`prn-edge calibrate --flavour
 tensorrt` writes one). Nothing in this path reads a removed flag.
@@ -30,7 +31,8 @@ def plan_precision(version: str, precision: str, qdq: bool, implicit_int8: bool,
     Returns {"strongly_typed", "flags" (BuilderFlag names to set), "convert_fp16", "int8" (None | "explicit" |
     "implicit"), "fp32_constraints", "detail"} or raises BuildError for what this platform cannot do.
     """
-    strong = capabilities(version).strongly_typed
+    caps = capabilities(version)
+    strong = caps.strongly_typed or (caps.weak_typing_deprecated and not implicit_int8 and not dla)
     plan = {"strongly_typed": strong, "flags": [], "convert_fp16": False, "int8": None, "fp32_constraints": False,
             "detail": "fp32"}
     if qdq and precision in ("fp32", "fp16"):
@@ -49,10 +51,12 @@ def plan_precision(version: str, precision: str, qdq: bool, implicit_int8: bool,
             plan.update(convert_fp16=True, detail="mixed fp16/fp32 (strongly typed, converted ONNX)")
         elif precision in ("int8", "best"):
             if not qdq:
+                why = ("TensorRT 11 builds strongly typed networks only and has no INT8 calibrator" if not caps.implicit_int8
+                       else "strongly typed builds take INT8 scales from the model (the implicit calibrator, "
+                            "deprecated here, is there with --implicit-int8 --calibration calibration/NAME)")
                 raise BuildError(f"precision int8 on TensorRT {version} needs an explicitly quantized (Q/DQ) ONNX: "
-                                 "TensorRT 11 builds strongly typed networks only and has no INT8 calibrator. Run "
-                                 "`prn-edge calibrate CKPT --data DATA --run NAME --flavour tensorrt` first and build "
-                                 "calibration/NAME/model.int8.onnx")
+                                 f"{why}. Run `prn-edge calibrate CKPT --data DATA --run NAME --flavour tensorrt` "
+                                 "first and build calibration/NAME/model.int8.onnx")
             plan.update(int8="explicit", detail="int8 Q/DQ + fp32 (strongly typed)")
         return plan
     # 8.5 .. 10.x

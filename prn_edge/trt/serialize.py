@@ -49,7 +49,7 @@ def engine_manifest(req: Any, art: Any, target: Any, net: Any, plan: dict, flags
         onnx_metadata=art.props, onnx_sha256=art.sha256, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
         precision=req.precision, version_compatible=req.version_compatible,
         hardware_compatibility=req.hardware_compat, max_batch=batch.max, precision_detail=plan["detail"],
-        strongly_typed=target.caps.strongly_typed, builder_flags=flags,
+        strongly_typed=plan["strongly_typed"], builder_flags=flags,
         input={"name": net.input_name, "shape": list(net.input_shape), "format": art.spec.format},
         outputs=net.outputs, batch_profile=batch.profile, dla_core=req.dla_core, workspace_mb=req.workspace_mb,
         l4t=jetson.get("l4t"), jetpack=jetson.get("jetpack"), cuda_api=dev.get("cuda_api"),

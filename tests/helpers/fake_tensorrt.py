@@ -481,6 +481,12 @@ def make_fake_tensorrt(version: str = "10.3.0", *, cuda: Optional[FakeCuda] = No
             if config._profiles:
                 mn, op, mx = config._profiles[0]._shapes[inp.name]
                 profile = [mn[0], op[0], mx[0]]
+            strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+            typed = {"FP16", "INT8", "BF16", "FP8"} & set(config._flags)
+            if strong is not None and network._flags & (1 << int(strong)) and typed:
+                log("ERROR", f"BuilderFlag {sorted(typed)} cannot be set for a strongly typed network: its "
+                             "precision comes from its tensor types")
+                return None
             if config._device.name == "DLA" and profile is not None and not profile[0] == profile[1] == profile[2]:
                 log("ERROR", f"DLA requires static shapes: the optimisation profile of {inp.name} is {profile} "
                              "(min, opt and max must be equal on DLA)")

@@ -205,6 +205,47 @@ def test_fp16_on_tensorrt_11_converts_the_onnx_and_touches_no_removed_api(instal
     assert summary["mixed_fp16"]["fp16_nodes"] > 0
 
 
+def test_tensorrt_10_12_and_later_build_strongly_typed_unless_the_build_needs_the_weak_path(install, onnx_models,
+                                                                                             tmp_path, calib_run):
+    """Weak typing and the precision flags are deprecated from 10.12: fp16 and Q/DQ int8 builds ask for a strongly
+    typed network (the STRONGLY_TYPED creation flag, no precision flags, the ONNX converted to mixed FP16), while
+    implicit INT8 calibration, which only the weak path has, keeps it. 10.11 is still weakly typed."""
+    assert not plan_precision("10.11.0", "fp16", False, False)["strongly_typed"]
+    trt = install("10.16.1")
+    strong_bit = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    out = tmp_path / "engines" / "fp16.engine"
+    build_engine(onnx_models["dyn"], out, precision="fp16", log=quiet)
+    rec = trt.__fake__.builds[-1]
+    assert rec["flags"] == set() and rec["network"].flags & strong_bit
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in rec["network"].model.graph.initializer)
+    assert read_manifest(out)["strongly_typed"]
+    build_engine(onnx_models["qdq"], tmp_path / "engines" / "q.engine", precision="int8", log=quiet)
+    rec = trt.__fake__.builds[-1]
+    assert rec["flags"] == set() and rec["network"].flags & strong_bit
+    implicit = tmp_path / "engines" / "implicit.engine"
+    build_engine(onnx_models["dyn"], implicit, precision="int8", implicit_int8=True, calibration=calib_run, log=quiet)
+    rec = trt.__fake__.builds[-1]
+    assert "INT8" in rec["flags"] and not rec["network"].flags & strong_bit
+    assert not read_manifest(implicit)["strongly_typed"]
+
+
+def test_the_fake_refuses_precision_flags_on_a_strongly_typed_network(install, onnx_models):
+    """What real TensorRT enforces and the strongly typed path relies on: a network created STRONGLY_TYPED takes
+    its precision from its tensors, and a build with BuilderFlag.FP16 fails (None, an error in the log)."""
+    trt = install("10.16.1")
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, trt.Logger(trt.Logger.WARNING)).parse(onnx_models["dyn"].read_bytes())
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", (1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    config.add_optimization_profile(profile)
+    assert builder.build_serialized_network(network, config) is None
+    config.clear_flag(trt.BuilderFlag.FP16)
+    assert builder.build_serialized_network(network, config) is not None
+
+
 def test_platform_without_fast_fp16_or_int8_is_refused(install, onnx_models, tmp_path):
     install("10.3.0", fast_fp16=False, fast_int8=False)
     with pytest.raises(BuildError, match=r"no fast FP16 \(builder\.platform_has_fast_fp16 is False\)"):

@@ -309,6 +309,9 @@ def dla(v) -> bool:
 REACHED: dict[str, tuple[Callable, str]] = {
     "NetworkDefinitionCreationFlag.EXPLICIT_BATCH": (lambda v: caps(v).explicit_batch_flag,
                                                      "network.parse_network: `if target.caps.explicit_batch_flag:`"),
+    "NetworkDefinitionCreationFlag.STRONGLY_TYPED": (
+        lambda v: caps(v).weak_typing_deprecated and caps(v).precision_flags,
+        "network.parse_network: only when plan['strongly_typed'] and target.caps.precision_flags (10.12-10.x)"),
     "BuilderFlag.FP16": (weak, "precision.plan_precision: precision flags only when not strongly typed"),
     "BuilderFlag.INT8": (weak, "precision.plan_precision: precision flags only when not strongly typed"),
     "BuilderFlag.PREFER_PRECISION_CONSTRAINTS": (weak, "precision.set_precision: only with plan['fp32_constraints'] "
