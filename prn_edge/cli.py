@@ -493,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the category folder the checkpoint was trained on")
     p.add_argument("--run", required=True, help="name of the run folder under --root")
     p.add_argument("--root", default="calibration", type=OUT_FOLDER)
-    p.add_argument("--flavour", default="cpu", choices=["cpu", "tensorrt"])
+    p.add_argument("--flavour", default="cpu", choices=["cpu", "tensorrt", "openvino"],
+                   help="cpu: ONNX Runtime Q/DQ; tensorrt: Q/DQ for TensorRT; openvino: NNCF, an OpenVINO IR")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--size", type=COUNT, default=32, help="calibration images (training normals, stratified)")
     p.add_argument("--defects", type=NON_NEGATIVE, default=0, help="real defect shots added to the calibration set")
