@@ -66,6 +66,12 @@ def test_openvino_run_writes_a_gated_ir_that_bench_and_engines_open(trained, tmp
     args = ["bench", str(run / "model.fp32.onnx"), str(run / "model.int8.xml"), "--iters", "2", "--rounds", "1",
             "--quiet", "--allow-failed-gate"]
     assert main(args) == 0
+    # tools/int8_agreement.py reports the same comparison over the whole test set, OpenVINO FP32 beside it
+    from tests.helpers.tools import load_tool
+
+    agree = load_tool("int8_agreement.py").agreement(run, data, threads=1)
+    assert agree["int8"]["decision_agreement"] == pytest.approx(c["decision_agreement"])
+    assert agree["int8"]["backend"] == "openvino" and agree["ov-fp32"]["decision_agreement"] == 1.0
 
 
 def test_a_failed_openvino_gate_keeps_the_top_groups_in_float_through_the_ignored_scope(trained, tmp_path):
