@@ -265,7 +265,7 @@ def _bench_artefact(text: str, allow_failed_gate: bool):
 
 
 def cmd_bench(args) -> int:
-    from .bench.machine import machine_info, matmul_peak_gflops
+    from .bench.machine import machine_info
     from .bench.throughput import latency_plot, markdown, run_bench
     from .data.images import read_image
     from .artefact import write_json
@@ -284,7 +284,7 @@ def cmd_bench(args) -> int:
                        rounds=args.rounds,
                        progress=_progress(args))
     report["machine"] = machine_info()
-    report["machine"]["matmul_peak_gflops"] = matmul_peak_gflops()
+    report["machine"]["matmul_peak_gflops"] = report["gemm_peak"]["gflops"]
     table = markdown(report)
     print(table)
     if args.json:
@@ -503,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the category folder the checkpoint was trained on")
     p.add_argument("--run", required=True, help="name of the run folder under --root")
     p.add_argument("--root", default="calibration", type=OUT_FOLDER)
-    p.add_argument("--flavour", default="cpu", choices=["cpu", "tensorrt"])
+    p.add_argument("--flavour", default="cpu", choices=["cpu", "tensorrt", "openvino"],
+                   help="cpu: ONNX Runtime Q/DQ; tensorrt: Q/DQ for TensorRT; openvino: NNCF, an OpenVINO IR")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--size", type=COUNT, default=32, help="calibration images (training normals, stratified)")
     p.add_argument("--defects", type=NON_NEGATIVE, default=0, help="real defect shots added to the calibration set")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MetadataError
-from .metadata import PREFIX, decode_metadata
+from .metadata import PREFIX, decode_metadata, encode_metadata
 
 RT_INFO_SECTION = "prn_edge"  # <rt_info><prn_edge><KEY value="..."/>, KEY without the prefix
 _FRAMEWORK_SECTION = "framework"  # where the ONNX frontend keeps metadata_props, keys with the prefix
@@ -49,3 +49,10 @@ def read_ir_metadata(xml_path: str | Path) -> dict[str, Any]:
     if ours is not None:  # written on purpose: wins over what the converter carried along
         props.update({PREFIX + e.tag: e.get("value", "") for e in ours})
     return decode_metadata(props, str(path))
+
+
+def set_ir_metadata(model: Any, meta: dict[str, Any]) -> None:
+    """Encode unprefixed prn_edge values into an openvino.Model's rt_info (<rt_info><prn_edge>), as
+    write_metadata does for an ONNX ModelProto; keys already there keep their place, given ones are replaced."""
+    for key, value in encode_metadata(meta).items():
+        model.set_rt_info(value, [RT_INFO_SECTION, key[len(PREFIX):]])

@@ -1,5 +1,7 @@
 """`prn-edge bench`: several artefacts side by side on the same real images, trtexec-style statistics
-for the whole job (preprocess, transfers, compute, postprocess), and agreement with a reference."""
+for the whole job (preprocess, transfers, compute, postprocess), agreement with a reference, and the fraction of
+the machine's float32 GEMM peak each artefact reaches (model FLOPs / latency, the peak measured with the same
+thread count in every round)."""
 from __future__ import annotations
 
 import time
@@ -14,6 +16,7 @@ from ..runtime import STAGES, open_engine
 from ..runtime.base import describe_line
 from ..runtime.preprocess import rgb_to_frames
 from ..verify import compare
+from .machine import gemm_peak_gflops
 
 
 @dataclass
@@ -49,7 +52,9 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
     machine whose speed drifts by tens of percent from one minute to the next, back-to-back blocks would
     compare artefacts under different conditions. Each turn starts with a short warm-up (a previous backend's
     spinning worker threads, cold caches). speedup_vs_reference is the median over rounds of the per-round
-    ratio of mean latencies."""
+    ratio of mean latencies. Each round also measures the float32 GEMM peak with `threads`; an artefact's
+    peak_fraction is the median over rounds of its GFLOP/s (model FLOPs / round mean latency) over that round's
+    peak."""
     from contextlib import ExitStack
 
     rounds = max(1, min(rounds, iters))
@@ -83,7 +88,9 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
             per_round = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
             bar = tqdm(total=iters * len(runs), desc=f"batch {b}, {rounds} rounds", disable=not progress, leave=False)
             idx = np.arange(b)
+            peaks = []
             for n in per_round:
+                peaks.append(gemm_peak_gflops(threads)["gflops"])
                 for run in runs:
                     eng, frames = run["eng"], run["frames"]
                     for i in range(2):  # the turn's warm-up
@@ -117,27 +124,33 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
                 if gflops:
                     row["gflops_per_image"] = gflops
                     row["achieved_gflops"] = gflops * row["throughput_ips"]
+                    row["gemm_peak_gflops"] = float(np.median(peaks))
+                    row["peak_fraction"] = float(np.median(gflops * b / np.array(run["round_means"]) / np.array(peaks)))
                 results.append(row)
                 log(f"{art.label:>24} b{b}: p50 {stats['p50']:.2f} ms, p99 {stats['p99']:.2f} ms, "
                     f"{row['throughput_ips']:.1f} img/s, x{row['speedup_vs_reference']:.2f} vs "
-                    f"{runs[0]['art'].label}, agreement {run['agree']['decision_agreement']:.3f}")
+                    f"{runs[0]['art'].label}, agreement {run['agree']['decision_agreement']:.3f}"
+                    + (f", {row['achieved_gflops']:.1f} GFLOP/s = {100 * row['peak_fraction']:.1f}% of GEMM peak "
+                       f"{row['gemm_peak_gflops']:.0f}" if gflops else ""))
     return {"results": results, "reference": artefacts[0].label if artefacts else None,
+            "gemm_peak": gemm_peak_gflops(threads),
             "warmup": warmup, "iters": iters, "rounds": rounds, "threads": threads, "batches": list(batches)}
 
 
 def markdown(report: dict) -> str:
     rows = ["| artefact | backend | precision | batch | p50 ms | p90 ms | p99 ms | max ms | img/s | pre ms | "
-            "compute ms | post ms | GFLOP/s | speed-up | agree | max map diff |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "compute ms | post ms | GFLOP/s | % GEMM peak | speed-up | agree | max map diff |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         if "skipped" in r:
-            rows.append(f"| {r['artefact']} | | | {r['batch']} | {r['skipped']} |" + " |" * 11)
+            rows.append(f"| {r['artefact']} | | | {r['batch']} | {r['skipped']} |" + " |" * 12)
             continue
         L, S = r["latency_ms"], r["stages_ms"]
         rows.append(f"| {r['artefact']} | {r['backend']} | {r['precision']} | {r['batch']} | {L['p50']:.2f} | "
                     f"{L['p90']:.2f} | {L['p99']:.2f} | {L['max']:.2f} | {r['throughput_ips']:.1f} | "
                     f"{S.get('preprocess', 0):.2f} | {S.get('compute', 0):.2f} | {S.get('postprocess', 0):.2f} | "
-                    f"{r.get('achieved_gflops', float('nan')):.1f} | x{r.get('speedup_vs_reference', 1.0):.2f} | "
+                    f"{r.get('achieved_gflops', float('nan')):.1f} | {100 * r.get('peak_fraction', float('nan')):.1f} | "
+                    f"x{r.get('speedup_vs_reference', 1.0):.2f} | "
                     f"{r['decision_agreement']:.3f} | "
                     f"{r['max_abs_map_diff']:.2e} |")
     return "\n".join(rows) + "\n"

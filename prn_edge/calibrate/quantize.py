@@ -5,6 +5,7 @@ Two flavours of the same Q/DQ graph:
   explicit quantization (and TensorRT 11, where Q/DQ is the only INT8 path) accepts.
 - "cpu": uint8 activations and int8 weights, which ONNX Runtime's x86 kernels run fastest; weights at 7 bits
   (reduce_range) on CPUs without VNNI, where 8-bit products can saturate.
+The third calibration flavour, "openvino", is NNCF's (nncf_quantize.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import onnx
 from ..artefact import metadata_props, read_keep_float, set_metadata
 from ..errors import ConfigError
 
-FLAVOURS = ("tensorrt", "cpu")
+QDQ_FLAVOURS = ("tensorrt", "cpu")  # this module's
+FLAVOURS = QDQ_FLAVOURS + ("openvino",)
 METHODS = ("minmax", "entropy", "percentile")
 # ModelOpt's / TensorRT's INT8 op set intersected with what the PRN graph has; Softmax, ArgMin, TopK stay float.
 TRT_OPS = ["Conv", "MatMul", "Gemm", "Add", "Mul", "AveragePool", "MaxPool", "Clip", "GlobalAveragePool"]
@@ -82,8 +84,8 @@ def quantize_qdq(fp32: Path, out: Path, input_name: str, batches: Sequence[np.nd
     """Write a Q/DQ INT8 model of `fp32` (a `prepare`d model) to `out`, ranges from `batches`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    if flavour not in FLAVOURS:
-        raise ConfigError(f"flavour={flavour!r}: choose one of {FLAVOURS}")
+    if flavour not in QDQ_FLAVOURS:
+        raise ConfigError(f"flavour={flavour!r}: a Q/DQ ONNX is made for one of {QDQ_FLAVOURS}")
     if method not in METHODS:
         raise ConfigError(f"method={method!r}: choose one of {METHODS}")
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -138,7 +140,8 @@ def float_by_design(model_path: Path) -> list[str]:
 
 
 def quantizable_nodes(model_path: Path, flavour: str) -> list[str]:
-    """Names of the nodes the quantizer would touch (candidates for keeping in float)."""
+    """Names of the nodes the quantizer would touch (candidates for keeping in float); NNCF ("openvino")
+    quantizes the same kinds of operations as ONNX Runtime for the CPU."""
     m = onnx.load(str(model_path))
     ops = set(TRT_OPS) if flavour == "tensorrt" else {"Conv", "MatMul", "Gemm", "Add", "Mul", "AveragePool",
                                                       "Concat", "Resize", "Sigmoid", "Relu", "Clip"}

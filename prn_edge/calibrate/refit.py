@@ -52,14 +52,17 @@ def _initializers(graph: onnx.GraphProto, i: int, scope: str) -> dict[str, str]:
 
 
 def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarray], mode: str, softness: float,
-                     seed: int, scales: Optional[int] = None, threads: int = 0) -> dict:
+                     seed: int, scales: Optional[int] = None, threads: int = 0,
+                     features_from: Optional[Path] = None) -> dict:
     """Re-fit every scale's prototypes of `model_path` on the features it computes for `inputs` (model-ready
     batches of the training normals) and write the result to `out_path`. Returns what changed per scale.
-    The scales are the artefact's prototype scopes (prn_edge.artefact.keep_float); `scales` takes the first few."""
-    import onnxruntime as ort
+    The scales are the artefact's prototype scopes (prn_edge.artefact.keep_float); `scales` takes the first few.
+    features_from: another model of the same graph (an OpenVINO IR that NNCF quantized from `model_path`) whose
+    features are fitted instead; the prototypes are still written into `model_path`'s graph."""
     import torch
 
     from ..model.prototypes import ScalePrototypes
+    from .session import model_runner
 
     model = onnx.load(str(model_path))
     g = model.graph
@@ -69,20 +72,10 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
                          "node names); is this a prn_edge export?")
     scales = len(scopes)
     feats = [_feature_tensor(g, i, scope) for i, scope in enumerate(scopes)]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)  # the same graph with the feature maps as extra outputs
-    known = {o.name for o in probe.graph.output}
-    for name in feats:
-        if name not in known:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0].name
+    run = model_runner(Path(features_from or model_path), g.input[0].name, feats, threads)
     per_scale: list[list[np.ndarray]] = [[] for _ in range(scales)]
     for x in inputs:
-        for i, f in enumerate(sess.run(feats, {inp: x})):
+        for i, f in enumerate(run(x)):
             per_scale[i].append(f)
     inits = {t.name: t for t in g.initializer}
     report = []

@@ -1,7 +1,8 @@
 """`prn-edge calibrate`: one audited INT8 calibration run in calibration/<run>/.
 
-checkpoint -> FP32 ONNX -> calibration set (training normals, stratified) -> Q/DQ INT8 -> accuracy gate
-against FP32 on the validation split -> if the drop exceeds the tolerance, keep the most sensitive layers
+checkpoint -> FP32 ONNX -> calibration set (training normals, stratified) -> INT8 (a Q/DQ ONNX from ONNX
+Runtime's quantizer for the "cpu" and "tensorrt" flavours, an OpenVINO IR from NNCF for "openvino") -> accuracy
+gate against FP32 on the validation split -> if the drop exceeds the tolerance, keep the most sensitive layers
 in float and try again. Every attempt is reported. The run folder is assembled in a temporary folder and
 renamed at the end, so a failed run leaves nothing half-written in calibration/.
 """
@@ -22,6 +23,7 @@ from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, InputSpec, decide, new_ma
 from ..config import Config
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
+from .nncf_quantize import check_installed, quantize_nncf
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
 from .refit import refit_prototypes
 from .sensitivity import layer_groups, rank_sensitive_groups, rank_sensitive_nodes
@@ -29,8 +31,8 @@ from .sensitivity import layer_groups, rank_sensitive_groups, rank_sensitive_nod
 
 @dataclass
 class CalibrationOptions:
-    flavour: str = "cpu"
-    method: str = "minmax"
+    flavour: str = "cpu"  # "cpu" (ONNX Runtime), "tensorrt" (Q/DQ for TensorRT), "openvino" (NNCF, an IR)
+    method: str = "minmax"  # ONNX Runtime's range estimation; NNCF ("openvino") uses its own (min-max based)
     size: int = 32  # calibration images from the training normals
     defects: int = 0  # real defect shots added to the calibration set
     seed: int = 0
@@ -58,6 +60,14 @@ class CalibrationOptions:
             raise ConfigError(f"--sensitivity {self.sensitivity!r}: choose one of ['groups', 'sqnr']")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be >= 1")
+        if self.flavour == "openvino":
+            if self.method != "minmax":
+                raise ConfigError(f"--method {self.method}: NNCF (--flavour openvino) estimates ranges its own way; "
+                                  "leave --method out")
+            if self.sensitivity != "groups":
+                raise ConfigError("--sensitivity sqnr reads ONNX Runtime's Q/DQ model; with --flavour openvino "
+                                  "use --sensitivity groups")
+            check_installed()
         return self
 
 
@@ -136,7 +146,7 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
             sensitivity=ranking[:16], calibration_files=describe_files(setup.calib_paths),
             validation={"normals": [str(p.resolve()) for p in setup.val.paths],
                         "generated_anomalies": int(setup.val.labels.sum()), "seed": setup.cfg.train.seed},
-            artefacts={"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"},
+            artefacts=_artefacts(o.flavour),
             tensorrt_calibration_cache=_trt_cache_note(),
             speed_here=speed,
             seconds=round(time.time() - t0, 1),
@@ -148,8 +158,21 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(attempts_table(report))
-    log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / 'model.int8.onnx'} (manifest {final / RUN_MANIFEST})")
+    log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / report['artefacts']['int8']} "
+        f"(manifest {final / RUN_MANIFEST})")
     return report
+
+
+def _int8_suffix(flavour: str) -> str:
+    return ".xml" if flavour == "openvino" else ".onnx"
+
+
+def _artefacts(flavour: str) -> dict:
+    """The run's model files, and the runtime the INT8 one is for."""
+    out = {"fp32": "model.fp32.onnx", "int8": f"model.int8{_int8_suffix(flavour)}"}
+    if flavour == "openvino":
+        return {**out, "int8_weights": "model.int8.bin", "int8_runtime": "openvino"}
+    return {**out, "int8_runtime": "tensorrt" if flavour == "tensorrt" else "onnxruntime"}
 
 
 def _new_run_folder(root: Path, run: str) -> tuple[Path, Path]:
@@ -309,13 +332,11 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
     """Quantize with `excluded` (and the fixed nodes) in float, refit the prototypes, and gate it against FP32."""
     o = s.options
     ta = time.time()
-    q_path = s.tmp / f"model.int8.try{a}.onnx"
-    qinfo = quantize_qdq(s.fp32, q_path, s.spec.name, s.calib_batches, o.flavour, o.method, s.fixed + excluded)
+    q_path = s.tmp / f"model.int8.try{a}{_int8_suffix(o.flavour)}"
+    qinfo = _quantize(s, q_path, s.fixed + excluded)
     qinfo["float_by_design"] = len(s.fixed)
     if s.fit_batches is not None:
-        qinfo["prototypes_refit"] = refit_prototypes(q_path, q_path, s.fit_batches, s.cfg.model.prototype_mode,
-                                                     s.cfg.model.prototype_softness, s.cfg.train.seed,
-                                                     threads=s.threads)
+        qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
     m = gate_metrics(s.val.fp32, _evaluate(q_path, s.val.frames, s.val.labels, s.val.masks, s.threads))
     reasons = _check(m, o)
     s.log(f"attempt {a + 1}: {len(excluded)} layers in float, image AUROC {100 * m['int8']['image_auroc']:.2f} "
@@ -323,6 +344,32 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
           f"(fp32 {100 * m['fp32']['pixel_auroc']:.2f}), agreement {m['decision_agreement']:.3f}: "
           + ("PASS" if not reasons else "; ".join(reasons)))
     return q_path, Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons)
+
+
+def _quantize(s: _Setup, out: Path, exclude: list[str], source: Optional[Path] = None) -> dict:
+    """The run's INT8 model of `source` (default: the FP32 export) with `exclude` in float, in its flavour."""
+    o = s.options
+    if o.flavour == "openvino":
+        from ..export.openvino_export import ir_metadata
+
+        return quantize_nncf(source or s.fp32, out, s.spec.name, s.calib_batches, exclude, meta=ir_metadata(s.fp32))
+    return quantize_qdq(source or s.fp32, out, s.spec.name, s.calib_batches, o.flavour, o.method, exclude)
+
+
+def _refit(s: _Setup, q_path: Path, exclude: list[str]) -> dict:
+    """Prototypes re-fitted on the INT8 model's own features (refit.py). A Q/DQ ONNX takes them in place. NNCF's
+    IR is not edited: the prototypes fitted on its features go into the FP32 graph, which is quantized again, so
+    the head's ranges are also measured with the prototypes it runs with (the encoder before the prototype search
+    quantizes the same: same graph, same calibration images)."""
+    kw = dict(mode=s.cfg.model.prototype_mode, softness=s.cfg.model.prototype_softness, seed=s.cfg.train.seed,
+              threads=s.threads)
+    if s.options.flavour != "openvino":
+        return refit_prototypes(q_path, q_path, s.fit_batches, **kw)
+    refitted = s.tmp / "model.fp32.refit.onnx"
+    report = refit_prototypes(s.fp32, refitted, s.fit_batches, features_from=q_path, **kw)
+    _quantize(s, q_path, exclude, source=refitted)
+    refitted.unlink()
+    return report
 
 
 def _sensitivity(s: _Setup, q_path: Path, candidates: list[str]) -> tuple[list[dict], dict]:
@@ -334,8 +381,8 @@ def _sensitivity(s: _Setup, q_path: Path, candidates: list[str]) -> tuple[list[d
         sample = _model_inputs(s.val.images[::max(1, len(s.val.images) // 8)][:8], s.spec)
         ranking = rank_sensitive_groups(
             s.fp32, s.spec.name, s.calib_batches, sample, list(groups.items()),
-            lambda out, exclude: quantize_qdq(s.fp32, out, s.spec.name, s.calib_batches, o.flavour, o.method,
-                                              exclude), s.fixed, log=s.log)
+            lambda out, exclude: _quantize(s, out, exclude), s.fixed, log=s.log,
+            suffix=_int8_suffix(o.flavour))
         return ranking, groups
     return [r for r in rank_sensitive_nodes(s.fp32, q_path, s.spec.name, s.calib_batches[:8])
             if r["node"] in candidates], {}
@@ -354,21 +401,28 @@ def _keep_best(s: _Setup, q_best: Path, a_best: Attempt, run: str) -> dict:
     """The best attempt becomes model.int8.onnx, carrying its own thresholds and its gate's result; the others
     go. Returns FP32 vs INT8 speed on this machine."""
     _set_decision(q_best, a_best.metrics["int8_decision"], run, a_best.passed)
-    q_best.rename(s.tmp / "model.int8.onnx")
-    speed = _speed(s.tmp / "model.fp32.onnx", s.tmp / "model.int8.onnx", s.val.images[:8], s.threads)
-    s.log(f"speed on this machine (ONNX Runtime CPU, batch 1, interleaved rounds): FP32 {speed['fp32_ms']:.2f} ms, "
-          f"INT8 {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
+    int8 = s.tmp / _artefacts(s.options.flavour)["int8"]
+    if int8.suffix == ".xml":
+        from ..artefact.openvino_ir import weights_of
+
+        weights_of(q_best).rename(weights_of(int8))
+    q_best.rename(int8)
+    speed = _speed(s.tmp / "model.fp32.onnx", int8, s.val.images[:8], s.threads)
+    runtime = "OpenVINO" if int8.suffix == ".xml" else "ONNX Runtime"
+    s.log(f"speed on this machine (CPU, batch 1, interleaved rounds): FP32 (ONNX Runtime) {speed['fp32_ms']:.2f} ms, "
+          f"INT8 ({runtime}) {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
           + ("" if speed["vnni"] else " (this CPU has no VNNI: its int8 kernels gain little over float)"))
     if s.options.flavour == "cpu" and speed["speedup"] < 1.2:
         s.log("advice: INT8 buys less than 1.2x on this machine; deploy the FP32 model here, or this run's "
               "model on a CPU with VNNI (re-measure there: `prn-edge bench`)")
-    for f in s.tmp.glob("model.int8.try*.onnx"):
+    for f in s.tmp.glob("model.int8.try*"):
         f.unlink()
     return speed
 
 
 def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
-    """FP32 vs INT8 latency of the two artefacts here, taking turns (see bench.throughput.run_bench)."""
+    """FP32 vs INT8 latency of the two artefacts here (each on its runtime: an IR on OpenVINO), taking turns
+    (see bench.throughput.run_bench)."""
     from ..bench.throughput import Artefact, run_bench
     from .quantize import cpu_has_vnni
 
@@ -385,10 +439,15 @@ def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
     the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
     import onnx
 
+    values = {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
+              "score_spread": params["score_spread"], "calibration_run": run,
+              "accuracy_gate": "passed" if passed else "failed"}
+    if path.suffix == ".xml":
+        from ..export.openvino_export import update_ir_metadata
+
+        return update_ir_metadata(path, values)
     m = onnx.load(str(path))
-    write_metadata(m, {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
-                       "score_spread": params["score_spread"], "calibration_run": run,
-                       "accuracy_gate": "passed" if passed else "failed"})
+    write_metadata(m, values)
     onnx.save(m, str(path))
 
 

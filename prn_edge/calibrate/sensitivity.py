@@ -55,20 +55,22 @@ def layer_groups(model_path: Path, candidates: Sequence[str]) -> list[tuple[str,
 
 def rank_sensitive_groups(fp32: Path, input_name: str, calib: Sequence[np.ndarray], probe: Sequence[np.ndarray],
                           groups: list[tuple[str, list[str]]], quantize, fixed: Sequence[str],
-                          log=lambda m: None) -> list[dict]:
+                          log=lambda m: None, suffix: str = ".onnx") -> list[dict]:
     """Per-layer sensitivity measured where it matters, on the anomaly map: for each group, quantize everything
     else, run the probe inputs and compare the maps with FP32 (correlation). The groups whose float version
-    restores the map most come first. `quantize(out_path, exclude)` writes a Q/DQ model."""
-    import onnxruntime as ort
+    restores the map most come first. `quantize(out_path, exclude)` writes an INT8 model: a Q/DQ ONNX, or an
+    OpenVINO IR (suffix ".xml")."""
+    from ..artefact import OUTPUT_MAP
+    from .session import model_runner
 
     def maps(path) -> np.ndarray:
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return np.concatenate([s.run(None, {input_name: x})[0] for x in probe]).ravel()
+        run = model_runner(path, input_name, [OUTPUT_MAP])
+        return np.concatenate([run(x)[0] for x in probe]).ravel()
 
     ref = maps(fp32)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        q = Path(tmp) / "q.onnx"
+        q = Path(tmp) / f"q{suffix}"
         quantize(q, list(fixed))
         base = float(np.corrcoef(ref, maps(q))[0, 1])
         for i, (name, nodes) in enumerate(groups):

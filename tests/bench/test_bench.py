@@ -32,6 +32,8 @@ def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, caps
         assert r["throughput_ips"] == pytest.approx(key[1] * 1e3 / L["mean"])
         assert r["decision_agreement"] == 1.0 and r["max_abs_map_diff"] < 1e-4
         assert r["stages_ms"]["compute"] > 0 and r["gflops_per_image"] > 0
+        # the fraction of the GEMM peak measured beside it, with the same thread count
+        assert r["gemm_peak_gflops"] > 0 and 0 < r["peak_fraction"] < 2
     assert rows[("ort-dyn", 1)]["input"]["format"] == "uint8"
     # what runs, printed before the numbers and kept in the JSON: a wrong install shows at once
     engine = rows[("ort-dyn", 1)]["engine"]
@@ -40,6 +42,7 @@ def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, caps
     printed = capsys.readouterr().out
     assert f"ort-dyn: backend onnxruntime, providers {','.join(engine['providers'])}, threads 1" in printed
     assert rep["machine"]["cores"] and rep["machine"]["matmul_peak_gflops"] > 0
+    assert rep["gemm_peak"]["threads"] == 1 and "% GEMM peak" in out.with_suffix(".md").read_text()
     assert rep["machine"]["versions"]["onnxruntime"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| ort-dyn | onnxruntime | fp32 | 2 |" in out.with_suffix(".md").read_text()
