@@ -229,6 +229,11 @@ def _prepare(ckpt: Path, data: Path, tmp: Path, o: CalibrationOptions, log: Call
     from ..model.checkpoint import load_model
 
     _, cfg, meta = load_model(ckpt)
+    if cfg.model.input_policy == "tiles":  # the gate below runs whole validation images through the engine
+        raise ConfigError(f"{ckpt} takes tiles at native resolution (model.input_policy tiles): INT8 calibration "
+                          "does not tile its validation images yet, so its accuracy gate could not run. Deploy this "
+                          "model in FP32 (ONNX Runtime or OpenVINO), or train with input_policy stretch/letterbox "
+                          "for INT8")
     cat = load_category(Path(data), seed=meta.get("data_seed", 0))
     fit_paths, val_paths = split_normals(cat, cfg.train)
     _check_training_data(ckpt, data, fit_paths + val_paths, meta.get("train_images_sha256"), o, log)
