@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prn_edge"
 
 # Lowest first. A subpackage (or top-level module) may import its own layer and the ones listed before it.
 LAYERS = [
-    "errors", "files", "logs", "input_policy", "tiling",
+    "errors", "logs", "input_policy", "tiling",
     "artefact",  # the artefact format (input spec, metadata, manifests, the decision rule): see issue 12
     # runtime (engines) and bench (timing them) sit below calibrate: it runs engines to measure accuracy and speed.
     # trt is TensorRT in one package: its runner is an Engine (runtime's registry names it by module path and
@@ -24,9 +24,6 @@ LAYERS = [
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
-# Known edges against the layers, each with the change that removes it. Each one is also an expected failure
-# below, so the test of that edge starts to fail (XPASS, strict) once the edge is gone: then delete it here.
-# (runtime -> export, the other half of that cycle, points down and needs no entry.)
 def _module_name(path: Path) -> list[str]:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     return parts[:-1] if parts[-1] == "__init__" else parts
@@ -86,6 +83,7 @@ def test_every_subpackage_has_a_layer():
     names = {p.stem if p.suffix == ".py" else p.name for p in PACKAGE.iterdir()
              if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
     assert not names - set(LAYERS), f"place these in LAYERS (tests/test_layers.py): {sorted(names - set(LAYERS))}"
+    assert not set(LAYERS) - names, f"layers without a module (renamed or removed?): {sorted(set(LAYERS) - names)}"
 
 
 def test_the_root_package_imports_nothing_of_its_own():
