@@ -91,8 +91,9 @@ def gate_metrics(fp32, int8) -> dict:
     return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "delta": d,
-            # ... and the gate's own: each artefact decides with its own threshold (same rule, same validation
-            # split); the agreement under the FP32 threshold shows how much of the difference is a score shift.
+            # ... and the gate's own: each artefact decides with its own threshold (INT8's at the FP32 threshold's
+            # rank on the same validation split); the agreement under the FP32 threshold itself shows how much of
+            # the difference is a score shift.
             "decision_agreement": float(np.mean(fp32["decisions"] == int8["own_decisions"])),
             "decision_agreement_fp32_threshold": c["decision_agreement"],
             "int8_decision": int8["decision_params"],
@@ -102,19 +103,26 @@ def gate_metrics(fp32, int8) -> dict:
             "comparison": c}
 
 
-def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0) -> dict:
+def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0,
+              reference: Optional[dict] = None) -> dict:
+    """The engine's results on the validation set and its own decision parameters (the training rule); with a
+    `reference` (the FP32 results), its image threshold sits where the reference's artefact threshold (the one
+    its `decisions` use) ranks on the same images instead."""
     from ..evaluate.metrics import aupro, auroc, pixel_auroc
     from ..runtime import open_engine
-    from ..evaluate.thresholds import decision_params
+    from ..evaluate.thresholds import decision_params, rank_matched_threshold
 
     with open_engine(engine_path, threads=threads or None) as eng:
         maps, scores, decisions = [], [], []
         for i in range(0, len(frames), eng.input_spec.batch or 8):
             r = eng.infer(frames[i:i + (eng.input_spec.batch or 8)])
             maps.append(r.maps), scores.append(r.scores), decisions.append(r.decisions)
+        threshold = float(eng.metadata["image_threshold"])
     maps, scores = np.concatenate(maps), np.concatenate(scores)
     own = decision_params(maps, scores, masks, labels)
-    return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions),
+    if reference is not None:
+        own["image_threshold"] = rank_matched_threshold(reference["scores"], reference["threshold"], scores)
+    return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions), "threshold": threshold,
             "decision_params": own, "own_decisions": decide(scores, own),
             "image_auroc": auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks)}
 
@@ -342,7 +350,8 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
     qinfo["float_by_design"] = len(s.fixed)
     if s.fit_batches is not None:
         qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
-    m = gate_metrics(s.val.fp32, _evaluate(q_path, s.val.frames, s.val.labels, s.val.masks, s.threads))
+    m = gate_metrics(s.val.fp32, _evaluate(q_path, s.val.frames, s.val.labels, s.val.masks, s.threads,
+                                           reference=s.val.fp32))
     reasons = _check(m, o)
     s.log(f"attempt {a + 1}: {len(excluded)} layers in float, image AUROC {100 * m['int8']['image_auroc']:.2f} "
           f"(fp32 {100 * m['fp32']['image_auroc']:.2f}), pixel AUROC {100 * m['int8']['pixel_auroc']:.2f} "

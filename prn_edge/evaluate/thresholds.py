@@ -34,3 +34,20 @@ def checkpoint_decision(v: dict) -> dict:
     v = v[v["source"]]
     return {"image_threshold": v["image_threshold"], "pixel_threshold": v["pixel_threshold"],
             "score_spread": v["score_spread"]}
+
+
+def rank_matched_threshold(ref_scores: np.ndarray, ref_threshold: float, scores: np.ndarray) -> float:
+    """The threshold on `scores` at the operating point `ref_threshold` has on `ref_scores` (the same images scored
+    by a reference model, e.g. FP32 for its INT8 copy): as many images fall below it. A quantized model shifts and
+    squeezes scores; re-deriving its threshold from a few dozen validation images with the training rule can land
+    in another gap of the distribution and move decisions that the map did not move. Between the two neighbouring
+    scores, like the training rule's midpoints."""
+    ref, s = np.asarray(ref_scores, np.float64), np.sort(np.asarray(scores, np.float64))
+    if ref.shape != s.shape or not len(s):
+        raise ValueError("rank_matched_threshold needs the same images scored by both models")
+    k = int((ref < float(ref_threshold)).sum())  # images decided normal by the reference
+    if k == 0:
+        return float(s[0])
+    if k == len(s):
+        return float(np.nextafter(s[-1], np.inf))
+    return float((s[k - 1] + s[k]) / 2)

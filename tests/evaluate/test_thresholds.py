@@ -17,3 +17,20 @@ def test_image_threshold_sits_in_the_middle_of_the_gap_with_the_same_validation_
     p = decision_params(maps, scores, masks, labels)
     assert p["image_threshold"] == pytest.approx(0.35)
     assert ((scores >= p["image_threshold"]) == (scores >= 0.4)).all()  # same decisions on validation
+
+
+def test_a_rank_matched_threshold_keeps_the_decisions_of_a_shifted_squeezed_copy():
+    """INT8 scores that are a monotone distortion of FP32's (shifted, squeezed, bent) decide every image alike at
+    the matched threshold; the training rule re-run on them need not."""
+    from prn_edge.evaluate.thresholds import rank_matched_threshold
+
+    rng = np.random.default_rng(3)
+    ref = np.concatenate([rng.normal(0.3, 0.05, 60), rng.normal(0.6, 0.1, 12)])
+    ref_thr = 0.42
+    distorted = 0.2 + 0.5 * ref ** 1.7
+    thr = rank_matched_threshold(ref, ref_thr, distorted)
+    assert np.array_equal(distorted >= thr, ref >= ref_thr)
+    assert rank_matched_threshold(ref, ref.min() - 1, distorted) <= distorted.min()  # everything anomalous
+    assert (distorted < rank_matched_threshold(ref, ref.max() + 1, distorted)).all()  # nothing anomalous
+    with pytest.raises(ValueError):
+        rank_matched_threshold(ref, ref_thr, distorted[:-1])
