@@ -2,54 +2,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 
-from ..artefact import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, choose_resize, read_metadata,
+from ..artefact import (OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, read_metadata,
                         sha256_file)
 from ..artefact.onnx_header import op_types
-from ..input_policy import placement
 from .base import Engine, EngineError, EngineOptions, _whole
 from .ort_providers import (CONV_ALGO_SEARCH, GPU_PROVIDERS, TENSORRT, check_active, provider_names,
                             session_providers)
-from .preprocess import frames_to_model_input
-
-
-def camera_spec_for(model_spec: InputSpec, channel_order: Optional[str], input_hw: Optional[Sequence[int]],
-                    resize: str, source: str) -> InputSpec:
-    """The frames an engine takes: a uint8 artefact's own spec, or host-converted frames for a float model."""
-    if model_spec.format == "uint8":
-        given_hw = None if input_hw is None else tuple(int(v) for v in input_hw)
-        if (channel_order not in (None, model_spec.channel_order)
-                or given_hw not in (None, (model_spec.height, model_spec.width))):
-            raise EngineError(
-                f"{source} takes {model_spec.channel_order} frames of {model_spec.height}x{model_spec.width} "
-                "(fixed at export); drop channel_order/input_hw, or export again for this camera")
-        return model_spec
-    order = channel_order or "rgb"
-    if order not in ("rgb", "bgr", "mono"):
-        raise EngineError(f"channel_order={order!r}: choose 'rgb', 'bgr' or 'mono'")
-    h, w = model_spec.model_hw if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
-    if model_spec.fit == "tiles" and (h, w) != model_spec.model_hw:
-        # The caller tiles, not the engine: an Engine maps N frames to N maps (batching, SharedEngine, Triton and
-        # the line's queue count on it), and prn_edge.tiling.TileGrid is the one tiling, used by the line
-        # (region.tiles) and by evaluation alike. So a tiles model takes tile-size frames and nothing is resized.
-        raise EngineError(
-            f"{source} takes {model_spec.model_width}x{model_spec.model_height} tiles cut at native resolution "
-            f"(input policy tiles), not {w}x{h} frames resized into it; drop input_hw and split images into tiles "
-            "(prn_edge.tiling.TileGrid; on the line: region.tiles: true)")
-    try:
-        where = placement((h, w), model_spec.model_hw, model_spec.fit)
-        method = choose_resize((h, w), (where.h, where.w), resize)
-    except Exception as e:
-        raise EngineError(str(e)) from None
-    # the model's own batch, model input, normalization and input policy; the frames' size, channels and resize
-    return replace(model_spec, name="frames(host)", format="uint8", layout="NHWC", height=h, width=w,
-                   channels=1 if order == "mono" else 3, channel_order=order, resize=method, scale=1.0 / 255.0,
-                   value_range=(0.0, 255.0))
+from .preprocess import camera_spec_for, frames_to_model_input
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, read_ir_metadata, read_metadata
 from .base import Engine, EngineError, EngineOptions
-from .onnxruntime_backend import camera_spec_for
+from .preprocess import camera_spec_for
 from .preprocess import frames_to_model_input
 
 NOT_INSTALLED = ("the openvino backend needs OpenVINO, which is not installed here: pip install 'prn-edge[openvino]' "

@@ -17,11 +17,15 @@ graphs are tested against it. Only numpy and OpenCV: no torch here.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Optional, Sequence
+
 import numpy as np
 
-from ..artefact import InputSpec
+from ..artefact import InputSpec, choose_resize
 from ..errors import ConfigError
-from ..input_policy import PAD_VALUE, as_hw, resample
+from ..input_policy import PAD_VALUE, as_hw, placement, resample
+from .base import EngineError
 
 
 def resize_frames(x: np.ndarray, size, method: str) -> np.ndarray:
@@ -88,3 +92,37 @@ def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
         out.append(np.ascontiguousarray(img, dtype=np.uint8))
     return np.stack(out)
+
+
+def camera_spec_for(model_spec: InputSpec, channel_order: Optional[str], input_hw: Optional[Sequence[int]],
+                    resize: str, source: str) -> InputSpec:
+    """The frames an engine takes: a uint8 artefact's own spec, or host-converted frames for a float model."""
+    if model_spec.format == "uint8":
+        given_hw = None if input_hw is None else tuple(int(v) for v in input_hw)
+        if (channel_order not in (None, model_spec.channel_order)
+                or given_hw not in (None, (model_spec.height, model_spec.width))):
+            raise EngineError(
+                f"{source} takes {model_spec.channel_order} frames of {model_spec.height}x{model_spec.width} "
+                "(fixed at export); drop channel_order/input_hw, or export again for this camera")
+        return model_spec
+    order = channel_order or "rgb"
+    if order not in ("rgb", "bgr", "mono"):
+        raise EngineError(f"channel_order={order!r}: choose 'rgb', 'bgr' or 'mono'")
+    h, w = model_spec.model_hw if input_hw is None else (int(input_hw[0]), int(input_hw[1]))
+    if model_spec.fit == "tiles" and (h, w) != model_spec.model_hw:
+        # The caller tiles, not the engine: an Engine maps N frames to N maps (batching, SharedEngine, Triton and
+        # the line's queue count on it), and prn_edge.tiling.TileGrid is the one tiling, used by the line
+        # (region.tiles) and by evaluation alike. So a tiles model takes tile-size frames and nothing is resized.
+        raise EngineError(
+            f"{source} takes {model_spec.model_width}x{model_spec.model_height} tiles cut at native resolution "
+            f"(input policy tiles), not {w}x{h} frames resized into it; drop input_hw and split images into tiles "
+            "(prn_edge.tiling.TileGrid; on the line: region.tiles: true)")
+    try:
+        where = placement((h, w), model_spec.model_hw, model_spec.fit)
+        method = choose_resize((h, w), (where.h, where.w), resize)
+    except Exception as e:
+        raise EngineError(str(e)) from None
+    # the model's own batch, model input, normalization and input policy; the frames' size, channels and resize
+    return replace(model_spec, name="frames(host)", format="uint8", layout="NHWC", height=h, width=w,
+                   channels=1 if order == "mono" else 3, channel_order=order, resize=method, scale=1.0 / 255.0,
+                   value_range=(0.0, 255.0))

@@ -13,7 +13,7 @@ from .. import __version__
 from ..artefact import InputSpec, build_metadata, sha256_file
 from ..errors import PrnEdgeError
 from .base import Engine, EngineError, EngineOptions
-from .onnxruntime_backend import camera_spec_for
+from .preprocess import camera_spec_for
 from .preprocess import frames_to_model_input
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, MetadataError, ManifestError, decode_metadata
 from ..artefact.triton import described_version, read_sidecar, sidecar_parameters
 from .base import Engine, EngineError, EngineOptions
-from .onnxruntime_backend import camera_spec_for
+from .preprocess import camera_spec_for
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..artefact import OUTPUT_MAP, OUTPUT_SCORE, InputSpec, ManifestError, MetadataError, decode_metadata
 from ..artefact.manifest import engine_manifest_path, read_engine_manifest
 from ..runtime.base import Engine, EngineError, EngineOptions
-from ..runtime.onnxruntime_backend import camera_spec_for
+from ..runtime.preprocess import camera_spec_for
 from ..runtime.preprocess import frames_to_model_input
 from . import cuda_host
 from .capability import capabilities
