@@ -56,7 +56,7 @@ def test_engine_options_are_the_backends_checked_when_the_config_is_read(tmp_pat
     from prn_edge.runtime import engine_options
 
     gpu = {"providers": ["tensorrt", "cuda"], "trt_fp16": True, "trt_cache_dir": "trt-cache"}
-    cfg = load_line_config(write(tmp_path, base(demo_category, engine={"path": "m.onnx", "threads": 2,
+    cfg = load_line_config(write_config(tmp_path, conveyor_config(demo_category, engine={"path": "m.onnx", "threads": 2,
                                                                        "options": gpu})))
     opts = cfg.backend_options()
     assert opts == {"providers": ["tensorrt", "cuda"], "trt_fp16": True, "trt_cache_dir": str(tmp_path / "trt-cache"),
@@ -71,7 +71,7 @@ def test_engine_options_are_the_backends_checked_when_the_config_is_read(tmp_pat
         ({"path": "m.onnx", "options": ["cuda"]}, "engine.options: expected a mapping"),
     ]:
         with pytest.raises(LineConfigError, match=match):
-            line_config(base(demo_category, engine=engine), tmp_path)
+            line_config(conveyor_config(demo_category, engine=engine), tmp_path)
 
 
 def test_timing_and_geometry_errors_come_before_the_line_starts(demo_category):
