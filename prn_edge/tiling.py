@@ -9,7 +9,7 @@ letterbox would put it at scale 1; the line refuses such regions before it start
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -115,3 +115,17 @@ class TileGrid:
                 m = cv2.resize(m, (tw, th), interpolation=cv2.INTER_LINEAR)
             resized.append(m * self._window)
         return self._accumulate(resized) * self._inv_norm
+
+
+def predict_in_tiles(predict: Callable, images: Sequence[np.ndarray], tile_hw: tuple[int, int],
+                     overlap: int = DEFAULT_OVERLAP) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each image (any size) split into its grid's tiles, `predict` (tiles (n, tile_h, tile_w, C) -> (maps, scores))
+    run on them, the maps blended back at the image's own resolution and the image's score the highest tile score
+    (a defect in one tile makes the part defective, as on the line)."""
+    maps, scores = [], []
+    for img in images:
+        grid = TileGrid(img.shape[0], img.shape[1], *tile_hw, overlap)
+        tile_maps, tile_scores = predict(grid.split(img))
+        maps.append(grid.stitch(tile_maps))
+        scores.append(np.max(tile_scores))
+    return maps, np.asarray(scores, np.float32)

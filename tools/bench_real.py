@@ -291,44 +291,11 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _knn_test(knn: KnnReference, samples, cfg) -> tuple[list[np.ndarray], np.ndarray, list]:
-    """The kNN reference's maps at each image's own resolution, scores and masks, by the same input policy as PRN:
-    fitted to the model input, or split into the same tiles (highest tile score)."""
-    from prn_edge.data.dataset import load_pair
-    from prn_edge.evaluate.checkpoint_eval import load_test
-    from prn_edge.tiling import TileGrid
-
-    hw, policy = cfg.model.hw, cfg.model.input_policy
-    if policy != "tiles":
-        images, placements, masks = load_test(samples, hw, policy)
-        maps, scores = knn.predict(images)
-        return [p.unfit(m) for p, m in zip(placements, maps)], scores, masks
-    maps, scores, masks = [], [], []
-    for s in samples:
-        img, mask = load_pair(s)
-        grid = TileGrid(img.shape[0], img.shape[1], *hw)
-        tile_maps, tile_scores = knn.predict(list(grid.split(img)))
-        maps.append(grid.stitch(tile_maps))
-        scores.append(tile_scores.max())
-        masks.append(mask)
-    return maps, np.asarray(scores, np.float32), masks
-
-
-def _knn_normals(cat, cfg) -> list[np.ndarray]:
-    """Training normals as the model input sees them: fitted images, or every grid tile of them (tiles)."""
-    from prn_edge.evaluate.validation import load_normals
-    from prn_edge.tiling import TileGrid
-
-    normals = load_normals(cat.train_good, cfg)[0]
-    if cfg.model.input_policy != "tiles":
-        return normals
-    return [t for img in normals for t in TileGrid(img.shape[0], img.shape[1], *cfg.model.hw).split(img)]
-
-
 def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet: bool) -> dict:
     from prn_edge.data.dataset import load_category
-    from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint, predict_test
+    from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint, predict_samples, predict_test
     from prn_edge.evaluate.metrics import evaluate_predictions
+    from prn_edge.evaluate.validation import load_normals, model_inputs
     from prn_edge.train.trainer import train
 
     cat = load_category(root, seed=seed, num_shots=cfg.train.num_shots)
@@ -341,9 +308,11 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
     seen = {t: t in cat.seen_types for t in set(types) if t != "good"}
 
     t = time.time()
-    knn = KnnReference(cfg.model.backbone, seed, cfg.model.pretrained).fit(_knn_normals(cat, cfg))
+    # the training normals as the model input sees them: fitted images, or every grid tile of them (tiles)
+    knn = KnnReference(cfg.model.backbone, seed, cfg.model.pretrained).fit(
+        model_inputs(load_normals(cat.train_good, cfg)[0], cfg))
     fit_s = time.time() - t
-    kmaps, kscores, masks = _knn_test(knn, samples, cfg)
+    kmaps, kscores, masks = predict_samples(knn.predict, cfg, samples)  # PRN's input policy: fitted, or its tiles
     entry["knn"] = {**evaluate_predictions(kscores, kmaps, labels, masks, types, seen), "train_seconds": round(fit_s, 1)}
     maps_by_method = {"kNN": kmaps}
 

@@ -12,8 +12,9 @@ from ..artefact import decide
 from ..data.dataset import Sample, load_category, load_pair
 from ..data.fit import fit_image
 from ..data.images import read_image
-from ..model.inference import predict, predict_tiled
+from ..model.inference import predict
 from ..model.checkpoint import load_model
+from ..tiling import predict_in_tiles
 from .metrics import evaluate_predictions
 from .report import markdown_table, save_maps_tiff, save_overlays, write_json
 
@@ -33,14 +34,20 @@ def load_test(samples: list[Sample], hw: tuple[int, int], policy: str, progress:
 
 def predict_test(model, cfg, samples: list[Sample], progress: bool = False):
     """(maps at each image's own resolution, image scores, ground-truth masks) of the test samples, by the model's
-    input policy: fitted to the model input and the maps brought back (stretch, letterbox), or split into tiles
-    at native resolution and the tile maps blended back (tiles; the score is the highest tile score)."""
+    input policy (predict_samples)."""
+    return predict_samples(lambda images: predict(model, images), cfg, samples, progress)
+
+
+def predict_samples(run, cfg, samples: list[Sample], progress: bool = False):
+    """predict_test for any `run` (model-input uint8 RGB images -> (maps, scores)) under the input policy of `cfg`:
+    fitted to the model input and the maps brought back (stretch, letterbox), or split into tiles at native
+    resolution and the tile maps blended back (tiles; the score is the highest tile score)."""
     if cfg.model.input_policy != "tiles":
         images, placements, masks = load_test(samples, cfg.model.hw, cfg.model.input_policy, progress)
-        maps, scores = predict(model, images)
+        maps, scores = run(images)
         return [p.unfit(m) for p, m in zip(placements, maps)], scores, masks
     pairs = [load_pair(s) for s in tqdm(samples, desc="load test", disable=not progress, leave=False)]
-    maps, scores = predict_tiled(model, [img for img, _ in pairs])
+    maps, scores = predict_in_tiles(lambda tiles: run(list(tiles)), [img for img, _ in pairs], cfg.model.hw)
     return maps, scores, [mask for _, mask in pairs]
 
 

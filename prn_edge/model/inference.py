@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..tiling import DEFAULT_OVERLAP, TileGrid
+from ..tiling import DEFAULT_OVERLAP, predict_in_tiles
 from .prn import PRN
 
 
@@ -34,14 +34,6 @@ def predict(model: PRN, images: Sequence[np.ndarray], batch: int = 8) -> tuple[n
 
 def predict_tiled(model: PRN, images: Sequence[np.ndarray], overlap: int = DEFAULT_OVERLAP,
                   batch: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
-    """Input policy "tiles": each uint8 RGB image (any size) split into overlapping tiles of the model input
-    (prn_edge.tiling), their maps blended back into one map at the image's own resolution, and the image's score
-    the highest tile score (a defect in one tile makes the part defective, as on the line)."""
-    th, tw = model.cfg.hw
-    maps, scores = [], []
-    for img in images:
-        grid = TileGrid(img.shape[0], img.shape[1], th, tw, overlap)
-        tile_maps, tile_scores = predict(model, grid.split(img), batch)
-        maps.append(grid.stitch(tile_maps))
-        scores.append(tile_scores.max())
-    return maps, np.asarray(scores, np.float32)
+    """Input policy "tiles": each uint8 RGB image (any size) split into overlapping tiles of the model input, their
+    maps blended back at the image's own resolution, the highest tile score its score (tiling.predict_in_tiles)."""
+    return predict_in_tiles(lambda tiles: predict(model, tiles, batch), images, model.cfg.hw, overlap)
