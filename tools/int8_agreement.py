@@ -3,7 +3,7 @@
 
     python tools/int8_agreement.py calibration/coin-ov --data data/demo/coin [--threads 2] [--json runs/agree.json]
 
-Runs every test image (test/<type>/*) through ONNX Runtime FP32 (the reference: model.fp32.onnx), OpenVINO FP32
+Runs every test image of the category through ONNX Runtime FP32 (the reference: model.fp32.onnx), OpenVINO FP32
 (the same ONNX, backend openvino) and the run's INT8 artefact (model.int8.onnx on ONNX Runtime or model.int8.xml on
 OpenVINO); each decides with the threshold its artefact carries. Prints, per artefact, the fraction of images
 decided as the reference decides (prn_edge.verify.compare), the image AUROC on the test set and the map correlation.
@@ -22,10 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def test_images(data: Path) -> tuple[list, np.ndarray]:
+    """The category's test images (any layout prn_edge reads) and their labels (True = defective)."""
+    from prn_edge.data.dataset import load_category
     from prn_edge.data.images import read_image
 
-    paths = sorted(p for p in (data / "test").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-    return [read_image(p) for p in paths], np.array([p.parent.name != "good" for p in paths])
+    samples = load_category(data, num_shots=0).test
+    return [read_image(s.image) for s in samples], np.array([bool(s.label) for s in samples])
 
 
 def agreement(run: Path, data: Path, threads: int = 2, allow_failed_gate: bool = True) -> dict:
