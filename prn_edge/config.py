@@ -30,6 +30,9 @@ MAX_WIDTH = 1024  # model.dim and model.decoder_dims
 MAX_SEED = 2**32 - 1
 
 
+DISTANCE_FUSIONS = ("mean", "max", "none")
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "efficientnet_lite0"
@@ -58,9 +61,11 @@ class ModelConfig:
     decoder_conv: str = "full"
     topk: int = 100  # image score = mean of the top-k map probabilities
     # The training-free part of the map (model.prn.DistanceMap): distance to the nearest prototype at these
-    # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map
-    # by a maximum ("max"), or left out ("none": the decoder alone, as in the paper).
-    distance_fusion: str = "max"
+    # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map:
+    # "mean" (map and image score from the mean of the two probabilities), "max" (map = their maximum, score from
+    # the decoder alone) or "none" (the decoder alone, as in the paper). With held-out real defects, training
+    # keeps whichever of the three finds them best (train.trainer.choose_fusion).
+    distance_fusion: str = "mean"
     distance_scales: Tuple[int, ...] = (1, 2)
 
     @property
@@ -101,7 +106,7 @@ class ModelConfig:
         if len(self.decoder_dims) != 4 or not all(0 < w <= MAX_WIDTH for w in self.decoder_dims):
             raise ConfigError(f"model.decoder_dims={list(self.decoder_dims)}: needs 4 widths from 1 to {MAX_WIDTH} "
                               "(stride 8, 4, 2 and the final stride-2 refinement)")
-        _choice("model.distance_fusion", self.distance_fusion, ["max", "none"])
+        _choice("model.distance_fusion", self.distance_fusion, list(DISTANCE_FUSIONS))
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")

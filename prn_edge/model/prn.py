@@ -212,8 +212,8 @@ class DistanceMap(nn.Module):
 
 class PRN(nn.Module):
     """`forward(x)` -> the decoder's anomaly logits (N, 1, H, W), what training fits;
-    `predict(x)` -> (probability map, image score), with the calibrated prototype distance fused into the map
-    (model.distance_fusion) and the score pooled from the decoder's map.
+    `predict(x)` -> (probability map, image score), with the calibrated prototype distance fused in
+    (model.distance_fusion).
 
     x is RGB in [0, 1], (N, 3, H, W), at the configured size (model.image_size, as `cfg.hw`).
     """
@@ -270,18 +270,24 @@ class PRN(nn.Module):
 
     @property
     def fuses_distance(self) -> bool:
-        return self.cfg.distance_fusion == "max" and bool(self.distance.fitted)
+        return self.cfg.distance_fusion in ("max", "mean") and bool(self.distance.fitted)
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(map, image score). The map fuses the distance in; the score pools the decoder's map alone: on real
-        photos the distance sharpens where a defect is, while its share of the material's normal variation made
-        the image score worse (Magnetic Tile Defect, docs/real-data.md)."""
+        """(map, image score) by model.distance_fusion:
+        "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
+        "max": the map is their maximum, the score pools the decoder's map alone;
+        "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.
+        On real photos the decoder is sharpest where the generated anomalies resemble the defects and the
+        distance where they do not (thin cracks zero-shot on KolektorSDD); docs/real-data.md has the numbers."""
         logits, distances = self._run(x)
         prob = torch.sigmoid(logits)
-        score = self.score(prob)
-        if self.fuses_distance:
-            prob = torch.maximum(prob, self.distance(distances))
-        return prob, score
+        if not self.fuses_distance:
+            return prob, self.score(prob)
+        dist = self.distance(distances)
+        if self.cfg.distance_fusion == "mean":
+            prob = 0.5 * (prob + dist)
+            return prob, self.score(prob)
+        return torch.maximum(prob, dist), self.score(prob)
 
     @torch.no_grad()
     def calibrate_distance(self, images: list[torch.Tensor]) -> dict:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, make_config
+from ..config import DISTANCE_FUSIONS, Config, make_config
 from ..data.dataset import Category, load_category
 from ..data.fit import defect_tile, random_tile
 from ..data.images import image_header
@@ -201,31 +201,34 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
 
 
 def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] = print) -> dict:
-    """With held-out real defects, keep the distance map only if it finds them better than the decoder alone.
+    """With held-out real defects, keep the fusion of the distance map that finds them best.
 
     The distance map is there for appearances the decoder never learned; when real defects were shown in
     training, the decoder may already know them better, and the distance then only adds the normal variation
-    of the material to every score. Real validation decides; the checkpoint is re-written with the choice and
-    the thresholds of the chosen map. Without real defects (zero-shot) the fusion stays. The image score comes
-    from the decoder either way (PRN.predict), so the maps decide: pixel AUROC and pixel AP alike.
+    of the material to every score. Real validation decides between "mean", "max" and "none" (config.
+    DISTANCE_FUSIONS) by the mean of image AUROC, pixel AUROC and pixel AP; a tie keeps the configured one. The
+    checkpoint is re-written with the choice and the thresholds of the chosen map. Without real defects
+    (zero-shot) the configured fusion stays.
     """
     state = read_checkpoint(ckpt)
     model.load_state_dict(state["model"], strict=False)
     model.cfg = dataclasses.replace(model.cfg)  # the caller's config stays as it was
     cfg = make_config(state["config"]["variant"], {k: v for k, v in state["config"].items() if k != "variant"})
+    configured = cfg.model.distance_fusion
     scores = {}
-    for mode in ("max", "none"):
+    for mode in DISTANCE_FUSIONS:
         model.cfg.distance_fusion = mode
         v = validate(model, *real_val)
-        scores[mode] = (0.5 * (v["pixel_auroc"] + v["pixel_ap"]), v)
-    chosen = max(scores, key=lambda m: (scores[m][0], m == "max"))  # a tie keeps the fusion
+        scores[mode] = ((v["image_auroc"] + v["pixel_auroc"] + v["pixel_ap"]) / 3, v)
+    chosen = max(scores, key=lambda m: (round(scores[m][0], 6), m == configured))
     model.cfg.distance_fusion = chosen
     meta = dict(state["meta"])
-    meta["fusion_choice"] = {"chosen": chosen, **{m: {"selection_metric": s, "pixel_auroc": v["pixel_auroc"],
-                                                       "pixel_ap": v["pixel_ap"], "image_threshold": v["image_threshold"]}
+    meta["fusion_choice"] = {"chosen": chosen, **{m: {"selection_metric": s, "image_auroc": v["image_auroc"],
+                                                       "pixel_auroc": v["pixel_auroc"], "pixel_ap": v["pixel_ap"],
+                                                       "image_threshold": v["image_threshold"]}
                                                    for m, (s, v) in scores.items()}}
-    log(f"distance map on held-out real defects: fused {scores['max'][0]:.4f}, decoder alone {scores['none'][0]:.4f} "
-        f"-> {'kept' if chosen == 'max' else 'left out'}")
+    log("fusion of the distance map on held-out real defects: "
+        + ", ".join(f"{m} {s:.4f}" for m, (s, _) in scores.items()) + f" -> {chosen}")
     if chosen != cfg.model.distance_fusion:
         cfg.model.distance_fusion = chosen
         meta.update(checkpoint_decision({"source": "real", "real": scores[chosen][1]}))

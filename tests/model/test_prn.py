@@ -71,7 +71,8 @@ def test_soft_nearest_is_continuous_across_a_tie():
 def test_default_k_is_about_ten_percent_and_bounded():
     assert default_k(200, "image") == 20
     assert default_k(5, "image") == 2 and default_k(10_000, "image") == 64
-    assert 64 <= default_k(100, "patch") <= 256
+    assert default_k(10, "patch") == 256 and default_k(40, "patch") == 640  # 16 per normal image
+    assert default_k(81, "patch") == default_k(10_000, "patch") == 1024  # up to MAX_PROTOTYPES
 
 
 def test_msa_token_roundtrip_is_exact():
@@ -216,10 +217,16 @@ def test_distance_map_lights_up_a_foreign_patch_the_decoder_never_saw():
     odd[:, :, 16:48, 16:48] = torch.stack([checker, 1 - checker, checker])  # a 2-px colour checker: not a photo
     p = model.distance(model._run(odd)[1])[0, 0]
     assert float(p[20:44, 20:44].max()) > 0.5 and float(p[20:44, 20:44].mean()) > 4 * float(p[:, :8].mean())
+    dec = torch.sigmoid(model(odd))
+    model.cfg.distance_fusion = "mean"  # the map is the mean, and the score pools that map
     prob, score = model.predict(odd)
-    assert torch.equal(prob, torch.maximum(torch.sigmoid(model(odd)), p[None, None]))  # fused by a maximum
+    assert torch.allclose(prob, 0.5 * (dec + p[None, None])) and torch.allclose(score, model.score(prob))
+    assert abs(float(score) - float(model.score(dec))) > 1e-3  # not the decoder's score
+    model.cfg.distance_fusion = "max"  # the map is the maximum, the score the decoder's alone
+    prob, score = model.predict(odd)
+    assert torch.equal(prob, torch.maximum(dec, p[None, None])) and torch.equal(score, model.score(dec))
     model.cfg.distance_fusion = "none"
-    assert torch.equal(model.predict(odd)[0], torch.sigmoid(model(odd)))
+    assert torch.equal(model.predict(odd)[0], dec)
 
 
 def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
