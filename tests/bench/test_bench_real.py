@@ -112,3 +112,18 @@ def test_a_run_measures_prn_and_the_knn_reference_under_the_input_policy(tmp_pat
     assert entry["prn"]["train_cpu_seconds"] > 0
     assert "| crack | seen |" in (out / "bench_real.md").read_text()
     assert (out / "ksdd" / "overlays.png").stat().st_size > 0
+
+
+def test_the_knn_bank_is_a_quarter_of_the_patches_up_to_its_cap(monkeypatch):
+    """Tiles of large images give millions of patch vectors: the bank stops at KNN_BANK_MAX, so the exhaustive
+    search stays within a benchmark's time."""
+    import numpy as np
+
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(4)]
+    knn = bench_real.KnnReference("tiny", seed=0, pretrained=False).fit(images)
+    assert len(knn.bank) == 4 * 8 * 8 // 4  # stride-8 positions of 4 images, a quarter of them
+    monkeypatch.setattr(bench_real, "KNN_BANK_MAX", 50)
+    capped = bench_real.KnnReference("tiny", seed=0, pretrained=False).fit(images)
+    assert len(capped.bank) == 50
+    maps, scores = capped.predict(images[:2])
+    assert maps.shape == (2, 64, 64) and np.isfinite(scores).all()
