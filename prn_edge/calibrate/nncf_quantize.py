@@ -22,8 +22,8 @@ import numpy as np
 from ..errors import ConfigError
 from .quantize import _quiet
 
-NOT_INSTALLED = ("--flavour openvino quantizes with NNCF and OpenVINO: pip install 'prn-edge[openvino]' "
-                 "(or pip install nncf openvino)")
+NOT_INSTALLED = ("--flavour openvino quantizes with NNCF and OpenVINO: pip install '.[openvino]' in the prn-edge "
+                 "source folder (or pip install nncf openvino)")
 
 
 def check_installed() -> None:

@@ -19,7 +19,7 @@ def import_openvino():
         import openvino as ov
     except ImportError:
         raise ExportError("converting to OpenVINO needs OpenVINO, which is not installed here: "
-                          "pip install 'prn-edge[openvino]' (or pip install openvino)") from None
+                          "pip install '.[openvino]' in the prn-edge source folder (or pip install openvino)") from None
     return ov
 
 

@@ -30,7 +30,8 @@ class LineMetrics:
         try:
             from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         except ImportError:
-            raise LineError("the line needs prometheus-client: pip install 'prn-edge[line]'") from None
+            raise LineError("the line needs prometheus-client: pip install '.[line]' in the prn-edge source "
+                            "folder") from None
         self.line = line
         r = self.registry = CollectorRegistry()
         self.parts = Counter("prn_line_parts", "Parts seen (each gets one decision)", registry=r)

@@ -15,8 +15,8 @@ from .base import Engine, EngineError, EngineOptions
 from .preprocess import camera_spec_for
 from .preprocess import frames_to_model_input
 
-NOT_INSTALLED = ("the openvino backend needs OpenVINO, which is not installed here: pip install 'prn-edge[openvino]' "
-                 "(or pip install openvino)")
+NOT_INSTALLED = ("the openvino backend needs OpenVINO, which is not installed here: pip install '.[openvino]' in "
+                 "the prn-edge source folder (or pip install openvino)")
 # A physical device (CPU, GPU, GPU.1, NPU) or a virtual one over a list of them (AUTO, AUTO:GPU,CPU, MULTI:...).
 _DEVICE = re.compile(r"^(?:[A-Z]+(?:\.\d+)?|(?:AUTO|MULTI|HETERO)(?::[A-Z]+(?:\.\d+)?(?:,[A-Z]+(?:\.\d+)?)*)?)$")
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 SCHEME = "triton"
 DEFAULT_PORT = 8001
 SHARED_MEMORY = ("auto", "system", "none")
-_NOT_INSTALLED = ("tritonclient is not installed, so {url} cannot be reached: pip install 'prn-edge[triton]' "
-                  "(tritonclient[grpc])")
+_NOT_INSTALLED = ("tritonclient is not installed, so {url} cannot be reached: pip install '.[triton]' in the "
+                  "prn-edge source folder (tritonclient[grpc])")
 
 
 def is_triton_url(path: Any) -> bool:

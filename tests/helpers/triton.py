@@ -63,7 +63,7 @@ def server_skip_reason() -> Optional[str]:
     try:
         import tritonclient.grpc  # noqa: F401
     except ImportError:
-        return "tritonclient is not installed (pip install 'prn-edge[triton]')"
+        return "tritonclient is not installed (pip install '.[triton]')"
     from prn_edge.serve.triton_server import ServerError, check_stub_numpy, find_tritonserver, stub_python_paths
 
     try:

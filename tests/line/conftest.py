@@ -85,7 +85,7 @@ def tlsimu_path() -> Path:
     try:
         import genicam
     except ImportError:
-        pytest.skip("genicam is not installed (pip install 'prn-edge[line]')")
+        pytest.skip("genicam is not installed (pip install '.[line]')")
     cti = Path(genicam.__file__).parent / "TLSimu.cti"
     if not cti.is_file():
         pytest.skip(f"this genicam wheel has no TLSimu.cti ({genicam.__file__}); genicam 1.5.0 on x86_64 ships it")
@@ -188,7 +188,7 @@ def make_io_camera():
     try:
         from genicam import genapi
     except ImportError:
-        pytest.skip("genicam is not installed (pip install 'prn-edge[line]')")
+        pytest.skip("genicam is not installed (pip install '.[line]')")
     node_map = genapi.NodeMap()
     node_map.load_xml_from_string(IO_XML)
     port = RecordingPort()

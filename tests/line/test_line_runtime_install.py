@@ -1,4 +1,4 @@
-"""The appliance install: only the runtime (`pip install 'prn-edge[cpu,line]'`, no torch, onnx, scipy, matplotlib),
+"""The appliance install: only the runtime (`pip install '.[cpu,line]'`, no torch, onnx, scipy, matplotlib),
 on Python 3.10 as on JetPack 6, runs a line on an ONNX artefact, benchmarks it and re-tunes its threshold; none of
 the training stack gets imported. The venv is built once per test session (pip's cache keeps it short)."""
 from __future__ import annotations

@@ -66,7 +66,7 @@ def test_xml_is_openvinos_and_onnx_stays_onnxruntimes():
 
 def test_missing_openvino_names_the_extra(onnx_artefacts, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    with pytest.raises(EngineError, match=r"pip install 'prn-edge\[openvino\]'"):
+    with pytest.raises(EngineError, match=r"pip install '\.\[openvino\]' in the prn-edge source folder"):
         open_engine(onnx_artefacts["uint8_dyn"], backend="openvino")
 
 

@@ -47,7 +47,7 @@ def test_bad_addresses(url, message):
 
 
 def test_no_server_is_an_engine_error(dead_port):
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'prn-edge[triton]')")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install '.[triton]')")
     with pytest.raises(EngineError, match="the server is not reachable"):
         open_engine(f"triton://127.0.0.1:{dead_port}/coin?timeout_s=1")
     with pytest.raises(EngineError, match="unknown options"):

@@ -16,7 +16,7 @@ from prn_edge.verify import check_rollout
 from tests.helpers.triton import demo_category, edited_artefact, retrained_artefact, tiny_artefact
 
 model_config_pb2 = pytest.importorskip(
-    "tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed (pip install 'prn-edge[triton]'): "
+    "tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed (pip install '.[triton]'): "
     "the configs cannot be checked against Triton's ModelConfig schema")
 
 

@@ -56,7 +56,8 @@ def _harvester(ctis: list[str]):
     try:
         from harvesters.core import Harvester
     except ImportError:
-        raise CameraError("harvesters is not installed; install the line extra: pip install 'prn-edge[line]'") from None
+        raise CameraError("harvesters is not installed; install the line extra: pip install '.[line]' in the "
+                          "prn-edge source folder") from None
     h = Harvester()
     for c in ctis:
         try:
