@@ -331,7 +331,7 @@ def _search(s: _Setup) -> tuple[list[Attempt], tuple[Path, Attempt], list[dict]]
     for a in range(s.options.max_attempts):
         q_path, attempt = _attempt(s, a, excluded)
         attempts.append(attempt)
-        if best is None or _rank(attempt.metrics) > _rank(best[1].metrics):
+        if best is None or _rank(attempt, s.options) > _rank(best[1], s.options):
             best = (q_path, attempt)
         if attempt.passed or a + 1 >= s.options.max_attempts:
             break
@@ -449,8 +449,9 @@ def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
 
 
 def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
-    """The INT8 artefact carries thresholds derived from its own validation scores, with the training rule, and
-    the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
+    """The INT8 artefact carries its own decision parameters from its validation scores (the image threshold at
+    the FP32 threshold's rank, the pixel threshold and score spread by the training rule; see _evaluate) and the
+    result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
     import onnx
 
     values = {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
@@ -465,8 +466,15 @@ def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
     onnx.save(m, str(path))
 
 
-def _rank(m: dict) -> tuple:
-    return (-max(0.0, -m["delta"]["image_auroc"]) - max(0.0, -m["delta"]["pixel_auroc"]), m["decision_agreement"])
+def _rank(a: Attempt, o: CalibrationOptions) -> tuple:
+    """How close an attempt came to the gate, for keeping the best one: a pass first, then the AUROC drops beyond
+    their tolerances, then the decision agreement, then the drops themselves. Drops within tolerance come last: an
+    attempt that only fails on agreement is not worse than one that fails on agreement by more but keeps a tenth
+    of a point more pixel AUROC."""
+    d = a.metrics["delta"]
+    image, pixel = max(0.0, -d["image_auroc"]), max(0.0, -d["pixel_auroc"])
+    excess = max(0.0, image - o.max_image_auroc_drop) + max(0.0, pixel - o.max_pixel_auroc_drop)
+    return (a.passed, -excess, a.metrics["decision_agreement"], -(image + pixel))
 
 
 def _trt_cache_note() -> str:

@@ -41,7 +41,7 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     for n in q.graph.node:
         if "/prototypes." in n.name and n.op_type in ("MatMul", "ArgMin"):
             assert not any(i.endswith("DequantizeLinear_Output") for i in n.input), n.name
-    # the INT8 artefact decides with its own threshold, derived on the validation split by the training rule
+    # the INT8 artefact decides with its own threshold (on the validation split, at the FP32 threshold's rank)
     meta = read_metadata(run / "model.int8.onnx")
     chosen = manifest["attempts"][manifest["chosen_attempt"] - 1]["metrics"]["int8_decision"]
     assert meta["image_threshold"] == pytest.approx(chosen["image_threshold"])
@@ -148,3 +148,23 @@ def test_a_tiles_checkpoint_is_refused_before_anything_is_written(trained, tmp_p
     with pytest.raises(ConfigError, match="input_policy tiles.*FP32"):
         calibrate(cfg_ckpt, data, "t", root=tmp_path / "cal", log=lambda m: None)
     assert not (tmp_path / "cal" / "t").exists()
+
+
+def test_the_kept_attempt_is_the_one_closest_to_the_gate():
+    """A pass beats any failure; among failures, AUROC drops within tolerance do not outweigh decision agreement
+    (MTD: attempts failing only on agreement, 0.925 with a 0.49 pt pixel drop vs 0.900 with 0.25 pt)."""
+    from prn_edge.calibrate.run import Attempt, _rank
+
+    o = CalibrationOptions()
+
+    def attempt(image_drop, pixel_drop, agreement, passed=False):
+        m = {"delta": {"image_auroc": -image_drop, "pixel_auroc": -pixel_drop, "aupro": 0.0},
+             "decision_agreement": agreement}
+        return Attempt([], {}, m, passed, 0.0)
+
+    closer, more_float = attempt(-0.03, 0.0049, 0.925), attempt(-0.024, 0.0025, 0.900)
+    assert _rank(closer, o) > _rank(more_float, o)
+    assert _rank(attempt(0.004, 0.009, 0.95, passed=True), o) > _rank(attempt(0.0, 0.0, 0.94), o)
+    # beyond tolerance the drop counts first, whatever the agreement
+    assert _rank(attempt(0.0, 0.0, 0.90), o) > _rank(attempt(0.006, 0.0, 1.0), o)
+    assert _rank(attempt(0.0, 0.002, 0.9), o) > _rank(attempt(0.0, 0.004, 0.9), o)
