@@ -64,7 +64,7 @@ class ModelConfig:
     # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map:
     # "mean" (map and image score from the mean of the two probabilities), "max" (map = their maximum, score from
     # the decoder alone) or "none" (the decoder alone, as in the paper). With held-out real defects, training
-    # keeps whichever of the three finds them best (train.trainer.choose_fusion).
+    # keeps whichever of mean and max finds them best (train.trainer.choose_fusion).
     distance_fusion: str = "mean"
     distance_scales: Tuple[int, ...] = (1, 2)
 

@@ -22,20 +22,18 @@ import math
 import torch
 from torch import nn
 
-from ..config import MAX_PROTOTYPES
-
 MAX_KMEANS_VECTORS = 40_000
 PATCHES_PER_PROTOTYPE = 4
 
 
 def default_k(num_images: int, mode: str) -> int:
-    """About 10% of the normal images for image prototypes. For patch prototypes a vocabulary of 16 per normal
-    image, from 256 up to MAX_PROTOTYPES: the distance map is a nearest-neighbour distance, and with 81 where a
-    PatchCore memory keeps ~26k patch vectors it missed thin cracks that 1024 find (KolektorSDD zero-shot, distance
-    image AUROC 69.6 -> 76.3, docs/real-data.md)."""
+    """About 10% of the normal images for image prototypes; a fixed-size vocabulary for patch prototypes.
+    More patch prototypes bring the distance map closer to a kNN memory (KolektorSDD zero-shot, distance image
+    AUROC 69.6 with 81, 76.3 with 1024) but cost k-means time and, on Magnetic Tile Defect, pixel AUROC
+    (docs/real-data.md): set model.num_prototypes for thin defects on a large surface."""
     if mode == "image":
         return int(min(max(round(0.1 * num_images), 2), 64))
-    return int(min(max(16 * num_images, 256), MAX_PROTOTYPES))
+    return int(min(max(num_images, 64), 256))
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Tensor:

@@ -71,8 +71,7 @@ def test_soft_nearest_is_continuous_across_a_tie():
 def test_default_k_is_about_ten_percent_and_bounded():
     assert default_k(200, "image") == 20
     assert default_k(5, "image") == 2 and default_k(10_000, "image") == 64
-    assert default_k(10, "patch") == 256 and default_k(40, "patch") == 640  # 16 per normal image
-    assert default_k(81, "patch") == default_k(10_000, "patch") == 1024  # up to MAX_PROTOTYPES
+    assert default_k(10, "patch") == 64 and default_k(81, "patch") == 81 and default_k(10_000, "patch") == 256
 
 
 def test_msa_token_roundtrip_is_exact():
