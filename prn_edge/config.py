@@ -30,7 +30,8 @@ MAX_WIDTH = 1024  # model.dim and model.decoder_dims
 MAX_SEED = 2**32 - 1
 
 
-DISTANCE_FUSIONS = ("mean", "max", "none")
+FUSED_DISTANCE = ("mean", "max")  # the model.distance_fusion values that put the distance map in
+DISTANCE_FUSIONS = FUSED_DISTANCE + ("none",)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import FUSED_DISTANCE, ModelConfig
 from .backbones import STRIDES, Backbone, create_backbone
 from .memory import check_memory
 from .prototypes import ScalePrototypes, default_k
@@ -270,7 +270,7 @@ class PRN(nn.Module):
 
     @property
     def fuses_distance(self) -> bool:
-        return self.cfg.distance_fusion in ("max", "mean") and bool(self.distance.fitted)
+        return self.cfg.distance_fusion in FUSED_DISTANCE and bool(self.distance.fitted)
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(map, image score) by model.distance_fusion:

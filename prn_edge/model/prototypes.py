@@ -90,15 +90,16 @@ class ScalePrototypes(nn.Module):
         # Patch prototypes summarize at least PATCHES_PER_PROTOTYPE vectors each: with as many prototypes as
         # vectors every normal patch is its own prototype, its residual ~0, and normalizing by that mean blew the
         # residuals of anything else up to inf (a coarse scale of small images).
+        x = x.float()
         k = self.protos.shape[0] if self.mode == "image" else min(self.protos.shape[0],
                                                                    max(1, x.shape[0] // PATCHES_PER_PROTOTYPE))
-        c = kmeans(x.float(), k, seed=seed)
+        c = kmeans(x, k, seed=seed)
         if c.shape[0] < self.protos.shape[0]:  # fewer centres than K: repeat; duplicates never change the argmin
             c = c[torch.arange(self.protos.shape[0]) % c.shape[0]]
         self.protos.copy_(c)
         self.sq_norm.copy_((c * c).sum(1))
         mean_res = float(torch.cat([self.forward_raw(f) for f in feats.split(16)]).mean())
-        floor = 1e-6 * float((x.float() ** 2).mean())  # relative to the features' own energy
+        floor = 1e-6 * float((x ** 2).mean())  # relative to the features' own energy
         self.res_scale.fill_(1.0 / mean_res if mean_res > floor and math.isfinite(mean_res) else 1.0)
         self.fitted.fill_(True)
 

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, make_config
+from ..config import FUSED_DISTANCE, Config, make_config
 from ..data.dataset import Category, load_category
 from ..data.fit import defect_tile, random_tile
 from ..data.images import image_header
@@ -200,15 +200,12 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     return TrainResult(Path(out), best[1], best_v, seconds, tc.steps, cat.name)
 
 
-FUSED = ("mean", "max")  # the fusions that keep the distance map
-
-
 def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] = print) -> dict:
     """With held-out real defects, keep the fusion of the distance map that finds them best.
 
     The distance map is there for appearances the decoder never learned; when real defects were shown in
-    training, the decoder may already know them better, and the distance then only adds the normal variation
-    of the material to every score. Real validation decides between "mean" and "max" by the mean of image
+    training, the decoder may already know them better, and "max" then keeps the image score the decoder's
+    while "mean" lets the distance into it. Real validation decides between "mean" and "max" by the mean of image
     AUROC, pixel AUROC and pixel AP; a tie keeps the configured one. The distance is never dropped here: held-out
     shots are of the seen types, where the decoder is strongest, and on Magnetic Tile Defect they chose the
     decoder alone while the distance still helped the unseen types (docs/real-data.md). The checkpoint is
@@ -221,7 +218,7 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
     cfg = make_config(state["config"]["variant"], {k: v for k, v in state["config"].items() if k != "variant"})
     configured = cfg.model.distance_fusion
     scores = {}
-    for mode in FUSED:
+    for mode in FUSED_DISTANCE:
         model.cfg.distance_fusion = mode
         v = validate(model, *real_val)
         scores[mode] = ((v["image_auroc"] + v["pixel_auroc"] + v["pixel_ap"]) / 3, v)
