@@ -26,6 +26,7 @@ T = TypeVar("T")
 # 1024 prototypes are four times the automatic maximum; the k-means fit of 2048 already took over 20 GB.
 MAX_IMAGE_SIZE = 2048
 MAX_PROTOTYPES = 1024
+MAX_DISTANCE_MEMORY = 4096
 MAX_WIDTH = 1024  # model.dim and model.decoder_dims
 MAX_SEED = 2**32 - 1
 
@@ -68,6 +69,10 @@ class ModelConfig:
     # keeps whichever of mean and max finds them best (train.trainer.choose_fusion).
     distance_fusion: str = "mean"
     distance_scales: Tuple[int, ...] = (1, 2)
+    # Centres the distance map measures against at each distance scale (patch prototypes): k-means of the normals'
+    # patch features, kept apart from the prototypes the decoder reads, so the map is a nearest-neighbour distance
+    # close to a kNN memory's while the head keeps its small vocabulary (docs/real-data.md). 0 = the prototypes.
+    distance_memory: int = 1024
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -111,6 +116,9 @@ class ModelConfig:
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")
+        if not 0 <= self.distance_memory <= MAX_DISTANCE_MEMORY:
+            raise ConfigError(f"model.distance_memory={self.distance_memory}: 0 (the distance map uses the "
+                              f"prototypes) .. {MAX_DISTANCE_MEMORY} centres per distance scale")
         h, w = self.hw
         if not 1 <= self.topk <= h * w:
             raise ConfigError(f"model.topk={self.topk}: from 1 to the pixels of the map ({h * w}, model.image_size "

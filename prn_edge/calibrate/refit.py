@@ -4,7 +4,8 @@ The prototypes are k-means centres of the *FP32* encoder's features of the train
 computes slightly different features, and every such difference lands in the residual |f - p|^2 that the
 head reads as "not normal": the residual maps of normal images brighten and the map loses contrast. So the
 INT8 artefact gets its own prototypes: the same k-means (same images, K, seed and softness) over the features
-its quantized encoder produces, and the residual normalization re-measured on them. The head is unchanged;
+its quantized encoder produces, and the residual normalization re-measured on them; a scale's distance memory
+likewise. The head is unchanged;
 nothing but training normals is used.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from onnx import numpy_helper
 
 from ..artefact import read_keep_float
 from ..errors import BuildError
+
+MEMORY = ("memory_t", "memory_sq", "memory_scale")  # a scale's distance memory (model.prototypes.ScalePrototypes)
 
 
 def _scale_nodes(graph: onnx.GraphProto, scope: str) -> list[onnx.NodeProto]:
@@ -38,14 +41,21 @@ def _feature_tensor(graph: onnx.GraphProto, i: int, scope: str) -> str:
 
 
 def _initializers(graph: onnx.GraphProto, i: int, scope: str) -> dict[str, str]:
-    """Initializer names of scale i: protos (K, D), its transpose for the distance MatMul, sq_norm, res_scale."""
+    """Initializer names of scale i: protos (K, D), its transpose for the distance MatMul, sq_norm, res_scale,
+    and the distance memory's memory_t (D, M), memory_sq, memory_scale when the scale keeps one."""
     names = {t.name for t in graph.initializer}
     out = {k: f"prn.prototypes.{i}.{k}" for k in ("protos", "sq_norm", "res_scale")}
     missing = [v for v in out.values() if v not in names]
     if missing:
         raise BuildError(f"prototype initializers {missing} not in the model; is this a prn_edge export?")
+    memory = {k: f"prn.prototypes.{i}.{k}" for k in MEMORY}
+    if any(v in names for v in memory.values()):
+        missing = [v for v in memory.values() if v not in names]
+        if missing:
+            raise BuildError(f"distance memory initializers {missing} not in the model; is this a prn_edge export?")
+        out.update(memory)
     mm = next((n for n in _scale_nodes(graph, scope) if n.op_type == "MatMul" and n.input[1] in names
-               and n.input[1] != out["protos"]), None)
+               and n.input[1] not in (out["protos"], memory["memory_t"])), None)
     if mm is not None:
         out["protos_t"] = mm.input[1]
     return out
@@ -84,7 +94,8 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
         old = numpy_helper.to_array(inits[names["protos"]])
         f = torch.from_numpy(np.concatenate(per_scale[i]).astype(np.float32))
         k, c = old.shape[0], f.shape[1]
-        sp = ScalePrototypes(mode, k, c, tuple(f.shape[2:]), softness)
+        memory = numpy_helper.to_array(inits[names["memory_t"]]).shape[1] if "memory_t" in names else 0
+        sp = ScalePrototypes(mode, k, c, tuple(f.shape[2:]), softness, memory)
         sp.fit(f, seed=seed + i)
         p = sp.protos.numpy().astype(np.float32)
         old_scale = float(numpy_helper.to_array(inits[names["res_scale"]]).reshape(-1)[0])
@@ -93,9 +104,12 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
                                     np.float32)}
         if "protos_t" in names:
             new["protos_t"] = np.ascontiguousarray(p.T)
+        if memory:
+            new.update({key: getattr(sp, key).numpy().astype(np.float32).reshape(
+                numpy_helper.to_array(inits[names[key]]).shape) for key in MEMORY})
         for key, arr in new.items():
             inits[names[key]].CopyFrom(numpy_helper.from_array(arr, names[key]))
         report.append({"scale": i, "k": int(k), "images": int(f.shape[0]), "res_scale_before": old_scale,
-                       "res_scale_after": float(sp.res_scale)})
+                       "res_scale_after": float(sp.res_scale), "distance_memory": int(memory)})
     onnx.save(model, str(out_path))
     return {"images": int(sum(len(x) for x in inputs)), "scales": report}

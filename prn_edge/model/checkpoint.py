@@ -88,7 +88,9 @@ def _config(state: dict, **model: Any) -> Config:
     """The checkpoint's config, with `model` settings changed."""
     cfg_dict = dict(state["config"])
     variant = cfg_dict.pop("variant")
-    return make_config(variant, {**cfg_dict, "model": {**cfg_dict["model"], **model}} if model else cfg_dict)
+    # Checkpoints from before the distance memory measured the distance against the prototypes: keep them so.
+    stored = {"distance_memory": 0, **cfg_dict["model"]}
+    return make_config(variant, {**cfg_dict, "model": {**stored, **model}})
 
 
 @contextlib.contextmanager

@@ -169,8 +169,8 @@ class DistanceMap(nn.Module):
     and mapped to a probability by a calibration on held-out normals: p = sigmoid((d - loc) / temp).
 
     The decoder learns what the anomalies it was shown look like; on appearances it never saw (real defects
-    unlike the generated ones) it can stay silent while the distance does not. Fused by a maximum, the model
-    is never blind where a kNN over the same features would see.
+    unlike the generated ones) it can stay silent while the distance does not. The distance is measured against
+    each scale's distance memory (model.distance_memory centres, more than the prototypes) when it keeps one.
     """
 
     def __init__(self, scales: tuple[int, ...]):
@@ -224,9 +224,11 @@ class PRN(nn.Module):
         self.encoder = backbone
         hws = head_hws(cfg.hw)
         chans = [backbone.channels[s] for s in HEAD_SCALES]
+        memory = cfg.distance_memory if cfg.distance_fusion in FUSED_DISTANCE else 0  # only the map reads it
         self.prototypes = nn.ModuleList(
-            ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness)
-            for c, hw in zip(chans, hws)
+            ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness,
+                            memory if i in cfg.distance_scales else 0)
+            for i, (c, hw) in enumerate(zip(chans, hws))
         )
         self.inputs = nn.ModuleList(conv_bn(2 * c, cfg.dim, 1) for c in chans)
         self.msa = nn.ModuleList(

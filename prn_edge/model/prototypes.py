@@ -14,6 +14,11 @@ the "nearest" prototype is a softmin blend, weights exp(-(d - d_min) / (s * d_mi
 few s * d_min from the nearest get weight ~0 (so it equals the argmin almost everywhere), and near ties blend
 smoothly, which makes the residual a continuous function of the features. Cost: a Softmax and a MatMul
 instead of ArgMin and Gather.
+
+A scale may also keep a distance memory (patch mode): more k-means centres of the same normal vectors, used only
+for the distance map. The residual the head reads keeps the small vocabulary it was trained with, while the
+distance becomes a finer nearest-neighbour distance, closer to a kNN memory's. It is a minimum over MatMul
+results (no argmin), so backends agree on it to rounding.
 """
 from __future__ import annotations
 
@@ -67,7 +72,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
 class ScalePrototypes(nn.Module):
     """Prototypes of one scale; `forward(f)` returns the squared residual (f - nearest)^2."""
 
-    def __init__(self, mode: str, k: int, channels: int, hw: tuple[int, int], softness: float = 0.0):
+    def __init__(self, mode: str, k: int, channels: int, hw: tuple[int, int], softness: float = 0.0,
+                 memory: int = 0):
         super().__init__()
         self.mode, self.channels, self.hw = mode, channels, hw
         self.softness = float(softness)
@@ -77,6 +83,13 @@ class ScalePrototypes(nn.Module):
         # Scales residuals of normal images to a mean of one, so the head sees the same range at every scale.
         self.register_buffer("res_scale", torch.ones(()))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.has_memory = mode == "patch" and memory > 0
+        if self.has_memory:
+            # Kept transposed (channels, M): the distance MatMul reads this buffer itself, so an exported graph
+            # names it (prn.prototypes.<i>.memory_t) and a re-fit can find it.
+            self.register_buffer("memory_t", torch.zeros(channels, memory))
+            self.register_buffer("memory_sq", torch.zeros(memory))
+            self.register_buffer("memory_scale", torch.ones(()))  # normals' mean distance to the memory -> 1
 
     def fit(self, feats: torch.Tensor, seed: int = 0) -> None:
         """feats: (N, C, H, W) features of normal images."""
@@ -93,14 +106,19 @@ class ScalePrototypes(nn.Module):
         x = x.float()
         k = self.protos.shape[0] if self.mode == "image" else min(self.protos.shape[0],
                                                                    max(1, x.shape[0] // PATCHES_PER_PROTOTYPE))
-        c = kmeans(x, k, seed=seed)
-        if c.shape[0] < self.protos.shape[0]:  # fewer centres than K: repeat; duplicates never change the argmin
-            c = c[torch.arange(self.protos.shape[0]) % c.shape[0]]
+        c = _fit_centres(x, k, self.protos.shape[0], seed)
         self.protos.copy_(c)
         self.sq_norm.copy_((c * c).sum(1))
-        mean_res = float(torch.cat([self.forward_raw(f) for f in feats.split(16)]).mean())
         floor = 1e-6 * float((x ** 2).mean())  # relative to the features' own energy
-        self.res_scale.fill_(1.0 / mean_res if mean_res > floor and math.isfinite(mean_res) else 1.0)
+        self.res_scale.fill_(_unit_scale(torch.cat([self.forward_raw(f) for f in feats.split(16)]), floor))
+        if self.has_memory:
+            size = self.memory_t.shape[1]
+            m = _fit_centres(x, min(size, max(1, x.shape[0] // PATCHES_PER_PROTOTYPE)), size, seed + 1000)
+            self.memory_t.copy_(m.T)
+            self.memory_sq.copy_((m * m).sum(1))
+            self.memory_scale.fill_(1.0)
+            self.memory_scale.fill_(_unit_scale(torch.cat([self.memory_distance(f) for f in feats.split(16)]),
+                                                floor))
         self.fitted.fill_(True)
 
     def _pick(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,6 +142,15 @@ class ScalePrototypes(nn.Module):
         near, dist = self._pick(f.permute(0, 2, 3, 1).reshape(-1, h * w, c))
         return near.reshape(-1, h, w, c).permute(0, 3, 1, 2), dist.reshape(-1, 1, h, w)
 
+    def memory_distance(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W): the squared distance of each position's vector to its nearest memory centre, scaled so
+        the fitted normals average one."""
+        (h, w), c = self.hw, self.channels
+        flat = f.permute(0, 2, 3, 1).reshape(-1, h * w, c)
+        d = (self.memory_sq - 2 * flat @ self.memory_t).min(-1, keepdim=True).values
+        d = (d + (flat * flat).sum(-1, keepdim=True)).clamp_min(0.0)
+        return d.reshape(-1, 1, h, w) * self.memory_scale
+
     def nearest(self, f: torch.Tensor) -> torch.Tensor:
         return self._nearest(f)[0]
 
@@ -131,13 +158,29 @@ class ScalePrototypes(nn.Module):
         return (f - self.nearest(f)) ** 2
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the scaled residual (f - nearest)^2, normalized to mean 1 on normals; a distance map (N, 1, H, W) in
-        the same units): the nearest-neighbour distance per position in patch mode, a min of smooth functions
-        and so stable between backends; the residual's channel mean in image mode, whose distance is per image.
+        """(the scaled residual (f - nearest)^2, normalized to mean 1 on normals; a distance map (N, 1, H, W), ~1 on
+        normals): the nearest-neighbour distance per position in patch mode (to the memory when the scale keeps
+        one), a min of smooth functions and so stable between backends; the residual's channel mean in image
+        mode, whose distance is per image.
         One module call, so the exported nodes keep the module's name scope (/prototypes.<i>/), which export
         records as a keep-in-float scope (prn_edge.artefact.keep_float)."""
         near, dist = self._nearest(f)
         residual = (f - near) ** 2 * self.res_scale
         if self.mode == "image":
             return residual, residual.mean(1, keepdim=True)
+        if self.has_memory:
+            return residual, self.memory_distance(f)
         return residual, dist * (self.res_scale / self.channels)
+
+
+def _fit_centres(x: torch.Tensor, k: int, size: int, seed: int) -> torch.Tensor:
+    """`size` centres of x by k-means of k (<= size) clusters; fewer than `size` are repeated, which never
+    changes a nearest distance or argmin."""
+    c = kmeans(x, k, seed=seed)
+    return c[torch.arange(size) % c.shape[0]] if c.shape[0] < size else c
+
+
+def _unit_scale(values: torch.Tensor, floor: float) -> float:
+    """1 / the mean of `values` (so they average one), or 1 when that mean is not above `floor` or not finite."""
+    mean = float(values.mean())
+    return 1.0 / mean if mean > floor and math.isfinite(mean) else 1.0

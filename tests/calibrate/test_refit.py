@@ -23,6 +23,13 @@ def _protos(path):
             for i in range(3)]
 
 
+def _memories(path):
+    """The distance memory (centres (M, D), scale) of every scale that keeps one."""
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    return [(inits[f"prn.prototypes.{i}.memory_t"].T, float(inits[f"prn.prototypes.{i}.memory_scale"].reshape(-1)[0]))
+            for i in range(3) if f"prn.prototypes.{i}.memory_t" in inits]
+
+
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     ckpt, data = trained
@@ -46,6 +53,11 @@ def test_refit_through_the_fp32_encoder_reproduces_the_trained_prototypes(export
         # same images, K, seed: k-means lands on the same centres (features differ in the last bits only)
         assert np.abs(p0 - p1).max() < 1e-3 * max(1.0, np.abs(p0).max())
         assert s1 == pytest.approx(s0, rel=1e-3)
+    before, after = _memories(fp32), _memories(out)
+    assert len(before) == len(cfg.model.distance_scales) and len(after) == len(before)  # the defaults keep memories
+    for (m0, s0), (m1, s1) in zip(before, after):
+        assert np.abs(m0 - m1).max() < 1e-3 * max(1.0, np.abs(m0).max())
+        assert s1 == pytest.approx(s0, rel=1e-3)
 
 
 def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
@@ -56,6 +68,9 @@ def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
     report = refit_prototypes(q, out, inputs, cfg.model.prototype_mode, cfg.model.prototype_softness, cfg.train.seed)
     before, after = _protos(q), _protos(out)
     assert any(np.abs(b[0] - a[0]).max() > 1e-4 for b, a in zip(before, after))  # the quantized features moved
+    assert any(np.abs(b[0] - a[0]).max() > 1e-4 for b, a in zip(_memories(q), _memories(out)))  # memories too
+    assert [r["distance_memory"] for r in report["scales"]] == [
+        cfg.model.distance_memory if i in cfg.model.distance_scales else 0 for i in range(3)]
     assert [r["res_scale_after"] for r in report["scales"]] == pytest.approx([a[1] for a in after])
     # the graph is untouched apart from those initializers
     g0, g1 = onnx.load(str(q)).graph, onnx.load(str(out)).graph

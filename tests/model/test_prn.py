@@ -244,3 +244,54 @@ def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(Exception, match="unexpected keys"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_distance_memory_is_the_distance_to_its_nearest_centre_and_leaves_the_residual_alone():
+    g = torch.Generator().manual_seed(3)
+    normals = torch.randn(12, 5, 4, 4, generator=g)
+    plain = ScalePrototypes("patch", 4, channels=5, hw=(4, 4))
+    plain.fit(normals, seed=0)
+    mem = ScalePrototypes("patch", 4, channels=5, hw=(4, 4), memory=32)
+    mem.fit(normals, seed=0)
+    f = torch.randn(2, 5, 4, 4, generator=g)
+    residual, dist = mem(f)
+    assert torch.allclose(residual, plain(f)[0])  # the head reads the same residual as without a memory
+    centres = mem.memory_t.T
+    assert len(torch.unique(centres, dim=0)) == 32  # 192 vectors, 4 per centre: 48 > 32 distinct centres
+    vec = f.permute(0, 2, 3, 1).reshape(-1, 5)
+    want = torch.cdist(vec, centres).min(1).values ** 2 * mem.memory_scale
+    assert torch.allclose(dist.flatten(), want, rtol=1e-4, atol=1e-5)
+    assert abs(float(mem(normals)[1].mean()) - 1.0) < 1e-3  # normalized like the prototype distance
+    # finer than the 4 prototypes: the normals sit closer to their nearest memory centre
+    raw_plain = plain(normals)[1] / plain.res_scale * plain.channels
+    assert float((dist_raw := mem(normals)[1] / mem.memory_scale).mean()) < 0.8 * float(raw_plain.mean())
+    assert float(dist_raw.min()) >= 0
+    assert not ScalePrototypes("image", 4, channels=5, hw=(4, 4), memory=32).has_memory  # per-image distance
+
+
+def test_prn_keeps_a_distance_memory_where_the_map_reads_one():
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_scales": [2]}})
+    model, _ = build_prn(cfg.model, num_images=20)
+    assert [p.has_memory for p in model.prototypes] == [False, False, True]
+    assert model.prototypes[2].memory_t.shape[1] == 64
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_fusion": "none"}})
+    assert not any(p.has_memory for p in build_prn(cfg.model, num_images=20)[0].prototypes)  # nothing reads it
+    with pytest.raises(Exception, match="distance_memory"):
+        make_config("prn-tiny", {"model": {"distance_memory": -1}})
+
+
+def test_checkpoint_from_before_the_distance_memory_loads_without_one(tmp_path):
+    from prn_edge.model.checkpoint import load_model, save_checkpoint
+
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 0}})
+    model, _ = build_prn(cfg.model, num_images=20)
+    x = _photo_batches(6)
+    model.fit_prototypes(x[:4])
+    model.calibrate_distance([x[4:]])
+    save_checkpoint(tmp_path / "m.pt", model, cfg, {})
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    del state["config"]["model"]["distance_memory"]  # as written before the option existed
+    torch.save(state, tmp_path / "old.pt")
+    loaded, lcfg, _ = load_model(tmp_path / "old.pt")
+    assert lcfg.model.distance_memory == 0 and not any(p.has_memory for p in loaded.prototypes)
+    assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
