@@ -295,3 +295,24 @@ def test_checkpoint_from_before_the_distance_memory_loads_without_one(tmp_path):
     loaded, lcfg, _ = load_model(tmp_path / "old.pt")
     assert lcfg.model.distance_memory == 0 and not any(p.has_memory for p in loaded.prototypes)
     assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
+
+
+def test_kmeans_draws_many_seeds_per_round_for_a_large_memory_at_the_same_inertia():
+    from prn_edge.model import prototypes
+
+    g = torch.Generator().manual_seed(2)
+    centers = 3 * torch.randn(60, 8, generator=g)  # overlapping clusters, like patch features
+    x = torch.relu(centers[torch.randint(60, (3000,), generator=g)] + torch.randn(3000, 8, generator=g))
+
+    def inertia(c):
+        return float(torch.cdist(x, c).min(1).values.pow(2).mean())
+
+    one_by_one = kmeans(x, 120, seed=0)  # 120 <= SEED_ROUNDS: classic k-means++
+    old, prototypes.SEED_ROUNDS = prototypes.SEED_ROUNDS, 8  # 15 seeds per round
+    try:
+        batched = kmeans(x, 120, seed=0)
+    finally:
+        prototypes.SEED_ROUNDS = old
+    assert batched.shape == (120, 8) and not torch.equal(batched, one_by_one)
+    assert inertia(batched) < 1.05 * inertia(one_by_one)
+    assert inertia(batched) < 0.7 * inertia(x[torch.randperm(3000, generator=g)[:120]])  # far better than random
