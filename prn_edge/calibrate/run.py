@@ -25,7 +25,7 @@ from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, InputSpec, decide, new_ma
 from ..config import Config
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
-from .nncf_quantize import check_installed, quantize_nncf
+from .nncf_quantize import NNCFSettings, check_installed, quantize_nncf
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
 from .refit import refit_prototypes
 from .sensitivity import layer_groups, rank_sensitive_groups, rank_sensitive_nodes
@@ -52,6 +52,7 @@ class CalibrationOptions:
     channel_order: str = "rgb"
     input_hw: Optional[tuple] = None
     force_data: bool = False  # calibrate on data whose training normals differ from the checkpoint's
+    nncf: NNCFSettings = field(default_factory=NNCFSettings)  # --flavour openvino only
 
     def validate(self) -> "CalibrationOptions":
         if self.flavour not in FLAVOURS:
@@ -69,7 +70,10 @@ class CalibrationOptions:
             if self.sensitivity != "groups":
                 raise ConfigError("--sensitivity sqnr reads ONNX Runtime's Q/DQ model; with --flavour openvino "
                                   "use --sensitivity groups")
+            self.nncf.validate()
             check_installed()
+        elif self.nncf != NNCFSettings():
+            raise ConfigError(f"--nncf-* settings are NNCF's (--flavour openvino), not --flavour {self.flavour}'s")
         return self
 
 
@@ -444,7 +448,8 @@ def _quantize(s: _Setup, out: Path, exclude: list[str], source: Optional[Path] =
     if o.flavour == "openvino":
         from ..export.openvino_export import ir_metadata
 
-        return quantize_nncf(source or s.fp32, out, s.spec.name, s.calib_batches, exclude, meta=ir_metadata(s.fp32))
+        return quantize_nncf(source or s.fp32, out, s.spec.name, s.calib_batches, exclude, meta=ir_metadata(s.fp32),
+                             settings=o.nncf)
     return quantize_qdq(source or s.fp32, out, s.spec.name, s.calib_batches, o.flavour, o.method, exclude)
 
 
