@@ -188,6 +188,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from .calibrate.nncf_quantize import NNCFSettings
     from .calibrate.run import CalibrationOptions, calibrate
 
     opts = CalibrationOptions(flavour=args.flavour, method=args.method, size=args.size, defects=args.defects,
@@ -196,7 +197,9 @@ def cmd_calibrate(args) -> int:
                               sensitivity=args.sensitivity,
                               max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
                               input_format=args.input_format, channel_order=args.channel_order,
-                              force_data=args.force_data)
+                              force_data=args.force_data,
+                              nncf=NNCFSettings(fast_bias_correction=args.nncf_bias_correction == "fast",
+                                                smooth_quant_alpha=args.nncf_smooth_quant))
     report = calibrate(Path(args.checkpoint), Path(args.data), args.run, root=Path(args.root), options=opts,
                        threads=args.threads)
     return 0 if report["passed"] else 1
@@ -523,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=NON_NEGATIVE, default=0)
     p.add_argument("--force-data", action="store_true",
                    help="calibrate although the data's training normals differ from the checkpoint's (loud warning)")
+    p.add_argument("--nncf-bias-correction", default="fast", choices=["fast", "full"],
+                   help="--flavour openvino: NNCF's bias correction (full: slower)")
+    p.add_argument("--nncf-smooth-quant", type=_number(float, 0, 1, above=True), default=None, metavar="ALPHA",
+                   help="--flavour openvino: SmoothQuant on MatMul with this alpha (NNCF's transformer mode)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("threshold", help="re-tune an artefact's image threshold on the line's own good parts")

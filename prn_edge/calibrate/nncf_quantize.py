@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -24,6 +25,23 @@ from .quantize import _quiet
 
 NOT_INSTALLED = ("--flavour openvino quantizes with NNCF and OpenVINO: pip install '.[openvino]' in the prn-edge "
                  "source folder (or pip install nncf openvino)")
+
+
+@dataclass(frozen=True)
+class NNCFSettings:
+    """NNCF's accuracy settings (`prn-edge calibrate --flavour openvino`); the defaults are NNCF's own. On MTD
+    (docs/openvino-int8.md, 2026-12-03) both moved INT8 closer to FP32; the "mixed" preset and 4x the calibration
+    images did not, so they are not offered."""
+
+    fast_bias_correction: bool = True  # False: NNCF's full bias correction (slower to quantize)
+    # SmoothQuant on MatMul: None = off; an alpha (0..1] moves that share of the activations' outliers into the
+    # weights. NNCF runs it only for transformer models, so this also quantizes the model as one.
+    smooth_quant_alpha: Optional[float] = None
+
+    def validate(self) -> "NNCFSettings":
+        if self.smooth_quant_alpha is not None and not 0 < self.smooth_quant_alpha <= 1:
+            raise ConfigError(f"--nncf-smooth-quant {self.smooth_quant_alpha}: an alpha within (0, 1]")
+        return self
 
 
 def check_installed() -> None:
@@ -49,10 +67,11 @@ def ignored_names(model, onnx_graph, exclude: Iterable[str]) -> tuple[list[str],
 
 
 def quantize_nncf(fp32: Path, out: Path, input_name: str, batches: Sequence[np.ndarray], exclude: Iterable[str] = (),
-                  meta: Optional[dict] = None) -> dict:
-    """Write an INT8 OpenVINO IR of the ONNX `fp32` to `out` (.xml + .bin): NNCF's defaults (performance preset:
-    symmetric int8, per-channel weights; fast bias correction), ranges from every image of `batches`, the nodes
-    of `exclude` (ONNX node names) in float. The IR carries `meta` (default: the ONNX's prn_edge metadata)."""
+                  meta: Optional[dict] = None, settings: NNCFSettings = NNCFSettings()) -> dict:
+    """Write an INT8 OpenVINO IR of the ONNX `fp32` to `out` (.xml + .bin): NNCF's performance preset (symmetric
+    int8, per-channel weights) with `settings` (by default NNCF's: fast bias correction, no SmoothQuant), ranges from
+    every image of `batches`, the nodes of `exclude` (ONNX node names) in float. The IR carries `meta` (default:
+    the ONNX's prn_edge metadata)."""
     import onnx
 
     check_installed()
@@ -66,13 +85,26 @@ def quantize_nncf(fp32: Path, out: Path, input_name: str, batches: Sequence[np.n
     images = int(sum(len(b) for b in batches))
     with _quiet(), _quiet_nncf():
         q = nncf.quantize(model, nncf.Dataset(list(batches), lambda x: {input_name: x}), subset_size=images,
-                          ignored_scope=nncf.IgnoredScope(names=names, validate=False))
+                          ignored_scope=nncf.IgnoredScope(names=names, validate=False), **_nncf_arguments(settings))
     save_ir(q, out, {**(meta if meta is not None else ir_metadata(fp32)), "precision": "int8 (NNCF)"})
     types = [op.get_type_name() for op in q.get_ordered_ops()]
     return {"flavour": "openvino", "method": "nncf", "tool": f"nncf {nncf.__version__}", "preset": "performance",
-            "target_device": "ANY", "fast_bias_correction": True, "subset_size": images, "excluded": exclude,
+            **asdict(settings), "target_device": "ANY", "subset_size": images, "excluded": exclude,
             "ignored_openvino_ops": len(names), "excluded_without_openvino_op": unmatched,
             "fake_quantize_nodes": types.count("FakeQuantize")}
+
+
+def _nncf_arguments(settings: NNCFSettings) -> dict:
+    """nncf.quantize's arguments for `settings`."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    kw = {"preset": nncf.QuantizationPreset.PERFORMANCE, "fast_bias_correction": settings.fast_bias_correction}
+    if settings.smooth_quant_alpha is not None:
+        kw["model_type"] = nncf.ModelType.TRANSFORMER
+        kw["advanced_parameters"] = AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=settings.smooth_quant_alpha))
+    return kw
 
 
 @contextlib.contextmanager

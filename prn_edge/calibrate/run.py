@@ -2,7 +2,9 @@
 
 checkpoint -> FP32 ONNX -> calibration set (training normals, stratified) -> INT8 (a Q/DQ ONNX from ONNX
 Runtime's quantizer for the "cpu" and "tensorrt" flavours, an OpenVINO IR from NNCF for "openvino") -> accuracy
-gate against FP32 on the validation split -> if the drop exceeds the tolerance, keep the most sensitive layers
+gate against FP32 on the validation split (the real defect shots the checkpoint held out when it has them, as
+training chose its step and thresholds there; the generated anomalies otherwise, and reported beside) -> if the
+drop exceeds the tolerance, keep the most sensitive layers
 in float and try again. Every attempt is reported. The run folder is assembled in a temporary folder and
 renamed at the end, so a failed run leaves nothing half-written in calibration/.
 """
@@ -23,7 +25,7 @@ from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, InputSpec, decide, new_ma
 from ..config import Config
 from ..errors import ConfigError
 from .dataset import describe_files, select_calibration_set
-from .nncf_quantize import check_installed, quantize_nncf
+from .nncf_quantize import NNCFSettings, check_installed, quantize_nncf
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
 from .refit import refit_prototypes
 from .sensitivity import layer_groups, rank_sensitive_groups, rank_sensitive_nodes
@@ -50,6 +52,7 @@ class CalibrationOptions:
     channel_order: str = "rgb"
     input_hw: Optional[tuple] = None
     force_data: bool = False  # calibrate on data whose training normals differ from the checkpoint's
+    nncf: NNCFSettings = field(default_factory=NNCFSettings)  # --flavour openvino only
 
     def validate(self) -> "CalibrationOptions":
         if self.flavour not in FLAVOURS:
@@ -67,7 +70,10 @@ class CalibrationOptions:
             if self.sensitivity != "groups":
                 raise ConfigError("--sensitivity sqnr reads ONNX Runtime's Q/DQ model; with --flavour openvino "
                                   "use --sensitivity groups")
+            self.nncf.validate()
             check_installed()
+        elif self.nncf != NNCFSettings():
+            raise ConfigError(f"--nncf-* settings are NNCF's (--flavour openvino), not --flavour {self.flavour}'s")
         return self
 
 
@@ -82,7 +88,7 @@ class Attempt:
 
 
 def gate_metrics(fp32, int8) -> dict:
-    """Compare the two engines' results on the same validation set (dicts from _evaluate)."""
+    """Compare the two engines' results on the same validation set (one set's dicts from _evaluate)."""
     from ..verify import compare
 
     d = {k: int8[k] - fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
@@ -100,31 +106,49 @@ def gate_metrics(fp32, int8) -> dict:
             "map_correlation": c["map_correlation"],
             "max_abs_map_diff": c["max_abs_map_diff"],
             "score_mae": c["mean_abs_score_diff"],
+            "images": fp32["images"], "anomalies": fp32["anomalies"],
             "comparison": c}
 
 
-def _evaluate(engine_path: Path, frames: np.ndarray, labels: np.ndarray, masks: np.ndarray, threads: int = 0,
-              reference: Optional[dict] = None) -> dict:
-    """The engine's results on the validation set and its own decision parameters (the training rule); with a
+SET_SUMMARY = ("fp32", "int8", "delta", "decision_agreement", "decision_agreement_fp32_threshold", "map_correlation",
+               "score_mae", "images", "anomalies")
+
+
+def gate_metrics_by_set(fp32: dict, int8: dict, gate: str) -> dict:
+    """gate_metrics on the set the gate judges (`gate`), and every set's own numbers under "sets" (real and
+    synthetic reported apart; dicts of set name -> _evaluate results)."""
+    by_set = {name: gate_metrics(fp32[name], int8[name]) for name in fp32}
+    return {**by_set[gate], "gate_set": gate,
+            "sets": {name: {k: m[k] for k in SET_SUMMARY} for name, m in by_set.items()}}
+
+
+def _evaluate(engine_path: Path, sets: dict, gate: str, threads: int = 0, reference: Optional[dict] = None) -> dict:
+    """The engine's results on each validation set (name -> _Set), and its own decision parameters from the `gate`
+    set (the training rule: the set the artefact's thresholds were chosen on), applied to every set; with a
     `reference` (the FP32 results), its image threshold sits where the reference's artefact threshold (the one
-    its `decisions` use) ranks on the same images instead."""
+    its `decisions` use) ranks on the same gate images instead."""
     from ..evaluate.metrics import aupro, auroc, pixel_auroc
     from ..runtime import open_engine
     from ..evaluate.thresholds import decision_params, rank_matched_threshold
 
+    out = {}
     with open_engine(engine_path, threads=threads or None) as eng:
-        maps, scores, decisions = [], [], []
-        for i in range(0, len(frames), eng.input_spec.batch or 8):
-            r = eng.infer(frames[i:i + (eng.input_spec.batch or 8)])
-            maps.append(r.maps), scores.append(r.scores), decisions.append(r.decisions)
-        threshold = float(eng.metadata["image_threshold"])
-    maps, scores = np.concatenate(maps), np.concatenate(scores)
-    own = decision_params(maps, scores, masks, labels)
+        b = eng.input_spec.batch or 8
+        for name, v in sets.items():
+            runs = [eng.infer(v.frames[i:i + b]) for i in range(0, len(v.frames), b)]
+            maps, scores = np.concatenate([r.maps for r in runs]), np.concatenate([r.scores for r in runs])
+            out[name] = {"maps": maps, "scores": scores, "decisions": np.concatenate([r.decisions for r in runs]),
+                         "threshold": float(eng.metadata["image_threshold"]), "images": len(scores),
+                         "anomalies": int(v.labels.sum()), "image_auroc": auroc(scores, v.labels),
+                         "pixel_auroc": pixel_auroc(maps, v.masks), "aupro": aupro(maps, v.masks)}
+    g = out[gate]
+    own = decision_params(g["maps"], g["scores"], sets[gate].masks, sets[gate].labels)
     if reference is not None:
-        own["image_threshold"] = rank_matched_threshold(reference["scores"], reference["threshold"], scores)
-    return {"maps": maps, "scores": scores, "decisions": np.concatenate(decisions), "threshold": threshold,
-            "decision_params": own, "own_decisions": decide(scores, own),
-            "image_auroc": auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks)}
+        own["image_threshold"] = rank_matched_threshold(reference[gate]["scores"], reference[gate]["threshold"],
+                                                        g["scores"])
+    for r in out.values():
+        r["decision_params"], r["own_decisions"] = own, decide(r["scores"], own)
+    return out
 
 
 def _check(m: dict, o: CalibrationOptions) -> list[str]:
@@ -153,7 +177,9 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
             chosen_attempt=attempts.index(a_best) + 1, attempts=[asdict(x) for x in attempts],
             sensitivity=ranking[:16], calibration_files=describe_files(setup.calib_paths),
             validation={"normals": [str(p.resolve()) for p in setup.val.paths],
-                        "generated_anomalies": int(setup.val.labels.sum()), "seed": setup.cfg.train.seed},
+                        "generated_anomalies": int(setup.val.sets["synthetic"].labels.sum()),
+                        "real_defects": [str(Path(x.image).resolve()) for x in setup.val.real_shots],
+                        "gate": setup.val.gate, "seed": setup.cfg.train.seed},
             artefacts=_artefacts(o.flavour),
             tensorrt_calibration_cache=_trt_cache_note(),
             speed_here=speed,
@@ -198,16 +224,31 @@ def _new_run_folder(root: Path, run: str) -> tuple[Path, Path]:
 
 
 @dataclass(frozen=True)
-class _Validation:
-    """The validation split the gate measures every attempt on (the training protocol's normals, and each again
-    with a generated anomaly), as camera frames, and the FP32 model's results there."""
+class _Set:
+    """One validation set: images (RGB, model input size), masks, labels, and the images as camera frames."""
 
-    paths: list
     images: list
     masks: np.ndarray
     labels: np.ndarray
     frames: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Validation:
+    """The validation split the gate measures every attempt on, as training built it: the held-out normals with a
+    generated anomaly each ("synthetic") and, when the checkpoint held real defect shots out, the normals with
+    those ("real"); the gate judges the set training chose its thresholds on. And the FP32 model's results."""
+
+    paths: list  # the held-out normals
+    sets: dict  # "synthetic"[, "real"] -> _Set
+    gate: str  # the set the gate judges: "real" when there is one
+    real_shots: list  # the held-out shots in the real set
     fp32: dict  # _evaluate of the FP32 model
+
+    @property
+    def images(self) -> list:
+        """Normals and generated anomalies: what sensitivity and speed are measured on."""
+        return self.sets["synthetic"].images
 
 
 @dataclass(frozen=True)
@@ -242,15 +283,17 @@ def _prepare(ckpt: Path, data: Path, tmp: Path, o: CalibrationOptions, log: Call
                           "does not tile its validation images yet, so its accuracy gate could not run. Deploy this "
                           "model in FP32 (ONNX Runtime or OpenVINO), or train with input_policy stretch/letterbox "
                           "for INT8")
-    cat = load_category(Path(data), seed=meta.get("data_seed", 0))
+    cat = load_category(Path(data), num_shots=cfg.train.num_shots, seed=meta.get("data_seed", 0))
     fit_paths, val_paths = split_normals(cat, cfg.train)
     _check_training_data(ckpt, data, fit_paths + val_paths, meta.get("train_images_sha256"), o, log)
-    calib_paths = select_calibration_set(fit_paths, o.size, o.seed, cat.shots, o.defects)
+    train_shots, val_shots = _checkpoint_shots(cat, cfg, meta, ckpt, o, log)
+    calib_paths = select_calibration_set(fit_paths, o.size, o.seed, train_shots, o.defects)
     fp32, spec = _export_fp32(ckpt, tmp, o, log)
     calib_batches = _model_inputs(load_normals(calib_paths, cfg)[0], spec)
-    val = _validation(cfg, cat, val_paths, spec, fp32, threads)
-    log(f"validation: {len(val.images)} images ({int(val.labels.sum())} with generated anomalies); "
-        f"calibration: {len(calib_paths)} images")
+    val = _validation(cfg, cat, val_paths, train_shots, val_shots, spec, fp32, threads)
+    log("validation: " + ", ".join(f"{name} {len(v.images)} images ({int(v.labels.sum())} anomalies)"
+                                   for name, v in val.sets.items())
+        + f"; the gate judges the {val.gate} set; calibration: {len(calib_paths)} images")
     fixed = _kept_in_float(fp32, o)
     fit_batches = _model_inputs(load_normals(fit_paths, cfg)[0], spec) if o.refit_prototypes else None
     return _Setup(o, cfg, tmp, fp32, spec, calib_paths, calib_batches, fit_batches, val, fixed, threads, log)
@@ -268,6 +311,35 @@ def _check_training_data(ckpt: Path, data: Path, paths: list, recorded: Optional
                               "differs): calibrating on another category or another copy makes an INT8 model "
                               "for the wrong data. Give the training folder, or pass --force-data")
         log(f"WARNING: {data} differs from the checkpoint's training data (hash); calibrating anyway (--force-data)")
+
+
+def _checkpoint_shots(cat, cfg: Config, meta: dict, ckpt: Path, o: CalibrationOptions,
+                      log: Callable[[str], None]) -> tuple[list, list]:
+    """The real shots the checkpoint trained on and those it held out for validation, split as training split them
+    (validation.split_shots); shots training took out of test/ (--shots-from-test) are found there again. They
+    must be the shots the checkpoint recorded: other real defects would judge the gate on images the model may
+    have trained on. Unless forced; then the gate has no real set."""
+    from ..evaluate.validation import split_shots
+
+    taken = {str(Path(p).resolve()) for p in meta.get("excluded_from_test", [])}
+    shots = [x for x in cat.test if str(Path(x.image).resolve()) in taken] if taken else cat.shots
+    train_shots, val_shots = split_shots(shots, cfg.train)
+    if "shots" not in meta:  # a checkpoint from before the split was recorded
+        return train_shots, val_shots
+    key = lambda paths: sorted(Path(p).resolve().parts[-2:] for p in paths)  # noqa: E731 (moved copies match)
+    same = (key(meta["shots"]) == key(x.image for x in train_shots)
+            and set(key(meta.get("validation_shots", []))) <= set(key(x.image for x in val_shots)))
+    if same:
+        return train_shots, val_shots
+    what = (f"the real defect shots in {cat.root} are not the ones {ckpt} trained on and held out for validation "
+            f"({len(meta['shots'])} + {len(meta.get('validation_shots', []))} recorded, {len(train_shots)} + "
+            f"{len(val_shots)} here)")
+    if not o.force_data:
+        raise ConfigError(f"{what}: the gate would judge INT8 on real defects the model may have seen. Give the "
+                          "category folder the checkpoint was trained on (its defects/ folder as it was), or pass "
+                          "--force-data to gate on generated anomalies only")
+    log(f"WARNING: {what}; the gate judges generated anomalies only (--force-data)")
+    return train_shots, []
 
 
 def _export_fp32(ckpt: Path, tmp: Path, o: CalibrationOptions, log: Callable[[str], None]) -> tuple[Path, InputSpec]:
@@ -291,17 +363,25 @@ def _model_inputs(images: list, spec: InputSpec) -> list[np.ndarray]:
     return [x[i:i + b] for i in range(0, len(x) - len(x) % b, b)]
 
 
-def _validation(cfg: Config, cat, paths: list, spec: InputSpec, fp32: Path, threads: int) -> _Validation:
-    from ..data.dataset import load_pair
-    from ..evaluate.validation import load_normals, split_shots, synth_foreground, validation_set
+def _validation(cfg: Config, cat, paths: list, train_shots: list, val_shots: list, spec: InputSpec, fp32: Path,
+                threads: int) -> _Validation:
+    """The validation sets as training built them (evaluate.validation), and the FP32 model's results there."""
+    from ..evaluate.validation import (load_held_out_shots, load_normals, load_shot, real_validation_set,
+                                       synth_foreground, validation_set)
     from ..runtime.preprocess import rgb_to_frames
 
-    hw = cfg.model.hw
-    shots = [load_pair(s, hw, cfg.model.input_policy) for s in split_shots(cat.shots, cfg.train)[0]]
-    images, masks, labels = validation_set(*load_normals(paths, cfg), cfg.synth, hw, shots, None,
-                                           synth_foreground(cfg, cat), cfg.train.seed)
-    frames = rgb_to_frames(images, spec)
-    return _Validation(paths, images, masks, labels, frames, _evaluate(fp32, frames, labels, masks, threads))
+    normals, regions = load_normals(paths, cfg)
+    shots = [load_shot(x, cfg) for x in train_shots]
+    sets = {"synthetic": validation_set(normals, regions, cfg.synth, cfg.model.hw, shots, None,
+                                        synth_foreground(cfg, cat), cfg.train.seed)}
+    real, _ = load_held_out_shots(val_shots, cfg)
+    if real:
+        images, masks, labels = real_validation_set(normals, [(img, m) for _, img, m in real])
+        sets["real"] = (images, np.stack(masks), labels)
+    sets = {name: _Set(images, masks, labels, rgb_to_frames(images, spec)) for name, (images, masks, labels)
+            in sets.items()}
+    gate = "real" if "real" in sets else "synthetic"
+    return _Validation(paths, sets, gate, [x for x, _, _ in real], _evaluate(fp32, sets, gate, threads))
 
 
 def _kept_in_float(fp32: Path, o: CalibrationOptions) -> list[str]:
@@ -350,13 +430,15 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
     qinfo["float_by_design"] = len(s.fixed)
     if s.fit_batches is not None:
         qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
-    m = gate_metrics(s.val.fp32, _evaluate(q_path, s.val.frames, s.val.labels, s.val.masks, s.threads,
-                                           reference=s.val.fp32))
+    m = gate_metrics_by_set(s.val.fp32, _evaluate(q_path, s.val.sets, s.val.gate, s.threads, reference=s.val.fp32),
+                            s.val.gate)
     reasons = _check(m, o)
-    s.log(f"attempt {a + 1}: {len(excluded)} layers in float, image AUROC {100 * m['int8']['image_auroc']:.2f} "
-          f"(fp32 {100 * m['fp32']['image_auroc']:.2f}), pixel AUROC {100 * m['int8']['pixel_auroc']:.2f} "
-          f"(fp32 {100 * m['fp32']['pixel_auroc']:.2f}), agreement {m['decision_agreement']:.3f}: "
-          + ("PASS" if not reasons else "; ".join(reasons)))
+    s.log(f"attempt {a + 1}: {len(excluded)} layers in float; "
+          + "; ".join(f"{name}{' (gate)' if name == s.val.gate else ''}: image AUROC "
+                      f"{100 * x['fp32']['image_auroc']:.2f} -> {100 * x['int8']['image_auroc']:.2f}, pixel AUROC "
+                      f"{100 * x['fp32']['pixel_auroc']:.2f} -> {100 * x['int8']['pixel_auroc']:.2f}, agreement "
+                      f"{x['decision_agreement']:.3f}" for name, x in m["sets"].items())
+          + ": " + ("PASS" if not reasons else "; ".join(reasons)))
     return q_path, Attempt(list(excluded), qinfo, m, not reasons, round(time.time() - ta, 1), reasons)
 
 
@@ -366,7 +448,8 @@ def _quantize(s: _Setup, out: Path, exclude: list[str], source: Optional[Path] =
     if o.flavour == "openvino":
         from ..export.openvino_export import ir_metadata
 
-        return quantize_nncf(source or s.fp32, out, s.spec.name, s.calib_batches, exclude, meta=ir_metadata(s.fp32))
+        return quantize_nncf(source or s.fp32, out, s.spec.name, s.calib_batches, exclude, meta=ir_metadata(s.fp32),
+                             settings=o.nncf)
     return quantize_qdq(source or s.fp32, out, s.spec.name, s.calib_batches, o.flavour, o.method, exclude)
 
 
@@ -486,13 +569,17 @@ def _trt_cache_note() -> str:
 
 
 def attempts_table(report: dict) -> str:
-    rows = ["| attempt | float layers | image AUROC fp32 -> int8 | pixel AUROC fp32 -> int8 | AUPRO int8 | agreement | "
-            "agreement at fp32 thr | map corr | result |", "|---|---:|---|---|---:|---:|---:|---:|---|"]
+    """One row per attempt and validation set; the gate's set first, with the attempt's result."""
+    rows = ["| attempt | float layers | set | image AUROC fp32 -> int8 | pixel AUROC fp32 -> int8 | agreement | "
+            "agreement at fp32 thr | map corr | result |", "|---|---:|---|---|---|---:|---:|---:|---|"]
     for i, a in enumerate(report["attempts"], 1):
-        m = a["metrics"]
-        rows.append(f"| {i} | {len(a['excluded'])} | {100 * m['fp32']['image_auroc']:.2f} -> {100 * m['int8']['image_auroc']:.2f} "
-                    f"| {100 * m['fp32']['pixel_auroc']:.2f} -> {100 * m['int8']['pixel_auroc']:.2f} "
-                    f"| {100 * m['int8']['aupro']:.2f} | {m['decision_agreement']:.3f} "
-                    f"| {m['decision_agreement_fp32_threshold']:.3f} | {m['map_correlation']:.4f} "
-                    f"| {'pass' if a['passed'] else 'fail: ' + '; '.join(a['reasons'])} |")
+        gate = a["metrics"]["gate_set"]
+        for name in sorted(a["metrics"]["sets"], key=lambda n: n != gate):
+            m = a["metrics"]["sets"][name]
+            result = ("pass" if a["passed"] else "fail: " + "; ".join(a["reasons"])) if name == gate else "(reported)"
+            rows.append(f"| {i} | {len(a['excluded'])} | {name} ({m['images']} images) "
+                        f"| {100 * m['fp32']['image_auroc']:.2f} -> {100 * m['int8']['image_auroc']:.2f} "
+                        f"| {100 * m['fp32']['pixel_auroc']:.2f} -> {100 * m['int8']['pixel_auroc']:.2f} "
+                        f"| {m['decision_agreement']:.3f} | {m['decision_agreement_fp32_threshold']:.3f} "
+                        f"| {m['map_correlation']:.4f} | {result} |")
     return "\n".join(rows) + "\n"

@@ -55,6 +55,15 @@ def split_shots(shots: list[Sample], tc) -> tuple[list[Sample], list[Sample]]:
     return train_shots, val_shots
 
 
+def load_held_out_shots(val_shots: list[Sample], cfg: Config) -> tuple[list[tuple[Sample, np.ndarray, np.ndarray]],
+                                                                       list[Sample]]:
+    """The held-out real shots as validation sees them ((shot, image, mask), load_shot), and the shots left out: a
+    defect too small to survive the resize to the model input says nothing about the model. Training and
+    calibration both validate on these."""
+    loaded = [(s, *load_shot(s, cfg)) for s in val_shots]
+    return [x for x in loaded if x[2].any()], [s for s, _, m in loaded if not m.any()]
+
+
 def load_normals(paths: list[Path], cfg: Config, progress: bool = False) -> tuple[list[np.ndarray], list]:
     """Normal images fitted to the model input, and where each may hold a generated anomaly (None = anywhere;
     with letterboxing, the image and not its padding). With input policy tiles, the images as they are (tiles are

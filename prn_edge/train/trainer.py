@@ -26,9 +26,9 @@ from ..data.synth.anomalies import AnomalyGenerator
 from ..data.synth.textures import load_texture_dir
 from ..errors import CheckpointError
 from ..evaluate.thresholds import checkpoint_decision
-from ..evaluate.validation import (load_normals, load_shot, model_inputs, real_validation_set, selection_metric,
-                                   split_normals, split_shots, synth_foreground, tiled_validation_set, validate,
-                                   validate_all, validation_set)
+from ..evaluate.validation import (load_held_out_shots, load_normals, load_shot, model_inputs, real_validation_set,
+                                   selection_metric, split_normals, split_shots, synth_foreground,
+                                   tiled_validation_set, validate, validate_all, validation_set)
 from ..artefact.files import files_sha256
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.inference import to_tensor
@@ -92,12 +92,10 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     fit_imgs, fit_regions = load_normals(fit_paths, cfg, progress)
     val_imgs, val_regions = load_normals(val_paths, cfg)
     train_shots, val_shots = split_shots(cat.shots, tc)
-    real_val = [(s, *load_shot(s, cfg)) for s in val_shots]
-    dropped = [s for s, _, m in real_val if not m.any()]
-    if dropped:  # a defect too small to survive the resize to the model input says nothing about the model
+    real_val, dropped = load_held_out_shots(val_shots, cfg)
+    if dropped:
         log(f"validation: {len(dropped)} held-out shots have no defect pixel at the model size and are not used: "
             + ", ".join(Path(s.image).name for s in dropped[:5]))
-    real_val = [(s, img, m) for s, img, m in real_val if m.any()]
     val_shots = [s for s, _, _ in real_val]
     shots = [load_shot(s, cfg) for s in train_shots]
     if tiles:  # each shot enters as one tile that holds its defect, drawn once (the generator keeps its shots)

@@ -122,3 +122,37 @@ def test_ignored_nodes_get_no_fake_quantize(trained, tmp_path):
 def test_openvino_flavour_refuses_what_only_onnx_runtime_does(kw, match):
     with pytest.raises(ConfigError, match=match):
         CalibrationOptions(flavour="openvino", **kw).validate()
+
+
+def test_nncf_settings_reach_nncf_and_the_manifest(trained, tmp_path, monkeypatch):
+    import nncf
+
+    from prn_edge.calibrate.nncf_quantize import NNCFSettings, quantize_nncf
+    from prn_edge.export.onnx_export import export_onnx
+
+    ckpt, _ = trained
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(ckpt, fp32)
+    spec = read_metadata(fp32)["input_spec"]
+    batches = [np.random.default_rng(i).random((1, 3, *spec.model_hw), dtype=np.float32) for i in range(2)]
+    seen, real = [], nncf.quantize
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    info = quantize_nncf(fp32, tmp_path / "d.xml", spec.name, batches)
+    assert seen[-1]["fast_bias_correction"] is True and "model_type" not in seen[-1]  # NNCF's defaults
+    assert info["fast_bias_correction"] is True and info["smooth_quant_alpha"] is None
+    info = quantize_nncf(fp32, tmp_path / "s.xml", spec.name, batches,
+                         settings=NNCFSettings(fast_bias_correction=False, smooth_quant_alpha=0.8))
+    kw = seen[-1]
+    assert kw["fast_bias_correction"] is False and kw["model_type"] == nncf.ModelType.TRANSFORMER
+    assert kw["advanced_parameters"].smooth_quant_alphas.matmul == 0.8
+    assert kw["preset"] == nncf.QuantizationPreset.PERFORMANCE  # not the transformer default (mixed)
+    assert info["fast_bias_correction"] is False and info["smooth_quant_alpha"] == 0.8
+
+
+def test_nncf_settings_are_refused_where_they_do_nothing():
+    from prn_edge.calibrate.nncf_quantize import NNCFSettings
+
+    with pytest.raises(ConfigError, match="--nncf-.*openvino"):
+        CalibrationOptions(flavour="cpu", nncf=NNCFSettings(fast_bias_correction=False)).validate()
+    with pytest.raises(ConfigError, match="within"):
+        CalibrationOptions(flavour="openvino", nncf=NNCFSettings(smooth_quant_alpha=1.5)).validate()
