@@ -326,6 +326,11 @@ def _checkpoint_shots(cat, cfg: Config, meta: dict, ckpt: Path, o: CalibrationOp
     train_shots, val_shots = split_shots(shots, cfg.train)
     if "shots" not in meta:  # a checkpoint from before the split was recorded
         return train_shots, val_shots
+    if not shots and meta["shots"]:  # trained with --defects from another folder: nothing here to mistake
+        log(f"WARNING: {ckpt} trained on real defect shots that are not in {cat.root} (no defects/ folder): the "
+            "gate judges generated anomalies only; put those shots in the category's defects/ folder to gate on "
+            "the real ones it held out")
+        return [], []
     key = lambda paths: sorted(Path(p).resolve().parts[-2:] for p in paths)  # noqa: E731 (moved copies match)
     same = (key(meta["shots"]) == key(x.image for x in train_shots)
             and set(key(meta.get("validation_shots", []))) <= set(key(x.image for x in val_shots)))

@@ -64,3 +64,15 @@ def test_real_shots_other_than_the_checkpoints_are_refused_unless_forced(trained
     default = load_category(data, seed=meta["data_seed"])
     with pytest.raises(ConfigError, match="not the ones"):
         _checkpoint_shots(default, cfg, meta, ckpt, CalibrationOptions(), print)
+
+
+def test_shots_kept_outside_the_category_gate_on_generated_anomalies_with_a_warning(trained_with_real_shots):
+    """Trained with --defects from another folder: the category has no defects/ to mistake for them."""
+    import dataclasses
+
+    ckpt, data = trained_with_real_shots
+    _, cfg, meta = load_model(ckpt)
+    cat = dataclasses.replace(load_category(data, num_shots=cfg.train.num_shots, seed=meta["data_seed"]), shots=[])
+    logs = []
+    assert _checkpoint_shots(cat, cfg, meta, ckpt, CalibrationOptions(), logs.append) == ([], [])
+    assert any("WARNING" in m and "not in" in m and "generated anomalies only" in m for m in logs)
