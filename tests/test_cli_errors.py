@@ -145,5 +145,12 @@ def test_the_memory_estimate_grows_with_the_configuration():
     assert small < memory.estimate_bytes(wide, batch=8, num_images=100) < memory.estimate_bytes(large, batch=8,
                                                                                               num_images=100)
     assert memory.estimate_bytes(wide, batch=8, num_images=100) == memory.estimate_bytes(tall, batch=8, num_images=100)
-    more = make_config("prn-edge", {"model": {"num_prototypes": 1024}}).model
-    assert memory.estimate_bytes(more, batch=8, num_images=100) > 3 * small  # distances to 1024 prototypes
+    more, fewer = (make_config("prn-edge", {"model": {"num_prototypes": k, "distance_memory": 0}}).model
+                   for k in (1024, 0))
+    assert memory.estimate_bytes(more, batch=8, num_images=100) > 3 * memory.estimate_bytes(fewer, batch=8,
+                                                                                           num_images=100)
+    # the distance memory's k-means and distance matrices count too; nothing when no map reads it
+    mem = make_config("prn-edge", {"model": {"distance_memory": 4096}}).model
+    assert memory.estimate_bytes(mem, batch=8, num_images=100) > 2 * small
+    off = make_config("prn-edge", {"model": {"distance_memory": 4096, "distance_fusion": "none"}}).model
+    assert memory.estimate_bytes(off, batch=8, num_images=100) < small

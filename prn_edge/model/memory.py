@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ..config import ModelConfig
+from ..config import FUSED_DISTANCE, ModelConfig
 from ..errors import ConfigError
 from .backbones import BACKBONES
 from .prototypes import MAX_KMEANS_VECTORS, default_k
@@ -38,9 +38,13 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
     k = cfg.num_prototypes or default_k(num_images, cfg.prototype_mode)
     patch = cfg.prototype_mode == "patch"
     protos = k * (sum(chans) if patch else sum(c * hw for c, hw in zip(chans, hws))) * FLOAT
+    # the distance memory of the distance scales (ScalePrototypes): centres, and a distance matrix per scale
+    mem = cfg.distance_memory if patch and cfg.distance_fusion in FUSED_DISTANCE else 0
+    protos += mem * sum(chans[i] for i in cfg.distance_scales) * FLOAT
 
     def distances(n: int) -> int:  # the distance matrix of the largest scale and its softmin temporaries
-        return 6 * n * (hws[0] if patch else 1) * k * FLOAT
+        largest = max([6 * hws[0] * k] + [2 * hws[i] * mem for i in cfg.distance_scales]) if patch else 6 * k
+        return n * largest * FLOAT
 
     attention = 0
     for i in cfg.msa_scales:
@@ -54,7 +58,7 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
     features = 2 * num_images * sum(c * hw for c, hw in zip(chans, hws)) * FLOAT
     vectors = min(MAX_KMEANS_VECTORS, num_images * hws[0]) if patch else num_images
     encoder = FIT_CHUNK * pixels * ACTIVATIONS_INFER * FLOAT
-    fit = features + protos + max(3 * vectors * k * FLOAT, distances(FIT_CHUNK), encoder)
+    fit = features + protos + max(3 * vectors * max(k, mem) * FLOAT, distances(FIT_CHUNK), encoder)
     return images + max(fit, run)
 
 
