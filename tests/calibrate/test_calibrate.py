@@ -168,3 +168,25 @@ def test_the_kept_attempt_is_the_one_closest_to_the_gate():
     # beyond tolerance the drop counts first, whatever the agreement
     assert _rank(attempt(0.0, 0.0, 0.90), o) > _rank(attempt(0.006, 0.0, 1.0), o)
     assert _rank(attempt(0.0, 0.002, 0.9), o) > _rank(attempt(0.0, 0.004, 0.9), o)
+
+
+def test_the_gate_holds_the_auroc_drops_on_every_set_and_the_agreement_on_its_own():
+    """brick: 4 real held-out shots passed an INT8 map that lost 4.5 pt of pixel AUROC on the generated anomalies."""
+    from prn_edge.calibrate.run import Attempt, _check, _rank
+
+    o = CalibrationOptions()
+
+    def metrics(real_pixel_drop, synthetic_pixel_drop, synthetic_agreement=0.5):
+        sets = {"real": {"delta": {"image_auroc": 0.0, "pixel_auroc": -real_pixel_drop}, "decision_agreement": 1.0},
+                "synthetic": {"delta": {"image_auroc": 0.0, "pixel_auroc": -synthetic_pixel_drop},
+                              "decision_agreement": synthetic_agreement}}
+        return {**sets["real"], "gate_set": "real", "sets": sets}
+
+    assert _check(metrics(0.0012, 0.0050), o) == []  # the synthetic agreement is reported, not gated
+    reasons = _check(metrics(0.0012, 0.0450), o)
+    assert len(reasons) == 1 and "pixel AUROC drop 4.50 pt" in reasons[0] and "synthetic set" in reasons[0]
+    assert _check(metrics(0.02, 0.0), o)[0].endswith("on the real set")
+    assert _rank(Attempt([], {}, metrics(0.0, 0.02), False, 0.0), o) > _rank(
+        Attempt([], {}, metrics(0.0, 0.04), False, 0.0), o)  # the excess on any set counts
+    plain = {"delta": {"image_auroc": -0.006, "pixel_auroc": 0.0}, "decision_agreement": 1.0}  # one set
+    assert _check(plain, o) == ["image AUROC drop 0.60 pt > 0.50"]
