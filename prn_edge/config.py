@@ -80,6 +80,13 @@ class ModelConfig:
         return as_hw(self.image_size)
 
     @property
+    def memory_size(self) -> int:
+        """Distance memory centres per distance scale: distance_memory, or 0 where no map reads them (fusion
+        "none") or the distance is per image (image prototypes)."""
+        fused = self.distance_fusion in FUSED_DISTANCE and self.prototype_mode == "patch"
+        return self.distance_memory if fused else 0
+
+    @property
     def size_text(self) -> str:
         """image_size as a config file writes it: 256, or [256, 640]."""
         return str(self.image_size) if isinstance(self.image_size, int) else str(list(self.image_size))

@@ -151,15 +151,22 @@ def _evaluate(engine_path: Path, sets: dict, gate: str, threads: int = 0, refere
     return out
 
 
+def _set_deltas(m: dict) -> dict:
+    """Each validation set's INT8 - FP32 deltas of an attempt's metrics, the gate's set first (metrics without
+    per-set numbers are one set)."""
+    sets = m.get("sets") or {m.get("gate_set", "validation"): m}
+    return {name: sets[name]["delta"] for name in sorted(sets, key=lambda n: n != m.get("gate_set"))}
+
+
 def _check(m: dict, o: CalibrationOptions) -> list[str]:
     """Why an attempt fails the gate (none: it passes). The AUROC drops must hold on every validation set: a few
     held-out real shots judge the decisions, and the generated anomalies, many more, still judge the map (on brick,
     4 real shots passed an INT8 map that lost 4.5 pt of pixel AUROC on the generated ones, map correlation 0.17).
     The decision agreement is the gate set's, where the thresholds were chosen."""
     reasons = []
-    sets = m.get("sets") or {m.get("gate_set", "validation"): m}
-    for name in sorted(sets, key=lambda n: n != m.get("gate_set")):
-        d, where = sets[name]["delta"], f" on the {name} set" if len(sets) > 1 else ""
+    sets = _set_deltas(m)
+    for name, d in sets.items():
+        where = f" on the {name} set" if len(sets) > 1 else ""
         if -d["image_auroc"] > o.max_image_auroc_drop:
             reasons.append(f"image AUROC drop {-100 * d['image_auroc']:.2f} pt > {100 * o.max_image_auroc_drop:.2f}"
                            + where)
@@ -570,9 +577,8 @@ def _rank(a: Attempt, o: CalibrationOptions) -> tuple:
     of a point more pixel AUROC."""
     d = a.metrics["delta"]
     image, pixel = max(0.0, -d["image_auroc"]), max(0.0, -d["pixel_auroc"])
-    excess = sum(max(0.0, -x["delta"]["image_auroc"] - o.max_image_auroc_drop)
-                 + max(0.0, -x["delta"]["pixel_auroc"] - o.max_pixel_auroc_drop)
-                 for x in (a.metrics.get("sets") or {"": a.metrics}).values())
+    excess = sum(max(0.0, -x["image_auroc"] - o.max_image_auroc_drop)
+                 + max(0.0, -x["pixel_auroc"] - o.max_pixel_auroc_drop) for x in _set_deltas(a.metrics).values())
     return (a.passed, -excess, a.metrics["decision_agreement"], -(image + pixel))
 
 

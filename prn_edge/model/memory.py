@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ..config import FUSED_DISTANCE, ModelConfig
+from ..config import ModelConfig
 from ..errors import ConfigError
 from .backbones import BACKBONES
 from .prototypes import MAX_KMEANS_VECTORS, default_k
@@ -39,7 +39,7 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
     patch = cfg.prototype_mode == "patch"
     protos = k * (sum(chans) if patch else sum(c * hw for c, hw in zip(chans, hws))) * FLOAT
     # the distance memory of the distance scales (ScalePrototypes): centres, and a distance matrix per scale
-    mem = cfg.distance_memory if patch and cfg.distance_fusion in FUSED_DISTANCE else 0
+    mem = cfg.memory_size
     protos += mem * sum(chans[i] for i in cfg.distance_scales) * FLOAT
 
     def distances(n: int) -> int:  # the distance matrix of the largest scale and its softmin temporaries

@@ -224,10 +224,9 @@ class PRN(nn.Module):
         self.encoder = backbone
         hws = head_hws(cfg.hw)
         chans = [backbone.channels[s] for s in HEAD_SCALES]
-        memory = cfg.distance_memory if cfg.distance_fusion in FUSED_DISTANCE else 0  # only the map reads it
         self.prototypes = nn.ModuleList(
             ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness,
-                            memory if i in cfg.distance_scales else 0)
+                            cfg.memory_size if i in cfg.distance_scales else 0)
             for i, (c, hw) in enumerate(zip(chans, hws))
         )
         self.inputs = nn.ModuleList(conv_bn(2 * c, cfg.dim, 1) for c in chans)

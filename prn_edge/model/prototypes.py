@@ -54,6 +54,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
     centers = [x[torch.randint(n, (1,), generator=g)].squeeze(0)]
     d2 = ((x - centers[0]) ** 2).sum(1)
     per_round = math.ceil((k - 1) / SEED_ROUNDS)
+    x2 = None  # |x|^2, once, when a matrix of distances is first needed
     while len(centers) < k:
         probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
         if per_round <= 1:
@@ -63,12 +64,12 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
             continue
         new = x[torch.multinomial(probs, min(per_round, k - len(centers)), replacement=False, generator=g)]
         centers.extend(new)
-        d2 = torch.minimum(d2, ((x * x).sum(1, keepdim=True) - 2 * x @ new.T + (new * new).sum(1)).min(1).values
-                           .clamp_min(0.0))
+        x2 = x2 if x2 is not None else (x * x).sum(1, keepdim=True)
+        d2 = torch.minimum(d2, _sq_distances(x, x2, new).min(1).values.clamp_min(0.0))
     c = torch.stack(centers)
-    x2 = (x * x).sum(1, keepdim=True)
+    x2 = x2 if x2 is not None else (x * x).sum(1, keepdim=True)
     for _ in range(iters):
-        assign = (x2 - 2 * x @ c.T + (c * c).sum(1)).argmin(1)
+        assign = _sq_distances(x, x2, c).argmin(1)
         new = torch.zeros_like(c).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=k).to(x.dtype).unsqueeze(1)
         empty = counts.squeeze(1) == 0
@@ -79,6 +80,11 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
             break
         c = new
     return c
+
+
+def _sq_distances(x: torch.Tensor, x2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(N, K) squared distances of the rows of x (with x2 = |x|^2, (N, 1)) to the rows of c, by one MatMul."""
+    return x2 - 2 * x @ c.T + (c * c).sum(1)
 
 
 class ScalePrototypes(nn.Module):
