@@ -77,9 +77,10 @@ def load_model(path: Path) -> tuple[PRN, Config, dict]:
     with _content_errors(path):
         # Weights come from the checkpoint itself: no backbone file is needed to load it.
         model, _ = build_prn(_config(state, pretrained=False).model, num_prototypes=num_prototypes)
-        # Checkpoints from before the distance map lack its buffers: it then stays off (not calibrated).
+        # Checkpoints from before the distance map or the decoder calibration lack their buffers: they then stay
+        # off (not calibrated), and the model predicts as it did when it was written.
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith("distance.") for k in missing):
+        if unexpected or any(not k.startswith(("distance.", "decoder_cal.")) for k in missing):
             raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     return model.eval(), cfg, state.get("meta", {})
 

@@ -163,10 +163,48 @@ class Decoder(nn.Module):
         return self._up(self.out(self.refine(x)))
 
 
-class DistanceMap(nn.Module):
+class QuantileCalibration(nn.Module):
+    """A map of values (distances, logits) to probabilities calibrated on held-out normals:
+    p = sigmoid((v - loc) / temp), with p = 0.5 at the `quantile` of the normals' values and the range from their
+    median to it spread over 4 logits, so ordinary normal texture sits near p = 0.02."""
+
+    MIN_TEMP = 1e-6
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(()))
+        self.register_buffer("temp", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def probability(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((v - self.loc) / self.temp)
+
+    @torch.no_grad()
+    def calibrate(self, values: torch.Tensor, quantile: float = 0.999) -> dict:
+        flat = values.flatten().float()
+        if flat.numel() > 4_000_000:
+            flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
+        hi, mid = torch.quantile(flat, quantile), torch.quantile(flat, 0.5)
+        self.loc.fill_(float(hi))
+        self.temp.fill_(max(float(hi - mid) / 4.0, self.MIN_TEMP))
+        self.fitted.fill_(True)
+        return {"loc": float(self.loc), "temp": float(self.temp), "quantile": quantile,
+                "normal_pixels": int(values.numel())}
+
+
+class DecoderCalibration(QuantileCalibration):
+    """The decoder's logits as a probability on the same footing as the distance map's: calibrated on the held-out
+    normals at every validation step (the decoder moves while it trains), so that fusing the two weighs them
+    alike. An uncalibrated decoder puts its p = 0.5 wherever training happened to put logit 0: on Magnetic Tile
+    Defect that let its normal texture outvote the distance (docs/real-data.md)."""
+
+    MIN_TEMP = 0.05  # logits: a decoder nearly constant on normals must not turn tiny differences into certainty
+
+
+class DistanceMap(QuantileCalibration):
     """The training-free part of the map: the distance of each feature to its nearest normal prototype (a
     nearest-neighbour distance, which the residual already is), averaged over `scales`, upsampled to the input,
-    and mapped to a probability by a calibration on held-out normals: p = sigmoid((d - loc) / temp).
+    and mapped to a probability calibrated on held-out normals (QuantileCalibration).
 
     The decoder learns what the anomalies it was shown look like; on appearances it never saw (real defects
     unlike the generated ones) it can stay silent while the distance does not. The distance is measured against
@@ -176,9 +214,6 @@ class DistanceMap(nn.Module):
     def __init__(self, scales: tuple[int, ...]):
         super().__init__()
         self.scales = tuple(scales)
-        self.register_buffer("loc", torch.zeros(()))
-        self.register_buffer("temp", torch.ones(()))
-        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def distance(self, distances: list[torch.Tensor]) -> torch.Tensor:
         """(N, 1, H, W) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.forward,
@@ -193,21 +228,7 @@ class DistanceMap(nn.Module):
         return sum(maps) / len(maps)
 
     def forward(self, distances: list[torch.Tensor]) -> torch.Tensor:
-        return torch.sigmoid((self.distance(distances) - self.loc) / self.temp)
-
-    @torch.no_grad()
-    def calibrate(self, distances: torch.Tensor, quantile: float = 0.999) -> dict:
-        """loc = the `quantile` of the distance over held-out normal pixels (p = 0.5 there); temp spreads the
-        range from their median to loc over 4 logits, so ordinary normal texture sits near p = 0.02."""
-        flat = distances.flatten()
-        if flat.numel() > 4_000_000:
-            flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
-        hi, mid = torch.quantile(flat, quantile), torch.quantile(flat, 0.5)
-        self.loc.fill_(float(hi))
-        self.temp.fill_(max(float(hi - mid) / 4.0, 1e-6))
-        self.fitted.fill_(True)
-        return {"loc": float(self.loc), "temp": float(self.temp), "quantile": quantile,
-                "normal_pixels": int(distances.numel())}
+        return self.probability(self.distance(distances))
 
 
 class PRN(nn.Module):
@@ -237,6 +258,7 @@ class PRN(nn.Module):
         self.fusion = MultiScaleFusion(cfg.dim, len(HEAD_SCALES))
         self.decoder = Decoder(cfg.dim, backbone.channels[0], cfg.decoder_dims, cfg.decoder_conv)
         self.distance = DistanceMap(cfg.distance_scales)
+        self.decoder_cal = DecoderCalibration()
 
     def train(self, mode: bool = True) -> "PRN":
         super().train(mode)
@@ -278,12 +300,16 @@ class PRN(nn.Module):
         "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
         "max": the map is their maximum, the score pools the decoder's map alone;
         "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.
+        When fused, the decoder's probability is its calibrated one (DecoderCalibration, calibrate_decoder).
         On real photos the decoder is sharpest where the generated anomalies resemble the defects and the
         distance where they do not (thin cracks zero-shot on KolektorSDD); docs/real-data.md has the numbers."""
         logits, distances = self._run(x)
-        prob = torch.sigmoid(logits)
         if not self.fuses_distance:
+            prob = torch.sigmoid(logits)
             return prob, self.score(prob)
+        # Fused, the decoder's probability is calibrated on held-out normals like the distance's (checkpoints from
+        # before the decoder calibration keep the plain sigmoid).
+        prob = self.decoder_cal.probability(logits) if bool(self.decoder_cal.fitted) else torch.sigmoid(logits)
         dist = self.distance(distances)
         if self.cfg.distance_fusion == "mean":
             prob = 0.5 * (prob + dist)
@@ -298,6 +324,16 @@ class PRN(nn.Module):
             feats = self.encode(x)
             d.append(self.distance.distance([p(feats[s])[1] for p, s in zip(self.prototypes, HEAD_SCALES)]))
         return self.distance.calibrate(torch.cat(d))
+
+    @torch.no_grad()
+    def calibrate_decoder(self, images: list[torch.Tensor]) -> dict:
+        """Calibrate the decoder's logits on held-out normal images (RGB in [0, 1], batches); training calls it
+        before every validation, since the decoder moves."""
+        was_training = self.training
+        self.eval()
+        logits = torch.cat([self(x) for x in images])
+        self.train(was_training)
+        return self.decoder_cal.calibrate(logits)
 
     @torch.no_grad()
     def fit_prototypes(self, images: torch.Tensor | list[torch.Tensor], seed: int = 0, batch: int = 16) -> None:

@@ -122,15 +122,17 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         torch.set_rng_state(state["torch_rng"])
         rng = np.random.default_rng(tc.seed + start)
         log(f"resumed from {last_path} at step {start}")
-    else:
+    fused = cfg.model.distance_fusion != "none"
+    val_batches = list(to_tensor(model_inputs(val_imgs, cfg)).split(16)) if fused else []
+    if state is None:
         t = time.time()
         fit_inputs = model_inputs(fit_imgs, cfg)
         model.fit_prototypes(to_tensor(fit_inputs), seed=tc.seed)
         log(f"prototypes: {model.prototypes[0].protos.shape[0]} per scale ({cfg.model.prototype_mode}) "
             f"from {len(fit_imgs)} normal images" + (f" ({len(fit_inputs)} tiles)" if tiles else "")
             + f" in {time.time() - t:.1f}s")
-        if cfg.model.distance_fusion != "none":
-            cal = model.calibrate_distance(list(to_tensor(model_inputs(val_imgs, cfg)).split(16)))
+        if fused:
+            cal = model.calibrate_distance(val_batches)
             log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}")
 
     gen = AnomalyGenerator(cfg.synth, hw, shots, textures, foreground)
@@ -177,6 +179,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
         if done % tc.val_every == 0 or done == tc.steps:
+            if fused:  # the fused map weighs the decoder as calibrated now, on the same held-out normals
+                model.calibrate_decoder(val_batches)
             v = validate_all(model, val_sets)
             model.train()
             history.append({"step": done, "loss": float(loss.item()), **v})
@@ -191,7 +195,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history, "best_metric": best[0],
                 "best_step": best[1], "torch_rng": torch.get_rng_state()})
     bar.close()
-    if "real" in val_sets and cfg.model.distance_fusion != "none":
+    if "real" in val_sets and fused:
         choose_fusion(model, Path(out), val_sets["real"], log)
     seconds = time.time() - t0
     best_v = best[2] if best[2] is not None else next(h for h in history if h["step"] == best[1])

@@ -246,6 +246,47 @@ def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
         load_model(tmp_path / "bad.pt")
 
 
+def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_keep_the_sigmoid(tmp_path):
+    from prn_edge.model.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = make_config("prn-tiny", {"model": {"distance_fusion": "mean"}})
+    model, _ = build_prn(cfg.model, num_images=20)
+    x = _photo_batches()
+    model.fit_prototypes(x[:8])
+    model.calibrate_distance([x[8:]])
+    model.train()
+    before = model.predict(x[8:])[0]
+    assert not bool(model.decoder_cal.fitted)  # not calibrated: the plain sigmoid, as checkpoints before it
+    with torch.no_grad():
+        model.decoder.out.bias.fill_(6.0)  # a decoder whose logit 0 means nothing: every normal pixel p > 0.99
+    cal = model.calibrate_decoder([x[8:]])
+    assert model.training  # calibration leaves the training mode as it found it
+    model.eval()
+    with torch.no_grad():
+        logits = model(x[8:])
+        dec = model.decoder_cal.probability(logits)
+        assert float((dec > 0.5).float().mean()) <= 0.002  # p = 0.5 at the normals' 99.9% quantile
+        assert 0.005 < float(dec.median()) < 0.05  # ordinary normal texture near 0.02
+        assert cal["temp"] >= model.decoder_cal.MIN_TEMP
+        prob, score = model.predict(x[8:])
+        dist = model.distance(model._run(x[8:])[1])
+    assert torch.allclose(prob, 0.5 * (dec + dist)) and not torch.allclose(prob, before)
+    assert float(torch.sigmoid(logits).min()) > 0.99  # what the uncalibrated fusion would have added everywhere
+    model.cfg.distance_fusion = "none"  # the paper's map stays the decoder's own sigmoid
+    assert torch.equal(model.predict(x[8:])[0], torch.sigmoid(logits))
+    model.cfg.distance_fusion = "mean"
+    save_checkpoint(tmp_path / "m.pt", model, cfg, {})
+    loaded, _, _ = load_model(tmp_path / "m.pt")
+    assert torch.allclose(loaded.predict(x[8:])[0], prob)  # the calibration travels in the checkpoint
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("decoder_cal.")}
+    torch.save(state, tmp_path / "old.pt")
+    old, _, _ = load_model(tmp_path / "old.pt")
+    with torch.no_grad():
+        assert torch.allclose(old.predict(x[8:])[0], 0.5 * (torch.sigmoid(logits) + dist), atol=1e-6)
+
+
 def test_distance_memory_is_the_distance_to_its_nearest_centre_and_leaves_the_residual_alone():
     g = torch.Generator().manual_seed(3)
     normals = torch.randn(12, 5, 4, 4, generator=g)
