@@ -31,7 +31,7 @@ MAX_WIDTH = 1024  # model.dim and model.decoder_dims
 MAX_SEED = 2**32 - 1
 
 
-FUSED_DISTANCE = ("mean", "max")  # the model.distance_fusion values that put the distance map in
+FUSED_DISTANCE = ("logit", "mean", "max")  # the model.distance_fusion values that put the distance map in
 DISTANCE_FUSIONS = FUSED_DISTANCE + ("none",)
 
 
@@ -63,11 +63,13 @@ class ModelConfig:
     decoder_conv: str = "full"
     topk: int = 100  # image score = mean of the top-k map probabilities
     # The training-free part of the map (model.prn.DistanceMap): distance to the nearest prototype at these
-    # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map:
-    # "mean" (map and image score from the mean of the two probabilities), "max" (map = their maximum, score from
-    # the decoder alone) or "none" (the decoder alone, as in the paper). With held-out real defects, training
-    # keeps whichever of mean and max finds them best (train.trainer.choose_fusion).
-    distance_fusion: str = "mean"
+    # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map
+    # (calibrated the same way): "logit" (map and image score from the mean of the two calibrated logits: a pixel
+    # is as anomalous as both say together), "mean" (the mean of the two probabilities: either alone can lift a
+    # pixel halfway), "max" (map = their maximum, score from the decoder alone) or "none" (the decoder alone, as in
+    # the paper). With held-out real defects, training keeps whichever of this one and "max" finds them best
+    # (train.trainer.choose_fusion).
+    distance_fusion: str = "logit"
     distance_scales: Tuple[int, ...] = (1, 2)
     # Centres the distance map measures against at each distance scale (patch prototypes): k-means of the normals'
     # patch features, kept apart from the prototypes the decoder reads, so the map is a nearest-neighbour distance

@@ -247,6 +247,7 @@ def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
 
 
 def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_keep_the_sigmoid(tmp_path):
+    """Fused maps ("mean", "logit") read the decoder calibrated on held-out normals; "none" its plain sigmoid."""
     from prn_edge.model.checkpoint import load_model, save_checkpoint
 
     torch.manual_seed(0)
@@ -273,6 +274,12 @@ def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_k
         dist = model.distance(model._run(x[8:])[1])
     assert torch.allclose(prob, 0.5 * (dec + dist)) and not torch.allclose(prob, before)
     assert float(torch.sigmoid(logits).min()) > 0.99  # what the uncalibrated fusion would have added everywhere
+    model.cfg.distance_fusion = "logit"  # the mean of the two calibrated logits
+    z_dist = (model.distance.distance(model._run(x[8:])[1]) - model.distance.loc) / model.distance.temp
+    z_dec = (logits - model.decoder_cal.loc) / model.decoder_cal.temp
+    lprob, lscore = model.predict(x[8:])
+    assert torch.allclose(lprob, torch.sigmoid(0.5 * (z_dec + z_dist)), atol=1e-6)
+    assert torch.allclose(lscore, model.score(lprob))
     model.cfg.distance_fusion = "none"  # the paper's map stays the decoder's own sigmoid
     assert torch.equal(model.predict(x[8:])[0], torch.sigmoid(logits))
     model.cfg.distance_fusion = "mean"
