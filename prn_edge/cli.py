@@ -196,6 +196,8 @@ def cmd_calibrate(args) -> int:
                               refit_prototypes=not args.no_refit_prototypes, keep_float=tuple(args.keep_float),
                               sensitivity=args.sensitivity,
                               max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
+                              min_decision_agreement=args.min_agreement,
+                              min_expected_agreement=args.min_expected_agreement,
                               input_format=args.input_format, channel_order=args.channel_order,
                               force_data=args.force_data,
                               nncf=NNCFSettings(fast_bias_correction=args.nncf_bias_correction == "fast",
@@ -521,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the FP32 prototypes (default: re-fit them on the INT8 encoder's features)")
     p.add_argument("--max-image-drop", type=_number(float, 0, 100), default=0.5, help="allowed image AUROC drop, points")
     p.add_argument("--max-pixel-drop", type=_number(float, 0, 100), default=1.0, help="allowed pixel AUROC drop, points")
+    p.add_argument("--min-agreement", type=_number(float, 0, 1), default=0.95,
+                   help="decisions INT8 must share with FP32 on the gate's validation set (fraction)")
+    p.add_argument("--min-expected-agreement", type=_number(float, 0, 1), default=0.95,
+                   help="agreement INT8's score noise lets one expect at FP32's operating point (fraction; "
+                        "0 turns the check off)")
     p.add_argument("--input-format", default="float", choices=["float", "uint8"])
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
     p.add_argument("--threads", type=NON_NEGATIVE, default=0)

@@ -10,6 +10,7 @@ renamed at the end, so a failed run leaves nothing half-written in calibration/.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,9 @@ class CalibrationOptions:
     max_image_auroc_drop: float = 0.005  # 0.5 point
     max_pixel_auroc_drop: float = 0.01  # 1 point
     min_decision_agreement: float = 0.95
+    # The agreement the INT8 score noise lets one expect (expected_agreement): a few dozen held-out images count
+    # flips too coarsely to promise a test set's agreement.
+    min_expected_agreement: float = 0.95
     max_attempts: int = 4  # first try + fallbacks that keep 2, 4, 8 ... sensitive layers in float
     refit_prototypes: bool = True  # k-means the prototypes again on the INT8 encoder's features (refit.py)
     keep_float: tuple = ()  # node-name prefixes kept in float in every attempt (e.g. "/decoder/")
@@ -114,11 +118,30 @@ SET_SUMMARY = ("fp32", "int8", "delta", "decision_agreement", "decision_agreemen
                "score_mae", "images", "anomalies")
 
 
+def expected_agreement(fp32: dict, int8: dict, gate: str) -> dict:
+    """The decision agreement INT8's score noise lets one expect at FP32's operating point.
+
+    INT8 moves each image score by some noise (its standard deviation over every validation image, after the
+    mean shift the rank-matched threshold absorbs). An image whose FP32 score lies |s - t| from the threshold t
+    flips with probability Phi(-|s - t| / sigma); the expected agreement is one minus the mean flip probability
+    over the gate set's FP32 scores. Unlike counting flips on a few dozen images, it does not read 1.000 when no
+    image happened to sit close to the threshold: on Magnetic Tile Defect 46 real-set images counted 1.000 while
+    the test set (573 images) agreed on 92.3%; this estimate, applied to the test set's FP32 scores, said 90.8%
+    (docs/openvino-int8.md)."""
+    diffs = np.concatenate([np.asarray(int8[n]["scores"], float) - np.asarray(fp32[n]["scores"], float) for n in fp32])
+    sigma = float(np.std(diffs))
+    scores, t = np.asarray(fp32[gate]["scores"], float), float(fp32[gate]["threshold"])
+    if sigma == 0.0:
+        return {"expected_agreement": 1.0, "score_noise": 0.0}
+    flips = [0.5 * math.erfc(abs(x - t) / sigma / math.sqrt(2.0)) for x in scores]
+    return {"expected_agreement": float(1.0 - np.mean(flips)), "score_noise": sigma}
+
+
 def gate_metrics_by_set(fp32: dict, int8: dict, gate: str) -> dict:
     """gate_metrics on the set the gate judges (`gate`), and every set's own numbers under "sets" (real and
-    synthetic reported apart; dicts of set name -> _evaluate results)."""
+    synthetic reported apart; dicts of set name -> _evaluate results), and the expected agreement."""
     by_set = {name: gate_metrics(fp32[name], int8[name]) for name in fp32}
-    return {**by_set[gate], "gate_set": gate,
+    return {**by_set[gate], "gate_set": gate, **expected_agreement(fp32, int8, gate),
             "sets": {name: {k: m[k] for k in SET_SUMMARY} for name, m in by_set.items()}}
 
 
@@ -175,6 +198,9 @@ def _check(m: dict, o: CalibrationOptions) -> list[str]:
                            + where)
     if m["decision_agreement"] < o.min_decision_agreement:
         reasons.append(f"decision agreement {m['decision_agreement']:.3f} < {o.min_decision_agreement}")
+    if m.get("expected_agreement", 1.0) < o.min_expected_agreement:
+        reasons.append(f"expected agreement {m['expected_agreement']:.3f} < {o.min_expected_agreement} (INT8 moves "
+                       f"scores by {m['score_noise']:.3f}, and FP32 scores lie that close to the threshold)")
     return reasons
 
 
@@ -579,7 +605,8 @@ def _rank(a: Attempt, o: CalibrationOptions) -> tuple:
     image, pixel = max(0.0, -d["image_auroc"]), max(0.0, -d["pixel_auroc"])
     excess = sum(max(0.0, -x["image_auroc"] - o.max_image_auroc_drop)
                  + max(0.0, -x["pixel_auroc"] - o.max_pixel_auroc_drop) for x in _set_deltas(a.metrics).values())
-    return (a.passed, -excess, a.metrics["decision_agreement"], -(image + pixel))
+    agreement = min(a.metrics["decision_agreement"], a.metrics.get("expected_agreement", 1.0))
+    return (a.passed, -excess, agreement, -(image + pixel))
 
 
 def _trt_cache_note() -> str:
@@ -593,9 +620,12 @@ def _trt_cache_note() -> str:
 def attempts_table(report: dict) -> str:
     """One row per attempt and validation set; the gate's set first, with the attempt's result."""
     rows = ["| attempt | float layers | set | image AUROC fp32 -> int8 | pixel AUROC fp32 -> int8 | agreement | "
-            "agreement at fp32 thr | map corr | result |", "|---|---:|---|---|---|---:|---:|---:|---|"]
+            "agreement at fp32 thr | expected agreement (score noise) | map corr | result |",
+            "|---|---:|---|---|---|---:|---:|---:|---:|---|"]
     for i, a in enumerate(report["attempts"], 1):
         gate = a["metrics"]["gate_set"]
+        e = a["metrics"].get("expected_agreement")
+        expected = f"{e:.3f} ({a['metrics']['score_noise']:.3f})" if e is not None else "-"
         for name in sorted(a["metrics"]["sets"], key=lambda n: n != gate):
             m = a["metrics"]["sets"][name]
             result = ("pass" if a["passed"] else "fail: " + "; ".join(a["reasons"])) if name == gate else "(reported)"
@@ -603,5 +633,5 @@ def attempts_table(report: dict) -> str:
                         f"| {100 * m['fp32']['image_auroc']:.2f} -> {100 * m['int8']['image_auroc']:.2f} "
                         f"| {100 * m['fp32']['pixel_auroc']:.2f} -> {100 * m['int8']['pixel_auroc']:.2f} "
                         f"| {m['decision_agreement']:.3f} | {m['decision_agreement_fp32_threshold']:.3f} "
-                        f"| {m['map_correlation']:.4f} | {result} |")
+                        f"| {expected if name == gate else ''} | {m['map_correlation']:.4f} | {result} |")
     return "\n".join(rows) + "\n"

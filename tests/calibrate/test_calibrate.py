@@ -190,3 +190,37 @@ def test_the_gate_holds_the_auroc_drops_on_every_set_and_the_agreement_on_its_ow
         Attempt([], {}, metrics(0.0, 0.04), False, 0.0), o)  # the excess on any set counts
     plain = {"delta": {"image_auroc": -0.006, "pixel_auroc": 0.0}, "decision_agreement": 1.0}  # one set
     assert _check(plain, o) == ["image AUROC drop 0.60 pt > 0.50"]
+
+
+def test_expected_agreement_predicts_flips_from_score_noise_where_a_small_set_counts_none():
+    """MTD: 46 real-set images counted 1.000 agreement; the test set agreed on 92.3%. The expected agreement
+    weighs each FP32 score's distance to the threshold against INT8's score noise."""
+    import numpy as np
+
+    from prn_edge.calibrate.run import _check, expected_agreement
+
+    rng = np.random.default_rng(0)
+    t = 0.45
+
+    def results(scores, noise, shift=0.03):
+        fp32 = {"gate": {"scores": scores, "threshold": t}}
+        int8 = {"gate": {"scores": scores + shift + rng.normal(0, noise, len(scores)), "threshold": t}}
+        return fp32, int8
+
+    far = np.concatenate([rng.uniform(0.05, 0.30, 40), rng.uniform(0.70, 0.95, 6)])  # nothing near the threshold
+    e = expected_agreement(*results(far, 0.06), "gate")
+    assert e["expected_agreement"] > 0.97 and e["score_noise"] == pytest.approx(0.06, rel=0.3)
+    dense = rng.normal(t, 0.08, 2000)  # a test set crowded at the threshold, as MTD's
+    fp32, int8 = results(dense, 0.06)
+    e = expected_agreement(fp32, int8, "gate")
+    # the rank-matched threshold absorbs the shift: count flips with INT8's threshold moved by the mean shift
+    observed = np.mean((fp32["gate"]["scores"] >= t) == (int8["gate"]["scores"] >= t + 0.03))
+    assert abs(e["expected_agreement"] - observed) < 0.03 and e["expected_agreement"] < 0.8
+    same = expected_agreement({"gate": {"scores": dense, "threshold": t}}, {"gate": {"scores": dense, "threshold": t}},
+                              "gate")
+    assert same == {"expected_agreement": 1.0, "score_noise": 0.0}
+    # gated beside the counted agreement; 0 turns it off
+    m = {"delta": {"image_auroc": 0.0, "pixel_auroc": 0.0}, "decision_agreement": 1.0, **e}
+    reasons = _check(m, CalibrationOptions())
+    assert len(reasons) == 1 and reasons[0].startswith("expected agreement 0.")
+    assert _check(m, CalibrationOptions(min_expected_agreement=0.0)) == []
