@@ -159,3 +159,31 @@ def test_the_synth_preview_shows_tiles_as_training_takes_them(parts, tmp_path):
     assert main(["synth", "--data", str(parts), "--preview", str(out), "-n", "4", "--variant", "prn-tiny",
                  "--set", "model.input_policy=tiles"]) == 0
     assert read_image(out).shape[1] == 2 * 64  # 2 columns of 64-px tiles: cut, not resized
+
+
+def test_a_tiles_checkpoint_calibrates_to_int8_with_its_gate_on_whole_images(trained, parts, tmp_path):
+    """Calibration takes tiles (calibration set, prototype refit) and the gate judges whole validation images: each
+    map stitched from its tiles at the image's own size, its score the highest tile's, as training validated."""
+    import onnx
+
+    from prn_edge.calibrate.run import CalibrationOptions, calibrate
+    from prn_edge.model.checkpoint import read_checkpoint
+
+    report = calibrate(trained, parts, "t", root=tmp_path, log=lambda m: None,
+                       options=CalibrationOptions(flavour="cpu", size=8, max_attempts=1))
+    meta = read_checkpoint(trained)["meta"]
+    a = report["attempts"][0]["metrics"]
+    held_out = len(meta["validation_shots"])
+    assert held_out >= 1 and report["validation"]["gate"] == "real"
+    normals = len(report["validation"]["normals"])
+    # whole images, not tiles: the real set is the held-out normals and shots, the synthetic set each normal twice
+    assert a["sets"]["real"]["images"] == normals + held_out and a["sets"]["real"]["anomalies"] == held_out
+    assert a["sets"]["synthetic"]["images"] == 2 * normals
+    # FP32 through ONNX Runtime, tiles stitched, scores the same as training's validation of the same images
+    best = next(h for h in meta["history"] if h["step"] == meta["best_step"])
+    for name in ("real", "synthetic"):
+        assert a["sets"][name]["fp32"]["image_auroc"] == pytest.approx(best[name]["image_auroc"], abs=1e-6)
+        assert a["sets"][name]["fp32"]["pixel_auroc"] == pytest.approx(best[name]["pixel_auroc"], abs=2e-3)
+    q = onnx.load(str(tmp_path / "t" / report["artefacts"]["int8"]))
+    assert [n.op_type for n in q.graph.node].count("QuantizeLinear") > 5
+    assert 0.0 <= a["expected_agreement"] <= 1.0 and a["score_noise"] >= 0.0

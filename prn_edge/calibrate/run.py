@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -96,8 +96,10 @@ def gate_metrics(fp32, int8) -> dict:
     from ..verify import compare
 
     d = {k: int8[k] - fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
-    # The one comparator's fields (decisions under the FP32 threshold) ...
-    c = compare(SimpleNamespace(**fp32), SimpleNamespace(**int8))
+    # The one comparator's fields (decisions under the FP32 threshold) ... (every pixel in one vector: with input
+    # policy tiles each map has its image's own size)
+    c = compare(SimpleNamespace(**{**fp32, "maps": _pixels(fp32["maps"])}),
+                SimpleNamespace(**{**int8, "maps": _pixels(int8["maps"])}))
     return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "delta": d,
@@ -160,18 +162,38 @@ def _evaluate(engine_path: Path, sets: dict, gate: str, threads: int = 0, refere
         for name, v in sets.items():
             runs = [eng.infer(v.frames[i:i + b]) for i in range(0, len(v.frames), b)]
             maps, scores = np.concatenate([r.maps for r in runs]), np.concatenate([r.scores for r in runs])
-            out[name] = {"maps": maps, "scores": scores, "decisions": np.concatenate([r.decisions for r in runs]),
-                         "threshold": float(eng.metadata["image_threshold"]), "images": len(scores),
+            if v.grids is not None:  # tiles: each image's map stitched at its own size, its score the highest tile's
+                maps, scores = _stitch(v.grids, maps, scores)
+            threshold = float(eng.metadata["image_threshold"])
+            out[name] = {"maps": maps, "scores": scores, "decisions": decide(scores, eng.metadata),
+                         "threshold": threshold, "images": len(scores),
                          "anomalies": int(v.labels.sum()), "image_auroc": auroc(scores, v.labels),
                          "pixel_auroc": pixel_auroc(maps, v.masks), "aupro": aupro(maps, v.masks)}
     g = out[gate]
-    own = decision_params(g["maps"], g["scores"], sets[gate].masks, sets[gate].labels)
+    own = decision_params(_pixels(g["maps"]), g["scores"], _pixels(sets[gate].masks), sets[gate].labels)
     if reference is not None:
         own["image_threshold"] = rank_matched_threshold(reference[gate]["scores"], reference[gate]["threshold"],
                                                         g["scores"])
     for r in out.values():
         r["decision_params"], r["own_decisions"] = own, decide(r["scores"], own)
     return out
+
+
+def _stitch(grids: list, tile_maps: np.ndarray, tile_scores: np.ndarray) -> tuple[list, np.ndarray]:
+    """Per image: its tiles' maps blended back at its own size (tiling.TileGrid) and its highest tile score, as
+    training validated it and the line decides it (a defect in one tile makes the part defective)."""
+    maps, scores, i = [], [], 0
+    for grid in grids:
+        n = len(grid)
+        maps.append(grid.stitch(tile_maps[i:i + n]))
+        scores.append(float(np.max(tile_scores[i:i + n])))
+        i += n
+    return maps, np.asarray(scores, np.float32)
+
+
+def _pixels(maps) -> np.ndarray:
+    """Every pixel of a stack or a list of maps (images of different sizes), in one vector."""
+    return np.concatenate([np.ravel(m) for m in maps]) if len(maps) else np.zeros(0, np.float32)
 
 
 def _set_deltas(m: dict) -> dict:
@@ -267,12 +289,22 @@ def _new_run_folder(root: Path, run: str) -> tuple[Path, Path]:
 
 @dataclass(frozen=True)
 class _Set:
-    """One validation set: images (RGB, model input size), masks, labels, and the images as camera frames."""
+    """One validation set: images (RGB, model input size), masks, labels, and the images as camera frames. With
+    input policy tiles the images and masks keep their own sizes, `frames` are every image's tiles in order and
+    `grids` each image's tile grid."""
 
     images: list
-    masks: np.ndarray
+    masks: Any  # (N, H, W), or a list of masks at each image's size (tiles)
     labels: np.ndarray
     frames: np.ndarray
+    grids: Optional[list] = None
+
+    @property
+    def inputs(self) -> list:
+        """The images as the model takes them: themselves, or every tile of each (tiles)."""
+        if self.grids is None:
+            return self.images
+        return [t for img, g in zip(self.images, self.grids) for t in g.split(img)]
 
 
 @dataclass(frozen=True)
@@ -289,8 +321,9 @@ class _Validation:
 
     @property
     def images(self) -> list:
-        """Normals and generated anomalies: what sensitivity and speed are measured on."""
-        return self.sets["synthetic"].images
+        """Normals and generated anomalies at the model input (tiles of them with input policy tiles): what
+        sensitivity and speed are measured on."""
+        return self.sets["synthetic"].inputs
 
 
 @dataclass(frozen=True)
@@ -316,28 +349,26 @@ def _prepare(ckpt: Path, data: Path, tmp: Path, o: CalibrationOptions, log: Call
     """The checkpoint's training data (checked to be the data it was trained on), the calibration set, the FP32
     export and its results on the validation split."""
     from ..data.dataset import load_category
-    from ..evaluate.validation import load_normals, split_normals
+    from ..evaluate.validation import load_normals, model_inputs, split_normals
     from ..model.checkpoint import load_model
 
     _, cfg, meta = load_model(ckpt)
-    if cfg.model.input_policy == "tiles":  # the gate below runs whole validation images through the engine
-        raise ConfigError(f"{ckpt} takes tiles at native resolution (model.input_policy tiles): INT8 calibration "
-                          "does not tile its validation images yet, so its accuracy gate could not run. Deploy this "
-                          "model in FP32 (ONNX Runtime or OpenVINO), or train with input_policy stretch/letterbox "
-                          "for INT8")
+    if cfg.model.input_policy == "tiles":
+        log("input policy tiles: calibration, prototype refit and the gate run on tiles at native resolution; "
+            "each validation image's map is stitched from its tiles and its score is its highest tile's")
     cat = load_category(Path(data), num_shots=cfg.train.num_shots, seed=meta.get("data_seed", 0))
     fit_paths, val_paths = split_normals(cat, cfg.train)
     _check_training_data(ckpt, data, fit_paths + val_paths, meta.get("train_images_sha256"), o, log)
     train_shots, val_shots = _checkpoint_shots(cat, cfg, meta, ckpt, o, log)
     calib_paths = select_calibration_set(fit_paths, o.size, o.seed, train_shots, o.defects)
     fp32, spec = _export_fp32(ckpt, tmp, o, log)
-    calib_batches = _model_inputs(load_normals(calib_paths, cfg)[0], spec)
+    calib_batches = _model_inputs(model_inputs(load_normals(calib_paths, cfg)[0], cfg), spec)
     val = _validation(cfg, cat, val_paths, train_shots, val_shots, spec, fp32, threads)
     log("validation: " + ", ".join(f"{name} {len(v.images)} images ({int(v.labels.sum())} anomalies)"
                                    for name, v in val.sets.items())
         + f"; the gate judges the {val.gate} set; calibration: {len(calib_paths)} images")
     fixed = _kept_in_float(fp32, o)
-    fit_batches = _model_inputs(load_normals(fit_paths, cfg)[0], spec) if o.refit_prototypes else None
+    fit_batches = _model_inputs(model_inputs(load_normals(fit_paths, cfg)[0], cfg), spec) if o.refit_prototypes else None
     return _Setup(o, cfg, tmp, fp32, spec, calib_paths, calib_batches, fit_batches, val, fixed, threads, log)
 
 
@@ -413,20 +444,35 @@ def _model_inputs(images: list, spec: InputSpec) -> list[np.ndarray]:
 def _validation(cfg: Config, cat, paths: list, train_shots: list, val_shots: list, spec: InputSpec, fp32: Path,
                 threads: int) -> _Validation:
     """The validation sets as training built them (evaluate.validation), and the FP32 model's results there."""
+    from ..data.fit import defect_tile
     from ..evaluate.validation import (load_held_out_shots, load_normals, load_shot, real_validation_set,
-                                       synth_foreground, validation_set)
+                                       synth_foreground, tiled_validation_set, validation_set)
     from ..runtime.preprocess import rgb_to_frames
+    from ..tiling import TileGrid
 
+    tiles = cfg.model.input_policy == "tiles"
     normals, regions = load_normals(paths, cfg)
     shots = [load_shot(x, cfg) for x in train_shots]
-    sets = {"synthetic": validation_set(normals, regions, cfg.synth, cfg.model.hw, shots, None,
-                                        synth_foreground(cfg, cat), cfg.train.seed)}
+    foreground, hw, seed = synth_foreground(cfg, cat), cfg.model.hw, cfg.train.seed
+    if tiles:  # as training built it: each shot enters as one tile that holds its defect (trainer.train)
+        shot_rng = np.random.default_rng(seed + 31)
+        shots = [defect_tile(img, m, hw, shot_rng)[:2] for img, m in shots]
+        sets = {"synthetic": tiled_validation_set(normals, cfg.synth, hw, shots, None, foreground, seed)}
+    else:
+        sets = {"synthetic": validation_set(normals, regions, cfg.synth, hw, shots, None, foreground, seed)}
     real, _ = load_held_out_shots(val_shots, cfg)
     if real:
         images, masks, labels = real_validation_set(normals, [(img, m) for _, img, m in real])
-        sets["real"] = (images, np.stack(masks), labels)
-    sets = {name: _Set(images, masks, labels, rgb_to_frames(images, spec)) for name, (images, masks, labels)
-            in sets.items()}
+        sets["real"] = (images, masks if tiles else np.stack(masks), labels)
+
+    def as_set(images, masks, labels) -> _Set:
+        if not tiles:
+            return _Set(images, masks, labels, rgb_to_frames(images, spec))
+        grids = [TileGrid(img.shape[0], img.shape[1], *hw) for img in images]
+        tiles_ = [t for img, g in zip(images, grids) for t in g.split(img)]
+        return _Set(images, masks, labels, rgb_to_frames(tiles_, spec), grids)
+
+    sets = {name: as_set(*data) for name, data in sets.items()}
     gate = "real" if "real" in sets else "synthetic"
     return _Validation(paths, sets, gate, [x for x, _, _ in real], _evaluate(fp32, sets, gate, threads))
 

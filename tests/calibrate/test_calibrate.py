@@ -8,7 +8,6 @@ from prn_edge.calibrate.dataset import select_calibration_set
 from prn_edge.calibrate.run import CalibrationOptions, calibrate
 from prn_edge.errors import ConfigError, DataError
 from prn_edge.artefact import read_metadata
-from prn_edge.cli import main
 
 
 @pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
@@ -137,17 +136,6 @@ def test_another_categorys_data_is_refused_unless_forced(trained, tmp_path):
     calibrate(ckpt, other, "forced", root=tmp_path / "cal", log=logs.append,
               options=CalibrationOptions(size=8, max_attempts=1, force_data=True))
     assert any("WARNING" in m and "--force-data" in m for m in logs)
-
-
-def test_a_tiles_checkpoint_is_refused_before_anything_is_written(trained, tmp_path):
-    """A tiles model's gate would need tiled validation images: refused with what to do, no run folder left."""
-    ckpt, data = trained
-    cfg_ckpt = tmp_path / "tiles.pt"
-    assert main(["train", "--variant", "prn-tiny", "--data", str(data), "--out", str(cfg_ckpt), "--quiet",
-                 "--set", "train.steps=2", "--set", "model.input_policy=tiles"]) == 0
-    with pytest.raises(ConfigError, match="input_policy tiles.*FP32"):
-        calibrate(cfg_ckpt, data, "t", root=tmp_path / "cal", log=lambda m: None)
-    assert not (tmp_path / "cal" / "t").exists()
 
 
 def test_the_kept_attempt_is_the_one_closest_to_the_gate():
