@@ -26,9 +26,9 @@ from ..data.synth.anomalies import AnomalyGenerator
 from ..data.synth.textures import load_texture_dir
 from ..errors import CheckpointError
 from ..evaluate.thresholds import checkpoint_decision
-from ..evaluate.validation import (load_held_out_shots, load_normals, load_shot, model_inputs, real_validation_set,
-                                   selection_metric, split_normals, split_shots, synth_foreground,
-                                   tiled_validation_set, validate, validate_all, validation_set)
+from ..evaluate.validation import (StepSelection, load_held_out_shots, load_normals, load_shot, model_inputs,
+                                   real_validation_set, selection_metric, split_normals, split_shots,
+                                   synth_foreground, tiled_validation_set, validate, validate_all, validation_set)
 from ..artefact.files import files_sha256
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.inference import to_tensor
@@ -113,12 +113,12 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
 
     model, backbone_info = build_prn(cfg.model, count_inputs(fit_paths, cfg), backbone_weights)
     opt = torch.optim.AdamW(model.head_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    start, best, history = 0, (-math.inf, 0, None), []
+    start, history, selection = 0, [], StepSelection()
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
-        best = (state["best_metric"], state["best_step"], None)
+        selection = StepSelection(history)
         torch.set_rng_state(state["torch_rng"])
         rng = np.random.default_rng(tc.seed + start)
         log(f"resumed from {last_path} at step {start}")
@@ -184,22 +184,23 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             v = validate_all(model, val_sets)
             model.train()
             history.append({"step": done, "loss": float(loss.item()), **v})
-            metric = selection_metric(v)
+            keep = selection.offer(done, v)
             bar.write(f"step {done}: " + ", ".join(f"{name} val image AUROC {v[name]['image_auroc']:.4f}, pixel AP "
-                                                   f"{v[name]['pixel_ap']:.4f}" for name in val_sets))
-            if metric > best[0]:
-                best = (metric, done, v)
+                                                   f"{v[name]['pixel_ap']:.4f}" for name in val_sets)
+                      + f"; selection {selection_metric(v):.4f} (best {selection.best:.4f} +- "
+                        f"{selection.tolerance:.4f}): " + ("kept" if keep else "not kept"))
+            if keep:
                 save_checkpoint(Path(out), model, cfg,
                                 {**meta, **checkpoint_decision(v), "best_step": done, "history": history})
             save_checkpoint(last_path, model, cfg, meta, extra={
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history, "best_metric": best[0],
-                "best_step": best[1], "torch_rng": torch.get_rng_state()})
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history, "best_metric": selection.best,
+                "best_step": selection.kept, "torch_rng": torch.get_rng_state()})
     bar.close()
     if "real" in val_sets and fused:
         choose_fusion(model, Path(out), val_sets["real"], log)
     seconds = time.time() - t0
-    best_v = best[2] if best[2] is not None else next(h for h in history if h["step"] == best[1])
-    return TrainResult(Path(out), best[1], best_v, seconds, tc.steps, cat.name)
+    best_v = next(h for h in history if h["step"] == selection.kept)
+    return TrainResult(Path(out), selection.kept, best_v, seconds, tc.steps, cat.name)
 
 
 DEFAULT_FUSION = ModelConfig.distance_fusion

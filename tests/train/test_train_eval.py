@@ -6,6 +6,7 @@ import pytest
 
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
+from prn_edge.evaluate.validation import StepSelection
 from prn_edge.model.checkpoint import read_checkpoint
 from prn_edge.artefact import normalize_scores
 
@@ -139,6 +140,9 @@ def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, 
     assert len(meta["shots"]) == 6 and not set(meta["shots"]) & set(meta["validation_shots"])
     best = next(h for h in meta["history"] if h["step"] == meta["best_step"])
     assert best["source"] == "real" and set(best) >= {"real", "synthetic"}
+    # the step kept is the one the selection rule keeps over the run's history (latest within the real set's noise)
+    assert meta["best_step"] == StepSelection(meta["history"]).kept
+    assert best["real"]["n_anomalous"] == 2 and best["real"]["n_normal"] >= 2
     # the configured fusion ("mean") and the decoder's score ("max") compete on the held-out real defects and the
     # better is kept (a tie keeps the configured one); the distance is never dropped; the thresholds are those of
     # the chosen map on the real defects
