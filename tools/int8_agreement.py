@@ -50,7 +50,9 @@ def agreement(run: Path, data: Path, threads: int = 2, allow_failed_gate: bool =
             c = compare(ref, r)
             out[label] = {"backend": eng.backend, "images": len(labels), "image_auroc": auroc(r.scores, labels),
                           "decision_agreement": c["decision_agreement"], "map_correlation": c["map_correlation"],
-                          "anomalous": c["anomalous_candidate"], "accuracy_gate": eng.metadata.get("accuracy_gate")}
+                          "anomalous": c["anomalous_candidate"], "accuracy_gate": eng.metadata.get("accuracy_gate"),
+                          "image_threshold": float(eng.metadata["image_threshold"]),
+                          "scores": [round(float(x), 6) for x in r.scores]}  # to try other thresholds on
     return out
 
 

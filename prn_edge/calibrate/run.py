@@ -25,6 +25,7 @@ from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, InputSpec, decide, new_ma
                         write_metadata)
 from ..config import Config
 from ..errors import ConfigError
+from ..evaluate.validation import pixels
 from .dataset import describe_files, select_calibration_set
 from .nncf_quantize import NNCFSettings, check_installed, quantize_nncf
 from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
@@ -98,13 +99,13 @@ def gate_metrics(fp32, int8) -> dict:
     d = {k: int8[k] - fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
     # The one comparator's fields (decisions under the FP32 threshold) ... (every pixel in one vector: with input
     # policy tiles each map has its image's own size)
-    c = compare(SimpleNamespace(**{**fp32, "maps": _pixels(fp32["maps"])}),
-                SimpleNamespace(**{**int8, "maps": _pixels(int8["maps"])}))
+    c = compare(SimpleNamespace(**{**fp32, "maps": pixels(fp32["maps"])}),
+                SimpleNamespace(**{**int8, "maps": pixels(int8["maps"])}))
     return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "delta": d,
-            # ... and the gate's own: each artefact decides with its own threshold (INT8's at the FP32 threshold's
-            # rank on the same validation split); the agreement under the FP32 threshold itself shows how much of
+            # ... and the gate's own: each artefact decides with its own threshold (INT8's the FP32 threshold moved
+            # by the median score change over the validation images); the agreement under the FP32 threshold itself shows how much of
             # the difference is a score shift.
             "decision_agreement": float(np.mean(fp32["decisions"] == int8["own_decisions"])),
             "decision_agreement_fp32_threshold": c["decision_agreement"],
@@ -124,7 +125,7 @@ def expected_agreement(fp32: dict, int8: dict, gate: str) -> dict:
     """The decision agreement INT8's score noise lets one expect at FP32's operating point.
 
     INT8 moves each image score by some noise (its standard deviation over every validation image, after the
-    mean shift the rank-matched threshold absorbs). An image whose FP32 score lies |s - t| from the threshold t
+    mean shift; the INT8 threshold moves with the median one). An image whose FP32 score lies |s - t| from the threshold t
     flips with probability Phi(-|s - t| / sigma); the expected agreement is one minus the mean flip probability
     over the gate set's FP32 scores. Unlike counting flips on a few dozen images, it does not read 1.000 when no
     image happened to sit close to the threshold: on Magnetic Tile Defect 46 real-set images counted 1.000 while
@@ -150,50 +151,42 @@ def gate_metrics_by_set(fp32: dict, int8: dict, gate: str) -> dict:
 def _evaluate(engine_path: Path, sets: dict, gate: str, threads: int = 0, reference: Optional[dict] = None) -> dict:
     """The engine's results on each validation set (name -> _Set), and its own decision parameters from the `gate`
     set (the training rule: the set the artefact's thresholds were chosen on), applied to every set; with a
-    `reference` (the FP32 results), its image threshold sits where the reference's artefact threshold (the one
-    its `decisions` use) ranks on the same gate images instead."""
+    `reference` (the FP32 results), its image threshold is the reference's artefact threshold (the one its
+    `decisions` use) moved by the median score change over every validation image (shift_matched_threshold;
+    the threshold at the same rank on the gate images is reported beside it)."""
     from ..evaluate.metrics import aupro, auroc, pixel_auroc
     from ..runtime import open_engine
-    from ..evaluate.thresholds import decision_params, rank_matched_threshold
+    from ..evaluate.thresholds import decision_params, rank_matched_threshold, shift_matched_threshold
+    from ..runtime.preprocess import rgb_to_frames
+    from ..tiling import predict_in_tiles
 
     out = {}
     with open_engine(engine_path, threads=threads or None) as eng:
         b = eng.input_spec.batch or 8
+
+        def infer(images: list) -> tuple[np.ndarray, np.ndarray]:
+            frames = rgb_to_frames(images, eng.input_spec)
+            runs = [eng.infer(frames[i:i + b]) for i in range(0, len(frames), b)]
+            return np.concatenate([r.maps for r in runs]), np.concatenate([r.scores for r in runs])
+
         for name, v in sets.items():
-            runs = [eng.infer(v.frames[i:i + b]) for i in range(0, len(v.frames), b)]
-            maps, scores = np.concatenate([r.maps for r in runs]), np.concatenate([r.scores for r in runs])
-            if v.grids is not None:  # tiles: each image's map stitched at its own size, its score the highest tile's
-                maps, scores = _stitch(v.grids, maps, scores)
+            # tiles: each image's map stitched at its own size, its score the highest tile's, as training validated
+            maps, scores = infer(v.images) if v.tile_hw is None else predict_in_tiles(infer, v.images, v.tile_hw)
             threshold = float(eng.metadata["image_threshold"])
             out[name] = {"maps": maps, "scores": scores, "decisions": decide(scores, eng.metadata),
                          "threshold": threshold, "images": len(scores),
                          "anomalies": int(v.labels.sum()), "image_auroc": auroc(scores, v.labels),
                          "pixel_auroc": pixel_auroc(maps, v.masks), "aupro": aupro(maps, v.masks)}
     g = out[gate]
-    own = decision_params(_pixels(g["maps"]), g["scores"], _pixels(sets[gate].masks), sets[gate].labels)
-    if reference is not None:
-        own["image_threshold"] = rank_matched_threshold(reference[gate]["scores"], reference[gate]["threshold"],
-                                                        g["scores"])
+    own = decision_params(pixels(g["maps"]), g["scores"], pixels(sets[gate].masks), sets[gate].labels)
+    if reference is not None:  # the reference's operating point, moved as the scores moved on every validation image
+        t = reference[gate]["threshold"]
+        own["image_threshold"] = shift_matched_threshold(
+            np.concatenate([reference[n]["scores"] for n in out]), np.concatenate([out[n]["scores"] for n in out]), t)
+        own["image_threshold_rank_matched"] = rank_matched_threshold(reference[gate]["scores"], t, g["scores"])
     for r in out.values():
         r["decision_params"], r["own_decisions"] = own, decide(r["scores"], own)
     return out
-
-
-def _stitch(grids: list, tile_maps: np.ndarray, tile_scores: np.ndarray) -> tuple[list, np.ndarray]:
-    """Per image: its tiles' maps blended back at its own size (tiling.TileGrid) and its highest tile score, as
-    training validated it and the line decides it (a defect in one tile makes the part defective)."""
-    maps, scores, i = [], [], 0
-    for grid in grids:
-        n = len(grid)
-        maps.append(grid.stitch(tile_maps[i:i + n]))
-        scores.append(float(np.max(tile_scores[i:i + n])))
-        i += n
-    return maps, np.asarray(scores, np.float32)
-
-
-def _pixels(maps) -> np.ndarray:
-    """Every pixel of a stack or a list of maps (images of different sizes), in one vector."""
-    return np.concatenate([np.ravel(m) for m in maps]) if len(maps) else np.zeros(0, np.float32)
 
 
 def _set_deltas(m: dict) -> dict:
@@ -289,22 +282,13 @@ def _new_run_folder(root: Path, run: str) -> tuple[Path, Path]:
 
 @dataclass(frozen=True)
 class _Set:
-    """One validation set: images (RGB, model input size), masks, labels, and the images as camera frames. With
-    input policy tiles the images and masks keep their own sizes, `frames` are every image's tiles in order and
-    `grids` each image's tile grid."""
+    """One validation set: images (RGB, model input size), masks, labels. With input policy tiles (`tile_hw`
+    set) the images and masks keep their own sizes and are predicted in tiles (tiling.predict_in_tiles)."""
 
     images: list
     masks: Any  # (N, H, W), or a list of masks at each image's size (tiles)
     labels: np.ndarray
-    frames: np.ndarray
-    grids: Optional[list] = None
-
-    @property
-    def inputs(self) -> list:
-        """The images as the model takes them: themselves, or every tile of each (tiles)."""
-        if self.grids is None:
-            return self.images
-        return [t for img, g in zip(self.images, self.grids) for t in g.split(img)]
+    tile_hw: Optional[tuple] = None
 
 
 @dataclass(frozen=True)
@@ -318,12 +302,8 @@ class _Validation:
     gate: str  # the set the gate judges: "real" when there is one
     real_shots: list  # the held-out shots in the real set
     fp32: dict  # _evaluate of the FP32 model
-
-    @property
-    def images(self) -> list:
-        """Normals and generated anomalies at the model input (tiles of them with input policy tiles): what
-        sensitivity and speed are measured on."""
-        return self.sets["synthetic"].inputs
+    images: list  # the synthetic set at the model input (every tile of it with input policy tiles): what
+    # sensitivity and speed are measured on
 
 
 @dataclass(frozen=True)
@@ -445,10 +425,8 @@ def _validation(cfg: Config, cat, paths: list, train_shots: list, val_shots: lis
                 threads: int) -> _Validation:
     """The validation sets as training built them (evaluate.validation), and the FP32 model's results there."""
     from ..data.fit import defect_tile
-    from ..evaluate.validation import (load_held_out_shots, load_normals, load_shot, real_validation_set,
-                                       synth_foreground, tiled_validation_set, validation_set)
-    from ..runtime.preprocess import rgb_to_frames
-    from ..tiling import TileGrid
+    from ..evaluate.validation import (load_held_out_shots, load_normals, load_shot, model_inputs,
+                                       real_validation_set, synth_foreground, tiled_validation_set, validation_set)
 
     tiles = cfg.model.input_policy == "tiles"
     normals, regions = load_normals(paths, cfg)
@@ -465,16 +443,10 @@ def _validation(cfg: Config, cat, paths: list, train_shots: list, val_shots: lis
         images, masks, labels = real_validation_set(normals, [(img, m) for _, img, m in real])
         sets["real"] = (images, masks if tiles else np.stack(masks), labels)
 
-    def as_set(images, masks, labels) -> _Set:
-        if not tiles:
-            return _Set(images, masks, labels, rgb_to_frames(images, spec))
-        grids = [TileGrid(img.shape[0], img.shape[1], *hw) for img in images]
-        tiles_ = [t for img, g in zip(images, grids) for t in g.split(img)]
-        return _Set(images, masks, labels, rgb_to_frames(tiles_, spec), grids)
-
-    sets = {name: as_set(*data) for name, data in sets.items()}
+    sets = {name: _Set(*data, hw if tiles else None) for name, data in sets.items()}
     gate = "real" if "real" in sets else "synthetic"
-    return _Validation(paths, sets, gate, [x for x, _, _ in real], _evaluate(fp32, sets, gate, threads))
+    return _Validation(paths, sets, gate, [x for x, _, _ in real], _evaluate(fp32, sets, gate, threads),
+                       model_inputs(sets["synthetic"].images, cfg))
 
 
 def _kept_in_float(fp32: Path, o: CalibrationOptions) -> list[str]:
@@ -626,7 +598,7 @@ def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
 
 def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
     """The INT8 artefact carries its own decision parameters from its validation scores (the image threshold at
-    the FP32 threshold's rank, the pixel threshold and score spread by the training rule; see _evaluate) and the
+    the FP32 threshold moved as the scores moved, the pixel threshold and score spread by the training rule; see _evaluate) and the
     result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
     import onnx
 

@@ -140,9 +140,9 @@ def real_validation_set(normals: list[np.ndarray], defects: list[tuple[np.ndarra
     return images, masks, np.array([0] * len(normals) + [1] * len(defects))
 
 
-def _pixels(maps) -> np.ndarray:
+def pixels(maps) -> np.ndarray:
     """Every pixel of a stack or a list of maps (images of different sizes), in one vector."""
-    return np.concatenate([np.ravel(m) for m in maps])
+    return np.concatenate([np.ravel(m) for m in maps]) if len(maps) else np.zeros(0, np.float32)
 
 
 def validate(model: PRN, images, masks, labels: np.ndarray) -> dict:
@@ -150,7 +150,7 @@ def validate(model: PRN, images, masks, labels: np.ndarray) -> dict:
     map blended back at its own resolution and its score the highest tile score (prn_edge.model.inference)."""
     tiles = model.cfg.input_policy == "tiles"
     maps, scores = predict_tiled(model, images) if tiles else predict(model, images)
-    maps, truth = _pixels(maps), _pixels(masks) > 0.5
+    maps, truth = pixels(maps), pixels(masks) > 0.5
     return {"image_auroc": auroc(scores, labels),
             "n_normal": int((labels == 0).sum()), "n_anomalous": int((labels == 1).sum()),
             "pixel_ap": average_precision(maps, truth),
