@@ -72,21 +72,9 @@ class SharedEngine:
             self._thread = None
         self.engine.__exit__(None, None, None)
 
-    def swap(self, new: Any) -> None:
-        """Hot swap for every line sharing this engine (see Line.swap_engine): open, check, warm up, then take
-        over between two calls; on any failure the old engine keeps running and LineError says why."""
-        from .engine import engine_input
-        from .errors import LineError
-
-        opened = new.__enter__() or new
-        try:
-            spec = engine_input(opened)
-            if spec != engine_input(self.engine):
-                raise LineError(f"it takes {spec}, the running one {engine_input(self.engine)}")
-            run_engine(opened, np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))
-        except Exception as e:
-            opened.__exit__(None, None, None)
-            raise LineError(f"hot swap of the shared engine refused: {e}") from e
+    def take_over(self, opened: Any) -> None:
+        """Hot swap for every line sharing this engine (see Line.swap_engine): `opened` (opened, checked and warmed
+        up by the swapping line's EngineSlot) answers from the next call on; the old engine is closed."""
         with self._engine_lock:
             old, self.engine = self.engine, opened
         old.__exit__(None, None, None)

@@ -100,18 +100,14 @@ class EngineSlot:
         if label == self.artefact:  # the same artefact (a reload that changed other keys): nothing to swap
             log.info("line %s: the engine artefact %s is unchanged; no swap", self._line, label)
             return {"from": label, "to": label, "unchanged": True}
-        shared = getattr(self.engine, "_shared", None)
-        if shared is not None:  # a SharedEngine client: swap the engine every sharing line uses
-            try:
-                shared.swap(new)
-            except LineError:
-                self._metrics.engine_swaps.labels("failed").inc()
-                raise
-            self.note_swap(label)
-            return {"from": "shared", "to": label}
         t0 = time.monotonic()
         opened = self._prepare(new, label, warm_up)
         t_ready = time.monotonic()
+        shared = getattr(self.engine, "_shared", None)
+        if shared is not None:  # a SharedEngine client: the engine every sharing line uses is swapped
+            shared.take_over(opened)
+            self.note_swap(label)
+            return {"from": "shared", "to": label, "prepare_s": round(t_ready - t0, 3)}
         old_label = self.artefact
         old = self.note_swap(label, opened)
         try:

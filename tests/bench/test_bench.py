@@ -43,6 +43,8 @@ def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, caps
     assert f"ort-dyn: backend onnxruntime, providers {','.join(engine['providers'])}, threads 1" in printed
     assert rep["machine"]["cores"] and rep["machine"]["matmul_peak_gflops"] > 0
     assert rep["gemm_peak"]["threads"] == 1 and "% GEMM peak" in out.with_suffix(".md").read_text()
+    # the peak reported is the one measured beside the rounds (batches 1 and 2, 5 rounds each), not a new one
+    assert rep["gemm_peak"]["rounds"] == 10
     assert rep["machine"]["versions"]["onnxruntime"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| ort-dyn | onnxruntime | fp32 | 2 |" in out.with_suffix(".md").read_text()

@@ -94,3 +94,41 @@ def test_configs_sharing_an_engine_file_get_one_shared_engine(tmp_path, monkeypa
     gpu = line_config({**base, "name": "d", "engine": {"path": str(tmp_path / "m.onnx"), "options": {"providers": "cuda"}}})
     lines, shared = build_lines([cfgs[0], cfgs[1], gpu])
     assert len(shared) == 1 and not hasattr(lines[2].engine, "_shared")
+
+
+def test_a_hot_swap_on_one_line_swaps_the_engine_every_sharing_line_calls(demo_category):
+    import time
+
+    from prn_edge.line import LineError
+
+    old = CountingEngine(64, 64, 3, score_fn=lambda f: 0.0, delay_s=0.002)  # everything good
+    new = CountingEngine(64, 64, 3, score_fn=lambda f: 1.0, delay_s=0.002)  # everything rejected
+    shared = SharedEngine(old, max_batch=4, wait_s=0.005)
+    recs = [RecordingOutput(f"rec{i}") for i in range(2)]
+    lines = [Line(SyntheticConveyor(demo_category, rate_hz=40.0, parts=60, seed=i), shared.client(), [recs[i]],
+                  Budget.from_line(deadline_s=0.1), LoopOptions(warmup=1), name=f"cam{i}") for i in range(2)]
+    result, errors = {}, []
+
+    def swap():
+        while len(recs[0].parts) < 15:
+            time.sleep(0.005)
+        try:  # an engine that takes other frames is refused and the old one keeps answering
+            lines[0].swap_engine(CountingEngine(32, 32, 3), "wrong.onnx")
+        except LineError as e:
+            errors.append(str(e))
+        result.update(lines[0].swap_engine(new, "new.onnx@abc"))
+
+    threads = [threading.Thread(target=lines[i].run) for i in range(2)] + [threading.Thread(target=swap)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(errors) == 1 and "refused" in errors[0] and "32" in errors[0]
+    assert result["from"] == "shared" and result["to"] == "new.onnx@abc"
+    assert shared.engine is new and new.opened == 1 and old.opened == 1
+    for rec in recs:  # both lines: good before the swap, rejected after; no part undecided
+        parts = sorted((p for p in rec.parts if not p.decision.fail_safe), key=lambda p: p.seq)
+        verdicts = [p.decision.verdict for p in parts]
+        switch = verdicts.index("reject")
+        assert len(rec.parts) == 60 and 0 < switch < 60
+        assert set(verdicts[:switch]) == {"good"} and set(verdicts[switch:]) == {"reject"}
