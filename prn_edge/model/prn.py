@@ -305,7 +305,8 @@ class PRN(nn.Module):
         """(map, image score) by model.distance_fusion:
         "logit": the map is the sigmoid of the mean of the decoder's and the distance's calibrated logits, the score
         pools it (a geometric-mean-like AND: where one part is confident and the other sure of normal, the pixel
-        stays in between; docs/real-data.md has it against "mean");
+        stays in between; on KolektorSDD zero-shot this kept the decoder's noise on normal texture out better than
+        the mean of probabilities, docs/real-data.md);
         "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
         "max": the map is their maximum, the score pools the decoder's map alone;
         "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.

@@ -143,19 +143,19 @@ def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, 
     # the step kept is the one the selection rule keeps over the run's history (latest within the real set's noise)
     assert meta["best_step"] == StepSelection(meta["history"]).kept
     assert best["real"]["n_anomalous"] == 2 and best["real"]["n_normal"] >= 2
-    # the configured fusion ("mean") and the decoder's score ("max") compete on the held-out real defects and the
+    # the configured fusion ("logit") and the decoder's score ("max") compete on the held-out real defects and the
     # better is kept (a tie keeps the configured one); the distance is never dropped; the thresholds are those of
     # the chosen map on the real defects
     choice = meta["fusion_choice"]
-    assert set(choice) == {"chosen", "mean", "max"}
-    assert choice["chosen"] == max(("mean", "max"),
-                                   key=lambda m: (round(choice[m]["selection_metric"], 6), m == "mean"))
-    for m in ("mean", "max"):
+    assert set(choice) == {"chosen", "logit", "max"}
+    assert choice["chosen"] == max(("logit", "max"),
+                                   key=lambda m: (round(choice[m]["selection_metric"], 6), m == "logit"))
+    for m in ("logit", "max"):
         v = choice[m]
         assert v["selection_metric"] == pytest.approx((v["image_auroc"] + v["pixel_auroc"] + v["pixel_ap"]) / 3)
     assert read_checkpoint(out)["config"]["model"]["distance_fusion"] == choice["chosen"]
     assert meta["image_threshold"] == pytest.approx(choice[choice["chosen"]]["image_threshold"])
-    if choice["chosen"] == "mean":  # as validated during training
+    if choice["chosen"] == "logit":  # as validated during training
         assert meta["image_threshold"] == best["real"]["image_threshold"]
     js = tmp_path / "v.json"
     assert main(["eval", str(out), "--data", str(more_shots), "--json", str(js), "--quiet"]) == 0
