@@ -188,7 +188,8 @@ def test_keep_float_list_of_a_real_exported_model(exported, tmp_path):
     assert record.distance == ("/distance/",)  # the tiny model fuses the prototype distance into its map
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
     assert record.tail[0] == convs[-1] == "/decoder/out/Conv" and record.tail == tuple(names[names.index(convs[-1]):])
-    assert {"/Sigmoid", "/TopK", "/ReduceMean", "/distance/Sigmoid"} <= set(record.tail)
+    # the fused map (the default "logit": the decoder's and the distance's calibrated logits, averaged) and its score
+    assert {"/Sigmoid", "/TopK", "/ReduceMean", "/distance/Sub", "/distance/Div_1"} <= set(record.tail)
     assert all(any(s in n for s in record.scopes) for n in record.search) and "/prototypes.1/MatMul" in record.search
     assert not any(n.startswith("/encoder/") for n in record.nodes)
     # on the graph as exported, the record is the rule artefacts without one get
