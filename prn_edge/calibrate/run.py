@@ -104,9 +104,9 @@ def gate_metrics(fp32, int8) -> dict:
     return {"fp32": {k: fp32[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "int8": {k: int8[k] for k in ("image_auroc", "pixel_auroc", "aupro")},
             "delta": d,
-            # ... and the gate's own: each artefact decides with its own threshold (INT8's the FP32 threshold moved
-            # by the median score change over the validation images); the agreement under the FP32 threshold itself shows how much of
-            # the difference is a score shift.
+            # ... and the gate's own: each artefact decides with its own threshold (INT8's: the FP32 threshold
+            # moved by the median score change over the validation images); the agreement under the FP32 threshold
+            # itself shows how much of the difference is a score shift.
             "decision_agreement": float(np.mean(fp32["decisions"] == int8["own_decisions"])),
             "decision_agreement_fp32_threshold": c["decision_agreement"],
             "int8_decision": int8["decision_params"],
@@ -125,12 +125,12 @@ def expected_agreement(fp32: dict, int8: dict, gate: str) -> dict:
     """The decision agreement INT8's score noise lets one expect at FP32's operating point.
 
     INT8 moves each image score by some noise (its standard deviation over every validation image, after the
-    mean shift; the INT8 threshold moves with the median one). An image whose FP32 score lies |s - t| from the threshold t
-    flips with probability Phi(-|s - t| / sigma); the expected agreement is one minus the mean flip probability
-    over the gate set's FP32 scores. Unlike counting flips on a few dozen images, it does not read 1.000 when no
-    image happened to sit close to the threshold: on Magnetic Tile Defect 46 real-set images counted 1.000 while
-    the test set (573 images) agreed on 92.3%; this estimate, applied to the test set's FP32 scores, said 90.8%
-    (docs/openvino-int8.md)."""
+    mean shift; the INT8 threshold moves with the median one). An image whose FP32 score lies |s - t| from the
+    threshold t flips with probability Phi(-|s - t| / sigma); the expected agreement is one minus the mean flip
+    probability over the gate set's FP32 scores. Unlike counting flips on a few dozen images, it does not read 1.000
+    when no image happened to sit close to the threshold: on Magnetic Tile Defect 46 real-set images counted 1.000
+    while the test set (573 images) agreed on 92.3%; this estimate, applied to the test set's FP32 scores, said
+    90.8% (docs/openvino-int8.md)."""
     diffs = np.concatenate([np.asarray(int8[n]["scores"], float) - np.asarray(fp32[n]["scores"], float) for n in fp32])
     sigma = float(np.std(diffs))
     scores, t = np.asarray(fp32[gate]["scores"], float), float(fp32[gate]["threshold"])
@@ -597,9 +597,9 @@ def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
 
 
 def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
-    """The INT8 artefact carries its own decision parameters from its validation scores (the image threshold at
-    the FP32 threshold moved as the scores moved, the pixel threshold and score spread by the training rule; see _evaluate) and the
-    result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
+    """The INT8 artefact carries its own decision parameters from its validation scores (the image threshold: the
+    FP32 threshold moved as the scores moved; the pixel threshold and score spread by the training rule; see
+    _evaluate) and the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
     import onnx
 
     values = {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
