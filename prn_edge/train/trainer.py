@@ -193,8 +193,9 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                 save_checkpoint(Path(out), model, cfg,
                                 {**meta, **checkpoint_decision(v), "best_step": done, "history": history})
             save_checkpoint(last_path, model, cfg, meta, extra={
+                # the kept step is not stored: resume replays the history through StepSelection
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done, "history": history,
-                "best_metric": selection.best, "best_step": selection.kept, "torch_rng": torch.get_rng_state()})
+                "torch_rng": torch.get_rng_state()})
     bar.close()
     if "real" in val_sets and fused:
         choose_fusion(model, Path(out), val_sets["real"], log)
