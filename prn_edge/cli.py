@@ -194,6 +194,7 @@ def cmd_calibrate(args) -> int:
     opts = CalibrationOptions(flavour=args.flavour, method=args.method, size=args.size, defects=args.defects,
                               seed=args.seed, max_attempts=args.max_attempts,
                               refit_prototypes=not args.no_refit_prototypes, keep_float=tuple(args.keep_float),
+                              quantize_input_layer=args.quantize_input_layer,
                               sensitivity=args.sensitivity,
                               max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
                               min_decision_agreement=args.min_agreement,
@@ -517,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=COUNT, default=4)
     p.add_argument("--keep-float", nargs="*", default=[], metavar="PREFIX",
                    help="node-name prefixes kept in float in every attempt, e.g. /decoder/ /msa")
+    p.add_argument("--quantize-input-layer", action="store_true",
+                   help="quantize the first convolution too (default: it stays float; 8 bits re-grid the "
+                        "normalized camera image)")
     p.add_argument("--sensitivity", default="groups", choices=["groups", "sqnr"],
                    help="fallback ranking: each layer group's effect on the map (default), or per-node SQNR")
     p.add_argument("--no-refit-prototypes", action="store_true",

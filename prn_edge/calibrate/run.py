@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..evaluate.validation import pixels
 from .dataset import describe_files, select_calibration_set
 from .nncf_quantize import NNCFSettings, check_installed, quantize_nncf
-from .quantize import FLAVOURS, METHODS, float_by_design, prepare, quantizable_nodes, quantize_qdq
+from .quantize import FLAVOURS, METHODS, float_by_design, input_layer, prepare, quantizable_nodes, quantize_qdq
 from .refit import refit_prototypes
 from .sensitivity import layer_groups, rank_sensitive_groups, rank_sensitive_nodes
 
@@ -49,6 +49,8 @@ class CalibrationOptions:
     max_attempts: int = 4  # first try + fallbacks that keep 2, 4, 8 ... sensitive layers in float
     refit_prototypes: bool = True  # k-means the prototypes again on the INT8 encoder's features (refit.py)
     keep_float: tuple = ()  # node-name prefixes kept in float in every attempt (e.g. "/decoder/")
+    # The first convolution and the nodes before it stay float unless this is set (quantize.input_layer)
+    quantize_input_layer: bool = False
     # How fallbacks choose what to keep in float: "groups" measures each layer group's effect on the anomaly
     # map (one quantization per group); "sqnr" ranks single nodes by their local quantization noise (cheap).
     sensitivity: str = "groups"
@@ -450,10 +452,11 @@ def _validation(cfg: Config, cat, paths: list, train_shots: list, val_shots: lis
 
 
 def _kept_in_float(fp32: Path, o: CalibrationOptions) -> list[str]:
-    """Nodes no attempt quantizes: those float by design, and those under the --keep-float prefixes."""
-    fixed = float_by_design(fp32)
+    """Nodes no attempt quantizes: those float by design, the input layer (unless --quantize-input-layer), and
+    those under the --keep-float prefixes."""
+    fixed = float_by_design(fp32) + ([] if o.quantize_input_layer else input_layer(fp32))
     if not o.keep_float:
-        return fixed
+        return sorted(set(fixed))
     import onnx
 
     chosen = [n.name for n in onnx.load(str(fp32)).graph.node if n.name.startswith(tuple(o.keep_float))]
@@ -493,6 +496,7 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
     q_path = s.tmp / f"model.int8.try{a}{_int8_suffix(o.flavour)}"
     qinfo = _quantize(s, q_path, s.fixed + excluded)
     qinfo["float_by_design"] = len(s.fixed)
+    qinfo["input_layer_float"] = not o.quantize_input_layer
     if s.fit_batches is not None:
         qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
     m = gate_metrics_by_set(s.val.fp32, _evaluate(q_path, s.val.sets, s.val.gate, s.threads, reference=s.val.fp32),

@@ -36,6 +36,12 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
         zps = {i.name: i for i in q.graph.initializer if i.name.endswith("_zero_point")}
         assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps.values())
         assert all(not any(onnx.numpy_helper.to_array(z).ravel()) for z in zps.values())
+    # the first convolution sees the normalized image in float (its input is no DequantizeLinear's output), the
+    # next convolutions are quantized
+    convs = [n for n in q.graph.node if n.op_type == "Conv"]
+    assert not any(i.endswith("DequantizeLinear_Output") for i in convs[0].input)
+    assert all(any(i.endswith("DequantizeLinear_Output") for i in c.input) for c in convs[1:3])
+    assert all(a["quantization"]["input_layer_float"] for a in manifest["attempts"])
     # the prototype search and the output tail stay float
     for n in q.graph.node:
         if "/prototypes." in n.name and n.op_type in ("MatMul", "ArgMin"):
@@ -212,3 +218,26 @@ def test_expected_agreement_predicts_flips_from_score_noise_where_a_small_set_co
     reasons = _check(m, CalibrationOptions())
     assert len(reasons) == 1 and reasons[0].startswith("expected agreement 0.")
     assert _check(m, CalibrationOptions(min_expected_agreement=0.0)) == []
+
+
+def test_the_input_layer_stays_float_unless_asked(trained, tmp_path):
+    """The first Conv and the normalization before it are kept in float by default; --quantize-input-layer
+    hands them to the quantizer (and the fallback ranking) again."""
+    from prn_edge.calibrate.quantize import float_by_design, input_layer
+    from prn_edge.calibrate.run import _kept_in_float
+    from prn_edge.cli import main
+
+    ckpt, _ = trained
+    fp32 = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), "-o", str(fp32)]) == 0
+    nodes = list(onnx.load(str(fp32)).graph.node)
+    layer = input_layer(fp32)
+    first_conv = next(n.name for n in nodes if n.op_type == "Conv")
+    assert layer[-1] == first_conv and [n.name for n in nodes[:len(layer)]] == layer
+    assert [n.op_type for n in nodes[:len(layer)]].count("Conv") == 1
+    default = _kept_in_float(fp32, CalibrationOptions())
+    assert set(layer) <= set(default) and set(float_by_design(fp32)) <= set(default)
+    asked = _kept_in_float(fp32, CalibrationOptions(quantize_input_layer=True))
+    assert first_conv not in asked and set(asked) == set(float_by_design(fp32))
+    with_prefix = _kept_in_float(fp32, CalibrationOptions(keep_float=("/decoder/",)))
+    assert set(layer) <= set(with_prefix) and any(n.startswith("/decoder/") for n in with_prefix)
