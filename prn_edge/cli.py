@@ -116,6 +116,9 @@ def cmd_synth(args) -> int:
     cfg = _config(args)
     cat = load_category(Path(args.data), defects_dir=Path(args.defects) if args.defects else None,
                         num_shots=cfg.train.num_shots, seed=args.seed)
+    note = cfg.model.resolve_image_size(cat.train_aspect)
+    if note:
+        print(note)
     synth_preview(cat, cfg.synth, Path(args.preview), n=args.n, seed=args.seed, image_size=cfg.model.hw,
                   policy=cfg.model.input_policy)
     print(f"preview written to {args.preview}")

@@ -9,11 +9,11 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Tuple, TypeVar, Union
+from typing import Any, Mapping, Optional, Tuple, TypeVar, Union
 
 import yaml
 
-from .input_policy import INPUT_POLICIES, as_hw
+from .input_policy import AUTO_SIZE, INPUT_POLICIES, as_hw, auto_image_size
 from .errors import ConfigError
 
 # The backbones prn_edge.model.backbones builds: named here so validating a config needs no model code.
@@ -41,7 +41,11 @@ class ModelConfig:
     pretrained: bool = True  # False means random weights; only when asked for explicitly
     # The model input: one side S (a square, S x S) or [H, W] (e.g. [256, 640] for long strips), each a multiple of
     # 32. Kept as written (a square as one int, as checkpoints have always had it); read it as `hw`.
-    image_size: Union[int, Tuple[int, int]] = 256
+    # "auto": chosen when training starts from the training images' median aspect ratio (input_policy.
+    # auto_image_size: square 256 for near-square images, else short side 256 and the long side following the
+    # images); the checkpoint records the size it chose.
+    image_size: Union[int, Tuple[int, int], str] = 256
+    auto_side: int = 256  # the short side of an "auto" image_size
     # How images of any size and aspect become the model input (prn_edge.input_policy): "stretch",
     # "letterbox" (keep the aspect ratio, pad with black) or "tiles" (image_size is a tile cut at the image's own
     # resolution; images are split into overlapping tiles, prn_edge.tiling). Recorded in checkpoints and artefacts.
@@ -81,7 +85,19 @@ class ModelConfig:
     @property
     def hw(self) -> tuple[int, int]:
         """(height, width) of the model input."""
+        if self.image_size == AUTO_SIZE:
+            raise ConfigError("model.image_size is 'auto': it is chosen from the training images when training "
+                              "starts (a checkpoint records the size); give a size here, e.g. 256 or [640, 256]")
         return as_hw(self.image_size)
+
+    def resolve_image_size(self, aspect: float) -> Optional[str]:
+        """Replace image_size "auto" by the size for training images of median height / width `aspect`; returns
+        a note saying what was chosen (None when the size was given)."""
+        if self.image_size != AUTO_SIZE:
+            return None
+        self.image_size = _image_size(auto_image_size(aspect, self.input_policy, self.auto_side))
+        return (f"model.image_size auto -> {self.size_text} (height x width; the training images' median "
+                f"height / width is {aspect:.2f})")
 
     @property
     def memory_size(self) -> int:
@@ -92,14 +108,21 @@ class ModelConfig:
 
     @property
     def size_text(self) -> str:
-        """image_size as a config file writes it: 256, or [256, 640]."""
-        return str(self.image_size) if isinstance(self.image_size, int) else str(list(self.image_size))
+        """image_size as a config file writes it: 256, [256, 640] or auto."""
+        return str(self.image_size) if isinstance(self.image_size, (int, str)) else str(list(self.image_size))
 
     def validate(self) -> "ModelConfig":
         _choice("model.backbone", self.backbone, sorted(BACKBONE_NAMES))
         _choice("model.prototype_mode", self.prototype_mode, ["image", "patch"])
         _choice("model.input_policy", self.input_policy, list(INPUT_POLICIES))
         self.image_size = _image_size(self.image_size)
+        if self.auto_side % 32 or not 64 <= self.auto_side <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"model.auto_side={self.auto_side}: a multiple of 32 from 64 to {MAX_IMAGE_SIZE}")
+        if self.image_size == AUTO_SIZE:
+            return self._validate_rest(None)
+        return self._validate_rest(self.hw)
+
+    def _validate_rest(self, hw: Optional[tuple]) -> "ModelConfig":
         if self.input_policy == "tiles" and self.prototype_mode == "image":
             raise ConfigError("model.input_policy=tiles with model.prototype_mode=image: tiles are cut anywhere on "
                               "the image, so whole-image prototypes (aligned parts) do not apply; set "
@@ -130,16 +153,22 @@ class ModelConfig:
         if not 0 <= self.distance_memory <= MAX_DISTANCE_MEMORY:
             raise ConfigError(f"model.distance_memory={self.distance_memory}: 0 (the distance map uses the "
                               f"prototypes) .. {MAX_DISTANCE_MEMORY} centres per distance scale")
-        h, w = self.hw
-        if not 1 <= self.topk <= h * w:
+        if hw is not None and not 1 <= self.topk <= hw[0] * hw[1]:
+            h, w = hw
             raise ConfigError(f"model.topk={self.topk}: from 1 to the pixels of the map ({h * w}, model.image_size "
                               "height x width)")
         return self
 
 
 def _image_size(value: Any) -> Union[int, Tuple[int, int]]:
-    """model.image_size checked and normalized: an int for a square (also when given as [S, S]), else (H, W)."""
+    """model.image_size checked and normalized: an int for a square (also when given as [S, S]), else (H, W), or
+    "auto"."""
     hint = "; larger frames are split into tiles or resized on the line"
+    if value == AUTO_SIZE:
+        return value
+    if isinstance(value, str) and difflib.get_close_matches(value.lower(), [AUTO_SIZE], n=1, cutoff=0.5):
+        raise ConfigError(f"model.image_size={value!r}: did you mean {AUTO_SIZE!r}? (or one side, e.g. 256, or "
+                          "[height, width])")
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise ConfigError(f"model.image_size={list(value)}: give one side (a square, e.g. 256) or [height, width] "
@@ -295,6 +324,8 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
                 raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
         elif isinstance(value, (list, tuple)) and "Tuple" in str(fields[key].type):
             value = tuple(value)  # a number or a pair (model.image_size): the section's validate() checks it
+        elif isinstance(value, str) and "str" in str(fields[key].type) and not isinstance(default, str):
+            pass  # a number or a word (model.image_size "auto"): the section's validate() checks it
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
             value = _number(f"{where}.{key}", value, type(default))
         elif isinstance(default, str) and not isinstance(value, str):

@@ -26,6 +26,8 @@ import numpy as np
 from .errors import ConfigError
 
 INPUT_POLICIES = ("stretch", "letterbox", "tiles")
+AUTO_SIZE = "auto"  # model.image_size chosen from the training images' aspect ratio when training starts
+AUTO_SQUARE_WITHIN = 1.25  # training images whose median aspect ratio is within this factor of 1 get a square
 PAD_VALUE = 0  # letterbox and tile padding, in uint8 grey levels; the exported graph pads with the same constant
 
 
@@ -137,3 +139,15 @@ def resample(img: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
     rows = np.tensordot(axis_weights(h, dh).astype(np.float32), x, axes=(1, 0))  # (dh, w, ...)
     out = np.tensordot(axis_weights(w, dw).astype(np.float32), np.moveaxis(rows, 1, 0), axes=(1, 0))  # (dw, dh, ...)
     return np.ascontiguousarray(np.moveaxis(out, 0, 1))
+
+
+def auto_image_size(aspect: float, policy: str, side: int = 256, largest: int = 1024):
+    """model.image_size "auto": the model input for training images whose median height / width is `aspect`.
+    Square (`side`) for near-square images (within AUTO_SQUARE_WITHIN) and for the tiles policy (its size is a
+    tile, cut at native resolution); otherwise the short side is `side` and the long side follows the aspect
+    ratio, a multiple of 32 up to `largest` (and 4 x `side`). Long parts stay long: KolektorSDD's 500 x 1250 commutators get
+    640 x 256 instead of being squeezed 2.5-fold along their length, where the cracks run (docs/real-data.md)."""
+    if policy == "tiles" or not aspect > 0 or 1 / AUTO_SQUARE_WITHIN <= aspect <= AUTO_SQUARE_WITHIN:
+        return side
+    long_side = int(min(largest, 4 * side, max(side, 32 * round(side * max(aspect, 1 / aspect) / 32))))
+    return (long_side, side) if aspect > 1 else (side, long_side)

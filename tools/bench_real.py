@@ -32,6 +32,7 @@ on Magnetic Tile unseen; training <= 20 min per category on 2 cores.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -303,6 +304,9 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
     from prn_edge.train.trainer import train
 
     cat = load_category(root, seed=seed, num_shots=cfg.train.num_shots)
+    note = cfg.model.resolve_image_size(cat.train_aspect)  # "auto": the size PRN's training would choose
+    if note and not quiet:
+        print(note, file=sys.stderr)
     entry: dict = {"category": cat.name, "n_train_normals": len(cat.train_good), "n_shots": len(cat.shots),
                    "seen_types": cat.seen_types, "defect_types": cat.defect_types, "notes": cat.notes,
                    "input_policy": cfg.model.input_policy, "image_size": list(cfg.model.hw)}
@@ -398,7 +402,8 @@ def main(argv=None) -> int:
               "seed": args.seed, "train_budget_s": TRAIN_BUDGET_S, "categories": {}}
     tables = []
     for root in roots:
-        entry = bench_category(Path(root), args.out, cfg, args.seed, args.skip_prn, args.quiet)
+        # each category its own copy: model.image_size "auto" is resolved per category's images
+        entry = bench_category(Path(root), args.out, copy.deepcopy(cfg), args.seed, args.skip_prn, args.quiet)
         entry["load_average_after"] = os.getloadavg()
         if "prn" in entry:
             u = entry["prn"]["means"]["unseen"], entry["knn"]["means"]["unseen"]

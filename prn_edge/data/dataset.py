@@ -55,6 +55,7 @@ class Category:
     foreground: str  # "full" (textures) or "estimate" (objects)
     layout: str = "mvtec"  # or "generic"
     train_size: tuple[int, int] = (0, 0)  # the most common (width, height) of the train_good images
+    train_aspect: float = 1.0  # the median height / width of the train_good images (model.image_size "auto")
     notes: list[str] = field(default_factory=list)  # decisions made while loading, for logs and reports
 
     @property
@@ -118,11 +119,12 @@ def _defect_sample(image: Path, defect: str, mask_stem: Path) -> Sample:
     return Sample(image, 1, defect, mask)
 
 
-def _size_note(files: list[Path], notes: list[str]) -> tuple[int, int]:
+def _size_note(files: list[Path], notes: list[str]) -> tuple[tuple[int, int], float]:
     """Training images may differ in size and colour mode (real data does): every image is brought to the model
     input by the input policy. Reads headers only (a broken file fails here, by name); returns the most common
-    (width, height) and notes the spread."""
+    (width, height) and the median height / width, and notes the spread."""
     headers = [image_header(p) for p in files]
+    aspect = float(np.median([h / w for w, h, _ in headers]))
     sizes = Counter((w, h) for w, h, _ in headers)
     modes = Counter(m for _, _, m in headers)
     if len(sizes) > 1 or len(modes) > 1:
@@ -130,7 +132,7 @@ def _size_note(files: list[Path], notes: list[str]) -> tuple[int, int]:
         notes.append(f"training images come in {len(sizes)} sizes (width {min(ws)}..{max(ws)}, height "
                      f"{min(hs)}..{max(hs)}) and modes {dict(modes)}: each is fitted to the model input by "
                      f"model.input_policy (stretch, letterbox or tiles)")
-    return sizes.most_common(1)[0][0]
+    return sizes.most_common(1)[0][0], aspect
 
 
 def _load_mvtec(root: Path) -> tuple[list[Path], list[Sample]]:
@@ -245,7 +247,7 @@ def load_category(root: str | Path, defects_dir: str | Path | None = None, shots
         train, test = _load_generic(root, seed, notes)
     else:
         raise DataError(f"{root} has neither train/ nor good/; expected the {MVTEC_LAYOUT}, or the {GENERIC_LAYOUT}")
-    train_size = _size_note(train, notes)
+    train_size, train_aspect = _size_note(train, notes)
 
     rng = np.random.default_rng(seed)
     excluded: list[Sample] = []
@@ -269,7 +271,8 @@ def load_category(root: str | Path, defects_dir: str | Path | None = None, shots
     foreground = meta.get("foreground") or _guess_foreground(root.name, notes)
     for s in test + excluded + shots:
         s.seen = (s.defect in seen_types) if s.label else None
-    return Category(root.name, root, train, test, shots, excluded, seen_types, foreground, layout, train_size, notes)
+    return Category(root.name, root, train, test, shots, excluded, seen_types, foreground, layout, train_size,
+                    train_aspect, notes)
 
 
 def _guess_foreground(name: str, notes: list[str]) -> str:

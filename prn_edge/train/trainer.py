@@ -64,6 +64,20 @@ def resume_state(last_path: Path, cfg: Config) -> dict:
     return state
 
 
+def squeeze_note(model_cfg, cat: Category) -> Optional[str]:
+    """A hint when stretching squeezes the training images by more than 1.5x along one axis: thin defects along
+    the squeezed axis get thinner than a pixel."""
+    if model_cfg.input_policy != "stretch":
+        return None
+    h, w = model_cfg.hw
+    squeeze = cat.train_aspect / (h / w)
+    if 1 / 1.5 <= squeeze <= 1.5:
+        return None
+    return (f"the training images are {cat.train_aspect:.2f} times as high as wide (median), the model input "
+            f"{h}x{w}: stretching squeezes them {max(squeeze, 1 / squeeze):.1f}-fold along one axis; "
+            "model.image_size=auto keeps their aspect ratio (or give [height, width], or input_policy tiles)")
+
+
 def count_inputs(paths: list[Path], cfg: Config) -> int:
     """How many model inputs the normals make: one per image, or with input policy tiles one per tile of each
     image's grid (read from the headers, before any image is loaded)."""
@@ -77,14 +91,18 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
           backbone_weights: Optional[str] = None, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     t0 = time.time()
-    tc, hw = cfg.train, cfg.model.hw
+    tc = cfg.train
+    # image headers only; the model size "auto" is chosen from them, before a resume compares the configs
+    cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
+                                  num_shots=tc.num_shots, seed=tc.seed)
+    for note in filter(None, [cfg.model.resolve_image_size(cat.train_aspect), squeeze_note(cfg.model, cat)]):
+        log(note)
+    hw = cfg.model.hw
     last_path = Path(out).with_suffix(".last.pt")
-    state = resume_state(last_path, cfg) if resume else None  # refused before any data is read
+    state = resume_state(last_path, cfg) if resume else None  # refused before any image is loaded
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
-                                  num_shots=tc.num_shots, seed=tc.seed)
     rng = np.random.default_rng(tc.seed)
     fit_paths, val_paths = split_normals(cat, tc)
     tiles = cfg.model.input_policy == "tiles"  # tiles cut at native resolution (prn_edge.tiling)
