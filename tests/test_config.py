@@ -39,8 +39,9 @@ def test_bad_config_names_the_key(overrides, message):
 
 
 def test_image_size_is_one_side_or_height_and_width(tmp_path):
-    square = make_config("prn-edge").model
+    square = make_config("prn-edge", {"model": {"image_size": 256}}).model
     assert square.image_size == 256 and square.hw == (256, 256) and square.size_text == "256"
+    assert make_config("prn-edge").model.image_size == "auto"  # the default: chosen from the training images
     wide = make_config("prn-edge", parse_override("model.image_size=[256, 640]")).model
     assert wide.image_size == (256, 640) and wide.hw == (256, 640) and wide.size_text == "[256, 640]"
     # [S, S] is the square S: one form in checkpoints, the one they have always had

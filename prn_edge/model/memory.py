@@ -27,7 +27,8 @@ FIT_CHUNK = 16  # images per encoder pass while prototypes are fitted (PRN.fit_p
 
 def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool = True) -> int:
     """Peak bytes of fitting prototypes on `num_images` normals and training at `batch` (training=True), or of
-    one prediction at `batch` (training=False)."""
+    one prediction at `batch` (training=False); an image_size "auto" not chosen yet counts as its square."""
+    cfg = cfg.sized()
     with torch.device("meta"):  # shapes only: channels without allocating weights
         channels = BACKBONES[cfg.backbone].build().channels
     h, w = cfg.hw

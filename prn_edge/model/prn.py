@@ -363,7 +363,9 @@ class PRN(nn.Module):
 
 def build_prn(cfg: ModelConfig, num_images: int = 0, weights: str | None = None,
               num_prototypes: int | None = None) -> tuple[PRN, dict]:
-    """A PRN with an unfitted head; K comes from cfg, else from the number of normal images."""
+    """A PRN with an unfitted head; K comes from cfg, else from the number of normal images. An image_size "auto"
+    not chosen by a training yet builds at the square model.auto_side (ModelConfig.sized)."""
+    cfg = cfg.sized()
     backbone, info = create_backbone(cfg.backbone, cfg.pretrained, weights)
     k = num_prototypes or cfg.num_prototypes or default_k(num_images, cfg.prototype_mode)
     return PRN(cfg, backbone, k), info
@@ -392,8 +394,9 @@ def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
 
 
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
-    """Parameters and GFLOPs (2 x multiply-adds) at the configured input size, without weights."""
-    cfg = ModelConfig(**{**cfg.__dict__, "pretrained": False})
+    """Parameters and GFLOPs (2 x multiply-adds) at the configured input size (for "auto", the square auto_side
+    near-square images get), without weights."""
+    cfg = ModelConfig(**{**cfg.sized().__dict__, "pretrained": False})
     check_memory(cfg, batch, num_images=100, training=False)
     model, _ = build_prn(cfg, num_images=100)
     model.eval()

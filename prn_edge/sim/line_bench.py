@@ -42,7 +42,9 @@ def tiny_onnx_model(category: str | Path, out_dir: str | Path, variant: str = "p
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     cfg = make_config(variant, overrides)
-    train = load_category(Path(category), num_shots=0).train_good
+    cat = load_category(Path(category), num_shots=0)
+    cfg.model.resolve_image_size(cat.train_aspect)  # "auto": as training would choose
+    train = cat.train_good
     model, info = build_prn(cfg.model, num_images=len(train))
     images = np.stack([load_fitted(p, cfg.model.hw, cfg.model.input_policy)[0] for p in train])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255

@@ -52,16 +52,19 @@ class TrainResult:
                 "seconds": round(self.seconds, 1), "steps": self.steps, "category": self.category}
 
 
-def resume_state(last_path: Path, cfg: Config) -> dict:
-    """The state of an interrupted run of this very config, or CheckpointError saying why it cannot go on."""
+def resume_state(last_path: Path) -> dict:
+    """The state of an interrupted run, or CheckpointError saying why it cannot go on (before any data is read)."""
     if not last_path.is_file():
         raise CheckpointError(f"--resume: {last_path} does not exist (training writes it beside the checkpoint at "
                               "each validation); drop --resume to start from the beginning")
-    state = read_checkpoint(last_path)
+    return read_checkpoint(last_path)
+
+
+def check_resume_config(state: dict, cfg: Config, last_path: Path) -> None:
+    """An interrupted run goes on only with this very config (its image size chosen, when "auto")."""
     if state["config"] != cfg.to_dict():
         raise CheckpointError(f"{last_path} was trained with another configuration; drop --resume or "
                               "use the same config")
-    return state
 
 
 def squeeze_note(model_cfg, cat: Category) -> Optional[str]:
@@ -92,14 +95,16 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
           log: Callable[[str], None] = print) -> TrainResult:
     t0 = time.time()
     tc = cfg.train
+    last_path = Path(out).with_suffix(".last.pt")
+    state = resume_state(last_path) if resume else None  # refused before any data is read
     # image headers only; the model size "auto" is chosen from them, before a resume compares the configs
     cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
                                   num_shots=tc.num_shots, seed=tc.seed)
     for note in filter(None, [cfg.model.resolve_image_size(cat.train_aspect), squeeze_note(cfg.model, cat)]):
         log(note)
     hw = cfg.model.hw
-    last_path = Path(out).with_suffix(".last.pt")
-    state = resume_state(last_path, cfg) if resume else None  # refused before any image is loaded
+    if state is not None:
+        check_resume_config(state, cfg, last_path)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
