@@ -91,7 +91,11 @@ class _Parser(argparse.ArgumentParser):
 def cmd_info(args) -> int:
     from .model.prn import model_info
 
-    info = {"variant": args.variant, **model_info(_config(args).model, batch=1)}
+    cfg = _config(args)
+    info = {"variant": args.variant, **model_info(cfg.model, batch=1)}
+    if cfg.model.image_size == "auto":
+        info["image_size"] = (f"auto (chosen from the training images; {info['image_size']} for near-square ones, "
+                              "measured here)")
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -522,8 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-float", nargs="*", default=[], metavar="PREFIX",
                    help="node-name prefixes kept in float in every attempt, e.g. /decoder/ /msa")
     p.add_argument("--quantize-input-layer", action="store_true",
-                   help="quantize the first convolution too (default: it stays float; 8 bits re-grid the "
-                        "normalized camera image)")
+                   help="quantize the input layer too: the first convolution and the nodes before it "
+                        "(normalization; a uint8 graph's cast, resampling and padding). Default: they stay "
+                        "float, 8 bits would re-grid the camera's grey levels")
     p.add_argument("--sensitivity", default="groups", choices=["groups", "sqnr"],
                    help="fallback ranking: each layer group's effect on the map (default), or per-node SQNR")
     p.add_argument("--no-refit-prototypes", action="store_true",

@@ -97,14 +97,16 @@ class ModelConfig:
         training images (model_info, a library user's build_prn) gets; training chooses from its images."""
         if self.image_size != AUTO_SIZE:
             return self
-        return dataclasses.replace(self, image_size=self.auto_side)
+        return dataclasses.replace(self, image_size=self.auto_side)._validate_rest(as_hw(self.auto_side))
 
     def resolve_image_size(self, aspect: float) -> Optional[str]:
         """Replace image_size "auto" by the size for training images of median height / width `aspect`; returns
         a note saying what was chosen (None when the size was given)."""
         if self.image_size != AUTO_SIZE:
             return None
-        self.image_size = _image_size(auto_image_size(aspect, self.input_policy, self.auto_side))
+        size = _image_size(auto_image_size(aspect, self.input_policy, self.auto_side, MAX_IMAGE_SIZE))
+        dataclasses.replace(self, image_size=size)._validate_rest(as_hw(size))  # what depends on it (model.topk)
+        self.image_size = size
         return (f"model.image_size auto -> {self.size_text} (height x width; the training images' median "
                 f"height / width is {aspect:.2f})")
 
@@ -173,11 +175,12 @@ def _image_size(value: Any) -> Union[int, Tuple[int, int]]:
     """model.image_size checked and normalized: an int for a square (also when given as [S, S]), else (H, W), or
     "auto"."""
     hint = "; larger frames are split into tiles or resized on the line"
-    if value == AUTO_SIZE:
-        return value
-    if isinstance(value, str) and difflib.get_close_matches(value.lower(), [AUTO_SIZE], n=1, cutoff=0.5):
-        raise ConfigError(f"model.image_size={value!r}: did you mean {AUTO_SIZE!r}? (or one side, e.g. 256, or "
-                          "[height, width])")
+    if isinstance(value, str) and value.strip().lower() == AUTO_SIZE:
+        return AUTO_SIZE
+    if isinstance(value, str) and not value.strip().isdigit():
+        near = difflib.get_close_matches(value.lower(), [AUTO_SIZE], n=1, cutoff=0.5)
+        raise ConfigError(f"model.image_size={value!r}: {'did you mean ' + repr(AUTO_SIZE) + '? ' if near else ''}"
+                          "give one side (e.g. 256), [height, width] (e.g. [640, 256]) or auto")
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise ConfigError(f"model.image_size={list(value)}: give one side (a square, e.g. 256) or [height, width] "

@@ -37,12 +37,13 @@ def run_demo(workdir: Path, category: str = "coin", steps: int | None = None, se
     cfg = make_config(variant, {"train": {"seed": seed, **({"steps": steps} if steps else {})}})
     ckpt = workdir / f"{category}-{variant}.pt"
     stamp = ckpt.with_suffix(".config.json")
-    if ckpt.is_file() and stamp.is_file() and stamp.read_text() == json.dumps(cfg.to_dict()):
+    wanted = json.dumps(cfg.to_dict())  # as asked: training replaces an image_size "auto" by the size it chooses
+    if ckpt.is_file() and stamp.is_file() and stamp.read_text() == wanted:
         log(f"[2/5] reusing {ckpt} (same configuration)")
     else:
         log(f"[2/5] training {variant} on {category} ({cfg.train.steps} steps)")
         train(cfg, cat_dir, ckpt, defects_dir=cat_dir / "defects", log=log)
-        stamp.write_text(json.dumps(cfg.to_dict()))
+        stamp.write_text(wanted)
     log("[3/5] evaluating on the test set (seen and unseen defect types)")
     out = workdir / "eval"
     res = evaluate_checkpoint(ckpt, cat_dir, json_out=out / f"{category}.json", overlays=out / "overlays",
@@ -53,7 +54,7 @@ def run_demo(workdir: Path, category: str = "coin", steps: int | None = None, se
     onnx_path = workdir / f"{category}-{variant}.onnx"
     side = json.loads((cat_dir / "meta.json").read_text()).get("image_size")  # the demo's square photos
     export_onnx(ckpt, onnx_path, batch=1, input_format="uint8", channel_order="rgb",
-                input_hw=(side, side) if side else cfg.model.hw)
+                input_hw=(side, side) if side else None)  # None: the checkpoint's own model size
     log(f"[5/5] running the line: {parts} parts at {rate_hz:g}/s, ONNX Runtime, PLC on Modbus TCP 127.0.0.1")
     line = run_demo_line(workdir, cat_dir, onnx_path, parts=parts, rate_hz=rate_hz, seed=seed)
     res["line"] = line

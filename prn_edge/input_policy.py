@@ -141,7 +141,7 @@ def resample(img: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(out, 0, 1))
 
 
-def auto_image_size(aspect: float, policy: str, side: int = 256, largest: int = 1024):
+def auto_image_size(aspect: float, policy: str, side: int = 256, largest: int = 2048):
     """model.image_size "auto": the model input for training images whose median height / width is `aspect`.
     Square (`side`) for near-square images (within AUTO_SQUARE_WITHIN) and for the tiles policy (its size is a
     tile, cut at native resolution); otherwise the short side is `side` and the long side follows the aspect

@@ -496,7 +496,7 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
     q_path = s.tmp / f"model.int8.try{a}{_int8_suffix(o.flavour)}"
     qinfo = _quantize(s, q_path, s.fixed + excluded)
     qinfo["float_by_design"] = len(s.fixed)
-    qinfo["input_layer_float"] = not o.quantize_input_layer
+    qinfo["input_layer_float"] = 0 if o.quantize_input_layer else len(input_layer(s.fp32))  # nodes, within the above
     if s.fit_batches is not None:
         qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
     m = gate_metrics_by_set(s.val.fp32, _evaluate(q_path, s.val.sets, s.val.gate, s.threads, reference=s.val.fp32),

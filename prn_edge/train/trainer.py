@@ -5,6 +5,7 @@ generated on them, and held-out real shots), never on the test set: the protocol
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -24,7 +25,7 @@ from ..data.fit import defect_tile, random_tile
 from ..data.images import image_header
 from ..data.synth.anomalies import AnomalyGenerator
 from ..data.synth.textures import load_texture_dir
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..evaluate.thresholds import checkpoint_decision
 from ..evaluate.validation import (StepSelection, load_held_out_shots, load_normals, load_shot, model_inputs,
                                    real_validation_set, selection_metric, split_normals, split_shots,
@@ -61,8 +62,12 @@ def resume_state(last_path: Path) -> dict:
 
 
 def check_resume_config(state: dict, cfg: Config, last_path: Path) -> None:
-    """An interrupted run goes on only with this very config (its image size chosen, when "auto")."""
-    if state["config"] != cfg.to_dict():
+    """An interrupted run goes on only with this very config (its image size chosen, when "auto"); keys added to
+    the config since the run was written count with their defaults."""
+    saved = state["config"]
+    with contextlib.suppress(ConfigError):
+        saved = make_config(saved["variant"], {k: v for k, v in saved.items() if k != "variant"}).to_dict()
+    if saved != cfg.to_dict():
         raise CheckpointError(f"{last_path} was trained with another configuration; drop --resume or "
                               "use the same config")
 
@@ -100,7 +105,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     # image headers only; the model size "auto" is chosen from them, before a resume compares the configs
     cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
                                   num_shots=tc.num_shots, seed=tc.seed)
-    for note in filter(None, [cfg.model.resolve_image_size(cat.train_aspect), squeeze_note(cfg.model, cat)]):
+    chosen = cfg.model.resolve_image_size(cat.train_aspect)  # cfg's "auto" becomes the size (the caller sees it)
+    for note in filter(None, [chosen or squeeze_note(cfg.model, cat)]):
         log(note)
     hw = cfg.model.hw
     if state is not None:

@@ -16,10 +16,15 @@ from tests.test_non_square_chain import _strips
     (1.13, "stretch", 256),  # Magnetic Tile Defect: mixed, near square by the median
     (1 / 1.3, "stretch", (256, 320)),
     (2.52, "tiles", 256),  # a tile is cut at native resolution: its size is not the image's
-    (10.0, "stretch", (1024, 256)),  # capped
+    (10.0, "stretch", (1024, 256)),  # capped at 4x the short side
 ])
 def test_auto_size_follows_the_aspect_ratio(aspect, policy, expected):
     assert auto_image_size(aspect, policy) == expected
+
+
+def test_a_large_auto_side_keeps_the_orientation():
+    assert auto_image_size(2.0, "stretch", side=1536, largest=2048) == (2048, 1536)
+    assert auto_image_size(0.3, "stretch", side=1024, largest=2048) == (1024, 2048)
 
 
 def test_auto_is_a_word_the_config_checks():
@@ -30,6 +35,15 @@ def test_auto_is_a_word_the_config_checks():
     assert cfg.model.resolve_image_size(1.0) is None  # chosen once; a given size stays
     with pytest.raises(ConfigError, match="did you mean 'auto'"):
         make_config("prn-edge", {"model": {"image_size": "autp"}})
+    assert make_config("prn-edge", {"model": {"image_size": "Auto"}}).model.image_size == "auto"
+    # what depends on the size is checked once it is chosen, before any image is loaded
+    few = make_config("prn-tiny", {"model": {"image_size": "auto", "auto_side": 64, "topk": 5000}})
+    with pytest.raises(ConfigError, match="model.topk=5000"):
+        few.model.resolve_image_size(1.0)
+    with pytest.raises(ConfigError, match="model.topk=5000"):
+        few.model.sized()
+    assert make_config("prn-tiny", {"model": {"image_size": "auto", "auto_side": 64, "topk": 5000}}
+                       ).model.resolve_image_size(0.25)  # 64 x 256 holds 16384 pixels
     with pytest.raises(ConfigError, match="auto_side"):
         make_config("prn-edge", {"model": {"image_size": "auto", "auto_side": 100}})
 
