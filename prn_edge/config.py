@@ -107,8 +107,9 @@ class ModelConfig:
         size = _image_size(auto_image_size(aspect, self.input_policy, self.auto_side, MAX_IMAGE_SIZE))
         dataclasses.replace(self, image_size=size)._validate_rest(as_hw(size))  # what depends on it (model.topk)
         self.image_size = size
-        return (f"model.image_size auto -> {self.size_text} (height x width; the training images' median "
-                f"height / width is {aspect:.2f})")
+        shape = "a square" if isinstance(size, int) else "height x width"
+        return (f"model.image_size auto -> {self.size_text} ({shape}; the training images' median height / width "
+                f"is {aspect:.2f})")
 
     @property
     def memory_size(self) -> int:
