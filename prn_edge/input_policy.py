@@ -145,8 +145,9 @@ def auto_image_size(aspect: float, policy: str, side: int = 256, largest: int = 
     """model.image_size "auto": the model input for training images whose median height / width is `aspect`.
     Square (`side`) for near-square images (within AUTO_SQUARE_WITHIN) and for the tiles policy (its size is a
     tile, cut at native resolution); otherwise the short side is `side` and the long side follows the aspect
-    ratio, a multiple of 32 up to `largest` (and 4 x `side`). Long parts stay long: KolektorSDD's 500 x 1250 commutators get
-    640 x 256 instead of being squeezed 2.5-fold along their length, where the cracks run (docs/real-data.md)."""
+    ratio, a multiple of 32 up to `largest` (and 4 x `side`). Long parts stay long: KolektorSDD's 500 x 1250
+    commutators get 640 x 256 instead of being squeezed 2.5-fold along their length, where the cracks run
+    (docs/real-data.md)."""
     if policy == "tiles" or not aspect > 0 or 1 / AUTO_SQUARE_WITHIN <= aspect <= AUTO_SQUARE_WITHIN:
         return side
     long_side = int(min(largest, 4 * side, max(side, 32 * round(side * max(aspect, 1 / aspect) / 32))))

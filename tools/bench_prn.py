@@ -54,7 +54,8 @@ def main() -> int:
     for cat in args.categories:
         t = time.time()
         # each category its own copy: training replaces an image_size "auto" by the size it chooses
-        res = train(copy.deepcopy(cfg), data / cat, out / f"{cat}.pt", defects_dir=data / cat / "defects", progress=not args.quiet,
+        res = train(copy.deepcopy(cfg), data / cat, out / f"{cat}.pt", defects_dir=data / cat / "defects",
+                    progress=not args.quiet,
                     log=lambda m: print(m, file=sys.stderr))
         train_s = time.time() - t
         ev = evaluate_checkpoint(out / f"{cat}.pt", data / cat, json_out=out / "eval" / f"{cat}.json",

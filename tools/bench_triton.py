@@ -137,7 +137,8 @@ def main() -> int:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model_size = max(make_config(args.variant).model.sized().hw)  # a square dataset at least as large as the model input
+    # a square dataset at least as large as the model input
+    model_size = max(make_config(args.variant).model.sized().hw)
     size = args.size or model_size
     data = {}
     for name, side in (("model", model_size), ("camera", size)):
