@@ -89,11 +89,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_info(args) -> int:
+    from .input_policy import AUTO_SIZE
     from .model.prn import model_info
 
     cfg = _config(args)
     info = {"variant": args.variant, **model_info(cfg.model, batch=1)}
-    if cfg.model.image_size == "auto":
+    if cfg.model.image_size == AUTO_SIZE:
         info["image_size"] = (f"auto (chosen from the training images; {info['image_size']} for near-square ones, "
                               "measured here)")
     if args.json:

@@ -105,7 +105,7 @@ class ModelConfig:
         if self.image_size != AUTO_SIZE:
             return None
         size = _image_size(auto_image_size(aspect, self.input_policy, self.auto_side, MAX_IMAGE_SIZE))
-        dataclasses.replace(self, image_size=size)._validate_rest(as_hw(size))  # what depends on it (model.topk)
+        self._validate_rest(as_hw(size))  # what depends on the size (model.topk), before it is taken
         self.image_size = size
         shape = "a square" if isinstance(size, int) else "height x width"
         return (f"model.image_size auto -> {self.size_text} ({shape}; the training images' median height / width "

@@ -321,7 +321,8 @@ class _Setup:
     calib_batches: list  # the calibration set as model inputs
     fit_batches: Optional[list]  # the normals the prototypes were fitted on, for the INT8 refit (None: no refit)
     val: _Validation
-    fixed: list  # nodes kept in float in every attempt (by design, and --keep-float)
+    fixed: list  # nodes kept in float in every attempt (by design, the input layer, and --keep-float)
+    input_layer_nodes: int  # of `fixed`, the input layer's (0 with --quantize-input-layer)
     threads: int
     log: Callable[[str], None]
 
@@ -351,7 +352,9 @@ def _prepare(ckpt: Path, data: Path, tmp: Path, o: CalibrationOptions, log: Call
         + f"; the gate judges the {val.gate} set; calibration: {len(calib_paths)} images")
     fixed = _kept_in_float(fp32, o)
     fit_batches = _model_inputs(model_inputs(load_normals(fit_paths, cfg)[0], cfg), spec) if o.refit_prototypes else None
-    return _Setup(o, cfg, tmp, fp32, spec, calib_paths, calib_batches, fit_batches, val, fixed, threads, log)
+    input_nodes = 0 if o.quantize_input_layer else len(input_layer(fp32))
+    return _Setup(o, cfg, tmp, fp32, spec, calib_paths, calib_batches, fit_batches, val, fixed, input_nodes, threads,
+                  log)
 
 
 def _check_training_data(ckpt: Path, data: Path, paths: list, recorded: Optional[str], o: CalibrationOptions,
@@ -496,7 +499,7 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
     q_path = s.tmp / f"model.int8.try{a}{_int8_suffix(o.flavour)}"
     qinfo = _quantize(s, q_path, s.fixed + excluded)
     qinfo["float_by_design"] = len(s.fixed)
-    qinfo["input_layer_float"] = 0 if o.quantize_input_layer else len(input_layer(s.fp32))  # nodes, within the above
+    qinfo["input_layer_float"] = s.input_layer_nodes  # nodes, within the above
     if s.fit_batches is not None:
         qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
     m = gate_metrics_by_set(s.val.fp32, _evaluate(q_path, s.val.sets, s.val.gate, s.threads, reference=s.val.fp32),

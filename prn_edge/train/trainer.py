@@ -105,8 +105,9 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
     # image headers only; the model size "auto" is chosen from them, before a resume compares the configs
     cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
                                   num_shots=tc.num_shots, seed=tc.seed)
-    chosen = cfg.model.resolve_image_size(cat.train_aspect)  # cfg's "auto" becomes the size (the caller sees it)
-    for note in filter(None, [chosen or squeeze_note(cfg.model, cat)]):
+    # cfg's "auto" becomes the size (the caller sees it); a given size gets the squeeze hint instead
+    note = cfg.model.resolve_image_size(cat.train_aspect) or squeeze_note(cfg.model, cat)
+    if note:
         log(note)
     hw = cfg.model.hw
     if state is not None:
