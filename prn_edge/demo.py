@@ -37,7 +37,7 @@ def run_demo(workdir: Path, category: str = "coin", steps: int | None = None, se
     cfg = make_config(variant, {"train": {"seed": seed, **({"steps": steps} if steps else {})}})
     ckpt = workdir / f"{category}-{variant}.pt"
     stamp = ckpt.with_suffix(".config.json")
-    wanted = json.dumps(cfg.to_dict())  # as asked: training replaces an image_size "auto" by the size it chooses
+    wanted = json.dumps(cfg.to_dict())  # as asked (an image_size "auto" stays "auto": the checkpoint has the size)
     if ckpt.is_file() and stamp.is_file() and stamp.read_text() == wanted:
         log(f"[2/5] reusing {ckpt} (same configuration)")
     else:

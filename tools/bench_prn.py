@@ -10,7 +10,6 @@ image AUROC >= 0.98, pixel AUROC >= 0.97, AUPRO >= 0.90; training <= 20 minutes 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -53,8 +52,7 @@ def main() -> int:
                         "train_budget_s": TRAIN_BUDGET_S, "categories": {}}
     for cat in args.categories:
         t = time.time()
-        # each category its own copy: training replaces an image_size "auto" by the size it chooses
-        res = train(copy.deepcopy(cfg), data / cat, out / f"{cat}.pt", defects_dir=data / cat / "defects",
+        res = train(cfg, data / cat, out / f"{cat}.pt", defects_dir=data / cat / "defects",
                     progress=not args.quiet,
                     log=lambda m: print(m, file=sys.stderr))
         train_s = time.time() - t

@@ -6,6 +6,7 @@ generated on them, and held-out real shots), never on the test set: the protocol
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -99,13 +100,14 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
           backbone_weights: Optional[str] = None, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     t0 = time.time()
+    cfg = copy.deepcopy(cfg)  # the caller's config stays as given: an image_size "auto" is chosen on this copy
     tc = cfg.train
     last_path = Path(out).with_suffix(".last.pt")
     state = resume_state(last_path) if resume else None  # refused before any data is read
     # image headers only; the model size "auto" is chosen from them, before a resume compares the configs
     cat: Category = load_category(Path(data), defects_dir=defects_dir, shots_from_test=shots_from_test,
                                   num_shots=tc.num_shots, seed=tc.seed)
-    # cfg's "auto" becomes the size (the caller sees it); a given size gets the squeeze hint instead
+    # "auto" becomes the size (the checkpoint records it); a given size gets the squeeze hint instead
     note = cfg.model.resolve_image_size(cat.train_aspect) or squeeze_note(cfg.model, cat)
     if note:
         log(note)

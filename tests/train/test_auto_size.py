@@ -57,13 +57,15 @@ def test_training_chooses_the_size_from_the_images_and_records_it(tmp_path):
                                                           "input_policy": "letterbox"}})
     train(cfg, root, tmp_path / "auto.pt", progress=False, log=logs.append)
     assert read_checkpoint(tmp_path / "auto.pt")["config"]["model"]["image_size"] == (64, 224)
+    assert cfg.model.image_size == "auto"  # the caller's config as given: a second category chooses its own
     assert any("auto -> [64, 224]" in m for m in logs)
     assert not any("squeezes" in m for m in logs)
     # a resumed run chooses the same size again, so its config matches the interrupted one's
     again = make_config("prn-tiny", {**overrides, "model": {"image_size": "auto", "auto_side": 64,
                                                             "input_policy": "letterbox"}})
     train(again, root, tmp_path / "auto.pt", resume=True, progress=False, log=logs.append)
-    assert again.model.image_size == (64, 224)
+    assert read_checkpoint(tmp_path / "auto.pt")["config"]["model"]["image_size"] == (64, 224)
+    assert any("resumed from" in m for m in logs)
 
     logs.clear()  # the same strips stretched into a square: the log says what that does to them
     cfg = make_config("prn-tiny", {**overrides, "model": {"image_size": 64, "input_policy": "stretch"}})
