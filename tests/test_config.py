@@ -29,6 +29,8 @@ def test_overrides_merge_into_the_variant():
     ({"model": {"pretrained": "yes"}}, "true or false"),
     ({"synth": {"opacity": [0.9, 0.1]}}, "low <= high"),
     ({"model": {"patch_sizes": [3]}}, "power of two"),
+    ({"model": {"decoder_weight": 1.5}}, r"model.decoder_weight=1.5: from 0 \(the distance map alone\) to 1"),
+    ({"model": {"decoder_weight": "half"}}, "model.decoder_weight: expected a number"),
     ({"model": {"input_policy": "crop"}}, r"model.input_policy='crop' is not allowed; choose one of "
                                           r"\['stretch', 'letterbox', 'tiles'\]"),
     ({"model": {"input_policy": "tiles", "prototype_mode": "image"}}, "whole-image prototypes.*prototype_mode=patch"),

@@ -303,10 +303,11 @@ class PRN(nn.Module):
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(map, image score) by model.distance_fusion:
-        "logit": the map is the sigmoid of the mean of the decoder's and the distance's calibrated logits, the score
-        pools it (a geometric-mean-like AND: where one part is confident and the other sure of normal, the pixel
-        stays in between; on KolektorSDD zero-shot this kept the decoder's noise on normal texture out better than
-        the mean of probabilities, docs/real-data.md);
+        "logit": the map is the sigmoid of the weighted mean of the decoder's and the distance's calibrated logits
+        (model.decoder_weight, the decoder's weight: 0.5 by default), the score pools it (a geometric-mean-like
+        AND: where one part is confident and the other sure of normal, the pixel stays in between; on KolektorSDD
+        zero-shot this kept the decoder's noise on normal texture out better than the mean of probabilities,
+        docs/real-data.md);
         "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
         "max": the map is their maximum, the score pools the decoder's map alone;
         "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.
@@ -321,7 +322,8 @@ class PRN(nn.Module):
         # decoder calibration keep its plain logits).
         logits = self.decoder_cal.calibrated_logit(logits) if bool(self.decoder_cal.fitted) else logits
         if self.cfg.distance_fusion == "logit":
-            prob = torch.sigmoid(0.5 * (logits + self.distance(distances, as_logit=True)))
+            w = self.cfg.decoder_weight
+            prob = torch.sigmoid(w * logits + (1 - w) * self.distance(distances, as_logit=True))
             return prob, self.score(prob)
         prob, dist = torch.sigmoid(logits), self.distance(distances)
         if self.cfg.distance_fusion == "mean":

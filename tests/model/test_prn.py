@@ -280,6 +280,11 @@ def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_k
     lprob, lscore = model.predict(x[8:])
     assert torch.allclose(lprob, torch.sigmoid(0.5 * (z_dec + z_dist)), atol=1e-6)
     assert torch.allclose(lscore, model.score(lprob))
+    model.cfg.decoder_weight = 0.25  # the decoder's weight in the logit fusion, the distance's the rest
+    assert torch.allclose(model.predict(x[8:])[0], torch.sigmoid(0.25 * z_dec + 0.75 * z_dist), atol=1e-6)
+    model.cfg.decoder_weight = 0.0
+    assert torch.allclose(model.predict(x[8:])[0], torch.sigmoid(z_dist), atol=1e-6)
+    model.cfg.decoder_weight = 0.5
     model.cfg.distance_fusion = "none"  # the paper's map stays the decoder's own sigmoid
     assert torch.equal(model.predict(x[8:])[0], torch.sigmoid(logits))
     model.cfg.distance_fusion = "mean"
