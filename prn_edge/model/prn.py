@@ -322,8 +322,10 @@ class PRN(nn.Module):
         # decoder calibration keep its plain logits).
         logits = self.decoder_cal.calibrated_logit(logits) if bool(self.decoder_cal.fitted) else logits
         if self.cfg.distance_fusion == "logit":
-            w = self.cfg.decoder_weight
-            prob = torch.sigmoid(w * logits + (1 - w) * self.distance(distances, as_logit=True))
+            # w * decoder + (1 - w) * distance, written so every node of it reads the decoder's output: a graph
+            # re-sorted later keeps them all after the last Conv (artefact.keep_float's tail)
+            z = self.distance(distances, as_logit=True)
+            prob = torch.sigmoid(z + self.cfg.decoder_weight * (logits - z))
             return prob, self.score(prob)
         prob, dist = torch.sigmoid(logits), self.distance(distances)
         if self.cfg.distance_fusion == "mean":
