@@ -3,6 +3,7 @@
 
     python tools/bench_real.py [--mtd DIR] [--ksdd DIR] --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
         [--seed 0] [--steps N] [--set k=v ...] [--skip-prn]
+    python tools/bench_real.py --summarize RUN [RUN ...] --out runs/bench_real_seeds
 
 --mtd: the Magnetic Tile Defect dataset as published (folders MT_Blowhole, MT_Break, MT_Crack, MT_Fray, MT_Free,
 MT_Uneven with <name>.jpg + <name>.png masks; fetch the public repository abin24/Magnetic-tile-defect-datasets.).
@@ -26,6 +27,8 @@ bank is capped at 32768 vectors (tiles of large images would otherwise make its 
 
 Writes <out>/bench_real.json, <out>/bench_real.md (tables per defect type, seen/unseen) and
 <out>/<category>/overlays.png (image | ground truth | PRN | kNN for a few defects of each type).
+--summarize reads earlier runs of the same configuration (e.g. one per --seed: another split and training seed) and
+writes the mean +- standard deviation of every method's seen / unseen means to <out>/bench_real_summary.{json,md}.
 Targets (issue 8): PRN >= kNN + 5 pt image AUROC on unseen types, never below it zero-shot; pixel AUROC >= 0.95
 on Magnetic Tile unseen; training <= 20 min per category on 2 cores.
 """
@@ -368,6 +371,86 @@ def _table(entry: dict) -> str:
     return "\n".join(lines) + f"\n\ntraining: {secs}\n"
 
 
+SUMMARY_METHODS = ("prn", "prn_decoder_only", "knn")
+SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def _config_differences(report_a: dict, entry_a: dict, report_b: dict, entry_b: dict) -> list[str]:
+    """What makes two runs of a category other than repeats: the variant, the model input the category got, any
+    setting both configs have with different values (the seed aside; a setting only one has is a toolkit version
+    apart, at its default)."""
+    out = [f"{k} {a[k]} / {b[k]}" for a, b, k in ((report_a, report_b, "variant"), (entry_a, entry_b, "image_size"))
+           if a.get(k) != b.get(k)]
+    for section, values in report_a["config"].items():
+        other = report_b["config"].get(section)
+        if not isinstance(values, dict) or not isinstance(other, dict):
+            continue
+        out += [f"{section}.{k} {v} / {other[k]}" for k, v in values.items()
+                if k in other and other[k] != v and (section, k) not in (("train", "seed"), ("model", "image_size"))]
+    return out
+
+
+def summarize(runs: list[Path]) -> dict:
+    """Several runs of this benchmark (their bench_real.json, e.g. one per --seed) as mean, standard deviation and
+    per-run values of each method's seen / unseen means, per category and setting (10-shot or zero-shot). Runs of
+    another variant or configuration than the first of their category are refused: they would not be repeats."""
+    groups: dict = {}
+    for run in runs:
+        path = run / "bench_real.json" if run.is_dir() else run
+        if not path.is_file():
+            raise SystemExit(f"--summarize: {path} does not exist; give the --out folders of earlier runs")
+        report = json.loads(path.read_text())
+        for name, entry in report["categories"].items():
+            key = f"{name} ({'zero-shot' if report['zero_shot'] else 'shots'})"
+            g = groups.setdefault(key, {"report": report, "entry": entry, "runs": []})
+            differ = _config_differences(g["report"], g["entry"], report, entry)
+            if differ:
+                raise SystemExit(f"--summarize: {path} ran {name} with another configuration than "
+                                 f"{g['runs'][0]['path']} ({'; '.join(differ)}): not a repeat of it")
+            g["runs"].append({"path": str(path), "seed": report["seed"], "entry": entry})
+    out: dict = {}
+    for key, g in groups.items():
+        seeds = [r["seed"] for r in g["runs"]]
+        if len(set(seeds)) < len(seeds):
+            raise SystemExit(f"--summarize: {key} has two runs with the same seed ({seeds}): the same run twice")
+        table: dict = {}
+        for m in SUMMARY_METHODS:
+            for grp in ("seen", "unseen"):
+                for k in SUMMARY_METRICS:
+                    vals = [r["entry"][m]["means"][grp].get(k) for r in g["runs"] if m in r["entry"]
+                            and r["entry"][m]["means"][grp].get("n_types")]
+                    if vals and None not in vals:
+                        table[f"{m}/{grp}/{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1))
+                                                   if len(vals) > 1 else None, "values": vals}
+        margins = [r["entry"]["prn_minus_knn_unseen"]["image_auroc"] for r in g["runs"]
+                   if r["entry"].get("prn_minus_knn_unseen")]
+        out[key] = {"seeds": seeds, "metrics": table,
+                    "prn_minus_knn_unseen_image_auroc": {"min": min(margins), "values": margins} if margins else None}
+    return out
+
+
+def summary_table(summary: dict) -> str:
+    """Markdown: per category, method x (seen, unseen) x metric as mean +- std over the runs (n runs)."""
+    lines = []
+    for key, s in summary.items():
+        lines += [f"## {key}: {len(s['seeds'])} runs (seeds {', '.join(map(str, s['seeds']))})", "",
+                  "| method | types | " + " | ".join(SUMMARY_METRICS) + " |", "|---|---|" + "---:|" * len(SUMMARY_METRICS)]
+        for m in SUMMARY_METHODS:
+            for grp in ("unseen", "seen"):
+                cells = [s["metrics"].get(f"{m}/{grp}/{k}") for k in SUMMARY_METRICS]
+                if any(cells):
+                    lines.append(f"| {m} | {grp} | " + " | ".join(
+                        "-" if c is None else f"{100 * c['mean']:.1f}" + ("" if c["std"] is None
+                                                                         else f" +- {100 * c['std']:.1f}")
+                        for c in cells) + " |")
+        margin = s["prn_minus_knn_unseen_image_auroc"]
+        if margin:
+            lines.append(f"\nPRN - kNN, unseen image AUROC: smallest {100 * margin['min']:+.1f} pt over the runs "
+                         f"({', '.join(f'{100 * v:+.1f}' for v in margin['values'])})")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from prn_edge.bench.machine import machine_info
     from prn_edge.config import _merge, make_config, parse_override
@@ -385,7 +468,20 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--skip-prn", action="store_true", help="the kNN reference only (quick look at a dataset)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--summarize", type=Path, nargs="+", metavar="RUN",
+                    help="instead of running: the mean and spread over earlier runs (their --out folders, e.g. one "
+                         "per --seed), written to --out as bench_real_summary.json and .md")
     args = ap.parse_args(argv)
+    if args.summarize:
+        from prn_edge.artefact import write_json
+
+        summary = summarize(args.summarize)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "bench_real_summary.json", summary)
+        md = summary_table(summary)
+        (args.out / "bench_real_summary.md").write_text(md)
+        print(md)
+        return 0
     if not args.mtd and not args.ksdd and not args.data:
         ap.error("give --mtd DIR, --ksdd DIR and/or --data DIR")
 

@@ -127,3 +127,38 @@ def test_the_knn_bank_is_a_quarter_of_the_patches_up_to_its_cap(monkeypatch):
     assert len(capped.bank) == 50
     maps, scores = capped.predict(images[:2])
     assert maps.shape == (2, 64, 64) and np.isfinite(scores).all()
+
+
+def _report(tmp_path: Path, name: str, seed: int, prn: float, knn: float, **model) -> Path:
+    """A bench_real.json as a run writes it, reduced to what --summarize reads."""
+    def means(img):
+        return {"seen": {"n_types": 0}, "unseen": {"n_types": 3, "image_auroc": img, "pixel_auroc": 0.9, "aupro": 0.8}}
+    entry = {"image_size": [256, 256], "prn": {"means": means(prn)}, "knn": {"means": means(knn)},
+             "prn_minus_knn_unseen": {"image_auroc": prn - knn}}
+    report = {"variant": "prn-edge", "zero_shot": False, "seed": seed, "categories": {"mtd": entry},
+              "config": {"model": {"distance_fusion": "logit", **model}, "train": {"seed": seed, "steps": 400}}}
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "bench_real.json").write_text(json.dumps(report))
+    return tmp_path / name
+
+
+def test_summarize_gives_mean_and_spread_over_repeats_and_refuses_what_is_not_one(tmp_path):
+    a = _report(tmp_path, "a", 0, 0.88, 0.76)
+    b = _report(tmp_path, "b", 1, 0.84, 0.74, auto_side=256)  # a setting the older run lacks is no difference
+    s = bench_real.summarize([a, b])["mtd (shots)"]
+    img = s["metrics"]["prn/unseen/image_auroc"]
+    assert s["seeds"] == [0, 1] and img["values"] == [0.88, 0.84]
+    assert img["mean"] == pytest.approx(0.86) and img["std"] == pytest.approx(np.std([0.88, 0.84], ddof=1))
+    assert s["prn_minus_knn_unseen_image_auroc"]["min"] == pytest.approx(0.10)
+    assert "prn/seen/image_auroc" not in s["metrics"]  # no seen types: nothing to average
+    assert "86.0 +- 2.8" in bench_real.summary_table({"mtd (shots)": s})
+    out = tmp_path / "sum"
+    assert bench_real.main(["--summarize", str(a), str(b), "--out", str(out)]) == 0
+    assert json.loads((out / "bench_real_summary.json").read_text())["mtd (shots)"]["seeds"] == [0, 1]
+    c = _report(tmp_path, "c", 2, 0.8, 0.7, distance_fusion="mean")
+    with pytest.raises(SystemExit, match="model.distance_fusion logit / mean"):
+        bench_real.summarize([a, c])
+    with pytest.raises(SystemExit, match="same seed"):
+        bench_real.summarize([a, _report(tmp_path, "d", 0, 0.8, 0.7)])
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench_real.summarize([tmp_path / "missing"])
