@@ -473,8 +473,6 @@ def main(argv=None) -> int:
                          "per --seed), written to --out as bench_real_summary.json and .md")
     args = ap.parse_args(argv)
     if args.summarize:
-        from prn_edge.artefact import write_json
-
         summary = summarize(args.summarize)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "bench_real_summary.json", summary)
