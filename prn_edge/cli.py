@@ -207,6 +207,7 @@ def cmd_calibrate(args) -> int:
                               max_image_auroc_drop=args.max_image_drop / 100, max_pixel_auroc_drop=args.max_pixel_drop / 100,
                               min_decision_agreement=args.min_agreement,
                               min_expected_agreement=args.min_expected_agreement,
+                              cascade_agreement=args.cascade_agreement,
                               input_format=args.input_format, channel_order=args.channel_order,
                               force_data=args.force_data,
                               nncf=NNCFSettings(fast_bias_correction=args.nncf_bias_correction == "fast",
@@ -541,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-expected-agreement", type=_number(float, 0, 1), default=0.95,
                    help="agreement INT8's score noise lets one expect at FP32's operating point (fraction; "
                         "0 turns the check off)")
+    p.add_argument("--cascade-agreement", type=_number(float, 0.5, 0.999999), default=0.99,
+                   help="agreement with FP32 a cascade of the run's models is to expect (engine backend 'cascade': "
+                        "FP32 decides the parts near the threshold); sets the margin the INT8 artefact records")
     p.add_argument("--input-format", default="float", choices=["float", "uint8"])
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr", "mono"])
     p.add_argument("--threads", type=NON_NEGATIVE, default=0)

@@ -32,7 +32,7 @@ READABLE_FORMATS = (ONNX_FORMAT_VERSION, NON_SQUARE_FORMAT_VERSION, TILES_FORMAT
 
 # Keys that hold JSON; every other key holds a plain string.
 _JSON_KEYS = {"input", "outputs", "model", "backbone", "image_threshold", "pixel_threshold", "score_spread",
-              "format_version", "opset", "keep_float"}
+              "format_version", "opset", "keep_float", "cascade_margin"}
 REQUIRED_KEYS = ("kind", "format_version", "toolkit_version", "variant", "input", "image_threshold",
                  "score_spread")
 

@@ -46,6 +46,9 @@ class CalibrationOptions:
     # The agreement the INT8 score noise lets one expect (expected_agreement): a few dozen held-out images count
     # flips too coarsely to promise a test set's agreement.
     min_expected_agreement: float = 0.95
+    # The agreement with FP32 a cascade of this run's INT8 and FP32 models is to expect (runtime.cascade): it sets
+    # the margin around the threshold within which FP32 decides (cascade_margin), recorded in the INT8 artefact.
+    cascade_agreement: float = 0.99
     max_attempts: int = 4  # first try + fallbacks that keep 2, 4, 8 ... sensitive layers in float
     refit_prototypes: bool = True  # k-means the prototypes again on the INT8 encoder's features (refit.py)
     keep_float: tuple = ()  # node-name prefixes kept in float in every attempt (e.g. "/decoder/")
@@ -70,6 +73,9 @@ class CalibrationOptions:
             raise ConfigError(f"--sensitivity {self.sensitivity!r}: choose one of ['groups', 'sqnr']")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be >= 1")
+        if not 0.5 <= self.cascade_agreement < 1:
+            raise ConfigError(f"--cascade-agreement {self.cascade_agreement}: the share of parts a cascade decides as "
+                              "FP32 does, from 0.5 to below 1 (e.g. 0.99)")
         if self.flavour == "openvino":
             if self.method != "minmax":
                 raise ConfigError(f"--method {self.method}: NNCF (--flavour openvino) estimates ranges its own way; "
@@ -140,6 +146,31 @@ def expected_agreement(fp32: dict, int8: dict, gate: str) -> dict:
         return {"expected_agreement": 1.0, "score_noise": 0.0}
     flips = [0.5 * math.erfc(abs(x - t) / sigma / math.sqrt(2.0)) for x in scores]
     return {"expected_agreement": float(1.0 - np.mean(flips)), "score_noise": sigma}
+
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    """The standard normal distribution function."""
+    return 0.5 * np.vectorize(math.erfc)(-np.asarray(x, float) / math.sqrt(2.0))
+
+
+def cascade_margin(fp32: dict, gate: str, sigma: float, target: float) -> dict:
+    """The margin around the INT8 threshold within which a cascade (runtime.cascade) lets the FP32 model decide:
+    the smallest multiple of a quarter of the score noise that lets the gate set's FP32 scores expect `target`
+    agreement with FP32.
+
+    A part whose FP32 score lies d = |s - t| from the threshold is decided otherwise only when INT8 moves its score
+    past the threshold and beyond the band, by more than d + m: probability Phi(-(d + m) / sigma). It is decided by
+    FP32 when its INT8 score falls inside the band: Phi((d + m) / sigma) - Phi((d - m) / sigma), the share of parts
+    that pay for both models."""
+    scores, t = np.asarray(fp32[gate]["scores"], float), float(fp32[gate]["threshold"])
+    d = np.abs(scores - t)
+    for quarters in range(0, 4 * 6 + 1):
+        m = quarters * sigma / 4
+        expected = 1.0 if sigma == 0 else float(1.0 - np.mean(_phi(-(d + m) / sigma)))
+        if expected >= target:
+            break
+    rerun = 0.0 if sigma == 0 or m == 0 else float(np.mean(_phi((d + m) / sigma) - _phi((d - m) / sigma)))
+    return {"margin": float(m), "target_agreement": target, "expected_agreement": expected, "expected_rerun": rerun}
 
 
 def gate_metrics_by_set(fp32: dict, int8: dict, gate: str) -> dict:
@@ -245,12 +276,12 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
             seconds=round(time.time() - t0, 1),
         )
         write_manifest(tmp / RUN_MANIFEST, report)
-        (tmp / "report.md").write_text(attempts_table(report))
+        (tmp / "report.md").write_text(attempts_table(report) + cascade_note(report))
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(attempts_table(report))
+    log(attempts_table(report) + cascade_note(report))
     log(f"{'PASSED' if report['passed'] else 'FAILED'}: {final / report['artefacts']['int8']} "
         f"(manifest {final / RUN_MANIFEST})")
     return report
@@ -504,6 +535,7 @@ def _attempt(s: _Setup, a: int, excluded: list[str]) -> tuple[Path, Attempt]:
         qinfo["prototypes_refit"] = _refit(s, q_path, s.fixed + excluded)
     m = gate_metrics_by_set(s.val.fp32, _evaluate(q_path, s.val.sets, s.val.gate, s.threads, reference=s.val.fp32),
                             s.val.gate)
+    m["cascade"] = cascade_margin(s.val.fp32, s.val.gate, m["score_noise"], o.cascade_agreement)
     reasons = _check(m, o)
     s.log(f"attempt {a + 1}: {len(excluded)} layers in float; "
           + "; ".join(f"{name}{' (gate)' if name == s.val.gate else ''}: image AUROC "
@@ -569,7 +601,7 @@ def _next_excluded(s: _Setup, a: int, ranking: list[dict], groups: dict) -> list
 def _keep_best(s: _Setup, q_best: Path, a_best: Attempt, run: str) -> dict:
     """The best attempt becomes model.int8.onnx, carrying its own thresholds and its gate's result; the others
     go. Returns FP32 vs INT8 speed on this machine."""
-    _set_decision(q_best, a_best.metrics["int8_decision"], run, a_best.passed)
+    _set_decision(q_best, a_best.metrics["int8_decision"], run, a_best.passed, a_best.metrics["cascade"]["margin"])
     int8 = s.tmp / _artefacts(s.options.flavour)["int8"]
     if int8.suffix == ".xml":
         from ..artefact.openvino_ir import weights_of
@@ -603,15 +635,16 @@ def _speed(fp32: Path, int8: Path, images: list, threads: int = 0) -> dict:
             "speedup": q["speedup_vs_reference"], "vnni": cpu_has_vnni(), "threads": threads or None}
 
 
-def _set_decision(path: Path, params: dict, run: str, passed: bool) -> None:
+def _set_decision(path: Path, params: dict, run: str, passed: bool, cascade_margin: float) -> None:
     """The INT8 artefact carries its own decision parameters from its validation scores (the image threshold: the
     FP32 threshold moved as the scores moved; the pixel threshold and score spread by the training rule; see
-    _evaluate) and the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)."""
+    _evaluate), the result of its accuracy gate (run, bench and build refuse a failed one unless told otherwise)
+    and the margin a cascade with its FP32 model uses (cascade_margin)."""
     import onnx
 
     values = {"image_threshold": params["image_threshold"], "pixel_threshold": params["pixel_threshold"],
               "score_spread": params["score_spread"], "calibration_run": run,
-              "accuracy_gate": "passed" if passed else "failed"}
+              "accuracy_gate": "passed" if passed else "failed", "cascade_margin": cascade_margin}
     if path.suffix == ".xml":
         from ..export.openvino_export import update_ir_metadata
 
@@ -640,6 +673,15 @@ def _trt_cache_note() -> str:
     if importlib.util.find_spec("tensorrt") is None:
         return "not written: TensorRT is not installed here (write it on the target with `prn-edge build --precision int8 --calibration RUN`)"
     return "written by `prn-edge build --precision int8 --implicit-int8 --calibration RUN` on the TensorRT host"
+
+
+def cascade_note(report: dict) -> str:
+    """What a cascade of the run's models (runtime.cascade) is to expect, from the chosen attempt's validation."""
+    c = report["attempts"][report["chosen_attempt"] - 1]["metrics"]["cascade"]
+    return (f"\nCascade (engine backend `cascade`: {report['artefacts']['int8']} screens every part, "
+            f"{report['artefacts']['fp32']} decides those whose INT8 score lies within {c['margin']:.3f} of the "
+            f"threshold): expected agreement with FP32 {c['expected_agreement']:.3f} (target "
+            f"{c['target_agreement']}), {100 * c['expected_rerun']:.0f}% of the validation parts run FP32 too.\n")
 
 
 def attempts_table(report: dict) -> str:

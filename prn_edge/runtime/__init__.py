@@ -55,6 +55,8 @@ register(Backend("tensorrt", "prn_edge.trt.runner:TensorRTEngine", suffixes=(".e
 register(Backend("triton", ".triton_backend:TritonEngine", schemes=("triton",)))
 # .onnx stays ONNX Runtime's by suffix; backend="openvino" runs an ONNX artefact with OpenVINO too
 register(Backend("openvino", ".openvino_backend:OpenVINOEngine", suffixes=(".xml",)))
+# by name only: an INT8 artefact (any backend) screens, its FP32 reference decides the frames near the threshold
+register(Backend("cascade", ".cascade:CascadeEngine"))
 
 
 def backend_names() -> tuple[str, ...]:

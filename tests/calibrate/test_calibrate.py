@@ -53,6 +53,10 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     assert meta["score_spread"] == pytest.approx(chosen["score_spread"]) and meta["calibration_run"] == f"r-{flavour}"
     assert meta["input"] == read_metadata(run / "model.fp32.onnx")["input"]
     assert "| 1 |" in (run / "report.md").read_text()
+    # the margin a cascade with the FP32 model uses (runtime.cascade) travels in the INT8 artefact
+    cascade = manifest["attempts"][manifest["chosen_attempt"] - 1]["metrics"]["cascade"]
+    assert meta["cascade_margin"] == pytest.approx(cascade["margin"]) and cascade["target_agreement"] == 0.99
+    assert "Cascade (engine backend `cascade`" in (run / "report.md").read_text()
     speed = manifest["speed_here"]  # what INT8 buys on this machine, measured on the two artefacts
     assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0 and speed["speedup"] > 0 and isinstance(speed["vnni"], bool)
     assert all("prototypes_refit" in a["quantization"] for a in manifest["attempts"])
@@ -241,3 +245,29 @@ def test_the_input_layer_stays_float_unless_asked(trained, tmp_path):
     assert first_conv not in asked and set(asked) == set(float_by_design(fp32))
     with_prefix = _kept_in_float(fp32, CalibrationOptions(keep_float=("/decoder/",)))
     assert set(layer) <= set(with_prefix) and any(n.startswith("/decoder/") for n in with_prefix)
+
+
+def test_the_cascade_margin_buys_the_target_agreement_on_simulated_scores():
+    """Scores crowded at the threshold (as on MTD) with INT8 noise: INT8 alone agrees on far fewer than 99%; with
+    FP32 deciding the parts whose INT8 score lies within the margin, the simulated parts agree as the margin
+    promised, and the share that ran FP32 too is the one it predicted."""
+    import numpy as np
+
+    from prn_edge.calibrate.run import cascade_margin
+
+    rng = np.random.default_rng(1)
+    t, sigma = 0.45, 0.03
+    val = rng.normal(t, 0.1, 2000)  # the gate set's FP32 scores (many, so its prediction is sharp)
+    c = cascade_margin({"gate": {"scores": val, "threshold": t}}, "gate", sigma, 0.99)
+    assert c["expected_agreement"] >= 0.99 and 0 < c["margin"] <= 6 * sigma and c["margin"] / sigma * 4 % 1 == 0
+    smaller = cascade_margin({"gate": {"scores": val, "threshold": t}}, "gate", sigma, 0.95)
+    assert smaller["margin"] < c["margin"] and smaller["expected_rerun"] < c["expected_rerun"]
+    parts = rng.normal(t, 0.1, 200_000)  # the line, drawn like the validation
+    int8 = parts + rng.normal(0, sigma, len(parts))
+    alone = np.mean((int8 >= t) == (parts >= t))
+    near = np.abs(int8 - t) < c["margin"]
+    decided = np.where(near, parts >= t, int8 >= t)
+    assert alone < 0.95 and np.mean(decided == (parts >= t)) >= 0.985
+    assert np.mean(near) == pytest.approx(c["expected_rerun"], abs=0.05)
+    none = cascade_margin({"gate": {"scores": val, "threshold": t}}, "gate", 0.0, 0.99)  # no noise, no FP32 runs
+    assert none["margin"] == 0 and none["expected_rerun"] == 0 and none["expected_agreement"] == 1

@@ -72,6 +72,11 @@ def test_openvino_run_writes_a_gated_ir_that_bench_and_engines_open(trained, tmp
     agree = load_tool("int8_agreement.py").agreement(run, data, threads=1)
     assert agree["int8"]["decision_agreement"] == pytest.approx(c["decision_agreement"])
     assert agree["int8"]["backend"] == "openvino" and agree["ov-fp32"]["decision_agreement"] == 1.0
+    # and the cascade of the IR with its FP32 model, at the margin the run recorded in the IR
+    cascade = agree["cascade"]
+    assert cascade["backend"] == "cascade" and 0 <= cascade["reference_runs"] <= 1
+    assert cascade["margin"] == read_ir_metadata(run / "model.int8.xml")["cascade_margin"]
+    assert cascade["decision_agreement"] >= agree["int8"]["decision_agreement"]  # its FP32 part agrees by design
 
 
 def test_a_failed_openvino_gate_keeps_the_top_groups_in_float_through_the_ignored_scope(trained, tmp_path):

@@ -1,0 +1,146 @@
+"""A fast artefact that screens every frame and a reference that decides the borderline ones.
+
+An INT8 artefact moves every image score by a little noise (its calibration run measures it: `score_noise`); a
+part whose FP32 score lies near the threshold can then be decided the other way. On real categories many parts do
+(Magnetic Tile Defect: a fifth of the test scores within 0.05 of the threshold), so INT8 alone decided 4% of the
+test parts otherwise than FP32 (docs/openvino-int8.md). The cascade runs the fast artefact on every frame and runs
+the reference (the run's FP32 model) again on the frames whose fast score lies within `margin` of the fast
+artefact's threshold, and those frames take the reference's map, score and decision. A frame outside the band is
+decided otherwise than the reference would only when INT8 moved its score by more than the margin, so the margin
+sets the agreement; its cost is the reference's time on the borderline share of the parts.
+
+    with open_engine("calibration/mtd/model.int8.xml", backend="cascade") as engine:  # reference: model.fp32.onnx
+        result = engine.infer(frames)
+        engine.last_rerun                         # how many of those frames the reference decided
+
+The margin comes from the calibration run (the fast artefact's `cascade_margin`: the smallest that lets the
+validation scores expect the run's cascade agreement, 99% by default), or is given. Options: the common ones
+(threads, channel_order, input_hw, resize) go to both engines; `reference` (default: model.fp32.onnx beside the
+fast artefact, as a calibration run writes it), `reference_backend` and `fast_backend` ("auto": by suffix).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from .base import Engine, EngineError, EngineOptions, InferResult, zero_timings
+
+DEFAULT_REFERENCE = "model.fp32.onnx"  # what a calibration run writes beside its INT8 artefact
+
+
+def _frames_and_maps(spec) -> tuple:
+    return spec.height, spec.width, spec.channels, spec.channel_order, spec.model_height, spec.model_width
+
+
+def _describe(spec) -> str:
+    return (f"{spec.height}x{spec.width}x{spec.channels} {spec.channel_order} frames (maps "
+            f"{spec.model_height}x{spec.model_width})")
+
+
+@dataclass(frozen=True)
+class CascadeOptions(EngineOptions):
+    reference: Optional[str] = None
+    reference_backend: str = "auto"
+    fast_backend: str = "auto"
+    margin: Optional[float] = None
+
+    backend: ClassVar[str] = "cascade"
+    paths: ClassVar[tuple[str, ...]] = ("reference",)
+
+    def validate(self) -> None:
+        super().validate()
+        m = self.margin
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1):
+            raise EngineError(f"cascade backend: margin={m!r}: a score distance from 0 (the fast artefact decides "
+                              "everything) to below 1, or None for the calibration run's")
+        for name in ("reference_backend", "fast_backend"):
+            if getattr(self, name) == "cascade":
+                raise EngineError(f"cascade backend: {name}='cascade': a cascade's parts are single artefacts")
+
+    def common(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in EngineOptions.names()}
+
+
+class CascadeEngine(Engine):
+    backend = "cascade"
+    Options = CascadeOptions
+
+    def __init__(self, path: str | Path, options: Optional[CascadeOptions] = None, **opts):
+        from . import open_engine
+
+        o = CascadeOptions.of(options, opts)
+        path = Path(path)
+        reference = Path(o.reference) if o.reference else path.parent / DEFAULT_REFERENCE
+        if not reference.is_file():
+            raise EngineError(f"cascade backend: the reference artefact {reference} does not exist; give "
+                              "reference=... (the FP32 model the fast artefact was calibrated from)")
+        if reference.resolve() == path.resolve():
+            raise EngineError(f"cascade backend: {path} is its own reference; give the fast (INT8) artefact and "
+                              "its FP32 model")
+        # The gate of the fast artefact is checked on the cascade (its metadata) by open_engine, with the caller's
+        # allow_failed_gate; the reference is the FP32 model.
+        self.fast = open_engine(path, backend=o.fast_backend, allow_failed_gate=True, **o.common())
+        self.reference = open_engine(reference, backend=o.reference_backend, **o.common())
+        a, b = self.fast.input_spec, self.reference.input_spec
+        if _frames_and_maps(a) != _frames_and_maps(b):
+            raise EngineError(f"cascade backend: {path.name} takes {_describe(a)} but its reference {reference.name} "
+                              f"{_describe(b)}: both must take the same camera frames and give maps of one size "
+                              "(the INT8 artefact and the FP32 model of one calibration run do)")
+        margin = o.margin if o.margin is not None else self.fast.metadata.get("cascade_margin")
+        if margin is None:
+            raise EngineError(f"cascade backend: {path.name} carries no cascade_margin (a calibration run before "
+                              "the cascade wrote none): give margin=..., e.g. twice the run's score_noise in its "
+                              "manifest.json, or calibrate again")
+        self.margin = float(margin)
+        self.last_rerun = 0
+        meta = dict(self.fast.metadata)
+        meta["cascade"] = {"reference": reference.name, "margin": self.margin,
+                           "reference_threshold": float(self.reference.metadata["image_threshold"])}
+        precisions = [e.metadata.get("precision", "?") for e in (self.fast, self.reference)]
+        meta["precision"] = f"{precisions[0]}, {precisions[1]} within {self.margin:.3g} of the threshold"
+        super().__init__(path, meta, a)
+
+    def _activate(self) -> None:
+        self.fast.activate()
+        self.reference.activate()
+
+    def _release(self) -> None:
+        try:
+            self.fast.close()
+        finally:
+            self.reference.close()
+
+    def _run(self, frames: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError("the cascade decides in infer: its frames take two artefacts' thresholds")
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.metadata["precision"], "margin": self.margin,
+                "fast": self.fast.describe(), "reference": self.reference.describe()}
+
+    def infer(self, frames: np.ndarray) -> InferResult:
+        """The fast artefact's result, with the frames whose fast score lies within the margin of its threshold
+        replaced by the reference's result (map, score, normalized score and decision by the reference's own
+        threshold). `last_rerun` says how many frames that was."""
+        if not self._active:
+            raise EngineError(f"{self.path.name}: engine is not active; use `with open_engine(...) as engine:` "
+                              "or call engine.activate() first")
+        frames = self.check_frames(frames)
+        out = self.fast.infer(frames)
+        timings = dict(self.fast.last_timings)
+        near = np.abs(out.scores.astype(np.float64) - float(self.fast.metadata["image_threshold"])) < self.margin
+        self.last_rerun = int(near.sum())
+        if self.last_rerun:
+            ref = self.reference.infer(frames[near])
+            t = time.perf_counter()
+            for name in ("maps", "scores", "normalized_scores", "decisions"):
+                getattr(out, name)[near] = getattr(ref, name)
+            for stage, seconds in self.reference.last_timings.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
+            timings["postprocess"] += time.perf_counter() - t
+        self.last_timings = {**zero_timings(), **timings}
+        return out
+
