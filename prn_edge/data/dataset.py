@@ -9,6 +9,8 @@ subfolder per type; <root>/defects is used when present) or are taken out of tes
 """
 from __future__ import annotations
 
+import glob
+
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,9 +84,11 @@ def load_fitted(path: Path, size: int | tuple[int, int], policy: str) -> tuple[n
 
 
 def _images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files of a folder (masks excluded), sorted for determinism."""
+    """Image files of a folder (masks excluded), sorted for determinism. Hidden files are skipped: a macOS copy
+    leaves `._name.jpg` resource forks beside every image, which are no images."""
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if is_image_file(p) and not p.stem.endswith(MASK_SUFFIX))
+    return sorted(p for p in found if is_image_file(p) and not p.stem.endswith(MASK_SUFFIX)
+                  and not p.name.startswith("."))
 
 
 def _require_images(folder: Path, layout: str, recursive: bool = False) -> list[Path]:
@@ -97,12 +101,12 @@ def _require_images(folder: Path, layout: str, recursive: bool = False) -> list[
 
 
 def _find_mask(stem_path: Path) -> Path | None:
-    """<stem>_mask with any image extension, PNG first."""
-    for ext in (".png", ".PNG", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg"):
-        p = stem_path.with_name(stem_path.name + MASK_SUFFIX + ext)
-        if p.is_file():
-            return p
-    return None
+    """<stem>_mask with any image extension in any case (.png, .PNG, .JPG...), PNG first."""
+    name = stem_path.name + MASK_SUFFIX
+    found = {p.suffix.lower(): p for p in sorted(stem_path.parent.glob(glob.escape(name) + ".*"))
+             if p.stem == name and is_image_file(p)} if stem_path.parent.is_dir() else {}
+    order = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+    return next((found[ext] for ext in order if ext in found), None)
 
 
 def _defect_sample(image: Path, defect: str, mask_stem: Path) -> Sample:

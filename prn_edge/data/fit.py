@@ -25,9 +25,14 @@ def fit_image(img: np.ndarray, dst_hw: tuple[int, int], policy: str) -> tuple[np
 
 
 def fit_mask(mask: np.ndarray, p: Placement) -> np.ndarray:
-    """An image-size {0,1} mask -> model size under the same placement (nearest; padding is normal)."""
+    """An image-size {0,1} mask -> model size under the same placement (nearest; padding is normal). A defect
+    smaller than the shrink factor can fall between nearest's samples (a 7-pixel pit on a 2048-pixel image at
+    256): when nothing is left of a non-empty mask, every model pixel the defect covers at all is marked."""
     out = np.zeros(p.dst_hw, np.float32)
-    out[p.y0:p.y0 + p.h, p.x0:p.x0 + p.w] = resize(mask.astype(np.float32), p.w, p.h, cv2.INTER_NEAREST)
+    small = resize(mask.astype(np.float32), p.w, p.h, cv2.INTER_NEAREST)
+    if not small.any() and mask.any():
+        small = (resize(mask.astype(np.float32), p.w, p.h, cv2.INTER_AREA) > 0).astype(np.float32)
+    out[p.y0:p.y0 + p.h, p.x0:p.x0 + p.w] = small
     return out
 
 
@@ -51,13 +56,14 @@ def random_tile(img: np.ndarray, tile_hw: tuple[int, int], rng: np.random.Genera
 
 
 def defect_tile(img: np.ndarray, mask: np.ndarray, tile_hw: tuple[int, int], rng: np.random.Generator):
-    """A real shot as a training tile (tile_at's result): a random tile that holds the centre of its defect, so
-    the shot still shows it."""
+    """A real shot as a training tile (tile_at's result): a random tile that holds the middle defect pixel (in
+    row-major order), so the shot still shows its defect; the centroid of a defect in pieces (a crack in two
+    parts) can lie on none of them."""
     (h, w), (th, tw) = img.shape[:2], tile_hw
     ys, xs = np.nonzero(mask > 0.5)
     if len(ys) == 0:
         return random_tile(img, tile_hw, rng, mask)
-    cy, cx = int(ys.mean()), int(xs.mean())
+    cy, cx = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
 
     def start(c: int, length: int, tile: int) -> int:
         if length <= tile:

@@ -37,7 +37,24 @@ def _load(path: Path) -> np.ndarray:
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None or data.size == 0:
         raise DataError(f"{path}: cannot be decoded as an image (corrupt or unsupported format); re-save it as PNG")
+    _check_complete(path)
     return data
+
+
+def _check_complete(path: Path) -> None:
+    """A JPEG or PNG cut short (an interrupted copy) still decodes: OpenCV fills the missing rows with grey and only
+    prints a warning. Such a file ends without its end marker (JPEG EOI, PNG IEND): refused, by name."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 64))
+        tail = f.read().rstrip(b"\x00 \r\n\t")
+    cut = (head[:2] == b"\xff\xd8" and not tail.endswith(b"\xff\xd9")) or \
+          (head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail)
+    if cut:
+        raise DataError(f"{path}: the file is cut short (no end marker: an interrupted copy or a full disk); copy "
+                        "it again, or remove it from the dataset")
 
 
 def _to_uint8(data: np.ndarray, path: Path) -> np.ndarray:

@@ -115,6 +115,21 @@ def test_generic_layout_split_and_masks(generic):
     assert load_category(generic, seed=2).train_good != cat.train_good
 
 
+def test_masks_in_upper_case_and_mac_resource_forks(generic):
+    """A mask saved as NAME_mask.JPG is found; the `._NAME.png` files a macOS copy leaves are no images."""
+    import cv2
+
+    old = generic / "masks" / "dent" / "dent0_mask.png"
+    cv2.imwrite(str(generic / "masks" / "dent" / "dent0_mask.JPG"), cv2.imread(str(old)))
+    old.unlink()
+    (generic / "good" / "._g0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (generic / "defect" / "dent" / "._dent1.png").write_bytes(b"\x00\x05\x16\x07")
+    cat = load_category(generic, seed=1)
+    dent0 = next(s for s in cat.test if s.image.name == "dent0.png")
+    assert dent0.mask.name == "dent0_mask.JPG"
+    assert not any(p.name.startswith("._") for p in cat.train_good + [s.image for s in cat.test])
+
+
 def test_generic_shots_from_folder_without_types(generic, tmp_path):
     shots = tmp_path / "shots"
     for i in range(3):

@@ -46,6 +46,36 @@ def test_fit_mask_follows_the_image_and_padding_is_normal():
     assert abs(ys.mean() - 48) < 2 and abs(xs.mean() - 48) < 2  # the defect stays in the centre
 
 
+@pytest.mark.parametrize("y, x", [(1000, 1000), (1003, 1005), (7, 2036), (2040, 3)])
+def test_a_defect_smaller_than_the_shrink_factor_is_not_lost(y, x):
+    """A 7-pixel pit on a 2048-pixel image shrunk to 256 (factor 8): nearest sampling misses it at most positions;
+    the mask keeps it where it is."""
+    mask = np.zeros((2048, 2048), np.float32)
+    mask[y:y + 7, x:x + 7] = 1
+    m = fit_mask(mask, placement(mask.shape, (256, 256), "stretch"))
+    ys, xs = np.nonzero(m)
+    assert 1 <= len(ys) <= 4 and set(np.unique(m)) == {0.0, 1.0}
+    assert abs(ys.mean() - (y + 3) / 8) < 1.5 and abs(xs.mean() - (x + 3) / 8) < 1.5
+    big = np.zeros((2048, 2048), np.float32)  # a large defect keeps nearest's outline (not dilated)
+    big[800:1200, 800:1200] = 1
+    assert fit_mask(big, placement(big.shape, (256, 256), "stretch")).sum() == 50 * 50
+
+
+def test_a_defect_in_pieces_is_inside_its_training_tile():
+    """Input policy tiles: a crack in two pieces far apart has its centroid between them; the shot's tile must
+    still show defect pixels, every time."""
+    from prn_edge.data.fit import defect_tile
+
+    img = np.zeros((600, 240, 3), np.uint8)
+    mask = np.zeros((600, 240), np.float32)
+    mask[20:120, 30:34] = 1
+    mask[480:590, 200:204] = 1
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        _, m, _ = defect_tile(img, mask, (128, 128), rng)
+        assert m.any()
+
+
 def test_unknown_policy_is_refused():
     with pytest.raises(ConfigError, match="choose one of"):
         placement((10, 10), (64, 64), "crop")

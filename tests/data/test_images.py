@@ -52,6 +52,26 @@ def test_read_image_errors_name_the_file(tmp_path):
         image_header(tmp_path / "broken.png")
 
 
+def test_a_file_cut_short_is_refused_by_name_and_a_whole_one_read(tmp_path):
+    """An interrupted copy of a JPEG still decodes (OpenCV fills the rest with grey and warns on stderr)."""
+    import cv2
+
+    img = (np.random.default_rng(0).random((90, 70, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "whole.jpg"), img)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (tmp_path / "padded.jpg").write_bytes(data + b"\x00" * 16)  # some cameras pad after the end marker
+    assert read_image(tmp_path / "whole.jpg").shape == (90, 70, 3)
+    assert read_image(tmp_path / "padded.jpg").shape == (90, 70, 3)
+    with pytest.raises(DataError, match="cut.jpg: the file is cut short"):
+        read_image(tmp_path / "cut.jpg")
+    cv2.imwrite(str(tmp_path / "whole.png"), img)
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:-12])  # the IEND chunk lost
+    with pytest.raises(DataError, match="cut.png"):
+        read_image(tmp_path / "cut.png")
+
+
 def test_read_mask_binarises_and_resizes_nearest(tmp_path):
     m = np.zeros((40, 40), np.uint8)
     m[10:20, 10:30] = 1  # a mask saved as 0/1 instead of 0/255 still counts
