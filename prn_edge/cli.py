@@ -146,7 +146,8 @@ def cmd_eval(args) -> int:
 
     evaluate_checkpoint(Path(args.checkpoint), Path(args.data), json_out=Path(args.json) if args.json else None,
                         overlays=Path(args.overlays) if args.overlays else None,
-                        save_maps=Path(args.save_maps) if args.save_maps else None, progress=_progress(args))
+                        save_maps=Path(args.save_maps) if args.save_maps else None, progress=_progress(args),
+                        force_data=args.force_data)
     return 0
 
 
@@ -493,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=OUT_FILE, help="metrics JSON to write (a .md table is written beside it)")
     p.add_argument("--overlays", type=OUT_FOLDER, help="folder for heat-map overlay PNGs")
     p.add_argument("--save-maps", type=OUT_FOLDER, help="folder for float32 TIFF maps in the MVTec AD evaluation layout")
+    p.add_argument("--force-data", action="store_true",
+                   help="evaluate although the data's training normals differ from the checkpoint's (loud warning)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -71,11 +71,33 @@ def validation_gap(meta: dict, results: dict) -> dict | None:
             "gap": test - chosen, "summary": summary}
 
 
+def check_training_normals(ckpt: Path, cat, meta: dict, force: bool, log: Callable[[str], None]) -> None:
+    """The category's training normals must be the ones the checkpoint trained on (its data hash). In the generic
+    layout good/ is split by seed: a folder with images added or removed splits otherwise, and training images land
+    in the test set, which flatters every metric without a word; in the MVTec layout another copy or category is
+    not what the model learned. Refused unless forced."""
+    from ..artefact.files import files_sha256
+    from ..errors import DataError
+
+    recorded = meta.get("train_images_sha256")
+    if not recorded or files_sha256(cat.train_good) == recorded:
+        return
+    why = ("good/ is split into training and test images by seed, so with images added or removed the split moves "
+           "and training images can be in the test set (metrics too good)" if cat.layout == "generic" else
+           "another category or another copy of it is not what the model learned")
+    if not force:
+        raise DataError(f"{cat.root}: its training normals are not the ones {ckpt} was trained on (data hash "
+                        f"differs): {why}. Evaluate on the data as it was at training, or pass --force-data")
+    log(f"WARNING: {cat.root}: training normals differ from the checkpoint's ({why}); evaluating anyway "
+        "(--force-data)")
+
+
 def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None, overlays: Optional[Path] = None,
                         save_maps: Optional[Path] = None, max_overlays: int = 40, progress: bool = True,
-                        log: Callable[[str], None] = print) -> dict:
+                        log: Callable[[str], None] = print, force_data: bool = False) -> dict:
     model, cfg, meta = load_model(ckpt)
     cat = load_category(Path(data), seed=meta.get("data_seed", 0))
+    check_training_normals(ckpt, cat, meta, force_data, log)
     excluded = {str(Path(p).resolve()) for p in meta.get("excluded_from_test", [])}
     samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]
     seen_types = set(meta.get("seen_types") or cat.seen_types)

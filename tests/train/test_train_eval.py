@@ -6,6 +6,8 @@ import pytest
 
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
+from prn_edge.errors import DataError
+from prn_edge.evaluate.checkpoint_eval import evaluate_checkpoint
 from prn_edge.evaluate.validation import StepSelection
 from prn_edge.model.checkpoint import read_checkpoint
 from prn_edge.artefact import normalize_scores
@@ -216,3 +218,37 @@ def test_odd_sizes_train_letterboxed_and_maps_come_back_at_each_image_size(tmp_p
         m = tifffile.imread(tmp_path / "maps" / "odd" / "test" / "spot" / f"{i:02d}.tiff")
         assert m.shape == sizes[i]  # metrics and maps at the image's own resolution
     assert json.loads((tmp_path / "o.json").read_text())["overall"]["pixel_auroc"] is not None
+
+
+def test_eval_refuses_training_normals_other_than_the_checkpoints(trained, tiny_data, tmp_path):
+    """In the generic layout good/ is split by seed: images added after training move the split, and training
+    images would be scored as test normals (the review measured image AUROC 66.7 -> 82.2 from that alone)."""
+    import shutil
+
+    generic = tmp_path / "generic"
+    for i, p in enumerate(sorted((tiny_data / "train" / "good").iterdir()) + sorted((tiny_data / "test" / "good").iterdir())):
+        (generic / "good").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, generic / "good" / f"g{i:02d}{p.suffix}")
+    for p in sorted((tiny_data / "test").glob("*/*")):
+        if p.parent.name != "good":
+            (generic / "defect" / p.parent.name).mkdir(parents=True, exist_ok=True)
+            (generic / "masks" / p.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, generic / "defect" / p.parent.name / p.name)
+            mask = next((tiny_data / "ground_truth" / p.parent.name).glob(p.stem + "_mask.*"))
+            shutil.copy(mask, generic / "masks" / p.parent.name / mask.name)
+    ckpt = tmp_path / "g.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(generic), "--out", str(ckpt), "--quiet",
+                 "--set", "train.steps=2", "--set", "train.val_every=2", "--set", "train.num_shots=0"]) == 0
+    assert main(["eval", str(ckpt), "--data", str(generic), "--quiet"]) == 0  # as trained
+    for i in range(5):  # the user drops more good parts into the folder
+        shutil.copy(generic / "good" / "g00.png", generic / "good" / f"more{i}.png")
+    with pytest.raises(DataError, match="split moves .* training images can be in the test set.*--force-data"):
+        evaluate_checkpoint(ckpt, generic, progress=False, log=lambda m: None)
+    logs = []
+    evaluate_checkpoint(ckpt, generic, progress=False, log=logs.append, force_data=True)
+    assert any(m.startswith("WARNING") and "--force-data" in m for m in logs)
+    copy = tmp_path / "copy"  # the MVTec layout: another copy with other training normals
+    shutil.copytree(tiny_data, copy)
+    (copy / "train" / "good" / sorted((copy / "train" / "good").iterdir())[0].name).unlink()
+    with pytest.raises(DataError, match="another category or another copy"):
+        evaluate_checkpoint(trained, copy, progress=False, log=lambda m: None)
