@@ -611,7 +611,8 @@ def _keep_best(s: _Setup, q_best: Path, a_best: Attempt, run: str) -> dict:
     speed = _speed(s.tmp / "model.fp32.onnx", int8, s.val.images[:8], s.threads)
     runtime = "OpenVINO" if int8.suffix == ".xml" else "ONNX Runtime"
     s.log(f"speed on this machine (CPU, batch 1, interleaved rounds): FP32 (ONNX Runtime) {speed['fp32_ms']:.2f} ms, "
-          f"INT8 ({runtime}) {speed['int8_ms']:.2f} ms, x{speed['speedup']:.2f}"
+          f"INT8 ({runtime}) {speed['int8_ms']:.2f} ms (medians over all rounds), speed-up x{speed['speedup']:.2f} "
+          "(median of the per-round ratios: fair when the machine's speed drifts)"
           + ("" if speed["vnni"] else " (this CPU has no VNNI: its int8 kernels gain little over float)"))
     if s.options.flavour == "cpu" and speed["speedup"] < 1.2:
         s.log("advice: INT8 buys less than 1.2x on this machine; deploy the FP32 model here, or this run's "

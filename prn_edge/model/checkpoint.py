@@ -40,10 +40,16 @@ def save_checkpoint(path: Path, model: PRN, cfg: Config, meta: dict[str, Any], e
     write_atomic(Path(path), buf.getvalue())
 
 
+ARTEFACT_SUFFIXES = (".onnx", ".xml", ".bin", ".engine", ".plan")  # what export, calibrate and build write
+
+
 def read_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; train one with `prn-edge train --data DIR --out {path}`")
+    if path.suffix.lower() in ARTEFACT_SUFFIXES:
+        raise CheckpointError(f"{path} is an exported artefact ({path.suffix}), not a training checkpoint: this "
+                              "command takes the .pt file `prn-edge train` wrote (the artefact was made from it)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

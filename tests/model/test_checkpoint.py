@@ -38,6 +38,13 @@ def test_truncated_checkpoint(ckpt):
         load_model(path)
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "model.int8.xml", "brick.engine"])
+def test_an_exported_artefact_given_as_checkpoint_says_which_file_to_give(tmp_path, name):
+    (tmp_path / name).write_bytes(b"\x08\x07 an exported model")
+    with pytest.raises(CheckpointError, match="exported artefact .* takes the .pt file"):
+        load_model(tmp_path / name)
+
+
 def test_foreign_torch_file(tmp_path):
     path = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
