@@ -302,7 +302,8 @@ class Line:
                     continue
                 if frame.image is None or frame.image.shape != want_shape or frame.image.dtype != np.uint8:
                     got = None if frame.image is None else (frame.image.shape, str(frame.image.dtype))
-                    log.debug("corrupt frame %s: %s, expected %s uint8", frame.frame_id, got, want_shape)
+                    log.warning("corrupt frame %s: %s, expected %s uint8 (the camera's frame size or pixel format "
+                                "changed?): the part gets the fail-safe action", frame.frame_id, got, want_shape)
                     self.scheduler.fail_safe(part.seq, "corrupt_frame")
                     continue
                 self._queue.admit(part, frame.host_ts)

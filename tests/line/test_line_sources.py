@@ -99,6 +99,19 @@ def test_image_folder_labels_from_mvtec_names_and_corrupt_files(demo_category, t
         ImageFolderSource(tmp_path / "nope").open()
 
 
+def test_a_folder_of_real_images_of_many_sizes_replays_as_one_cameras_frames(tmp_path, caplog):
+    """Real datasets are not one size; a camera's frames are: every image comes at the first one's size (the
+    review replayed MTD cracks and 5 of 6 parts were fail-safe as corrupt frames)."""
+    for i, (h, w) in enumerate([(120, 90), (200, 61), (90, 120), (33, 47)]):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), np.full((h, w), 40 * i, np.uint8))
+    with ImageFolderSource(tmp_path, rate_hz=500) as src, caplog.at_level("WARNING"):
+        assert src.geometry() == (120, 90, 3)
+        frames = [src.grab(0.5) for _ in range(4)]
+    assert [f.image.shape for f in frames] == [(120, 90, 3)] * 4
+    assert [int(f.image.mean()) for f in frames] == [0, 40, 80, 120]  # each its own image, resized
+    assert sum("resized to the first image's 120x90" in r.message for r in caplog.records) == 1  # said once
+
+
 def test_video_file_source(tmp_path):
     path = tmp_path / "v.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 50, (48, 32))

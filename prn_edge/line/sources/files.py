@@ -1,6 +1,7 @@
 """Sources that replay recorded frames: a folder of images and a video file (cv2.VideoCapture), at a set rate."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,13 @@ import cv2
 import numpy as np
 
 from ...data.dataset import GOOD
-from ...data.images import is_image_file, read_image
+from ...data.images import is_image_file, read_image, resize
 from ...errors import DataError
 from .. import registry
 from ..errors import CameraTimeout, CorruptFrame, LineConfigError, SourceExhausted
 from .base import Frame, FrameSource, Pacer
+
+log = logging.getLogger(__name__)
 
 
 def _label_of(path: Path) -> tuple[Optional[int], Optional[str]]:
@@ -47,6 +50,7 @@ class ImageFolderSource(FrameSource):
             raise LineConfigError(f"source.folder.path={str(self.folder)!r} holds no images (png, jpg, bmp, tif)")
         self._pacer = Pacer(self.rate_hz)
         self._i = 0
+        self._resized = False
         for path in self._files:  # the frame size is the first readable image's
             try:
                 self._shape = read_image(path, self.size).shape
@@ -75,6 +79,13 @@ class ImageFolderSource(FrameSource):
             image = read_image(path, self.size)
         except Exception as e:  # a damaged file is a corrupt frame for this part, not the end of the line
             raise CorruptFrame(f"{path}: {e}", frame_id=k, part_expected=True, t_expected=t) from None
+        if image.shape != self._shape:  # one camera's frames have one size: the first image's
+            if not self._resized:
+                log.warning("folder source: %s is %dx%d, resized to the first image's %dx%d (height x width) as one "
+                            "camera's frames; set source.options.size for squares of your choice", path.name,
+                            image.shape[0], image.shape[1], self._shape[0], self._shape[1])
+                self._resized = True
+            image = resize(image, self._shape[1], self._shape[0])
         label, defect = _label_of(path)
         return Frame(image, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k, label=label, defect=defect)
 
