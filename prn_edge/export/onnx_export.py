@@ -132,7 +132,8 @@ def make_input_spec(cfg, model: PRN, input_format: str, channel_order: str, inpu
         if channel_order != "rgb" or (input_hw is not None and tuple(input_hw) != (mh, mw)):
             raise ExportError(
                 "a float artefact takes the model tensor itself (RGB, [0, 1], NCHW, "
-                f"{mh}x{mw}); for other channel orders or frame sizes export with input_format='uint8', "
+                f"{mh}x{mw}); for other channel orders or frame sizes export with input_format='uint8' "
+                "(--input-format uint8), "
                 "which converts and resizes inside the graph")
         return InputSpec(name=INPUT_NAME_FLOAT, format="float", layout="NCHW", batch=batch, height=mh,
                          width=mw, channels=3, channel_order="rgb", model_height=mh, model_width=mw, resize="none",
@@ -257,7 +258,8 @@ def export_onnx(ckpt: str | Path, out: str | Path, batch: Optional[int] = 1, inp
     t0 = time.perf_counter()
     ckpt, out = Path(ckpt), Path(out)
     if out.suffix != ".onnx":
-        raise ExportError(f"output {out} should end in .onnx")
+        hint = "; for an OpenVINO IR add --to openvino" if out.suffix == ".xml" else ""
+        raise ExportError(f"output {out} should end in .onnx{hint}")
     try:
         model, cfg, meta = load_model(ckpt)
     except PrnEdgeError as e:

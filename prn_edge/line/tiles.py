@@ -87,14 +87,14 @@ class Preprocessor:
         elif (r.height, r.width) != (engine.height, engine.width):
             if engine.fit == "tiles":
                 raise LineConfigError(
-                    f"the model was trained on {engine.width}x{engine.height} tiles cut at native resolution (input "
-                    f"policy tiles) but the camera region is {r.width}x{r.height}: set region.tiles: true to split it "
+                    f"the model was trained on {engine.width}x{engine.height} tiles (width x height) cut at native "
+                    f"resolution (input policy tiles) but the camera region is {r.width}x{r.height}: set region.tiles: true to split it "
                     f"into tiles (a region at least {engine.width}x{engine.height}), or set region.roi to a "
                     f"{engine.width}x{engine.height} window; it is never resized (region.resize does not apply)")
             if not resize:
                 raise LineConfigError(
-                    f"the model takes {engine.width}x{engine.height} frames but the camera region is "
-                    f"{r.width}x{r.height}: set region.roi to a {engine.width}x{engine.height} window, set "
+                    f"the model takes {engine.width}x{engine.height} frames (width x height) but the camera region "
+                    f"is {r.width}x{r.height}: set region.roi to a {engine.width}x{engine.height} window, set "
                     "region.tiles: true to split it into model-size tiles, set region.resize: true, or set the "
                     "camera's width/height")
             if engine.fit == "letterbox" and abs((r.width / r.height) / (engine.width / engine.height) - 1) > 0.01:

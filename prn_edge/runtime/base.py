@@ -256,7 +256,7 @@ class Engine(abc.ABC):
         if (h, w) != (s.height, s.width):
             raise EngineError(
                 f"frames are {h}x{w} but {self.path.name} takes {s.height}x{s.width} frames: resize on the host, "
-                f"or export the model for this camera (export_onnx(..., input_format='uint8', input_hw=({h}, {w})))")
+                f"or export the model for this camera (`prn-edge export ... --input-format uint8 --input-size {h}x{w}`)")
         if c != s.channels:
             raise EngineError(
                 f"frames have {c} channel(s) but {self.path.name} takes {s.channels} ({s.channel_order}); "

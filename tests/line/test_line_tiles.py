@@ -29,7 +29,7 @@ def test_channel_conversion():
 
 def test_preprocessor_geometry_errors_before_the_line_starts():
     spec = EngineInput(64, 64, 3, "rgb")
-    with pytest.raises(LineConfigError, match="model takes 64x64 frames but the camera region is 128x96.*tiles"):
+    with pytest.raises(LineConfigError, match="model takes 64x64 frames \(width x height\) but the camera region is 128x96.*tiles"):
         Preprocessor((96, 128, 3), spec)
     with pytest.raises(LineConfigError, match="smaller than the model input 64x64"):
         Preprocessor((48, 128, 3), spec, tiles=True)
@@ -74,7 +74,7 @@ def test_tiles_of_a_non_square_letterbox_model_are_stitched_without_its_padding(
 def test_a_tiles_artefact_tiles_regions_and_never_resizes_them():
     spec = EngineInput(64, 64, 3, "rgb", fit="tiles")
     for resize in (False, True):
-        with pytest.raises(LineConfigError, match=r"64x64 tiles cut at native resolution.*region is 200x100.*"
+        with pytest.raises(LineConfigError, match=r"64x64 tiles \(width x height\) cut at native resolution.*region is 200x100.*"
                                                   r"region.tiles: true.*never resized"):
             Preprocessor((100, 200, 3), spec, resize=resize)
     with pytest.raises(LineConfigError, match="smaller than the model input 64x64"):
