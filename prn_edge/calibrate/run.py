@@ -283,12 +283,12 @@ def calibrate(ckpt: Path, data: Path, run: str, root: Path = Path("calibration")
                         "real_defects": [str(Path(x.image).resolve()) for x in setup.val.real_shots],
                         "gate": setup.val.gate, "seed": setup.cfg.train.seed},
             artefacts=_artefacts(o.flavour),
-            tensorrt_calibration_cache=_trt_cache_note(),
+            tensorrt_calibration_cache=_trt_cache_note() if o.flavour != "openvino" else "not for an OpenVINO run",
             speed_here=speed,
             seconds=round(time.time() - t0, 1),
         )
         write_manifest(tmp / RUN_MANIFEST, report)
-        (tmp / "report.md").write_text(attempts_table(report) + cascade_note(report))
+        (tmp / "report.md").write_text(result_line(report) + attempts_table(report) + cascade_note(report))
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -686,6 +686,13 @@ def _trt_cache_note() -> str:
     if importlib.util.find_spec("tensorrt") is None:
         return "not written: TensorRT is not installed here (write it on the target with `prn-edge build --precision int8 --calibration RUN`)"
     return "written by `prn-edge build --precision int8 --implicit-int8 --calibration RUN` on the TensorRT host"
+
+
+def result_line(report: dict) -> str:
+    """The run's outcome above its table: passed or failed, which attempt, and INT8's speed-up here."""
+    speed = report["speed_here"]
+    return (f"# {report['run']}: {'PASSED' if report['passed'] else 'FAILED'} (attempt {report['chosen_attempt']} of "
+            f"{len(report['attempts'])} kept; INT8 x{speed['speedup']:.2f} against FP32 on this machine)\n\n")
 
 
 def cascade_note(report: dict) -> str:

@@ -57,6 +57,7 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     cascade = manifest["attempts"][manifest["chosen_attempt"] - 1]["metrics"]["cascade"]
     assert meta["cascade_margin"] == pytest.approx(cascade["margin"]) and cascade["target_agreement"] == 0.99
     assert "Cascade (engine backend `cascade`" in (run / "report.md").read_text()
+    assert (run / "report.md").read_text().startswith(f"# r-{flavour}: {'PASSED' if report['passed'] else 'FAILED'}")
     speed = manifest["speed_here"]  # what INT8 buys on this machine, measured on the two artefacts
     assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0 and speed["speedup"] > 0 and isinstance(speed["vnni"], bool)
     assert all("prototypes_refit" in a["quantization"] for a in manifest["attempts"])
