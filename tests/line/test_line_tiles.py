@@ -74,7 +74,7 @@ def test_tiles_of_a_non_square_letterbox_model_are_stitched_without_its_padding(
 def test_a_tiles_artefact_tiles_regions_and_never_resizes_them():
     spec = EngineInput(64, 64, 3, "rgb", fit="tiles")
     for resize in (False, True):
-        with pytest.raises(LineConfigError, match=r"64x64 tiles \(width x height\) cut at native resolution.*region is 200x100.*"
+        with pytest.raises(LineConfigError, match=r"64x64 tiles cut at native resolution.*region is 200x100.*"
                                                   r"region.tiles: true.*never resized"):
             Preprocessor((100, 200, 3), spec, resize=resize)
     with pytest.raises(LineConfigError, match="smaller than the model input 64x64"):

@@ -170,7 +170,7 @@ def test_frames_that_do_not_fit_are_refused(artefacts, photos):
         good = _frames(photos, e.input_spec, 2)
         with pytest.raises(EngineError, match=r"dtype float32.*8-bit"):
             e.infer(good.astype(np.float32) / 255)
-        with pytest.raises(EngineError, match=r"frames are 80x64 but bgr_dyn\.onnx takes 64x64.*input_hw=\(80, 64\)"):
+        with pytest.raises(EngineError, match=r"frames are 80x64 but bgr_dyn\.onnx takes 64x64.*--input-size 80x64"):
             e.infer(np.zeros((1, 80, 64, 3), np.uint8))
         with pytest.raises(EngineError, match=r"1 channel\(s\) but bgr_dyn\.onnx takes 3"):
             e.infer(good[..., :1])
