@@ -52,6 +52,8 @@ def test_frames_near_the_threshold_take_the_reference_result(run, frames):
     assert np.array_equal(out.maps[near], ref.maps[near]) and np.array_equal(out.maps[~near], fast.maps[~near])
     assert np.array_equal(out.normalized_scores[near], ref.normalized_scores[near])
     assert engine.describe()["margin"] == margin and engine.describe()["reference"]["backend"] == "onnxruntime"
+    # the two take the cores in turns: neither ONNX Runtime session spins for work after its run
+    assert engine.describe()["reference"]["spinning"] is False and engine.describe()["fast"]["spinning"] is False
     assert engine.metadata["cascade"]["reference"] == "model.fp32.onnx"
 
 
@@ -92,5 +94,7 @@ def test_bad_cascades_are_refused_with_what_to_do(run, tmp_path):
             engine_options("cascade", margin=bad)
     with pytest.raises(EngineError, match="unknown option 'device'"):
         engine_options("cascade", device="CPU")
+    with pytest.raises(EngineError, match="spinning='no': give true or false"):
+        engine_options("onnxruntime", spinning="no")
     with pytest.raises(EngineError, match="single artefacts"):
         engine_options("cascade", fast_backend="cascade")
