@@ -109,7 +109,7 @@ class CascadeEngine(Engine):
         meta = dict(self.fast.metadata)
         meta["cascade"] = {"reference": reference.name, "margin": self.margin,
                            "reference_threshold": float(self.reference.metadata["image_threshold"])}
-        precisions = [e.metadata.get("precision", "?") for e in (self.fast, self.reference)]
+        precisions = [e.metadata.get("precision", "fp32") for e in (self.fast, self.reference)]
         meta["precision"] = f"{precisions[0]}, {precisions[1]} within {self.margin:.3g} of the threshold"
         super().__init__(path, meta, a)
 
