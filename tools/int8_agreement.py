@@ -74,7 +74,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--margin", type=float, help="the cascade's margin (default: the one the INT8 artefact records)")
     args = ap.parse_args()
+    if args.margin is not None and not 0 <= args.margin < 1:
+        ap.error(f"--margin {args.margin}: must be in [0, 1), a distance in image score")
     out = agreement(args.run, args.data, args.threads, margin=args.margin)
+    if "cascade" not in out:
+        print(f"(no cascade row: {args.run} records no cascade_margin, a run from before the cascade; give --margin)")
     print("| artefact | backend | images | test image AUROC | decisions as ORT FP32 | map corr | gate | FP32 runs |")
     print("|---|---|---:|---:|---:|---:|---|---:|")
     for label, r in out.items():

@@ -84,7 +84,7 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
                 for i in range(warmup):
                     eng.infer(frames[(np.arange(b) + i * b) % len(frames)])
                 runs.append({"art": art, "eng": eng, "frames": frames, "agree": agree, "lat": [], "round_means": [],
-                             "stages": dict.fromkeys(STAGES, 0.0)})
+                             "stages": dict.fromkeys(STAGES, 0.0), "reruns": 0})
             per_round = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
             bar = tqdm(total=iters * len(runs), desc=f"batch {b}, {rounds} rounds", disable=not progress, leave=False)
             idx = np.arange(b)
@@ -105,6 +105,7 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
                         lat.append(time.perf_counter() - t)
                         for k, v in eng.last_timings.items():
                             run["stages"][k] = run["stages"].get(k, 0.0) + v
+                        run["reruns"] += getattr(eng, "last_rerun", 0)  # a cascade's frames its reference decided
                     run["lat"] += lat
                     run["round_means"].append(float(np.mean(lat)))
                     bar.update(n)
@@ -123,6 +124,10 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
                        "speedup_vs_reference": float(np.median(ref_means / np.array(run["round_means"]))),
                        "stages_ms": {k: 1e3 * v / len(ms) for k, v in run["stages"].items()}, **run["agree"],
                        "input": {"format": eng.input_spec.format, "shape": [b, *eng.input_spec.frame_shape]}}
+                if hasattr(eng, "last_rerun"):  # a cascade: the share of frames that ran its FP32 reference too
+                    row["reference_share"] = run["reruns"] / (len(ms) * b)
+                    row["precision"] += f"; FP32 decided {100 * row['reference_share']:.0f}% of frames"
+                    gflops = gflops and gflops * (1 + row["reference_share"])  # the work both models did
                 if gflops:
                     row["gflops_per_image"] = gflops
                     row["achieved_gflops"] = gflops * row["throughput_ips"]

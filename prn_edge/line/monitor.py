@@ -74,6 +74,8 @@ class LineMetrics:
                               "model: MODEL/VERSION:name@sha256)", ["artefact"], registry=r)
         self.by_artefact = Counter("prn_line_model_decisions", "Model decisions by the artefact (Triton: model "
                                    "version) that made them", ["artefact"], registry=r)
+        self.reference_decisions = Counter("prn_line_reference_decisions", "Parts a cascade engine's FP32 reference "
+                                           "decided (their INT8 score lay near the threshold)", registry=r)
         for result in ("ok", "failed"):
             self.engine_swaps.labels(result)
         self._drift = ScoreDrift()
@@ -141,6 +143,7 @@ class LineMetrics:
                                 for k in ("model", "fail_safe")},
             "model_decisions_by_artefact": {x.labels["artefact"]: int(x.value) for m in self.by_artefact.collect()
                                             for x in m.samples if x.name.endswith("_total")},
+            "reference_decisions": int(self.value("prn_line_reference_decisions_total")),
         }
 
     def serve(self, port: int, bind: str = "127.0.0.1") -> int:

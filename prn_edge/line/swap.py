@@ -69,6 +69,9 @@ class EngineSlot:
         """One engine call and the artefact that made it (a server may have rolled out another model version)."""
         with self._lock:
             verdicts = run_engine(self.engine, frames)
+            rerun = getattr(self.engine, "last_rerun", 0)  # a cascade of this line's own (a shared one: not counted)
+            if rerun:
+                self._metrics.reference_decisions.inc(rerun)
             served = served_artefact(self.engine)
             if served and served != self.artefact:
                 log.warning("line %s: %s decides now (was %s): the server rolled out another model version",

@@ -72,6 +72,22 @@ def test_the_margin_comes_from_the_calibration_run(run, frames):
     assert engine.margin == recorded
 
 
+def test_the_reference_is_warm_before_the_first_borderline_part(run):
+    with open_engine(run[0] / "model.int8.onnx", backend="cascade", allow_failed_gate=True) as engine:
+        assert engine.reference.last_timings["compute"] > 0  # it ran once at activation
+
+
+def test_a_reference_from_another_checkpoint_is_refused(run, trained_with_real_shots, tmp_path):
+    """The review pointed a cascade at another category's FP32 model: it opened, and decided the borderline parts
+    with the wrong model (agreement below INT8 alone)."""
+    from prn_edge.export.onnx_export import export_onnx
+
+    other = tmp_path / "other.onnx"
+    export_onnx(trained_with_real_shots[0], other)
+    with pytest.raises(EngineError, match="exported from another checkpoint .* same calibration run"):
+        open_engine(run[0] / "model.int8.onnx", backend="cascade", reference=str(other), allow_failed_gate=True)
+
+
 def test_bad_cascades_are_refused_with_what_to_do(run, tmp_path):
     run_dir = run[0]
     if json.loads((run_dir / "manifest.json").read_text())["passed"] is False:  # the fast artefact's gate holds
@@ -87,10 +103,10 @@ def test_bad_cascades_are_refused_with_what_to_do(run, tmp_path):
     # an FP32 model as the fast one carries no margin of a calibration run
     shutil.copy(run_dir / "model.fp32.onnx", lone / "model.fp32.onnx")
     shutil.copy(run_dir / "model.fp32.onnx", lone / "other.onnx")
-    with pytest.raises(EngineError, match="carries no cascade_margin .* give margin="):
+    with pytest.raises(EngineError, match="carries no cascade_margin .* give the margin .engine.options.margin in a line config"):
         open_engine(lone / "other.onnx", backend="cascade")
     for bad in (-0.1, 1.0, "0.1", True):
-        with pytest.raises(EngineError, match="margin="):
+        with pytest.raises(EngineError, match=r"margin=.*must be in \[0, 1\)"):
             engine_options("cascade", margin=bad)
     with pytest.raises(EngineError, match="unknown option 'device'"):
         engine_options("cascade", device="CPU")
@@ -98,3 +114,33 @@ def test_bad_cascades_are_refused_with_what_to_do(run, tmp_path):
         engine_options("onnxruntime", spinning="no")
     with pytest.raises(EngineError, match="single artefacts"):
         engine_options("cascade", fast_backend="cascade")
+
+
+@pytest.mark.parametrize("margin, share", [(0.0, 0.0), (0.999, 1.0)])
+def test_bench_reports_the_share_of_frames_the_reference_decided(run, tmp_path, margin, share):
+    from prn_edge.cli import main
+
+    out = tmp_path / "b.json"
+    assert main(["bench", str(run[0] / "model.fp32.onnx"), f"{run[0] / 'model.int8.onnx'}@cascade?margin={margin}",
+                 "--iters", "4", "--rounds", "1", "--quiet", "--allow-failed-gate", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][1]
+    assert row["backend"] == "cascade" and row["reference_share"] == share
+    assert f"FP32 decided {100 * share:.0f}% of frames" in row["precision"]
+
+
+def test_the_line_counts_the_parts_the_reference_decided(run, frames):
+    """An integrator sees how many parts took the FP32 model (metrics, run summary), not only INT8's label."""
+    from prn_edge.line.monitor import LineMetrics
+    from prn_edge.line.swap import EngineSlot
+
+    fast, _, _, _, threshold, _ = _results(run[0], frames, margin=0.0)
+    margin = float(np.median(np.abs(fast.scores.astype(np.float64) - threshold)))
+    metrics = LineMetrics("l")
+    with open_engine(run[0] / "model.int8.onnx", backend="cascade", margin=margin, allow_failed_gate=True) as eng:
+        slot = EngineSlot(eng, metrics, "l")
+        counted = 0
+        for i in range(len(frames)):
+            slot.run(frames[i:i + 1])
+            counted += eng.last_rerun
+    assert 0 < counted < len(frames)
+    assert metrics.summary()["reference_decisions"] == counted
