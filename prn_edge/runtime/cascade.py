@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from ..artefact import sha256_file
 from .base import Engine, EngineError, EngineOptions, InferResult, zero_timings
 
 DEFAULT_REFERENCE = "model.fp32.onnx"  # what a calibration run writes beside its INT8 artefact
@@ -114,6 +115,7 @@ class CascadeEngine(Engine):
                               "attempt in the run's manifest.json, or calibrate again")
         self.margin = float(margin)
         self.last_rerun = 0
+        self._reference_label = f"{reference.name}@{sha256_file(reference)[:12]}"
         meta = dict(self.fast.metadata)
         meta["cascade"] = {"reference": reference.name, "margin": self.margin,
                            "reference_threshold": float(self.reference.metadata["image_threshold"])}
@@ -139,8 +141,10 @@ class CascadeEngine(Engine):
         raise NotImplementedError("the cascade decides in infer: its frames take two artefacts' thresholds")
 
     def describe(self) -> dict[str, Any]:
+        """Both engines, the margin, and which reference file decides (name@sha256 prefix, for the records)."""
         return {"backend": self.backend, "precision": self.metadata["precision"], "margin": self.margin,
-                "fast": self.fast.describe(), "reference": self.reference.describe()}
+                "reference_artefact": self._reference_label, "fast": self.fast.describe(),
+                "reference": self.reference.describe()}
 
     def infer(self, frames: np.ndarray) -> InferResult:
         """The fast artefact's result, with the frames whose fast score lies within the margin of its threshold

@@ -55,6 +55,7 @@ def test_frames_near_the_threshold_take_the_reference_result(run, frames):
     # the two take the cores in turns: neither ONNX Runtime session spins for work after its run
     assert engine.describe()["reference"]["spinning"] is False and engine.describe()["fast"]["spinning"] is False
     assert engine.metadata["cascade"]["reference"] == "model.fp32.onnx"
+    assert engine.describe()["reference_artefact"].startswith("model.fp32.onnx@")  # which file decided, for records
 
 
 def test_margin_zero_is_the_fast_artefact_and_a_wide_one_the_reference(run, frames):
