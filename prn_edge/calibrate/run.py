@@ -144,8 +144,7 @@ def expected_agreement(fp32: dict, int8: dict, gate: str) -> dict:
     scores, t = np.asarray(fp32[gate]["scores"], float), float(fp32[gate]["threshold"])
     if sigma == 0.0:
         return {"expected_agreement": 1.0, "score_noise": 0.0}
-    flips = [0.5 * math.erfc(abs(x - t) / sigma / math.sqrt(2.0)) for x in scores]
-    return {"expected_agreement": float(1.0 - np.mean(flips)), "score_noise": sigma}
+    return {"expected_agreement": float(1.0 - np.mean(_phi(-np.abs(scores - t) / sigma))), "score_noise": sigma}
 
 
 def _phi(x: np.ndarray) -> np.ndarray:
