@@ -18,12 +18,16 @@ COMMON = ("threads", "channel_order", "input_hw", "resize")
 
 
 def test_each_backend_has_its_options_class_beside_it():
-    assert {n: BACKENDS[n].options for n in ("onnxruntime", "torch", "tensorrt", "triton")} == {
+    from prn_edge.runtime.cascade import CascadeOptions
+
+    assert {n: BACKENDS[n].options for n in ("onnxruntime", "torch", "tensorrt", "triton", "cascade")} == {
         "onnxruntime": OnnxRuntimeOptions, "torch": TorchOptions, "tensorrt": TensorRTOptions,
-        "triton": TritonOptions}
+        "triton": TritonOptions, "cascade": CascadeOptions}
     assert OnnxRuntimeOptions.names() == list(COMMON) + [
         "providers", "max_batch", "device_id", "trt_fp16", "trt_cache_dir", "trt_timing_cache", "trt_workspace_mb",
-        "cudnn_conv_algo_search", "tf32"]
+        "cudnn_conv_algo_search", "tf32", "spinning"]
+    assert CascadeOptions.names() == list(COMMON) + ["reference", "reference_backend", "fast_backend", "margin"]
+    assert CascadeOptions.paths == ("reference",)  # a line config takes it from its own folder
     assert TorchOptions().max_batch == 16 and OnnxRuntimeOptions().max_batch == 32  # defaults live there
     assert TensorRTOptions().device == 0 and TensorRTOptions().use_cuda_graph is False
 
