@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import difflib
 import logging
 import numbers
 import time
@@ -70,7 +71,9 @@ class EngineOptions:
         allowed = cls.names()
         for name in opts:
             if name not in allowed:
-                raise EngineError(f"{cls.backend} backend: unknown option {name!r}; allowed: {', '.join(allowed)}")
+                near = difflib.get_close_matches(str(name), allowed, n=1)
+                raise EngineError(f"{cls.backend} backend: unknown option {name!r}"
+                                  + (f" (did you mean {near[0]!r}?)" if near else "") + f"; allowed: {', '.join(allowed)}")
         options = cls(**opts)
         options.validate()
         for name, why in cls.ignored.items():

@@ -111,6 +111,8 @@ def test_bad_cascades_are_refused_with_what_to_do(run, tmp_path):
             engine_options("cascade", margin=bad)
     with pytest.raises(EngineError, match="unknown option 'device'"):
         engine_options("cascade", device="CPU")
+    with pytest.raises(EngineError, match="unknown option 'margn' .did you mean 'margin'."):
+        engine_options("cascade", margn=0.05)
     with pytest.raises(EngineError, match="spinning='no': give true or false"):
         engine_options("onnxruntime", spinning="no")
     with pytest.raises(EngineError, match="single artefacts"):
