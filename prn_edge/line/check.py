@@ -58,8 +58,10 @@ def check_line(path: str | Path) -> list[Check]:
     from .factory import build_engine, build_outputs, build_source
 
     source_box: dict[str, Any] = {}
-    checks.append(_try("engine", lambda: _engine(build_engine(cfg))))
+    checks.append(_try("engine", lambda: _engine(build_engine(cfg), source_box)))
     checks.append(_try("source", lambda: _source(build_source(cfg), source_box)))
+    if {"engine_input", "geometry"} <= set(source_box):  # what `run` builds from the two before its first part
+        checks.append(_try("region", lambda: _region(cfg, source_box)))
     try:
         outputs = build_outputs(cfg, source_box.get("source"))
     except PrnEdgeError as e:
@@ -90,14 +92,15 @@ def _section(data: dict, section: str, minimal: dict, base: Path) -> str:
     return ""
 
 
-def _engine(engine) -> str:
+def _engine(engine, box: dict) -> str:
     from ..runtime.base import describe_line
-    from .engine import engine_description
+    from .engine import engine_description, engine_input
     from .swap import artefact_label
 
     with engine:
         info = engine_description(engine)
         spec = engine.input_spec
+        box["engine_input"] = engine_input(engine)
     gate = engine.metadata.get("accuracy_gate")
     return (f"{artefact_label(engine)}: {spec.height}x{spec.width}x{spec.channels} {spec.channel_order}, "
             + describe_line(info) + (f", accuracy gate {gate}" if gate else ""))
@@ -105,9 +108,20 @@ def _engine(engine) -> str:
 
 def _source(source, box: dict) -> str:
     with source:
-        h, w, c = source.geometry()
+        h, w, c = box["geometry"] = source.geometry()
     box["source"] = source
-    return f"{type(source).__name__}: frames {h}x{w}x{c}"
+    return f"{type(source).__name__}: frames {h}x{w}x{c} (height x width x channels)"
+
+
+def _region(cfg, box: dict) -> str:
+    """The camera region against the model input, as the running line plans it (tiles.Preprocessor): a size
+    mismatch without roi, tiles or resize is found here, not at the first part."""
+    from .tiles import Preprocessor
+
+    r = cfg.region
+    prep = Preprocessor(box["geometry"], box["engine_input"], tuple(r.roi), r.tiles, r.overlap, r.resize)
+    how = f"{prep.frames_per_part} tiles" if prep.grid is not None else "resized" if prep.resize else "as it is"
+    return f"camera region {prep.region.height}x{prep.region.width} -> model input ({how})"
 
 
 def _output(output) -> str:

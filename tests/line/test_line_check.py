@@ -52,3 +52,22 @@ def test_a_whole_config_opens_engine_source_and_outputs(tmp_path, demo_category,
     assert r.returncode == 2 and not (tmp_path / "out" / "d.csv").exists()  # checked, not created
     ok = _check(_config(tmp_path, demo_category, tiny_onnx))
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_the_region_is_planned_as_the_running_line_plans_it(tmp_path, demo_category, tiny_onnx):
+    """The review's --check said every item ok for a camera whose frames the model does not take; `run` then
+    refused. The check now plans the region from the opened engine and source."""
+    import cv2
+    import numpy as np
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.full((96, 80, 3), 90, np.uint8))
+    source = {"kind": "folder", "folder": {"path": str(frames)}}
+    r = _check(_config(tmp_path, demo_category, tiny_onnx, source=source), "--json")
+    found = {c["what"]: c for c in json.loads(r.stdout)[next(iter(json.loads(r.stdout)))]}
+    assert r.returncode == 2 and not found["region"]["ok"]
+    assert "model takes 64x64 frames (width x height) but the camera region is 80x96" in found["region"]["detail"]
+    r = _check(_config(tmp_path, demo_category, tiny_onnx, source=source, region={"resize": True}), "--json")
+    found = {c["what"]: c for c in json.loads(r.stdout)[next(iter(json.loads(r.stdout)))]}
+    assert r.returncode == 0 and found["region"]["ok"] and "96x80 -> model input (resized)" in found["region"]["detail"]
