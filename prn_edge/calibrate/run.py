@@ -10,7 +10,6 @@ renamed at the end, so a failed run leaves nothing half-written in calibration/.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import numpy as np
+from scipy.special import ndtr  # the standard normal distribution function
 
 from .. import __version__
 from ..artefact import (CALIBRATION_RUN, RUN_MANIFEST, InputSpec, decide, new_manifest, read_metadata, write_manifest,
@@ -144,12 +144,7 @@ def expected_agreement(fp32: dict, int8: dict, gate: str) -> dict:
     scores, t = np.asarray(fp32[gate]["scores"], float), float(fp32[gate]["threshold"])
     if sigma == 0.0:
         return {"expected_agreement": 1.0, "score_noise": 0.0}
-    return {"expected_agreement": float(1.0 - np.mean(_phi(-np.abs(scores - t) / sigma))), "score_noise": sigma}
-
-
-def _phi(x: np.ndarray) -> np.ndarray:
-    """The standard normal distribution function."""
-    return 0.5 * np.vectorize(math.erfc)(-np.asarray(x, float) / math.sqrt(2.0))
+    return {"expected_agreement": float(1.0 - np.mean(ndtr(-np.abs(scores - t) / sigma))), "score_noise": sigma}
 
 
 def cascade_margin(fp32: dict, gate: str, sigma: float, target: float) -> dict:
@@ -165,10 +160,10 @@ def cascade_margin(fp32: dict, gate: str, sigma: float, target: float) -> dict:
     d = np.abs(scores - t)
     for quarters in range(0, 4 * 6 + 1):
         m = quarters * sigma / 4
-        expected = 1.0 if sigma == 0 else float(1.0 - np.mean(_phi(-(d + m) / sigma)))
+        expected = 1.0 if sigma == 0 else float(1.0 - np.mean(ndtr(-(d + m) / sigma)))
         if expected >= target:
             break
-    rerun = 0.0 if sigma == 0 or m == 0 else float(np.mean(_phi((d + m) / sigma) - _phi((d - m) / sigma)))
+    rerun = 0.0 if sigma == 0 or m == 0 else float(np.mean(ndtr((d + m) / sigma) - ndtr((d - m) / sigma)))
     return {"margin": float(m), "target_agreement": target, "expected_agreement": expected, "expected_rerun": rerun}
 
 
