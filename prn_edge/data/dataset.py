@@ -10,7 +10,6 @@ subfolder per type; <root>/defects is used when present) or are taken out of tes
 from __future__ import annotations
 
 import glob
-
 import json
 from collections import Counter
 from dataclasses import dataclass, field

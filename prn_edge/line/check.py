@@ -57,13 +57,13 @@ def check_line(path: str | Path) -> list[Check]:
     checks.append(Check("config", True, f"line {cfg.name}: source {cfg.source.kind}, {len(cfg.outputs)} output(s)"))
     from .factory import build_engine, build_outputs, build_source
 
-    source_box: dict[str, Any] = {}
-    checks.append(_try("engine", lambda: _engine(build_engine(cfg), source_box)))
-    checks.append(_try("source", lambda: _source(build_source(cfg), source_box)))
-    if {"engine_input", "geometry"} <= set(source_box):  # what `run` builds from the two before its first part
-        checks.append(_try("region", lambda: _region(cfg, source_box)))
+    opened: dict[str, Any] = {}  # what the engine and source checks learned: input, geometry, the source
+    checks.append(_try("engine", lambda: _engine(build_engine(cfg), opened)))
+    checks.append(_try("source", lambda: _source(build_source(cfg), opened)))
+    if {"engine_input", "geometry"} <= set(opened):  # what `run` builds from the two before its first part
+        checks.append(_try("region", lambda: _region(cfg, opened)))
     try:
-        outputs = build_outputs(cfg, source_box.get("source"))
+        outputs = build_outputs(cfg, opened.get("source"))
     except PrnEdgeError as e:
         checks.append(Check("outputs", False, str(e)))
         outputs = []

@@ -88,8 +88,8 @@ class Preprocessor:
             if engine.fit == "tiles":
                 raise LineConfigError(
                     f"the model was trained on {engine.width}x{engine.height} tiles cut at native resolution (width x "
-                    f"height; input policy tiles) but the camera region is {r.width}x{r.height}: set region.tiles: true to split it "
-                    f"into tiles (a region at least {engine.width}x{engine.height}), or set region.roi to a "
+                    f"height; input policy tiles) but the camera region is {r.width}x{r.height}: set region.tiles: "
+                    f"true to split it into tiles (a region at least {engine.width}x{engine.height}), or set region.roi to a "
                     f"{engine.width}x{engine.height} window; it is never resized (region.resize does not apply)")
             if not resize:
                 raise LineConfigError(

@@ -72,8 +72,8 @@ class EngineOptions:
         for name in opts:
             if name not in allowed:
                 near = difflib.get_close_matches(str(name), allowed, n=1)
-                raise EngineError(f"{cls.backend} backend: unknown option {name!r}"
-                                  + (f" (did you mean {near[0]!r}?)" if near else "") + f"; allowed: {', '.join(allowed)}")
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise EngineError(f"{cls.backend} backend: unknown option {name!r}{hint}; allowed: {', '.join(allowed)}")
         options = cls(**opts)
         options.validate()
         for name, why in cls.ignored.items():
