@@ -92,6 +92,15 @@ def cmd_info(args) -> int:
     from .input_policy import AUTO_SIZE
     from .model.prn import model_info
 
+    if args.file:
+        from .describe import as_text, describe_file
+
+        if args.variant != "prn-edge" or args.config or args.set:
+            raise ConfigError("prn-edge info FILE describes the file as it was made; --variant, --config and --set "
+                              "are for `prn-edge info` without a file (a variant's size and GFLOPs)")
+        info = describe_file(args.file)
+        print(json.dumps(info, indent=2) if args.json else as_text(info))
+        return 0
     cfg = _config(args)
     info = {"variant": args.variant, **model_info(cfg.model, batch=1)}
     if cfg.model.image_size == AUTO_SIZE:
@@ -457,7 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-format", default="plain", choices=FORMATS, help="plain text or JSON lines (journald)")
     sub = ap.add_subparsers(dest="verb", required=True)
 
-    p = sub.add_parser("info", help="parameters and GFLOPs of a variant")
+    p = sub.add_parser("info", help="what a checkpoint, artefact or engine records about itself; without a file, "
+                                    "parameters and GFLOPs of a variant")
+    p.add_argument("file", nargs="?", help="a checkpoint (.pt), an artefact (.onnx, .xml) or an engine (.engine)")
     _add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
@@ -693,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         tell("interrupted", logging.WARNING)
         return 130
+    except BrokenPipeError:  # `prn-edge info X | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception:
         if args.log_format != "json":
             raise

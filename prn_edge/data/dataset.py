@@ -5,7 +5,8 @@ Two layouts are understood:
   generic:   good/*, defect/* or defect/<type>/*, masks/<relative path without suffix>_mask.png
              (good/ is split 80/20 into train/test with the seed).
 Few-shot real defects come from a folder of images with <name>_mask.png beside them (optionally one
-subfolder per type; <root>/defects is used when present) or are taken out of test/.
+subfolder per type; <root>/defects is used when present) or are taken out of test/. A defect test image
+without a mask is kept for image metrics (datasets labelled per image have none).
 """
 from __future__ import annotations
 
@@ -65,15 +66,19 @@ class Category:
 
 
 def load_pair(sample: Sample, size: int | tuple[int, int] | None = None,
-              policy: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
+              policy: str = "stretch") -> tuple[np.ndarray, np.ndarray | None]:
     """(HxWx3 uint8 image, HxW float32 mask) of a sample, fitted to the model input `size` (one side, or
-    (height, width)) by the input policy when a size is given (see data.fit); an all-zero mask for normals."""
+    (height, width)) by the input policy when a size is given (see data.fit); an all-zero mask for normals, None
+    for a defect test image that has no mask (its pixels are unknown, not normal)."""
     img = read_image(sample.image)
-    mask = read_mask(sample.mask, img.shape[:2]) if sample.mask is not None else np.zeros(img.shape[:2], np.float32)
+    if sample.mask is None and sample.label:
+        mask = None
+    else:
+        mask = read_mask(sample.mask, img.shape[:2]) if sample.mask is not None else np.zeros(img.shape[:2], np.float32)
     if size is None:
         return img, mask
     fitted, where = fit_image(img, as_hw(size), policy)
-    return fitted, fit_mask(mask, where)
+    return fitted, None if mask is None else fit_mask(mask, where)
 
 
 def load_fitted(path: Path, size: int | tuple[int, int], policy: str) -> tuple[np.ndarray, Placement]:
@@ -108,9 +113,12 @@ def _find_mask(stem_path: Path) -> Path | None:
     return next((found[ext] for ext in order if ext in found), None)
 
 
-def _defect_sample(image: Path, defect: str, mask_stem: Path) -> Sample:
-    """A defect sample whose mask is <mask_stem>_mask.<ext>; checks that it exists and fits the image."""
+def _defect_sample(image: Path, defect: str, mask_stem: Path, required: bool = True) -> Sample:
+    """A defect sample whose mask is <mask_stem>_mask.<ext>; checks that it exists (unless not `required`: a test
+    image without one counts in image metrics only) and fits the image."""
     mask = _find_mask(mask_stem)
+    if mask is None and not required:
+        return Sample(image, 1, defect, None)
     if mask is None:
         raise DataError(f"defect image {image} has no mask; expected {mask_stem.parent / (mask_stem.name + MASK_SUFFIX)}.png "
                         f"(white = defect, black = good, same size as the image)")
@@ -149,7 +157,7 @@ def _load_mvtec(root: Path) -> tuple[list[Path], list[Sample]]:
             if sub.name == GOOD:
                 test.append(Sample(img, 0, GOOD))
             else:
-                test.append(_defect_sample(img, sub.name, root / "ground_truth" / sub.name / img.stem))
+                test.append(_defect_sample(img, sub.name, root / "ground_truth" / sub.name / img.stem, False))
     if not test:
         raise DataError(f"folder {test_dir} has no subfolders of images; expected the {MVTEC_LAYOUT}")
     return train, test
@@ -167,7 +175,7 @@ def _load_generic(root: Path, seed: int, notes: list[str]) -> tuple[list[Path], 
     for img in defects:
         rel = img.relative_to(defect_dir)
         defect = rel.parts[0] if len(rel.parts) > 1 else FLAT_TYPE
-        test.append(_defect_sample(img, defect, root / "masks" / rel.with_suffix("")))
+        test.append(_defect_sample(img, defect, root / "masks" / rel.with_suffix(""), False))
     notes.append(f"generic layout: {len(good)} images in good/ split by seed {seed} into "
                  f"{len(train)} for training and {n_test} for testing ({GENERIC_TEST_FRACTION:.0%})")
     return train, test
@@ -199,15 +207,27 @@ def _stratified(samples: list[Sample], k: int, rng: np.random.Generator) -> list
 
 
 def _take_from_test(test: list[Sample], k: int, rng: np.random.Generator, notes: list[str]) -> list[Sample]:
-    """k shots per defect type out of test (at least one image of each type stays for testing)."""
+    """k shots per defect type out of test (at least one image of each type stays for testing); only images with
+    a mask can be shots (training draws the defect from it)."""
     shots = []
     for defect in sorted({s.defect for s in test if s.label}):
         group = [s for s in test if s.defect == defect]
-        n = min(k, len(group) - 1)
+        masked = [s for s in group if s.mask is not None]
+        n = min(k, len(masked), len(group) - 1)
         if n < k:
-            notes.append(f"shots_from_test: only {n} of {k} shots taken from {defect} so {len(group) - n} stay in test")
-        shots += [group[i] for i in sorted(rng.permutation(len(group))[:n])]
+            notes.append(f"shots_from_test: only {n} of {k} shots taken from {defect} so {len(group) - n} stay in test"
+                         + (f" ({len(group) - len(masked)} of its images have no mask)" if len(masked) < len(group)
+                            else ""))
+        shots += [masked[i] for i in sorted(rng.permutation(len(masked))[:n])]
     return shots
+
+
+def _note_unmasked(test: list[Sample], notes: list[str]) -> None:
+    unmasked = Counter(s.defect for s in test if s.label and s.mask is None)
+    if unmasked:
+        notes.append(f"{sum(unmasked.values())} defect test images have no mask ({dict(sorted(unmasked.items()))}): "
+                     "they count in image metrics only (pixel metrics and AUPRO leave them out) and are not taken "
+                     "as training shots")
 
 
 def _read_meta(path: Path) -> dict:
@@ -251,6 +271,7 @@ def load_category(root: str | Path, defects_dir: str | Path | None = None, shots
     else:
         raise DataError(f"{root} has neither train/ nor good/; expected the {MVTEC_LAYOUT}, or the {GENERIC_LAYOUT}")
     train_size, train_aspect = _size_note(train, notes)
+    _note_unmasked(test, notes)
 
     rng = np.random.default_rng(seed)
     excluded: list[Sample] = []

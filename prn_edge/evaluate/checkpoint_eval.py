@@ -128,7 +128,9 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
         write_json(Path(json_out), results)
         Path(json_out).with_suffix(".md").write_text(f"# {cat.name}: {cfg.variant}\n\n{table}\n")
     if overlays:
-        items = [(s, read_image(s.image), m, gt) for s, m, gt in zip(samples, maps, masks)]
+        verdicts = [None] * len(samples) if anomalous is None else [bool(x) for x in anomalous]
+        items = [(s, read_image(s.image), m, gt, float(sc), v)
+                 for s, m, gt, sc, v in zip(samples, maps, masks, scores, verdicts)]
         save_overlays(Path(overlays), items, threshold=meta.get("pixel_threshold"), max_images=max_overlays)
     if save_maps:
         # The official MVTec AD script compares maps with ground truth at the original image size.

@@ -127,7 +127,8 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
     """All metrics for one category's test set.
 
     image_scores, labels (1 = anomalous), defect_types: one entry per test image. maps, masks: one
-    2-D array per image (a None mask is all normal); maps=None or masks=None skips pixel metrics.
+    2-D array per image (a None mask: all normal for a normal image; for an anomalous one, no ground truth, and
+    the image is left out of the pixel metrics); maps=None or masks=None skips pixel metrics.
     Each defect type is evaluated as its defect images against ALL normal test images. `seen`
     maps a defect type to whether real defects of it were used in training; types missing from it
     count as unseen; seen=None marks every type unknown (None). A metric that is undefined for a
@@ -149,7 +150,10 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
     images = item_parts(_one_per_image(image_scores, n, "image_scores"), y, keys)
     pixels = None
     if maps is not None and masks is not None:
-        pixels = pixel_parts(_one_per_image(maps, n, "maps"), _one_per_image(masks, n, "masks"), keys)
+        maps, masks = _one_per_image(maps, n, "maps"), _one_per_image(masks, n, "masks")
+        # a defect image without a mask: its pixels are unknown (not normal), so it sits out the pixel metrics
+        known = [i for i in range(n) if not (y[i] and masks[i] is None)]
+        pixels = pixel_parts([maps[i] for i in known], [masks[i] for i in known], [keys[i] for i in known])
         if _NORMAL in pixels and pixels[_NORMAL].pos.size:
             raise DataError("some images labeled normal have defect pixels in their masks; "
                             "labels and masks must agree")
@@ -174,6 +178,8 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
     normal = [_NORMAL] if _NORMAL in images else []
     defect_types_found = sorted(k for k in images if k != _NORMAL)
     overall = {"n_images": n, "n_normal": int((~y).sum()), "n_anomalous": int(y.sum())}
+    if pixels is not None:
+        overall["n_anomalous_without_mask"] = n - len(known)
     overall.update(metrics_of(normal + defect_types_found))
     per_type = {}
     for t in defect_types_found:

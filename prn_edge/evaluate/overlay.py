@@ -21,7 +21,7 @@ GAP = 2
 @dataclass
 class OverlayItem:
     """One test image to draw. save_overlays also takes a mapping with these keys (amap may be
-    named 'map') or a (sample, image, map, mask[, score]) tuple."""
+    named 'map') or a (sample, image, map, mask[, score[, decision]]) tuple."""
 
     image: np.ndarray
     amap: np.ndarray
@@ -29,10 +29,11 @@ class OverlayItem:
     defect_type: str
     stem: str
     score: Optional[float] = None
+    decision: Optional[bool] = None  # True = rejected (anomalous) by the image threshold
 
 
 def overlay(image_rgb_uint8: np.ndarray, amap_float: np.ndarray, gt_mask: Optional[np.ndarray],
-            threshold: Optional[float], *, score: Optional[float] = None,
+            threshold: Optional[float], *, score: Optional[float] = None, decision: Optional[bool] = None,
             value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
     """A uint8 RGB panel: image | gt outlined | jet heat map over the image | map >= threshold outlined.
 
@@ -60,7 +61,8 @@ def overlay(image_rgb_uint8: np.ndarray, amap_float: np.ndarray, gt_mask: Option
         _outline(pred_tile, pred, PRED_COLOR, line)
         pred_caption = f"map >= {threshold:.3g}"
 
-    captions = ["image" if score is None else f"image  score {score:.3g}", gt_caption,
+    verdict = "" if decision is None else ("  REJECT" if decision else "  pass")
+    captions = [("image" if score is None else f"image  score {score:.3g}") + verdict, gt_caption,
                 f"map [{_num(lo)}, {_num(hi)}]", pred_caption]
     tiles = [_captioned(t, c) for t, c in zip((img, gt_tile, heat, pred_tile), captions)]
     sep = np.full((tiles[0].shape[0], GAP, 3), 255, dtype=np.uint8)
@@ -91,7 +93,7 @@ def save_overlays(out_dir, items: Iterable[Any], max_images: int = 32,
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for it in chosen:
-        panel = overlay(it.image, it.amap, it.mask, threshold, score=it.score)
+        panel = overlay(it.image, it.amap, it.mask, threshold, score=it.score, decision=it.decision)
         p = out / f"{safe_filename(it.defect_type)}_{safe_filename(it.stem)}.png"
         if not cv2.imwrite(str(p), panel[..., ::-1]):
             raise OSError(f"could not write {p}")
@@ -102,10 +104,10 @@ def save_overlays(out_dir, items: Iterable[Any], max_images: int = 32,
 def _item(it: Any) -> OverlayItem:
     if isinstance(it, OverlayItem):
         return it
-    if isinstance(it, (tuple, list)) and len(it) in (4, 5):
-        # (sample, image, map, mask[, score]); the sample names the file (see naming.sample_id).
+    if isinstance(it, (tuple, list)) and len(it) in (4, 5, 6):
+        # (sample, image, map, mask[, score[, decision]]); the sample names the file (see naming.sample_id).
         defect, stem = sample_id(it[0])
-        return OverlayItem(it[1], it[2], it[3], defect, stem, it[4] if len(it) == 5 else None)
+        return OverlayItem(it[1], it[2], it[3], defect, stem, *it[4:])
     if isinstance(it, dict):
         d = dict(it)
         if "amap" not in d and "map" in d:

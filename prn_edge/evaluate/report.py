@@ -49,6 +49,9 @@ def markdown_table(results: dict) -> str:
     if "overall" in results:
         o = results["overall"]
         row("overall (pooled)", "-", o.get("n_anomalous", ""), o)
+        if o.get("n_anomalous_without_mask"):
+            lines.append(f"\n{o['n_anomalous_without_mask']} defect images have no mask: they count in the image "
+                         "metrics, not in the pixel metrics or AUPRO")
     return "\n".join(lines) + "\n"
 
 

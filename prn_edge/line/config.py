@@ -156,10 +156,6 @@ class LineConfig:
                     _choice(f"outputs[{i}].at", o.at, ["eject", "decision"])
         except ConfigError as e:
             raise LineConfigError(str(e)) from None
-        kind = self.source.kind
-        for need in registry.sources()[kind].needs:
-            if not getattr(self.source.options, need):
-                raise LineConfigError(f"source.kind={kind!r} needs source.{kind}.{need}")
         out_kinds = registry.outputs()
         for i, o in enumerate(self.outputs):
             for need in out_kinds[o.kind].needs:
@@ -197,6 +193,12 @@ class LineConfig:
         if self.engine.warmup < 0 or self.engine.threads < 0:
             raise LineConfigError("engine.warmup and engine.threads must be >= 0")
         self.backend_options()
+        # last: `run --check` checks each section against defaults for the others, where the source's missing
+        # path is expected; every check of the section before this one must have run
+        kind = self.source.kind
+        for need in registry.sources()[kind].needs:
+            if not getattr(self.source.options, need):
+                raise LineConfigError(f"source.kind={kind!r} needs source.{kind}.{need}")
         return self
 
     def engine_backend(self) -> str:
@@ -309,7 +311,11 @@ def load_line_config(path: str | Path) -> LineConfig:
         raise
     except ConfigError as e:
         raise LineConfigError(str(e)) from None
-    return line_config(data, Path(path).resolve().parent)
+    try:
+        return line_config(data, Path(path).resolve().parent)
+    except LineConfigError as e:  # the first problem only; --check checks each section on its own
+        raise LineConfigError(f"{path}: {e} (`prn-edge run --config {path} --check` lists every problem of the "
+                              "config at once)") from None
 
 
 def to_dict(cfg: LineConfig) -> dict:

@@ -167,10 +167,21 @@ def test_no_normal_training_images(demo_copy):
         load_category(demo_copy)
 
 
-def test_defect_without_mask_names_both(demo_copy):
+def test_test_defect_without_mask_counts_for_images_only_and_is_never_a_shot(demo_copy):
+    # Datasets labelled per image have no masks: such a test image is kept (image metrics), noted, and never
+    # taken as a training shot (training draws the defect from its mask).
     (demo_copy / "ground_truth" / "hole" / "001_mask.png").unlink()
-    with pytest.raises(DataError, match=r"test/hole/001.png has no mask; expected .*ground_truth/hole/001_mask.png"):
-        load_category(demo_copy)
+    cat = load_category(demo_copy)
+    hole = {s.image.name: s for s in cat.test if s.defect == "hole"}
+    assert hole["001.png"].mask is None and hole["000.png"].mask is not None
+    assert any("1 defect test images have no mask ({'hole': 1})" in n for n in cat.notes)
+    img, mask = load_pair(hole["001.png"], 32)
+    assert img.shape == (32, 32, 3) and mask is None  # unknown, not all-normal
+    for seed in range(4):
+        cat = load_category(demo_copy, shots_from_test=5, seed=seed)
+        shots = [s for s in cat.shots if s.defect == "hole"]
+        assert [s.image.name for s in shots] == ["000.png"]  # the masked one; the other stays in test
+        assert [s.image.name for s in cat.test if s.defect == "hole"] == ["001.png"]
 
 
 def test_mask_size_mismatch_names_files(demo_copy):

@@ -76,6 +76,15 @@ def test_defect_image_without_gt_region_still_counts_for_images():
     masks[-1] = None  # a scratch image whose mask is missing: image metrics only
     r = evaluate_predictions(scores, maps, labels, masks, types)
     assert r["per_type"]["scratch"]["n"] == 2 and r["per_type"]["scratch"]["aupro"] is not None
+    assert r["overall"]["n_anomalous_without_mask"] == 1
+    idx = [i for i, t in enumerate(types) if t in ("good", "scratch")]
+    assert r["per_type"]["scratch"]["image_auroc"] == pytest.approx(auroc(scores[idx], labels[idx]))
+    # its pixels are unknown, not normal: left out of the pixel metrics instead of counted as normal pixels
+    known = idx[:-1]
+    assert r["per_type"]["scratch"]["pixel_auroc"] == pytest.approx(
+        pixel_auroc([maps[i] for i in known], [masks[i] for i in known]))
+    assert r["per_type"]["scratch"]["pixel_auroc"] != pytest.approx(
+        pixel_auroc([maps[i] for i in idx], [np.zeros((16, 16)) if masks[i] is None else masks[i] for i in idx]))
 
 
 def test_inconsistent_input_is_rejected():

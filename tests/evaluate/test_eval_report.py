@@ -10,7 +10,7 @@ import tifffile
 
 from prn_edge.errors import DataError
 from prn_edge.evaluate.metrics import evaluate_predictions, pro_curve, roc_curve
-from prn_edge.evaluate.overlay import CAPTION_H, GAP, MIN_TILE
+from prn_edge.evaluate.overlay import CAPTION_H, GAP, MIN_TILE, _item
 from prn_edge.evaluate.report import (OverlayItem, markdown_table, overlay, pro_plot, roc_plot,
                                       save_maps_tiff, save_overlays, write_json)
 
@@ -110,6 +110,15 @@ def test_overlay_panel_shape_and_dtype():
         overlay(np.zeros((8, 8, 3)), np.zeros((8, 8)), None, None)
 
 
+def test_overlay_caption_carries_score_and_decision():
+    img, amap = np.full((64, 64, 3), 120, np.uint8), np.zeros((64, 64), np.float32)
+    caption = lambda **kw: overlay(img, amap, None, None, **kw)[:CAPTION_H, :MIN_TILE]  # noqa: E731
+    plain, scored = caption(), caption(score=0.61)
+    rejected, passed = caption(score=0.61, decision=True), caption(score=0.61, decision=False)
+    assert not np.array_equal(plain, scored)
+    assert not np.array_equal(scored, rejected) and not np.array_equal(rejected, passed)
+
+
 def test_save_overlays_names_and_round_robin(tmp_path):
     rng = np.random.default_rng(0)
     items = [OverlayItem(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), rng.random((32, 32)),
@@ -118,7 +127,8 @@ def test_save_overlays_names_and_round_robin(tmp_path):
                   "stem": "007", "score": 0.7})
     # (sample, image, map, mask) as the checkpoint evaluation passes them
     sample = SimpleNamespace(image=Path("/d/test/scratch/008.png"), label=1, defect="scratch", mask=None)
-    items.append((sample, items[0].image, items[0].amap, np.eye(32, dtype=np.float32)))
+    items.append((sample, items[0].image, items[0].amap, np.eye(32, dtype=np.float32), 0.8, True))
+    assert _item(items[-1]).score == 0.8 and _item(items[-1]).decision is True
     paths = save_overlays(tmp_path, items, max_images=5, threshold=0.9)
     assert sorted(p.name for p in paths) == ["crack_005.png", "good_000.png", "good_001.png", "hole_007.png",
                                              "scratch_008.png"]

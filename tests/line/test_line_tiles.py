@@ -29,7 +29,7 @@ def test_channel_conversion():
 
 def test_preprocessor_geometry_errors_before_the_line_starts():
     spec = EngineInput(64, 64, 3, "rgb")
-    with pytest.raises(LineConfigError, match="model takes 64x64 frames \(width x height\) but the camera region is 128x96.*tiles"):
+    with pytest.raises(LineConfigError, match=r"model takes 64x64 frames \(width x height\) but the camera region is 128x96.*tiles"):
         Preprocessor((96, 128, 3), spec)
     with pytest.raises(LineConfigError, match="smaller than the model input 64x64"):
         Preprocessor((48, 128, 3), spec, tiles=True)

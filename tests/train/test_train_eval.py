@@ -70,6 +70,19 @@ def test_eval_writes_metrics_tables_overlays_and_mvtec_tiffs(trained, tiny_data,
     assert m.dtype == np.float32 and m.shape == (64, 64)
 
 
+def test_eval_of_test_defects_without_masks_counts_them_for_images_only(trained, tiny_data, tmp_path):
+    import shutil
+
+    data = shutil.copytree(tiny_data, tmp_path / "gravel")
+    next((data / "ground_truth" / "crack").glob("000_mask.*")).unlink()
+    js = tmp_path / "res.json"
+    assert main(["eval", str(trained), "--data", str(data), "--json", str(js), "--quiet"]) == 0
+    res = json.loads(js.read_text())
+    assert res["n_test"] == 6 + 5 * 3 and res["per_type"]["crack"]["n"] == 3
+    assert res["overall"]["n_anomalous_without_mask"] == 1 and res["per_type"]["crack"]["pixel_auroc"] is not None
+    assert "1 defect images have no mask" in js.with_suffix(".md").read_text()
+
+
 def test_resume_continues_from_the_last_step(tiny_data, tmp_path):
     out = tmp_path / "r.pt"
     args = ["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(out), "--quiet",
@@ -124,6 +137,28 @@ def test_info_json(capsys):
     assert main(["info", "--variant", "prn-tiny", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["variant"] == "prn-tiny" and info["gflops"] > 0 and info["params_head"] > 0
+
+
+def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
+    from prn_edge.artefact.files import sha256_file
+
+    meta = read_checkpoint(trained)["meta"]
+    assert main(["info", str(trained), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "training checkpoint" and info["category"] == "gravel" and info["variant"] == "prn-tiny"
+    assert info["validation"] == meta["validation"] and info["image_threshold"] == round(meta["image_threshold"], 4)
+    assert info["training"].startswith(f"{meta['best_step']} of 20 steps")
+    assert ("warning" in info) == (meta["validation"] == "synthetic-only")
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(trained), "-o", str(onnx_path), "--input-format", "uint8"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(onnx_path)]) == 0
+    text = capsys.readouterr().out
+    assert "kind: ONNX model" in text and "precision: fp32" in text and "uint8 NHWC" in text
+    assert f"checkpoint_sha256: {sha256_file(trained)[:12]}" in text  # ties the artefact to its checkpoint
+    assert main(["info", str(onnx_path), "--variant", "prn-tiny"]) == 2
+    assert main(["info", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt does not exist" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,168 @@
+"""What a file is, for `prn-edge info FILE`: a training checkpoint (.pt), an exported or calibrated artefact
+(.onnx, OpenVINO .xml) or a TensorRT engine (.engine / .plan with its manifest), summed up from what the file
+records about itself: the model input and policy, the thresholds, the validation it was chosen on, the
+calibration gate, and the hashes that tie an artefact to its checkpoint. Nothing is run or activated.
+
+It reads the model layer (checkpoints) and the artefact layer; only the CLI imports it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import PrnEdgeError
+
+ARTEFACTS = (".onnx", ".xml", ".engine", ".plan")
+
+
+def describe_file(path: str | Path) -> dict[str, Any]:
+    """A flat-ish dict of what `path` records about itself; raises PrnEdgeError for a file it cannot read."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrnEdgeError(f"{path} does not exist; give a checkpoint (.pt), an artefact (.onnx, .xml) or an engine "
+                           "(.engine with its .json manifest)")
+    suffix = path.suffix.lower()
+    if suffix in ARTEFACTS:
+        return _artefact(path, suffix)
+    return _checkpoint(path)
+
+
+def _short(sha: Any) -> str:
+    return str(sha)[:12] if sha else ""
+
+
+def _size(hw: Any) -> str:
+    if isinstance(hw, (list, tuple)):
+        return f"{hw[0]}x{hw[1]} (height x width)"
+    return f"{hw}x{hw}"
+
+
+def _checkpoint(path: Path) -> dict[str, Any]:
+    from .artefact.files import sha256_file
+    from .model.checkpoint import checkpoint_config, read_checkpoint
+
+    state = read_checkpoint(path)
+    cfg, num_prototypes = checkpoint_config(path, state)
+    meta, model, train = state.get("meta", {}), cfg.model, cfg.train
+    history = meta.get("history") or []
+    best = next((h for h in history if h.get("step") == meta.get("best_step")), {})
+    fusion = (meta.get("fusion_choice") or {}).get("chosen") or model.distance_fusion
+    out: dict[str, Any] = {
+        "file": str(path),
+        "kind": "training checkpoint",
+        "sha256": _short(sha256_file(path)),
+        "toolkit_version": state.get("toolkit_version"),
+        "torch_version": state.get("torch_version"),
+        "variant": state.get("variant"),
+        "category": meta.get("category"),
+        "data": meta.get("data_root"),
+        "model_input": _size(meta.get("image_size", model.image_size)),
+        "input_policy": model.input_policy,
+        "backbone": f"{model.backbone} (weights {(meta.get('backbone') or {}).get('source', '?')})",
+        "prototypes": f"{num_prototypes} per scale ({model.prototype_mode})",
+        "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
+               + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else ""),
+        "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
+        "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
+                      f"out; seen types {', '.join(meta.get('seen_types') or []) or 'none'}",
+        "validation": meta.get("validation", "synthetic-only"),
+    }
+    for name in ("real", "synthetic"):
+        m = best.get(name)
+        if m:
+            out[f"validation_{name}"] = (f"image AUROC {100 * m['image_auroc']:.1f}, pixel AUROC "
+                                         f"{100 * m['pixel_auroc']:.1f} ({m.get('n_anomalous')} anomalous, "
+                                         f"{m.get('n_normal')} normal)" + (" <- chose the step and thresholds"
+                                                                           if best.get("source") == name else ""))
+    if out["validation"] == "synthetic-only":
+        out["warning"] = ("validation saw generated anomalies only: the thresholds may not hold for real defects; "
+                          "`prn-edge eval` on a test set shows the gap")
+    out.update(_thresholds(meta))
+    out["train_images_sha256"] = _short(meta.get("train_images_sha256"))
+    return out
+
+
+def _thresholds(meta: dict) -> dict[str, Any]:
+    def num(k: str) -> Any:
+        v = meta.get(k)
+        return round(float(v), 4) if isinstance(v, (int, float)) else v
+
+    return {"image_threshold": num("image_threshold"), "pixel_threshold": num("pixel_threshold"),
+            "score_spread": num("score_spread")}
+
+
+def _artefact(path: Path, suffix: str) -> dict[str, Any]:
+    from .artefact import read_metadata
+    from .artefact.files import sha256_file
+    from .bench.throughput import precision_of
+
+    manifest = None
+    if suffix in (".engine", ".plan"):
+        from .artefact.manifest import read_engine_manifest
+        from .artefact.metadata import decode_metadata
+
+        manifest = read_engine_manifest(path)
+        meta = decode_metadata(manifest.get("metadata") or {}, str(path))
+        kind = "TensorRT engine"
+    elif suffix == ".xml":
+        from .artefact.openvino_ir import read_ir_metadata
+
+        meta, kind = read_ir_metadata(path), "OpenVINO IR"
+    else:
+        meta, kind = read_metadata(path), "ONNX model"
+    spec = meta.get("input") or {}
+    out: dict[str, Any] = {
+        "file": str(path),
+        "kind": kind,
+        "sha256": _short(sha256_file(path)),
+        "precision": precision_of(meta, path),
+        "toolkit_version": meta.get("toolkit_version"),
+        "variant": meta.get("variant"),
+        "category": meta.get("category"),
+        "input": (f"{spec.get('name')}: {spec.get('format')} {spec.get('layout')}, {spec.get('height')}x"
+                  f"{spec.get('width')}x{spec.get('channels')} {spec.get('channel_order')}, batch "
+                  f"{spec.get('batch') or 'dynamic'}"),
+        "model_input": _size([spec.get("model_height", spec.get("model_size")),
+                              spec.get("model_width", spec.get("model_size"))]),
+        "input_policy": spec.get("fit"),
+        "checkpoint_sha256": _short(meta.get("checkpoint_sha256")),
+        "exporter": meta.get("exporter"),
+    }
+    out.update(_thresholds(meta))
+    if meta.get("calibration_run"):
+        out["calibration_run"] = meta["calibration_run"]
+        out["accuracy_gate"] = meta.get("accuracy_gate")
+        if meta.get("accuracy_gate") == "failed":
+            out["warning"] = ("the calibration run's accuracy gate failed: run, bench and build refuse this artefact "
+                              "unless told otherwise")
+        if meta.get("cascade_margin") is not None:
+            out["cascade_margin"] = round(float(meta["cascade_margin"]), 4)
+        run = _calibration_manifest(path)
+        if run:
+            speed = run.get("speed_here") or {}
+            out["calibration"] = (f"run {run.get('run')}: {'passed' if run.get('passed') else 'FAILED'}, attempt "
+                                  f"{run.get('chosen_attempt')} kept" + (f", x{speed['speedup']:.2f} over FP32 where it "
+                                                                        "was calibrated" if speed.get("speedup") else ""))
+    if manifest:
+        out["tensorrt_version"] = manifest.get("tensorrt_version")
+        out["gpu"] = f"{manifest.get('gpu_name')} (compute capability {manifest.get('compute_capability')})"
+        out["precision"] = manifest.get("precision", out["precision"])
+        out["max_batch"] = manifest.get("max_batch")
+    return out
+
+
+def _calibration_manifest(path: Path) -> dict | None:
+    """The calibration run's manifest when the artefact still sits in its run folder."""
+    from .artefact.manifest import read_calibration_manifest
+
+    try:
+        run = read_calibration_manifest(path.parent)
+    except PrnEdgeError:
+        return None
+    names = (run.get("artefacts") or {}).values()
+    return run if path.name in names else None
+
+
+def as_text(info: dict[str, Any]) -> str:
+    width = max(len(k) for k in info)
+    return "\n".join(f"{k:>{width}}: {v}" for k, v in info.items() if v not in (None, ""))
