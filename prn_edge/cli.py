@@ -146,7 +146,14 @@ def cmd_train(args) -> int:
     res = train(cfg, Path(args.data), Path(args.out), defects_dir=Path(args.defects) if args.defects else None,
                 shots_from_test=args.shots_from_test, backbone_weights=args.backbone_weights, resume=args.resume,
                 progress=_progress(args))
-    print(json.dumps(res.to_dict(), indent=2))
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    sets = [f"{name} image AUROC {100 * m['image_auroc']:.1f}, pixel AUROC {100 * m['pixel_auroc']:.1f}"
+            + (" (chose it)" if res.val.get("source") == name else "")
+            for name, m in res.val.items() if isinstance(m, dict) and "image_auroc" in m]
+    print(f"{res.checkpoint}: step {res.best_step} of {res.steps} kept, {res.seconds:.0f} s; validation at that step: "
+          + "; ".join(sets) + f" (`prn-edge info {res.checkpoint}` for the rest, `prn-edge eval` on a test set)")
     return 0
 
 
@@ -496,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots-from-test", type=NON_NEGATIVE, default=0, help="MVTec AD: take K defects per type out of test/")
     p.add_argument("--backbone-weights", help="local state-dict file for resnet18 / wide_resnet50_2")
     p.add_argument("--resume", action="store_true", help="continue from OUT's .last.pt")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="the result as JSON on stdout")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a category's test set")

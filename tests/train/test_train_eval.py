@@ -83,14 +83,20 @@ def test_eval_of_test_defects_without_masks_counts_them_for_images_only(trained,
     assert "1 defect images have no mask" in js.with_suffix(".md").read_text()
 
 
-def test_resume_continues_from_the_last_step(tiny_data, tmp_path):
+def test_resume_continues_from_the_last_step(tiny_data, tmp_path, capsys):
     out = tmp_path / "r.pt"
     args = ["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(out), "--quiet",
             "--set", "train.val_every=5"]
     assert main(args + ["--set", "train.steps=10"]) == 0
+    said = capsys.readouterr().out.strip().splitlines()[-1]  # a sentence for people; --json for machines
+    assert said.startswith(f"{out}: step ") and "of 10 kept" in said and "synthetic image AUROC" in said
     # same config, more steps is a different config: resume must refuse it rather than mix runs
     assert main(args + ["--set", "train.steps=15", "--resume"]) == 2
-    assert main(args + ["--set", "train.steps=10", "--resume"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--set", "train.steps=10", "--resume", "--json"]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(printed[printed.index("\n{") + 1 if not printed.startswith("{") else 0:])
+    assert res["checkpoint"] == str(out) and res["steps"] == 10
     state = read_checkpoint(out.with_suffix(".last.pt"))
     assert state["step"] == 10 and [h["step"] for h in state["history"]] == [5, 10]
 
