@@ -298,13 +298,12 @@ def _bench_artefact(text: str, allow_failed_gate: bool):
 
 def cmd_bench(args) -> int:
     from .bench.machine import machine_info
-    from .bench.throughput import latency_plot, markdown, run_bench
+    from .bench.throughput import latency_plot, markdown, run_bench, spread_images
     from .data.images import read_image
     from .artefact import write_json
 
     if args.images:
-        files = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-        images = [read_image(p) for p in files[:64]]
+        images = [read_image(p) for p in spread_images(Path(args.images), args.max_images)]
         if not images:
             raise PrnEdgeError(f"--images {args.images}: no images found (png, jpg, bmp)")
     else:
@@ -618,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=NON_NEGATIVE, default=10)
     p.add_argument("--threads", type=NON_NEGATIVE)
     p.add_argument("--images", help="folder of real images (default: photos bundled with scikit-image)")
+    p.add_argument("--max-images", type=COUNT, default=64,
+                   help="images taken from --images, spread over the sorted folder (every type, the good parts); "
+                        "iterations cycle through them (a cascade's cost depends on the mix: give --iters >= this)")
     p.add_argument("--json", type=OUT_FILE, help="write JSON, plus .md table and .png latency plot beside it")
     p.add_argument("--allow-failed-gate", action="store_true",
                    help="measure INT8 artefacts whose calibration failed its accuracy gate too")

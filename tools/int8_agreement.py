@@ -6,7 +6,8 @@
 Runs every test image of the category through ONNX Runtime FP32 (the reference: model.fp32.onnx), OpenVINO FP32
 (the same ONNX, backend openvino), the run's INT8 artefact (model.int8.onnx on ONNX Runtime or model.int8.xml on
 OpenVINO) and, when the INT8 artefact records a cascade margin or --margin is given, the cascade of the two (INT8
-screening, FP32 deciding the parts near the threshold: runtime.cascade); each decides with the threshold its
+screening, FP32 deciding the parts near the threshold: runtime.cascade; for an IR the FP32 model runs on OpenVINO,
+and "cascade-ort" runs it on ONNX Runtime); each decides with the threshold its
 artefact carries. Prints, per artefact, the fraction of images
 decided as the reference decides (prn_edge.verify.compare), the image AUROC on the test set and the map correlation.
 """
@@ -47,7 +48,9 @@ def agreement(run: Path, data: Path, threads: int = 2, allow_failed_gate: bool =
     arts = {"ort-fp32": (fp32, "onnxruntime", {}), "ov-fp32": (fp32, "openvino", {}), "int8": (int8, "auto", {})}
     recorded = open_engine(int8, allow_failed_gate=True).metadata.get("cascade_margin")  # read, not activated
     if recorded is not None or margin is not None:  # INT8 screening, FP32 deciding the parts near the threshold
-        arts["cascade"] = (int8, "cascade", {"margin": margin})
+        arts["cascade"] = (int8, "cascade", {"margin": margin})  # an IR's reference runs on OpenVINO
+        if int8.suffix == ".xml":  # and the same on ONNX Runtime, the agreement reference itself
+            arts["cascade-ort"] = (int8, "cascade", {"margin": margin, "reference_backend": "onnxruntime"})
     out, ref = {}, None
     for label, (path, backend, opts) in arts.items():
         with open_engine(path, backend=backend, threads=threads, allow_failed_gate=allow_failed_gate, **opts) as eng:

@@ -4,6 +4,8 @@ the machine's float32 GEMM peak each artefact reaches (model FLOPs / latency, th
 thread count in every round)."""
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,14 @@ class Artefact:
 def percentiles(ms: np.ndarray) -> dict:
     return {"min": float(ms.min()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
             "p99": float(np.percentile(ms, 99)), "max": float(ms.max()), "mean": float(ms.mean())}
+
+
+def spread_images(folder: Path, n: int) -> list[Path]:
+    """Up to n image files of a folder tree, spread evenly over its sorted list (every k-th), so a dataset's test
+    folder gives every defect type and its good parts rather than the first type's images alone."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
+                   and not p.name.startswith("."))
+    return files[::max(1, math.ceil(len(files) / n))][:n]
 
 
 def precision_of(meta: dict, path: Path) -> str:

@@ -91,3 +91,17 @@ def test_bench_refuses_a_gpu_provider_this_onnxruntime_lacks(artefacts, capsys):
     _, d = artefacts
     assert main(["bench", f"gpu={d / 'dyn.onnx'}?providers=cuda", "--iters", "1", "--quiet"]) == 2
     assert "CUDAExecutionProvider is not available here" in capsys.readouterr().err
+
+
+def test_bench_images_are_spread_over_the_folder(tmp_path):
+    # a dataset's test folder sorted: the first 64 files were all of the first defect type
+    from prn_edge.bench.throughput import spread_images
+
+    for kind, n in (("blowhole", 6), ("good", 10), ("uneven", 4)):
+        (tmp_path / kind).mkdir()
+        for i in range(n):
+            (tmp_path / kind / f"{i:02d}.png").write_bytes(b"")
+    (tmp_path / "good" / "._00.png").write_bytes(b"")  # a Mac resource fork is no image
+    chosen = spread_images(tmp_path, 5)
+    assert len(chosen) == 5 and {p.parent.name for p in chosen} == {"blowhole", "good", "uneven"}
+    assert len(spread_images(tmp_path, 100)) == 20

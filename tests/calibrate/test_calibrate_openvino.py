@@ -77,6 +77,12 @@ def test_openvino_run_writes_a_gated_ir_that_bench_and_engines_open(trained, tmp
     assert cascade["backend"] == "cascade" and 0 <= cascade["reference_runs"] <= 1
     assert cascade["margin"] == read_ir_metadata(run / "model.int8.xml")["cascade_margin"]
     assert cascade["decision_agreement"] >= agree["int8"]["decision_agreement"]  # its FP32 part agrees by design
+    ort = agree["cascade-ort"]  # the FP32 part on ONNX Runtime: the same parts go to it
+    assert ort["reference_runs"] == cascade["reference_runs"] and ort["decision_agreement"] >= 0.9
+    # an IR's reference runs on OpenVINO unless told (one runtime for both parts, and faster than ONNX Runtime)
+    for asked, runs_on in (({}, "openvino"), ({"reference_backend": "onnxruntime"}, "onnxruntime")):
+        engine = open_engine(run / "model.int8.xml", backend="cascade", allow_failed_gate=True, **asked)
+        assert engine.reference.backend == runs_on and engine.fast.backend == "openvino"
 
 
 def test_a_failed_openvino_gate_keeps_the_top_groups_in_float_through_the_ignored_scope(trained, tmp_path):
