@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Real-data benchmark: PRN against a training-free kNN reference over the same frozen encoder, on real photos.
 
-    python tools/bench_real.py [--mtd DIR] [--ksdd DIR] --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
+    python tools/bench_real.py [--mtd DIR] [--ksdd DIR] [--bsd DIR] --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
         [--seed 0] [--steps N] [--set k=v ...] [--skip-prn]
     python tools/bench_real.py --summarize RUN [RUN ...] --out runs/bench_real_seeds
 
@@ -17,6 +17,12 @@ public repository seanXYZ/SegDecNet, commit 172b47c, put back into kosNN/). Whol
 training until it has 100 normals and 10 defective images, the rest to test. Its one defect type (crack) is seen
 through 10 real shots taken from the training commutators; with --zero-shot the same split runs without them (the
 unseen measurement, on the same test set).
+--bsd: BSData (ball screw drive spindles with pitting, CC BY-SA 4.0, public repository 2Obe/BSData: data/*.jpg,
+label/*.json labelme polygons, image_data.json): the type-2 images (two crops, 1130x460 and 1540x645), 15 spots on
+the spindle photographed over weeks of wear. Whole spots go to one side: to training until it has 200 normals and
+10 defective images, the rest to test. An unannotated image counts as normal only if taken before its spot's first
+annotated one (later ones may hold pitting nobody outlined). Its one defect type (pitting, small: a median 0.26% of
+the image) is seen through 10 shots from the training spots, or unseen with --zero-shot (same test set).
 --data adds categories already in the MVTec AD or generic layout (their defects/ folder gives the shots).
 --zero-shot trains without any real defect.
 
@@ -51,6 +57,8 @@ TRAIN_NORMALS = 200  # training normals drawn (by tile group) from MT_Free; a bu
 TEST_NORMALS = 200
 KSDD_DEFECT = "crack"  # KolektorSDD's only defect type
 KSDD_TRAIN_NORMALS = 100  # KolektorSDD has ~350 normals in all: the rest are the test's
+BSD_DEFECT = "pitting"  # BSData's only defect type
+BSD_TRAIN_NORMALS = 200  # whole spots (~45 clean normals each) to training until it has these
 TRAIN_BUDGET_S = 20 * 60
 KNN_BANK_FRACTION = 0.25
 # At most this many bank vectors: under input policy tiles the training normals give ~18 tiles each (KolektorSDD),
@@ -194,6 +202,84 @@ def prepare_ksdd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
     (root / "meta.json").write_text(json.dumps({"seen": [] if zero_shot else [KSDD_DEFECT], "foreground": "full",
                                                 "source": str(src), "split_seed": seed, "group_aware": True,
                                                 "train_commutators": sorted(train)}))
+    return root
+
+
+# --- BSData (ball screw drives) -> MVTec AD layout --------------------------------------------------------------
+
+def _bsd_spots(src: Path) -> dict[str, dict[str, list]]:
+    """Spot (position_angle on the spindle) -> {"normal": [...], "defect": [(image, labelme json)...]} of the
+    type-2 images. A spot is photographed over weeks while it wears: an image without an annotation counts as
+    normal only when it was taken before the first annotated image of its spot (later ones may hold pitting nobody
+    outlined: 28 images, left out)."""
+    index = src / "image_data.json"
+    if not index.is_file() or not (src / "data").is_dir():
+        raise SystemExit(f"{src}: expected image_data.json, data/*.jpg and label/*.json (the published layout of "
+                         "github.com/2Obe/BSData)")
+    rows = [r for r in json.loads(index.read_text())["images"] if r.get("type") == 2]
+    spots: dict[str, list] = {}
+    for r in rows:
+        parts = Path(r["filename"]).stem.split("_")  # 01_<yymmddhhmmss>_<position>_<angle>_crop_<k>
+        if len(parts) < 6:
+            raise SystemExit(f"unexpected BSData file name {r['filename']!r}")
+        spots.setdefault(f"{parts[2]}_{parts[3]}", []).append((parts[1], r))
+    out = {}
+    for spot, items in sorted(spots.items()):
+        onset = min((ts for ts, r in items if r["annotations"]), default="z")
+        out[spot] = {"normal": [src / "data" / r["filename"] for ts, r in sorted(items, key=lambda x: x[0])
+                                if not r["annotations"] and ts < onset],
+                     "defect": [(src / "data" / r["filename"], src / "label" / r["annotations"])
+                                for ts, r in sorted(items, key=lambda x: x[0]) if r["annotations"]]}
+    return out
+
+
+def _polygon_mask(label: Path, dst: Path) -> None:
+    """The labelme file's polygons filled at its image size, written as a PNG mask."""
+    import cv2
+
+    doc = json.loads(label.read_text())
+    mask = np.zeros((int(doc["imageHeight"]), int(doc["imageWidth"])), np.uint8)
+    for shape in doc["shapes"]:
+        cv2.fillPoly(mask, [np.round(np.asarray(shape["points"], np.float64)).astype(np.int32)], 255)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dst), mask)
+
+
+def prepare_bsd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
+    """MVTec AD layout under out/bsd: whole spots go to training until it has BSD_TRAIN_NORMALS normals and the
+    shots' pool, the other spots to test (a spot's images are near-duplicates over time). The split does not depend
+    on zero_shot."""
+    root = out / ("bsd-zeroshot" if zero_shot else "bsd")
+    if (root / "meta.json").is_file():
+        return root
+    spots = _bsd_spots(src)
+    rng = np.random.default_rng(seed)
+    names = sorted(spots)
+    train, test, normals, defects = [], [], 0, 0
+    for name in (names[i] for i in rng.permutation(len(names))):
+        if normals < BSD_TRAIN_NORMALS or defects < SHOTS:
+            train.append(name)
+            normals += len(spots[name]["normal"])
+            defects += len(spots[name]["defect"])
+        else:
+            test.append(name)
+    pool = [d for name in train for d in spots[name]["defect"]]
+    shots = [] if zero_shot else [pool[i] for i in sorted(rng.permutation(len(pool))[:SHOTS])]
+    for name in train:
+        for image in spots[name]["normal"]:
+            _link(image, root / "train" / "good" / image.name)
+    for image, label in shots:
+        _link(image, root / "defects" / BSD_DEFECT / image.name)
+        _polygon_mask(label, root / "defects" / BSD_DEFECT / f"{image.stem}_mask.png")
+    for name in test:
+        for image in spots[name]["normal"]:
+            _link(image, root / "test" / "good" / image.name)
+        for image, label in spots[name]["defect"]:
+            _link(image, root / "test" / BSD_DEFECT / image.name)
+            _polygon_mask(label, root / "ground_truth" / BSD_DEFECT / f"{image.stem}_mask.png")
+    (root / "meta.json").write_text(json.dumps({"seen": [] if zero_shot else [BSD_DEFECT], "foreground": "full",
+                                                "source": str(src), "split_seed": seed, "group_aware": True,
+                                                "train_spots": sorted(train)}))
     return root
 
 
@@ -459,6 +545,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mtd", type=Path, help="the Magnetic Tile Defect dataset folder (MT_* subfolders)")
     ap.add_argument("--ksdd", type=Path, help="the KolektorSDD dataset folder (kos* subfolders)")
+    ap.add_argument("--bsd", type=Path, help="the BSData folder (image_data.json, data/, label/)")
     ap.add_argument("--data", type=Path, nargs="*", default=[], help="more categories (MVTec AD or generic layout)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_real"))
     ap.add_argument("--zero-shot", action="store_true", help="no real defects in training: every type unseen")
@@ -480,8 +567,8 @@ def main(argv=None) -> int:
         (args.out / "bench_real_summary.md").write_text(md)
         print(md)
         return 0
-    if not args.mtd and not args.ksdd and not args.data:
-        ap.error("give --mtd DIR, --ksdd DIR and/or --data DIR")
+    if not args.mtd and not args.ksdd and not args.bsd and not args.data:
+        ap.error("give --mtd DIR, --ksdd DIR, --bsd DIR and/or --data DIR")
 
     overrides: dict = {"train": {"seed": args.seed, "num_shots": 0 if args.zero_shot else 2 * SHOTS,
                                  **({"steps": args.steps} if args.steps else {})}}
@@ -490,7 +577,8 @@ def main(argv=None) -> int:
     cfg = make_config(args.variant, overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     prepared = [prepare(src, args.out / "data", args.seed, args.zero_shot)
-                for prepare, src in ((prepare_mtd, args.mtd), (prepare_ksdd, args.ksdd)) if src]
+                for prepare, src in ((prepare_mtd, args.mtd), (prepare_ksdd, args.ksdd), (prepare_bsd, args.bsd))
+                if src]
     roots = prepared + args.data
     report = {"machine": machine_info(), "variant": args.variant, "config": cfg.to_dict(), "zero_shot": args.zero_shot,
               "seed": args.seed, "train_budget_s": TRAIN_BUDGET_S, "categories": {}}

@@ -1,5 +1,5 @@
-"""tools/bench_real.py: KolektorSDD turned into an MVTec AD category, on a tiny fake copy of its published layout
-(kosNN/PartK.jpg + PartK_label.bmp, black labels for good parts)."""
+"""tools/bench_real.py: KolektorSDD and BSData turned into MVTec AD categories, on tiny fake copies of their published
+layouts (kosNN/PartK.jpg + PartK_label.bmp, black labels for good parts; data/*.jpg + label/*.json polygons)."""
 import json
 from pathlib import Path
 
@@ -93,6 +93,49 @@ def test_ksdd_refuses_an_image_without_its_label(tmp_path):
     (src / "kos02" / "Part3_label.bmp").unlink()
     with pytest.raises(SystemExit, match="Part3.jpg: no Part3_label.bmp"):
         bench_real.prepare_ksdd(src, tmp_path / "out", seed=0, zero_shot=False)
+
+
+def _fake_bsd(root: Path, spots: int = 15, per_spot: int = 24) -> Path:
+    """BSData's published layout, tiny: data/01_<time>_<position>_<angle>_crop_2.jpg, label/<stem>.json (labelme
+    polygons) for the pitted ones, image_data.json; each spot pits from its 17th photo on, and its 20th is
+    unannotated (after the pitting began: not a clean normal). A type-1 image (no normals of its kind) is ignored."""
+    rows = []
+    (root / "data").mkdir(parents=True)
+    (root / "label").mkdir()
+    for k in range(spots):
+        for t in range(per_spot):
+            stem = f"01_2009{t:02d}{k:02d}0000_{300000 + 2500 * k}_090_crop_2"
+            cv2.imwrite(str(root / "data" / f"{stem}.jpg"), np.full((12, 30, 3), 100 + t, np.uint8))
+            pitted = t >= 16 and t != 19
+            if pitted:
+                (root / "label" / f"{stem}.json").write_text(json.dumps({
+                    "imageHeight": 12, "imageWidth": 30,
+                    "shapes": [{"label": "Pitting", "points": [[3, 2], [8, 2], [8, 6], [3, 6]]}]}))
+            rows.append({"filename": f"{stem}.jpg", "type": 2, "annotations": f"{stem}.json" if pitted else None})
+    rows.append({"filename": "KGT1-S-060-A02_crop_0.jpg", "type": 1, "annotations": "KGT1-S-060-A02_crop_0.json"})
+    (root / "image_data.json").write_text(json.dumps({"images": rows}))
+    return root
+
+
+def test_bsd_split_keeps_spots_whole_fills_the_polygons_and_drops_doubtful_normals(tmp_path):
+    src = _fake_bsd(tmp_path / "BSData")
+    root = bench_real.prepare_bsd(src, tmp_path / "out", seed=0, zero_shot=False)
+    d = _listing(root)
+    spot = lambda n: n.split("_")[2]  # noqa: E731
+    shots = {n for n in d["defects/pitting"] if n.endswith(".jpg")}
+    train, test = d["train/good"] | shots, d["test/good"] | d["test/pitting"]
+    assert not {spot(n) for n in train} & {spot(n) for n in test}  # a spot's photos on one side only
+    assert len(d["train/good"]) >= bench_real.BSD_TRAIN_NORMALS and len(shots) == bench_real.SHOTS
+    # the 20th photo of a spot carries no annotation but comes after its pitting began: neither normal nor tested
+    assert not any(n.split("_")[1].startswith("200919") for n in train | test)
+    assert len(d["test/good"]) == 16 * len({spot(n) for n in test})
+    mask = cv2.imread(str(root / "ground_truth" / "pitting" / sorted(d["ground_truth/pitting"])[0]), 0)
+    assert mask.shape == (12, 30) and (mask > 0).sum() == 6 * 5 and mask[2:7, 3:9].all()  # the polygon, filled
+    cat = load_category(root, num_shots=20)
+    assert cat.seen_types == ["pitting"] and len(cat.shots) == bench_real.SHOTS
+    assert sum(s.label for s in cat.test) == len(d["test/pitting"]) and all(s.mask for s in cat.test if s.label)
+    zero = _listing(bench_real.prepare_bsd(src, tmp_path / "out", seed=0, zero_shot=True))
+    assert {k: v for k, v in d.items() if k != "defects/pitting"} == zero  # the same test set zero-shot
 
 
 @pytest.mark.parametrize("policy", ["stretch", "tiles"])
