@@ -162,6 +162,21 @@ def _ksdd_commutators(src: Path) -> dict[str, list[tuple[Path, Path, bool]]]:
     return groups
 
 
+def _group_split(counts: dict[str, tuple[int, int]], rng: np.random.Generator,
+                 min_normals: int) -> tuple[list[str], list[str]]:
+    """Groups (name -> (normals, defects)) in a seeded order: to training until it has min_normals normals and SHOTS
+    defects (the shots' pool), the rest to test."""
+    names = sorted(counts)
+    train, test, normals, defects = [], [], 0, 0
+    for name in (names[i] for i in rng.permutation(len(names))):
+        if normals < min_normals or defects < SHOTS:
+            train.append(name)
+            normals, defects = normals + counts[name][0], defects + counts[name][1]
+        else:
+            test.append(name)
+    return train, test
+
+
 def prepare_ksdd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
     """MVTec AD layout under out/ksdd: train/good, test/<good|crack>, ground_truth/crack/<name>_mask.bmp, defects/.
     The split does not depend on zero_shot, so both modes measure the same test set."""
@@ -170,16 +185,9 @@ def prepare_ksdd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
         return root
     groups = _ksdd_commutators(src)
     rng = np.random.default_rng(seed)
-    names = sorted(groups)
-    train, test, normals, defects = [], [], 0, 0
-    for name in (names[i] for i in rng.permutation(len(names))):
-        # whole commutators to training (its parts look alike) until it has its normals and the shots' pool
-        if normals < KSDD_TRAIN_NORMALS or defects < SHOTS:
-            train.append(name)
-            defects += sum(bad for _, _, bad in groups[name])
-            normals += sum(not bad for _, _, bad in groups[name])
-        else:
-            test.append(name)
+    # whole commutators to training (its parts look alike) until it has its normals and the shots' pool
+    train, test = _group_split({name: (sum(not bad for _, _, bad in parts), sum(bad for _, _, bad in parts))
+                                for name, parts in groups.items()}, rng, KSDD_TRAIN_NORMALS)
     if not test:
         raise SystemExit(f"{src}: {len(groups)} commutators leave none for the test after "
                          f"{KSDD_TRAIN_NORMALS} training normals and {SHOTS} shots")
@@ -254,15 +262,8 @@ def prepare_bsd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
         return root
     spots = _bsd_spots(src)
     rng = np.random.default_rng(seed)
-    names = sorted(spots)
-    train, test, normals, defects = [], [], 0, 0
-    for name in (names[i] for i in rng.permutation(len(names))):
-        if normals < BSD_TRAIN_NORMALS or defects < SHOTS:
-            train.append(name)
-            normals += len(spots[name]["normal"])
-            defects += len(spots[name]["defect"])
-        else:
-            test.append(name)
+    train, test = _group_split({name: (len(g["normal"]), len(g["defect"])) for name, g in spots.items()}, rng,
+                               BSD_TRAIN_NORMALS)
     pool = [d for name in train for d in spots[name]["defect"]]
     shots = [] if zero_shot else [pool[i] for i in sorted(rng.permutation(len(pool))[:SHOTS])]
     for name in train:
