@@ -112,6 +112,24 @@ def test_a_folder_of_real_images_of_many_sizes_replays_as_one_cameras_frames(tmp
     assert sum("resized to the first image's 120x90" in r.message for r in caplog.records) == 1  # said once
 
 
+def test_a_conveyor_of_a_real_dataset_of_many_sizes_gives_one_cameras_frames(tmp_path, caplog):
+    """BSData comes in two crop sizes: replayed as they are, every part of the other size was a fail-safe
+    "corrupt frame" on the line (38 of 218 parts in a run)."""
+    root = tmp_path / "parts"
+    sizes = [(46, 113), (64, 154), (46, 113), (64, 154), (46, 113)]
+    for i, (h, w) in enumerate(sizes):
+        (root / "good").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "good" / f"{i}.png"), np.full((h, w, 3), 30 * i, np.uint8))
+    (root / "defect").mkdir()
+    for i, (h, w) in enumerate(sizes[:2]):  # both sizes among the test images, whatever the split; no masks
+        cv2.imwrite(str(root / "defect" / f"d{i}.png"), np.zeros((h, w, 3), np.uint8))
+    with SyntheticConveyor(root, rate_hz=500, parts=8, seed=0) as src, caplog.at_level("WARNING"):
+        shape = src.geometry()
+        frames = [src.grab(0.5) for _ in range(8)]
+    assert all(f.image.shape == shape for f in frames)
+    assert sum("resized to it as one camera's frames" in r.message for r in caplog.records) == 1
+
+
 def test_video_file_source(tmp_path):
     path = tmp_path / "v.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 50, (48, 32))

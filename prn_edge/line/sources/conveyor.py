@@ -6,6 +6,7 @@ Each part is one test image (good or a defect type, in a seeded shuffled order).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Iterable, Optional, Tuple
 import numpy as np
 
 from ...data.dataset import load_category
-from ...data.images import read_image
+from ...data.images import read_image, resize
 from .. import registry
 from ..errors import CameraTimeout, LineConfigError, SourceExhausted
 from .base import Frame, FrameSource, Pacer
+
+log = logging.getLogger(__name__)
 
 FAULTS = ("drop", "timeout", "corrupt")
 
@@ -57,6 +60,16 @@ class SyntheticConveyor(FrameSource):
         order = rng.permutation(len(category.test))[: self.max_images]
         self._samples = [(read_image(category.test[i].image, self.size), category.test[i].label,
                           category.test[i].defect) for i in order]
+        # one camera's frames have one size, the first image's: real datasets come in several (BSData's two crops
+        # were fail-safe parts as "corrupt frames" otherwise)
+        h, w = self._samples[0][0].shape[:2] if self._samples else (0, 0)
+        odd = sum(img.shape[:2] != (h, w) for img, _, _ in self._samples)
+        if odd:
+            log.warning("conveyor: %d of %d images are not %dx%d (height x width) like the first: resized to it as "
+                        "one camera's frames; set source.conveyor.size for squares of your choice", odd,
+                        len(self._samples), h, w)
+            self._samples = [(img if img.shape[:2] == (h, w) else resize(img, w, h), label, defect)
+                             for img, label, defect in self._samples]
         for img, _, _ in self._samples:
             img.setflags(write=False)  # shared by every part showing it: nobody may draw on it
         self._rng = np.random.default_rng([self.seed, 1])
