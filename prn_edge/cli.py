@@ -145,7 +145,7 @@ def cmd_train(args) -> int:
     cfg = _config(args)
     res = train(cfg, Path(args.data), Path(args.out), defects_dir=Path(args.defects) if args.defects else None,
                 shots_from_test=args.shots_from_test, backbone_weights=args.backbone_weights, resume=args.resume,
-                progress=_progress(args))
+                progress=_progress(args), log=lambda m: tell(m, logging.INFO))  # stdout: the result alone
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0

@@ -18,17 +18,24 @@ ARTEFACTS = (".onnx", ".xml", ".engine", ".plan")
 def describe_file(path: str | Path) -> dict[str, Any]:
     """A flat-ish dict of what `path` records about itself; raises PrnEdgeError for a file it cannot read."""
     path = Path(path)
+    give = "give a checkpoint (.pt), an artefact (.onnx, .xml) or an engine (.engine with its .json manifest)"
+    if path.is_dir():
+        raise PrnEdgeError(f"{path} is a folder; {give}")
     if not path.is_file():
-        raise PrnEdgeError(f"{path} does not exist; give a checkpoint (.pt), an artefact (.onnx, .xml) or an engine "
-                           "(.engine with its .json manifest)")
+        raise PrnEdgeError(f"{path} does not exist; {give}")
     suffix = path.suffix.lower()
+    if suffix == ".bin":
+        raise PrnEdgeError(f"{path} holds the weights of an OpenVINO IR; give its {path.with_suffix('.xml').name}")
     if suffix in ARTEFACTS:
         return _artefact(path, suffix)
+    if suffix not in (".pt", ".pth"):
+        raise PrnEdgeError(f"{path}: not a file prn_edge writes ({suffix or 'no suffix'}); {give}")
     return _checkpoint(path)
 
 
 def _short(sha: Any) -> str:
-    return str(sha)[:12] if sha else ""
+    """A hash as recorded (JSON compares it with others); as_text shortens it."""
+    return str(sha) if sha else ""
 
 
 def _size(hw: Any) -> str:
@@ -44,6 +51,12 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     state = read_checkpoint(path)
     cfg, num_prototypes = checkpoint_config(path, state)
     meta, model, train = state.get("meta", {}), cfg.model, cfg.train
+    if "step" in state:  # NAME.last.pt: where an interrupted training goes on from (train --resume)
+        return {"file": str(path), "kind": f"training resume state at step {state['step']} of {train.steps} (not "
+                "a model to deploy: `prn-edge train ... --resume` goes on from it; the kept model is "
+                f"{path.name.replace('.last.pt', '.pt')})", "sha256": _short(sha256_file(path)),
+                "variant": state.get("variant"), "category": meta.get("category"),
+                "model_input": _size(meta.get("image_size", model.image_size))}
     history = meta.get("history") or []
     best = next((h for h in history if h.get("step") == meta.get("best_step")), {})
     fusion = (meta.get("fusion_choice") or {}).get("chosen") or model.distance_fusion
@@ -102,7 +115,10 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         from .artefact.metadata import decode_metadata
 
         manifest = read_engine_manifest(path)
-        meta = decode_metadata(manifest.get("metadata") or {}, str(path))
+        if not isinstance(manifest.get("metadata"), dict) or not manifest["metadata"]:
+            raise PrnEdgeError(f"{path}: its manifest carries no prn_edge metadata of the ONNX it was built from; "
+                               "rebuild the engine with `prn-edge build MODEL.onnx` (the manifest comes with it)")
+        meta = decode_metadata(manifest["metadata"], str(path))
         kind = "TensorRT engine"
     elif suffix == ".xml":
         from .artefact.openvino_ir import read_ir_metadata
@@ -164,5 +180,7 @@ def _calibration_manifest(path: Path) -> dict | None:
 
 
 def as_text(info: dict[str, Any]) -> str:
+    """One `key: value` line each, for people: hashes shortened to 12 characters (--json has them whole)."""
     width = max(len(k) for k in info)
-    return "\n".join(f"{k:>{width}}: {v}" for k, v in info.items() if v not in (None, ""))
+    return "\n".join(f"{k:>{width}}: {str(v)[:12] if k.endswith('sha256') else v}" for k, v in info.items()
+                     if v not in (None, ""))

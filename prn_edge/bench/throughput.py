@@ -4,7 +4,6 @@ the machine's float32 GEMM peak each artefact reaches (model FLOPs / latency, th
 thread count in every round)."""
 from __future__ import annotations
 
-import math
 
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,9 @@ def spread_images(folder: Path, n: int) -> list[Path]:
     folder gives every defect type and its good parts rather than the first type's images alone."""
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
                    and not p.name.startswith("."))
-    return files[::max(1, math.ceil(len(files) / n))][:n]
+    if len(files) <= n:
+        return files
+    return [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
 
 
 def precision_of(meta: dict, path: Path) -> str:

@@ -256,7 +256,7 @@ def _check(m: dict, o: CalibrationOptions) -> list[str]:
                            + where)
     images = int(m.get("images") or 0)
     floor = min(o.min_decision_agreement, 1.0 - 1.0 / images) if images > 1 else o.min_decision_agreement
-    if m["decision_agreement"] < floor:
+    if m["decision_agreement"] < floor - 1e-9:  # one flip in 7 is 6/7 = 0.857142..., and 1 - 1/7 may round above it
         reasons.append(f"decision agreement {m['decision_agreement']:.3f} < {floor:.3f}")
     if m.get("expected_agreement", 1.0) < o.min_expected_agreement:
         reasons.append(f"expected agreement {m['expected_agreement']:.3f} < {o.min_expected_agreement} (INT8 moves "

@@ -97,6 +97,8 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
                         log: Callable[[str], None] = print, force_data: bool = False) -> dict:
     model, cfg, meta = load_model(ckpt)
     cat = load_category(Path(data), seed=meta.get("data_seed", 0))
+    for note in cat.notes:
+        log(note)
     check_training_normals(ckpt, cat, meta, force_data, log)
     excluded = {str(Path(p).resolve()) for p in meta.get("excluded_from_test", [])}
     samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]

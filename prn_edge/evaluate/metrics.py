@@ -168,7 +168,8 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
             out.update(dict.fromkeys(("pixel_auroc", "pixel_ap", "pixel_f1_max",
                                       "pixel_f1_threshold", "aupro")))
             return out
-        sw = sweep(pixels[k] for k in part_keys)
+        # a type none of whose images has a mask has no pixel part: its pixel metrics are undefined (None)
+        sw = sweep(pixels[k] for k in part_keys if k in pixels)
         out["pixel_auroc"] = _maybe(_auroc, sw)
         out["pixel_ap"] = _maybe(_ap, sw)
         out["pixel_f1_max"], out["pixel_f1_threshold"] = _maybe(_f1, sw) or (None, None)

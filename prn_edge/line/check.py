@@ -2,7 +2,7 @@
 once (an integrator fixes a config in one round, not one error per start).
 
 Checks: each config section on its own (so an error in one does not hide the others; unknown keys get a
-did-you-mean), then, if the config is whole, the engine artefact (opens, its gate status, what runs it), the
+did-you-mean), then, if the config is whole, the time budget, the engine artefact (opens, its gate status, what runs it), the
 source (opens and gives a frame geometry), each output (opens: a Modbus PLC must answer a read), the folders
 the line writes and the metrics port.
 """
@@ -57,6 +57,7 @@ def check_line(path: str | Path) -> list[Check]:
     checks.append(Check("config", True, f"line {cfg.name}: source {cfg.source.kind}, {len(cfg.outputs)} output(s)"))
     from .factory import build_engine, build_outputs, build_source
 
+    checks.append(_try("timing", lambda: _timing(cfg)))
     opened: dict[str, Any] = {}  # what the engine and source checks learned: input, geometry, the source
     checks.append(_try("engine", lambda: _engine(build_engine(cfg), opened)))
     checks.append(_try("source", lambda: _source(build_source(cfg), opened)))
@@ -90,6 +91,17 @@ def _section(data: dict, section: str, minimal: dict, base: Path) -> str:
             return ""
         raise
     return ""
+
+
+def _timing(cfg) -> str:
+    """The time budget `run` derives from timing (a time-based one; an encoder's is measured on the belt)."""
+    t = cfg.timing
+    if t.encoder.kind != "none":
+        return f"encoder {t.encoder.kind}: the ejector {t.encoder.distance_counts} counts after the camera"
+    from .timing import Budget
+
+    budget = Budget.from_line(t.speed_m_s, t.distance_m, t.actuator_lead_s, t.deadline_s, t.margin_s)
+    return f"each part decided within {budget.fire_delay_s - budget.margin_s:.3f} s of its capture"
 
 
 def _engine(engine, box: dict) -> str:

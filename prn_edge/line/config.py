@@ -289,7 +289,8 @@ def line_config(data: Mapping[str, Any], base_dir: str | Path = ".") -> LineConf
     base = Path(base_dir)
     cfg.engine.path = _resolve(cfg.engine.path, base)
     if cfg.engine.path and cfg.engine.options and isinstance(cfg.engine.options, Mapping):
-        for key in BACKEND_REGISTRY[cfg.engine_backend()].options.paths:  # e.g. the TensorRT EP's cache folder
+        known = BACKEND_REGISTRY.get(cfg.engine_backend())  # an unknown backend is reported by validate()
+        for key in known.options.paths if known is not None else ():  # e.g. the TensorRT EP's cache folder
             if cfg.engine.options.get(key):
                 cfg.engine.options[key] = _resolve(str(cfg.engine.options[key]), base)
     cfg.monitor.evidence_dir = _resolve(cfg.monitor.evidence_dir, base)

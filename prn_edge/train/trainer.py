@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     # "auto" becomes the size (the checkpoint records it); a given size gets the squeeze hint instead
     note = cfg.model.resolve_image_size(cat.train_aspect) or squeeze_note(cfg.model, cat)
-    if note:
-        log(note)
+    for line in cat.notes + ([note] if note else []):  # what loading decided (sizes, split, masks, shots)
+        log(line)
     hw = cfg.model.hw
     if state is not None:
         check_resume_config(state, cfg, last_path)
@@ -217,10 +218,11 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             model.train()
             history.append({"step": done, "loss": float(loss.item()), **v})
             keep = selection.offer(done, v)
-            bar.write(f"step {done}: " + ", ".join(f"{name} val image AUROC {v[name]['image_auroc']:.4f}, pixel AP "
-                                                   f"{v[name]['pixel_ap']:.4f}" for name in val_sets)
-                      + f"; selection {selection_metric(v):.4f} (best {selection.best:.4f} +- "
-                        f"{selection.tolerance:.4f}): " + ("kept" if keep else "not kept"))
+            with tqdm.external_write_mode(file=sys.stderr):  # the bar steps aside for the log line
+                log(f"step {done}: " + ", ".join(f"{name} val image AUROC {v[name]['image_auroc']:.4f}, pixel AP "
+                                                       f"{v[name]['pixel_ap']:.4f}" for name in val_sets)
+                    + f"; selection {selection_metric(v):.4f} (best {selection.best:.4f} +- "
+                      f"{selection.tolerance:.4f}): " + ("kept" if keep else "not kept"))
             if keep:
                 save_checkpoint(Path(out), model, cfg,
                                 {**meta, **checkpoint_decision(v), "best_step": done, "history": history})

@@ -105,3 +105,4 @@ def test_bench_images_are_spread_over_the_folder(tmp_path):
     chosen = spread_images(tmp_path, 5)
     assert len(chosen) == 5 and {p.parent.name for p in chosen} == {"blowhole", "good", "uneven"}
     assert len(spread_images(tmp_path, 100)) == 20
+    assert len(set(spread_images(tmp_path, 15))) == 15  # as many as asked for, not every k-th (10 of 15)

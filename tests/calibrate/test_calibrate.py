@@ -206,6 +206,7 @@ def test_on_a_handful_of_validation_images_one_swap_or_one_flip_is_not_a_failure
                 "sets": {"real": real, "synthetic": small}}
 
     assert _check(metrics(0.01, 12 / 13), o) == []
+    assert _check(metrics(0.0, 6 / 7, images=7), o) == []  # 6/7 lies a rounding below 1 - 1/7: still one flip
     reasons = _check(metrics(0.02, 11 / 13), o)
     assert reasons == ["image AUROC drop 2.00 pt > 1.00 on the synthetic set", "decision agreement 0.846 < 0.923"]
     assert _check(metrics(0.0, 0.94, images=100), o) == ["decision agreement 0.940 < 0.950"]  # many: as configured

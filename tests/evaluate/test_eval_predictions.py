@@ -87,6 +87,17 @@ def test_defect_image_without_gt_region_still_counts_for_images():
         pixel_auroc([maps[i] for i in idx], [np.zeros((16, 16)) if masks[i] is None else masks[i] for i in idx]))
 
 
+def test_a_type_none_of_whose_images_has_a_mask_gets_image_metrics_only():
+    scores, maps, labels, masks, types = make_set()
+    masks = [None if t == "scratch" else m for t, m in zip(types, masks)]  # labelled per image, for this type
+    r = evaluate_predictions(scores, maps, labels, masks, types)
+    s = r["per_type"]["scratch"]
+    assert s["image_auroc"] is not None and s["pixel_auroc"] is None and s["aupro"] is None
+    assert r["per_type"]["crack"]["pixel_auroc"] is not None and r["overall"]["n_anomalous_without_mask"] == 2
+    nothing = evaluate_predictions(scores, maps, labels, [None if y else m for y, m in zip(labels, masks)], types)
+    assert nothing["overall"]["pixel_auroc"] is None and nothing["overall"]["image_auroc"] is not None
+
+
 def test_inconsistent_input_is_rejected():
     scores, maps, labels, masks, types = make_set()
     with pytest.raises(DataError, match="one per test image"):

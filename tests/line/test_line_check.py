@@ -44,6 +44,19 @@ def test_every_config_problem_is_reported_at_once(tmp_path, demo_category, tiny_
     assert r.returncode == 2 and "--check` lists every problem" in r.stderr
 
 
+def test_the_time_budget_is_checked_as_run_derives_it(tmp_path, demo_category, tiny_onnx):
+    """The review's config had no timing section: --check said every item ok, then `run` refused it."""
+    data = yaml.safe_load(_config(tmp_path, demo_category, tiny_onnx).read_text())
+    del data["timing"]
+    (tmp_path / "line.yaml").write_text(yaml.safe_dump(data))
+    r = _check(tmp_path / "line.yaml", "--json")
+    found = {c["what"]: c for c in json.loads(r.stdout)[str(tmp_path / "line.yaml")]}
+    assert r.returncode == 2 and not found["timing"]["ok"] and "set deadline_s > 0" in found["timing"]["detail"]
+    ok = _check(_config(tmp_path, demo_category, tiny_onnx), "--json")
+    found = {c["what"]: c for c in json.loads(ok.stdout)[str(tmp_path / "line.yaml")]}
+    assert found["timing"]["ok"] and "decided within 0.29" in found["timing"]["detail"]
+
+
 def test_a_whole_config_opens_engine_source_and_outputs(tmp_path, demo_category, tiny_onnx, modbus_server, dead_port):
     cfg = _config(tmp_path, demo_category, tiny_onnx, outputs=[
         {"kind": "csv", "path": "out/d.csv"},

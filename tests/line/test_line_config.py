@@ -68,6 +68,8 @@ def test_engine_options_are_the_backends_checked_when_the_config_is_read(tmp_pat
         ({"path": "m.onnx", "options": {"use_cuda_graph": True}}, "engine.options: onnxruntime backend: unknown option"),
         ({"path": "m.engine", "options": {"providers": "cuda"}}, "engine.options: tensorrt backend: unknown option"),
         ({"path": "m.onnx", "options": {"threads": 2}}, "engine.options.threads: give it as engine.threads"),
+        # a misspelt backend with options beside it: the name is reported (was a KeyError)
+        ({"path": "m.onnx", "backend": "onnxruntme", "options": {"spinning": False}}, "engine.backend='onnxruntme'"),
         ({"path": "m.onnx", "options": ["cuda"]}, "engine.options: expected a mapping"),
     ]:
         with pytest.raises(LineConfigError, match=match):

@@ -88,14 +88,15 @@ def test_resume_continues_from_the_last_step(tiny_data, tmp_path, capsys):
     args = ["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(out), "--quiet",
             "--set", "train.val_every=5"]
     assert main(args + ["--set", "train.steps=10"]) == 0
-    said = capsys.readouterr().out.strip().splitlines()[-1]  # a sentence for people; --json for machines
-    assert said.startswith(f"{out}: step ") and "of 10 kept" in said and "synthetic image AUROC" in said
+    said = capsys.readouterr().out.strip().splitlines()  # a sentence for people (the log goes to stderr)
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{out}: step ") and "of 10 kept" in said[0]
+    assert "synthetic image AUROC" in said[0]
     # same config, more steps is a different config: resume must refuse it rather than mix runs
     assert main(args + ["--set", "train.steps=15", "--resume"]) == 2
     capsys.readouterr()
     assert main(args + ["--set", "train.steps=10", "--resume", "--json"]) == 0
-    printed = capsys.readouterr().out
-    res = json.loads(printed[printed.index("\n{") + 1 if not printed.startswith("{") else 0:])
+    res = json.loads(capsys.readouterr().out)  # --json: stdout is the JSON alone
     assert res["checkpoint"] == str(out) and res["steps"] == 10
     state = read_checkpoint(out.with_suffix(".last.pt"))
     assert state["step"] == 10 and [h["step"] for h in state["history"]] == [5, 10]
@@ -165,6 +166,11 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert main(["info", str(onnx_path), "--variant", "prn-tiny"]) == 2
     assert main(["info", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt does not exist" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2 and "is a folder" in capsys.readouterr().err
+    assert main(["info", str(trained.with_suffix(".last.pt")), "--json"]) == 0  # where --resume goes on from
+    resume = json.loads(capsys.readouterr().out)
+    assert resume["kind"].startswith("training resume state at step 20 of 20") and "image_threshold" not in resume
+    assert info["sha256"] == sha256_file(trained)  # --json: whole hashes, to compare with others
 
 
 @pytest.fixture(scope="module")

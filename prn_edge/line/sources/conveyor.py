@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Tuple
@@ -60,13 +61,14 @@ class SyntheticConveyor(FrameSource):
         order = rng.permutation(len(category.test))[: self.max_images]
         self._samples = [(read_image(category.test[i].image, self.size), category.test[i].label,
                           category.test[i].defect) for i in order]
-        # one camera's frames have one size, the first image's: real datasets come in several (BSData's two crops
-        # were fail-safe parts as "corrupt frames" otherwise)
-        h, w = self._samples[0][0].shape[:2] if self._samples else (0, 0)
+        # one camera's frames have one size, the most common one: real datasets come in several (BSData's two
+        # crops were fail-safe parts as "corrupt frames" otherwise)
+        sizes = Counter(img.shape[:2] for img, _, _ in self._samples)
+        (h, w), _ = sizes.most_common(1)[0] if sizes else ((0, 0), 0)
         odd = sum(img.shape[:2] != (h, w) for img, _, _ in self._samples)
         if odd:
-            log.warning("conveyor: %d of %d images are not %dx%d (height x width) like the first: resized to it as "
-                        "one camera's frames; set source.conveyor.size for squares of your choice", odd,
+            log.warning("conveyor: %d of %d images are not %dx%d (height x width) like most: resized to it as one "
+                        "camera's frames; set source.conveyor.size for squares of your choice", odd,
                         len(self._samples), h, w)
             self._samples = [(img if img.shape[:2] == (h, w) else resize(img, w, h), label, defect)
                              for img, label, defect in self._samples]
