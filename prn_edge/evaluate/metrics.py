@@ -153,8 +153,9 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
         maps, masks = _one_per_image(maps, n, "maps"), _one_per_image(masks, n, "masks")
         # a defect image without a mask: its pixels are unknown (not normal), so it sits out the pixel metrics
         known = [i for i in range(n) if not (y[i] and masks[i] is None)]
-        pixels = pixel_parts([maps[i] for i in known], [masks[i] for i in known], [keys[i] for i in known])
-        if _NORMAL in pixels and pixels[_NORMAL].pos.size:
+        pixels = pixel_parts([maps[i] for i in known], [masks[i] for i in known], [keys[i] for i in known]) \
+            if known else None
+        if pixels and _NORMAL in pixels and pixels[_NORMAL].pos.size:
             raise DataError("some images labeled normal have defect pixels in their masks; "
                             "labels and masks must agree")
 
@@ -179,7 +180,7 @@ def evaluate_predictions(image_scores, maps, labels, masks, defect_types,
     normal = [_NORMAL] if _NORMAL in images else []
     defect_types_found = sorted(k for k in images if k != _NORMAL)
     overall = {"n_images": n, "n_normal": int((~y).sum()), "n_anomalous": int(y.sum())}
-    if pixels is not None:
+    if maps is not None and masks is not None:
         overall["n_anomalous_without_mask"] = n - len(known)
     overall.update(metrics_of(normal + defect_types_found))
     per_type = {}

@@ -96,6 +96,10 @@ def test_a_type_none_of_whose_images_has_a_mask_gets_image_metrics_only():
     assert r["per_type"]["crack"]["pixel_auroc"] is not None and r["overall"]["n_anomalous_without_mask"] == 2
     nothing = evaluate_predictions(scores, maps, labels, [None if y else m for y, m in zip(labels, masks)], types)
     assert nothing["overall"]["pixel_auroc"] is None and nothing["overall"]["image_auroc"] is not None
+    defects = [i for i, y in enumerate(labels) if y]  # defect images only, none with a mask
+    alone = evaluate_predictions(scores[defects], [maps[i] for i in defects], labels[defects], [None] * len(defects),
+                                 [types[i] for i in defects])
+    assert alone["overall"]["pixel_auroc"] is None and alone["overall"]["n_anomalous_without_mask"] == len(defects)
 
 
 def test_inconsistent_input_is_rejected():
