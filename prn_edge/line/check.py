@@ -2,9 +2,9 @@
 once (an integrator fixes a config in one round, not one error per start).
 
 Checks: each config section on its own (so an error in one does not hide the others; unknown keys get a
-did-you-mean), then, if the config is whole, the time budget, the engine artefact (opens, its gate status, what runs it), the
-source (opens and gives a frame geometry), each output (opens: a Modbus PLC must answer a read), the folders
-the line writes and the metrics port.
+did-you-mean), then, if the config is whole, the time budget, the engine artefact (opens, its gate status, what
+runs it), the source (opens and gives a frame geometry), each output (opens: a Modbus PLC must answer a read), the
+folders the line writes and the metrics port.
 """
 from __future__ import annotations
 
