@@ -17,7 +17,9 @@ LAYERS = [
     # trt is TensorRT in one package: its runner is an Engine (runtime's registry names it by module path and
     # imports it only when an .engine is opened: no import edge), its builder takes a calibration run's folder
     # (not the calibrate package)
-    "config", "data", "model", "evaluate", "train", "export", "runtime", "trt", "verify", "bench", "calibrate",
+    "config", "data", "model", "evaluate", "train", "export", "runtime", "trt", "verify", "bench",
+    "describe",  # `prn-edge info FILE`: reads checkpoints, artefact metadata and bench's precision label
+    "calibrate",
     "serve",  # a Triton model repository from artefacts, and a local tritonserver (issue 14)
     "line", "sim",
     "demo", "cli",
