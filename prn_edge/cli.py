@@ -298,14 +298,12 @@ def _bench_artefact(text: str, allow_failed_gate: bool):
 
 def cmd_bench(args) -> int:
     from .bench.machine import machine_info
-    from .bench.throughput import latency_plot, markdown, run_bench, spread_images
-    from .data.images import read_image
+    from .bench.throughput import latency_plot, markdown, run_bench
+    from .data.images import read_image, sample_image_files
     from .artefact import write_json
 
     if args.images:
-        images = [read_image(p) for p in spread_images(Path(args.images), args.max_images)]
-        if not images:
-            raise PrnEdgeError(f"--images {args.images}: no images found (png, jpg, bmp)")
+        images = [read_image(p) for p in sample_image_files(args.images, args.max_images)]  # DataError if none
     else:
         from .data.synth.textures import builtin_textures
 

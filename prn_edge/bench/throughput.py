@@ -4,7 +4,6 @@ the machine's float32 GEMM peak each artefact reaches (model FLOPs / latency, th
 thread count in every round)."""
 from __future__ import annotations
 
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +31,6 @@ class Artefact:
 def percentiles(ms: np.ndarray) -> dict:
     return {"min": float(ms.min()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
             "p99": float(np.percentile(ms, 99)), "max": float(ms.max()), "mean": float(ms.mean())}
-
-
-def spread_images(folder: Path, n: int) -> list[Path]:
-    """Up to n image files of a folder tree, spread evenly over its sorted list (every k-th), so a dataset's test
-    folder gives every defect type and its good parts rather than the first type's images alone."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
-                   and not p.name.startswith("."))
-    if len(files) <= n:
-        return files
-    return [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
 
 
 def precision_of(meta: dict, path: Path) -> str:

@@ -18,15 +18,18 @@ def is_image_file(path: Path) -> bool:
 
 def sample_image_files(folder: str | Path, count: int) -> list[Path]:
     """At most `count` images below `folder`, spread evenly over the sorted list (a test/ folder with one
-    sub-folder per defect type gives some of each); masks (ground_truth/, masks/) skipped. For checks that compare
-    two models on a few images. DataError when there are none."""
+    sub-folder per defect type gives some of each, its good parts too); masks (ground_truth/, masks/) and hidden
+    files (a Mac's `._name.jpg`) skipped. For checks that compare two models on a few images and for benchmarks.
+    DataError when there are none."""
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if is_image_file(p)
+    files = sorted(p for p in root.rglob("*") if is_image_file(p) and not p.name.startswith(".")
                    and not {"ground_truth", "masks"} & set(p.relative_to(root).parts))
     if not files:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) below it; give a folder of the part's images")
-    step = max(1, len(files) // max(1, count))
-    return files[::step][:count]
+    if len(files) <= count:
+        return files
+    # exactly `count`, evenly spaced (every k-th would give 14 of 28 files for 20, or the first 64 of 65 for 64)
+    return [files[i] for i in np.linspace(0, len(files) - 1, max(1, count)).round().astype(int)]
 
 
 def _load(path: Path) -> np.ndarray:

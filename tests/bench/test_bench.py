@@ -95,14 +95,14 @@ def test_bench_refuses_a_gpu_provider_this_onnxruntime_lacks(artefacts, capsys):
 
 def test_bench_images_are_spread_over_the_folder(tmp_path):
     # a dataset's test folder sorted: the first 64 files were all of the first defect type
-    from prn_edge.bench.throughput import spread_images
+    from prn_edge.data.images import sample_image_files
 
     for kind, n in (("blowhole", 6), ("good", 10), ("uneven", 4)):
         (tmp_path / kind).mkdir()
         for i in range(n):
             (tmp_path / kind / f"{i:02d}.png").write_bytes(b"")
     (tmp_path / "good" / "._00.png").write_bytes(b"")  # a Mac resource fork is no image
-    chosen = spread_images(tmp_path, 5)
+    chosen = sample_image_files(tmp_path, 5)
     assert len(chosen) == 5 and {p.parent.name for p in chosen} == {"blowhole", "good", "uneven"}
-    assert len(spread_images(tmp_path, 100)) == 20
-    assert len(set(spread_images(tmp_path, 15))) == 15  # as many as asked for, not every k-th (10 of 15)
+    assert len(sample_image_files(tmp_path, 100)) == 20
+    assert len(set(sample_image_files(tmp_path, 15))) == 15  # as many as asked for, not every k-th (10 of 15)
