@@ -33,7 +33,7 @@ def describe_file(path: str | Path) -> dict[str, Any]:
     return _checkpoint(path)
 
 
-def _short(sha: Any) -> str:
+def _hash(sha: Any) -> str:
     """A hash as recorded (JSON compares it with others); as_text shortens it."""
     return str(sha) if sha else ""
 
@@ -54,7 +54,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     if "step" in state:  # NAME.last.pt: where an interrupted training goes on from (train --resume)
         return {"file": str(path), "kind": f"training resume state at step {state['step']} of {train.steps} (not "
                 "a model to deploy: `prn-edge train ... --resume` goes on from it; the kept model is "
-                f"{path.name.replace('.last.pt', '.pt')})", "sha256": _short(sha256_file(path)),
+                f"{path.name.replace('.last.pt', '.pt')})", "sha256": _hash(sha256_file(path)),
                 "variant": state.get("variant"), "category": meta.get("category"),
                 "model_input": _size(meta.get("image_size", model.image_size))}
     history = meta.get("history") or []
@@ -63,7 +63,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "file": str(path),
         "kind": "training checkpoint",
-        "sha256": _short(sha256_file(path)),
+        "sha256": _hash(sha256_file(path)),
         "toolkit_version": state.get("toolkit_version"),
         "torch_version": state.get("torch_version"),
         "variant": state.get("variant"),
@@ -91,7 +91,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         out["warning"] = ("validation saw generated anomalies only: the thresholds may not hold for real defects; "
                           "`prn-edge eval` on a test set shows the gap")
     out.update(_thresholds(meta))
-    out["train_images_sha256"] = _short(meta.get("train_images_sha256"))
+    out["train_images_sha256"] = _hash(meta.get("train_images_sha256"))
     return out
 
 
@@ -130,7 +130,7 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "file": str(path),
         "kind": kind,
-        "sha256": _short(sha256_file(path)),
+        "sha256": _hash(sha256_file(path)),
         "precision": precision_of(meta, path),
         "toolkit_version": meta.get("toolkit_version"),
         "variant": meta.get("variant"),
@@ -141,7 +141,7 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         "model_input": _size([spec.get("model_height", spec.get("model_size")),
                               spec.get("model_width", spec.get("model_size"))]),
         "input_policy": spec.get("fit"),
-        "checkpoint_sha256": _short(meta.get("checkpoint_sha256")),
+        "checkpoint_sha256": _hash(meta.get("checkpoint_sha256")),
         "exporter": meta.get("exporter"),
     }
     out.update(_thresholds(meta))

@@ -95,12 +95,12 @@ def _section(data: dict, section: str, minimal: dict, base: Path) -> str:
 
 def _timing(cfg) -> str:
     """The time budget `run` derives from timing (a time-based one; an encoder's is measured on the belt)."""
-    t = cfg.timing
-    if t.encoder.kind != "none":
-        return f"encoder {t.encoder.kind}: the ejector {t.encoder.distance_counts} counts after the camera"
-    from .timing import Budget
+    e = cfg.timing.encoder
+    if e.kind != "none":  # its budget opens the encoder: not here
+        return f"encoder {e.kind}: the ejector {e.distance_counts} counts after the camera"
+    from .factory import budget_of
 
-    budget = Budget.from_line(t.speed_m_s, t.distance_m, t.actuator_lead_s, t.deadline_s, t.margin_s)
+    budget = budget_of(cfg)
     return f"each part decided within {budget.fire_delay_s - budget.margin_s:.3f} s of its capture"
 
 
