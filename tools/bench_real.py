@@ -233,11 +233,11 @@ def _bsd_spots(src: Path) -> dict[str, dict[str, list]]:
         spots.setdefault(f"{parts[2]}_{parts[3]}", []).append((parts[1], r))
     out = {}
     for spot, items in sorted(spots.items()):
+        items.sort(key=lambda x: x[0])  # in the order they were taken
         onset = min((ts for ts, r in items if r["annotations"]), default="z")
-        out[spot] = {"normal": [src / "data" / r["filename"] for ts, r in sorted(items, key=lambda x: x[0])
-                                if not r["annotations"] and ts < onset],
+        out[spot] = {"normal": [src / "data" / r["filename"] for ts, r in items if not r["annotations"] and ts < onset],
                      "defect": [(src / "data" / r["filename"], src / "label" / r["annotations"])
-                                for ts, r in sorted(items, key=lambda x: x[0]) if r["annotations"]]}
+                                for ts, r in items if r["annotations"]]}
     return out
 
 
