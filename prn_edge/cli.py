@@ -298,7 +298,7 @@ def _bench_artefact(text: str, allow_failed_gate: bool):
 
 def cmd_bench(args) -> int:
     from .bench.machine import machine_info
-    from .bench.throughput import latency_plot, markdown, run_bench
+    from .bench.throughput import images_used, latency_plot, markdown, run_bench
     from .data.images import read_image, sample_image_files
     from .artefact import write_json
 
@@ -314,6 +314,7 @@ def cmd_bench(args) -> int:
                        progress=_progress(args))
     report["machine"] = machine_info()
     report["machine"]["matmul_peak_gflops"] = report["gemm_peak"]["gflops"]
+    report["images"] = images_used(images, args.images)
     table = markdown(report)
     print(table)
     if args.json:

@@ -146,6 +146,16 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
             "warmup": warmup, "iters": iters, "rounds": rounds, "threads": threads, "batches": list(batches)}
 
 
+def images_used(images: Sequence[np.ndarray], folder: Optional[str]) -> dict:
+    """What a benchmark ran on: the folder (or the built-in textures), how many images, their sizes (height x
+    width: count), so a report says whether a share of re-decided frames came from 16 images or 128."""
+    sizes: dict[str, int] = {}
+    for img in images:
+        key = f"{img.shape[0]}x{img.shape[1]}"
+        sizes[key] = sizes.get(key, 0) + 1
+    return {"source": str(folder) if folder else "built-in textures", "count": len(images), "sizes": sizes}
+
+
 def markdown(report: dict) -> str:
     rows = ["| artefact | backend | precision | batch | p50 ms | p90 ms | p99 ms | max ms | img/s | pre ms | "
             "compute ms | post ms | GFLOP/s | % GEMM peak | speed-up | agree | max map diff |",
@@ -162,6 +172,10 @@ def markdown(report: dict) -> str:
                     f"x{r.get('speedup_vs_reference', 1.0):.2f} | "
                     f"{r['decision_agreement']:.3f} | "
                     f"{r['max_abs_map_diff']:.2e} |")
+    used = report.get("images")
+    if used:
+        sizes = ", ".join(f"{k} ({n})" for k, n in sorted(used["sizes"].items(), key=lambda kv: -kv[1]))
+        rows.append(f"\n{used['count']} images from {used['source']}: {sizes}")
     return "\n".join(rows) + "\n"
 
 

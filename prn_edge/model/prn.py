@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import FUSED_DISTANCE, ModelConfig
+from ..config import AUTO_SIZE, FUSED_DISTANCE, ModelConfig
 from .backbones import STRIDES, Backbone, create_backbone
 from .memory import check_memory
 from .prototypes import ScalePrototypes, default_k
@@ -295,7 +295,7 @@ class PRN(nn.Module):
 
     def score(self, prob: torch.Tensor) -> torch.Tensor:
         """Image score: mean of the top-k probabilities of the map."""
-        return prob.flatten(1).topk(self.cfg.topk, dim=1).values.mean(1)
+        return prob.flatten(1).topk(self.cfg.score_k, dim=1).values.mean(1)
 
     @property
     def fuses_distance(self) -> bool:
@@ -394,7 +394,7 @@ def describe(model: PRN) -> dict:
 def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
     """What describe() records that the config tells without a model (all but the FLOP count)."""
     return {"image_size": c.image_size, "backbone": c.backbone, "prototype_mode": c.prototype_mode,
-            "num_prototypes": num_prototypes, "topk": c.topk, "dim": c.dim}
+            "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim}
 
 
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict:

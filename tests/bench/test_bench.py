@@ -48,6 +48,25 @@ def test_bench_side_by_side_writes_json_table_and_plot(artefacts, tmp_path, caps
     assert rep["machine"]["versions"]["onnxruntime"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| ort-dyn | onnxruntime | fp32 | 2 |" in out.with_suffix(".md").read_text()
+    assert rep["images"] == {"source": "built-in textures", "count": 32, "sizes": {"256x256": 32}}
+
+
+def test_bench_records_which_images_it_ran_on(artefacts, tmp_path):
+    import cv2
+    import numpy as np
+
+    ckpt, d = artefacts
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(10):  # two sizes, as a real dataset comes; every other one taller
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((48 if i % 2 else 40, 64, 3), 20 * i, np.uint8))
+    out = tmp_path / "bench.json"
+    assert main(["bench", f"ort={d / 'b1.onnx'}", "--images", str(folder), "--max-images", "4", "--iters", "2",
+                 "--warmup", "1", "--threads", "1", "--json", str(out), "--quiet"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["images"]["source"] == str(folder) and rep["images"]["count"] == 4
+    assert sum(rep["images"]["sizes"].values()) == 4 and set(rep["images"]["sizes"]) <= {"48x64", "40x64"}
+    assert f"4 images from {folder}" in out.with_suffix(".md").read_text()
 
 
 def test_bench_refuses_a_missing_artefact(tmp_path, capsys):

@@ -121,8 +121,8 @@ def test_msa_equals_the_patch_major_token_layout():
         assert torch.allclose(msa(x), reference(x), atol=1e-5)
 
 
-def _tiny_prn(mode="patch") -> PRN:
-    cfg = make_config("prn-tiny", {"model": {"prototype_mode": mode}}).model
+def _tiny_prn(mode="patch", **model) -> PRN:
+    cfg = make_config("prn-tiny", {"model": {"prototype_mode": mode, **model}}).model
     model, _ = build_prn(cfg, num_images=20)
     model.fit_prototypes(torch.rand(20, 3, 64, 64))
     return model.eval()
@@ -143,9 +143,9 @@ def test_a_non_square_input_is_modelled_at_its_own_height_and_width(mode):
     assert prob.shape == (2, 1, 64, 128) and score.shape == (2,)
 
 
-@pytest.mark.parametrize("mode", ["image", "patch"])
-def test_prn_map_is_full_resolution_and_batch_independent(mode):
-    model = _tiny_prn(mode)
+@pytest.mark.parametrize("mode,topk,k", [("image", 10, 10), ("patch", 10, 10), ("patch", 0, 41)])
+def test_prn_map_is_full_resolution_and_batch_independent(mode, topk, k):
+    model = _tiny_prn(mode, topk=topk)  # topk 0: the score pools 1% of the 64x64 map, 41 pixels
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         prob, score = model.predict(x)
@@ -154,7 +154,7 @@ def test_prn_map_is_full_resolution_and_batch_independent(mode):
     assert ((prob >= 0) & (prob <= 1)).all()
     for i, (p, s) in enumerate(singles):
         assert torch.allclose(p[0], prob[i], atol=1e-5) and torch.allclose(s, score[i:i + 1], atol=1e-6)
-    k = model.cfg.topk
+    assert model.cfg.score_k == k
     assert torch.allclose(score, prob.flatten(1).sort(1, descending=True).values[:, :k].mean(1))
 
 
