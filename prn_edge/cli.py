@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="artefacts take turns in this many rounds (fair on a machine whose speed drifts)")
     p.add_argument("--warmup", type=NON_NEGATIVE, default=10)
     p.add_argument("--threads", type=NON_NEGATIVE)
-    p.add_argument("--images", help="folder of real images (default: photos bundled with scikit-image)")
+    p.add_argument("--images", help="folder of real images (default: the built-in textures, photos bundled with scikit-image)")
     p.add_argument("--max-images", type=COUNT, default=64,
                    help="images taken from --images, spread over the sorted folder (every type, the good parts); "
                         "iterations cycle through them (a cascade's cost depends on the mix: give --iters >= this)")

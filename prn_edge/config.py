@@ -69,12 +69,13 @@ class ModelConfig:
     # "separable": depthwise 3x3 + pointwise 1x1 decoder convolutions (~5x fewer FLOPs at strides 2-8, where the
     # full 3x3 convolutions were the most expensive layers of the model on a CPU); "full": plain 3x3.
     decoder_conv: str = "full"
-    # Image score = the mean of the top-k probabilities of the map; 0 = k from the map's size: TOPK_FRACTION of its
-    # pixels (1%; 655 at 256x256, 1638 at 256x640), at most TOPK_LIMIT (TensorRT's TopK takes K < 3840; export's
-    # lint refuses a larger k given here for a TensorRT target). A fixed
-    # k = 100 pooled 0.15% of a 256x256 map and 0.06% of a 256x640 one: on the real-data benchmark's checkpoints 1%
-    # scored unseen image AUROC +0.6 to +3.2 higher on all three datasets, pixel metrics unchanged
-    # (docs/real-data.md). Checkpoints record the k they were trained with.
+    # Image score = the mean of the top-k probabilities of the map (of each tile's, with input_policy tiles);
+    # 0 = k from the map's size, TOPK_FRACTION of its pixels (1%: 655 at 256x256, 1638 at 256x640), chosen when
+    # training starts and recorded in the checkpoint like an image_size "auto". At most TOPK_LIMIT: TensorRT's TopK
+    # takes K < 3840, and export checks every graph for TensorRT. A fixed k = 100 pooled 0.15% of a 256x256 map and
+    # 0.06% of a 256x640 one: on the real-data benchmark's checkpoints 1% raised the unseen types' image AUROC by
+    # 0.6 to 3.2 points on all three datasets and cost the seen types of Magnetic Tile Defect 1.3 and 3.4 (their
+    # learned peaks are diluted); docs/real-data.md.
     topk: int = 0
     # The training-free part of the map (model.prn.DistanceMap): distance to the nearest prototype at these
     # head scales (0 = stride 4, 1 = 8, 2 = 16), calibrated on held-out normals and fused with the decoder's map
@@ -110,7 +111,7 @@ class ModelConfig:
         training images (model_info, a library user's build_prn) gets; training chooses from its images."""
         if self.image_size != AUTO_SIZE:
             return self
-        return dataclasses.replace(self, image_size=self.auto_side)._validate_rest(as_hw(self.auto_side))
+        return dataclasses.replace(self, image_size=self.auto_side)
 
     def resolve_image_size(self, aspect: float) -> Optional[str]:
         """Replace image_size "auto" by the size for training images of median height / width `aspect`; returns
@@ -118,11 +119,19 @@ class ModelConfig:
         if self.image_size != AUTO_SIZE:
             return None
         size = _image_size(auto_image_size(aspect, self.input_policy, self.auto_side, MAX_IMAGE_SIZE))
-        self._validate_rest(as_hw(size))  # what depends on the size (model.topk), before it is taken
         self.image_size = size
         shape = "a square" if isinstance(size, int) else "height x width"
         return (f"model.image_size auto -> {self.size_text} ({shape}; the training images' median height / width "
                 f"is {aspect:.2f})")
+
+    def resolve_topk(self) -> Optional[str]:
+        """Replace topk 0 by the k it means at this (chosen) size, so a checkpoint records the k its thresholds
+        were set with; returns a note saying what was chosen (None when k was given)."""
+        if self.topk:
+            return None
+        self.topk = self.score_k
+        h, w = self.hw
+        return f"model.topk 0 -> {self.topk} (the image score pools {100 * TOPK_FRACTION:g}% of the {h}x{w} map)"
 
     @property
     def score_k(self) -> int:
@@ -152,11 +161,9 @@ class ModelConfig:
         self.image_size = _image_size(self.image_size)
         if self.auto_side % 32 or not 64 <= self.auto_side <= MAX_IMAGE_SIZE:
             raise ConfigError(f"model.auto_side={self.auto_side}: a multiple of 32 from 64 to {MAX_IMAGE_SIZE}")
-        if self.image_size == AUTO_SIZE:
-            return self._validate_rest(None)
-        return self._validate_rest(self.hw)
+        return self._validate_rest()
 
-    def _validate_rest(self, hw: Optional[tuple]) -> "ModelConfig":
+    def _validate_rest(self) -> "ModelConfig":
         if self.input_policy == "tiles" and self.prototype_mode == "image":
             raise ConfigError("model.input_policy=tiles with model.prototype_mode=image: tiles are cut anywhere on "
                               "the image, so whole-image prototypes (aligned parts) do not apply; set "
@@ -190,9 +197,10 @@ class ModelConfig:
         if not 0 <= self.distance_memory <= MAX_DISTANCE_MEMORY:
             raise ConfigError(f"model.distance_memory={self.distance_memory}: 0 (the distance map uses the "
                               f"prototypes) .. {MAX_DISTANCE_MEMORY} centres per distance scale")
-        if self.topk < 0 or (hw is not None and self.topk > hw[0] * hw[1]):
-            pixels = f" ({hw[0] * hw[1]}, model.image_size height x width)" if hw else ""
-            raise ConfigError(f"model.topk={self.topk}: 0 (1% of the map) or from 1 to the pixels of the map{pixels}")
+        # (every allowed size has more pixels than TOPK_LIMIT: 64 x 64 at the least)
+        if not 0 <= self.topk <= TOPK_LIMIT:
+            raise ConfigError(f"model.topk={self.topk}: 0 (1% of the map) or from 1 to {TOPK_LIMIT} pixels "
+                              "(TensorRT's TopK takes K < 3840; export checks every graph for TensorRT)")
         return self
 
 

@@ -25,7 +25,8 @@ def test_overrides_merge_into_the_variant():
     ({"model": {"image_size": [4096, 256]}}, r"the height 4096 must be a multiple of 32 from 64 to 2048"),
     ({"model": {"image_size": [256]}}, r"give one side \(a square, e.g. 256\) or \[height, width\]"),
     ({"model": {"image_size": [256, "wide"]}}, r"model.image_size\[1\]: expected a number, got 'wide'"),
-    ({"model": {"image_size": [64, 128], "topk": 10000}}, r"model.topk=10000: 0 \(1% of the map\) or from 1 to the pixels of the map \(8192"),
+    ({"model": {"image_size": [64, 128], "topk": 10000}}, r"model.topk=10000: 0 \(1% of the map\) or from 1 to 3839 "
+                                                          r"pixels \(TensorRT's TopK takes K < 3840"),
     ({"model": {"pretrained": "yes"}}, "true or false"),
     ({"synth": {"opacity": [0.9, 0.1]}}, "low <= high"),
     ({"model": {"patch_sizes": [3]}}, "power of two"),
@@ -92,6 +93,12 @@ def test_topk_zero_pools_one_percent_of_the_map_within_tensorrts_limit():
     assert make_config("prn-edge").model.topk == 0
     assert k(256) == 655 and k([256, 640]) == 1638  # 1% of 65,536 and of 163,840 pixels
     assert k(2048) == 3839  # 41,943 would be 1%: TensorRT's TopK takes K < 3840
-    assert k(256, topk=100) == 100 and k(2048, topk=5000) == 5000  # given: kept (export's lint judges TensorRT)
-    with pytest.raises(ConfigError, match="model.topk=-1: 0"):
-        make_config("prn-edge", {"model": {"topk": -1}})
+    assert k(256, topk=100) == 100 and k(2048, topk=3839) == 3839  # given: kept
+    for bad in (-1, 3840):
+        with pytest.raises(ConfigError, match=f"model.topk={bad}: 0"):
+            make_config("prn-edge", {"model": {"topk": bad}})
+    # training turns 0 into the k of the size it chose, which the checkpoint records
+    m = make_config("prn-edge", {"model": {"image_size": "auto"}}).model
+    m.resolve_image_size(2.5)
+    assert m.resolve_topk() == "model.topk 0 -> 1638 (the image score pools 1% of the 640x256 map)"
+    assert m.topk == 1638 and m.resolve_topk() is None

@@ -147,8 +147,9 @@ def run_bench(artefacts: Sequence[Artefact], images: Sequence[np.ndarray], batch
 
 
 def images_used(images: Sequence[np.ndarray], folder: Optional[str]) -> dict:
-    """What a benchmark ran on: the folder (or the built-in textures), how many images, their sizes (height x
-    width: count), so a report says whether a share of re-decided frames came from 16 images or 128."""
+    """What a benchmark was given: the folder (or the built-in textures), how many images, their sizes (height x
+    width: count). Timing cycles through them (iters x batch frames in all), the agreement reads the first
+    agreement_images of them."""
     sizes: dict[str, int] = {}
     for img in images:
         key = f"{img.shape[0]}x{img.shape[1]}"

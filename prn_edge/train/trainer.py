@@ -70,8 +70,22 @@ def check_resume_config(state: dict, cfg: Config, last_path: Path) -> None:
     with contextlib.suppress(ConfigError):
         saved = make_config(saved["variant"], {k: v for k, v in saved.items() if k != "variant"}).to_dict()
     if saved != cfg.to_dict():
-        raise CheckpointError(f"{last_path} was trained with another configuration; drop --resume or "
-                              "use the same config")
+        differs = _differing_keys(saved, cfg.to_dict())
+        raise CheckpointError(f"{last_path} was trained with another configuration ("
+                              + ", ".join(differs[:5]) + (", ..." if len(differs) > 5 else "")
+                              + "); drop --resume or use the same config")
+
+
+def _differing_keys(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """'key: saved -> now' for every leaf that differs between two config dicts."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differing_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the run, {b!r} now")
+    return out
 
 
 def squeeze_note(model_cfg, cat: Category) -> Optional[str]:
@@ -110,7 +124,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     # "auto" becomes the size (the checkpoint records it); a given size gets the squeeze hint instead
     note = cfg.model.resolve_image_size(cat.train_aspect) or squeeze_note(cfg.model, cat)
-    for line in cat.notes + ([note] if note else []):  # what loading decided (sizes, split, masks, shots)
+    notes = [note, cfg.model.resolve_topk()]  # topk 0 becomes the k of that size (the checkpoint records it)
+    for line in cat.notes + [n for n in notes if n]:  # what loading decided (sizes, split, masks, shots)
         log(line)
     hw = cfg.model.hw
     if state is not None:

@@ -36,14 +36,6 @@ def test_auto_is_a_word_the_config_checks():
     with pytest.raises(ConfigError, match="did you mean 'auto'"):
         make_config("prn-edge", {"model": {"image_size": "autp"}})
     assert make_config("prn-edge", {"model": {"image_size": "Auto"}}).model.image_size == "auto"
-    # what depends on the size is checked once it is chosen, before any image is loaded
-    few = make_config("prn-tiny", {"model": {"image_size": "auto", "auto_side": 64, "topk": 5000}})
-    with pytest.raises(ConfigError, match="model.topk=5000"):
-        few.model.resolve_image_size(1.0)
-    with pytest.raises(ConfigError, match="model.topk=5000"):
-        few.model.sized()
-    assert make_config("prn-tiny", {"model": {"image_size": "auto", "auto_side": 64, "topk": 5000}}
-                       ).model.resolve_image_size(0.25)  # 64 x 256 holds 16384 pixels
     with pytest.raises(ConfigError, match="auto_side"):
         make_config("prn-edge", {"model": {"image_size": "auto", "auto_side": 100}})
 

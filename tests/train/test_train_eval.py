@@ -86,15 +86,16 @@ def test_eval_of_test_defects_without_masks_counts_them_for_images_only(trained,
 def test_resume_continues_from_the_last_step(tiny_data, tmp_path, capsys):
     out = tmp_path / "r.pt"
     args = ["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(out), "--quiet",
-            "--set", "train.val_every=5"]
+            "--set", "train.val_every=5", "--set", "model.topk=0"]
     assert main(args + ["--set", "train.steps=10"]) == 0
+    assert read_checkpoint(out)["config"]["model"]["topk"] == 41  # 0 chose 1% of the 64x64 map, recorded
     said = capsys.readouterr().out.strip().splitlines()  # a sentence for people (the log goes to stderr)
     assert len(said) == 1, said
     assert said[0].startswith(f"{out}: step ") and "of 10 kept" in said[0]
     assert "synthetic image AUROC" in said[0]
     # same config, more steps is a different config: resume must refuse it rather than mix runs
     assert main(args + ["--set", "train.steps=15", "--resume"]) == 2
-    capsys.readouterr()
+    assert "(train.steps: 10 in the run, 15 now)" in capsys.readouterr().err
     assert main(args + ["--set", "train.steps=10", "--resume", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)  # --json: stdout is the JSON alone
     assert res["checkpoint"] == str(out) and res["steps"] == 10
