@@ -75,6 +75,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "prototypes": f"{num_prototypes} per scale ({model.prototype_mode})",
         "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
                + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else ""),
+        "image_score": _score_text(model.score_k),
         "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
         "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
                       f"out; seen types {', '.join(meta.get('seen_types') or []) or 'none'}",
@@ -93,6 +94,10 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     out.update(_thresholds(meta))
     out["train_images_sha256"] = _hash(meta.get("train_images_sha256"))
     return out
+
+
+def _score_text(k: int) -> str:
+    return f"mean of the top {k} map probabilities (model.topk)"
 
 
 def _thresholds(meta: dict) -> dict[str, Any]:
@@ -144,6 +149,9 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         "checkpoint_sha256": _hash(meta.get("checkpoint_sha256")),
         "exporter": meta.get("exporter"),
     }
+    k = (meta.get("model") or {}).get("topk")
+    if k:
+        out["image_score"] = _score_text(k)
     out.update(_thresholds(meta))
     if meta.get("calibration_run"):
         out["calibration_run"] = meta["calibration_run"]

@@ -159,6 +159,7 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert info["kind"] == "training checkpoint" and info["category"] == "gravel" and info["variant"] == "prn-tiny"
     assert info["validation"] == meta["validation"] and info["image_threshold"] == round(meta["image_threshold"], 4)
     assert info["training"].startswith(f"{meta['best_step']} of 20 steps")
+    assert info["image_score"] == "mean of the top 10 map probabilities (model.topk)"  # prn-tiny's k
     assert ("warning" in info) == (meta["validation"] == "synthetic-only")
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(trained), "-o", str(onnx_path), "--input-format", "uint8"]) == 0
@@ -166,6 +167,7 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert main(["info", str(onnx_path)]) == 0
     text = capsys.readouterr().out
     assert "kind: ONNX model" in text and "precision: fp32" in text and "uint8 NHWC" in text
+    assert "image_score: mean of the top 10 map probabilities" in text
     assert f"checkpoint_sha256: {sha256_file(trained)[:12]}" in text  # ties the artefact to its checkpoint
     assert main(["info", str(onnx_path), "--variant", "prn-tiny"]) == 2
     assert main(["info", str(tmp_path / "missing.pt")]) == 2
