@@ -161,9 +161,6 @@ class ModelConfig:
         self.image_size = _image_size(self.image_size)
         if self.auto_side % 32 or not 64 <= self.auto_side <= MAX_IMAGE_SIZE:
             raise ConfigError(f"model.auto_side={self.auto_side}: a multiple of 32 from 64 to {MAX_IMAGE_SIZE}")
-        return self._validate_rest()
-
-    def _validate_rest(self) -> "ModelConfig":
         if self.input_policy == "tiles" and self.prototype_mode == "image":
             raise ConfigError("model.input_policy=tiles with model.prototype_mode=image: tiles are cut anywhere on "
                               "the image, so whole-image prototypes (aligned parts) do not apply; set "

@@ -77,7 +77,7 @@ def check_resume_config(state: dict, cfg: Config, last_path: Path) -> None:
 
 
 def _differing_keys(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """'key: saved -> now' for every leaf that differs between two config dicts."""
+    """'key: <saved> in the run, <now> now' for every leaf that differs between two config dicts."""
     out = []
     for key in sorted(set(saved) | set(now)):
         a, b = saved.get(key), now.get(key)
