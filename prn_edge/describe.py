@@ -74,7 +74,8 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "backbone": f"{model.backbone} (weights {(meta.get('backbone') or {}).get('source', '?')})",
         "prototypes": f"{num_prototypes} per scale ({model.prototype_mode})",
         "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
-               + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else ""),
+               + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else "")
+               + ("" if fusion == "none" else f"; distance to {_distance_text(model)}"),
         "image_score": _score_text(model.score_k),
         "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
         "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
@@ -94,6 +95,16 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     out.update(_thresholds(meta))
     out["train_images_sha256"] = _hash(meta.get("train_images_sha256"))
     return out
+
+
+def _distance_text(model: Any) -> str:
+    """What the distance map measures against (model.distance_memory, model.distance_features)."""
+    strides = "+".join(str(4 << i) for i in sorted(model.distance_scales))  # head scale 0, 1, 2: stride 4, 8, 16
+    if model.joint_memory:
+        return f"{model.memory_size} centres of the stride {strides} features joined (model.distance_features joint)"
+    if model.memory_size:
+        return f"{model.memory_size} centres per scale, strides {strides} (model.distance_features per_scale)"
+    return f"the prototypes, strides {strides}"
 
 
 def _score_text(k: int) -> str:

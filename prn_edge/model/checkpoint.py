@@ -95,8 +95,9 @@ def _config(state: dict, **model: Any) -> Config:
     """The checkpoint's config, with `model` settings changed."""
     cfg_dict = dict(state["config"])
     variant = cfg_dict.pop("variant")
-    # Checkpoints from before the distance memory measured the distance against the prototypes: keep them so.
-    stored = {"distance_memory": 0, **cfg_dict["model"]}
+    # Checkpoints from before the distance memory measured the distance against the prototypes, and those from
+    # before the joint memory kept one per scale: keep them so.
+    stored = {"distance_memory": 0, "distance_features": "per_scale", **cfg_dict["model"]}
     return make_config(variant, {**cfg_dict, "model": {**stored, **model}})
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..config import AUTO_SIZE, FUSED_DISTANCE, ModelConfig
 from .backbones import STRIDES, Backbone, create_backbone
 from .memory import check_memory
-from .prototypes import ScalePrototypes, default_k
+from .prototypes import JointMemory, ScalePrototypes, default_k
 from .shapes import HEAD_SCALES, attention_sizes, head_hws
 
 
@@ -205,35 +205,45 @@ class DecoderCalibration(QuantileCalibration):
 
 
 class DistanceMap(QuantileCalibration):
-    """The training-free part of the map: the distance of each feature to its nearest normal prototype (a
-    nearest-neighbour distance, which the residual already is), averaged over `scales`, upsampled to the input,
-    and mapped to a probability calibrated on held-out normals (QuantileCalibration).
+    """The training-free part of the map: a nearest-neighbour distance of the encoder's features to normal ones,
+    upsampled to the input and mapped to a probability calibrated on held-out normals (QuantileCalibration).
 
     The decoder learns what the anomalies it was shown look like; on appearances it never saw (real defects
-    unlike the generated ones) it can stay silent while the distance does not. The distance is measured against
-    each scale's distance memory (model.distance_memory centres, more than the prototypes) when it keeps one.
+    unlike the generated ones) it can stay silent while the distance does not. With a joint memory
+    (model.distance_features "joint", the default) the distance is measured once, on the distance scales'
+    features joined (JointMemory); otherwise each distance scale's distance to its own memory (or its
+    prototypes) is averaged over `scales`.
     """
 
-    def __init__(self, scales: tuple[int, ...]):
+    def __init__(self, scales: tuple[int, ...], memory: JointMemory | None = None):
         super().__init__()
-        self.scales = tuple(scales)
+        self.scales = tuple(sorted(scales))
+        self.memory = memory
 
-    def distance(self, distances: list[torch.Tensor]) -> torch.Tensor:
-        """(N, 1, H, W) from each head scale's distance map (N, 1, h, w) (ScalePrototypes.forward,
-        ~1 on normals at every scale), averaged over `scales`."""
+    def inputs(self, feats: list[torch.Tensor], distances: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What `distance` reads, from the head scales' features and per-scale distances: the distance scales'
+        features for a joint memory, else the per-scale distance maps."""
+        return [feats[i] for i in self.scales] if self.memory is not None else distances
+
+    def distance(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """(N, 1, H, W) from `inputs` (DistanceMap.inputs): the joint memory's distance, or each head scale's
+        distance map (N, 1, h, w) (ScalePrototypes.forward, ~1 on normals at every scale) averaged over `scales`."""
         # A fixed scale factor (the scale's stride), not a target size: the exported Resize then needs no Shape
         # arithmetic and every dimension stays static.
+        if self.memory is not None:  # its vectors are already 3x3-averaged (JointMemory.features)
+            return F.interpolate(self.memory(inputs), scale_factor=STRIDES[HEAD_SCALES[self.scales[0]]],
+                                 mode="bilinear", align_corners=False)
         # Each position's distance is averaged with its 3x3 neighbours first (PatchCore's locally aware patches):
         # one odd feature vector is noise, a neighbourhood of them is a defect.
-        maps = [F.interpolate(F.avg_pool2d(distances[i], 3, 1, 1, count_include_pad=False),
+        maps = [F.interpolate(F.avg_pool2d(inputs[i], 3, 1, 1, count_include_pad=False),
                               scale_factor=STRIDES[HEAD_SCALES[i]], mode="bilinear", align_corners=False)
                 for i in self.scales]
         return sum(maps) / len(maps)
 
-    def forward(self, distances: list[torch.Tensor], as_logit: bool = False) -> torch.Tensor:
+    def forward(self, inputs: list[torch.Tensor], as_logit: bool = False) -> torch.Tensor:
         """The calibrated probability, or with `as_logit` its logit (v - loc) / temp. Called as the module (not
         a method) so the exported nodes carry its name scope, which calibration keeps in float."""
-        z = self.calibrated_logit(self.distance(distances))
+        z = self.calibrated_logit(self.distance(inputs))
         return z if as_logit else torch.sigmoid(z)
 
 
@@ -253,7 +263,7 @@ class PRN(nn.Module):
         chans = [backbone.channels[s] for s in HEAD_SCALES]
         self.prototypes = nn.ModuleList(
             ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness,
-                            cfg.memory_size if i in cfg.distance_scales else 0)
+                            cfg.memory_size if i in cfg.distance_scales and not cfg.joint_memory else 0)
             for i, (c, hw) in enumerate(zip(chans, hws))
         )
         self.inputs = nn.ModuleList(conv_bn(2 * c, cfg.dim, 1) for c in chans)
@@ -263,7 +273,11 @@ class PRN(nn.Module):
         )
         self.fusion = MultiScaleFusion(cfg.dim, len(HEAD_SCALES))
         self.decoder = Decoder(cfg.dim, backbone.channels[0], cfg.decoder_dims, cfg.decoder_conv)
-        self.distance = DistanceMap(cfg.distance_scales)
+        scales = sorted(cfg.distance_scales)
+        memory = JointMemory(tuple(chans[i] for i in scales),
+                             tuple(STRIDES[HEAD_SCALES[i]] // STRIDES[HEAD_SCALES[scales[0]]] for i in scales),
+                             cfg.memory_size, hws[scales[0]]) if cfg.joint_memory else None
+        self.distance = DistanceMap(cfg.distance_scales, memory)
         self.decoder_cal = DecoderCalibration()
 
     def train(self, mode: bool = True) -> "PRN":
@@ -279,7 +293,7 @@ class PRN(nn.Module):
             return self.encoder(x)
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(decoder logits, per-scale distance maps to the nearest prototype)."""
+        """(decoder logits, what the distance map reads: DistanceMap.inputs)."""
         feats = self.encode(x)
         xs, distances = [], []
         for i, s in enumerate(HEAD_SCALES):
@@ -288,7 +302,7 @@ class PRN(nn.Module):
             distances.append(dist)
             xs.append(self.msa[i](self.inputs[i](torch.cat([f, residual], 1))))
         s4, s8, s16 = self.fusion(xs)
-        return self.decoder(feats[0], s4, s8, s16), distances
+        return self.decoder(feats[0], s4, s8, s16), self.distance.inputs([feats[s] for s in HEAD_SCALES], distances)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)[0]
@@ -338,8 +352,10 @@ class PRN(nn.Module):
         """Calibrate the distance map on held-out normal images (RGB in [0, 1], batches)."""
         d = []
         for x in images:
-            feats = self.encode(x)
-            d.append(self.distance.distance([p(feats[s])[1] for p, s in zip(self.prototypes, HEAD_SCALES)]))
+            encoded = self.encode(x)
+            feats = [encoded[s] for s in HEAD_SCALES]
+            distances = [] if self.distance.memory is not None else [p(f)[1] for p, f in zip(self.prototypes, feats)]
+            d.append(self.distance.distance(self.distance.inputs(feats, distances)))
         return self.distance.calibrate(torch.cat(d))
 
     @torch.no_grad()
@@ -363,6 +379,8 @@ class PRN(nn.Module):
                 per_scale[i].append(feats[s])
         for i, protos in enumerate(self.prototypes):
             protos.fit(torch.cat(per_scale[i]), seed=seed + i)
+        if self.distance.memory is not None:
+            self.distance.memory.fit([torch.cat(per_scale[i]) for i in self.distance.scales], seed=seed + 1000)
 
 
 def build_prn(cfg: ModelConfig, num_images: int = 0, weights: str | None = None,

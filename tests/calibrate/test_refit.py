@@ -24,10 +24,11 @@ def _protos(path):
 
 
 def _memories(path):
-    """The distance memory (centres (M, D), scale) of every scale that keeps one."""
+    """The distance memories (centres (M, D), scale): of every scale that keeps one, then the joint one."""
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-    return [(inits[f"prn.prototypes.{i}.memory_t"].T, float(inits[f"prn.prototypes.{i}.memory_scale"].reshape(-1)[0]))
-            for i in range(3) if f"prn.prototypes.{i}.memory_t" in inits]
+    prefixes = [f"prn.prototypes.{i}." for i in range(3)] + ["prn.distance.memory."]
+    return [(inits[p + "memory_t"].T, float(inits[p + "memory_scale"].reshape(-1)[0]))
+            for p in prefixes if p + "memory_t" in inits]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
     assert any(np.abs(b[0] - a[0]).max() > 1e-4 for b, a in zip(_memories(q), _memories(out)))  # memories too
     assert [r["distance_memory"] for r in report["scales"]] == [
         cfg.model.distance_memory if i in cfg.model.distance_scales else 0 for i in range(3)]
+    assert "joint_memory" not in report
     assert [r["res_scale_after"] for r in report["scales"]] == pytest.approx([a[1] for a in after])
     # the graph is untouched apart from those initializers
     g0, g1 = onnx.load(str(q)).graph, onnx.load(str(out)).graph
@@ -80,6 +82,36 @@ def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
     s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     amap, score = s.run(None, {spec.name: inputs[0]})[:2]
     assert np.isfinite(amap).all() and np.isfinite(score).all()
+
+
+def test_refit_finds_the_joint_memory_and_its_two_feature_maps(tmp_path):
+    """model.distance_features joint: one memory of the strides 8 and 16 joined, re-fitted from the features that
+    enter its scope; through the FP32 graph it lands where training put it, quantized it moves."""
+    from prn_edge.input_policy import resample
+    from tests.helpers.prn_artefacts import make_checkpoint, real_images
+
+    ckpt = make_checkpoint(tmp_path / "j.pt", "prn-tiny", {"model": {"distance_memory": 32,
+                                                                     "distance_features": "joint"}})
+    export_onnx(ckpt, tmp_path / "raw.onnx", batch=1)
+    fp32 = prepare(tmp_path / "raw.onnx", tmp_path / "fp32.onnx")
+    spec = read_metadata(fp32)["input_spec"]
+    _, cfg, _ = load_model(ckpt)
+    imgs = [np.clip(np.rint(resample(i, cfg.model.hw)), 0, 255).astype(np.uint8) for i in real_images(12, 64)]
+    inputs = [frames_to_model_input(rgb_to_frames([img], spec), spec) for img in imgs]
+    before = _memories(fp32)
+    assert len(before) == 1 and before[0][0].shape == (32, 16 + 24)  # the tiny encoder's channels at strides 8, 16
+    report = refit_prototypes(fp32, tmp_path / "same.onnx", inputs, cfg.model.prototype_mode,
+                              cfg.model.prototype_softness, cfg.train.seed)
+    (m0, s0), (m1, s1) = before[0], _memories(tmp_path / "same.onnx")[0]
+    assert np.abs(m0 - m1).max() < 1e-3 * max(1.0, np.abs(m0).max()) and s1 == pytest.approx(s0, rel=1e-3)
+    assert report["joint_memory"]["size"] == 32 and report["joint_memory"]["channels"] == 40
+    assert [r["distance_memory"] for r in report["scales"]] == [0, 0, 0]
+    q = tmp_path / "q.onnx"
+    quantize_qdq(fp32, q, spec.name, inputs[:8], "cpu", "minmax", float_by_design(fp32))
+    report = refit_prototypes(q, tmp_path / "q.refit.onnx", inputs, cfg.model.prototype_mode,
+                              cfg.model.prototype_softness, cfg.train.seed)
+    (mq, _), (mr, sr) = _memories(q)[0], _memories(tmp_path / "q.refit.onnx")[0]
+    assert np.abs(mq - mr).max() > 1e-4 and report["joint_memory"]["scale_after"] == pytest.approx(sr)
 
 
 def test_refit_refuses_a_foreign_model(tmp_path):

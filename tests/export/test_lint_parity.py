@@ -39,6 +39,7 @@ def test_real_graphs_lint_clean_for_all_targets(exported):
     ("prn-edge", {"model": {"pretrained": False, "image_size": 128}}),
     ("prn-paper", {"model": {"pretrained": False, "image_size": 64}}),
     ("prn-edge", {"model": {"pretrained": False, "image_size": 128, "prototype_softness": 0.0}}),
+    ("prn-edge", {"model": {"pretrained": False, "image_size": 128, "distance_features": "joint"}}),
 ])
 def test_full_size_variants_export_and_lint_clean(tmp_path, variant, overrides):
     ckpt = make_checkpoint(tmp_path / "m.pt", variant, overrides)
@@ -52,6 +53,9 @@ def test_full_size_variants_export_and_lint_clean(tmp_path, variant, overrides):
     else:  # hard nearest prototype
         assert {"ArgMin", "Gather"} <= set(ops)
     assert not {"Shape", "Einsum", "Loop", "If", "SequenceAt", "Sqrt"} & set(ops)
+    if overrides["model"].get("distance_features") == "joint":  # its joined features export and agree with torch
+        report = check_parity(ckpt, tmp_path / "m.onnx", real_images(6, 96))
+        assert report["ok"] and report["max_abs_map_diff"] <= 1e-4, report
 
 
 def _model_with(node, inputs, outputs, inits=(), opset=17):

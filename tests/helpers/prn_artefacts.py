@@ -51,8 +51,12 @@ def make_checkpoint(path: Path, variant: str = "prn-tiny", overrides: dict | Non
     meta = {"category": "photos", "train_images_sha256": "0" * 64, "backbone": info,
             "prototypes_sha256": "1" * 64}
     if with_thresholds:
+        # between the scores of the tests' photos (real_images(6, 96), the `photos` fixture) as the model sees them
+        from prn_edge.input_policy import resample
+
+        shown = np.stack([np.clip(np.rint(resample(img, cfg.model.hw)), 0, 255) for img in real_images(6, 96)])
         with torch.no_grad():
-            _, scores = model.predict(x[:6])
+            _, scores = model.predict(torch.from_numpy(shown).permute(0, 3, 1, 2).float() / 255.0)
         s = np.sort(scores.numpy().astype(np.float64))
         gaps = np.diff(s)
         i = int(np.argmax(gaps))  # the widest gap between two scores

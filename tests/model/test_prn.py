@@ -323,14 +323,85 @@ def test_distance_memory_is_the_distance_to_its_nearest_centre_and_leaves_the_re
 
 
 def test_prn_keeps_a_distance_memory_where_the_map_reads_one():
-    cfg = make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_scales": [2]}})
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_scales": [2],
+                                             "distance_features": "per_scale"}})
     model, _ = build_prn(cfg.model, num_images=20)
     assert [p.has_memory for p in model.prototypes] == [False, False, True]
-    assert model.prototypes[2].memory_t.shape[1] == 64
+    assert model.prototypes[2].memory_t.shape[1] == 64 and model.distance.memory is None
+    # joint: one memory of the joined distance scales (strides 8 and 16), none per scale
+    model, _ = build_prn(make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_features": "joint"}}
+                                     ).model, num_images=20)
+    chans = model.encoder.channels
+    assert not any(p.has_memory for p in model.prototypes)
+    assert tuple(model.distance.memory.memory_t.shape) == (chans[2] + chans[3], 64)
+    assert model.distance.memory.factors == (1, 2)
+    with pytest.raises(Exception, match="distance_features"):
+        make_config("prn-tiny", {"model": {"distance_features": "joined"}})
     cfg = make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_fusion": "none"}})
     assert not any(p.has_memory for p in build_prn(cfg.model, num_images=20)[0].prototypes)  # nothing reads it
     with pytest.raises(Exception, match="distance_memory"):
         make_config("prn-tiny", {"model": {"distance_memory": -1}})
+
+
+def test_joint_memory_is_the_distance_to_the_nearest_centre_of_the_joined_averaged_features():
+    import torch.nn.functional as F
+
+    from prn_edge.model.prototypes import JointMemory
+
+    g = torch.Generator().manual_seed(4)
+    normals = [torch.randn(10, 3, 8, 8, generator=g), torch.randn(10, 5, 4, 4, generator=g)]
+    mem = JointMemory((3, 5), (1, 2), size=48, hw=(8, 8))
+    mem.fit(normals, seed=0)
+    f = [torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 5, 4, 4, generator=g)]
+    joined = torch.cat([f[0], F.interpolate(f[1], scale_factor=2, mode="bilinear", align_corners=False)], 1)
+    vec = F.avg_pool2d(joined, 3, 1, 1, count_include_pad=False).permute(0, 2, 3, 1).reshape(-1, 8)
+    want = torch.cdist(vec, mem.memory_t.T).min(1).values ** 2 * mem.memory_scale
+    assert torch.allclose(mem(f).flatten(), want, rtol=1e-4, atol=1e-5)
+    assert abs(float(mem(normals).mean()) - 1.0) < 1e-3  # the fitted normals average one
+
+
+def test_joint_memory_flags_a_mix_of_scales_that_no_normal_place_shows():
+    """Normal places are (fine a, coarse x) and (fine b, coarse y): a place of fine a in coarse y passes a memory
+    per scale (each part was seen) and not the joint one."""
+    from prn_edge.model.prototypes import JointMemory
+
+    a, b, x, y = (torch.full((1, c, s, s), v) for c, s, v in ((3, 8, 1.0), (3, 8, -1.0), (5, 4, 2.0), (5, 4, -2.0)))
+    normals = [torch.cat([a, b]), torch.cat([x, y])]
+    joint = JointMemory((3, 5), (1, 2), size=8, hw=(8, 8))
+    joint.fit(normals)
+    per_scale = [ScalePrototypes("patch", 2, channels=c, hw=(s, s), memory=8) for c, s in ((3, 8), (5, 4))]
+    for p, n in zip(per_scale, normals):
+        p.fit(n)
+    mixed = [a, y]
+    assert all(float(p(m)[1].max()) < 1e-4 for p, m in zip(per_scale, mixed))  # each scale alone: seen
+    assert float(joint([a, x]).max()) < 1e-3 and float(joint([b, y]).max()) < 1e-3
+    assert float(joint(mixed)[..., 2:6, 2:6].min()) > 3.0  # joined: nowhere near a normal place
+
+
+def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_path):
+    from prn_edge.model.checkpoint import load_model, save_checkpoint
+
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": "per_scale"}})
+    model, _ = build_prn(cfg.model, num_images=20)
+    x = _photo_batches(6)
+    model.fit_prototypes(x[:4])
+    model.calibrate_distance([x[4:]])
+    save_checkpoint(tmp_path / "m.pt", model, cfg, {})
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    del state["config"]["model"]["distance_features"]  # as written before the option existed
+    torch.save(state, tmp_path / "old.pt")
+    loaded, lcfg, _ = load_model(tmp_path / "old.pt")
+    assert lcfg.model.distance_features == "per_scale" and loaded.distance.memory is None
+    assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
+    # and a joint one comes back joint, with its memory and calibration
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": "joint"}})
+    model, _ = build_prn(cfg.model, num_images=20)
+    model.fit_prototypes(x[:4])
+    model.calibrate_distance([x[4:]])
+    save_checkpoint(tmp_path / "j.pt", model, cfg, {})
+    loaded, lcfg, _ = load_model(tmp_path / "j.pt")
+    assert lcfg.model.joint_memory and torch.equal(loaded.distance.memory.memory_t, model.distance.memory.memory_t)
+    assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
 
 
 def test_checkpoint_from_before_the_distance_memory_loads_without_one(tmp_path):

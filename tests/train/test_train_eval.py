@@ -160,6 +160,8 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert info["validation"] == meta["validation"] and info["image_threshold"] == round(meta["image_threshold"], 4)
     assert info["training"].startswith(f"{meta['best_step']} of 20 steps")
     assert info["image_score"] == "mean of the top 10 map probabilities (model.topk)"  # prn-tiny's k
+    assert info["map"].endswith("; distance to 1024 centres per scale, strides 8+16 (model.distance_features "
+                                "per_scale)")
     assert ("warning" in info) == (meta["validation"] == "synthetic-only")
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(trained), "-o", str(onnx_path), "--input-format", "uint8"]) == 0
