@@ -422,6 +422,7 @@ def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
     check_memory(cfg, batch, num_images=100, training=False)
     model, _ = build_prn(cfg, num_images=100)
     model.eval()
+    model.distance.fitted.fill_(True)  # count the map as a trained model computes it (the distance fused in)
     gflops = count_gflops(model, batch)
     enc = sum(p.numel() for p in model.encoder.parameters())
     head = sum(p.numel() for p in model.head_parameters())

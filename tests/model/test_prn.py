@@ -187,6 +187,16 @@ def test_variants_build_and_edge_fits_the_flops_budget():
     assert paper["gflops"] > info["gflops"]
 
 
+def test_model_info_counts_the_distance_memory_a_trained_model_runs():
+    """An unfitted model skips the distance map; info counts it as the artefact will run it: the joint memory's
+    MatMul (stride 8 positions x centres x 40 + 112 values) instead of one per scale (x 40 at stride 8, x 112 at 16)."""
+    info = {f: model_info(make_config("prn-edge", {"model": {"image_size": 128, "distance_features": f}}).model)
+            for f in ("per_scale", "joint")}
+    m, p8, p16 = 1024, 16 * 16, 8 * 8
+    want = 2 * m * (p8 * (40 + 112) - p8 * 40 - p16 * 112) / 1e9
+    assert info["joint"]["gflops"] - info["per_scale"]["gflops"] == pytest.approx(want, rel=0.02)
+
+
 def _photo_batches(n=12, size=64):
     """n real photo crops (scikit-image's coffee and brick) as a batch in [0, 1]."""
     import numpy as np
