@@ -206,6 +206,12 @@ class ModelConfig:
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")
         _choice("model.distance_features", self.distance_features, ["joint", "per_scale"])
+        if self.distance_features == "joint" and not self.memory_size:
+            raise ConfigError("model.distance_features=joint needs a distance memory: model.distance_memory > 0, "
+                              "model.prototype_mode patch and a distance_fusion that fuses the distance (logit, mean "
+                              f"or max); here distance_memory={self.distance_memory}, prototype_mode="
+                              f"{self.prototype_mode}, distance_fusion={self.distance_fusion}. Set "
+                              "model.distance_features per_scale, or change those")
         if not 0 <= self.distance_memory <= MAX_DISTANCE_MEMORY:
             raise ConfigError(f"model.distance_memory={self.distance_memory}: 0 (the distance map uses the "
                               f"prototypes) .. {MAX_DISTANCE_MEMORY} centres per distance scale")

@@ -8,6 +8,7 @@ It reads the model layer (checkpoints) and the artefact layer; only the CLI impo
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .errors import PrnEdgeError
@@ -101,7 +102,8 @@ def _distance_text(model: Any) -> str:
     """What the distance map measures against (model.distance_memory, model.distance_features)."""
     strides = "+".join(str(4 << i) for i in sorted(model.distance_scales))  # head scale 0, 1, 2: stride 4, 8, 16
     if model.joint_memory:
-        return f"{model.memory_size} centres of the stride {strides} features joined (model.distance_features joint)"
+        joined = " joined" if len(model.distance_scales) > 1 else " (3x3-averaged)"
+        return f"{model.memory_size} centres of the stride {strides} features{joined} (model.distance_features joint)"
     if model.memory_size:
         return f"{model.memory_size} centres per scale, strides {strides} (model.distance_features per_scale)"
     return f"the prototypes, strides {strides}"
@@ -160,9 +162,16 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         "checkpoint_sha256": _hash(meta.get("checkpoint_sha256")),
         "exporter": meta.get("exporter"),
     }
-    k = (meta.get("model") or {}).get("topk")
+    described = meta.get("model") or {}
+    k = described.get("topk")
     if k:
         out["image_score"] = _score_text(k)
+    if described.get("distance_features"):  # artefacts exported before it was recorded do not say
+        out["distance"] = ("not fused (the decoder's map alone)" if described.get("distance_fusion") == "none" else
+                           _distance_text(SimpleNamespace(
+                               distance_scales=described["distance_scales"], memory_size=described["distance_memory"],
+                               joint_memory=described["distance_features"] == "joint"
+                               and bool(described["distance_memory"]))))
     out.update(_thresholds(meta))
     if meta.get("calibration_run"):
         out["calibration_run"] = meta["calibration_run"]

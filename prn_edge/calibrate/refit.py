@@ -76,7 +76,7 @@ def _joint_memory(graph: onnx.GraphProto) -> Optional[tuple[dict[str, str], list
         return None
     missing = [v for v in inits.values() if v not in names]
     feats = sorted(_external_inputs(graph, JOINT_SCOPE))
-    if missing or len(feats) < 2:
+    if missing or not feats:
         raise BuildError(f"joint distance memory: initializers {missing} missing or {len(feats)} feature inputs "
                          f"found under {JOINT_SCOPE}; is this a prn_edge export?")
     return inits, feats

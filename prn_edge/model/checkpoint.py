@@ -86,7 +86,9 @@ def load_model(path: Path) -> tuple[PRN, Config, dict]:
         # Checkpoints from before the distance map or the decoder calibration lack their buffers: they then stay
         # off (not calibrated), and the model predicts as it did when it was written.
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith(("distance.", "decoder_cal.")) for k in missing):
+        # (only those: a joint distance memory missing from a checkpoint that says it has one is refused)
+        old = ("distance.loc", "distance.temp", "distance.fitted")
+        if unexpected or any(k not in old and not k.startswith("decoder_cal.") for k in missing):
             raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     return model.eval(), cfg, state.get("meta", {})
 

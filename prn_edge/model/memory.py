@@ -59,6 +59,8 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
     features = 2 * num_images * sum(c * hw for c, hw in zip(chans, hws)) * FLOAT
     vectors = min(MAX_KMEANS_VECTORS, num_images * hws[0]) if patch else num_images
     encoder = FIT_CHUNK * pixels * ACTIVATIONS_INFER * FLOAT
+    if cfg.joint_memory:  # the joined, averaged features of every image at the finest distance scale, and a copy
+        features += 2 * num_images * hws[min(cfg.distance_scales)] * sum(chans[i] for i in cfg.distance_scales) * FLOAT
     fit = features + protos + max(3 * vectors * max(k, mem) * FLOAT, distances(FIT_CHUNK), encoder)
     return images + max(fit, run)
 

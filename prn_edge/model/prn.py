@@ -210,7 +210,7 @@ class DistanceMap(QuantileCalibration):
 
     The decoder learns what the anomalies it was shown look like; on appearances it never saw (real defects
     unlike the generated ones) it can stay silent while the distance does not. With a joint memory
-    (model.distance_features "joint", the default) the distance is measured once, on the distance scales'
+    (model.distance_features "joint") the distance is measured once, on the distance scales'
     features joined (JointMemory); otherwise each distance scale's distance to its own memory (or its
     prototypes) is averaged over `scales`.
     """
@@ -412,7 +412,9 @@ def describe(model: PRN) -> dict:
 def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
     """What describe() records that the config tells without a model (all but the FLOP count)."""
     return {"image_size": c.image_size, "backbone": c.backbone, "prototype_mode": c.prototype_mode,
-            "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim}
+            "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim,
+            "distance_fusion": c.distance_fusion, "distance_scales": list(c.distance_scales),
+            "distance_memory": c.memory_size, "distance_features": c.distance_features}
 
 
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict:

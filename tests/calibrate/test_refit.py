@@ -84,13 +84,15 @@ def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
     assert np.isfinite(amap).all() and np.isfinite(score).all()
 
 
-def test_refit_finds_the_joint_memory_and_its_two_feature_maps(tmp_path):
-    """model.distance_features joint: one memory of the strides 8 and 16 joined, re-fitted from the features that
-    enter its scope; through the FP32 graph it lands where training put it, quantized it moves."""
+@pytest.mark.parametrize("scales", [[1, 2], [2]])
+def test_refit_finds_the_joint_memory_and_its_feature_maps(tmp_path, scales):
+    """model.distance_features joint: one memory of the strides 8 and 16 joined (or of stride 16 alone), re-fitted
+    from the features that enter its scope; through the FP32 graph it lands where training put it, quantized it
+    moves."""
     from prn_edge.input_policy import resample
     from tests.helpers.prn_artefacts import make_checkpoint, real_images
 
-    ckpt = make_checkpoint(tmp_path / "j.pt", "prn-tiny", {"model": {"distance_memory": 32,
+    ckpt = make_checkpoint(tmp_path / "j.pt", "prn-tiny", {"model": {"distance_memory": 32, "distance_scales": scales,
                                                                      "distance_features": "joint"}})
     export_onnx(ckpt, tmp_path / "raw.onnx", batch=1)
     fp32 = prepare(tmp_path / "raw.onnx", tmp_path / "fp32.onnx")
@@ -99,12 +101,13 @@ def test_refit_finds_the_joint_memory_and_its_two_feature_maps(tmp_path):
     imgs = [np.clip(np.rint(resample(i, cfg.model.hw)), 0, 255).astype(np.uint8) for i in real_images(12, 64)]
     inputs = [frames_to_model_input(rgb_to_frames([img], spec), spec) for img in imgs]
     before = _memories(fp32)
-    assert len(before) == 1 and before[0][0].shape == (32, 16 + 24)  # the tiny encoder's channels at strides 8, 16
+    channels = {1: 16, 2: 24}  # the tiny encoder's channels at strides 8, 16
+    assert len(before) == 1 and before[0][0].shape == (32, sum(channels[i] for i in scales))
     report = refit_prototypes(fp32, tmp_path / "same.onnx", inputs, cfg.model.prototype_mode,
                               cfg.model.prototype_softness, cfg.train.seed)
     (m0, s0), (m1, s1) = before[0], _memories(tmp_path / "same.onnx")[0]
     assert np.abs(m0 - m1).max() < 1e-3 * max(1.0, np.abs(m0).max()) and s1 == pytest.approx(s0, rel=1e-3)
-    assert report["joint_memory"]["size"] == 32 and report["joint_memory"]["channels"] == 40
+    assert report["joint_memory"]["size"] == 32 and report["joint_memory"]["channels"] == before[0][0].shape[1]
     assert [r["distance_memory"] for r in report["scales"]] == [0, 0, 0]
     q = tmp_path / "q.onnx"
     quantize_qdq(fp32, q, spec.name, inputs[:8], "cpu", "minmax", float_by_design(fp32))

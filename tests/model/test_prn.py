@@ -347,6 +347,9 @@ def test_prn_keeps_a_distance_memory_where_the_map_reads_one():
     assert model.distance.memory.factors == (1, 2)
     with pytest.raises(Exception, match="distance_features"):
         make_config("prn-tiny", {"model": {"distance_features": "joined"}})
+    for other in ({"distance_memory": 0}, {"prototype_mode": "image"}, {"distance_fusion": "none"}):
+        with pytest.raises(Exception, match="distance_features=joint needs a distance memory"):  # not ignored
+            make_config("prn-tiny", {"model": {"distance_features": "joint", **other}})
     cfg = make_config("prn-tiny", {"model": {"distance_memory": 64, "distance_fusion": "none"}})
     assert not any(p.has_memory for p in build_prn(cfg.model, num_images=20)[0].prototypes)  # nothing reads it
     with pytest.raises(Exception, match="distance_memory"):
@@ -412,6 +415,11 @@ def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_
     loaded, lcfg, _ = load_model(tmp_path / "j.pt")
     assert lcfg.model.joint_memory and torch.equal(loaded.distance.memory.memory_t, model.distance.memory.memory_t)
     assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
+    state = torch.load(tmp_path / "j.pt", weights_only=True)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("distance.memory.")}
+    torch.save(state, tmp_path / "cut.pt")
+    with pytest.raises(Exception, match="distance.memory"):  # not loaded as an all-zero memory
+        load_model(tmp_path / "cut.pt")
 
 
 def test_checkpoint_from_before_the_distance_memory_loads_without_one(tmp_path):

@@ -170,6 +170,7 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "kind: ONNX model" in text and "precision: fp32" in text and "uint8 NHWC" in text
     assert "image_score: mean of the top 10 map probabilities" in text
+    assert "distance: 1024 centres per scale, strides 8+16 (model.distance_features per_scale)" in text
     assert f"checkpoint_sha256: {sha256_file(trained)[:12]}" in text  # ties the artefact to its checkpoint
     assert main(["info", str(onnx_path), "--variant", "prn-tiny"]) == 2
     assert main(["info", str(tmp_path / "missing.pt")]) == 2
