@@ -391,15 +391,23 @@ def test_joint_memory_flags_a_mix_of_scales_that_no_normal_place_shows():
     assert float(joint(mixed)[..., 2:6, 2:6].min()) > 3.0  # joined: nowhere near a normal place
 
 
-def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_path):
-    from prn_edge.model.checkpoint import load_model, save_checkpoint
+def _fitted_checkpoint(path, model_overrides: dict, x: torch.Tensor):
+    """A prn-tiny with its prototypes fitted on x[:4] and its distance calibrated on x[4:], saved to `path`."""
+    from prn_edge.model.checkpoint import save_checkpoint
 
-    cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": "per_scale"}})
+    cfg = make_config("prn-tiny", {"model": model_overrides})
     model, _ = build_prn(cfg.model, num_images=20)
-    x = _photo_batches(6)
     model.fit_prototypes(x[:4])
     model.calibrate_distance([x[4:]])
-    save_checkpoint(tmp_path / "m.pt", model, cfg, {})
+    save_checkpoint(path, model, cfg, {})
+    return model
+
+
+def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_path):
+    from prn_edge.model.checkpoint import load_model
+
+    x = _photo_batches(6)
+    model = _fitted_checkpoint(tmp_path / "m.pt", {"distance_memory": 32, "distance_features": "per_scale"}, x)
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     del state["config"]["model"]["distance_features"]  # as written before the option existed
     torch.save(state, tmp_path / "old.pt")
@@ -407,11 +415,7 @@ def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_
     assert lcfg.model.distance_features == "per_scale" and loaded.distance.memory is None
     assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
     # and a joint one comes back joint, with its memory and calibration
-    cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": "joint"}})
-    model, _ = build_prn(cfg.model, num_images=20)
-    model.fit_prototypes(x[:4])
-    model.calibrate_distance([x[4:]])
-    save_checkpoint(tmp_path / "j.pt", model, cfg, {})
+    model = _fitted_checkpoint(tmp_path / "j.pt", {"distance_memory": 32, "distance_features": "joint"}, x)
     loaded, lcfg, _ = load_model(tmp_path / "j.pt")
     assert lcfg.model.joint_memory and torch.equal(loaded.distance.memory.memory_t, model.distance.memory.memory_t)
     assert torch.allclose(loaded.predict(x[4:])[0], model.eval().predict(x[4:])[0])
@@ -423,14 +427,10 @@ def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_
 
 
 def test_checkpoint_from_before_the_distance_memory_loads_without_one(tmp_path):
-    from prn_edge.model.checkpoint import load_model, save_checkpoint
+    from prn_edge.model.checkpoint import load_model
 
-    cfg = make_config("prn-tiny", {"model": {"distance_memory": 0}})
-    model, _ = build_prn(cfg.model, num_images=20)
     x = _photo_batches(6)
-    model.fit_prototypes(x[:4])
-    model.calibrate_distance([x[4:]])
-    save_checkpoint(tmp_path / "m.pt", model, cfg, {})
+    model = _fitted_checkpoint(tmp_path / "m.pt", {"distance_memory": 0}, x)
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     del state["config"]["model"]["distance_memory"]  # as written before the option existed
     torch.save(state, tmp_path / "old.pt")
