@@ -8,7 +8,6 @@ It reads the model layer (checkpoints) and the artefact layer; only the CLI impo
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from .errors import PrnEdgeError
@@ -76,7 +75,8 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "prototypes": f"{num_prototypes} per scale ({model.prototype_mode})",
         "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
                + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else "")
-               + ("" if fusion == "none" else f"; distance to {_distance_text(model)}"),
+               + ("" if fusion == "none" else
+                  f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.joint_memory)}"),
         "image_score": _score_text(model.score_k),
         "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
         "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
@@ -98,14 +98,15 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     return out
 
 
-def _distance_text(model: Any) -> str:
-    """What the distance map measures against (model.distance_memory, model.distance_features)."""
-    strides = "+".join(str(4 << i) for i in sorted(model.distance_scales))  # head scale 0, 1, 2: stride 4, 8, 16
-    if model.joint_memory:
-        joined = " joined" if len(model.distance_scales) > 1 else " (3x3-averaged)"
-        return f"{model.memory_size} centres of the stride {strides} features{joined} (model.distance_features joint)"
-    if model.memory_size:
-        return f"{model.memory_size} centres per scale, strides {strides} (model.distance_features per_scale)"
+def _distance_text(scales: Any, memory_size: int, joint: bool) -> str:
+    """What the distance map measures against: the distance scales (head scale indices), the memory's centres
+    (model.distance_memory as it applies, ModelConfig.memory_size) and whether one memory joins the scales."""
+    strides = "+".join(str(4 << i) for i in sorted(scales))  # head scale 0, 1, 2: stride 4, 8, 16
+    if joint:
+        joined = " joined" if len(scales) > 1 else " (3x3-averaged)"
+        return f"{memory_size} centres of the stride {strides} features{joined} (model.distance_features joint)"
+    if memory_size:
+        return f"{memory_size} centres per scale, strides {strides} (model.distance_features per_scale)"
     return f"the prototypes, strides {strides}"
 
 
@@ -168,10 +169,9 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         out["image_score"] = _score_text(k)
     if described.get("distance_features"):  # artefacts exported before it was recorded do not say
         out["distance"] = ("not fused (the decoder's map alone)" if described.get("distance_fusion") == "none" else
-                           _distance_text(SimpleNamespace(
-                               distance_scales=described["distance_scales"], memory_size=described["distance_memory"],
-                               joint_memory=described["distance_features"] == "joint"
-                               and bool(described["distance_memory"]))))
+                           _distance_text(described["distance_scales"], described["distance_memory"],
+                                          described["distance_features"] == "joint"
+                                          and bool(described["distance_memory"])))
     out.update(_thresholds(meta))
     if meta.get("calibration_run"):
         out["calibration_run"] = meta["calibration_run"]

@@ -128,20 +128,16 @@ def refit_prototypes(model_path: Path, out_path: Path, inputs: Sequence[np.ndarr
     joint = _joint_memory(g)
     joint_feats = [t for t in joint[1] if t not in feats] if joint else []
     run = model_runner(Path(features_from or model_path), g.input[0].name, feats + joint_feats, threads)
-    per_scale: list[list[np.ndarray]] = [[] for _ in range(scales)]
     per_tensor: dict[str, list[np.ndarray]] = {t: [] for t in feats + joint_feats}
     for x in inputs:
-        out = run(x)
-        for i, f in enumerate(out[:scales]):
-            per_scale[i].append(f)
-        for t, f in zip(feats + joint_feats, out):
+        for t, f in zip(feats + joint_feats, run(x)):
             per_tensor[t].append(f)
     inits = {t.name: t for t in g.initializer}
     report = []
     for i in range(scales):
         names = _initializers(g, i, scopes[i])
         old = numpy_helper.to_array(inits[names["protos"]])
-        f = torch.from_numpy(np.concatenate(per_scale[i]).astype(np.float32))
+        f = torch.from_numpy(np.concatenate(per_tensor[feats[i]]).astype(np.float32))
         k, c = old.shape[0], f.shape[1]
         memory = numpy_helper.to_array(inits[names["memory_t"]]).shape[1] if "memory_t" in names else 0
         sp = ScalePrototypes(mode, k, c, tuple(f.shape[2:]), softness, memory)
