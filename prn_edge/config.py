@@ -31,6 +31,8 @@ MAX_WIDTH = 1024  # model.dim and model.decoder_dims
 TOPK_FRACTION = 0.01  # model.topk 0: the image score pools this fraction of the map's pixels
 TOPK_LIMIT = 3839  # TensorRT's TopK layer takes K < 3840 (export.lint checks the exported graph too)
 MAX_SEED = 2**32 - 1
+AUTO_MAP = "auto"  # model.map_decoder chosen when training starts
+MAP_DECODERS = (AUTO_MAP, "weighted", "gated")
 
 
 FUSED_DISTANCE = ("logit", "mean", "max")  # the model.distance_fusion values that put the distance map in
@@ -92,6 +94,15 @@ class ModelConfig:
     # (KolektorSDD) 0.25 localized better and found fewer images; on Magnetic Tile Defect it lost 5.8 image AUROC
     # points; generated anomalies of kinds training never drew favoured the decoder on both (docs/real-data.md).
     decoder_weight: float = 0.5
+    # How the decoder enters the map the model outputs (localization: pixel metrics, the pixel threshold, overlays,
+    # the line's heat maps) with the "logit" fusion; the image score keeps the plain fusion. "weighted": the map is
+    # the score's (decoder_weight at every pixel). "gated": the decoder's weight at a pixel is decoder_weight times
+    # the distance's probability there, so the decoder shapes what the distance finds and cannot raise what the
+    # distance calls normal (zero-shot, the decoder lights up on dirt and reflections it was never shown as normal).
+    # "auto" (the default) is chosen when training starts and recorded in the checkpoint: "gated" without real
+    # defect shots, "weighted" with them (the decoder then finds defects the distance misses: Magnetic Tile Defect,
+    # 10 shots). docs/real-data.md, session 11.
+    map_decoder: str = "auto"
     distance_scales: Tuple[int, ...] = (1, 2)
     # Centres the distance map measures against at each distance scale (patch prototypes): k-means of the normals'
     # patch features, kept apart from the prototypes the decoder reads, so the map is a nearest-neighbour distance
@@ -105,6 +116,22 @@ class ModelConfig:
     # with the decoder at weight 0.5 the two were level over six runs (docs/real-data.md, session 10): "joint" is
     # for maps that lean on the distance (a low model.decoder_weight).
     distance_features: str = "per_scale"
+
+    @property
+    def map_gated(self) -> bool:
+        """Whether the output map gates the decoder by the distance (map_decoder "gated"); "auto" not chosen by a
+        training yet (a checkpoint from before the setting, a model built without training) is "weighted"."""
+        return self.map_decoder == "gated" and self.distance_fusion == "logit"
+
+    def resolve_map_decoder(self, real_shots: int) -> Optional[str]:
+        """Replace map_decoder "auto" by its choice for a training with `real_shots` real defect shots; returns a
+        note saying what was chosen (None when it was given or the fusion is not "logit")."""
+        if self.map_decoder != AUTO_MAP or self.distance_fusion != "logit":
+            return None
+        self.map_decoder = "weighted" if real_shots else "gated"
+        why = (f"{real_shots} real defect shots: the map is the score's" if real_shots else
+               "no real defect shots: the decoder shapes in the map only what the training-free distance finds")
+        return f"model.map_decoder auto -> {self.map_decoder} ({why})"
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -202,6 +229,11 @@ class ModelConfig:
         if not 0 <= self.decoder_weight <= 1:
             raise ConfigError(f"model.decoder_weight={self.decoder_weight}: from 0 (the distance map alone) to 1 (the "
                               "decoder alone)")
+        _choice("model.map_decoder", self.map_decoder, list(MAP_DECODERS))
+        if self.map_decoder == "gated" and self.distance_fusion != "logit":
+            raise ConfigError(f"model.map_decoder=gated gates the decoder by the distance in the \"logit\" fusion's "
+                              f"map; distance_fusion is {self.distance_fusion!r}. Set model.map_decoder auto or "
+                              "weighted, or distance_fusion logit")
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")

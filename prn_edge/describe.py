@@ -75,6 +75,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "prototypes": f"{num_prototypes} per scale ({model.prototype_mode})",
         "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
                + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else "")
+               + (", in the map gated by the distance" if fusion == "logit" and model.map_gated else "")
                + ("" if fusion == "none" else
                   f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.joint_memory)}"),
         "image_score": _score_text(model.score_k),
@@ -172,6 +173,10 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
                            _distance_text(described["distance_scales"], described["distance_memory"],
                                           described["distance_features"] == "joint"
                                           and bool(described["distance_memory"])))
+    if described.get("map_decoder"):
+        out["map_decoder"] = (f"{described['map_decoder']} (decoder weight {described['decoder_weight']:g}"
+                              + (", gated by the distance in the map; the image score is not gated)"
+                                 if described["map_decoder"] == "gated" else ")"))
     out.update(_thresholds(meta))
     if meta.get("calibration_run"):
         out["calibration_run"] = meta["calibration_run"]

@@ -240,10 +240,13 @@ class DistanceMap(QuantileCalibration):
                 for i in self.scales]
         return sum(maps) / len(maps)
 
-    def forward(self, inputs: list[torch.Tensor], as_logit: bool = False) -> torch.Tensor:
-        """The calibrated probability, or with `as_logit` its logit (v - loc) / temp. Called as the module (not
-        a method) so the exported nodes carry its name scope, which calibration keeps in float."""
+    def forward(self, inputs: list[torch.Tensor], as_logit: bool = False, both: bool = False):
+        """The calibrated probability, or with `as_logit` its logit (v - loc) / temp, or with `both` (logit,
+        probability). Called as the module (not a method) so the exported nodes carry its name scope, which
+        calibration keeps in float."""
         z = self.calibrated_logit(self.distance(inputs))
+        if both:
+            return z, torch.sigmoid(z)
         return z if as_logit else torch.sigmoid(z)
 
 
@@ -321,7 +324,8 @@ class PRN(nn.Module):
         (model.decoder_weight, the decoder's weight: 0.5 by default), the score pools it (a geometric-mean-like
         AND: where one part is confident and the other sure of normal, the pixel stays in between; on KolektorSDD
         zero-shot this kept the decoder's noise on normal texture out better than the mean of probabilities,
-        docs/real-data.md);
+        docs/real-data.md); without real defect shots the map output gates the decoder by the distance's
+        probability (model.map_decoder), the score does not;
         "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
         "max": the map is their maximum, the score pools the decoder's map alone;
         "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.
@@ -338,9 +342,17 @@ class PRN(nn.Module):
         if self.cfg.distance_fusion == "logit":
             # w * decoder + (1 - w) * distance, written so every node of it reads the decoder's output: a graph
             # re-sorted later keeps them all after the last Conv (artefact.keep_float's tail)
-            z = self.distance(distances, as_logit=True)
-            prob = torch.sigmoid(z + self.cfg.decoder_weight * (logits - z))
-            return prob, self.score(prob)
+            if not self.cfg.map_gated:
+                z = self.distance(distances, as_logit=True)
+                prob = torch.sigmoid(z + self.cfg.decoder_weight * (logits - z))
+                return prob, self.score(prob)
+            # model.map_decoder "gated": the decoder's weight at a pixel is decoder_weight times the distance's
+            # probability there (it shapes what the distance finds, cannot raise what it calls normal); the score
+            # keeps the plain fusion. The distance's probability comes out of its module (its scope stays float).
+            z, p = self.distance(distances, both=True)
+            step = logits - z
+            prob = torch.sigmoid(z + self.cfg.decoder_weight * step)
+            return torch.sigmoid(z + self.cfg.decoder_weight * (p * step)), self.score(prob)
         prob, dist = torch.sigmoid(logits), self.distance(distances)
         if self.cfg.distance_fusion == "mean":
             prob = 0.5 * (prob + dist)
@@ -414,7 +426,9 @@ def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
     return {"image_size": c.image_size, "backbone": c.backbone, "prototype_mode": c.prototype_mode,
             "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim,
             "distance_fusion": c.distance_fusion, "distance_scales": list(c.distance_scales),
-            "distance_memory": c.memory_size, "distance_features": c.distance_features}
+            "distance_memory": c.memory_size, "distance_features": c.distance_features,
+            **({"decoder_weight": c.decoder_weight, "map_decoder": "gated" if c.map_gated else "weighted"}
+               if c.distance_fusion == "logit" else {})}
 
 
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict:

@@ -386,3 +386,20 @@ def test_a_separable_resize_is_two_matmuls_kept_in_float(tiny_ckpt, tmp_path):
     assert record.preprocess == ("/resample/",) and set(resample) <= set(record.nodes)
     export_onnx(tiny_ckpt, tmp_path / "same.onnx", batch=1, input_format="uint8")  # model-size frames: no resample
     assert read_keep_float(tmp_path / "same.onnx").preprocess == ()
+
+
+def test_a_map_weighed_apart_from_the_score_exports_both(photos, tmp_path):
+    """model.map_decoder gated: the exported map gates the decoder by the distance, the exported score is the one
+    the same model pools ungated; both match PyTorch."""
+    apart = make_checkpoint(tmp_path / "apart.pt", "prn-tiny", {"model": {"map_decoder": "gated"}})
+    same = make_checkpoint(tmp_path / "same.pt", "prn-tiny")
+    x = _model_input(_crops(photos, 3))
+    outputs = {}
+    for ckpt in (apart, same):
+        export_onnx(ckpt, ckpt.with_suffix(".onnx"), batch=None)
+        outputs[ckpt] = ort_run(ckpt.with_suffix(".onnx"), x)
+        ref_maps, ref_scores = torch_predict(ckpt, x)
+        assert np.abs(outputs[ckpt][0] - ref_maps).max() <= TOL
+        assert np.abs(outputs[ckpt][1] - ref_scores).max() <= TOL
+    assert np.abs(outputs[apart][1] - outputs[same][1]).max() <= TOL  # the score: the plain fusion in both
+    assert np.abs(outputs[apart][0] - outputs[same][0]).max() > 1e-3  # the map: gated in one

@@ -295,6 +295,18 @@ def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_k
     model.cfg.decoder_weight = 0.0
     assert torch.allclose(model.predict(x[8:])[0], torch.sigmoid(z_dist), atol=1e-6)
     model.cfg.decoder_weight = 0.5
+    # model.map_decoder "gated": in the map the decoder's weight at a pixel is decoder_weight times the distance's
+    # probability there; the score pools the plain fusion as before
+    model.cfg.map_decoder = "gated"
+    gprob, gscore = model.predict(x[8:])
+    p_dist = torch.sigmoid(z_dist)
+    assert torch.allclose(gprob, torch.sigmoid(z_dist + 0.5 * p_dist * (z_dec - z_dist)), atol=1e-6)
+    assert torch.allclose(gscore, lscore) and not torch.allclose(gscore, model.score(gprob))
+    low = p_dist < p_dist.median()  # where the distance finds normal texture, the decoder moves the map less
+    moved = lambda m: (torch.logit(m.double()) - z_dist.double()).abs()[low]  # noqa: E731
+    assert float(moved(gprob).mean()) < 0.1 * float(moved(lprob).mean())
+    model.cfg.map_decoder = "auto"  # not chosen by a training: the score's map
+    assert torch.equal(model.predict(x[8:])[0], lprob)
     model.cfg.distance_fusion = "none"  # the paper's map stays the decoder's own sigmoid
     assert torch.equal(model.predict(x[8:])[0], torch.sigmoid(logits))
     model.cfg.distance_fusion = "mean"
@@ -424,6 +436,29 @@ def test_checkpoint_from_before_the_joint_memory_keeps_one_memory_per_scale(tmp_
     torch.save(state, tmp_path / "cut.pt")
     with pytest.raises(Exception, match="distance.memory"):  # not loaded as an all-zero memory
         load_model(tmp_path / "cut.pt")
+
+
+def test_checkpoint_from_before_the_map_decoder_keeps_the_scores_map_and_a_saved_choice_travels(tmp_path):
+    from prn_edge.model.checkpoint import load_model, save_checkpoint
+
+    x = _photo_batches(6)
+    model = _fitted_checkpoint(tmp_path / "m.pt", {"map_decoder": "gated"}, x)
+    with torch.no_grad():  # a calibrated decoder whose part of the map differs from the distance's
+        model.decoder_cal.calibrate(model.eval()._run(x[4:])[0] * 0.1)
+    save_checkpoint(tmp_path / "m.pt", model, make_config("prn-tiny", {"model": {"map_decoder": "gated"}}), {})
+    loaded, lcfg, _ = load_model(tmp_path / "m.pt")
+    assert lcfg.model.map_gated
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    del state["config"]["model"]["map_decoder"]  # as written before the option existed
+    torch.save(state, tmp_path / "old.pt")
+    old, ocfg, _ = load_model(tmp_path / "old.pt")
+    assert ocfg.model.map_decoder == "auto" and not ocfg.model.map_gated
+    with torch.no_grad():
+        new_map, new_score = loaded.predict(x[4:])
+        old_map, old_score = old.predict(x[4:])
+    assert torch.allclose(new_score, old_score)  # the score is the same fusion in both
+    assert torch.allclose(old.score(old_map), old_score)  # the old map is the one its score pools
+    assert not torch.allclose(new_map, old_map)
 
 
 def test_checkpoint_from_before_the_distance_memory_loads_without_one(tmp_path):

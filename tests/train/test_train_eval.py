@@ -212,6 +212,7 @@ def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, 
         v = choice[m]
         assert v["selection_metric"] == pytest.approx((v["image_auroc"] + v["pixel_auroc"] + v["pixel_ap"]) / 3)
     assert read_checkpoint(out)["config"]["model"]["distance_fusion"] == choice["chosen"]
+    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "weighted"  # real shots: the score's map
     assert meta["image_threshold"] == pytest.approx(choice[choice["chosen"]]["image_threshold"])
     if choice["chosen"] == "logit":  # as validated during training
         assert meta["image_threshold"] == best["real"]["image_threshold"]
@@ -234,6 +235,14 @@ def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_ga
     assert res["validation_gap"]["validation"] == "synthetic-only"
     assert "generated anomalies only" in res["validation_gap"]["summary"]
     assert "generated anomalies only" in js.with_suffix(".md").read_text()
+    # zero-shot the output map gates the decoder by the training-free distance; the image score is not gated
+    from prn_edge.describe import describe_file
+
+    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "gated"
+    assert main(["export", str(out), "-o", str(tmp_path / "z.onnx")]) == 0
+    assert "decoder weight 0.5, in the map gated by the distance;" in describe_file(out)["map"]
+    said = describe_file(tmp_path / "z.onnx")["map_decoder"]  # the artefact records it
+    assert said == "gated (decoder weight 0.5, gated by the distance in the map; the image score is not gated)"
 
 
 def test_odd_sizes_train_letterboxed_and_maps_come_back_at_each_image_size(tmp_path):
