@@ -293,6 +293,8 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
         + ", ".join(f"{m} {s:.4f}" for m, (s, _) in scores.items()) + f" -> {chosen}")
     if chosen != cfg.model.distance_fusion:
         cfg.model.distance_fusion = chosen
+        if cfg.model.map_decoder == "gated":  # a gate of the "logit" fusion's map: "max" has none
+            cfg.model.map_decoder = "weighted"
         meta.update(checkpoint_decision({"source": "real", "real": scores[chosen][1]}))
     save_checkpoint(ckpt, model, cfg, meta)
     return meta["fusion_choice"]

@@ -317,3 +317,26 @@ def test_eval_refuses_training_normals_other_than_the_checkpoints(trained, tiny_
     (copy / "train" / "good" / sorted((copy / "train" / "good").iterdir())[0].name).unlink()
     with pytest.raises(DataError, match="another category or another copy"):
         evaluate_checkpoint(trained, copy, progress=False, log=lambda m: None)
+
+
+def test_a_gated_map_becomes_weighted_when_the_real_shots_choose_max(more_shots, tmp_path, monkeypatch):
+    """The gate belongs to the "logit" fusion's map: when held-out real defects choose "max", the checkpoint's map is
+    "weighted" (a gated "max" config would be refused when the checkpoint is loaded)."""
+    from prn_edge.model.checkpoint import load_model
+    from prn_edge.train import trainer
+
+    real_validate = trainer.validate
+
+    def favour_max(model, *args):
+        v = real_validate(model, *args)
+        return {**v, "image_auroc": 1.0, "pixel_auroc": 1.0, "pixel_ap": 1.0} if model.cfg.distance_fusion == "max" \
+            else v
+
+    monkeypatch.setattr(trainer, "validate", favour_max)
+    out = tmp_path / "g.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(more_shots), "--out", str(out), "--quiet",
+                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "model.map_decoder=gated"]) == 0
+    model_cfg = read_checkpoint(out)["config"]["model"]
+    assert model_cfg["distance_fusion"] == "max" and model_cfg["map_decoder"] == "weighted"
+    _, cfg, _ = load_model(out)
+    assert not cfg.model.map_gated
