@@ -32,8 +32,8 @@ def test_overrides_merge_into_the_variant():
     ({"model": {"patch_sizes": [3]}}, "power of two"),
     ({"model": {"decoder_weight": 1.5}}, r"model.decoder_weight=1.5: from 0 \(the distance map alone\) to 1"),
     ({"model": {"decoder_weight": "half"}}, "model.decoder_weight: expected a number"),
-    ({"model": {"map_decoder": "gate"}}, r"model.map_decoder='gate' is not allowed; choose one of \['auto', "
-                                         r"'weighted', 'gated'\]"),
+    ({"model": {"map_decoder": "gate"}}, r"model.map_decoder='gate' is not allowed; choose one of \['weighted', "
+                                         r"'gated'\]"),
     ({"model": {"map_decoder": "gated", "distance_fusion": "max"}},
      r"map_decoder=gated gates the decoder by the distance in the \"logit\" fusion's map; distance_fusion is 'max'"),
     ({"model": {"input_policy": "crop"}}, r"model.input_policy='crop' is not allowed; choose one of "
@@ -108,19 +108,8 @@ def test_topk_zero_pools_one_percent_of_the_map_within_tensorrts_limit():
     assert m.topk == 1638 and m.resolve_topk() is None
 
 
-def test_map_decoder_auto_follows_the_real_shots_and_a_choice_is_kept():
-    """"auto" gates the decoder by the distance without real defect shots and keeps the score's map with them; a
-    choice given is kept; the other fusions have no gated map."""
-    cfg = make_config("prn-edge", {})
-    assert cfg.model.map_decoder == "auto" and not cfg.model.map_gated
-    note = cfg.model.resolve_map_decoder(real_shots=0)
-    assert cfg.model.map_decoder == "gated" and cfg.model.map_gated and "no real defect shots" in note
-    assert cfg.model.resolve_map_decoder(real_shots=0) is None  # chosen once
-    shot = make_config("prn-edge", {})
-    assert "20 real defect shots" in shot.model.resolve_map_decoder(real_shots=20)
-    assert shot.model.map_decoder == "weighted" and not shot.model.map_gated
-    given = make_config("prn-edge", {"model": {"map_decoder": "weighted"}})
-    assert given.model.resolve_map_decoder(0) is None and not given.model.map_gated
-    other = make_config("prn-edge", {"model": {"distance_fusion": "mean"}})
-    assert other.model.resolve_map_decoder(0) is None and other.model.map_decoder == "auto"
-    assert make_config("prn-edge", {"model": {"map_decoder": cfg.model.map_decoder}}).model.map_gated  # re-made
+def test_map_decoder_gates_only_when_asked_and_with_the_logit_fusion():
+    assert not make_config("prn-edge", {}).model.map_gated  # the default: the score's map
+    assert make_config("prn-edge", {"model": {"map_decoder": "gated"}}).model.map_gated
+    weighted = make_config("prn-edge", {"model": {"map_decoder": "weighted", "distance_fusion": "max"}})
+    assert not weighted.model.map_gated

@@ -324,8 +324,8 @@ class PRN(nn.Module):
         (model.decoder_weight, the decoder's weight: 0.5 by default), the score pools it (a geometric-mean-like
         AND: where one part is confident and the other sure of normal, the pixel stays in between; on KolektorSDD
         zero-shot this kept the decoder's noise on normal texture out better than the mean of probabilities,
-        docs/real-data.md); without real defect shots the map output gates the decoder by the distance's
-        probability (model.map_decoder), the score does not;
+        docs/real-data.md); with model.map_decoder "gated" the map output gates the decoder by the distance's
+        probability, the score does not;
         "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
         "max": the map is their maximum, the score pools the decoder's map alone;
         "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.

@@ -124,8 +124,7 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     # "auto" becomes the size (the checkpoint records it); a given size gets the squeeze hint instead
     note = cfg.model.resolve_image_size(cat.train_aspect) or squeeze_note(cfg.model, cat)
-    # topk 0 becomes the k of that size, map_decoder auto a choice (the checkpoint records both)
-    notes = [note, cfg.model.resolve_topk(), cfg.model.resolve_map_decoder(len(cat.shots))]
+    notes = [note, cfg.model.resolve_topk()]  # topk 0 becomes the k of that size (the checkpoint records it)
     for line in cat.notes + [n for n in notes if n]:  # what loading decided (sizes, split, masks, shots)
         log(line)
     hw = cfg.model.hw

@@ -305,7 +305,7 @@ def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_k
     low = p_dist < p_dist.median()  # where the distance finds normal texture, the decoder moves the map less
     moved = lambda m: (torch.logit(m.double()) - z_dist.double()).abs()[low]  # noqa: E731
     assert float(moved(gprob).mean()) < 0.1 * float(moved(lprob).mean())
-    model.cfg.map_decoder = "auto"  # not chosen by a training: the score's map
+    model.cfg.map_decoder = "weighted"  # the default: the score's map
     assert torch.equal(model.predict(x[8:])[0], lprob)
     model.cfg.distance_fusion = "none"  # the paper's map stays the decoder's own sigmoid
     assert torch.equal(model.predict(x[8:])[0], torch.sigmoid(logits))
@@ -452,7 +452,7 @@ def test_checkpoint_from_before_the_map_decoder_keeps_the_scores_map_and_a_saved
     del state["config"]["model"]["map_decoder"]  # as written before the option existed
     torch.save(state, tmp_path / "old.pt")
     old, ocfg, _ = load_model(tmp_path / "old.pt")
-    assert ocfg.model.map_decoder == "auto" and not ocfg.model.map_gated
+    assert ocfg.model.map_decoder == "weighted" and not ocfg.model.map_gated
     with torch.no_grad():
         new_map, new_score = loaded.predict(x[4:])
         old_map, old_score = old.predict(x[4:])

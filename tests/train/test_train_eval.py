@@ -212,7 +212,7 @@ def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, 
         v = choice[m]
         assert v["selection_metric"] == pytest.approx((v["image_auroc"] + v["pixel_auroc"] + v["pixel_ap"]) / 3)
     assert read_checkpoint(out)["config"]["model"]["distance_fusion"] == choice["chosen"]
-    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "weighted"  # real shots: the score's map
+    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "weighted"
     assert meta["image_threshold"] == pytest.approx(choice[choice["chosen"]]["image_threshold"])
     if choice["chosen"] == "logit":  # as validated during training
         assert meta["image_threshold"] == best["real"]["image_threshold"]
@@ -235,13 +235,19 @@ def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_ga
     assert res["validation_gap"]["validation"] == "synthetic-only"
     assert "generated anomalies only" in res["validation_gap"]["summary"]
     assert "generated anomalies only" in js.with_suffix(".md").read_text()
-    # zero-shot the output map gates the decoder by the training-free distance; the image score is not gated
     from prn_edge.describe import describe_file
 
-    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "gated"
-    assert main(["export", str(out), "-o", str(tmp_path / "z.onnx")]) == 0
-    assert "decoder weight 0.5, in the map gated by the distance;" in describe_file(out)["map"]
-    said = describe_file(tmp_path / "z.onnx")["map_decoder"]  # the artefact records it
+    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "weighted"  # the default
+    assert "gated" not in describe_file(out)["map"]
+    # asked for, the output map gates the decoder by the training-free distance; the checkpoint and the artefact say so
+    gated = tmp_path / "g.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(gated), "--quiet",
+                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "train.num_shots=0",
+                 "--set", "model.map_decoder=gated"]) == 0
+    assert read_checkpoint(gated)["config"]["model"]["map_decoder"] == "gated"
+    assert main(["export", str(gated), "-o", str(tmp_path / "g.onnx")]) == 0
+    assert "decoder weight 0.5, in the map gated by the distance;" in describe_file(gated)["map"]
+    said = describe_file(tmp_path / "g.onnx")["map_decoder"]  # the artefact records it
     assert said == "gated (decoder weight 0.5, gated by the distance in the map; the image score is not gated)"
 
 
