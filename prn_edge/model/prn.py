@@ -342,16 +342,16 @@ class PRN(nn.Module):
         if self.cfg.distance_fusion == "logit":
             # w * decoder + (1 - w) * distance, written so every node of it reads the decoder's output: a graph
             # re-sorted later keeps them all after the last Conv (artefact.keep_float's tail)
-            if not self.cfg.map_gated:
-                z = self.distance(distances, as_logit=True)
-                prob = torch.sigmoid(z + self.cfg.decoder_weight * (logits - z))
-                return prob, self.score(prob)
-            # model.map_decoder "gated": the decoder's weight at a pixel is decoder_weight times the distance's
-            # probability there (it shapes what the distance finds, cannot raise what it calls normal); the score
-            # keeps the plain fusion. The distance's probability comes out of its module (its scope stays float).
-            z, p = self.distance(distances, both=True)
+            # With model.map_decoder "gated" the distance's probability comes out of its module too (its scope
+            # stays float).
+            z, p = (self.distance(distances, both=True) if self.cfg.map_gated
+                    else (self.distance(distances, as_logit=True), None))
             step = logits - z
             prob = torch.sigmoid(z + self.cfg.decoder_weight * step)
+            if p is None:
+                return prob, self.score(prob)
+            # gated: the decoder's weight at a pixel is decoder_weight times the distance's probability there (it
+            # shapes what the distance finds, cannot raise what it calls normal); the score keeps the plain fusion
             return torch.sigmoid(z + self.cfg.decoder_weight * (p * step)), self.score(prob)
         prob, dist = torch.sigmoid(logits), self.distance(distances)
         if self.cfg.distance_fusion == "mean":
@@ -427,7 +427,7 @@ def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
             "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim,
             "distance_fusion": c.distance_fusion, "distance_scales": list(c.distance_scales),
             "distance_memory": c.memory_size, "distance_features": c.distance_features,
-            **({"decoder_weight": c.decoder_weight, "map_decoder": "gated" if c.map_gated else "weighted"}
+            **({"decoder_weight": c.decoder_weight, "map_decoder": c.map_decoder}
                if c.distance_fusion == "logit" else {})}
 
 

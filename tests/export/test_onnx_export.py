@@ -388,7 +388,7 @@ def test_a_separable_resize_is_two_matmuls_kept_in_float(tiny_ckpt, tmp_path):
     assert read_keep_float(tmp_path / "same.onnx").preprocess == ()
 
 
-def test_a_map_weighed_apart_from_the_score_exports_both(photos, tmp_path):
+def test_a_gated_map_exports_beside_the_plain_score(photos, tmp_path):
     """model.map_decoder gated: the exported map gates the decoder by the distance, the exported score is the one
     the same model pools ungated; both match PyTorch."""
     apart = make_checkpoint(tmp_path / "apart.pt", "prn-tiny", {"model": {"map_decoder": "gated"}})
