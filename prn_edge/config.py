@@ -32,6 +32,7 @@ TOPK_FRACTION = 0.01  # model.topk 0: the image score pools this fraction of the
 TOPK_LIMIT = 3839  # TensorRT's TopK layer takes K < 3840 (export.lint checks the exported graph too)
 MAX_SEED = 2**32 - 1
 MAP_DECODERS = ("weighted", "gated")
+MAX_MAP_CONTRAST = 4.0
 
 
 FUSED_DISTANCE = ("logit", "mean", "max")  # the model.distance_fusion values that put the distance map in
@@ -102,6 +103,12 @@ class ModelConfig:
     # only at their edges, it lost 4.6 AUPRO zero-shot and 5.0 with 10 shots: not the default (docs/real-data.md,
     # session 11).
     map_decoder: str = "weighted"
+    # How far the output map (localization, with the "logit" fusion) pushes each pixel's logit away from its
+    # image's mean logit: m + map_contrast * (m - mean(m)); 0 = the map as fused. The map then says where in the
+    # image, the image score (not changed) whether: a part whose whole surface the model finds a little off (dirt,
+    # reflections, a tile of another finish) no longer lifts every pixel of its map above the defects of cleaner
+    # parts. With input policy tiles, each tile's mean.
+    map_contrast: float = 0.0
     distance_scales: Tuple[int, ...] = (1, 2)
     # Centres the distance map measures against at each distance scale (patch prototypes): k-means of the normals'
     # patch features, kept apart from the prototypes the decoder reads, so the map is a nearest-neighbour distance
@@ -222,6 +229,13 @@ class ModelConfig:
             raise ConfigError(f"model.map_decoder=gated gates the decoder by the distance in the \"logit\" fusion's "
                               f"map; distance_fusion is {self.distance_fusion!r}. Set model.map_decoder weighted, "
                               "or distance_fusion logit")
+        if not 0 <= self.map_contrast <= MAX_MAP_CONTRAST:
+            raise ConfigError(f"model.map_contrast={self.map_contrast:g}: from 0 (the map as fused) to "
+                              f"{MAX_MAP_CONTRAST:g}")
+        if self.map_contrast and self.distance_fusion != "logit":
+            raise ConfigError(f"model.map_contrast={self.map_contrast:g} acts on the \"logit\" fusion's map; "
+                              f"distance_fusion is {self.distance_fusion!r}. Set model.map_contrast 0, or "
+                              "distance_fusion logit")
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")

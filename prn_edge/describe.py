@@ -76,6 +76,8 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
                + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else "")
                + (", in the map gated by the distance" if fusion == "logit" and model.map_gated else "")
+               + (f", the map's contrast {model.map_contrast:g} around each image's mean" if fusion == "logit"
+                  and model.map_contrast else "")
                + ("" if fusion == "none" else
                   f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.joint_memory)}"),
         "image_score": _score_text(model.score_k),
@@ -177,6 +179,9 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         out["map_decoder"] = (f"{described['map_decoder']} (decoder weight {described['decoder_weight']:g}"
                               + (", gated by the distance in the map; the image score is not gated)"
                                  if described["map_decoder"] == "gated" else ")"))
+    if described.get("map_contrast"):
+        out["map_contrast"] = (f"{described['map_contrast']:g} (each image's map pushed away from its mean logit; "
+                               "the image score is not)")
     out.update(_thresholds(meta))
     if meta.get("calibration_run"):
         out["calibration_run"] = meta["calibration_run"]

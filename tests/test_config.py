@@ -36,6 +36,9 @@ def test_overrides_merge_into_the_variant():
                                          r"'gated'\]"),
     ({"model": {"map_decoder": "gated", "distance_fusion": "max"}},
      r"map_decoder=gated gates the decoder by the distance in the \"logit\" fusion's map; distance_fusion is 'max'"),
+    ({"model": {"map_contrast": 5}}, r"model.map_contrast=5: from 0 \(the map as fused\) to 4"),
+    ({"model": {"map_contrast": 1, "distance_fusion": "mean"}},
+     r"model.map_contrast=1 acts on the \"logit\" fusion's map; distance_fusion is 'mean'"),
     ({"model": {"input_policy": "crop"}}, r"model.input_policy='crop' is not allowed; choose one of "
                                           r"\['stretch', 'letterbox', 'tiles'\]"),
     ({"model": {"input_policy": "tiles", "prototype_mode": "image"}}, "whole-image prototypes.*prototype_mode=patch"),

@@ -98,8 +98,9 @@ def _config(state: dict, **model: Any) -> Config:
     cfg_dict = dict(state["config"])
     variant = cfg_dict.pop("variant")
     # Checkpoints from before the distance memory measured the distance against the prototypes, and those from
-    # before the joint memory kept one per scale: keep them so.
-    stored = {"distance_memory": 0, "distance_features": "per_scale", **cfg_dict["model"]}
+    # before the joint memory kept one per scale, and those from before the map contrast output the map as fused:
+    # keep them so.
+    stored = {"distance_memory": 0, "distance_features": "per_scale", "map_contrast": 0.0, **cfg_dict["model"]}
     return make_config(variant, {**cfg_dict, "model": {**stored, **model}})
 
 

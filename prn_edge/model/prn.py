@@ -325,7 +325,8 @@ class PRN(nn.Module):
         AND: where one part is confident and the other sure of normal, the pixel stays in between; on KolektorSDD
         zero-shot this kept the decoder's noise on normal texture out better than the mean of probabilities,
         docs/real-data.md); with model.map_decoder "gated" the map output gates the decoder by the distance's
-        probability, the score does not;
+        probability, the score does not; with model.map_contrast the map's logit is pushed away from its image's
+        mean (the map says where, the score whether);
         "mean": the map is the mean of the decoder's and the distance's probabilities, the score pools it;
         "max": the map is their maximum, the score pools the decoder's map alone;
         "none" (or a distance not calibrated yet): the decoder's map and its score, as in the paper.
@@ -347,12 +348,16 @@ class PRN(nn.Module):
             z, p = (self.distance(distances, both=True) if self.cfg.map_gated
                     else (self.distance(distances, as_logit=True), None))
             step = logits - z
-            prob = torch.sigmoid(z + self.cfg.decoder_weight * step)
-            if p is None:
+            fused = z + self.cfg.decoder_weight * step
+            prob = torch.sigmoid(fused)
+            if p is None and not self.cfg.map_contrast:
                 return prob, self.score(prob)
             # gated: the decoder's weight at a pixel is decoder_weight times the distance's probability there (it
             # shapes what the distance finds, cannot raise what it calls normal); the score keeps the plain fusion
-            return torch.sigmoid(z + self.cfg.decoder_weight * (p * step)), self.score(prob)
+            m = fused if p is None else z + self.cfg.decoder_weight * (p * step)
+            if self.cfg.map_contrast:  # away from the image's mean logit; the score keeps the plain fusion
+                m = m + self.cfg.map_contrast * (m - m.mean(dim=(2, 3), keepdim=True))
+            return torch.sigmoid(m), self.score(prob)
         prob, dist = torch.sigmoid(logits), self.distance(distances)
         if self.cfg.distance_fusion == "mean":
             prob = 0.5 * (prob + dist)
@@ -427,7 +432,7 @@ def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
             "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim,
             "distance_fusion": c.distance_fusion, "distance_scales": list(c.distance_scales),
             "distance_memory": c.memory_size, "distance_features": c.distance_features,
-            **({"decoder_weight": c.decoder_weight, "map_decoder": c.map_decoder}
+            **({"decoder_weight": c.decoder_weight, "map_decoder": c.map_decoder, "map_contrast": c.map_contrast}
                if c.distance_fusion == "logit" else {})}
 
 

@@ -294,6 +294,7 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
         cfg.model.distance_fusion = chosen
         if cfg.model.map_decoder == "gated":  # a gate of the "logit" fusion's map: "max" has none
             cfg.model.map_decoder = "weighted"
+        cfg.model.map_contrast = 0.0  # the same
         meta.update(checkpoint_decision({"source": "real", "real": scores[chosen][1]}))
     save_checkpoint(ckpt, model, cfg, meta)
     return meta["fusion_choice"]

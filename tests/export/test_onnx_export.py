@@ -388,10 +388,12 @@ def test_a_separable_resize_is_two_matmuls_kept_in_float(tiny_ckpt, tmp_path):
     assert read_keep_float(tmp_path / "same.onnx").preprocess == ()
 
 
-def test_a_gated_map_exports_beside_the_plain_score(photos, tmp_path):
-    """model.map_decoder gated: the exported map gates the decoder by the distance, the exported score is the one
-    the same model pools ungated; both match PyTorch."""
-    apart = make_checkpoint(tmp_path / "apart.pt", "prn-tiny", {"model": {"map_decoder": "gated"}})
+@pytest.mark.parametrize("setting", [{"map_decoder": "gated"}, {"map_contrast": 1.0}])
+def test_a_gated_or_contrasted_map_exports_beside_the_plain_score(photos, tmp_path, setting):
+    """model.map_decoder gated / model.map_contrast: the exported map gates the decoder by the distance or is
+    contrasted around each image's mean, the exported score is the one the same model pools from the plain fusion;
+    both match PyTorch."""
+    apart = make_checkpoint(tmp_path / "apart.pt", "prn-tiny", {"model": setting})
     same = make_checkpoint(tmp_path / "same.pt", "prn-tiny")
     x = _model_input(_crops(photos, 3))
     outputs = {}

@@ -305,8 +305,25 @@ def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_k
     low = p_dist < p_dist.median()  # where the distance finds normal texture, the decoder moves the map less
     moved = lambda m: (torch.logit(m.double()) - z_dist.double()).abs()[low]  # noqa: E731
     assert float(moved(gprob).mean()) < 0.1 * float(moved(lprob).mean())
-    model.cfg.map_decoder = "weighted"  # the default: the score's map
-    assert torch.equal(model.predict(x[8:])[0], lprob)
+    # model.map_contrast: the map's logit is pushed away from its image's mean, the score pools the plain fusion
+    model.cfg.map_contrast = 1.0
+    m = z_dist + 0.5 * p_dist * (z_dec - z_dist)  # (gated)
+    cprob, cscore = model.predict(x[8:])
+    assert torch.allclose(cprob, torch.sigmoid(2 * m - m.mean(dim=(2, 3), keepdim=True)), atol=1e-5)
+    assert torch.allclose(cscore, lscore)
+    model.cfg.map_decoder = "weighted"
+    m = 0.5 * (z_dec + z_dist)
+    cprob, cscore = model.predict(x[8:])
+    assert torch.allclose(cprob, torch.sigmoid(2 * m - m.mean(dim=(2, 3), keepdim=True)), atol=1e-5)
+    assert torch.allclose(cscore, lscore)
+    low, high = lprob.flatten(1).argmin(1), lprob.flatten(1).argmax(1)
+    for i in range(len(lprob)):  # within an image the order of pixels is the fused map's
+        assert cprob[i].flatten()[low[i]] <= lprob[i].flatten()[low[i]] + 1e-6
+        assert cprob[i].flatten()[high[i]] >= lprob[i].flatten()[high[i]] - 1e-6
+        assert torch.equal(cprob[i].flatten().argsort()[-20:].sort().values,
+                           lprob[i].flatten().argsort()[-20:].sort().values)
+    model.cfg.map_contrast = 0.0
+    assert torch.equal(model.predict(x[8:])[0], lprob)  # the default: the score's map
     model.cfg.distance_fusion = "none"  # the paper's map stays the decoder's own sigmoid
     assert torch.equal(model.predict(x[8:])[0], torch.sigmoid(logits))
     model.cfg.distance_fusion = "mean"
@@ -458,6 +475,11 @@ def test_checkpoint_from_before_the_map_decoder_keeps_the_scores_map_and_a_saved
         old_map, old_score = old.predict(x[4:])
     assert torch.allclose(new_score, old_score)  # the score is the same fusion in both
     assert torch.allclose(old.score(old_map), old_score)  # the old map is the one its score pools
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    state["config"]["model"].pop("map_contrast")  # written before the map contrast: the map as fused
+    torch.save(state, tmp_path / "older.pt")
+    _, older_cfg, _ = load_model(tmp_path / "older.pt")
+    assert older_cfg.model.map_contrast == 0.0
     assert not torch.allclose(new_map, old_map)
 
 

@@ -249,6 +249,14 @@ def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_ga
     assert "decoder weight 0.5, in the map gated by the distance;" in describe_file(gated)["map"]
     said = describe_file(tmp_path / "g.onnx")["map_decoder"]  # the artefact records it
     assert said == "gated (decoder weight 0.5, gated by the distance in the map; the image score is not gated)"
+    assert "contrast" not in describe_file(gated)["map"] and "map_contrast" not in describe_file(tmp_path / "g.onnx")
+    contrasted = tmp_path / "c.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(contrasted), "--quiet",
+                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "train.num_shots=0",
+                 "--set", "model.map_contrast=1.5"]) == 0
+    assert main(["export", str(contrasted), "-o", str(tmp_path / "c.onnx")]) == 0
+    assert "the map's contrast 1.5 around each image's mean" in describe_file(contrasted)["map"]
+    assert describe_file(tmp_path / "c.onnx")["map_contrast"].startswith("1.5 (each image's map pushed away")
 
 
 def test_odd_sizes_train_letterboxed_and_maps_come_back_at_each_image_size(tmp_path):
@@ -325,7 +333,7 @@ def test_eval_refuses_training_normals_other_than_the_checkpoints(trained, tiny_
         evaluate_checkpoint(trained, copy, progress=False, log=lambda m: None)
 
 
-def test_a_gated_map_becomes_weighted_when_the_real_shots_choose_max(more_shots, tmp_path, monkeypatch):
+def test_a_gated_or_contrasted_map_becomes_plain_when_the_real_shots_choose_max(more_shots, tmp_path, monkeypatch):
     """The gate belongs to the "logit" fusion's map: when held-out real defects choose "max", the checkpoint's map is
     "weighted" (a gated "max" config would be refused when the checkpoint is loaded)."""
     from prn_edge.model.checkpoint import load_model
@@ -341,8 +349,10 @@ def test_a_gated_map_becomes_weighted_when_the_real_shots_choose_max(more_shots,
     monkeypatch.setattr(trainer, "validate", favour_max)
     out = tmp_path / "g.pt"
     assert main(["train", "--variant", "prn-tiny", "--data", str(more_shots), "--out", str(out), "--quiet",
-                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "model.map_decoder=gated"]) == 0
+                 "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "model.map_decoder=gated",
+                 "--set", "model.map_contrast=1"]) == 0
     model_cfg = read_checkpoint(out)["config"]["model"]
     assert model_cfg["distance_fusion"] == "max" and model_cfg["map_decoder"] == "weighted"
+    assert model_cfg["map_contrast"] == 0.0  # a contrast of the "logit" fusion's map too
     _, cfg, _ = load_model(out)
     assert not cfg.model.map_gated
