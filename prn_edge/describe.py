@@ -76,11 +76,11 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "map": ("the decoder alone" if fusion == "none" else f"{fusion} fusion of decoder and prototype distance")
                + (f", decoder weight {model.decoder_weight}" if fusion == "logit" else "")
                + (", in the map gated by the distance" if fusion == "logit" and model.map_gated else "")
-               + (f", the map's contrast {model.map_contrast:g} around each image's mean" if fusion == "logit"
-                  and model.map_contrast else "")
+               + (f", the map's contrast {model.contrast:g} around each image's mean" if fusion == "logit"
+                  and model.contrast else "")
                + ("" if fusion == "none" else
                   f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.joint_memory)}"),
-        "image_score": _score_text(model.score_k),
+        "image_score": _score_text(model.score_k, fusion != "logit" or not (model.map_gated or model.contrast)),
         "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
         "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
                       f"out; seen types {', '.join(meta.get('seen_types') or []) or 'none'}",
@@ -113,8 +113,12 @@ def _distance_text(scales: Any, memory_size: int, joint: bool) -> str:
     return f"the prototypes, strides {strides}"
 
 
-def _score_text(k: int) -> str:
-    return f"mean of the top {k} map probabilities (model.topk)"
+def _score_text(k: int, plain: bool = True) -> str:
+    """The image score; `plain` False when the output map is gated or contrasted (the score pools the plain
+    fusion's map, not the one output)."""
+    return (f"mean of the top {k} map probabilities (model.topk)" if plain else
+            f"mean of the top {k} probabilities of the plain fused map (model.topk; the output map is gated or "
+            "contrasted, the score is not)")
 
 
 def _thresholds(meta: dict) -> dict[str, Any]:
@@ -179,7 +183,7 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         out["map_decoder"] = (f"{described['map_decoder']} (decoder weight {described['decoder_weight']:g}"
                               + (", gated by the distance in the map; the image score is not gated)"
                                  if described["map_decoder"] == "gated" else ")"))
-    if described.get("map_contrast"):
+    if isinstance(described.get("map_contrast"), (int, float)) and described["map_contrast"]:
         out["map_contrast"] = (f"{described['map_contrast']:g} (each image's map pushed away from its mean logit; "
                                "the image score is not)")
     out.update(_thresholds(meta))

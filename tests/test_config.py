@@ -32,11 +32,13 @@ def test_overrides_merge_into_the_variant():
     ({"model": {"patch_sizes": [3]}}, "power of two"),
     ({"model": {"decoder_weight": 1.5}}, r"model.decoder_weight=1.5: from 0 \(the distance map alone\) to 1"),
     ({"model": {"decoder_weight": "half"}}, "model.decoder_weight: expected a number"),
-    ({"model": {"map_decoder": "gate"}}, r"model.map_decoder='gate' is not allowed; choose one of \['weighted', "
-                                         r"'gated'\]"),
+    ({"model": {"map_decoder": "gate"}}, r"model.map_decoder='gate' is not allowed; choose one of \['auto', "
+                                         r"'weighted', 'gated'\]"),
     ({"model": {"map_decoder": "gated", "distance_fusion": "max"}},
      r"map_decoder=gated gates the decoder by the distance in the \"logit\" fusion's map; distance_fusion is 'max'"),
-    ({"model": {"map_contrast": 5}}, r"model.map_contrast=5: from 0 \(the map as fused\) to 4"),
+    ({"model": {"map_contrast": 5}}, r"model.map_contrast=5: from 0 \(the map as fused\) to 2, or \"auto\""),
+    ({"model": {"map_contrast": "high"}}, r"model.map_contrast='high': a number from 0 \(the map as fused\) to 2"),
+    ({"model": {"map_contrast": True}}, r"model.map_contrast: expected a number, got True"),
     ({"model": {"map_contrast": 1, "distance_fusion": "mean"}},
      r"model.map_contrast=1 acts on the \"logit\" fusion's map; distance_fusion is 'mean'"),
     ({"model": {"input_policy": "crop"}}, r"model.input_policy='crop' is not allowed; choose one of "
@@ -111,8 +113,26 @@ def test_topk_zero_pools_one_percent_of_the_map_within_tensorrts_limit():
     assert m.topk == 1638 and m.resolve_topk() is None
 
 
-def test_map_decoder_gates_only_when_asked_and_with_the_logit_fusion():
-    assert not make_config("prn-edge", {}).model.map_gated  # the default: the score's map
-    assert make_config("prn-edge", {"model": {"map_decoder": "gated"}}).model.map_gated
-    weighted = make_config("prn-edge", {"model": {"map_decoder": "weighted", "distance_fusion": "max"}})
-    assert not weighted.model.map_gated
+def test_map_auto_follows_the_real_shots_and_a_choice_is_kept():
+    """"auto" (the default) gates the decoder by the distance and contrasts the map without real defect shots, and
+    keeps the score's map with them; a choice given is kept; the other fusions have the plain map."""
+    cfg = make_config("prn-edge", {})
+    m = cfg.model
+    assert m.map_decoder == "auto" and m.map_contrast == "auto" and not m.map_gated and m.contrast == 0.0
+    note = m.resolve_map(real_shots=0)
+    assert m.map_decoder == "gated" and m.map_gated and m.map_contrast == 1.0 and m.contrast == 1.0
+    assert "no real defect shots" in note and m.resolve_map(real_shots=0) is None  # chosen once
+    shot = make_config("prn-edge", {}).model
+    assert "20 real defect shots" in shot.resolve_map(real_shots=20)
+    assert shot.map_decoder == "weighted" and shot.map_contrast == 0.0 and not shot.map_gated
+    given = make_config("prn-edge", {"model": {"map_decoder": "weighted", "map_contrast": 0.5}}).model
+    assert given.resolve_map(0) is None and not given.map_gated and given.contrast == 0.5
+    half = make_config("prn-edge", {"model": {"map_contrast": 2}}).model  # one given, the other auto
+    half.resolve_map(0)
+    assert half.map_gated and half.contrast == 2.0
+    other = make_config("prn-edge", {"model": {"distance_fusion": "mean"}}).model
+    assert "logit fusion only" in other.resolve_map(0)
+    assert other.map_decoder == "weighted" and other.map_contrast == 0.0
+    # the choice survives a config made again from it (a checkpoint's)
+    again = make_config("prn-edge", {"model": {"map_decoder": m.map_decoder, "map_contrast": m.map_contrast}}).model
+    assert again.map_gated and again.contrast == 1.0

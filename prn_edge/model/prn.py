@@ -350,13 +350,13 @@ class PRN(nn.Module):
             step = logits - z
             fused = z + self.cfg.decoder_weight * step
             prob = torch.sigmoid(fused)
-            if p is None and not self.cfg.map_contrast:
+            if p is None and not self.cfg.contrast:
                 return prob, self.score(prob)
             # gated: the decoder's weight at a pixel is decoder_weight times the distance's probability there (it
             # shapes what the distance finds, cannot raise what it calls normal); the score keeps the plain fusion
             m = fused if p is None else z + self.cfg.decoder_weight * (p * step)
-            if self.cfg.map_contrast:  # away from the image's mean logit; the score keeps the plain fusion
-                m = m + self.cfg.map_contrast * (m - m.mean(dim=(2, 3), keepdim=True))
+            if self.cfg.contrast:  # away from the image's mean logit; the score keeps the plain fusion
+                m = m + self.cfg.contrast * (m - m.mean(dim=(2, 3), keepdim=True))
             return torch.sigmoid(m), self.score(prob)
         prob, dist = torch.sigmoid(logits), self.distance(distances)
         if self.cfg.distance_fusion == "mean":

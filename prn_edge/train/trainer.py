@@ -124,7 +124,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
                                   num_shots=tc.num_shots, seed=tc.seed)
     # "auto" becomes the size (the checkpoint records it); a given size gets the squeeze hint instead
     note = cfg.model.resolve_image_size(cat.train_aspect) or squeeze_note(cfg.model, cat)
-    notes = [note, cfg.model.resolve_topk()]  # topk 0 becomes the k of that size (the checkpoint records it)
+    # topk 0 becomes the k of that size, map_decoder and map_contrast auto a choice (the checkpoint records them)
+    notes = [note, cfg.model.resolve_topk(), cfg.model.resolve_map(len(cat.shots))]
     for line in cat.notes + [n for n in notes if n]:  # what loading decided (sizes, split, masks, shots)
         log(line)
     hw = cfg.model.hw
@@ -291,10 +292,13 @@ def choose_fusion(model: PRN, ckpt: Path, real_val, log: Callable[[str], None] =
     log("fusion of the distance map on held-out real defects: "
         + ", ".join(f"{m} {s:.4f}" for m, (s, _) in scores.items()) + f" -> {chosen}")
     if chosen != cfg.model.distance_fusion:
+        was = {"map_decoder": cfg.model.map_decoder, "map_contrast": cfg.model.contrast}
+        if cfg.model.map_gated or cfg.model.contrast:  # of the "logit" fusion's map: "max" has none
+            log(f"model.map_decoder {was['map_decoder']} -> weighted, model.map_contrast {was['map_contrast']:g} -> "
+                f"0: the {chosen} fusion's map has neither")
+            meta["fusion_choice"]["map_was"] = was
         cfg.model.distance_fusion = chosen
-        if cfg.model.map_decoder == "gated":  # a gate of the "logit" fusion's map: "max" has none
-            cfg.model.map_decoder = "weighted"
-        cfg.model.map_contrast = 0.0  # the same
+        cfg.model.map_decoder, cfg.model.map_contrast = "weighted", 0.0
         meta.update(checkpoint_decision({"source": "real", "real": scores[chosen][1]}))
     save_checkpoint(ckpt, model, cfg, meta)
     return meta["fusion_choice"]

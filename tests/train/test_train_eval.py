@@ -212,7 +212,8 @@ def test_real_shots_are_held_out_and_choose_the_step_and_thresholds(more_shots, 
         v = choice[m]
         assert v["selection_metric"] == pytest.approx((v["image_auroc"] + v["pixel_auroc"] + v["pixel_ap"]) / 3)
     assert read_checkpoint(out)["config"]["model"]["distance_fusion"] == choice["chosen"]
-    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "weighted"
+    model_cfg = read_checkpoint(out)["config"]["model"]
+    assert model_cfg["map_decoder"] == "weighted" and model_cfg["map_contrast"] == 0.0  # real shots: the plain map
     assert meta["image_threshold"] == pytest.approx(choice[choice["chosen"]]["image_threshold"])
     if choice["chosen"] == "logit":  # as validated during training
         assert meta["image_threshold"] == best["real"]["image_threshold"]
@@ -237,23 +238,30 @@ def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_ga
     assert "generated anomalies only" in js.with_suffix(".md").read_text()
     from prn_edge.describe import describe_file
 
-    assert read_checkpoint(out)["config"]["model"]["map_decoder"] == "weighted"  # the default
-    assert "gated" not in describe_file(out)["map"]
-    # asked for, the output map gates the decoder by the training-free distance; the checkpoint and the artefact say so
-    gated = tmp_path / "g.pt"
-    assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(gated), "--quiet",
+    # zero-shot ("auto", the default) the output map gates the decoder by the training-free distance and is
+    # contrasted around each image's mean; the score is the plain fusion; the checkpoint and the artefact say so
+    model_cfg = read_checkpoint(out)["config"]["model"]
+    assert model_cfg["map_decoder"] == "gated" and model_cfg["map_contrast"] == 1.0
+    assert main(["export", str(out), "-o", str(tmp_path / "z.onnx")]) == 0
+    assert ("decoder weight 0.5, in the map gated by the distance, the map's contrast 1 around each image's mean;"
+            in describe_file(out)["map"])
+    said = describe_file(tmp_path / "z.onnx")  # the artefact records it
+    assert said["map_decoder"] == ("gated (decoder weight 0.5, gated by the distance in the map; the image score is "
+                                   "not gated)")
+    assert said["map_contrast"].startswith("1 (each image's map pushed away")
+    # given, a choice is kept: the plain map, or another contrast
+    plain = tmp_path / "p.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(plain), "--quiet",
                  "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "train.num_shots=0",
-                 "--set", "model.map_decoder=gated"]) == 0
-    assert read_checkpoint(gated)["config"]["model"]["map_decoder"] == "gated"
-    assert main(["export", str(gated), "-o", str(tmp_path / "g.onnx")]) == 0
-    assert "decoder weight 0.5, in the map gated by the distance;" in describe_file(gated)["map"]
-    said = describe_file(tmp_path / "g.onnx")["map_decoder"]  # the artefact records it
-    assert said == "gated (decoder weight 0.5, gated by the distance in the map; the image score is not gated)"
-    assert "contrast" not in describe_file(gated)["map"] and "map_contrast" not in describe_file(tmp_path / "g.onnx")
+                 "--set", "model.map_decoder=weighted", "--set", "model.map_contrast=0"]) == 0
+    assert main(["export", str(plain), "-o", str(tmp_path / "p.onnx")]) == 0
+    assert "gated" not in describe_file(plain)["map"] and "contrast" not in describe_file(plain)["map"]
+    assert "map_contrast" not in describe_file(tmp_path / "p.onnx")
+    assert describe_file(tmp_path / "p.onnx")["map_decoder"] == "weighted (decoder weight 0.5)"
     contrasted = tmp_path / "c.pt"
     assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(contrasted), "--quiet",
                  "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "train.num_shots=0",
-                 "--set", "model.map_contrast=1.5"]) == 0
+                 "--set", "model.map_decoder=weighted", "--set", "model.map_contrast=1.5"]) == 0
     assert main(["export", str(contrasted), "-o", str(tmp_path / "c.onnx")]) == 0
     assert "the map's contrast 1.5 around each image's mean" in describe_file(contrasted)["map"]
     assert describe_file(tmp_path / "c.onnx")["map_contrast"].startswith("1.5 (each image's map pushed away")
@@ -354,5 +362,6 @@ def test_a_gated_or_contrasted_map_becomes_plain_when_the_real_shots_choose_max(
     model_cfg = read_checkpoint(out)["config"]["model"]
     assert model_cfg["distance_fusion"] == "max" and model_cfg["map_decoder"] == "weighted"
     assert model_cfg["map_contrast"] == 0.0  # a contrast of the "logit" fusion's map too
+    assert read_checkpoint(out)["meta"]["fusion_choice"]["map_was"] == {"map_decoder": "gated", "map_contrast": 1.0}
     _, cfg, _ = load_model(out)
     assert not cfg.model.map_gated
