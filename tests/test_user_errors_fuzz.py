@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
 import tempfile
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def same_types(cfg, default) -> None:
             same_types(got, want)
         elif f.name == "options":  # a source kind's options: against that kind's defaults
             same_types(got, type(got)())
+        elif "Union" in str(f.type):  # model.image_size, model.map_contrast: a number (pair) or "auto"
+            hint = typing.get_type_hints(type(default))[f.name]
+            allowed = tuple(typing.get_origin(t) or t for t in typing.get_args(hint))
+            assert isinstance(got, allowed) and not isinstance(got, bool), (f.name, got)
         elif f.name != "outputs":
             assert type(got) is type(want), (f.name, got)
             if isinstance(want, tuple) and want:
