@@ -266,16 +266,14 @@ class ModelConfig:
             raise ConfigError(f"model.map_decoder=gated gates the decoder by the distance in the \"logit\" fusion's "
                               f"map; distance_fusion is {self.distance_fusion!r}. Set model.map_decoder auto or "
                               "weighted, or distance_fusion logit")
+        if isinstance(self.map_contrast, str) and self.map_contrast != AUTO_MAP:
+            raise ConfigError(f"model.map_contrast={self.map_contrast!r}: a number from 0 (the map as fused) to "
+                              f"{MAX_MAP_CONTRAST:g}, or \"auto\"")
         if self.map_contrast != AUTO_MAP:
-            mc = _number("model.map_contrast", self.map_contrast, float) if not isinstance(self.map_contrast, str) \
-                else None
-            if mc is None:
-                raise ConfigError(f"model.map_contrast={self.map_contrast!r}: a number from 0 (the map as fused) to "
+            self.map_contrast = _number("model.map_contrast", self.map_contrast, float)
+            if not 0 <= self.map_contrast <= MAX_MAP_CONTRAST:
+                raise ConfigError(f"model.map_contrast={self.map_contrast:g}: from 0 (the map as fused) to "
                                   f"{MAX_MAP_CONTRAST:g}, or \"auto\"")
-            self.map_contrast = mc
-            if not 0 <= mc <= MAX_MAP_CONTRAST:
-                raise ConfigError(f"model.map_contrast={mc:g}: from 0 (the map as fused) to {MAX_MAP_CONTRAST:g}, "
-                                  "or \"auto\"")
         if self.map_contrast not in (0, AUTO_MAP) and self.distance_fusion != "logit":
             raise ConfigError(f"model.map_contrast={self.map_contrast:g} acts on the \"logit\" fusion's map; "
                               f"distance_fusion is {self.distance_fusion!r}. Set model.map_contrast auto or 0, "
