@@ -126,14 +126,17 @@ class ModelConfig:
     # patch features, kept apart from the prototypes the decoder reads, so the map is a nearest-neighbour distance
     # close to a kNN memory's while the head keeps its small vocabulary (docs/real-data.md). 0 = the prototypes.
     distance_memory: int = 1024
-    # What the distance memory holds: "per_scale" (the default), a memory per distance scale and the mean of
-    # their distances; "joint", one memory of the distance scales' features joined at the finest of them (coarser
-    # ones upsampled, each position averaged with its 3x3 neighbours), so a position is normal only where one
-    # normal place matched it at every scale at once, as the kNN reference of the real-data benchmark measures.
-    # The joint distance alone localizes better (zero-shot AUPRO +1 to +3.3 on BSData and KolektorSDD), but fused
-    # with the decoder at weight 0.5 the two were level over six runs (docs/real-data.md, session 10): "joint" is
-    # for maps that lean on the distance (a low model.decoder_weight).
-    distance_features: str = "per_scale"
+    # What the distance memory holds: "per_scale", a memory per distance scale and the mean of their distances;
+    # "joint", one memory of the distance scales' features joined at the finest of them (coarser ones upsampled,
+    # each position averaged with its 3x3 neighbours), so a position is normal only where one normal place matched
+    # it at every scale at once, as the kNN reference of the real-data benchmark measures; "both" (the default),
+    # the two, each calibrated on the held-out normals and their logits averaged. Joined, the distance localizes
+    # regions better (zero-shot AUPRO +1 to +3.3 on BSData and KolektorSDD) and small pits worse (pixel AP -3 to -8);
+    # both kept most of each: over four zero-shot real runs the points below the kNN reference's localization fell
+    # from 4.3 (per_scale) to 3.1, and MTD 10-shot stayed level (docs/real-data.md, session 13). It costs a second
+    # memory search (1.68 -> 1.99 GFLOPs at 256 px). Without a distance memory (model.distance_memory 0,
+    # image prototypes) "both" is the per-scale distance to the prototypes.
+    distance_features: str = "both"
 
     @property
     def map_gated(self) -> bool:
@@ -219,8 +222,14 @@ class ModelConfig:
     @property
     def joint_memory(self) -> bool:
         """True when the distance map measures against one memory of the joined scales (distance_features
-        "joint" with a distance memory); else each distance scale keeps its own (or uses its prototypes)."""
-        return self.distance_features == "joint" and self.memory_size > 0
+        "joint" or "both", with a distance memory)."""
+        return self.distance_features in ("joint", "both") and self.memory_size > 0
+
+    @property
+    def scale_memory(self) -> bool:
+        """True when the distance map measures each distance scale against its own memory or, without one, its
+        prototypes (distance_features "per_scale" or "both"; "both" without a memory is per scale)."""
+        return self.distance_features != "joint" or not self.memory_size
 
     @property
     def size_text(self) -> str:
@@ -281,13 +290,13 @@ class ModelConfig:
         if not self.distance_scales or any(i not in (0, 1, 2) for i in self.distance_scales):
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")
-        _choice("model.distance_features", self.distance_features, ["joint", "per_scale"])
+        _choice("model.distance_features", self.distance_features, ["both", "joint", "per_scale"])
         if self.distance_features == "joint" and not self.memory_size:
             raise ConfigError("model.distance_features=joint needs a distance memory: model.distance_memory > 0, "
                               "model.prototype_mode patch and a distance_fusion that fuses the distance (logit, mean "
                               f"or max); here distance_memory={self.distance_memory}, prototype_mode="
                               f"{self.prototype_mode}, distance_fusion={self.distance_fusion}. Set "
-                              "model.distance_features per_scale, or change those")
+                              "model.distance_features per_scale or both, or change those")
         if not 0 <= self.distance_memory <= MAX_DISTANCE_MEMORY:
             raise ConfigError(f"model.distance_memory={self.distance_memory}: 0 (the distance map uses the "
                               f"prototypes) .. {MAX_DISTANCE_MEMORY} centres per distance scale")

@@ -79,7 +79,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
                + (f", the map's contrast {model.contrast:g} around each image's mean" if fusion == "logit"
                   and model.contrast else "")
                + ("" if fusion == "none" else
-                  f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.joint_memory)}"),
+                  f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.distance_features)}"),
         "image_score": _score_text(model.score_k, fusion != "logit" or not (model.map_gated or model.contrast)),
         "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
         "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
@@ -101,13 +101,17 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     return out
 
 
-def _distance_text(scales: Any, memory_size: int, joint: bool) -> str:
+def _distance_text(scales: Any, memory_size: int, features: str) -> str:
     """What the distance map measures against: the distance scales (head scale indices), the memory's centres
-    (model.distance_memory as it applies, ModelConfig.memory_size) and whether one memory joins the scales."""
+    (model.distance_memory as it applies, ModelConfig.memory_size) and model.distance_features (per scale, one
+    memory joining the scales, or both)."""
     strides = "+".join(str(4 << i) for i in sorted(scales))  # head scale 0, 1, 2: stride 4, 8, 16
-    if joint:
-        joined = " joined" if len(scales) > 1 else " (3x3-averaged)"
+    joined = " joined" if len(scales) > 1 else " (3x3-averaged)"
+    if memory_size and features == "joint":
         return f"{memory_size} centres of the stride {strides} features{joined} (model.distance_features joint)"
+    if memory_size and features == "both":
+        return (f"{memory_size} centres per scale, strides {strides}, and {memory_size} of those features{joined}, "
+                "the mean of the two (model.distance_features both)")
     if memory_size:
         return f"{memory_size} centres per scale, strides {strides} (model.distance_features per_scale)"
     return f"the prototypes, strides {strides}"
@@ -177,8 +181,7 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
     if described.get("distance_features"):  # artefacts exported before it was recorded do not say
         out["distance"] = ("not fused (the decoder's map alone)" if described.get("distance_fusion") == "none" else
                            _distance_text(described["distance_scales"], described["distance_memory"],
-                                          described["distance_features"] == "joint"
-                                          and bool(described["distance_memory"])))
+                                          described["distance_features"]))
     if described.get("map_decoder"):
         out["map_decoder"] = (f"{described['map_decoder']} (decoder weight {described['decoder_weight']:g}"
                               + (", gated by the distance in the map; the image score is not gated)"

@@ -148,10 +148,15 @@ def test_the_memory_estimate_grows_with_the_configuration():
     # a joint memory holds every image's joined features at the finest distance scale while it is fitted
     joint = make_config("prn-edge", {"model": {"image_size": 512, "distance_features": "joint",
                                                "distance_scales": [0, 1, 2]}}).model
-    per_scale = make_config("prn-edge", {"model": {"image_size": 512, "distance_scales": [0, 1, 2]}}).model
+    per_scale, both = (make_config("prn-edge", {"model": {"image_size": 512, "distance_features": f,
+                                                          "distance_scales": [0, 1, 2]}}).model
+                       for f in ("per_scale", "both"))
     extra = 2 * 200 * 128 * 128 * (24 + 40 + 112) * 4  # 200 images, stride 4 at 512 px, the three scales' channels
     assert memory.estimate_bytes(joint, batch=8, num_images=200) - memory.estimate_bytes(
         per_scale, batch=8, num_images=200) >= 0.9 * extra
+    # both (the default): the joint memory's features and the per-scale memories' centres as well
+    assert memory.estimate_bytes(both, batch=8, num_images=200) - memory.estimate_bytes(
+        joint, batch=8, num_images=200) >= 1024 * (24 + 40 + 112) * 4
     more, fewer = (make_config("prn-edge", {"model": {"num_prototypes": k, "distance_memory": 0}}).model
                    for k in (1024, 0))
     assert memory.estimate_bytes(more, batch=8, num_images=100) > 3 * memory.estimate_bytes(fewer, batch=8,

@@ -39,9 +39,10 @@ def estimate_bytes(cfg: ModelConfig, batch: int, num_images: int, training: bool
     k = cfg.num_prototypes or default_k(num_images, cfg.prototype_mode)
     patch = cfg.prototype_mode == "patch"
     protos = k * (sum(chans) if patch else sum(c * hw for c, hw in zip(chans, hws))) * FLOAT
-    # the distance memory of the distance scales (ScalePrototypes): centres, and a distance matrix per scale
+    # the distance memories (ScalePrototypes, JointMemory): centres, and a distance matrix per scale
     mem = cfg.memory_size
-    protos += mem * sum(chans[i] for i in cfg.distance_scales) * FLOAT
+    memories = int(cfg.scale_memory and mem > 0) + int(cfg.joint_memory)  # per scale, joint: each as large
+    protos += memories * mem * sum(chans[i] for i in cfg.distance_scales) * FLOAT
 
     def distances(n: int) -> int:  # the distance matrix of the largest scale and its softmin temporaries
         largest = max([6 * hws[0] * k] + [2 * hws[i] * mem for i in cfg.distance_scales]) if patch else 6 * k

@@ -209,45 +209,69 @@ class DistanceMap(QuantileCalibration):
     upsampled to the input and mapped to a probability calibrated on held-out normals (QuantileCalibration).
 
     The decoder learns what the anomalies it was shown look like; on appearances it never saw (real defects
-    unlike the generated ones) it can stay silent while the distance does not. With a joint memory
-    (model.distance_features "joint") the distance is measured once, on the distance scales'
-    features joined (JointMemory); otherwise each distance scale's distance to its own memory (or its
-    prototypes) is averaged over `scales`.
+    unlike the generated ones) it can stay silent while the distance does not. Its parts (model.distance_features):
+    each distance scale's distance to its own memory (or its prototypes) averaged over `scales` ("per_scale"), the
+    distance to one memory of those scales' features joined (JointMemory, "joint"), or both, each calibrated on
+    its own (the joint part by `joint_cal`) and their calibrated logits averaged.
     """
 
-    def __init__(self, scales: tuple[int, ...], memory: JointMemory | None = None):
+    def __init__(self, scales: tuple[int, ...], memory: JointMemory | None = None, per_scale: bool = True):
         super().__init__()
         self.scales = tuple(sorted(scales))
         self.memory = memory
+        self.per_scale = per_scale or memory is None
+        self.joint_cal = QuantileCalibration() if memory is not None and self.per_scale else None
 
     def inputs(self, feats: list[torch.Tensor], distances: list[torch.Tensor]) -> list[torch.Tensor]:
-        """What `distance` reads, from the head scales' features and per-scale distances: the distance scales'
-        features for a joint memory, else the per-scale distance maps."""
-        return [feats[i] for i in self.scales] if self.memory is not None else distances
+        """What `distance` reads, from the head scales' features and per-scale distances: the per-scale distance
+        maps, then the distance scales' features when there is a joint memory."""
+        return ((distances if self.per_scale else []) + ([feats[i] for i in self.scales] if self.memory is not None
+                                                        else []))
 
-    def distance(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        """(N, 1, H, W) from `inputs` (DistanceMap.inputs): the joint memory's distance, or each head scale's
-        distance map (N, 1, h, w) (ScalePrototypes.forward, ~1 on normals at every scale) averaged over `scales`."""
+    def parts(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The raw distance maps (N, 1, H, W) from `inputs` (DistanceMap.inputs), per scale first: the head scales'
+        distance maps (N, 1, h, w) (ScalePrototypes.forward, ~1 on normals at every scale) averaged over `scales`,
+        and the joint memory's distance."""
         # A fixed scale factor (the scale's stride), not a target size: the exported Resize then needs no Shape
         # arithmetic and every dimension stays static.
+        out = []
+        if self.per_scale:
+            # Each position's distance is averaged with its 3x3 neighbours first (PatchCore's locally aware
+            # patches): one odd feature vector is noise, a neighbourhood of them is a defect.
+            maps = [F.interpolate(F.avg_pool2d(inputs[i], 3, 1, 1, count_include_pad=False),
+                                  scale_factor=STRIDES[HEAD_SCALES[i]], mode="bilinear", align_corners=False)
+                    for i in self.scales]
+            out.append(sum(maps) / len(maps))
         if self.memory is not None:  # its vectors are already 3x3-averaged (JointMemory.features)
-            return F.interpolate(self.memory(inputs), scale_factor=STRIDES[HEAD_SCALES[self.scales[0]]],
-                                 mode="bilinear", align_corners=False)
-        # Each position's distance is averaged with its 3x3 neighbours first (PatchCore's locally aware patches):
-        # one odd feature vector is noise, a neighbourhood of them is a defect.
-        maps = [F.interpolate(F.avg_pool2d(inputs[i], 3, 1, 1, count_include_pad=False),
-                              scale_factor=STRIDES[HEAD_SCALES[i]], mode="bilinear", align_corners=False)
-                for i in self.scales]
-        return sum(maps) / len(maps)
+            feats = inputs[len(HEAD_SCALES):] if self.per_scale else inputs
+            out.append(F.interpolate(self.memory(feats), scale_factor=STRIDES[HEAD_SCALES[self.scales[0]]],
+                                     mode="bilinear", align_corners=False))
+        return out
+
+    def logit(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The calibrated logit: of the one part, or the mean of the two parts' own calibrated logits."""
+        parts = self.parts(inputs)
+        z = self.calibrated_logit(parts[0])
+        if self.joint_cal is not None:
+            z = 0.5 * (z + self.joint_cal.calibrated_logit(parts[1]))
+        return z
 
     def forward(self, inputs: list[torch.Tensor], as_logit: bool = False, both: bool = False):
-        """The calibrated probability, or with `as_logit` its logit (v - loc) / temp, or with `both` (logit,
-        probability). Called as the module (not a method) so the exported nodes carry its name scope, which
-        calibration keeps in float."""
-        z = self.calibrated_logit(self.distance(inputs))
+        """The calibrated probability, or with `as_logit` its logit, or with `both` (logit, probability). Called
+        as the module (not a method) so the exported nodes carry its name scope, which calibration keeps in float."""
+        z = self.logit(inputs)
         if both:
             return z, torch.sigmoid(z)
         return z if as_logit else torch.sigmoid(z)
+
+    @torch.no_grad()
+    def calibrate_parts(self, parts: list[torch.Tensor], quantile: float = 0.999) -> dict:
+        """Calibrate each part on its values over the held-out normals (`parts` as DistanceMap.parts returns them,
+        concatenated over the images): the first part's result, with the joint part's under "joint"."""
+        result = self.calibrate(parts[0], quantile)
+        if self.joint_cal is not None:
+            result["joint"] = self.joint_cal.calibrate(parts[1], quantile)
+        return result
 
 
 class PRN(nn.Module):
@@ -266,7 +290,7 @@ class PRN(nn.Module):
         chans = [backbone.channels[s] for s in HEAD_SCALES]
         self.prototypes = nn.ModuleList(
             ScalePrototypes(cfg.prototype_mode, num_prototypes, c, hw, cfg.prototype_softness,
-                            cfg.memory_size if i in cfg.distance_scales and not cfg.joint_memory else 0)
+                            cfg.memory_size if i in cfg.distance_scales and cfg.scale_memory else 0)
             for i, (c, hw) in enumerate(zip(chans, hws))
         )
         self.inputs = nn.ModuleList(conv_bn(2 * c, cfg.dim, 1) for c in chans)
@@ -280,7 +304,7 @@ class PRN(nn.Module):
         memory = JointMemory(tuple(chans[i] for i in scales),
                              tuple(STRIDES[HEAD_SCALES[i]] // STRIDES[HEAD_SCALES[scales[0]]] for i in scales),
                              cfg.memory_size, hws[scales[0]]) if cfg.joint_memory else None
-        self.distance = DistanceMap(cfg.distance_scales, memory)
+        self.distance = DistanceMap(cfg.distance_scales, memory, cfg.scale_memory)
         self.decoder_cal = DecoderCalibration()
 
     def train(self, mode: bool = True) -> "PRN":
@@ -371,9 +395,9 @@ class PRN(nn.Module):
         for x in images:
             encoded = self.encode(x)
             feats = [encoded[s] for s in HEAD_SCALES]
-            distances = [] if self.distance.memory is not None else [p(f)[1] for p, f in zip(self.prototypes, feats)]
-            d.append(self.distance.distance(self.distance.inputs(feats, distances)))
-        return self.distance.calibrate(torch.cat(d))
+            distances = [p(f)[1] for p, f in zip(self.prototypes, feats)] if self.distance.per_scale else []
+            d.append(self.distance.parts(self.distance.inputs(feats, distances)))
+        return self.distance.calibrate_parts([torch.cat(part) for part in zip(*d)])
 
     @torch.no_grad()
     def calibrate_decoder(self, images: list[torch.Tensor]) -> dict:

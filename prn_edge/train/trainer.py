@@ -182,7 +182,8 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
             + f" in {time.time() - t:.1f}s")
         if fused:
             cal = model.calibrate_distance(val_batches)
-            log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}")
+            joint = f" (per scale; {cal['joint']['loc']:.3g} joint)" if "joint" in cal else ""
+            log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}{joint}")
 
     gen = AnomalyGenerator(cfg.synth, hw, shots, textures, foreground)
     if tiles:

@@ -40,7 +40,10 @@ def test_calibration_run_is_audited_and_gated(trained, tmp_path, flavour):
     # next convolutions are quantized
     convs = [n for n in q.graph.node if n.op_type == "Conv"]
     assert not any(i.endswith("DequantizeLinear_Output") for i in convs[0].input)
-    assert all(any(i.endswith("DequantizeLinear_Output") for i in c.input) for c in convs[1:3])
+    # (a fallback attempt may keep one sensitive layer group in float, an encoder's too)
+    excluded = {name for a in manifest["attempts"] for name in a.get("excluded", [])}
+    later = [c for c in convs[1:] if c.name not in excluded]
+    assert len(later) >= 2 and all(any(i.endswith("DequantizeLinear_Output") for i in c.input) for c in later[:2])
     assert all(a["quantization"]["input_layer_float"] for a in manifest["attempts"])
     # the prototype search and the output tail stay float
     for n in q.graph.node:

@@ -55,7 +55,9 @@ def test_refit_through_the_fp32_encoder_reproduces_the_trained_prototypes(export
         assert np.abs(p0 - p1).max() < 1e-3 * max(1.0, np.abs(p0).max())
         assert s1 == pytest.approx(s0, rel=1e-3)
     before, after = _memories(fp32), _memories(out)
-    assert len(before) == len(cfg.model.distance_scales) and len(after) == len(before)  # the defaults keep memories
+    # the defaults keep a memory per distance scale and the joint one (model.distance_features both)
+    assert cfg.model.distance_features == "both" and cfg.model.joint_memory
+    assert len(before) == len(cfg.model.distance_scales) + 1 and len(after) == len(before)
     for (m0, s0), (m1, s1) in zip(before, after):
         assert np.abs(m0 - m1).max() < 1e-3 * max(1.0, np.abs(m0).max())
         assert s1 == pytest.approx(s0, rel=1e-3)
@@ -72,7 +74,8 @@ def test_refit_gives_the_int8_artefact_its_own_prototypes(exported):
     assert any(np.abs(b[0] - a[0]).max() > 1e-4 for b, a in zip(_memories(q), _memories(out)))  # memories too
     assert [r["distance_memory"] for r in report["scales"]] == [
         cfg.model.distance_memory if i in cfg.model.distance_scales else 0 for i in range(3)]
-    assert "joint_memory" not in report
+    assert report["joint_memory"]["size"] == cfg.model.distance_memory  # the joint memory re-fitted too
+    assert report["joint_memory"]["scale_after"] == pytest.approx(_memories(out)[-1][1])
     assert [r["res_scale_after"] for r in report["scales"]] == pytest.approx([a[1] for a in after])
     # the graph is untouched apart from those initializers
     g0, g1 = onnx.load(str(q)).graph, onnx.load(str(out)).graph

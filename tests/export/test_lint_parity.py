@@ -36,7 +36,7 @@ def test_real_graphs_lint_clean_for_all_targets(exported):
 @pytest.mark.parametrize("variant,overrides", [
     # EfficientNet-Lite0 (the shipped default) and ResNet-18 with image prototypes; at reduced input sizes to
     # keep the suite fast (same layers and ops as at 256)
-    ("prn-edge", {"model": {"pretrained": False, "image_size": 128}}),
+    ("prn-edge", {"model": {"pretrained": False, "image_size": 128, "distance_features": "both"}}),  # the default
     ("prn-paper", {"model": {"pretrained": False, "image_size": 64}}),
     ("prn-edge", {"model": {"pretrained": False, "image_size": 128, "prototype_softness": 0.0}}),
     ("prn-edge", {"model": {"pretrained": False, "image_size": 128, "distance_features": "joint"}}),
@@ -53,7 +53,7 @@ def test_full_size_variants_export_and_lint_clean(tmp_path, variant, overrides):
     else:  # hard nearest prototype
         assert {"ArgMin", "Gather"} <= set(ops)
     assert not {"Shape", "Einsum", "Loop", "If", "SequenceAt", "Sqrt"} & set(ops)
-    if overrides["model"].get("distance_features") == "joint":  # its joined features export and agree with torch
+    if overrides["model"].get("distance_features") in ("joint", "both"):  # joined features export and agree
         report = check_parity(ckpt, tmp_path / "m.onnx", real_images(6, 96))
         assert report["ok"] and report["max_abs_map_diff"] <= 1e-4, report
 

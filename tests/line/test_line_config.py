@@ -82,7 +82,8 @@ def test_timing_and_geometry_errors_come_before_the_line_starts(demo_category):
         build_line(cfg, engine=ScriptedEngine(64, 64))
     cfg = line_config(conveyor_config(demo_category))
     line = build_line(cfg, engine=ScriptedEngine(256, 256), outputs=[])
-    with pytest.raises(LineConfigError, match="model takes 256x256 frames \(width x height\) but the camera region is 64x64"):
+    with pytest.raises(LineConfigError,
+                       match=r"model takes 256x256 frames \(width x height\) but the camera region is 64x64"):
         line.run()
     with pytest.raises(LineConfigError, match="does not exist"):
         load_line_config("/nonexistent/line.yaml")

@@ -146,7 +146,8 @@ def test_max_parts_and_wrong_model_size(demo_category):
     from prn_edge.line import LineConfigError
 
     bad = Line(SyntheticConveyor(demo_category, parts=5), NullEngine(32, 48, 3), [], Budget.from_line(deadline_s=0.1))
-    with pytest.raises(LineConfigError, match="model takes 48x32 frames \(width x height\) but the camera region is 64x64"):
+    with pytest.raises(LineConfigError,
+                       match=r"model takes 48x32 frames \(width x height\) but the camera region is 64x64"):
         bad.run()
 
 

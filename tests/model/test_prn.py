@@ -247,6 +247,7 @@ def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
     save_checkpoint(tmp_path / "m.pt", model, cfg, {})
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("distance.")}  # an older file
+    del state["config"]["model"]["distance_features"]  # (written before the joint memory: per scale)
     torch.save(state, tmp_path / "old.pt")
     loaded, _, _ = load_model(tmp_path / "old.pt")
     assert not loaded.fuses_distance
@@ -254,6 +255,46 @@ def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(Exception, match="unexpected keys"):
         load_model(tmp_path / "bad.pt")
+
+
+def _distance_logit(model, x):
+    """The distance's calibrated logit written out: each part's (v - loc) / temp, the mean of the two parts."""
+    d = model.distance
+    parts = d.parts(model._run(x)[1])
+    cals = [d] + ([d.joint_cal] if d.joint_cal is not None else [])
+    assert len(parts) == len(cals)
+    return sum((v - c.loc) / c.temp for v, c in zip(parts, cals)) / len(cals)
+
+
+def test_both_distance_features_average_the_per_scale_and_the_joint_logits():
+    """model.distance_features both: the per-scale memories and the joint memory, as each alone fits and calibrates
+    them; the distance logit is the mean of the two calibrated logits. Without a distance memory it is per scale."""
+    x = _photo_batches()
+    models = {}
+    for features in ("per_scale", "joint", "both"):
+        torch.manual_seed(0)
+        cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": features}})
+        models[features], _ = build_prn(cfg.model, num_images=20)
+        models[features].eval()
+        models[features].fit_prototypes(x[:8])
+        models[features].calibrate_distance([x[8:]])
+    both, per_scale, joint = models["both"], models["per_scale"], models["joint"]
+    assert both.distance.joint_cal is not None and per_scale.distance.joint_cal is None
+    assert torch.equal(both.prototypes[2].memory_t, per_scale.prototypes[2].memory_t)
+    assert torch.equal(both.distance.memory.memory_t, joint.distance.memory.memory_t)
+    assert float(both.distance.joint_cal.loc) == pytest.approx(float(joint.distance.loc))
+    assert float(both.distance.loc) == pytest.approx(float(per_scale.distance.loc))
+    with torch.no_grad():
+        odd = x[8:].clone()
+        odd[:, :, 8:24, 8:24] = torch.rand_like(odd[:, :, 8:24, 8:24])
+        z_ps = per_scale.distance(per_scale._run(odd)[1], as_logit=True)
+        z_j = joint.distance(joint._run(odd)[1], as_logit=True)
+        z = both.distance(both._run(odd)[1], as_logit=True)
+    assert not torch.allclose(z_ps, z_j, atol=1e-3)  # two different measures, so the mean is not either
+    assert torch.allclose(z, 0.5 * (z_ps + z_j), atol=1e-5)
+    cfg = make_config("prn-tiny", {"model": {"distance_memory": 0, "distance_features": "both"}})
+    plain, _ = build_prn(cfg.model, num_images=20)
+    assert plain.distance.memory is None and plain.distance.joint_cal is None and plain.distance.per_scale
 
 
 def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_keep_the_sigmoid(tmp_path):
@@ -285,7 +326,7 @@ def test_fused_map_reads_the_decoder_calibrated_on_normals_and_old_checkpoints_k
     assert torch.allclose(prob, 0.5 * (dec + dist)) and not torch.allclose(prob, before)
     assert float(torch.sigmoid(logits).min()) > 0.99  # what the uncalibrated fusion would have added everywhere
     model.cfg.distance_fusion = "logit"  # the mean of the two calibrated logits
-    z_dist = (model.distance.distance(model._run(x[8:])[1]) - model.distance.loc) / model.distance.temp
+    z_dist = _distance_logit(model, x[8:])
     z_dec = (logits - model.decoder_cal.loc) / model.decoder_cal.temp
     lprob, lscore = model.predict(x[8:])
     assert torch.allclose(lprob, torch.sigmoid(0.5 * (z_dec + z_dist)), atol=1e-6)
@@ -515,3 +556,16 @@ def test_kmeans_draws_many_seeds_per_round_for_a_large_memory_at_the_same_inerti
     assert batched.shape == (120, 8) and not torch.equal(batched, one_by_one)
     assert inertia(batched) < 1.05 * inertia(one_by_one)
     assert inertia(batched) < 0.7 * inertia(x[torch.randperm(3000, generator=g)[:120]])  # far better than random
+
+
+@pytest.mark.parametrize("features,memory,expected", [
+    ("per_scale", 1024, "1024 centres per scale, strides 8+16 (model.distance_features per_scale)"),
+    ("joint", 1024, "1024 centres of the stride 8+16 features joined (model.distance_features joint)"),
+    ("both", 64, "64 centres per scale, strides 8+16, and 64 of those features joined, the mean of the two"),
+    ("both", 0, "the prototypes, strides 8+16"),  # without a distance memory, both is the per-scale prototypes
+])
+def test_info_names_what_the_distance_measures_against(features, memory, expected):
+    """`info` of a checkpoint and of an artefact: the distance text follows model.distance_features."""
+    from prn_edge.describe import _distance_text
+
+    assert _distance_text((1, 2), memory, features).startswith(expected)

@@ -160,8 +160,9 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert info["validation"] == meta["validation"] and info["image_threshold"] == round(meta["image_threshold"], 4)
     assert info["training"].startswith(f"{meta['best_step']} of 20 steps")
     assert info["image_score"] == "mean of the top 10 map probabilities (model.topk)"  # prn-tiny's k
-    assert info["map"].endswith("; distance to 1024 centres per scale, strides 8+16 (model.distance_features "
-                                "per_scale)")
+    both = ("1024 centres per scale, strides 8+16, and 1024 of those features joined, the mean of the two "
+            "(model.distance_features both)")  # the default
+    assert info["map"].endswith(f"; distance to {both}")
     assert ("warning" in info) == (meta["validation"] == "synthetic-only")
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(trained), "-o", str(onnx_path), "--input-format", "uint8"]) == 0
@@ -170,7 +171,7 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "kind: ONNX model" in text and "precision: fp32" in text and "uint8 NHWC" in text
     assert "image_score: mean of the top 10 map probabilities" in text
-    assert "distance: 1024 centres per scale, strides 8+16 (model.distance_features per_scale)" in text
+    assert f"distance: {both}" in text
     assert f"checkpoint_sha256: {sha256_file(trained)[:12]}" in text  # ties the artefact to its checkpoint
     assert main(["info", str(onnx_path), "--variant", "prn-tiny"]) == 2
     assert main(["info", str(tmp_path / "missing.pt")]) == 2
