@@ -76,6 +76,12 @@ def checkpoint_config(path: Path, state: dict) -> tuple[Config, int]:
         return _config(state), int(state["num_prototypes"])
 
 
+def stored_config(state: dict) -> Config:
+    """The config a checkpoint's `state` was written with, keys added since then at the values of its time (not
+    today's defaults); ConfigError when it is not valid for this prn_edge."""
+    return _config(state)
+
+
 def load_model(path: Path) -> tuple[PRN, Config, dict]:
     """Model (eval mode), its config and the checkpoint's meta (thresholds, normalization, data hashes...)."""
     state = read_checkpoint(path)

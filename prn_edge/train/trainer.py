@@ -33,7 +33,7 @@ from ..evaluate.validation import (StepSelection, load_held_out_shots, load_norm
                                    real_validation_set, selection_metric, split_normals, split_shots,
                                    synth_foreground, tiled_validation_set, validate, validate_all, validation_set)
 from ..artefact.files import files_sha256
-from ..model.checkpoint import read_checkpoint, save_checkpoint
+from ..model.checkpoint import read_checkpoint, save_checkpoint, stored_config
 from ..model.inference import to_tensor
 from ..model.memory import check_memory
 from ..model.prn import PRN, build_prn
@@ -65,10 +65,11 @@ def resume_state(last_path: Path) -> dict:
 
 def check_resume_config(state: dict, cfg: Config, last_path: Path) -> None:
     """An interrupted run goes on only with this very config (its image size chosen, when "auto"); keys added to
-    the config since the run was written count with their defaults."""
+    the config since the run was written count with the values of its time (model.checkpoint.stored_config: a run
+    from before model.distance_features measured per scale, whatever the default is now)."""
     saved = state["config"]
     with contextlib.suppress(ConfigError):
-        saved = make_config(saved["variant"], {k: v for k, v in saved.items() if k != "variant"}).to_dict()
+        saved = stored_config(state).to_dict()
     if saved != cfg.to_dict():
         differs = _differing_keys(saved, cfg.to_dict())
         raise CheckpointError(f"{last_path} was trained with another configuration ("

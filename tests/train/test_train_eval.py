@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from prn_edge.cli import main
 from prn_edge.data.demo import make_dataset
@@ -96,6 +97,13 @@ def test_resume_continues_from_the_last_step(tiny_data, tmp_path, capsys):
     # same config, more steps is a different config: resume must refuse it rather than mix runs
     assert main(args + ["--set", "train.steps=15", "--resume"]) == 2
     assert "(train.steps: 10 in the run, 15 now)" in capsys.readouterr().err
+    # a run written before model.distance_features measured per scale: not resumed as the default (both) now
+    state = torch.load(out.with_suffix(".last.pt"), weights_only=True)
+    del state["config"]["model"]["distance_features"]
+    torch.save(state, tmp_path / "old.last.pt")
+    old = [str(tmp_path / "old.pt") if a == str(out) else a for a in args]
+    assert main(old + ["--set", "train.steps=10", "--resume"]) == 2
+    assert "(model.distance_features: 'per_scale' in the run, 'both' now)" in capsys.readouterr().err
     assert main(args + ["--set", "train.steps=10", "--resume", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)  # --json: stdout is the JSON alone
     assert res["checkpoint"] == str(out) and res["steps"] == 10
