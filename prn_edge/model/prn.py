@@ -223,8 +223,8 @@ class DistanceMap(QuantileCalibration):
         self.joint_cal = QuantileCalibration() if memory is not None and self.per_scale else None
 
     def inputs(self, feats: list[torch.Tensor], distances: list[torch.Tensor]) -> list[torch.Tensor]:
-        """What `distance` reads, from the head scales' features and per-scale distances: the per-scale distance
-        maps, then the distance scales' features when there is a joint memory."""
+        """What the module (and `parts`) reads, from the head scales' features and per-scale distances: the
+        per-scale distance maps, then the distance scales' features when there is a joint memory."""
         return ((distances if self.per_scale else []) + ([feats[i] for i in self.scales] if self.memory is not None
                                                         else []))
 
