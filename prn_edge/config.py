@@ -132,10 +132,10 @@ class ModelConfig:
     # it at every scale at once, as the kNN reference of the real-data benchmark measures; "both" (the default),
     # the two, each calibrated on the held-out normals and their logits averaged. Joined, the distance localizes
     # regions better (zero-shot AUPRO +1 to +3.3 on BSData and KolektorSDD) and small pits worse (BSData zero-shot
-    # pixel AP -3.7 and -7.9 in the map); both kept most of each: over four zero-shot real runs the points below the kNN reference's localization fell
-    # from 4.3 (per_scale) to 3.1, and MTD 10-shot stayed level (docs/real-data.md, session 13). It costs a second
-    # memory search (1.68 -> 1.99 GFLOPs at 256 px). Without a distance memory (model.distance_memory 0,
-    # image prototypes) "both" is the per-scale distance to the prototypes.
+    # pixel AP -3.7 and -7.9 in the map); both kept most of each: over four zero-shot real runs the points below
+    # the kNN reference's localization fell from 4.3 (per_scale) to 3.1, and MTD 10-shot stayed level
+    # (docs/real-data.md, session 13). It costs a second memory search (1.68 -> 1.99 GFLOPs at 256 px). Without a
+    # distance memory (model.distance_memory 0, image prototypes) "both" is the per-scale distance to the prototypes.
     distance_features: str = "both"
 
     @property

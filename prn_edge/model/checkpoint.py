@@ -73,13 +73,7 @@ def checkpoint_config(path: Path, state: dict) -> tuple[Config, int]:
     """The validated config a checkpoint was trained with (`state` from read_checkpoint) and its number of
     prototypes: what describes the model without building it."""
     with _content_errors(path):
-        return _config(state), int(state["num_prototypes"])
-
-
-def stored_config(state: dict) -> Config:
-    """The config a checkpoint's `state` was written with, keys added since then at the values of its time (not
-    today's defaults); ConfigError when it is not valid for this prn_edge."""
-    return _config(state)
+        return stored_config(state), int(state["num_prototypes"])
 
 
 def load_model(path: Path) -> tuple[PRN, Config, dict]:
@@ -88,7 +82,7 @@ def load_model(path: Path) -> tuple[PRN, Config, dict]:
     cfg, num_prototypes = checkpoint_config(path, state)
     with _content_errors(path):
         # Weights come from the checkpoint itself: no backbone file is needed to load it.
-        model, _ = build_prn(_config(state, pretrained=False).model, num_prototypes=num_prototypes)
+        model, _ = build_prn(stored_config(state, pretrained=False).model, num_prototypes=num_prototypes)
         # Checkpoints from before the distance map or the decoder calibration lack their buffers: they then stay
         # off (not calibrated), and the model predicts as it did when it was written.
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
@@ -99,8 +93,9 @@ def load_model(path: Path) -> tuple[PRN, Config, dict]:
     return model.eval(), cfg, state.get("meta", {})
 
 
-def _config(state: dict, **model: Any) -> Config:
-    """The checkpoint's config, with `model` settings changed."""
+def stored_config(state: dict, **model: Any) -> Config:
+    """The config a checkpoint's `state` was written with, keys added since then at the values of its time (not
+    today's defaults), with `model` settings changed; ConfigError when it is not valid for this prn_edge."""
     cfg_dict = dict(state["config"])
     variant = cfg_dict.pop("variant")
     # Checkpoints from before the distance memory measured the distance against the prototypes, and those from

@@ -225,8 +225,10 @@ class DistanceMap(QuantileCalibration):
     def inputs(self, feats: list[torch.Tensor], distances: list[torch.Tensor]) -> list[torch.Tensor]:
         """What the module (and `parts`) reads, from the head scales' features and per-scale distances: the
         per-scale distance maps, then the distance scales' features when there is a joint memory."""
-        return ((distances if self.per_scale else []) + ([feats[i] for i in self.scales] if self.memory is not None
-                                                        else []))
+        out = list(distances) if self.per_scale else []
+        if self.memory is not None:
+            out += [feats[i] for i in self.scales]
+        return out
 
     def parts(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """The raw distance maps (N, 1, H, W) from `inputs` (DistanceMap.inputs), per scale first: the head scales'
