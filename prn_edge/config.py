@@ -125,7 +125,10 @@ class ModelConfig:
     # Centres the distance map measures against at each distance scale (patch prototypes): k-means of the normals'
     # patch features, kept apart from the prototypes the decoder reads, so the map is a nearest-neighbour distance
     # close to a kNN memory's while the head keeps its small vocabulary (docs/real-data.md). 0 = the prototypes.
-    distance_memory: int = 1024
+    # 4096 since session 14: four times the 1024 before brought the zero-shot map to the kNN reference's
+    # localization on BSData (seed 1 pixel AP 16.7 -> 19.4, the reference 19.0) for 1.99 -> 3.38 GFLOPs at 256 px
+    # with both memories (docs/real-data.md, session 14); 1024 is the cheaper setting.
+    distance_memory: int = 4096
     # What the distance memory holds: "per_scale", a memory per distance scale and the mean of their distances;
     # "joint", one memory of the distance scales' features joined at the finest of them (coarser ones upsampled,
     # each position averaged with its 3x3 neighbours), so a position is normal only where one normal place matched
@@ -134,8 +137,9 @@ class ModelConfig:
     # regions better (zero-shot AUPRO +1 to +3.3 on BSData and KolektorSDD) and small pits worse (BSData zero-shot
     # pixel AP -3.7 and -7.9 in the map); both kept most of each: over four zero-shot real runs the points below
     # the kNN reference's localization fell from 4.3 (per_scale) to 3.1, and MTD 10-shot stayed level
-    # (docs/real-data.md, session 13). It costs a second memory search (1.68 -> 1.99 GFLOPs at 256 px). Without a
-    # distance memory (model.distance_memory 0, image prototypes) "both" is the per-scale distance to the prototypes.
+    # (docs/real-data.md, session 13). It costs a second memory search (1.68 -> 1.99 GFLOPs at 256 px with 1024
+    # centres). Without a distance memory (model.distance_memory 0, image prototypes) "both" is the per-scale
+    # distance to the prototypes.
     distance_features: str = "both"
 
     @property

@@ -137,7 +137,8 @@ def test_the_memory_estimate_grows_with_the_configuration():
     from prn_edge.config import make_config
 
     small = memory.estimate_bytes(make_config("prn-edge").model, batch=8, num_images=100)
-    assert 2**27 < small < 2**31  # the default trains in well under 2 GiB (measured peak ~0.6 GiB on 50 images)
+    # the default trains in under 3 GiB, most of it the k-means of the 4096-centre distance memories
+    assert 2**27 < small < 3 * 2**30
     big = make_config("prn-paper", {"model": {"image_size": 2048}}).model
     assert memory.estimate_bytes(big, batch=1, num_images=100, training=False) > 50 * 2**30  # attention at stride 4
     wide, tall, large = (make_config("prn-edge", {"model": {"image_size": s}}).model
@@ -162,7 +163,7 @@ def test_the_memory_estimate_grows_with_the_configuration():
     assert memory.estimate_bytes(more, batch=8, num_images=100) > 3 * memory.estimate_bytes(fewer, batch=8,
                                                                                            num_images=100)
     # the distance memory's k-means and distance matrices count too; nothing when no map reads it
-    mem = make_config("prn-edge", {"model": {"distance_memory": 4096}}).model
-    assert memory.estimate_bytes(mem, batch=8, num_images=100) > 2 * small
+    mem = make_config("prn-edge", {"model": {"distance_memory": 1024}}).model
+    assert small > 2 * memory.estimate_bytes(mem, batch=8, num_images=100)
     off = make_config("prn-edge", {"model": {"distance_memory": 4096, "distance_fusion": "none"}}).model
     assert memory.estimate_bytes(off, batch=8, num_images=100) < small

@@ -192,7 +192,7 @@ def test_model_info_counts_the_distance_memory_a_trained_model_runs():
     MatMul (stride 8 positions x centres x 40 + 112 values) instead of one per scale (x 40 at stride 8, x 112 at 16)."""
     info = {f: model_info(make_config("prn-edge", {"model": {"image_size": 128, "distance_features": f}}).model)
             for f in ("per_scale", "joint")}
-    m, p8, p16 = 1024, 16 * 16, 8 * 8
+    m, p8, p16 = 4096, 16 * 16, 8 * 8  # model.distance_memory by default
     want = 2 * m * (p8 * (40 + 112) - p8 * 40 - p16 * 112) / 1e9
     assert info["joint"]["gflops"] - info["per_scale"]["gflops"] == pytest.approx(want, rel=0.02)
 
