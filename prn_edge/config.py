@@ -127,7 +127,8 @@ class ModelConfig:
     # close to a kNN memory's while the head keeps its small vocabulary (docs/real-data.md). 0 = the prototypes.
     # 4096 since session 14: four times the 1024 before brought the zero-shot map to the kNN reference's
     # localization on BSData (seed 1 pixel AP 16.7 -> 19.4, the reference 19.0) for 1.99 -> 3.38 GFLOPs at 256 px
-    # with both memories (docs/real-data.md, session 14); 1024 is the cheaper setting.
+    # with both memories (docs/real-data.md, session 14); 1024 is the cheaper setting, and the one for fewer than
+    # about 64 training normals at 256 px, whose memory repeats centres (at most a quarter of the vectors each).
     distance_memory: int = 4096
     # What the distance memory holds: "per_scale", a memory per distance scale and the mean of their distances;
     # "joint", one memory of the distance scales' features joined at the finest of them (coarser ones upsampled,
@@ -137,8 +138,8 @@ class ModelConfig:
     # regions better (zero-shot AUPRO +1 to +3.3 on BSData and KolektorSDD) and small pits worse (BSData zero-shot
     # pixel AP -3.7 and -7.9 in the map); both kept most of each: over four zero-shot real runs the points below
     # the kNN reference's localization fell from 4.3 (per_scale) to 3.1, and MTD 10-shot stayed level
-    # (docs/real-data.md, session 13). It costs a second memory search (1.68 -> 1.99 GFLOPs at 256 px with 1024
-    # centres). Without a distance memory (model.distance_memory 0, image prototypes) "both" is the per-scale
+    # (docs/real-data.md, session 13). It costs a second memory search (at 256 px 1.68 -> 1.99 GFLOPs with 1024
+    # centres, 2.10 -> 3.38 with 4096). Without a distance memory (model.distance_memory 0, image prototypes) "both" is the per-scale
     # distance to the prototypes.
     distance_features: str = "both"
 
