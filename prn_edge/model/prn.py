@@ -474,9 +474,11 @@ def model_info(cfg: ModelConfig, batch: int = 1) -> dict:
     enc = sum(p.numel() for p in model.encoder.parameters())
     head = sum(p.numel() for p in model.head_parameters())
     buffers = sum(b.numel() for n, b in model.named_buffers() if "protos" in n)
+    # the distance memories' centres (per scale and joint), what an artefact carries beside the weights
+    memory = sum(b.numel() for n, b in model.named_buffers() if n.endswith("memory_t"))
     return {
         "backbone": cfg.backbone, "image_size": cfg.image_size, "batch": batch,
-        "params_encoder": enc, "params_head": head, "prototype_values": buffers,
+        "params_encoder": enc, "params_head": head, "prototype_values": buffers, "distance_memory_values": memory,
         "gflops": gflops,
         "num_prototypes": model.prototypes[0].protos.shape[0], "prototype_mode": cfg.prototype_mode,
     }

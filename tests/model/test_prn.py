@@ -191,10 +191,15 @@ def test_model_info_counts_the_distance_memory_a_trained_model_runs():
     """An unfitted model skips the distance map; info counts it as the artefact will run it: the joint memory's
     MatMul (stride 8 positions x centres x 40 + 112 values) instead of one per scale (x 40 at stride 8, x 112 at 16)."""
     info = {f: model_info(make_config("prn-edge", {"model": {"image_size": 128, "distance_features": f}}).model)
-            for f in ("per_scale", "joint")}
+            for f in ("per_scale", "joint", "both")}
     m, p8, p16 = 4096, 16 * 16, 8 * 8  # model.distance_memory by default
     want = 2 * m * (p8 * (40 + 112) - p8 * 40 - p16 * 112) / 1e9
     assert info["joint"]["gflops"] - info["per_scale"]["gflops"] == pytest.approx(want, rel=0.02)
+    # the centres an artefact carries: 40 + 112 values per centre per scale, 152 joined
+    assert [info[f]["distance_memory_values"] for f in ("per_scale", "joint", "both")] == [
+        m * 152, m * 152, 2 * m * 152]
+    off = model_info(make_config("prn-edge", {"model": {"image_size": 128, "distance_memory": 0}}).model)
+    assert off["distance_memory_values"] == 0
 
 
 def _photo_batches(n=12, size=64):

@@ -168,7 +168,7 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert info["validation"] == meta["validation"] and info["image_threshold"] == round(meta["image_threshold"], 4)
     assert info["training"].startswith(f"{meta['best_step']} of 20 steps")
     assert info["image_score"] == "mean of the top 10 map probabilities (model.topk)"  # prn-tiny's k
-    both = ("1024 centres per scale, strides 8+16, and 1024 of those features joined, the mean of the two "
+    both = ("4096 centres per scale, strides 8+16, and 4096 of those features joined, the mean of the two "
             "(model.distance_features both)")  # the default
     assert info["map"].endswith(f"; distance to {both}")
     assert ("warning" in info) == (meta["validation"] == "synthetic-only")
