@@ -139,8 +139,8 @@ class ModelConfig:
     # pixel AP -3.7 and -7.9 in the map); both kept most of each: over four zero-shot real runs the points below
     # the kNN reference's localization fell from 4.3 (per_scale) to 3.1, and MTD 10-shot stayed level
     # (docs/real-data.md, session 13). It costs a second memory search (at 256 px 1.68 -> 1.99 GFLOPs with 1024
-    # centres, 2.10 -> 3.38 with 4096). Without a distance memory (model.distance_memory 0, image prototypes) "both" is the per-scale
-    # distance to the prototypes.
+    # centres, 2.10 -> 3.38 with 4096). Without a distance memory (model.distance_memory 0, image prototypes)
+    # "both" is the per-scale distance to the prototypes.
     distance_features: str = "both"
 
     @property
