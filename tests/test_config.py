@@ -120,7 +120,7 @@ def test_map_auto_follows_the_real_shots_and_a_choice_is_kept():
     m = cfg.model
     assert m.map_decoder == "auto" and m.map_contrast == "auto" and not m.map_gated and m.contrast == 0.0
     note = m.resolve_map(real_shots=0)
-    assert m.map_decoder == "gated" and m.map_gated and m.map_contrast == 1.0 and m.contrast == 1.0
+    assert m.map_decoder == "gated" and m.map_gated and m.map_contrast == 0.5 and m.contrast == 0.5
     assert "no real defect shots" in note and m.resolve_map(real_shots=0) is None  # chosen once
     shot = make_config("prn-edge", {}).model
     assert "20 real defect shots" in shot.resolve_map(real_shots=20)
@@ -135,4 +135,4 @@ def test_map_auto_follows_the_real_shots_and_a_choice_is_kept():
     assert other.map_decoder == "weighted" and other.map_contrast == 0.0
     # the choice survives a config made again from it (a checkpoint's)
     again = make_config("prn-edge", {"model": {"map_decoder": m.map_decoder, "map_contrast": m.map_contrast}}).model
-    assert again.map_gated and again.contrast == 1.0
+    assert again.map_gated and again.contrast == 0.5

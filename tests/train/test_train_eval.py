@@ -250,14 +250,14 @@ def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_ga
     # zero-shot ("auto", the default) the output map gates the decoder by the training-free distance and is
     # contrasted around each image's mean; the score is the plain fusion; the checkpoint and the artefact say so
     model_cfg = read_checkpoint(out)["config"]["model"]
-    assert model_cfg["map_decoder"] == "gated" and model_cfg["map_contrast"] == 1.0
+    assert model_cfg["map_decoder"] == "gated" and model_cfg["map_contrast"] == 0.5
     assert main(["export", str(out), "-o", str(tmp_path / "z.onnx")]) == 0
-    assert ("decoder weight 0.5, in the map gated by the distance, the map's contrast 1 around each image's mean;"
+    assert ("decoder weight 0.5, in the map gated by the distance, the map's contrast 0.5 around each image's mean;"
             in describe_file(out)["map"])
     said = describe_file(tmp_path / "z.onnx")  # the artefact records it
     assert said["map_decoder"] == ("gated (decoder weight 0.5, gated by the distance in the map; the image score is "
                                    "not gated)")
-    assert said["map_contrast"].startswith("1 (each image's map pushed away")
+    assert said["map_contrast"].startswith("0.5 (each image's map pushed away")
     # given, a choice is kept: the plain map, or another contrast
     plain = tmp_path / "p.pt"
     assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(plain), "--quiet",
