@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..input_policy import Placement, as_hw
 from .fit import fit_image, fit_mask
-from .images import IMAGE_EXTS, image_header, is_image_file, read_image, read_mask
+from .images import IMAGE_EXTS, check_no_twins, image_header, is_image_file, read_image, read_mask
 
 GOOD = "good"
 FLAT_TYPE = "defect"  # type name of defect images that are not sorted into subfolders
@@ -91,8 +91,10 @@ def _images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files of a folder (masks excluded), sorted for determinism. Hidden files are skipped: a macOS copy
     leaves `._name.jpg` resource forks beside every image, which are no images."""
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if is_image_file(p) and not p.stem.endswith(MASK_SUFFIX)
-                  and not p.name.startswith("."))
+    files = sorted(p for p in found if is_image_file(p) and not p.stem.endswith(MASK_SUFFIX)
+                   and not p.name.startswith("."))
+    check_no_twins(files, folder)
+    return files
 
 
 def _require_images(folder: Path, layout: str, recursive: bool = False) -> list[Path]:

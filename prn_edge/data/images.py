@@ -16,6 +16,20 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTS
 
 
+def check_no_twins(files: list[Path], where: str | Path) -> None:
+    """DataError when two image files in one folder share a name (exp0.jpg and exp0.png): raw datasets such as the
+    Magnetic Tile Defect dataset keep each mask beside its image under the image's own name, and taken as images the
+    masks would silently become normal training images or extra test parts."""
+    seen: dict[tuple[Path, str], Path] = {}
+    for f in files:
+        other = seen.setdefault((f.parent, f.stem), f)
+        if other is not f:
+            raise DataError(f"{where}: {other.name} and {f.name} in {f.parent} share a name; if one of each such pair "
+                            f"is a mask (as in the Magnetic Tile Defect dataset's Imgs folders), rename the masks "
+                            "<name>_mask.png (or move them to the layout's mask folder), otherwise rename one "
+                            "of the two")
+
+
 def sample_image_files(folder: str | Path, count: int) -> list[Path]:
     """At most `count` images below `folder`, spread evenly over the sorted list (a test/ folder with one
     sub-folder per defect type gives some of each, its good parts too); masks (ground_truth/, masks/) and hidden
@@ -26,6 +40,7 @@ def sample_image_files(folder: str | Path, count: int) -> list[Path]:
                    and not {"ground_truth", "masks"} & set(p.relative_to(root).parts))
     if not files:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) below it; give a folder of the part's images")
+    check_no_twins(files, root)
     if len(files) <= count:
         return files
     # exactly `count`, evenly spaced (every k-th would give 14 of 28 files for 20, or the first 64 of 65 for 64)

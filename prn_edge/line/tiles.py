@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from ..data.fit import fit_image
 from ..input_policy import placement
 from ..tiling import DEFAULT_OVERLAP, TileGrid
 from .engine import EngineInput
@@ -114,7 +115,9 @@ class Preprocessor:
         if self.grid is not None:
             return self.grid.split(roi)
         if self.resize:
-            roi = cv2.resize(roi, (self.engine.width, self.engine.height), interpolation=cv2.INTER_AREA)
+            # training's resampling (area down, linear up, per axis), not cv2's INTER_AREA: a resized frame must
+            # reach the engine as the training images reached the model
+            roi = fit_image(roi, (self.engine.height, self.engine.width), "stretch")[0]
             roi = roi.reshape(self.engine.height, self.engine.width, -1)
         return np.ascontiguousarray(roi)[None]
 

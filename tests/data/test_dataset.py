@@ -130,6 +130,28 @@ def test_masks_in_upper_case_and_mac_resource_forks(generic):
     assert not any(p.name.startswith("._") for p in cat.train_good + [s.image for s in cat.test])
 
 
+def test_masks_kept_beside_their_images_under_the_same_name_are_refused(generic, tmp_path):
+    """The Magnetic Tile Defect dataset keeps name.jpg and its mask name.png side by side: copied as they come, the
+    black masks were silently taken as normal training images (and as extra defect test images)."""
+    import cv2
+
+    cv2.imwrite(str(generic / "good" / "g3.jpg"), np.full((32, 32), 90, np.uint8))
+    with pytest.raises(DataError, match=r"g3\.jpg and g3\.png in .*good share a name.*<name>_mask\.png"):
+        load_category(generic)
+    (generic / "good" / "g3.jpg").unlink()
+    _img(generic / "defect" / "dent" / "dent1.jpg")
+    with pytest.raises(DataError, match=r"dent1\.jpg and dent1\.png"):
+        load_category(generic)
+    (generic / "defect" / "dent" / "dent1.jpg").unlink()
+    shots = tmp_path / "shots"
+    _img(shots / "s0.png")
+    _mask(shots / "s0_mask.png")
+    _img(shots / "s0.bmp")
+    with pytest.raises(DataError, match=r"s0\.bmp and s0\.png"):
+        load_category(generic, defects_dir=shots)
+    assert len(load_category(generic).train_good) > 0  # the pairs gone, the category loads
+
+
 def test_generic_shots_from_folder_without_types(generic, tmp_path):
     shots = tmp_path / "shots"
     for i in range(3):

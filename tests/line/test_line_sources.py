@@ -112,6 +112,27 @@ def test_a_folder_of_real_images_of_many_sizes_replays_as_one_cameras_frames(tmp
     assert sum("resized to the first image's 120x90" in r.message for r in caplog.records) == 1  # said once
 
 
+def test_a_replayed_folder_resizes_as_training_does_and_refuses_masks_named_like_their_images(tmp_path):
+    """source.folder.size and the resize to the first image's size are training's (data.fit.fit_image); a raw
+    Magnetic Tile Defect folder (name.jpg beside its mask name.png) would replay every mask as a part."""
+    from prn_edge.data.fit import fit_image
+    from prn_edge.data.images import read_image
+
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(70, 30), (50, 90)]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    with ImageFolderSource(tmp_path, rate_hz=500, size=64) as src:
+        shown = [src.grab(0.5).image for _ in range(2)]
+    for i, image in enumerate(shown):
+        assert np.array_equal(image, fit_image(read_image(tmp_path / f"{i}.png"), (64, 64), "stretch")[0])
+    with ImageFolderSource(tmp_path, rate_hz=500) as src:
+        src.grab(0.5)
+        assert np.array_equal(src.grab(0.5).image, fit_image(read_image(tmp_path / "1.png"), (70, 30), "stretch")[0])
+    cv2.imwrite(str(tmp_path / "1.jpg"), np.zeros((50, 90), np.uint8))
+    with pytest.raises(LineConfigError, match=r"1\.jpg and 1\.png .* share a name"):
+        ImageFolderSource(tmp_path).open()
+
+
 def test_a_conveyor_of_a_real_dataset_of_many_sizes_gives_one_cameras_frames(tmp_path, caplog):
     """BSData comes in two crop sizes: replayed as they are, every part of the other size was a fail-safe
     "corrupt frame" on the line (38 of 218 parts in a run)."""

@@ -53,6 +53,20 @@ def test_preprocessor_roi_resize_tiles_and_combine():
     assert t.combine(scores[:11], scores[:11], decisions[:11], None)[2] is False
 
 
+def test_a_resized_region_reaches_the_engine_as_training_images_reached_the_model():
+    """region.resize uses training's resampling (data.fit.fit_image): cv2's INTER_AREA differs from it where an
+    axis is enlarged (raw MTD tiles narrower than the model input), which moved a crack's score by 0.01-0.02."""
+    from prn_edge.data.fit import fit_image
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (40, 150, 3), dtype=np.uint8)  # rows enlarged, columns shrunk
+    r = Preprocessor((40, 150, 3), EngineInput(64, 64, 3, "rgb"), resize=True)
+    assert np.array_equal(r.prepare(frame)[0], fit_image(frame, (64, 64), "stretch")[0])
+    grey = Preprocessor((40, 150, 3), EngineInput(48, 96, 1, "mono"), resize=True)
+    mono = convert_channels(frame, "mono")
+    assert np.array_equal(grey.prepare(frame)[0], fit_image(mono, (48, 96), "stretch")[0].reshape(48, 96, 1))
+
+
 def test_tiles_of_a_non_square_letterbox_model_are_stitched_without_its_padding():
     # 64x64 tiles into a 64x128 letterbox model: each tile fills the middle 64 columns of the map, the padding on
     # either side (here 9.0, which no stitched pixel may show) is no part of the frame

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from ...data.dataset import GOOD
-from ...data.images import is_image_file, read_image, resize
+from ...data.fit import fit_image
+from ...data.images import check_no_twins, is_image_file, read_image
 from ...errors import DataError
 from .. import registry
 from ..errors import CameraTimeout, CorruptFrame, LineConfigError, SourceExhausted
@@ -34,7 +35,8 @@ class ImageFolderSource(FrameSource):
     name = "folder"
 
     def __init__(self, folder: str | Path, rate_hz: float = 10.0, loop: bool = False, size: int = 0):
-        """folder: images replayed as parts at rate_hz (size: resized to size x size, 0 = as stored)."""
+        """folder: images replayed as parts at rate_hz (size: resized to size x size, 0 = as stored). Resizing is
+        training's (data.fit.fit_image, stretched), so a replayed image reaches the model as it did in training."""
         self.folder = Path(folder)
         self.rate_hz = rate_hz
         self.loop = loop
@@ -48,17 +50,25 @@ class ImageFolderSource(FrameSource):
         self._files = sorted(p for p in self.folder.rglob("*") if is_image_file(p) and not p.stem.endswith("_mask"))
         if not self._files:
             raise LineConfigError(f"source.folder.path={str(self.folder)!r} holds no images (png, jpg, bmp, tif)")
+        try:
+            check_no_twins(self._files, f"source.folder.path={str(self.folder)!r}")
+        except DataError as e:
+            raise LineConfigError(str(e)) from None
         self._pacer = Pacer(self.rate_hz)
         self._i = 0
         self._resized = False
         for path in self._files:  # the frame size is the first readable image's
             try:
-                self._shape = read_image(path, self.size).shape
+                self._shape = self._read(path).shape
                 break
             except DataError:
                 continue
         else:
             raise LineConfigError(f"source.folder.path={str(self.folder)!r}: none of its images can be read")
+
+    def _read(self, path: Path) -> np.ndarray:
+        image = read_image(path)
+        return image if self.size is None else fit_image(image, (self.size, self.size), "stretch")[0]
 
     def close(self) -> None:
         self._files = []
@@ -76,16 +86,16 @@ class ImageFolderSource(FrameSource):
         self._i += 1
         path = self._files[k % len(self._files)]
         try:
-            image = read_image(path, self.size)
+            image = self._read(path)
         except Exception as e:  # a damaged file is a corrupt frame for this part, not the end of the line
             raise CorruptFrame(f"{path}: {e}", frame_id=k, part_expected=True, t_expected=t) from None
         if image.shape != self._shape:  # one camera's frames have one size: the first image's
             if not self._resized:
                 log.warning("folder source: %s is %dx%d, resized to the first image's %dx%d (height x width) as one "
-                            "camera's frames; set source.options.size for squares of your choice", path.name,
+                            "camera's frames; set source.folder.size for squares of your choice", path.name,
                             image.shape[0], image.shape[1], self._shape[0], self._shape[1])
                 self._resized = True
-            image = resize(image, self._shape[1], self._shape[0])
+            image = fit_image(image, self._shape[:2], "stretch")[0]
         label, defect = _label_of(path)
         return Frame(image, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k, label=label, defect=defect)
 
