@@ -19,6 +19,7 @@ and resizes it back.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +110,12 @@ def axis_weights(src: int, dst: int) -> np.ndarray:
 
     One definition for every place an image meets the model input: training (data.fit), the host reference
     (runtime.preprocess) and the exported graph (two MatMuls), so a non-integer resize is the same everywhere."""
+    return _axis_weights(int(src), int(dst)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_weights(src: int, dst: int) -> np.ndarray:
+    """axis_weights, computed once per (src, dst): a line resizes every frame by the same two pairs."""
     if src < 1 or dst < 1:
         raise ConfigError(f"cannot resample {src} pixels to {dst}")
     if src == dst:
@@ -136,8 +143,8 @@ def resample(img: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
     x = np.asarray(img, np.float32)
     if (h, w) == (dh, dw):
         return x
-    rows = np.tensordot(axis_weights(h, dh).astype(np.float32), x, axes=(1, 0))  # (dh, w, ...)
-    out = np.tensordot(axis_weights(w, dw).astype(np.float32), np.moveaxis(rows, 1, 0), axes=(1, 0))  # (dw, dh, ...)
+    rows = np.tensordot(_axis_weights(h, dh).astype(np.float32), x, axes=(1, 0))  # (dh, w, ...)
+    out = np.tensordot(_axis_weights(w, dw).astype(np.float32), np.moveaxis(rows, 1, 0), axes=(1, 0))  # (dw, dh, ...)
     return np.ascontiguousarray(np.moveaxis(out, 0, 1))
 
 
