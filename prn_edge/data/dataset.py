@@ -127,8 +127,10 @@ def _defect_sample(image: Path, defect: str, mask_stem: Path, required: bool = T
     iw, ih, _ = image_header(image)
     mw, mh, _ = image_header(mask)
     if (iw, ih) != (mw, mh):
-        raise DataError(f"mask {mask} is {mw}x{mh} but its image {image} is {iw}x{ih}; "
-                        f"resize the mask with nearest-neighbour interpolation to the image size")
+        fix = ("it is the image turned by 90 degrees: save the mask in the image's orientation (a resize would "
+               "distort it)" if (iw, ih) == (mh, mw) else
+               "resize the mask with nearest-neighbour interpolation to the image size")
+        raise DataError(f"mask {mask} is {mw}x{mh} (width x height) but its image {image} is {iw}x{ih}; {fix}")
     return Sample(image, 1, defect, mask)
 
 

@@ -123,6 +123,11 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
     })
     results["validation_gap"] = validation_gap(meta, results)
     table = markdown_table(results)
+    if results["decisions"]:  # what the line would do with these parts, not only how well they rank
+        d, n_bad = results["decisions"], int((labels == 1).sum())
+        table += (f"\nAt the checkpoint's image threshold ({results['image_threshold']:.4g}): {d['true_rejects']} of "
+                  f"{n_bad} defective parts rejected, {d['missed']} missed; {d['false_rejects']} of "
+                  f"{len(labels) - n_bad} good parts rejected (false rejects)\n")
     if results["validation_gap"]:
         table += "\n" + results["validation_gap"]["summary"] + "\n"
     results["markdown"] = table

@@ -130,6 +130,17 @@ def test_masks_in_upper_case_and_mac_resource_forks(generic):
     assert not any(p.name.startswith("._") for p in cat.train_good + [s.image for s in cat.test])
 
 
+def test_a_turned_mask_is_told_apart_from_a_mask_of_another_size(generic):
+    _mask(generic / "masks" / "dent" / "dent0_mask.png", h=32, w=20)
+    _img(generic / "defect" / "dent" / "dent0.png", h=20, w=32)
+    with pytest.raises(DataError, match=r"is 20x32 \(width x height\) but its image .* is 32x20; it is the image "
+                                        r"turned by 90 degrees"):
+        load_category(generic)
+    _mask(generic / "masks" / "dent" / "dent0_mask.png", h=10, w=16)
+    with pytest.raises(DataError, match="is 16x10 .* is 32x20; resize the mask with nearest-neighbour"):
+        load_category(generic)
+
+
 def test_masks_kept_beside_their_images_under_the_same_name_are_refused(generic, tmp_path):
     """The Magnetic Tile Defect dataset keeps name.jpg and its mask name.png side by side: copied as they come, the
     black masks were silently taken as normal training images (and as extra defect test images)."""
@@ -208,7 +219,7 @@ def test_test_defect_without_mask_counts_for_images_only_and_is_never_a_shot(dem
 
 def test_mask_size_mismatch_names_files(demo_copy):
     _mask(demo_copy / "ground_truth" / "crack" / "000_mask.png", 40, 40)
-    with pytest.raises(DataError, match=r"crack/000_mask.png is 40x40 but its image .*crack/000.png is 64x64"):
+    with pytest.raises(DataError, match=r"crack/000_mask.png is 40x40 \(width x height\) but its image .*crack/000.png is 64x64"):
         load_category(demo_copy)
 
 

@@ -63,7 +63,11 @@ def test_eval_writes_metrics_tables_overlays_and_mvtec_tiffs(trained, tiny_data,
     assert res["per_type"]["crack"]["seen"] is False and res["per_type"]["stain"]["seen"] is True
     for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap"):
         assert 0.0 <= res["overall"][k] <= 1.0
-    assert "| crack | unseen |" in js.with_suffix(".md").read_text()
+    md = js.with_suffix(".md").read_text()
+    assert "| crack | unseen |" in md
+    d = res["decisions"]  # the line's verdicts at the checkpoint's threshold, in the table too, not only the JSON
+    assert f"{d['true_rejects']} of {5 * 3} defective parts rejected, {d['missed']} missed; " \
+           f"{d['false_rejects']} of 6 good parts rejected" in md
     assert len(list((tmp_path / "ov").glob("*.png"))) > 0
     tiffs = sorted((tmp_path / "maps" / "gravel" / "test").rglob("*.tiff"))
     assert len(tiffs) == res["n_test"]
