@@ -35,7 +35,7 @@ def load_test(samples: list[Sample], hw: tuple[int, int], policy: str, progress:
 def predict_test(model, cfg, samples: list[Sample], progress: bool = False):
     """(maps at each image's own resolution, image scores, ground-truth masks) of the test samples, by the model's
     input policy (predict_samples)."""
-    return predict_samples(lambda images: predict(model, images), cfg, samples, progress)
+    return predict_samples(lambda images: predict(model, images, progress=progress), cfg, samples, progress)
 
 
 def predict_samples(run, cfg, samples: list[Sample], progress: bool = False):

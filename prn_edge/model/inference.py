@@ -5,6 +5,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..tiling import DEFAULT_OVERLAP, predict_in_tiles
 from .prn import PRN
@@ -17,15 +18,19 @@ def to_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: PRN, images: Sequence[np.ndarray], batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly probability maps (N, H, W) float32 and image scores (N,)."""
+def predict(model: PRN, images: Sequence[np.ndarray], batch: int = 8,
+            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly probability maps (N, H, W) float32 and image scores (N,); `progress`: a bar over the images."""
     was_training = model.training
     model.eval()
     maps, scores = [], []
+    bar = tqdm(total=len(images), desc="predict", unit="img", leave=False, disable=not progress)
     for i in range(0, len(images), batch):
         prob, score = model.predict(to_tensor(images[i:i + batch]))
+        bar.update(len(images[i:i + batch]))
         maps.append(prob[:, 0].numpy())
         scores.append(score.numpy())
+    bar.close()
     model.train(was_training)
     if not maps:
         return np.zeros((0, 0, 0), np.float32), np.zeros((0,), np.float32)

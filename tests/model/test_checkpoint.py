@@ -86,3 +86,16 @@ def test_code_in_a_checkpoint_is_never_run(tmp_path):
     with pytest.raises(CheckpointError):
         load_model(path)
     assert not os.path.exists("/tmp/prn_edge_ckpt_pwned")
+
+
+def test_predict_shows_progress_over_the_images_only_when_asked(tiny_ckpt, photos, capsys):
+    """eval printed nothing for minutes while a real test set ran through the model (new-user review)."""
+    from prn_edge.model.inference import predict
+
+    model, _, _ = load_model(tiny_ckpt)
+    images = [p[:64, :64] for p in photos[:3]]
+    maps, scores = predict(model, images, batch=2, progress=True)
+    err = capsys.readouterr().err
+    assert maps.shape == (3, 64, 64) and "predict" in err and "/3 " in err  # a bar over the 3 images
+    again, _ = predict(model, images, batch=2)
+    assert capsys.readouterr().err == "" and (again == maps).all()
