@@ -219,7 +219,8 @@ def test_test_defect_without_mask_counts_for_images_only_and_is_never_a_shot(dem
 
 def test_mask_size_mismatch_names_files(demo_copy):
     _mask(demo_copy / "ground_truth" / "crack" / "000_mask.png", 40, 40)
-    with pytest.raises(DataError, match=r"crack/000_mask.png is 40x40 \(width x height\) but its image .*crack/000.png is 64x64"):
+    with pytest.raises(DataError,
+                       match=r"crack/000_mask.png is 40x40 \(width x height\) but its image .*crack/000.png is 64x64"):
         load_category(demo_copy)
 
 
