@@ -117,8 +117,7 @@ class Preprocessor:
         if self.resize:
             # training's resampling (area down, linear up, per axis), not cv2's INTER_AREA: a resized frame must
             # reach the engine as the training images reached the model
-            roi = fit_image(roi, (self.engine.height, self.engine.width), "stretch")[0]
-            roi = roi.reshape(self.engine.height, self.engine.width, -1)
+            roi = fit_image(roi, (self.engine.height, self.engine.width), "stretch")[0]  # keeps a mono channel axis
         return np.ascontiguousarray(roi)[None]
 
     def frame_map(self, amap: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ def predict(model: PRN, images: Sequence[np.ndarray], batch: int = 8,
     bar = tqdm(total=len(images), desc="predict", unit="img", leave=False, disable=not progress)
     for i in range(0, len(images), batch):
         prob, score = model.predict(to_tensor(images[i:i + batch]))
-        bar.update(len(images[i:i + batch]))
+        bar.update(prob.shape[0])
         maps.append(prob[:, 0].numpy())
         scores.append(score.numpy())
     bar.close()
