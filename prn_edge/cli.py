@@ -235,6 +235,22 @@ def cmd_calibrate(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_predict(args) -> int:
+    from .runtime.predict import predict_images, table
+
+    r = predict_images(args.artefact, args.images, Path(args.out) if args.out else None, backend=args.backend,
+                       threads=args.threads or None, overlays=args.overlays, progress=not args.quiet and not args.json,
+                       allow_failed_gate=args.allow_failed_gate)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(table(r))
+        if args.out:
+            print(f"\nwritten {r['csv']}, {Path(args.out) / 'predictions.json'}; {len(r['overlays'])} heat-map "
+                  f"pictures in {Path(args.out) / 'overlays'}")
+    return 0
+
+
 def cmd_threshold(args) -> int:
     from .calibrate.threshold import retune_threshold
 
@@ -576,6 +592,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nncf-smooth-quant", type=_number(float, 0, 1, above=True), default=None, metavar="ALPHA",
                    help="--flavour openvino: SmoothQuant on MatMul with this alpha (NNCF's transformer mode)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("predict", help="verdicts, scores and heat maps for image files (any size), as the line decides")
+    p.add_argument("artefact", help="model.onnx, a checkpoint .pt, an .engine, an OpenVINO .xml or triton://HOST/MODEL")
+    p.add_argument("images", nargs="+", help="image files and folders (searched below; masks folders skipped)")
+    p.add_argument("-o", "--out", type=OUT_FOLDER,
+                   help="write predictions.csv, predictions.json and overlays/ (heat maps) here")
+    p.add_argument("--overlays", type=NON_NEGATIVE, default=16,
+                   help="heat-map pictures written with --out: the rejects first, then the highest passes")
+    p.add_argument("--backend", default="auto", help="auto (by suffix), onnxruntime, torch, openvino, tensorrt, triton")
+    p.add_argument("--threads", type=NON_NEGATIVE, default=0)
+    p.add_argument("--allow-failed-gate", action="store_true",
+                   help="run an INT8 artefact whose calibration failed its accuracy gate")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (no table, no bar)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("threshold", help="re-tune an artefact's image threshold on the line's own good parts")
     p.add_argument("artefact", help="exported model.onnx (FP32 or INT8)")

@@ -34,8 +34,9 @@ class OverlayItem:
 
 def overlay(image_rgb_uint8: np.ndarray, amap_float: np.ndarray, gt_mask: Optional[np.ndarray],
             threshold: Optional[float], *, score: Optional[float] = None, decision: Optional[bool] = None,
-            value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
-    """A uint8 RGB panel: image | gt outlined | jet heat map over the image | map >= threshold outlined.
+            value_range: Optional[Tuple[float, float]] = None, truth_panel: bool = True) -> np.ndarray:
+    """A uint8 RGB panel: image | gt outlined | jet heat map over the image | map >= threshold outlined
+    (without the ground-truth tile when truth_panel is False: images that have none, as `prn-edge predict` takes).
 
     The map and mask are resized to the image if their size differs. Heat map colours span
     value_range; by default [0, 1] when the map lies in it (probabilities, comparable across
@@ -65,6 +66,8 @@ def overlay(image_rgb_uint8: np.ndarray, amap_float: np.ndarray, gt_mask: Option
     captions = [("image" if score is None else f"image  score {score:.3g}") + verdict, gt_caption,
                 f"map [{_num(lo)}, {_num(hi)}]", pred_caption]
     tiles = [_captioned(t, c) for t, c in zip((img, gt_tile, heat, pred_tile), captions)]
+    if not truth_panel:
+        del tiles[1]
     sep = np.full((tiles[0].shape[0], GAP, 3), 255, dtype=np.uint8)
     out = [tiles[0]]
     for t in tiles[1:]:

@@ -7,7 +7,6 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-import tifffile
 
 from ..artefact.files import write_json  # noqa: F401 - the report writer, re-exported
 from ..errors import DataError
@@ -68,6 +67,8 @@ def save_maps_tiff(out_dir, category: str, samples: Sequence[Any], maps: Sequenc
     full-resolution ground truth, so pass size=(H, W) of the original images (or one (H, W) per
     image) to upsample bilinearly. Samples: see naming.sample_id (data.dataset.Sample works).
     """
+    import tifffile  # the workstation's (train extra); an appliance imports this package for its pictures only
+
     samples = list(samples)
     if len(samples) != len(maps):
         raise DataError(f"{len(samples)} samples but {len(maps)} anomaly maps")

@@ -72,6 +72,10 @@ class Part:
         return None if self.frame is None else self.frame.defect
 
     @property
+    def origin(self) -> str:
+        return "" if self.frame is None else self.frame.origin
+
+    @property
     def part_id(self) -> Optional[int]:
         return None if self.frame is None else self.frame.part_id
 

@@ -185,7 +185,8 @@ class LineScanAssembler(FrameSource):
                 image = image.reshape(self.frame_height, rows.shape[1], -1)
             self._rows = []
         frame = Frame(np.ascontiguousarray(image), self._count, host_ts=time.monotonic(), camera_ts=first.camera_ts,
-                      trigger_ts=first.t_capture, part_id=first.part_id, label=first.label, defect=first.defect)
+                      trigger_ts=first.t_capture, part_id=first.part_id, label=first.label, defect=first.defect,
+                      origin=first.origin)
         self._count += 1
         self._first = self._last if self._rows else None  # leftover lines belong to the block that brought them
         return frame

@@ -160,7 +160,11 @@ def test_folder_source_with_line_scan_from_config(tmp_path, demo_category):
     cfg = load_line_config(write_config(tmp_path, data))
     summary = build_line(cfg, engine=ScriptedEngine(32, 64, 3)).run()
     assert summary["parts"] == 22 and summary["undecided"] == 0  # 11 images x 2 halves
-    assert len(read_decisions(tmp_path / "d.csv")) == 22
+    rows = read_decisions(tmp_path / "d.csv")
+    assert len(rows) == 22
+    # each image's two line-scan frames name the file they were cut from
+    origins = sorted(r["origin"] for r in rows)
+    assert len(set(origins)) == 11 and origins[::2] == origins[1::2] and all(o.endswith(".png") for o in origins)
 
 
 @pytest.mark.parametrize("section,key,value", [("timing", "deadline_s", float("nan")),

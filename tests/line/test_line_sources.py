@@ -271,3 +271,22 @@ def test_region_resize_would_stretch_a_letterbox_model():
         Preprocessor((100, 200, 3), lb, resize=True)
     assert Preprocessor((128, 128, 3), lb, resize=True).resize  # same aspect: a plain resize is the letterbox
     assert Preprocessor((100, 200, 3), EngineInput(64, 64, 3, "rgb"), resize=True).resize
+
+
+def test_image_folder_frames_name_their_file_and_the_csv_row_carries_it(demo_category, tmp_path):
+    """A replayed folder's decisions must say which file each verdict is for: frame ids alone do not survive a
+    re-sorted or edited folder."""
+    from prn_edge.line.decision import Decision, Part
+    from prn_edge.line.outputs.csvlog import CsvOutput, read_decisions
+
+    with ImageFolderSource(demo_category / "test", rate_hz=500) as src:
+        frames = [src.grab(0.5) for _ in range(3)]
+    files = sorted(p for p in (demo_category / "test").rglob("*.png"))
+    assert [f.origin for f in frames] == [str(p.relative_to(demo_category / "test")) for p in files[:3]]
+    path = tmp_path / "d.csv"
+    with CsvOutput(path) as out:
+        for i, f in enumerate(frames):
+            p = Part(i, 0.0, 0.01, 0.02, frame=f)
+            p.decision = Decision(i, "good", "model", 0.0, 0.1, 0.2)
+            out.actuate(p)
+    assert [r["origin"] for r in read_decisions(path)] == [f.origin for f in frames]

@@ -19,7 +19,7 @@ log = logging.getLogger("prn_edge.line.rejects")
 
 COLUMNS = ("run_id", "wall_time", "seq", "part_id", "frame_id", "verdict", "cause", "score", "normalized", "label",
            "defect", "t_capture", "t_decided", "t_released", "t_fire", "t_fired", "position", "eject_position",
-           "commands", "artefact")
+           "commands", "artefact", "origin")
 
 
 def _row(part: Part, run_id: str) -> list:
@@ -31,7 +31,7 @@ def _row(part: Part, run_id: str) -> list:
             d.verdict, d.cause, num(d.score), num(d.normalized), "" if part.label is None else part.label,
             part.defect or "", num(part.t_capture), num(d.t_decided), num(part.t_released),
             num(part.t_fire), num(part.t_fired), num(part.position), num(part.eject_position),
-            ";".join(f"{k}={v}" for k, v in sorted(part.commands.items())), part.artefact]
+            ";".join(f"{k}={v}" for k, v in sorted(part.commands.items())), part.artefact, part.origin]
 
 
 def _line(values: list) -> bytes:
@@ -48,7 +48,8 @@ class CsvOutput(RejectOutput):
     power cut is dropped when the file is opened again. Every row carries the run id (sequence numbers restart
     at 0 each run) and a UTC wall-clock time. The file is rotated by size and by day (decisions.csv ->
     decisions.<UTC time>.csv), and when its columns are from another version. The `commands` column gives each
-    other output's outcome for the part (e.g. `modbus=delivered`, `modbus=stale`).
+    other output's outcome for the part (e.g. `modbus=delivered`, `modbus=stale`); `origin` names the image file a
+    folder source replayed (blank for cameras).
     """
 
     name = "csv"

@@ -27,6 +27,7 @@ class Frame:
     part_id: Optional[int] = None  # ground truth, where the source knows it (synthetic conveyor, labelled folder)
     label: Optional[int] = None  # 0 good, 1 defective
     defect: Optional[str] = None  # defect type, "good" for normals
+    origin: str = ""  # where the frame came from when a source knows more than its id (the folder source: the file)
 
     @property
     def t_capture(self) -> float:

@@ -97,7 +97,8 @@ class ImageFolderSource(FrameSource):
                 self._resized = True
             image = fit_image(image, self._shape[:2], "stretch")[0]
         label, defect = _label_of(path)
-        return Frame(image, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k, label=label, defect=defect)
+        return Frame(image, k, host_ts=time.monotonic(), trigger_ts=t, part_id=k, label=label, defect=defect,
+                     origin=str(path.relative_to(self.folder)))
 
 
 class VideoFileSource(FrameSource):
