@@ -4,11 +4,23 @@ metrics: numbers from scores, maps and masks. report: Markdown, JSON, official-l
 overlay panels and curve plots. Neither touches torch, so evaluation runs wherever numpy does.
 thresholds: the decision parameters chosen on validation predictions (numpy too). validation (the protocol
 training and calibration share) and checkpoint_eval run the PyTorch model; import them by name.
-"""
-from .metrics import (UndefinedMetricError, aupro, auroc, average_precision, evaluate_predictions,
-                      f1_max, pixel_auroc, pro_curve, roc_curve)
-from .report import markdown_table, overlay, save_maps_tiff, save_overlays, write_json
 
-__all__ = ["UndefinedMetricError", "aupro", "auroc", "average_precision", "evaluate_predictions",
-           "f1_max", "pixel_auroc", "pro_curve", "roc_curve", "markdown_table", "overlay",
-           "save_maps_tiff", "save_overlays", "write_json"]
+The names below are loaded on first use: the appliance (no scipy, no tifffile) imports overlay and naming for its
+heat-map pictures (`prn-edge predict`), and the metrics need scipy.
+"""
+import importlib
+
+_FROM = {"metrics": ("UndefinedMetricError", "aupro", "auroc", "average_precision", "evaluate_predictions",
+                     "f1_max", "pixel_auroc", "pro_curve", "roc_curve"),
+         "report": ("markdown_table", "overlay", "save_maps_tiff", "save_overlays", "write_json")}
+_WHERE = {name: module for module, names in _FROM.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -78,3 +78,11 @@ def test_run_bench_and_threshold_on_the_runtime_install(runtime_venv, tmp_path, 
                         str(tmp_path / "retuned.onnx"), "--json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "retuned.onnx").is_file() and "threshold" in json.loads(r.stdout)
+
+    # verdicts and heat maps for files, on the appliance (no tifffile, no matplotlib, no torch there)
+    r = subprocess.run([str(bin_ / "prn-edge"), "predict", str(tiny_onnx), str(good), "-o", str(tmp_path / "p"),
+                        "--overlays", "2", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["images"] == len(list(good.iterdir())) and len(report["overlays"]) == 2
+    assert all(Path(p).is_file() for p in report["overlays"]) and (tmp_path / "p" / "predictions.csv").is_file()
