@@ -378,3 +378,17 @@ def test_a_gated_or_contrasted_map_becomes_plain_when_the_real_shots_choose_max(
     assert read_checkpoint(out)["meta"]["fusion_choice"]["map_was"] == {"map_decoder": "gated", "map_contrast": 1.0}
     _, cfg, _ = load_model(out)
     assert not cfg.model.map_gated
+
+
+def test_eval_does_not_read_the_training_shots(trained, tiny_data, tmp_path):
+    """The shots are training's; the checkpoint names its seen types, so a shot mask broken since (or a shots folder
+    emptied) does not stop an evaluation, and seen / unseen stay as trained."""
+    import shutil
+
+    data = shutil.copytree(tiny_data, tmp_path / "gravel")
+    for mask in (data / "defects").rglob("*_mask.*"):
+        mask.write_bytes(b"broken")
+    js = tmp_path / "res.json"
+    assert main(["eval", str(trained), "--data", str(data), "--json", str(js), "--quiet"]) == 0
+    res = json.loads(js.read_text())
+    assert res["per_type"]["stain"]["seen"] is True and res["per_type"]["crack"]["seen"] is False
