@@ -51,11 +51,11 @@ def _load(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file does not exist; check the path or the dataset layout")
+    _check_complete(path)  # before decoding: libjpeg would print its own warning about a cut file first
     # IMREAD_UNCHANGED keeps 16-bit depth and alpha so we convert them on purpose, not by accident.
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None or data.size == 0:
         raise DataError(f"{path}: cannot be decoded as an image (corrupt or unsupported format); re-save it as PNG")
-    _check_complete(path)
     return data
 
 

@@ -43,6 +43,20 @@ def save_checkpoint(path: Path, model: PRN, cfg: Config, meta: dict[str, Any], e
 ARTEFACT_SUFFIXES = (".onnx", ".xml", ".bin", ".engine", ".plan")  # what export, calibrate and build write
 
 
+def _why_unreadable(e: Exception) -> str:
+    """torch.load's failure in one clause (its own messages run to paragraphs of advice that does not apply)."""
+    text = str(e)
+    if "central directory" in text or "zip archive" in text:
+        return "it is not a complete zip archive (cut short by an interrupted copy or a full disk, or not a torch file)"
+    if "Weights only load failed" in text:
+        if "GLOBAL" in text or "global" in text:
+            return ("it holds Python objects a weights-only load refuses (a pickle that would run code, or a file "
+                    "not written by prn_edge); nothing in it was run")
+        return "its bytes are neither a torch zip archive nor a weights-only pickle (corrupt, or not a torch file)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{e.__class__.__name__}: {first[:160]}" if first else e.__class__.__name__
+
+
 def read_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -53,10 +67,8 @@ def read_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(
-            f"{path} is not a readable prn_edge checkpoint ({e.__class__.__name__}: {str(e)[:200]}). "
-            "It may be truncated, corrupt, or a pickle with code in it (refused). Retrain or copy it again."
-        ) from None
+        raise CheckpointError(f"{path} is not a readable prn_edge checkpoint: {_why_unreadable(e)}. Retrain, or copy "
+                              "it again") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{path} is a torch file but not a prn_edge checkpoint (no '{KIND}' marker); "
                               "pass a file written by `prn-edge train`")

@@ -116,3 +116,22 @@ def test_masks_binarize_at_half_their_own_white(tmp_path):
     noisy[4:6, 4:6] = 250
     cv2.imwrite(str(tmp_path / "noisy.png"), noisy)
     assert read_mask(tmp_path / "noisy.png", (8, 8)).sum() == 4
+
+
+def test_a_cut_jpeg_is_refused_before_libjpeg_prints_its_own_warning(tmp_path):
+    """The user sees one clear error, not libjpeg's 'Premature end of JPEG file' on stderr before it."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    img = (np.random.default_rng(0).random((90, 70, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "whole.jpg"), img)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    code = ("import sys\nfrom prn_edge.data.images import read_image\nfrom prn_edge.errors import DataError\n"
+            "try:\n    read_image(sys.argv[1])\nexcept DataError as e:\n    print('refused:', e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cut.jpg")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "refused:" in r.stdout and "cut short" in r.stdout
+    assert "JPEG" not in r.stderr, r.stderr
