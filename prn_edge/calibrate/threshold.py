@@ -19,14 +19,13 @@ import numpy as np
 from ..errors import ConfigError, DataError
 
 def _images(folder: Path, what: str) -> list[Path]:
-    from ..data.images import IMAGE_EXTS, check_no_twins, is_image_file
+    from ..data.images import IMAGE_EXTS, list_images
 
     if not Path(folder).is_dir():
         raise DataError(f"{what} folder {folder} does not exist")
-    files = sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
+    files = list_images(folder, where=f"{what} folder {folder}")
     if not files:
         raise DataError(f"{what} folder {folder} has no images ({', '.join(IMAGE_EXTS)})")
-    check_no_twins(files, f"{what} folder {folder}")
     return files
 
 

@@ -21,11 +21,10 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..input_policy import Placement, as_hw
 from .fit import fit_image, fit_mask
-from .images import IMAGE_EXTS, check_no_twins, image_header, is_image_file, read_image, read_mask
+from .images import IMAGE_EXTS, MASK_SUFFIX, image_header, is_image_file, list_images, read_image, read_mask
 
 GOOD = "good"
 FLAT_TYPE = "defect"  # type name of defect images that are not sorted into subfolders
-MASK_SUFFIX = "_mask"
 GENERIC_TEST_FRACTION = 0.2
 MVTEC_LAYOUT = "MVTec AD layout: train/good/*.png, test/<good|defect type>/*.png, ground_truth/<type>/<name>_mask.png"
 GENERIC_LAYOUT = "generic layout: good/*.png, defect/[<type>/]*.png, masks/[<type>/]<name>_mask.png"
@@ -87,20 +86,10 @@ def load_fitted(path: Path, size: int | tuple[int, int], policy: str) -> tuple[n
     return fit_image(read_image(path), as_hw(size), policy)
 
 
-def _images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files of a folder (masks excluded), sorted for determinism. Hidden files are skipped: a macOS copy
-    leaves `._name.jpg` resource forks beside every image, which are no images."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    files = sorted(p for p in found if is_image_file(p) and not p.stem.endswith(MASK_SUFFIX)
-                   and not p.name.startswith("."))
-    check_no_twins(files, folder)
-    return files
-
-
 def _require_images(folder: Path, layout: str, recursive: bool = False) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"missing folder {folder}; expected the {layout}")
-    files = _images(folder, recursive)
+    files = list_images(folder, recursive)
     if not files:
         raise DataError(f"folder {folder} holds no images ({', '.join(IMAGE_EXTS)}); expected the {layout}")
     return files

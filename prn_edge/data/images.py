@@ -30,17 +30,32 @@ def check_no_twins(files: list[Path], where: str | Path) -> None:
                             "of the two")
 
 
-def sample_image_files(folder: str | Path, count: int) -> list[Path]:
-    """At most `count` images below `folder`, spread evenly over the sorted list (a test/ folder with one
-    sub-folder per defect type gives some of each, its good parts too); masks (ground_truth/, masks/) and hidden
-    files (a Mac's `._name.jpg`) skipped. For checks that compare two models on a few images and for benchmarks.
-    DataError when there are none."""
+MASK_SUFFIX = "_mask"  # <name>_mask.<ext>: the mask of <name>.<ext> (MVTec AD's ground_truth, shot folders)
+MASK_FOLDERS = frozenset({"ground_truth", "masks"})
+
+
+def list_images(folder: str | Path, recursive: bool = True, where: str | None = None) -> list[Path]:
+    """The images of a folder (and below it when `recursive`), sorted: what every command takes as a folder of
+    parts (datasets, shot folders, `threshold`, `predict`, `bench --images`, the line's folder source). Skipped:
+    masks (`<name>_mask.*`, anything in a ground_truth/ or masks/ folder below) and hidden files (a Mac copy's
+    `._name.jpg`). DataError when two images in one folder share a name (a raw dataset's mask beside its image
+    under the image's own name); `where` names the folder in that message. An empty list when there are none."""
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if is_image_file(p) and not p.name.startswith(".")
-                   and not {"ground_truth", "masks"} & set(p.relative_to(root).parts))
+    found = root.rglob("*") if recursive else root.iterdir()
+    files = sorted(p for p in found if is_image_file(p) and not p.name.startswith(".")
+                   and not p.stem.endswith(MASK_SUFFIX) and not MASK_FOLDERS & set(p.relative_to(root).parts[:-1]))
+    check_no_twins(files, where or root)
+    return files
+
+
+def sample_image_files(folder: str | Path, count: int) -> list[Path]:
+    """At most `count` of a folder's images (list_images), spread evenly over the sorted list (a test/ folder with
+    one sub-folder per defect type gives some of each, its good parts too). For checks that compare two models on a
+    few images and for benchmarks. DataError when there are none."""
+    root = Path(folder)
+    files = list_images(root)
     if not files:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) below it; give a folder of the part's images")
-    check_no_twins(files, root)
     if len(files) <= count:
         return files
     # exactly `count`, evenly spaced (every k-th would give 14 of 28 files for 20, or the first 64 of 65 for 64)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from ..data.fit import fit_image
-from ..data.images import IMAGE_EXTS, check_no_twins, is_image_file, read_image
+from ..data.images import IMAGE_EXTS, check_no_twins, is_image_file, list_images, read_image
 from ..errors import DataError
 from ..input_policy import placement
 from ..tiling import predict_in_tiles
@@ -49,15 +49,14 @@ class Prediction:
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Image files named, or found below folders (sorted; hidden files and ground_truth/ or masks/ folders
-    skipped, as the benchmark's listing does). DataError when a path does not exist, a named file is not an image,
-    nothing is found, or two images in one folder share a name (a mask beside its image)."""
+    """Image files named, or found below folders (data.images.list_images: sorted, masks and hidden files skipped).
+    DataError when a path does not exist, a named file is not an image, nothing is found, or two images in one
+    folder share a name (a mask beside its image)."""
     out: list[Path] = []
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if is_image_file(f) and not f.name.startswith(".")
-                           and not {"ground_truth", "masks"} & set(f.relative_to(p).parts))
+            found = list_images(p)
             if not found:
                 raise DataError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) below it")
             out += found

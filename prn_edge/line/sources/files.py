@@ -12,7 +12,7 @@ import numpy as np
 
 from ...data.dataset import GOOD
 from ...data.fit import fit_image
-from ...data.images import check_no_twins, is_image_file, read_image
+from ...data.images import list_images, read_image
 from ...errors import DataError
 from .. import registry
 from ..errors import CameraTimeout, CorruptFrame, LineConfigError, SourceExhausted
@@ -47,13 +47,12 @@ class ImageFolderSource(FrameSource):
     def open(self) -> None:
         if not self.folder.is_dir():
             raise LineConfigError(f"source.folder.path={str(self.folder)!r} is not a folder of images")
-        self._files = sorted(p for p in self.folder.rglob("*") if is_image_file(p) and not p.stem.endswith("_mask"))
-        if not self._files:
-            raise LineConfigError(f"source.folder.path={str(self.folder)!r} holds no images (png, jpg, bmp, tif)")
         try:
-            check_no_twins(self._files, f"source.folder.path={str(self.folder)!r}")
+            self._files = list_images(self.folder, where=f"source.folder.path={str(self.folder)!r}")
         except DataError as e:
             raise LineConfigError(str(e)) from None
+        if not self._files:
+            raise LineConfigError(f"source.folder.path={str(self.folder)!r} holds no images (png, jpg, bmp, tif)")
         self._pacer = Pacer(self.rate_hz)
         self._i = 0
         self._resized = False
