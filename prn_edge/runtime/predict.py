@@ -157,6 +157,11 @@ def predict_images(artefact: str | Path, paths: Sequence[str | Path], out: Optio
     from .base import describe_line
 
     files = image_files(paths)
+    if out is not None:  # an output folder inside an input folder: its pictures are not parts to predict next time
+        inside = Path(out).resolve()
+        files = [f for f in files if inside not in f.parents]
+        if not files:
+            raise DataError(f"no images to predict outside the output folder {out}")
     root = common_root(files)
     t0 = time.perf_counter()
     with open_engine(artefact, backend=backend, allow_failed_gate=allow_failed_gate, threads=threads) as engine:

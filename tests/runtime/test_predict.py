@@ -86,6 +86,13 @@ def test_outputs_csv_json_and_pictures_rejects_first(tiny_ckpt, odd_images, tmp_
     img = cv2.imread(str(pictures[0]))
     assert img.shape[1] > 2 * img.shape[0] * 70 / 150
     assert predict_images(tiny_ckpt, [paths[0]], tmp_path / "none", progress=False, overlays=0)["overlays"] == []
+    # an output folder inside the input folder: its pictures are not taken as parts on the next run
+    inner = root / "a" / "pred"
+    first = predict_images(tiny_ckpt, [root / "a"], inner, progress=False, overlays=2)
+    again = predict_images(tiny_ckpt, [root / "a"], inner, progress=False, overlays=2)
+    assert first["images"] == again["images"] == 3 and any(inner.rglob("*.png"))
+    import shutil
+    shutil.rmtree(inner)
 
 
 def test_a_letterbox_model_maps_back_without_its_padding(tmp_path):
