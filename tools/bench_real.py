@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Real-data benchmark: PRN against a training-free kNN reference over the same frozen encoder, on real photos.
 
-    python tools/bench_real.py [--mtd DIR] [--ksdd DIR] [--bsd DIR] --out runs/bench_real [--data CATEGORY_DIR ...] [--zero-shot]
+    python tools/bench_real.py [--mtd DIR] [--ksdd DIR] [--bsd DIR] [--pairs DIR] --out runs/bench_real
+        [--data CATEGORY_DIR ...] [--zero-shot]
         [--seed 0] [--steps N] [--set k=v ...] [--skip-prn]
     python tools/bench_real.py --summarize RUN [RUN ...] --out runs/bench_real_seeds
 
@@ -23,6 +24,12 @@ the spindle photographed over weeks of wear. Whole spots go to one side: to trai
 10 defective images, the rest to test. An unannotated image counts as normal only if taken before its spot's first
 annotated one (later ones may hold pitting nobody outlined). Its one defect type (pitting, small: a median 0.26% of
 the image) is seen through 10 shots from the training spots, or unseen with --zero-shot (same test set).
+--pairs: a dataset as segmentation pairs, the way many are published: <DIR>/**/images/<name>.<ext> beside
+<DIR>/**/masks/<name>.<ext> (the same name; an all-black mask is a good part), e.g. the MPDD metal plates
+(Metal Parts Defect Detection, Jezek et al. 2021) as re-split into data_supervised/metal_plate/{train,val,test} by
+the public repository BupeshKumarR/defect-segmentation-for-mpdd (512x512 colour). Turned into the generic layout
+(good/, defect/, masks/<name>_mask.png) with byte-identical duplicates dropped; the generic layout's seeded split
+takes 80% of the good parts for training. It has no shots: every type is unseen.
 --data adds categories already in the MVTec AD or generic layout (their defects/ folder gives the shots).
 --zero-shot trains without any real defect.
 
@@ -210,6 +217,51 @@ def prepare_ksdd(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
     (root / "meta.json").write_text(json.dumps({"seen": [] if zero_shot else [KSDD_DEFECT], "foreground": "full",
                                                 "source": str(src), "split_seed": seed, "group_aware": True,
                                                 "train_commutators": sorted(train)}))
+    return root
+
+
+# --- segmentation pairs (images/ + masks/) -> generic layout -----------------------------------------------------
+
+def prepare_pairs(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
+    """Generic layout under out/<src name>: good/ (all-black masks), defect/ and masks/<name>_mask.png (binarized
+    at half range). Images named by their folder path below src (train_images_000 -> train_000), duplicates (the
+    same bytes) dropped. No shots either way; seed and zero_shot are the generic split's and the caller's."""
+    import hashlib
+
+    import cv2
+
+    root = out / src.name
+    if (root / "meta.json").is_file():
+        return root
+    from prn_edge.data.images import image_header, list_images, read_mask
+
+    pairs = []
+    for images in sorted(p for p in src.rglob("images") if p.is_dir()):
+        masks = images.parent / "masks"
+        for image in list_images(images):
+            found = [m for m in list_images(masks) if m.stem == image.stem] if masks.is_dir() else []
+            if len(found) != 1:
+                raise SystemExit(f"{image}: expected one mask of that name in {masks}, found {len(found)}")
+            pairs.append((image, found[0], f"{images.parent.relative_to(src).as_posix().replace('/', '_')}_{image.stem}"))
+    if not pairs:
+        raise SystemExit(f"{src}: no images/ folder with a masks/ folder beside it below it")
+    seen, dropped = set(), 0
+    for image, mask, name in pairs:
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        if digest in seen:
+            dropped += 1
+            continue
+        seen.add(digest)
+        w, h, _ = image_header(image)
+        m = read_mask(mask, (h, w))
+        if m.any():
+            _link(image, root / "defect" / f"{name}{image.suffix}")
+            (root / "masks").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "masks" / f"{name}_mask.png"), (m > 0).astype(np.uint8) * 255)
+        else:
+            _link(image, root / "good" / f"{name}{image.suffix}")
+    (root / "meta.json").write_text(json.dumps({"seen": [], "foreground": "full", "source": str(src),
+                                                "duplicates_dropped": dropped, "pairs": len(pairs)}))
     return root
 
 
@@ -547,6 +599,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mtd", type=Path, help="the Magnetic Tile Defect dataset folder (MT_* subfolders)")
     ap.add_argument("--ksdd", type=Path, help="the KolektorSDD dataset folder (kos* subfolders)")
     ap.add_argument("--bsd", type=Path, help="the BSData folder (image_data.json, data/, label/)")
+    ap.add_argument("--pairs", type=Path, help="a dataset of images/ + masks/ folders (black mask = good part)")
     ap.add_argument("--data", type=Path, nargs="*", default=[], help="more categories (MVTec AD or generic layout)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_real"))
     ap.add_argument("--zero-shot", action="store_true", help="no real defects in training: every type unseen")
@@ -568,8 +621,8 @@ def main(argv=None) -> int:
         (args.out / "bench_real_summary.md").write_text(md)
         print(md)
         return 0
-    if not args.mtd and not args.ksdd and not args.bsd and not args.data:
-        ap.error("give --mtd DIR, --ksdd DIR, --bsd DIR and/or --data DIR")
+    if not args.mtd and not args.ksdd and not args.bsd and not args.pairs and not args.data:
+        ap.error("give --mtd DIR, --ksdd DIR, --bsd DIR, --pairs DIR and/or --data DIR")
 
     overrides: dict = {"train": {"seed": args.seed, "num_shots": 0 if args.zero_shot else 2 * SHOTS,
                                  **({"steps": args.steps} if args.steps else {})}}
@@ -578,7 +631,8 @@ def main(argv=None) -> int:
     cfg = make_config(args.variant, overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     prepared = [prepare(src, args.out / "data", args.seed, args.zero_shot)
-                for prepare, src in ((prepare_mtd, args.mtd), (prepare_ksdd, args.ksdd), (prepare_bsd, args.bsd))
+                for prepare, src in ((prepare_mtd, args.mtd), (prepare_ksdd, args.ksdd), (prepare_bsd, args.bsd),
+                                     (prepare_pairs, args.pairs))
                 if src]
     roots = prepared + args.data
     report = {"machine": machine_info(), "variant": args.variant, "config": cfg.to_dict(), "zero_shot": args.zero_shot,

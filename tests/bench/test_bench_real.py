@@ -205,3 +205,36 @@ def test_summarize_gives_mean_and_spread_over_repeats_and_refuses_what_is_not_on
         bench_real.summarize([a, _report(tmp_path, "d", 0, 0.8, 0.7)])
     with pytest.raises(SystemExit, match="does not exist"):
         bench_real.summarize([tmp_path / "missing"])
+
+
+def test_segmentation_pairs_become_a_generic_category(tmp_path):
+    """images/ + masks/ of one name (black mask = good part), in several split folders, duplicates dropped; a
+    mask missing is refused by name."""
+    src = tmp_path / "metal_plate"
+    rng = np.random.default_rng(0)
+    images = {}
+    for split, n in (("train", 6), ("test", 4)):
+        for i in range(n):
+            img = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+            mask = np.zeros((20, 24), np.uint8)
+            if i % 2:
+                mask[5:9, 3:12] = 255
+            for folder, data in (("images", img), ("masks", mask)):
+                (src / split / folder).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(src / split / folder / f"{split}_{i}.png"), data)
+            images[f"{split}_{i}"] = img
+    (src / "test" / "images" / "test_9.png").write_bytes((src / "train" / "images" / "train_0.png").read_bytes())
+    cv2.imwrite(str(src / "test" / "masks" / "test_9.png"), np.zeros((20, 24), np.uint8))  # a duplicate image
+    root = bench_real.prepare_pairs(src, tmp_path / "out", seed=0, zero_shot=True)
+    # the first of two identical images (in the folders' order) is kept
+    assert sorted(p.name for p in (root / "good").iterdir()) == [
+        "test_test_0.png", "test_test_2.png", "test_test_9.png", "train_train_2.png", "train_train_4.png"]
+    assert sorted(p.name for p in (root / "masks").iterdir()) == [
+        f"{s}_{s}_{i}_mask.png" for s, i in (("test", 1), ("test", 3), ("train", 1), ("train", 3), ("train", 5))]
+    assert json.loads((root / "meta.json").read_text())["duplicates_dropped"] == 1
+    cat = load_category(root, seed=0, num_shots=0)
+    assert len(cat.train_good) + sum(s.label == 0 for s in cat.test) == 5
+    assert sorted(s.defect for s in cat.test if s.label) == ["defect"] * 5 and cat.seen_types == []
+    (src / "train" / "masks" / "train_5.png").unlink()
+    with pytest.raises(SystemExit, match="train_5.png: expected one mask"):
+        bench_real.prepare_pairs(src, tmp_path / "out2", seed=0, zero_shot=True)
