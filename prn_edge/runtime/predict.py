@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,9 @@ def _fitted(img: np.ndarray, spec) -> tuple[np.ndarray, Callable[[np.ndarray], n
     return frame, lambda m: outer.unfit(inner.unfit(m))
 
 
-def predict_files(engine, files: Iterable[Path], batch: int = 8, progress: bool = False,
-                  keep_maps: Optional[Callable[[int, Prediction], bool]] = None):
-    """Yield (Prediction, image, map or None) per file, in order; the map (at the image's resolution) only where
-    keep_maps(index, prediction) says so (pictures of a few, not thousands of maps in memory)."""
+def predict_files(engine, files: Iterable[Path], batch: int = 8, progress: bool = False, keep_maps: bool = False):
+    """Yield (Prediction, image, map or None) per file, in order; the map (at the image's resolution) with
+    keep_maps (as the line's LoopOptions.keep_maps), for the caller to keep the few it draws."""
     from tqdm import tqdm
 
     from ..artefact import decide, normalize_scores
@@ -119,20 +119,14 @@ def predict_files(engine, files: Iterable[Path], batch: int = 8, progress: bool 
         for k, (f, img, amap) in enumerate(zip(chunk, images, maps)):
             p = Prediction(f, float(scores[k]), float(normalized[k]), bool(anomalous[k]), float(np.max(amap)),
                            img.shape[1], img.shape[0])
-            yield p, img, (amap if keep_maps is not None and keep_maps(i + k, p) else None)
+            yield p, img, (amap if keep_maps else None)
         bar.update(len(chunk))
     bar.close()
 
 
 def common_root(files: Sequence[Path]) -> Optional[Path]:
-    """The folder all files share, to name them relative to it in tables (None for a single file)."""
-    if len(files) < 2:
-        return files[0].parent if files else None
-    parts = [f.parent.parts for f in files]
-    n = 0
-    while all(len(p) > n and p[n] == parts[0][n] for p in parts):
-        n += 1
-    return Path(*parts[0][:n]) if n else None
+    """The folder all files share (a single file's own folder), to name them relative to it in tables."""
+    return Path(os.path.commonpath([f.parent for f in files])) if files else None
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
@@ -168,15 +162,14 @@ def predict_images(artefact: str | Path, paths: Sequence[str | Path], out: Optio
         meta = engine.metadata
         # maps for the pictures: the rejects first, then the highest passes, `overlays` at most held at a time
         kept: list[tuple[Prediction, np.ndarray, np.ndarray]] = []
-        keep = (lambda i, p: True) if out is not None and overlays > 0 else None
         preds = []
-        for p, img, amap in predict_files(engine, files, progress=progress, keep_maps=keep):
+        for p, img, amap in predict_files(engine, files, progress=progress, keep_maps=out is not None and overlays > 0):
             preds.append(p)
             if amap is not None:
                 kept.append((p, img, amap))
                 kept.sort(key=lambda t: (not t[0].anomalous, -t[0].score))
                 del kept[overlays:]
-        described = describe_line(engine.describe()) if hasattr(engine, "describe") else engine.__class__.__name__
+        described = describe_line(engine.describe())
     seconds = time.perf_counter() - t0
     rows = [p.row(root) for p in preds]
     rejected = sum(p.anomalous for p in preds)

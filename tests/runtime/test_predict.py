@@ -105,7 +105,7 @@ def test_a_letterbox_model_maps_back_without_its_padding(tmp_path):
     from prn_edge.runtime import open_engine
 
     with open_engine(tmp_path / "wide.onnx") as engine:
-        (p, img, amap), = predict_files(engine, [path], keep_maps=lambda i, p: True)
+        (p, img, amap), = predict_files(engine, [path], keep_maps=True)
     assert amap.shape == (40, 200) == ref_maps[0].shape
     assert np.abs(amap - ref_maps[0]).max() < 2e-3 and abs(p.score - ref_scores[0]) < 2e-4
 
@@ -129,7 +129,7 @@ def test_a_tiles_model_scores_the_highest_tile_at_native_resolution(tmp_path):
 
     ref_maps, ref_scores = predict_in_tiles(run, [image], cfg.model.hw)
     with open_engine(ckpt) as engine:
-        (p, _, amap), = predict_files(engine, [path], keep_maps=lambda i, p: True)
+        (p, _, amap), = predict_files(engine, [path], keep_maps=True)
     assert amap.shape == (131, 97) and np.abs(amap - ref_maps[0]).max() < 1e-4
     assert abs(p.score - float(ref_scores[0])) < 1e-5
 
