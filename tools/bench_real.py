@@ -238,8 +238,11 @@ def prepare_pairs(src: Path, out: Path, seed: int, zero_shot: bool) -> Path:
     pairs = []
     for images in sorted(p for p in src.rglob("images") if p.is_dir()):
         masks = images.parent / "masks"
+        by_stem: dict[str, list[Path]] = {}
+        for m in list_images(masks) if masks.is_dir() else []:  # listed once per folder, not once per image
+            by_stem.setdefault(m.stem, []).append(m)
         for image in list_images(images):
-            found = [m for m in list_images(masks) if m.stem == image.stem] if masks.is_dir() else []
+            found = by_stem.get(image.stem, [])
             if len(found) != 1:
                 raise SystemExit(f"{image}: expected one mask of that name in {masks}, found {len(found)}")
             pairs.append((image, found[0], f"{images.parent.relative_to(src).as_posix().replace('/', '_')}_{image.stem}"))
