@@ -96,15 +96,16 @@ def evaluate_checkpoint(ckpt: Path, data: Path, json_out: Optional[Path] = None,
                         save_maps: Optional[Path] = None, max_overlays: int = 40, progress: bool = True,
                         log: Callable[[str], None] = print, force_data: bool = False) -> dict:
     model, cfg, meta = load_model(ckpt)
-    # the shots are training's: a checkpoint that names its seen types needs none of them read (a broken shot
-    # mask is no reason to refuse an evaluation); older ones take the seen types from the shots
-    cat = load_category(Path(data), seed=meta.get("data_seed", 0), num_shots=0 if meta.get("seen_types") else 10)
+    # the shots are training's: a checkpoint that names its seen types (none, zero-shot) needs none of them read
+    # (a broken shot mask is no reason to refuse an evaluation); older ones take the seen types from the shots
+    recorded = meta.get("seen_types")
+    cat = load_category(Path(data), seed=meta.get("data_seed", 0), **({"num_shots": 0} if recorded is not None else {}))
     for note in cat.notes:
         log(note)
     check_training_normals(ckpt, cat, meta, force_data, log)
     excluded = {str(Path(p).resolve()) for p in meta.get("excluded_from_test", [])}
     samples = [s for s in cat.test if str(Path(s.image).resolve()) not in excluded]
-    seen_types = set(meta.get("seen_types") or cat.seen_types)
+    seen_types = set(cat.seen_types if recorded is None else recorded)
     t0 = time.time()
     maps, scores, masks = predict_test(model, cfg, samples, progress)  # metrics at the images' own resolution
     seconds = time.time() - t0

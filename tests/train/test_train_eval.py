@@ -392,3 +392,22 @@ def test_eval_does_not_read_the_training_shots(trained, tiny_data, tmp_path):
     assert main(["eval", str(trained), "--data", str(data), "--json", str(js), "--quiet"]) == 0
     res = json.loads(js.read_text())
     assert res["per_type"]["stain"]["seen"] is True and res["per_type"]["crack"]["seen"] is False
+
+
+def test_a_zero_shot_checkpoint_calls_every_type_unseen_even_beside_a_shots_folder(tiny_data, tmp_path):
+    """A zero-shot checkpoint records no seen types; eval must not take the category's shots folder's types as
+    seen (an empty list is a record, not a missing one)."""
+    import shutil
+
+    data = shutil.copytree(tiny_data, tmp_path / "gravel")
+    meta = json.loads((data / "meta.json").read_text())
+    meta.pop("seen", None)  # a user's category: the seen types come from the shots, when there are any
+    (data / "meta.json").write_text(json.dumps(meta))
+    out = tmp_path / "zs.pt"
+    assert main(["train", "--variant", "prn-tiny", "--data", str(data), "--out", str(out), "--quiet",
+                 "--set", "train.steps=5", "--set", "train.val_every=5", "--set", "train.num_shots=0"]) == 0
+    assert read_checkpoint(out)["meta"]["seen_types"] == []
+    js = tmp_path / "e.json"
+    assert main(["eval", str(out), "--data", str(data), "--json", str(js), "--quiet"]) == 0
+    res = json.loads(js.read_text())
+    assert {t: v["seen"] for t, v in res["per_type"].items()} == dict.fromkeys(res["per_type"], False)
