@@ -49,7 +49,7 @@ def _why_unreadable(e: Exception) -> str:
     if "central directory" in text or "zip archive" in text:
         return "it is not a complete zip archive (cut short by an interrupted copy or a full disk, or not a torch file)"
     if "Weights only load failed" in text:
-        if "GLOBAL" in text or "global" in text:
+        if "global" in text.lower():
             return ("it holds Python objects a weights-only load refuses (a pickle that would run code, or a file "
                     "not written by prn_edge); nothing in it was run")
         return "its bytes are neither a torch zip archive nor a weights-only pickle (corrupt, or not a torch file)"
