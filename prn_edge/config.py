@@ -35,6 +35,7 @@ AUTO_MAP = "auto"  # model.map_decoder and model.map_contrast chosen when traini
 MAP_DECODERS = (AUTO_MAP, "weighted", "gated")
 MAX_MAP_CONTRAST = 2.0  # the map's float rounding grows with it: 4 broke ONNX Runtime parity (1e-4) on a tiny model
 ZERO_SHOT_CONTRAST = 0.5  # model.map_contrast "auto" without real defect shots
+MAX_BORDER_CORRECTION = 128  # px: model.border_correction
 
 
 FUSED_DISTANCE = ("logit", "mean", "max")  # the model.distance_fusion values that put the distance map in
@@ -142,6 +143,19 @@ class ModelConfig:
     # centres, 2.10 -> 3.38 with 4096). Without a distance memory (model.distance_memory 0, image prototypes)
     # "both" is the per-scale distance to the prototypes.
     distance_features: str = "both"
+    # Pixels from the input's border within which the distance map's logit is corrected by the held-out normals'
+    # excess there (model.prn.DistanceMap.fit_border; 0 = none): near the border the encoder sees zero padding
+    # and the memory holds fewer such features, so normal texture there reads as farther from normal than inside,
+    # and the image score and the pixel threshold are set by it. Only an excess is removed: a border the normals
+    # make quieter (a background, a wall around the part) stays as it is. At most a quarter of the input's short
+    # side (border_px).
+    border_correction: int = 32
+
+    @property
+    def border_px(self) -> int:
+        """The border correction's width at this input size: border_correction, at most a quarter of the short
+        side (so the normals' mean farther in, what the border is measured against, covers the middle half)."""
+        return min(self.border_correction, min(self.hw) // 4)
 
     @property
     def map_gated(self) -> bool:
@@ -296,6 +310,10 @@ class ModelConfig:
             raise ConfigError(f"model.distance_scales={self.distance_scales}: one or more of 0 (stride 4), 1 (8), "
                               "2 (16)")
         _choice("model.distance_features", self.distance_features, ["both", "joint", "per_scale"])
+        self.border_correction = _number("model.border_correction", self.border_correction, int)
+        if not 0 <= self.border_correction <= MAX_BORDER_CORRECTION:
+            raise ConfigError(f"model.border_correction={self.border_correction}: pixels from the border, 0 (none) "
+                              f"to {MAX_BORDER_CORRECTION}")
         if self.distance_features == "joint" and not self.memory_size:
             raise ConfigError("model.distance_features=joint needs a distance memory: model.distance_memory > 0, "
                               "model.prototype_mode patch and a distance_fusion that fuses the distance (logit, mean "

@@ -79,7 +79,9 @@ def _checkpoint(path: Path) -> dict[str, Any]:
                + (f", the map's contrast {model.contrast:g} around each image's mean" if fusion == "logit"
                   and model.contrast else "")
                + ("" if fusion == "none" else
-                  f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.distance_features)}"),
+                  f"; distance to {_distance_text(model.distance_scales, model.memory_size, model.distance_features)}")
+               + (f", corrected within {model.border_px} px of the border" if fusion != "none"
+                  and model.border_correction else ""),
         "image_score": _score_text(model.score_k, fusion != "logit" or not (model.map_gated or model.contrast)),
         "training": f"{meta.get('best_step')} of {train.steps} steps kept (batch {train.batch_size}, seed {train.seed})",
         "real_shots": f"{len(meta.get('shots') or [])} for training, {len(meta.get('validation_shots') or [])} held "
@@ -182,6 +184,9 @@ def _artefact(path: Path, suffix: str) -> dict[str, Any]:
         out["distance"] = ("not fused (the decoder's map alone)" if described.get("distance_fusion") == "none" else
                            _distance_text(described["distance_scales"], described["distance_memory"],
                                           described["distance_features"]))
+    if described.get("border_correction") and described.get("distance_fusion") != "none":
+        out["border_correction"] = (f"{described['border_correction']} px (at most a quarter of the input's short "
+                                    "side): the held-out normals' excess of distance near the border removed")
     if described.get("map_decoder"):
         out["map_decoder"] = (f"{described['map_decoder']} (decoder weight {described['decoder_weight']:g}"
                               + (", gated by the distance in the map; the image score is not gated)"

@@ -484,6 +484,9 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
 
         model, mcfg, _ = load_model(ckpt)
         maps_by_method = {"PRN": predict_test(model, mcfg, samples)[0], **maps_by_method}
+        if model.fuses_distance and model.distance.border_px:  # ablation: no border correction, same checkpoint
+            entry["prn_no_border"] = no_border_ablation(model, mcfg, samples, labels, masks, types, seen)
+            entry["prn_no_border"]["train_seconds"] = entry["prn"]["train_seconds"]
         if model.fuses_distance:  # ablation: the decoder alone (the paper's PRN), same checkpoint
             model.cfg.distance_fusion = "none"
             dmaps, dscores, _ = predict_test(model, mcfg, samples)
@@ -494,8 +497,26 @@ def bench_category(root: Path, out: Path, cfg, seed: int, skip_prn: bool, quiet:
     return entry
 
 
+def no_border_ablation(model, mcfg, samples, labels, masks, types, seen) -> dict:
+    """The checkpoint's metrics with its distance map's border correction taken off (model.border_correction 0 at
+    prediction; the distance keeps its calibration from before the correction); the model is left as it was."""
+    from prn_edge.evaluate.checkpoint_eval import predict_test
+    from prn_edge.evaluate.metrics import evaluate_predictions
+
+    d = model.distance
+    kept = d.border.clone(), d.border_gain.clone()
+    d.border.zero_()
+    d.border_gain.fill_(1.0)
+    try:
+        maps, scores, _ = predict_test(model, mcfg, samples)
+    finally:
+        d.border.copy_(kept[0])
+        d.border_gain.copy_(kept[1])
+    return evaluate_predictions(scores, maps, labels, masks, types, seen)
+
+
 def _table(entry: dict) -> str:
-    methods = [m for m in ("prn", "prn_decoder_only", "knn") if m in entry]
+    methods = [m for m in ("prn", "prn_no_border", "prn_decoder_only", "knn") if m in entry]
     head = ["defect type", "seen", "n"] + [f"{m} {k}" for k in METRICS for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -513,7 +534,7 @@ def _table(entry: dict) -> str:
     return "\n".join(lines) + f"\n\ntraining: {secs}\n"
 
 
-SUMMARY_METHODS = ("prn", "prn_decoder_only", "knn")
+SUMMARY_METHODS = ("prn", "prn_no_border", "prn_decoder_only", "knn")
 SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 

@@ -111,9 +111,10 @@ def stored_config(state: dict, **model: Any) -> Config:
     cfg_dict = dict(state["config"])
     variant = cfg_dict.pop("variant")
     # Checkpoints from before the distance memory measured the distance against the prototypes, and those from
-    # before the joint memory kept one per scale, and those from before the gated map and the map contrast output
-    # the map as fused: keep them so.
+    # before the joint memory kept one per scale, those from before the gated map and the map contrast output
+    # the map as fused, and those from before the border correction did not correct it: keep them so.
     stored = {"distance_memory": 0, "distance_features": "per_scale", "map_decoder": "weighted", "map_contrast": 0.0,
+              "border_correction": 0,
               **cfg_dict["model"]}
     return make_config(variant, {**cfg_dict, "model": {**stored, **model}})
 

@@ -215,12 +215,21 @@ class DistanceMap(QuantileCalibration):
     its own (the joint part by `joint_cal`) and their calibrated logits averaged.
     """
 
-    def __init__(self, scales: tuple[int, ...], memory: JointMemory | None = None, per_scale: bool = True):
+    def __init__(self, scales: tuple[int, ...], memory: JointMemory | None = None, per_scale: bool = True,
+                 border: int = 0, hw: tuple[int, int] | None = None):
         super().__init__()
         self.scales = tuple(sorted(scales))
         self.memory = memory
         self.per_scale = per_scale or memory is None
         self.joint_cal = QuantileCalibration() if memory is not None and self.per_scale else None
+        # model.border_correction: the logit's excess near the input's border on held-out normals, removed (a map
+        # of constants, `border`), and the logit re-calibrated (`border_gain`); zeros and 1 until calibrated
+        self.border_px = border
+        if border:
+            if hw is None or border > min(hw) // 4:
+                raise ValueError(f"border correction of {border} px needs an input of at least {4 * border} px")
+            self.register_buffer("border", torch.zeros(1, 1, *hw))
+            self.register_buffer("border_gain", torch.ones(()))
 
     def inputs(self, feats: list[torch.Tensor], distances: list[torch.Tensor]) -> list[torch.Tensor]:
         """What the module (and `parts`) reads, from the head scales' features and per-scale distances: the
@@ -250,13 +259,17 @@ class DistanceMap(QuantileCalibration):
                                      mode="bilinear", align_corners=False))
         return out
 
-    def logit(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        """The calibrated logit: of the one part, or the mean of the two parts' own calibrated logits."""
-        parts = self.parts(inputs)
+    def _parts_logit(self, parts: list[torch.Tensor]) -> torch.Tensor:
         z = self.calibrated_logit(parts[0])
         if self.joint_cal is not None:
             z = 0.5 * (z + self.joint_cal.calibrated_logit(parts[1]))
         return z
+
+    def logit(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The calibrated logit: of the one part, or the mean of the two parts' own calibrated logits; with a
+        border correction, less the normals' excess near the border and re-calibrated (fit_border)."""
+        z = self._parts_logit(self.parts(inputs))
+        return z * self.border_gain - self.border if self.border_px else z
 
     def forward(self, inputs: list[torch.Tensor], as_logit: bool = False, both: bool = False):
         """The calibrated probability, or with `as_logit` its logit, or with `both` (logit, probability). Called
@@ -273,7 +286,39 @@ class DistanceMap(QuantileCalibration):
         result = self.calibrate(parts[0], quantile)
         if self.joint_cal is not None:
             result["joint"] = self.joint_cal.calibrate(parts[1], quantile)
+        if self.border_px:
+            result["border"] = self.fit_border(self._parts_logit(parts), quantile)
         return result
+
+    @torch.no_grad()
+    def fit_border(self, z: torch.Tensor, quantile: float = 0.999) -> dict:
+        """The border correction from the held-out normals' calibrated logits `z` (N, 1, H, W): their mean at
+        each distance from the input's border (0 = the outermost pixels) less their mean farther in than
+        `border_px`, where positive (a border the normals make louder is quietened; one they make quieter, a
+        background or a wall around the part, is left as it is), subtracted, and the corrected logits calibrated
+        again as the parts were (QuantileCalibration): `border` = (correction + loc) / temp, `border_gain` =
+        1 / temp. Why: the encoder's zero padding and the fewer border features in the memory make normal texture
+        at the border read as far from normal (docs/real-data.md, session 18)."""
+        h, w = z.shape[-2:]
+        depth = border_depth(h, w).to(z.device)
+        mean = z.float().mean(0)[0]
+        inner = mean[depth >= self.border_px].mean()
+        profile = torch.stack([(mean[depth == i].mean() - inner).clamp(min=0) for i in range(self.border_px)])
+        correction = torch.where(depth < self.border_px, profile[depth.clamp(max=self.border_px - 1)],
+                                 torch.zeros(()))
+        again = QuantileCalibration()
+        cal = again.calibrate(z - correction, quantile)
+        self.border.copy_(((correction + again.loc) / again.temp)[None, None])
+        self.border_gain.fill_(1.0 / float(again.temp))
+        return {"px": self.border_px, "profile": [round(float(v), 3) for v in profile],
+                "loc": cal["loc"], "temp": cal["temp"]}
+
+
+def border_depth(h: int, w: int) -> torch.Tensor:
+    """(h, w): each pixel's distance in pixels to the nearest edge of the input (0 on the outermost ring)."""
+    y = torch.arange(h)[:, None]
+    x = torch.arange(w)[None, :]
+    return torch.minimum(torch.minimum(y, h - 1 - y), torch.minimum(x, w - 1 - x))
 
 
 class PRN(nn.Module):
@@ -306,7 +351,7 @@ class PRN(nn.Module):
         memory = JointMemory(tuple(chans[i] for i in scales),
                              tuple(STRIDES[HEAD_SCALES[i]] // STRIDES[HEAD_SCALES[scales[0]]] for i in scales),
                              cfg.memory_size, hws[scales[0]]) if cfg.joint_memory else None
-        self.distance = DistanceMap(cfg.distance_scales, memory, cfg.scale_memory)
+        self.distance = DistanceMap(cfg.distance_scales, memory, cfg.scale_memory, cfg.border_px, cfg.hw)
         self.decoder_cal = DecoderCalibration()
 
     def train(self, mode: bool = True) -> "PRN":
@@ -458,6 +503,7 @@ def describe_config(c: ModelConfig, num_prototypes: int) -> dict:
             "num_prototypes": num_prototypes, "topk": c.topk if c.image_size == AUTO_SIZE else c.score_k, "dim": c.dim,
             "distance_fusion": c.distance_fusion, "distance_scales": list(c.distance_scales),
             "distance_memory": c.memory_size, "distance_features": c.distance_features,
+            "border_correction": c.border_correction,
             **({"decoder_weight": c.decoder_weight, "map_decoder": c.map_decoder, "map_contrast": c.map_contrast}
                if c.distance_fusion == "logit" else {})}
 

@@ -253,9 +253,10 @@ def test_checkpoint_without_distance_buffers_loads_with_fusion_off(tmp_path):
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("distance.")}  # an older file
     del state["config"]["model"]["distance_features"]  # (written before the joint memory: per scale)
+    del state["config"]["model"]["border_correction"]  # (and before the border correction: none)
     torch.save(state, tmp_path / "old.pt")
     loaded, _, _ = load_model(tmp_path / "old.pt")
-    assert not loaded.fuses_distance
+    assert not loaded.fuses_distance and loaded.cfg.border_correction == 0 and not loaded.distance.border_px
     state["model"]["decoder.bogus"] = torch.zeros(1)
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(Exception, match="unexpected keys"):
@@ -268,7 +269,8 @@ def _distance_logit(model, x):
     parts = d.parts(model._run(x)[1])
     cals = [d] + ([d.joint_cal] if d.joint_cal is not None else [])
     assert len(parts) == len(cals)
-    return sum((v - c.loc) / c.temp for v, c in zip(parts, cals)) / len(cals)
+    z = sum((v - c.loc) / c.temp for v, c in zip(parts, cals)) / len(cals)
+    return z * d.border_gain - d.border if d.border_px else z
 
 
 def test_both_distance_features_average_the_per_scale_and_the_joint_logits():
@@ -278,7 +280,8 @@ def test_both_distance_features_average_the_per_scale_and_the_joint_logits():
     models = {}
     for features in ("per_scale", "joint", "both"):
         torch.manual_seed(0)
-        cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": features}})
+        cfg = make_config("prn-tiny", {"model": {"distance_memory": 32, "distance_features": features,
+                                                 "border_correction": 0}})  # (each would correct its own)
         models[features], _ = build_prn(cfg.model, num_images=20)
         models[features].eval()
         models[features].fit_prototypes(x[:8])
@@ -574,3 +577,60 @@ def test_info_names_what_the_distance_measures_against(features, memory, expecte
     from prn_edge.describe import _distance_text
 
     assert _distance_text((1, 2), memory, features).startswith(expected)
+
+
+def _border_model(px=8, hw=64):
+    cfg = make_config("prn-tiny", {"model": {"image_size": hw, "border_correction": px}})
+    model, _ = build_prn(cfg.model, num_images=20)
+    return model.eval()
+
+
+def test_border_correction_removes_the_normals_excess_at_the_border_and_recalibrates():
+    """The held-out normals' logits rise towards the border (as the encoder's zero padding makes them on real
+    photos): the correction takes the excess off and re-calibrates, so the border no longer holds the normals'
+    top values and an excess in the middle still stands out; a border quieter than the middle is left alone."""
+    from prn_edge.model.prn import border_depth
+
+    torch.manual_seed(0)
+    d = _border_model().distance
+    depth = border_depth(64, 64).float()
+    rise = torch.clamp(8 - depth, min=0) * 0.5  # up to +4 logits on the outermost ring, none from 8 px in
+    z = torch.randn(12, 1, 64, 64) * 0.5 + rise
+    info = d.fit_border(z)
+    assert info["px"] == 8 and info["profile"][0] == pytest.approx(4.0, abs=0.3) and info["profile"][7] == pytest.approx(0.5, abs=0.3)
+    out = z * d.border_gain - d.border
+    ring = depth < 2  # 12% of the pixels
+
+    def ring_share(v):  # the share of the top 1% of values that lie on the ring
+        top = v > torch.quantile(v.flatten(), 0.99)
+        return float(top[:, :, ring].sum() / top.sum())
+
+    assert ring_share(z) > 0.9 and ring_share(out) < 0.2
+    assert float((out > 0).float().mean()) == pytest.approx(0.001, abs=0.001)  # p = 0.5 at the 99.9% quantile again
+    inner = depth >= 8
+    assert torch.allclose(out[:, :, inner], (z[:, :, inner] - info["loc"]) / info["temp"], atol=1e-5)
+    quiet = torch.randn(12, 1, 64, 64) * 0.5 - rise  # a wall around the part: quieter at the border
+    info = d.fit_border(quiet)
+    assert max(info["profile"]) < 0.1  # only an excess is removed
+    out = quiet * d.border_gain - d.border
+    assert torch.allclose(out, (quiet - info["loc"]) / info["temp"], atol=1e-5)
+
+
+def test_border_correction_is_fitted_with_the_distance_and_is_at_most_a_quarter_of_the_input():
+    x = _photo_batches()
+    model = _border_model(px=32)  # a 64 px input: 16 px at most
+    assert model.distance.border_px == 16 and model.cfg.border_px == 16
+    model.fit_prototypes(x[:8])
+    assert float(model.distance.border.abs().max()) == 0 and float(model.distance.border_gain) == 1
+    cal = model.calibrate_distance([x[8:]])
+    assert cal["border"]["px"] == 16 and len(cal["border"]["profile"]) == 16
+    assert float(model.distance.border.abs().max()) > 0  # fitted: a map of constants
+    with torch.no_grad():
+        z = model.distance(model._run(x[8:])[1], as_logit=True)
+    assert torch.allclose(z, _distance_logit(model, x[8:]), atol=1e-5)
+    off = _border_model(px=0)
+    assert not off.distance.border_px and not hasattr(off.distance, "border")
+    with pytest.raises(Exception, match="border_correction"):
+        make_config("prn-tiny", {"model": {"border_correction": -1}})
+    with pytest.raises(Exception, match="border_correction"):
+        make_config("prn-tiny", {"model": {"border_correction": "wide"}})

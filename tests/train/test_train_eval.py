@@ -262,14 +262,19 @@ def test_without_real_shots_validation_says_synthetic_only_and_eval_shows_the_ga
     assert said["map_decoder"] == ("gated (decoder weight 0.5, gated by the distance in the map; the image score is "
                                    "not gated)")
     assert said["map_contrast"].startswith("0.5 (each image's map pushed away")
+    assert said["border_correction"].startswith("32 px")  # (the configured width; 16 px at this 64 px input)
+    assert "corrected within 16 px of the border" in describe_file(out)["map"]
     # given, a choice is kept: the plain map, or another contrast
     plain = tmp_path / "p.pt"
     assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(plain), "--quiet",
                  "--set", "train.steps=10", "--set", "train.val_every=10", "--set", "train.num_shots=0",
-                 "--set", "model.map_decoder=weighted", "--set", "model.map_contrast=0"]) == 0
+                 "--set", "model.map_decoder=weighted", "--set", "model.map_contrast=0",
+                 "--set", "model.border_correction=0"]) == 0
     assert main(["export", str(plain), "-o", str(tmp_path / "p.onnx")]) == 0
     assert "gated" not in describe_file(plain)["map"] and "contrast" not in describe_file(plain)["map"]
+    assert "border" not in describe_file(plain)["map"]
     assert "map_contrast" not in describe_file(tmp_path / "p.onnx")
+    assert "border_correction" not in describe_file(tmp_path / "p.onnx")
     assert describe_file(tmp_path / "p.onnx")["map_decoder"] == "weighted (decoder weight 0.5)"
     contrasted = tmp_path / "c.pt"
     assert main(["train", "--variant", "prn-tiny", "--data", str(tiny_data), "--out", str(contrasted), "--quiet",
