@@ -68,12 +68,18 @@ def frames_to_model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
-    """RGB uint8 images (any size) -> camera frames for `spec` (size, channel order): for tests and parity.
+    """RGB uint8 images (any size) -> camera frames for `spec` (size, channel order): what threshold fitting,
+    INT8 calibration, verification and `predict` feed an engine.
 
-    Images are resized with cv2.INTER_AREA when shrinking and INTER_LINEAR otherwise, like training reads
-    them, except for a tiles artefact, which takes tiles (refused otherwise); mono uses OpenCV's RGB->gray weights.
+    An image of another size than the frames is fitted as training fits its images (data.fit.fit_image: the
+    model's input policy, stretched or letterboxed, by input_policy.resample) when the frames are the model
+    input; for frames of a camera's own size (a uint8 artefact that resizes inside its graph) it is stretched to
+    that size by the same resampling. A tiles artefact takes tiles (refused otherwise); mono uses OpenCV's
+    RGB->gray weights.
     """
     import cv2
+
+    from ..data.fit import fit_image
 
     out = []
     for img in images:
@@ -84,8 +90,8 @@ def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
             raise ConfigError(f"a tiles artefact takes {spec.width}x{spec.height} tiles cut at native resolution, not "
                              f"a {img.shape[1]}x{img.shape[0]} image resized; split it first (prn_edge.tiling.TileGrid)")
         if img.shape[:2] != (spec.height, spec.width):
-            shrink = img.shape[0] > spec.height or img.shape[1] > spec.width
-            img = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            policy = spec.fit if (spec.height, spec.width) == tuple(spec.model_hw) else "stretch"
+            img = fit_image(img, (spec.height, spec.width), policy)[0]
         if spec.channel_order == "bgr":
             img = img[..., ::-1]
         elif spec.channel_order == "mono":

@@ -184,7 +184,10 @@ def train(cfg: Config, data: Path, out: Path, defects_dir: Optional[Path] = None
         if fused:
             cal = model.calibrate_distance(val_batches)
             joint = f" (per scale; {cal['joint']['loc']:.3g} joint)" if "joint" in cal else ""
-            log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}{joint}")
+            border = (f"; near the border up to {max(cal['border']['profile']):.2g} logits louder, corrected within "
+                      f"{cal['border']['px']} px" if "border" in cal else "")
+            log(f"distance map calibrated on {len(val_imgs)} held-out normals: p = 0.5 at {cal['loc']:.3g}{joint}"
+                + border)
 
     gen = AnomalyGenerator(cfg.synth, hw, shots, textures, foreground)
     if tiles:

@@ -223,3 +223,24 @@ def test_broken_artefacts_are_clear_errors(artefacts, tmp_path, tiny_ckpt):
     not_ckpt.write_bytes(b"garbage")
     with pytest.raises(EngineError, match=r"weights\.pt"):
         open_engine(not_ckpt)
+
+
+@pytest.mark.parametrize("fit", ["stretch", "letterbox"])
+def test_images_become_frames_as_training_fits_them(fit):
+    """Thresholds, INT8 calibration and `predict` feed engines through rgb_to_frames: an image of another size is
+    fitted as training fits it (its input policy, input_policy.resample), not by another resize (it was cv2's, and
+    a letterbox model got its calibration images stretched)."""
+    from prn_edge.artefact import InputSpec
+    from prn_edge.data.fit import fit_image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (90, 100, 3), dtype=np.uint8)
+    spec = InputSpec("frames", "uint8", "NHWC", None, 64, 128, 3, "rgb", 64, 128, fit=fit)
+    frames = rgb_to_frames([img], spec)
+    assert frames.shape == (1, 64, 128, 3)
+    assert np.array_equal(frames[0], fit_image(img, (64, 128), fit)[0])
+    if fit == "letterbox":
+        assert (frames[0, :, :20] == 0).all()  # padded black at the sides, as training pads
+    camera = InputSpec("frames", "uint8", "NHWC", None, 120, 150, 1, "mono", 64, 128, resize="separable", fit=fit)
+    frames = rgb_to_frames([img], camera)  # frames of the camera's size: stretched to it, the graph fits them
+    assert frames.shape == (1, 120, 150, 1)

@@ -174,7 +174,7 @@ def test_info_of_a_checkpoint_and_of_its_artefact(trained, tmp_path, capsys):
     assert info["image_score"] == "mean of the top 10 map probabilities (model.topk)"  # prn-tiny's k
     both = ("4096 centres per scale, strides 8+16, and 4096 of those features joined, the mean of the two "
             "(model.distance_features both)")  # the default
-    assert info["map"].endswith(f"; distance to {both}")
+    assert info["map"].endswith(f"; distance to {both}, corrected within 16 px of the border")
     assert ("warning" in info) == (meta["validation"] == "synthetic-only")
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(trained), "-o", str(onnx_path), "--input-format", "uint8"]) == 0
