@@ -18,12 +18,11 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..data.fit import fit_image
 from ..data.images import IMAGE_EXTS, check_no_twins, is_image_file, list_images, read_image
 from ..errors import DataError
 from ..input_policy import placement
 from ..tiling import predict_in_tiles
-from .preprocess import rgb_to_frames
+from .preprocess import fit_to_frame, rgb_to_frames
 
 COLUMNS = ("file", "verdict", "score", "normalized_score", "map_max", "width", "height")
 
@@ -74,12 +73,8 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def _fitted(img: np.ndarray, spec) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """(the image as the engine's frame size, a function bringing a model-size map back to the image)."""
-    frame_hw, model_hw = (spec.height, spec.width), tuple(spec.model_hw)
-    # frames that are the model input take the input policy here (letterbox pads as training did); camera-size
-    # frames are stretched to the camera's size, as the line's region.resize does, and the graph applies the policy
-    policy = spec.fit if frame_hw == model_hw else "stretch"
-    frame, outer = fit_image(img, frame_hw, policy)
-    inner = placement(frame_hw, model_hw, spec.fit)
+    frame, outer = fit_to_frame(img, spec)
+    inner = placement((spec.height, spec.width), tuple(spec.model_hw), spec.fit)
     return frame, lambda m: outer.unfit(inner.unfit(m))
 
 

@@ -67,6 +67,17 @@ def frames_to_model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
+def fit_to_frame(img: np.ndarray, spec: InputSpec):
+    """(the image at the size of `spec`'s frames, fitted as training fits its images, and its placement:
+    data.fit.fit_image). Frames that are the model input take the input policy (letterbox pads as training did);
+    camera-size frames are stretched to the camera's size, as the line's region.resize does, and the graph applies
+    the policy."""
+    from ..data.fit import fit_image
+
+    frame_hw = (spec.height, spec.width)
+    return fit_image(img, frame_hw, spec.fit if frame_hw == tuple(spec.model_hw) else "stretch")
+
+
 def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
     """RGB uint8 images (any size) -> camera frames for `spec` (size, channel order): what threshold fitting,
     INT8 calibration, verification and `predict` feed an engine.
@@ -79,8 +90,6 @@ def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
     """
     import cv2
 
-    from ..data.fit import fit_image
-
     out = []
     for img in images:
         img = np.asarray(img)
@@ -90,8 +99,7 @@ def rgb_to_frames(images, spec: InputSpec) -> np.ndarray:
             raise ConfigError(f"a tiles artefact takes {spec.width}x{spec.height} tiles cut at native resolution, not "
                              f"a {img.shape[1]}x{img.shape[0]} image resized; split it first (prn_edge.tiling.TileGrid)")
         if img.shape[:2] != (spec.height, spec.width):
-            policy = spec.fit if (spec.height, spec.width) == tuple(spec.model_hw) else "stretch"
-            img = fit_image(img, (spec.height, spec.width), policy)[0]
+            img = fit_to_frame(img, spec)[0]
         if spec.channel_order == "bgr":
             img = img[..., ::-1]
         elif spec.channel_order == "mono":
